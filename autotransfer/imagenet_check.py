@@ -1,0 +1,66 @@
+"""Prove that a backbone's weights are really ImageNet weights, mapped correctly.
+
+The PyPI package ``foolbox`` ships 20 real ImageNet validation images whose file names carry the
+true class index (``imagenet_<i>_<label>.jpg``). A correctly mapped ImageNet-1k classifier gets
+about 17-18 of them right; a mis-mapped or random one gets about 0. We read them out of the wheel
+(see wheel_assets) rather than installing foolbox.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import wheel_assets
+from .images import DecodedImage, ResizeRecipe, decode_file
+from .wheel_assets import WheelAsset
+from .zoo import Backbone, Preprocess, create_backbone
+
+FOOLBOX_IMAGES = WheelAsset("foolbox", "3.3.4", "11049d515d38e765e206a73ace9cc648b81a0d6d1da9ad9057e149ee117989cb",
+                            "foolbox/data/")
+
+
+@dataclass(frozen=True)
+class Top1Result:
+    name: str
+    correct: int
+    total: int
+    weights: str
+
+
+def imagenet_samples() -> list[tuple[Path, int]]:
+    """The 20 labelled ImageNet images, as (path, class index)."""
+    folder = wheel_assets.fetch(FOOLBOX_IMAGES)
+    files = sorted(folder.glob("imagenet_*.jpg"))
+    return [(f, int(f.stem.split("_")[-1])) for f in files]
+
+
+def eval_tensor(paths: list[Path], preprocess: Preprocess) -> torch.Tensor:
+    """The standard evaluation transform: resize to size/crop_pct, centre crop, normalise."""
+    size = preprocess.input_size
+    recipe = ResizeRecipe(int(round(size / preprocess.crop_pct)), "crop", preprocess.interpolation)
+    arrays = []
+    for path in paths:
+        decoded = decode_file(path, recipe)
+        if not isinstance(decoded, DecodedImage):
+            raise RuntimeError(f"{path}: {decoded}")
+        offset = (recipe.size - size) // 2
+        arrays.append(decoded.pixels[offset:offset + size, offset:offset + size])
+    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(preprocess.mean).view(1, 3, 1, 1)
+    std = torch.tensor(preprocess.std).view(1, 3, 1, 1)
+    return (batch - mean) / std
+
+
+def imagenet_top1(name: str, weights: str | Path | None = None) -> Top1Result:
+    """Top-1 of ``name``'s ImageNet classifier on the 20 foolbox images."""
+    backbone: Backbone = create_backbone(name, pretrained=True, weights=weights, keep_classifier=True)
+    samples = imagenet_samples()
+    inputs = eval_tensor([p for p, _ in samples], backbone.preprocess)
+    with torch.inference_mode():
+        predicted = backbone.model(inputs).argmax(dim=1).tolist()
+    correct = sum(int(p == label) for p, (_, label) in zip(predicted, samples))
+    return Top1Result(name, correct, len(samples), backbone.weights.describe())

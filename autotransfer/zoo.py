@@ -1,0 +1,360 @@
+"""Backbones: create any timm (or torchvision) model with pretrained weights, and describe it uniformly.
+
+Every backbone exposes the same three things the rest of the engine needs:
+- ``taps``: named layers whose activations can serve as features, early to late, with channels and
+  stride; the last one is always called ``head`` and is the network's "CNN code" (the
+  pre-logits features, after the final activation);
+- ``depth_groups``: stem ... last stage, from timm's ``group_matcher`` (torchvision models get an
+  equivalent matcher in the same format), used for freeze depth and layer-wise learning rates;
+- ``preprocess``: input size, mean, std, interpolation and crop from the weights' pretrained_cfg.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import weights as weights_mod
+from .errors import AutoTransferError
+from .weights import OFFLINE_ZOO, WeightsSource
+
+log = logging.getLogger(__name__)
+
+TORCHVISION_PREFIX = "tv:"
+
+
+@dataclass(frozen=True)
+class Tap:
+    """A layer whose output can be used as features. ``stride`` is None for vector (FC) layers."""
+
+    name: str
+    module: str
+    channels: int
+    stride: int | None
+
+
+@dataclass(frozen=True)
+class DepthGroup:
+    """A block of consecutive layers that is frozen or given a learning rate as a unit."""
+
+    index: int
+    name: str
+    params: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How images must be prepared for the pretrained weights (from timm's pretrained_cfg)."""
+
+    input_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str
+    crop_pct: float
+
+
+@dataclass
+class Backbone:
+    """A pretrained network with its classifier removed (unless kept), plus its uniform description."""
+
+    name: str
+    source: str  # "timm" or "torchvision"
+    model: nn.Module
+    taps: list[Tap]
+    depth_groups: list[DepthGroup]
+    preprocess: Preprocess
+    num_features: int
+    weights: WeightsSource | None
+
+    def tap(self, name: str) -> Tap:
+        for tap in self.taps:
+            if tap.name == name:
+                return tap
+        raise AutoTransferError(f"{self.name} has no tap point named {name!r}.",
+                                fix=f"use one of: {', '.join(t.name for t in self.taps)}")
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name, "source": self.source, "num_features": self.num_features,
+            "weights": self.weights.describe() if self.weights else "random init",
+            "preprocess": asdict(self.preprocess),
+            "taps": [asdict(t) for t in self.taps],
+            "depth_groups": [{"index": g.index, "name": g.name, "n_params": len(g.params)} for g in self.depth_groups],
+        }
+
+
+@dataclass(frozen=True)
+class _TorchvisionSpec:
+    """What timm would tell us about a model, written out for the torchvision models we support."""
+
+    taps: tuple[tuple[str, str, int, int | None], ...]  # name, module, channels, stride
+    group_matcher: dict
+    classifier: str  # module replaced by Identity to get the CNN codes
+    num_features: int
+
+
+_TORCHVISION: dict[str, _TorchvisionSpec] = {
+    # AlexNet: taps after each ReLU (the recipe's CNN codes are fc7 after its ReLU, 4096-d);
+    # pool5 is the 6x6x256 map that fc6 reads.
+    "alexnet": _TorchvisionSpec(
+        taps=(("conv1", "features.1", 64, 4), ("conv2", "features.4", 192, 8), ("conv3", "features.7", 384, 16),
+              ("conv4", "features.9", 256, 16), ("conv5", "features.11", 256, 16), ("pool5", "features.12", 256, 32),
+              ("fc6", "classifier.2", 4096, None), ("head", "classifier.5", 4096, None)),
+        group_matcher={"features": r"^features\.(\d+)", "classifier": r"^classifier\.(\d+)"},
+        classifier="classifier.6", num_features=4096),
+    "vgg16": _TorchvisionSpec(
+        taps=(("conv2_2", "features.8", 128, 2), ("conv3_3", "features.15", 256, 4), ("conv4_3", "features.22", 512, 8),
+              ("conv5_3", "features.29", 512, 16), ("pool5", "features.30", 512, 32),
+              ("fc6", "classifier.1", 4096, None), ("head", "classifier.4", 4096, None)),
+        group_matcher={"features": r"^features\.(\d+)", "classifier": r"^classifier\.(\d+)"},
+        classifier="classifier.6", num_features=4096),
+    "resnet18": _TorchvisionSpec(
+        taps=(("relu", "relu", 64, 2), ("layer1", "layer1", 64, 4), ("layer2", "layer2", 128, 8),
+              ("layer3", "layer3", 256, 16), ("head", "layer4", 512, 32)),
+        group_matcher={"stem": r"^conv1|^bn1", "blocks": r"^layer(\d+)"},
+        classifier="fc", num_features=512),
+    "mobilenet_v2": _TorchvisionSpec(
+        taps=(("features.1", "features.1", 16, 2), ("features.3", "features.3", 24, 4), ("features.6", "features.6", 32, 8),
+              ("features.13", "features.13", 96, 16), ("head", "features.18", 1280, 32)),
+        group_matcher={"stem": r"^features\.0\.", "blocks": r"^features\.(\d+)"},
+        classifier="classifier.1", num_features=1280),
+}
+
+# Shown by `autotransfer zoo list` besides the offline zoo: popular timm backbones (hub weights).
+_POPULAR_TIMM = ("resnet18", "resnet50", "efficientnet_b0", "mobilenetv3_large_100", "convnext_tiny",
+                 "vit_small_patch16_224")
+
+
+def known_backbones() -> list[str]:
+    offline = [n for n in OFFLINE_ZOO if not n.startswith(TORCHVISION_PREFIX)]
+    return offline + [f"{TORCHVISION_PREFIX}{n}" for n in _TORCHVISION] + list(_POPULAR_TIMM)
+
+
+def _import_timm():
+    from ._torchvision_compat import ensure_torchvision_importable
+
+    ensure_torchvision_importable()
+    import timm
+
+    return timm
+
+
+def _torchvision_models():
+    from ._torchvision_compat import ensure_torchvision_importable
+
+    ensure_torchvision_importable()
+    import torchvision.models
+
+    return torchvision.models
+
+
+def _group_name(params: list[str]) -> str:
+    """A readable name for a depth group: 'blocks.3', 'layer2', or 'conv_stem+bn1'."""
+    prefixes = []
+    for param in params:
+        parts = param.split(".")
+        prefix = ".".join(parts[:2]) if len(parts) > 2 and parts[1].isdigit() else parts[0]
+        if prefix not in prefixes:
+            prefixes.append(prefix)
+    return "+".join(prefixes[:3]) + ("+..." if len(prefixes) > 3 else "")
+
+
+def _depth_groups(model: nn.Module, matcher: dict, classifier_prefixes: tuple[str, ...]) -> list[DepthGroup]:
+    from timm.models import group_parameters
+
+    def is_classifier(param: str) -> bool:
+        return any(param == p or param.startswith(p + ".") for p in classifier_prefixes)
+
+    grouped = group_parameters(model, matcher)
+    groups = []
+    for params in grouped.values():
+        kept = [p for p in params if not is_classifier(p)]
+        if kept:
+            groups.append(DepthGroup(len(groups), _group_name(kept), tuple(kept)))
+    return groups
+
+
+def _find_output_module(model: nn.Module, run: callable) -> str:
+    """Name of the deepest module whose output *is* the tensor ``run(model)`` returns."""
+    outputs: dict[str, int] = {}
+    hooks = [m.register_forward_hook(lambda _m, _i, out, name=name: outputs.__setitem__(name, id(out)))
+             for name, m in model.named_modules() if name]
+    try:
+        result = run(model)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    matches = [name for name, ident in outputs.items() if ident == id(result)]
+    return matches[-1] if matches else ""
+
+
+def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """Module names of the ImageNet classifier, which a new task replaces."""
+    spec = _TORCHVISION.get(getattr(model, "_autotransfer_arch", ""))
+    if spec is not None:
+        return (spec.classifier,)
+    classifier = getattr(model, "pretrained_cfg", {}).get("classifier") or "classifier"
+    return tuple(classifier) if isinstance(classifier, (list, tuple)) else (classifier,)
+
+
+def _timm_description(model: nn.Module) -> tuple[list[Tap], list[DepthGroup], Preprocess, int]:
+    timm = _import_timm()
+    cfg = timm.data.resolve_model_data_config(model)
+    preprocess = Preprocess(int(cfg["input_size"][-1]), tuple(cfg["mean"]), tuple(cfg["std"]),
+                            cfg["interpolation"], float(cfg["crop_pct"]))
+    taps = [Tap(info["module"], info["module"], int(info["num_chs"]), int(info["reduction"]))
+            for info in model.feature_info]
+    size = preprocess.input_size
+    device = next(model.parameters()).device
+    probe = torch.zeros(1, 3, size, size, device=device)
+    with torch.no_grad():
+        head_module = _find_output_module(model, lambda m: m.forward_features(probe))
+    last_reduction = taps[-1].stride if taps else None
+    if taps and taps[-1].module == head_module:
+        taps[-1] = Tap("head", head_module, taps[-1].channels, last_reduction)
+    else:
+        taps.append(Tap("head", head_module, int(model.num_features), last_reduction))
+    groups = _depth_groups(model, model.group_matcher(coarse=True), _classifier_prefixes(model))
+    return taps, groups, preprocess, int(model.num_features)
+
+
+def _create_timm(name: str, device: torch.device | str) -> nn.Module:
+    timm = _import_timm()
+    try:
+        with torch.device(device):
+            return timm.create_model(name, pretrained=False)
+    except RuntimeError as error:
+        if "Unknown model" not in str(error):
+            raise
+        close = timm.list_models(f"*{name.split('.')[0][:8]}*")[:8]
+        raise AutoTransferError(
+            f"Unknown backbone {name!r}.",
+            fix="use a timm model name (`timm.list_models()`), a torchvision one as 'tv:resnet18', "
+            f"or see `autotransfer zoo list`." + (f" Similar timm names: {', '.join(close)}" if close else ""),
+        ) from error
+
+
+def _create_torchvision(arch: str, device: torch.device | str) -> nn.Module:
+    if arch not in _TORCHVISION:
+        raise AutoTransferError(f"Unsupported torchvision backbone 'tv:{arch}'.",
+                                fix=f"use one of: {', '.join('tv:' + n for n in _TORCHVISION)}, or a timm name.")
+    with torch.device(device):
+        model = _torchvision_models().get_model(arch, weights=None)
+    model._autotransfer_arch = arch  # lets _classifier_prefixes find the spec
+    return model
+
+
+def _torchvision_description(arch: str, model: nn.Module) -> tuple[list[Tap], list[DepthGroup], Preprocess, int]:
+    spec = _TORCHVISION[arch]
+    taps = [Tap(*t) for t in spec.taps]
+    groups = _depth_groups(model, spec.group_matcher, _classifier_prefixes(model))
+    # torchvision's IMAGENET1K_V1 recipe: resize 256, centre crop 224, bilinear.
+    preprocess = Preprocess(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear", 0.875)
+    return taps, groups, preprocess, spec.num_features
+
+
+def _load_pretrained(name: str, model: nn.Module, explicit: str | Path | None) -> WeightsSource:
+    source, looked = weights_mod.find_local_weights(name, explicit)
+    if source is not None and source.kind == "offline_zoo":
+        path = weights_mod.fetch_offline(name, model)
+        source = WeightsSource("offline_zoo", path)
+    if source is not None:
+        state = weights_mod.read_state_dict(source.path)
+        _load_state(model, state, name, source)
+        return source
+    if weights_mod.hub_reachable():
+        try:
+            _load_from_hub(name, model)
+            return WeightsSource("hub")
+        except Exception as error:  # the hub raises many types (HTTP, missing file, no weights tag)
+            looked.append(f"the hub ({type(error).__name__}: {str(error)[:200]})")
+    else:
+        looked.append("the hub (not reachable from this machine, or AUTOTRANSFER_OFFLINE is set)")
+    raise AutoTransferError(
+        f"No pretrained weights found for {name}.",
+        where="looked in: " + "; ".join(looked),
+        fix=f"pass --weights PATH (a .safetensors or .pth state dict), put {name.replace(':', '_')}.safetensors "
+        "in the directory named by $AUTOTRANSFER_WEIGHTS, go online, or pick a backbone of the offline zoo "
+        f"({', '.join(sorted(OFFLINE_ZOO))}).",
+    )
+
+
+def _load_from_hub(name: str, model: nn.Module) -> None:
+    if name.startswith(TORCHVISION_PREFIX):
+        arch = name.removeprefix(TORCHVISION_PREFIX)
+        state = _torchvision_models().get_model_weights(arch).DEFAULT.get_state_dict(progress=False)
+        model.load_state_dict(state)
+    else:
+        timm = _import_timm()
+        loaded = timm.create_model(name, pretrained=True)
+        model.load_state_dict(loaded.state_dict())
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], name: str, source: WeightsSource) -> None:
+    """Load strictly, except that a classifier of another size (a fine-tuned file) is left out."""
+    own = model.state_dict()
+    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    prefixes = _classifier_prefixes(model)
+    classifier_only = all(k.startswith(prefixes) for k in mismatched + missing + unexpected)
+    if (mismatched or missing or unexpected) and not classifier_only:
+        raise AutoTransferError(
+            f"The weights do not fit {name}: {len(missing)} missing, {len(unexpected)} unexpected, "
+            f"{len(mismatched)} of another shape (e.g. {(missing + unexpected + mismatched)[:3]}).",
+            where=source.describe(), fix="give weights saved from the same architecture.",
+        )
+    model.load_state_dict({k: v for k, v in state.items() if k in own and k not in mismatched}, strict=False)
+
+
+def create_backbone(name: str, *, pretrained: bool = True, weights: str | Path | None = None,
+                    keep_classifier: bool = False, device: torch.device | str = "cpu") -> Backbone:
+    """Create ``name`` (timm name, or ``tv:<arch>``) with weights resolved in the documented order.
+
+    ``pretrained=False`` gives random weights and says so in ``Backbone.weights`` (None). With
+    ``device="meta"`` nothing is allocated: useful to describe a model quickly.
+    """
+    is_tv = name.startswith(TORCHVISION_PREFIX)
+    arch = name.removeprefix(TORCHVISION_PREFIX)
+    model = _create_torchvision(arch, device) if is_tv else _create_timm(name, device)
+    source = _load_pretrained(name, model, weights) if pretrained else None
+    model.eval()
+    taps, groups, preprocess, num_features = (
+        _torchvision_description(arch, model) if is_tv else _timm_description(model))
+    overrides = OFFLINE_ZOO[name].pretrained_cfg if source and source.kind == "offline_zoo" else {}
+    if overrides:
+        preprocess = Preprocess(**{**asdict(preprocess), **overrides})
+    if not keep_classifier:
+        if is_tv:
+            model.set_submodule(_TORCHVISION[arch].classifier, nn.Identity())
+        else:
+            model.reset_classifier(0)
+    return Backbone(name, "torchvision" if is_tv else "timm", model, taps, groups, preprocess, num_features, source)
+
+
+def weights_available_offline(name: str) -> bool:
+    """Whether pretrained weights for ``name`` are on this machine right now (no network needed)."""
+    try:
+        source, _ = weights_mod.find_local_weights(name, None)
+    except AutoTransferError:
+        return False
+    if source is None:
+        return False
+    return source.kind != "offline_zoo" or weights_mod.offline_weights_available(name)
+
+
+def describe_known(name: str) -> dict:
+    """One row of `autotransfer zoo list`, built on the meta device (no memory, no weights)."""
+    backbone = create_backbone(name, pretrained=False, device="meta")
+    source = ("offline zoo" if name in OFFLINE_ZOO else
+              "torchvision hub" if name.startswith(TORCHVISION_PREFIX) else "timm hub")
+    return {
+        "name": name, "source": source, "weights_available": weights_available_offline(name),
+        "native_resolution": backbone.preprocess.input_size,
+        "taps": [t.name for t in backbone.taps], "depth_groups": len(backbone.depth_groups),
+        "num_features": backbone.num_features,
+    }
