@@ -1,0 +1,153 @@
+"""The ``autotransfer`` command. Every user mistake ends in one clear message, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from rich.table import Table
+
+from .errors import AutoTransferError
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+                  help="Find the best way to transfer an ImageNet-pretrained network to your images.")
+zoo_app = typer.Typer(no_args_is_help=True, help="The backbones: list, describe, fetch and verify weights.")
+app.add_typer(zoo_app, name="zoo")
+
+out = Console()
+err = Console(stderr=True)
+
+MIN_TOP1 = 15  # of 20 foolbox ImageNet images; correctly mapped weights get 17-18
+
+
+@zoo_app.command("list")
+def zoo_list(as_json: bool = typer.Option(False, "--json", help="print a JSON list instead of a table")) -> None:
+    """One row per known backbone: source, offline weights, native resolution, taps, depth groups."""
+    from .zoo import describe_known, known_backbones
+
+    rows = [describe_known(name) for name in known_backbones()]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="Known backbones (any other timm name works too)")
+    table.add_column("name", no_wrap=True)
+    for column in ("source", "weights offline", "native px", "taps", "depth groups"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["name"], row["source"], "[green]yes[/]" if row["weights_available"] else "no",
+                      str(row["native_resolution"]), str(len(row["taps"])), str(row["depth_groups"]))
+    out.print(table)
+    if not all(r["weights_available"] for r in rows if r["source"] == "offline zoo"):
+        out.print("Run [bold]autotransfer zoo fetch[/] to install the offline zoo's ImageNet weights.")
+
+
+@zoo_app.command("show")
+def zoo_show(name: str, weights: Optional[Path] = typer.Option(None, help="weights file or directory"),
+             pretrained: bool = typer.Option(True, help="resolve pretrained weights (off: architecture only)"),
+             as_json: bool = typer.Option(False, "--json")) -> None:
+    """Taps, depth groups, preprocessing and weight source of one backbone."""
+    from .zoo import create_backbone
+
+    backbone = create_backbone(name, pretrained=pretrained, weights=weights,
+                               device="cpu" if pretrained else "meta")
+    info = backbone.describe()
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    out.print(f"[bold]{name}[/] ({info['source']}), weights: {info['weights']}, features: {info['num_features']}")
+    out.print(f"preprocess: {info['preprocess']}")
+    taps = Table(title="tap points (early to late)")
+    for column in ("name", "module", "channels", "stride"):
+        taps.add_column(column)
+    for tap in info["taps"]:
+        taps.add_row(tap["name"], tap["module"], str(tap["channels"]), str(tap["stride"] or "-"))
+    out.print(taps)
+    out.print("depth groups: " + ", ".join(f"{g['index']}:{g['name']}" for g in info["depth_groups"]))
+
+
+@zoo_app.command("fetch")
+def zoo_fetch(names: Optional[list[str]] = typer.Argument(None, help="default: the whole offline zoo")) -> None:
+    """Download, verify (SHA-256) and convert the offline zoo's ImageNet weights into the cache."""
+    from .weights import OFFLINE_ZOO
+    from .zoo import create_backbone
+
+    for name in names or list(OFFLINE_ZOO):
+        if name not in OFFLINE_ZOO:
+            raise AutoTransferError(f"{name} is not in the offline zoo.", fix=f"choose from {', '.join(OFFLINE_ZOO)}.")
+        backbone = create_backbone(name, pretrained=True)
+        out.print(f"{name}: {backbone.weights.describe()}")
+
+
+@zoo_app.command("verify")
+def zoo_verify(names: Optional[list[str]] = typer.Argument(None, help="default: the whole offline zoo"),
+               weights: Optional[Path] = typer.Option(None, help="weights file or directory to check")) -> None:
+    """ImageNet top-1 on 20 real ImageNet images: proves the weights are loaded and mapped correctly."""
+    from .imagenet_check import imagenet_top1
+    from .weights import OFFLINE_ZOO
+
+    failed = []
+    for name in names or list(OFFLINE_ZOO):
+        result = imagenet_top1(name, weights=weights)
+        ok = result.correct >= MIN_TOP1
+        failed += [] if ok else [name]
+        out.print(f"{name}: top-1 {result.correct}/{result.total} " + ("[green]ok[/]" if ok else "[red]FAILED[/]")
+                  + f"  ({result.weights})")
+    if failed:
+        raise AutoTransferError(f"Weights of {', '.join(failed)} score below {MIN_TOP1}/20 on real ImageNet images.",
+                                fix="the file is not ImageNet-1k weights for this architecture, or is mapped wrongly.")
+
+
+@app.command()
+def inspect(data: Path = typer.Argument(..., help="ImageFolder, split folders, or CSV of path,label"),
+            size: int = typer.Option(128, help="working resolution (pixels) of the decode cache"),
+            val_fraction: float = typer.Option(0.2, help="share of each class held out for validation"),
+            seed: int = typer.Option(0), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Index and decode a dataset once (cached), and summarise classes, splits and skipped files."""
+    from .dataset import load_dataset
+
+    start = time.perf_counter()
+    dataset = load_dataset(data, image_size=size, val_fraction=val_fraction, seed=seed, show_progress=not as_json)
+    seconds = time.perf_counter() - start
+    summary = {
+        "root": str(dataset.root), "layout": dataset.layout, "n_images": len(dataset), "n_classes": len(dataset.classes),
+        "splits": {s: dataset.counts(s) for s in ("train", "val", "test") if len(dataset.indices(s))},
+        "skipped": [{"path": s.path, "reason": s.reason} for s in dataset.skipped],
+        "decode_cache": {"hit": dataset.cache_hit, "seconds": round(seconds, 3), "size": size},
+    }
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"{dataset.root} ({dataset.layout}): {len(dataset)} images, {len(dataset.classes)} classes")
+    table.add_column("class")
+    for split in summary["splits"]:
+        table.add_column(split, justify="right")
+    for name in dataset.classes:
+        table.add_row(name, *(str(summary["splits"][s][name]) for s in summary["splits"]))
+    out.print(table)
+    out.print(f"decoded at {size}px in {seconds:.2f}s ({'cache hit' if dataset.cache_hit else 'decoded and cached'}); "
+              f"{len(dataset.skipped)} file(s) skipped")
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(console=err, show_path=False, markup=False)])
+
+
+def main() -> None:
+    _configure_logging()
+    try:
+        app()
+    except AutoTransferError as error:
+        err.print("[bold red]Error:[/]", escape(str(error)), highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("Interrupted; nothing already cached was lost.")
+        sys.exit(130)
