@@ -151,3 +151,7 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("Interrupted; nothing already cached was lost.")
         sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -99,6 +99,13 @@ def decode_all(paths: list[Path], recipe: ResizeRecipe, *, cache_root: Path | No
     if cached is not None:
         return cached
     entry.parent.mkdir(parents=True, exist_ok=True)
+    if entry.exists():  # damaged (e.g. a file deleted by hand): move it aside, then rebuild
+        stale = Path(tempfile.mkdtemp(prefix=".stale-", dir=entry.parent))
+        try:
+            os.rename(entry, stale / "entry")
+        except OSError:
+            pass  # another process moved it first
+        shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     try:
         shape = (len(paths), recipe.size, recipe.size, 3)

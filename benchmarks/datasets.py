@@ -1,7 +1,7 @@
 """Build ImageFolder directories from the real datasets that install offline.
 
-    python benchmarks/datasets.py animal-mnist --per-class 50 --out datasets
-    python benchmarks/datasets.py fashion-mnist --per-class 100 --test-per-class 50 --out datasets
+    python -m benchmarks.datasets animal-mnist --per-class 50 --out datasets
+    python -m benchmarks.datasets fashion-mnist --per-class 100 --test-per-class 50 --out datasets
 
 Sources (see docs/design.md): Fashion-MNIST from Debian's ``dataset-fashion-mnist`` (downloaded with
 ``apt-get download`` and unpacked, never installed), Animal-MNIST from the ``animal-mnist`` wheel,

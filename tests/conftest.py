@@ -1,0 +1,50 @@
+"""Shared fixtures: an isolated cache per test, and generators of small synthetic images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import autotransfer  # noqa: F401  (applies the torchvision fix before any test imports timm)
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Each test gets its own cache and never reaches a hub; slow tests opt back into the real cache."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("AUTOTRANSFER_CACHE", str(cache))
+    monkeypatch.setenv("AUTOTRANSFER_OFFLINE", "1")
+    monkeypatch.delenv("AUTOTRANSFER_WEIGHTS", raising=False)
+    from autotransfer.weights import hub_reachable
+
+    hub_reachable.cache_clear()
+    return cache
+
+
+def colour_image(seed: int, size: tuple[int, int] = (40, 30), mode: str = "RGB") -> Image.Image:
+    """A random smooth colour photo stand-in (width, height)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
+    image = Image.fromarray(base, "RGB").resize(size, Image.Resampling.BILINEAR)
+    return image if mode == "RGB" else image.convert(mode)
+
+
+def make_imagefolder(root: Path, classes: dict[str, int], size: tuple[int, int] = (40, 30), fmt: str = "png",
+                     seed: int = 0) -> Path:
+    """``root/<class>/<i>.<fmt>`` with distinct images; each class has its own tint so it is learnable."""
+    for c, (name, count) in enumerate(classes.items()):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            image = np.asarray(colour_image(seed * 10_000 + c * 1000 + i, size), dtype=np.int16)
+            image[..., c % 3] = np.clip(image[..., c % 3] + 60, 0, 255)
+            Image.fromarray(image.astype(np.uint8)).save(folder / f"img_{i}.{fmt}")
+    return root
+
+
+@pytest.fixture
+def imagefolder(tmp_path) -> Path:
+    return make_imagefolder(tmp_path / "data", {"cats": 6, "dogs": 6, "birds": 5})

@@ -1,0 +1,66 @@
+"""The command line: JSON shapes, and errors that end in one clear message without a traceback."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import make_imagefolder
+
+
+def run_cli(*args, env_extra=None):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-c", "from autotransfer.cli import main; main()", *args],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_zoo_list_json_has_the_documented_keys():
+    result = run_cli("zoo", "list", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    for name in ("mobilenetv2_100", "tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2",
+                 "tv:alexnet", "tv:resnet18", "tv:mobilenet_v2"):
+        row = rows[name]
+        assert isinstance(row["weights_available"], bool) and isinstance(row["depth_groups"], int)
+        assert row["taps"][-1] == "head"
+    assert rows["mobilenetv2_100"]["weights_available"] is False  # this test's cache is empty
+
+
+def test_zoo_show_architecture_only():
+    result = run_cli("zoo", "show", "test_efficientnet", "--no-pretrained", "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["weights"] == "random init" and info["taps"][-1]["name"] == "head"
+
+
+def test_inspect_json_and_cache_hit(tmp_path):
+    root = make_imagefolder(tmp_path / "d", {"a": 3, "b": 3})
+    (root / "a" / "broken.jpg").write_bytes(b"nope")
+    first = json.loads(run_cli("inspect", str(root), "--size", "16", "--json").stdout)
+    second = run_cli("inspect", str(root), "--size", "16", "--json")
+    assert first["n_images"] == 6 and first["n_classes"] == 2 and not first["decode_cache"]["hit"]
+    assert json.loads(second.stdout)["decode_cache"]["hit"]
+    assert first["skipped"][0]["path"].endswith("broken.jpg")
+    assert "broken.jpg" in second.stderr  # the warning lists it every time
+
+
+@pytest.mark.parametrize("args,message", [
+    (["inspect", "/no/such/folder"], "The dataset path does not exist"),
+    (["zoo", "show", "no_such_net_xyz"], "Unknown backbone"),
+    (["zoo", "show", "test_resnet"], "No pretrained weights found for test_resnet"),
+    (["zoo", "fetch", "resnet50"], "not in the offline zoo"),
+])
+def test_user_errors_are_one_clear_message(args, message):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "What to do" in result.stderr or "choose from" in result.stderr
+
+
+def test_one_class_folder_is_a_clear_error(tmp_path):
+    root = make_imagefolder(tmp_path / "d", {"only": 2})
+    result = run_cli("inspect", str(root))
+    assert result.returncode == 2 and "at least 2 classes" in result.stderr and "Traceback" not in result.stderr
