@@ -99,7 +99,7 @@ def zoo_verify(names: Optional[list[str]] = typer.Argument(None, help="default: 
         ok = result.correct >= MIN_TOP1
         failed += [] if ok else [name]
         out.print(f"{name}: top-1 {result.correct}/{result.total} " + ("[green]ok[/]" if ok else "[red]FAILED[/]")
-                  + f"  ({result.weights})")
+                  + f"  (weights: {result.weights.split(' (')[0]})")
     if failed:
         raise AutoTransferError(f"Weights of {', '.join(failed)} score below {MIN_TOP1}/20 on real ImageNet images.",
                                 fix="the file is not ImageNet-1k weights for this architecture, or is mapped wrongly.")
