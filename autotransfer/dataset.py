@@ -32,6 +32,7 @@ class Dataset:
     skipped: list[SkippedFile]
     recipe: ResizeRecipe
     cache_hit: bool
+    fingerprint: str  # of the files and the resize recipe: keys every cache built on this dataset
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -75,4 +76,5 @@ def load_dataset(source: str | os.PathLike | DatasetIndex, *, image_size: int = 
         root=index.root, layout=index.layout, classes=classes, paths=[index.paths[i] for i in keep],
         images=decoded.pixels, labels=label_ids, splits=split_indices(label_ids, given, val_fraction=val_fraction, seed=seed),
         records=[decoded.records[i] for i in keep], skipped=skipped, recipe=recipe, cache_hit=decoded.cache_hit,
+        fingerprint=decoded.location.name,
     )

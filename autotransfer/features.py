@@ -1,0 +1,162 @@
+"""Pooled features at several tap points from one forward pass, cached on disk per tap.
+
+One pass over the dataset gives every requested tap (forward hooks on the tap modules); the pass
+stops right after the deepest requested tap, so mid-layer features cost only the layers below
+them. Inputs come straight from the decode cache (uint8, NHWC, which is already channels_last
+memory once permuted to NCHW). bf16 autocast is used where the hardware has native bf16.
+
+The cache key covers the dataset (decode-cache fingerprint: files + resize recipe), the backbone
+and a hash of its actual weights, the normalisation, the tap, the pooling and the precision.
+Files are written to a temporary name and renamed: concurrent runs never see a partial file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import Progress
+from torch import nn
+
+from .dataset import Dataset
+from .errors import AutoTransferError
+from .runtime import autocast, bf16_supported, default_device
+from .settings import cache_dir
+from .zoo import Backbone
+
+POOLINGS = ("avg", "max", "avgmax")
+
+
+class _StopForward(Exception):
+    """Raised by the last needed hook: nothing above the deepest tap is computed."""
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A hash of every tensor of the model: features depend on the weights, not on their file name."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def pool(output: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(B, C, H, W) maps and (B, N, C) tokens to (B, C) [or (B, 2C) for avgmax]; vectors pass through."""
+    if output.ndim == 2:
+        return output
+    dims = (2, 3) if output.ndim == 4 else (1,)
+    if pooling == "avg":
+        return output.mean(dim=dims)
+    if pooling == "max":
+        return output.amax(dim=dims)
+    return torch.cat([output.mean(dim=dims), output.amax(dim=dims)], dim=1)
+
+
+def to_input(batch: np.ndarray, mean: torch.Tensor, std: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 NHWC -> normalised float NCHW in channels_last memory (no copy of the layout)."""
+    tensor = torch.from_numpy(np.array(batch)).to(device, non_blocking=True)  # copy: memmaps are read-only
+    return tensor.permute(0, 3, 1, 2).float().div_(255.0).sub_(mean).div_(std)
+
+
+@dataclass
+class FeatureExtractor:
+    """Runs a backbone over uint8 images and returns pooled features for each requested tap."""
+
+    backbone: Backbone
+    device: torch.device
+    batch_size: int = 64
+    bf16: bool = True
+
+    def __post_init__(self) -> None:
+        self.model = self.backbone.model.to(self.device).eval().to(memory_format=torch.channels_last)
+        self.mean = torch.tensor(self.backbone.preprocess.mean, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(self.backbone.preprocess.std, device=self.device).view(1, 3, 1, 1)
+        self.use_bf16 = self.bf16 and bf16_supported(self.device)
+
+    def batch(self, images: np.ndarray, taps: list[str], pooling: str = "avg") -> dict[str, torch.Tensor]:
+        modules = dict(self.model.named_modules())
+        wanted = {self.backbone.tap(name).module: name for name in taps}
+        captured: dict[str, torch.Tensor] = {}
+
+        def hook(module_name: str):
+            def capture(_module, _inputs, output):
+                captured[wanted[module_name]] = pool(output.float(), pooling)
+                if len(captured) == len(wanted):
+                    raise _StopForward
+            return capture
+
+        handles = [modules[m].register_forward_hook(hook(m)) for m in wanted]
+        try:
+            with torch.inference_mode(), autocast(self.device, self.use_bf16):
+                self.model(to_input(images, self.mean, self.std, self.device))
+        except _StopForward:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        return captured
+
+    def run(self, images: np.ndarray, taps: list[str], pooling: str = "avg",
+            show_progress: bool = False) -> dict[str, np.ndarray]:
+        outputs: dict[str, list[np.ndarray]] = {t: [] for t in taps}
+        with Progress(transient=True, disable=not show_progress) as progress:
+            task = progress.add_task(f"{self.backbone.name}: features of {len(images)} images", total=len(images))
+            for start in range(0, len(images), self.batch_size):
+                for tap, values in self.batch(images[start:start + self.batch_size], taps, pooling).items():
+                    outputs[tap].append(values.cpu().numpy())
+                progress.advance(task, min(self.batch_size, len(images) - start))
+        return {t: np.concatenate(v).astype(np.float32, copy=False) for t, v in outputs.items()}
+
+
+def _cache_folder(dataset: Dataset, backbone: Backbone, root: Path | None) -> Path:
+    pre = backbone.preprocess
+    norm = hashlib.blake2b(repr((pre.mean, pre.std)).encode(), digest_size=4).hexdigest()
+    safe = backbone.name.replace(":", "_").replace("/", "_")
+    return (root or cache_dir()) / "features" / dataset.fingerprint / f"{safe}-{model_fingerprint(backbone.model)}-{norm}"
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            np.save(stream, array)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def extract_features(dataset: Dataset, backbone: Backbone, taps: list[str] | None = None, *, pooling: str = "avg",
+                     batch_size: int = 64, bf16: bool = True, device: torch.device | str | None = None,
+                     cache_root: Path | None = None, use_cache: bool = True,
+                     show_progress: bool = True) -> dict[str, np.ndarray]:
+    """Pooled features (N x C float32, dataset order) for each tap; cached taps are read, not computed."""
+    if pooling not in POOLINGS:
+        raise AutoTransferError(f"Unknown pooling {pooling!r}.", fix=f"use one of {', '.join(POOLINGS)}.")
+    taps = taps or [t.name for t in backbone.taps]
+    device = torch.device(device) if device is not None else default_device()
+    extractor = FeatureExtractor(backbone, device, batch_size, bf16)
+    precision = "bf16" if extractor.use_bf16 else "fp32"
+    folder = _cache_folder(dataset, backbone, cache_root)
+    files = {t: folder / f"{t}-{pooling}-{precision}.npy" for t in taps}
+    features: dict[str, np.ndarray] = {}
+    if use_cache:
+        for tap, path in files.items():
+            try:
+                features[tap] = np.load(path, mmap_mode="r")
+            except (OSError, ValueError):
+                continue  # missing or damaged: computed below
+    missing = [t for t in taps if t not in features]
+    if missing:
+        computed = extractor.run(dataset.images, missing, pooling, show_progress)
+        for tap, values in computed.items():
+            if use_cache:
+                _save_atomic(files[tap], values)
+            features[tap] = values
+    return {t: features[t] for t in taps}

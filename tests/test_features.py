@@ -1,0 +1,115 @@
+"""Multi-tap extraction: shapes, one pass with early stop, cache hit/miss/invalidation, bf16 vs fp32."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from autotransfer.dataset import load_dataset
+from autotransfer.features import FeatureExtractor, extract_features, pool
+from autotransfer.runtime import bf16_supported
+from autotransfer.zoo import create_backbone
+
+
+@pytest.fixture
+def small(imagefolder):
+    return load_dataset(imagefolder, image_size=32, show_progress=False)
+
+
+def _backbone(name="test_efficientnet", seed=0):
+    torch.manual_seed(seed)
+    return create_backbone(name, pretrained=False)
+
+
+@pytest.mark.parametrize("name", ["test_efficientnet", "test_resnet", "test_vit", "tv:alexnet"])
+def test_every_tap_has_the_documented_width(imagefolder, name):
+    backbone = _backbone(name)
+    size = 160 if name == "test_vit" else (64 if name == "tv:alexnet" else 32)
+    ds = load_dataset(imagefolder, image_size=size, show_progress=False)
+    features = extract_features(ds, backbone, bf16=False, show_progress=False)
+    assert list(features) == [t.name for t in backbone.taps]
+    for tap in backbone.taps:
+        assert features[tap.name].shape == (len(ds), tap.channels) and features[tap.name].dtype == np.float32
+        assert np.isfinite(features[tap.name]).all()
+
+
+def test_head_tap_equals_the_models_pooled_output(small):
+    backbone = _backbone()
+    head = extract_features(small, backbone, ["head"], bf16=False, use_cache=False, show_progress=False)["head"]
+    x = torch.from_numpy(np.array(small.images)).permute(0, 3, 1, 2).float() / 255
+    x = (x - torch.tensor(backbone.preprocess.mean).view(1, 3, 1, 1)) / torch.tensor(backbone.preprocess.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = backbone.model(x).numpy()
+    np.testing.assert_allclose(head, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_extraction_stops_after_the_deepest_requested_tap(small):
+    backbone = _backbone()
+    called = []
+    backbone.model.conv_head.register_forward_hook(lambda *a: called.append(1))
+    extractor = FeatureExtractor(backbone, torch.device("cpu"), bf16=False)
+    out = extractor.batch(np.array(small.images[:4]), ["blocks.1", "blocks.0"])
+    assert set(out) == {"blocks.0", "blocks.1"} and not called
+
+
+def test_pooling_variants():
+    maps = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).view(2, 3, 2, 2)
+    assert pool(maps, "avg").shape == (2, 3) and pool(maps, "avgmax").shape == (2, 6)
+    assert torch.equal(pool(maps, "max"), maps.amax(dim=(2, 3)))
+    assert pool(torch.ones(2, 5, 7), "avg").shape == (2, 7)  # ViT tokens
+    assert pool(torch.ones(2, 9), "max").shape == (2, 9)  # FC vectors pass through
+
+
+def test_cache_hit_and_invalidation(small, imagefolder, isolated_cache):
+    backbone = _backbone()
+    first = extract_features(small, backbone, ["blocks.2"], bf16=False, show_progress=False)["blocks.2"]
+    again = extract_features(small, backbone, ["blocks.2"], bf16=False, show_progress=False)["blocks.2"]
+    assert isinstance(again, np.memmap)
+    np.testing.assert_array_equal(first, again)
+    files = sorted(isolated_cache.rglob("*.npy"))
+    feature_files = [f for f in files if "features" in f.parts]
+    assert len(feature_files) == 1
+    # other weights -> other entry
+    extract_features(small, _backbone(seed=1), ["blocks.2"], bf16=False, show_progress=False)
+    # other data -> other entry
+    from conftest import colour_image
+
+    colour_image(123).save(imagefolder / "cats" / "extra.png")
+    bigger = load_dataset(imagefolder, image_size=32, show_progress=False)
+    assert extract_features(bigger, backbone, ["blocks.2"], bf16=False, show_progress=False)["blocks.2"].shape[0] == 18
+    assert len([f for f in isolated_cache.rglob("*.npy") if "features" in f.parts]) == 3
+
+
+def test_damaged_cache_file_is_recomputed(small, isolated_cache):
+    backbone = _backbone()
+    extract_features(small, backbone, ["head"], bf16=False, show_progress=False)
+    path = next(f for f in isolated_cache.rglob("head-*.npy"))
+    path.write_bytes(b"garbage")
+    values = extract_features(small, backbone, ["head"], bf16=False, show_progress=False)["head"]
+    assert values.shape[0] == len(small) and np.load(path).shape[0] == len(small)
+
+
+def test_concurrent_writers_do_not_corrupt_the_cache(imagefolder, isolated_cache):
+    code = ("import sys, torch, numpy as np; from autotransfer.dataset import load_dataset;"
+            "from autotransfer.zoo import create_backbone; from autotransfer.features import extract_features;"
+            "torch.manual_seed(0); b = create_backbone('test_efficientnet', pretrained=False);"
+            "d = load_dataset(sys.argv[1], image_size=32, show_progress=False);"
+            "print(float(np.asarray(extract_features(d, b, bf16=False, show_progress=False)['head']).sum()))")
+    env = {**os.environ, "AUTOTRANSFER_CACHE": str(isolated_cache)}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(imagefolder)], stdout=subprocess.PIPE, text=True,
+                              env=env) for _ in range(3)]
+    sums = {p.communicate(timeout=300)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs) and len(sums) == 1
+    assert not [f for f in isolated_cache.rglob(".*") if f.is_file()]  # no temporary file left
+
+
+@pytest.mark.skipif(not bf16_supported(torch.device("cpu")), reason="no native bf16 on this CPU")
+def test_bf16_features_agree_with_fp32(small):
+    backbone = _backbone("test_resnet")
+    fp32 = extract_features(small, backbone, ["head"], bf16=False, use_cache=False, show_progress=False)["head"]
+    bf16 = extract_features(small, backbone, ["head"], bf16=True, use_cache=False, show_progress=False)["head"]
+    cosine = (fp32 * bf16).sum(1) / (np.linalg.norm(fp32, axis=1) * np.linalg.norm(bf16, axis=1))
+    assert cosine.min() > 0.99

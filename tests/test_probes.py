@@ -1,0 +1,81 @@
+"""Linear heads chosen on validation, and zero-cost scores that can be trusted."""
+
+import numpy as np
+import pytest
+from scipy.stats import multivariate_normal
+
+from autotransfer.errors import AutoTransferError
+from autotransfer.probes import fit_probe, make_head
+from autotransfer.transferability import all_scores, hscore, knn_accuracy, logme, logme_evidence, rank_agreement
+
+
+def _blobs(n=300, d=20, classes=3, separation=3.0, seed=0, weights=None):
+    rng = np.random.default_rng(seed)
+    y = rng.choice(classes, size=n, p=weights)
+    centres = rng.normal(size=(classes, d)) * separation
+    return (centres[y] + rng.normal(size=(n, d))).astype(np.float32), y
+
+
+def test_probe_selects_a_head_that_generalises():
+    x, y = _blobs()
+    result = fit_probe(x[:200], y[:200], x[200:], y[200:], heads=("softmax", "svm", "torch"))
+    assert result.val_accuracy > 0.95 and result.head in ("softmax", "svm", "torch")
+    assert len(result.tried) == 12 and max(t["val_accuracy"] for t in result.tried) == result.val_accuracy
+
+
+def test_balanced_class_weights_help_the_minority_class():
+    x, y = _blobs(n=600, separation=0.6, weights=[0.9, 0.05, 0.05], seed=3)
+    x_val, y_val = _blobs(n=600, separation=0.6, weights=[0.34, 0.33, 0.33], seed=3)
+    for kind in ("softmax", "torch"):
+        plain = make_head(kind, 1.0).fit(x, y)
+        balanced = make_head(kind, 1.0, class_weight="balanced").fit(x, y)
+        minority = y_val != 0
+        assert (balanced.predict(x_val[minority]) == y_val[minority]).mean() > \
+               (plain.predict(x_val[minority]) == y_val[minority]).mean()
+
+
+def test_probe_errors_are_clear():
+    x, y = _blobs(n=20)
+    with pytest.raises(AutoTransferError, match="at least 2 classes"):
+        fit_probe(x, np.zeros(20, int), x, y)
+    with pytest.raises(AutoTransferError, match="validation split is empty"):
+        fit_probe(x, y, x[:0], y[:0])
+    with pytest.raises(AutoTransferError, match="Unknown head type"):
+        make_head("forest", 1.0)
+
+
+def test_logme_is_the_maximised_gaussian_evidence():
+    """Known case: LogME must equal log N(y; 0, I/beta + F F^T/alpha) / n at its own alpha, beta,
+    and no nearby (alpha, beta) may give a higher evidence."""
+    rng = np.random.default_rng(1)
+    f = rng.normal(size=(40, 6))
+    y = f @ rng.normal(size=6) + 0.3 * rng.normal(size=40)
+    fit = logme_evidence(f, y)
+
+    def exact(alpha, beta):
+        cov = np.eye(40) / beta + f @ f.T / alpha
+        return multivariate_normal(mean=np.zeros(40), cov=cov).logpdf(y) / 40
+
+    assert fit.value == pytest.approx(exact(fit.alpha, fit.beta), rel=1e-6)
+    for scale_a, scale_b in ((1.5, 1), (0.6, 1), (1, 1.5), (1, 0.6)):
+        assert exact(fit.alpha * scale_a, fit.beta * scale_b) < fit.value
+    wide = rng.normal(size=(10, 30))  # more features than samples
+    target = rng.normal(size=10)
+    wide_fit = logme_evidence(wide, target)
+    cov = np.eye(10) / wide_fit.beta + wide @ wide.T / wide_fit.alpha
+    assert wide_fit.value == pytest.approx(multivariate_normal(np.zeros(10), cov).logpdf(target) / 10, rel=1e-6)
+
+
+def test_scores_prefer_informative_features():
+    x, y = _blobs(n=200, d=30, separation=2.0, seed=5)
+    noise = np.random.default_rng(6).normal(size=x.shape).astype(np.float32)
+    good, bad = all_scores(x, y), all_scores(noise, y)
+    for name in ("logme", "knn", "hscore"):
+        assert good[name] > bad[name], name
+    assert knn_accuracy(x, y) > 0.9 and logme(x, y) > logme(noise, y) and hscore(x, y) > 1
+
+
+def test_rank_agreement():
+    assert rank_agreement([1, 2, 3, 4], [10, 20, 30, 40])["kendall_tau"] == pytest.approx(1.0)
+    assert rank_agreement([4, 3, 2, 1], [10, 20, 30, 40])["weighted_tau"] == pytest.approx(-1.0)
+    assert np.isnan(rank_agreement([1, 2], [1, 2])["kendall_tau"])
