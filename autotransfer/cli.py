@@ -25,6 +25,7 @@ app.add_typer(zoo_app, name="zoo")
 out = Console()
 err = Console(stderr=True)
 
+OFFLINE_BACKBONES = ("mobilenetv2_100", "tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 MIN_TOP1 = 15  # of 20 foolbox ImageNet images; correctly mapped weights get 17-18
 
 
@@ -134,6 +135,40 @@ def inspect(data: Path = typer.Argument(..., help="ImageFolder, split folders, o
     out.print(table)
     out.print(f"decoded at {size}px in {seconds:.2f}s ({'cache hit' if dataset.cache_hit else 'decoded and cached'}); "
               f"{len(dataset.skipped)} file(s) skipped")
+
+
+@app.command()
+def rank(data: Path = typer.Argument(..., help="ImageFolder, split folders, or CSV of path,label"),
+         backbones: str = typer.Option(",".join(OFFLINE_BACKBONES), help="comma-separated backbone names"),
+         size: int = typer.Option(96, help="input resolution (pixels)"),
+         probe: bool = typer.Option(True, help="also train a linear probe per candidate (slower)"),
+         seed: int = typer.Option(0), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Score every (backbone, tap) with zero-cost proxies and linear probes: the engine's cheap stage."""
+    from .dataset import load_dataset
+    from .ranking import RankingConfig, proxy_agreement, rank_candidates
+
+    dataset = load_dataset(data, image_size=size, seed=seed, show_progress=not as_json)
+    config = RankingConfig(probe=probe, seed=seed)
+    table = rank_candidates(dataset, [b.strip() for b in backbones.split(",") if b.strip()], config,
+                            show_progress=not as_json)
+    agreement = proxy_agreement(table) if probe else None
+    if as_json:
+        print(json.dumps({"candidates": table.to_dict("records"),
+                          "agreement": None if agreement is None else agreement.to_dict("records")}, indent=2))
+        return
+    columns = ["backbone", "tap", "channels", "logme", "knn", "hscore"] + (["probe_accuracy", "probe_head"] if probe else [])
+    out.print(_frame_table(table[columns], f"{len(table)} candidates on {data} at {size}px (best LogME first)"))
+    if agreement is not None:
+        out.print(_frame_table(agreement, "rank agreement of each zero-cost score with the probe accuracy"))
+
+
+def _frame_table(frame, title: str) -> Table:
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(str(column), no_wrap=column in ("backbone", "tap"))
+    for row in frame.itertuples(index=False):
+        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+    return table
 
 
 def _configure_logging() -> None:

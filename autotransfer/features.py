@@ -85,7 +85,7 @@ class FeatureExtractor:
 
         def hook(module_name: str):
             def capture(_module, _inputs, output):
-                captured[wanted[module_name]] = pool(output.float(), pooling)
+                captured[wanted[module_name]] = pool(output, pooling).float()  # reductions accumulate in fp32
                 if len(captured) == len(wanted):
                     raise _StopForward
             return capture

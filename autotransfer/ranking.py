@@ -1,0 +1,85 @@
+"""The cheap stage: every (backbone, tap) candidate scored by zero-cost proxies and a linear probe.
+
+Zero-cost scores and probes are computed on the training split (probes are selected on the
+validation split); the test split is never touched. The resulting table is the search's input,
+and ``proxy_agreement`` says how far each zero-cost score can be trusted on this dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .dataset import Dataset
+from .features import extract_features
+from .probes import fit_probe
+from .transferability import SCORES, all_scores, rank_agreement
+from .zoo import Backbone, create_backbone
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RankingConfig:
+    """What the cheap stage computes. ``max_score_samples`` caps the images the proxies see."""
+
+    pooling: str = "avg"
+    heads: tuple[str, ...] = ("softmax", "svm")
+    c_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
+    probe: bool = True
+    max_score_samples: int = 3000
+    batch_size: int = 64
+    bf16: bool = True
+    seed: int = 0
+
+
+def _score_rows(train: np.ndarray, cap: int, seed: int) -> np.ndarray:
+    if len(train) <= cap:
+        return train
+    return np.sort(np.random.default_rng(seed).choice(train, size=cap, replace=False))
+
+
+def rank_backbone(dataset: Dataset, backbone: Backbone, config: RankingConfig = RankingConfig(),
+                  show_progress: bool = True) -> list[dict]:
+    """One row per tap of ``backbone``: zero-cost scores, probe accuracy, and what each cost."""
+    start = time.perf_counter()
+    features = extract_features(dataset, backbone, pooling=config.pooling, batch_size=config.batch_size,
+                                bf16=config.bf16, show_progress=show_progress)
+    extract_seconds = time.perf_counter() - start
+    train, val = dataset.indices("train"), dataset.indices("val")
+    scored = _score_rows(train, config.max_score_samples, config.seed)
+    rows = []
+    for tap in backbone.taps:
+        values = np.asarray(features[tap.name])
+        row = {"backbone": backbone.name, "tap": tap.name, "channels": tap.channels,
+               "extract_seconds": extract_seconds / len(backbone.taps)}
+        tic = time.perf_counter()
+        row.update(all_scores(values[scored], dataset.labels[scored]))
+        row["score_seconds"] = time.perf_counter() - tic
+        if config.probe:
+            probe = fit_probe(values[train], dataset.labels[train], values[val], dataset.labels[val],
+                              heads=config.heads, c_grid=config.c_grid, seed=config.seed)
+            row.update({"probe_accuracy": probe.val_accuracy, "probe_head": probe.head, "probe_C": probe.C,
+                        "probe_seconds": probe.seconds})
+        rows.append(row)
+    return rows
+
+
+def rank_candidates(dataset: Dataset, backbones: list[str], config: RankingConfig = RankingConfig(),
+                    show_progress: bool = True) -> pd.DataFrame:
+    """The leaderboard of the cheap stage over every tap of every backbone, best LogME first."""
+    rows = []
+    for name in backbones:
+        rows += rank_backbone(dataset, create_backbone(name), config, show_progress)
+    table = pd.DataFrame(rows)
+    return table.sort_values("logme", ascending=False, ignore_index=True)
+
+
+def proxy_agreement(table: pd.DataFrame) -> pd.DataFrame:
+    """Kendall tau and weighted tau of each zero-cost score against the probe accuracy."""
+    rows = [{"score": s, **rank_agreement(table[s].tolist(), table["probe_accuracy"].tolist())} for s in SCORES]
+    return pd.DataFrame(rows)
