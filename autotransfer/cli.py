@@ -162,6 +162,30 @@ def rank(data: Path = typer.Argument(..., help="ImageFolder, split folders, or C
         out.print(_frame_table(agreement, "rank agreement of each zero-cost score with the probe accuracy"))
 
 
+@app.command()
+def profile(data: Path = typer.Argument(..., help="ImageFolder, split folders, or CSV of path,label"),
+            backbone: str = typer.Option("mobilenetv2_100", help="a BatchNorm backbone to measure with"),
+            weights: Optional[Path] = typer.Option(None, help="weights file or directory for the backbone"),
+            size: int = typer.Option(128, help="resolution the images are measured at (pixels)"),
+            sample: int = typer.Option(256, help="images sampled (seeded) for the per-layer statistics"),
+            seed: int = typer.Option(0), as_json: bool = typer.Option(False, "--json"),
+            out_file: Optional[Path] = typer.Option(None, "--out", help="also write the JSON to this file")) -> None:
+    """Size, quality, per-layer distance to ImageNet, and the strategy the engine will start from."""
+    from .profile import profile_dataset
+    from .report_text import render_profile
+
+    result = profile_dataset(data, backbone=backbone, weights=weights, image_size=size, sample_size=sample,
+                             seed=seed, show_progress=not as_json)
+    document = result.to_json()
+    if out_file is not None:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(json.dumps(document, indent=2))
+    if as_json:
+        print(json.dumps(document, indent=2))
+    else:
+        render_profile(out, document)
+
+
 def _frame_table(frame, title: str) -> Table:
     table = Table(title=title)
     for column in frame.columns:

@@ -68,6 +68,7 @@ class WeightsSource:
 
     kind: str
     path: Path | None = None
+    imagenet_classifier: bool = True  # False when the file had no (or another) classifier
 
     def describe(self) -> str:
         return f"{self.kind} ({self.path})" if self.path else self.kind

@@ -192,7 +192,7 @@ def _find_output_module(model: nn.Module, run: callable) -> str:
     return matches[-1] if matches else ""
 
 
-def _classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
+def classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
     """Module names of the ImageNet classifier, which a new task replaces."""
     spec = _TORCHVISION.get(getattr(model, "_autotransfer_arch", ""))
     if spec is not None:
@@ -218,7 +218,7 @@ def _timm_description(model: nn.Module) -> tuple[list[Tap], list[DepthGroup], Pr
         taps[-1] = Tap("head", head_module, taps[-1].channels, last_reduction)
     else:
         taps.append(Tap("head", head_module, int(model.num_features), last_reduction))
-    groups = _depth_groups(model, model.group_matcher(coarse=True), _classifier_prefixes(model))
+    groups = _depth_groups(model, model.group_matcher(coarse=True), classifier_prefixes(model))
     return taps, groups, preprocess, int(model.num_features)
 
 
@@ -244,14 +244,14 @@ def _create_torchvision(arch: str, device: torch.device | str) -> nn.Module:
                                 fix=f"use one of: {', '.join('tv:' + n for n in _TORCHVISION)}, or a timm name.")
     with torch.device(device):
         model = _torchvision_models().get_model(arch, weights=None)
-    model._autotransfer_arch = arch  # lets _classifier_prefixes find the spec
+    model._autotransfer_arch = arch  # lets classifier_prefixes find the spec
     return model
 
 
 def _torchvision_description(arch: str, model: nn.Module) -> tuple[list[Tap], list[DepthGroup], Preprocess, int]:
     spec = _TORCHVISION[arch]
     taps = [Tap(*t) for t in spec.taps]
-    groups = _depth_groups(model, spec.group_matcher, _classifier_prefixes(model))
+    groups = _depth_groups(model, spec.group_matcher, classifier_prefixes(model))
     # torchvision's IMAGENET1K_V1 recipe: resize 256, centre crop 224, bilinear.
     preprocess = Preprocess(224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear", 0.875)
     return taps, groups, preprocess, spec.num_features
@@ -264,8 +264,8 @@ def _load_pretrained(name: str, model: nn.Module, explicit: str | Path | None) -
         source = WeightsSource("offline_zoo", path)
     if source is not None:
         state = weights_mod.read_state_dict(source.path)
-        _load_state(model, state, name, source)
-        return source
+        classifier_loaded = _load_state(model, state, name, source)
+        return WeightsSource(source.kind, source.path, imagenet_classifier=classifier_loaded)
     if weights_mod.hub_reachable():
         try:
             _load_from_hub(name, model)
@@ -294,13 +294,16 @@ def _load_from_hub(name: str, model: nn.Module) -> None:
         model.load_state_dict(loaded.state_dict())
 
 
-def _load_state(model: nn.Module, state: dict[str, torch.Tensor], name: str, source: WeightsSource) -> None:
-    """Load strictly, except that a classifier of another size (a fine-tuned file) is left out."""
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], name: str, source: WeightsSource) -> bool:
+    """Load strictly, except that a classifier of another size (a fine-tuned file) is left out.
+
+    Returns whether the ImageNet classifier itself was loaded.
+    """
     own = model.state_dict()
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    prefixes = _classifier_prefixes(model)
+    prefixes = classifier_prefixes(model)
     classifier_only = all(k.startswith(prefixes) for k in mismatched + missing + unexpected)
     if (mismatched or missing or unexpected) and not classifier_only:
         raise AutoTransferError(
@@ -309,6 +312,7 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], name: str, sou
             where=source.describe(), fix="give weights saved from the same architecture.",
         )
     model.load_state_dict({k: v for k, v in state.items() if k in own and k not in mismatched}, strict=False)
+    return not (mismatched or missing)
 
 
 def create_backbone(name: str, *, pretrained: bool = True, weights: str | Path | None = None,

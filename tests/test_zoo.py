@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from autotransfer.errors import AutoTransferError
-from autotransfer.zoo import _classifier_prefixes, create_backbone, describe_known, known_backbones
+from autotransfer.zoo import classifier_prefixes, create_backbone, describe_known, known_backbones
 
 FAMILIES = ["test_resnet", "test_efficientnet", "test_vit", "test_convnext", "mobilenetv2_100"]
 
@@ -41,7 +41,7 @@ def test_taps_match_real_activations(name):
 @pytest.mark.parametrize("name", FAMILIES + ["tv:alexnet", "tv:resnet18", "tv:mobilenet_v2"])
 def test_depth_groups_partition_the_backbone_in_order(name):
     backbone = create_backbone(name, pretrained=False, keep_classifier=True, device="meta")
-    classifier = _classifier_prefixes(backbone.model)
+    classifier = classifier_prefixes(backbone.model)
     params = [n for n, _ in backbone.model.named_parameters() if not n.startswith(classifier)]
     grouped = [p for g in backbone.depth_groups for p in g.params]
     assert sorted(grouped) == sorted(params)  # every backbone parameter, exactly once, no classifier

@@ -1,0 +1,420 @@
+"""Dataset profiler: size, quality, per-layer domain distance to ImageNet, and the strategy it implies.
+
+Domain distance without ImageNet images: every BatchNorm layer of a pretrained network stores the
+ImageNet mean and variance of each of its input channels (running statistics). We pass a seeded
+sample of the user's images through the network, measure the same per-channel statistics at the
+input of each BN layer, and compare the two Gaussians with the 2-Wasserstein distance in units of
+the ImageNet standard deviation:
+
+    d(channel) = sqrt((mu - mu0)^2 + (sigma - sigma0)^2) / sigma0,   layer distance = mean over channels
+
+This gives a curve of distance by depth. First and second moments miss some shifts that change
+what the images *mean* but hardly their statistics (colour inversion is the clearest case), so a
+second, output-level signal is measured too: the entropy H of the pretrained ImageNet classifier's
+predictions on the sample (unfamiliar images get uncertain predictions).
+
+Both are calibrated per backbone and resolution with two references computed the same way: 20 real
+ImageNet photos (foolbox's; D_in, H_in) and uniform noise images (D_noise, H_noise):
+
+    s_bn   = clip((log D_noise - log D) / (log D_noise - log D_in), 0, 1)   (log: distances span decades)
+    s_pred = clip((H_noise - H) / (H_noise - H_in), 0, 1)
+    similarity = mean(s_bn, s_pred)        (s_bn alone when the weights have no ImageNet classifier)
+
+so 1 means "as close to ImageNet as real ImageNet photos" and 0 "as far as noise". The references
+are cached per model and size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .dataset import Dataset, load_dataset
+from .errors import AutoTransferError
+from .features import model_fingerprint, to_input
+from .settings import cache_dir
+from .transferability import knn_accuracy, logme
+from .zoo import Backbone, classifier_prefixes, create_backbone
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BACKBONE = "mobilenetv2_100"
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Where the strategy matrix is cut. See docs/profiler.md for why these defaults."""
+
+    large_images_per_class: int = 300  # median images per class at or above this: "large"
+    similar_at: float = 0.6  # similarity at or above this: "similar"
+
+
+@dataclass
+class DatasetProfile:
+    """Everything the profiler measured, and the strategy prior it derives (JSON-ready)."""
+
+    n_images: int
+    n_classes: int
+    images_per_class: dict[str, int]
+    class_balance: dict[str, float]
+    resolution: dict[str, float]
+    grayscale_share: float
+    exact_duplicates: int
+    cross_split_duplicates: int
+    skipped: list[dict]
+    backbone: str
+    image_size: int
+    sample_size: int
+    layer_distance: list[dict]
+    group_distance: list[dict]
+    similarity: float
+    similarity_parts: dict[str, float]
+    references: dict[str, float | None]
+    separability: dict[str, float]
+    size_class: str
+    domain: str
+    quadrant: str
+    recommended_strategy: str
+    rationale: str
+    prior: dict
+    thresholds: dict
+    problems: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return _finite(asdict(self))
+
+
+def _finite(value):
+    """JSON has no NaN: replace non-finite floats by None, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------- BN statistics
+
+
+@dataclass
+class _ChannelMoments:
+    total: torch.Tensor
+    squares: torch.Tensor
+    count: int = 0
+
+
+@dataclass
+class SampleMeasure:
+    """What one pass over a sample gives: BN distances by layer, pooled features, prediction entropy."""
+
+    layers: list[dict]
+    pooled: np.ndarray
+    entropy: float | None  # None when the backbone has no ImageNet classifier to ask
+
+
+def _imagenet_head(backbone: Backbone) -> nn.Module | None:
+    """The pretrained 1000-class classifier, if this backbone kept and loaded one."""
+    head = backbone.model.get_submodule(classifier_prefixes(backbone.model)[0])
+    loaded = backbone.weights is not None and backbone.weights.imagenet_classifier
+    return head if loaded and isinstance(head, nn.Linear) and head.out_features == 1000 else None
+
+
+def measure_sample(backbone: Backbone, images: np.ndarray, batch_size: int = 64,
+                   device: torch.device = torch.device("cpu")) -> SampleMeasure:
+    """Distance to ImageNet at the input of every BN layer (forward order), pooled features, entropy."""
+    model = backbone.model.to(device).eval()
+    bns = {name: m for name, m in model.named_modules()
+           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None}
+    if not bns:
+        raise AutoTransferError(f"{backbone.name} has no BatchNorm layers, so its ImageNet statistics are unknown.",
+                                fix=f"profile with a BN backbone such as {DEFAULT_BACKBONE} (the default).")
+    moments: dict[str, _ChannelMoments] = {}
+    order: list[str] = []
+    pooled: list[np.ndarray] = []
+    entropies: list[np.ndarray] = []
+    imagenet_head = _imagenet_head(backbone)
+
+    def collect_bn(name: str):
+        def collect(_module, inputs):
+            x = inputs[0].detach().double()
+            if name not in moments:
+                order.append(name)
+                moments[name] = _ChannelMoments(torch.zeros(x.shape[1], dtype=torch.float64, device=x.device),
+                                                torch.zeros(x.shape[1], dtype=torch.float64, device=x.device))
+            m = moments[name]
+            m.total += x.sum(dim=(0, 2, 3))
+            m.squares += (x * x).sum(dim=(0, 2, 3))
+            m.count += x.shape[0] * x.shape[2] * x.shape[3]
+        return collect
+
+    def collect_head(_module, inputs, output):
+        pooled.append(inputs[0].detach().float().flatten(1).cpu().numpy())
+        if imagenet_head is not None:
+            p = output.float().softmax(dim=1)
+            entropies.append((-(p * p.clamp_min(1e-12).log()).sum(dim=1)).cpu().numpy())
+
+    classifier = model.get_submodule(classifier_prefixes(model)[0])
+    handles = [module.register_forward_pre_hook(collect_bn(name)) for name, module in bns.items()]
+    handles.append(classifier.register_forward_hook(collect_head))
+    mean = torch.tensor(backbone.preprocess.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(backbone.preprocess.std, device=device).view(1, 3, 1, 1)
+    try:
+        with torch.inference_mode():  # fp32 on purpose: statistics need the precision
+            for start in range(0, len(images), batch_size):
+                model(to_input(images[start:start + batch_size], mean, std, device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    rows = []
+    for name in order:
+        m, bn = moments[name], bns[name]
+        mu = m.total / m.count
+        sigma = (m.squares / m.count - mu * mu).clamp_min(0).sqrt()
+        mu0, sigma0 = bn.running_mean.double(), (bn.running_var.double() + bn.eps).sqrt()
+        per_channel = ((mu - mu0) ** 2 + (sigma - sigma0) ** 2).sqrt() / sigma0
+        rows.append({"layer": name, "distance": float(per_channel.mean())})
+    entropy = float(np.concatenate(entropies).mean()) if entropies else None
+    return SampleMeasure(rows, np.concatenate(pooled), entropy)
+
+
+def _mean_distance(rows: list[dict]) -> float:
+    return float(np.exp(np.mean([math.log(max(r["distance"], 1e-12)) for r in rows])))
+
+
+def reference_distances(backbone: Backbone, image_size: int) -> dict[str, float]:
+    """D and H of 20 real ImageNet photos and of uniform noise, for this model and size; cached."""
+    key = hashlib.blake2b(f"v2-{model_fingerprint(backbone.model)}-{image_size}".encode(), digest_size=12).hexdigest()
+    path = cache_dir() / "profile-references" / f"{key}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        pass
+    from .imagenet_check import imagenet_samples
+    from .images import DecodedImage, ResizeRecipe, decode_file
+
+    recipe = ResizeRecipe(image_size, "crop", "bicubic")
+    photos = [decode_file(p, recipe) for p, _ in imagenet_samples()]
+    photos = np.stack([d.pixels for d in photos if isinstance(d, DecodedImage)])
+    noise = np.random.default_rng(0).integers(0, 256, size=(32, image_size, image_size, 3), dtype=np.uint8)
+    on_photos, on_noise = measure_sample(backbone, photos), measure_sample(backbone, noise)
+    references = {"imagenet_photos": _mean_distance(on_photos.layers), "noise": _mean_distance(on_noise.layers)}
+    if on_photos.entropy is not None:
+        references.update({"entropy_imagenet_photos": on_photos.entropy, "entropy_noise": on_noise.entropy})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{id(references)}")
+    tmp.write_text(json.dumps(references))
+    tmp.replace(path)
+    return references
+
+
+def similarity_score(distance: float, references: dict[str, float]) -> float:
+    """s_bn of the module docstring."""
+    low, high = math.log(references["imagenet_photos"]), math.log(references["noise"])
+    return float(np.clip((high - math.log(max(distance, 1e-12))) / (high - low), 0.0, 1.0))
+
+
+def similarity_of(measure: SampleMeasure, references: dict[str, float]) -> tuple[float, dict[str, float]]:
+    """The overall similarity and its parts (see the module docstring)."""
+    parts = {"bn_statistics": similarity_score(_mean_distance(measure.layers), references)}
+    if measure.entropy is not None and "entropy_noise" in references:
+        low, high = references["entropy_imagenet_photos"], references["entropy_noise"]
+        parts["imagenet_predictions"] = float(np.clip((high - measure.entropy) / (high - low), 0.0, 1.0))
+    return float(np.mean(list(parts.values()))), parts
+
+
+def _group_of_layer(backbone: Backbone) -> dict[str, int]:
+    owner = {}
+    for group in backbone.depth_groups:
+        for param in group.params:
+            owner[param.rsplit(".", 1)[0]] = group.index
+    return owner
+
+
+def group_distances(backbone: Backbone, rows: list[dict]) -> list[dict]:
+    owner = _group_of_layer(backbone)
+    by_group: dict[int, list[dict]] = defaultdict(list)
+    for row in rows:
+        if row["layer"] in owner:
+            by_group[owner[row["layer"]]].append(row)
+    names = {g.index: g.name for g in backbone.depth_groups}
+    return [{"group": index, "name": names[index], "distance": _mean_distance(by_group[index])}
+            for index in sorted(by_group)]
+
+
+# --------------------------------------------------------------------------- dataset statistics
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"min": float("nan"), "median": float("nan"), "max": float("nan")}
+    return {"min": float(np.min(values)), "median": float(np.median(values)), "max": float(np.max(values))}
+
+
+def _is_gray(dataset: Dataset) -> np.ndarray:
+    gray = np.array([r.get("mode") in GRAY_MODES for r in dataset.records])
+    for start in range(0, len(dataset), 2048):  # colour files whose channels are all equal are gray too
+        chunk = np.asarray(dataset.images[start:start + 2048])
+        gray[start:start + len(chunk)] |= (chunk[..., 0] == chunk[..., 1]).all((1, 2)) & \
+                                          (chunk[..., 1] == chunk[..., 2]).all((1, 2))
+    return gray
+
+
+def _duplicates(dataset: Dataset) -> tuple[int, int, list[str]]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, record in enumerate(dataset.records):
+        groups[record["content_hash"]].append(i)
+    repeated = [g for g in groups.values() if len(g) > 1]
+    extra_copies = sum(len(g) - 1 for g in repeated)
+    crossing = [g for g in repeated if len({dataset.splits[i] for i in g}) > 1]
+    examples = [" = ".join(str(dataset.paths[i]) for i in g[:2]) for g in crossing[:3]]
+    return extra_copies, len(crossing), examples
+
+
+# --------------------------------------------------------------------------- strategy
+
+
+STRATEGY_TEXT = {
+    "linear_probe": "CNN codes (top features) + linear classifier (softmax or SVM)",
+    "finetune_all": "fine-tune the whole network with a small learning rate on pretrained layers",
+    "mid_layer_probe": "mid-layer features + linear classifier (top layers are too ImageNet-specific)",
+    "finetune_top": "fine-tune the top layers, keep the lower ones frozen",
+    "train_all": "initialise from pretrained weights and train (almost) all layers with a larger learning rate",
+}
+QUADRANT_STRATEGIES = {
+    "small-similar": ["linear_probe", "finetune_top", "mid_layer_probe"],
+    "large-similar": ["finetune_all", "finetune_top", "linear_probe"],
+    "small-different": ["mid_layer_probe", "linear_probe", "finetune_top"],
+    "large-different": ["train_all", "finetune_all", "mid_layer_probe"],
+}
+
+
+def _tap_group(backbone: Backbone, module: str) -> int:
+    """The deepest depth group holding parameters of ``module`` (a tap's module) or below it."""
+    groups = [g.index for g in backbone.depth_groups
+              if any(p == module or p.startswith(module + ".") for p in g.params)]
+    return max(groups, default=-1)
+
+
+def _generic_taps(backbone: Backbone, groups: list[dict]) -> list[str]:
+    """The (up to two) deepest taps in the range where the distance is still below its midpoint."""
+    candidates = [t for t in backbone.taps if t.name != "head"] or backbone.taps
+    if not groups:
+        return [candidates[-1].name]
+    low, high = min(g["distance"] for g in groups), max(g["distance"] for g in groups)
+    generic_until = max((g["group"] for g in groups if g["distance"] <= (low + high) / 2), default=0)
+    taps = [t.name for t in candidates if _tap_group(backbone, t.module) <= generic_until]
+    return (taps or [candidates[len(candidates) // 2].name])[-2:]
+
+
+def strategy_prior(quadrant: str, backbone: Backbone, groups: list[dict]) -> dict:
+    """Where the search starts: strategies in order, taps, freeze depths and LR ranges to try first."""
+    n_groups = len(backbone.depth_groups)
+    large, similar = quadrant.startswith("large"), quadrant.endswith("similar")
+    mid = _generic_taps(backbone, groups)
+    return {
+        "strategies": QUADRANT_STRATEGIES[quadrant],
+        "taps": ["head"] + mid if similar else mid + ["head"],
+        "freeze_groups": ([0, n_groups // 2] if large else [n_groups, n_groups - 2]) if similar
+        else ([0, 1] if large else [n_groups // 2, n_groups]),
+        "head_lr": [1e-3, 1e-2],
+        "backbone_lr_ratio": ([0.01, 0.1] if similar else [0.1, 1.0]) if large else [0.001, 0.05],
+        "layer_decay": [0.7, 0.9] if similar else [0.85, 1.0],
+    }
+
+
+def _problems(profile: dict, counts: dict[str, int], leak_examples: list[str], skipped: list[dict]) -> list[str]:
+    problems = []
+    smallest = min(counts.values())
+    if smallest < 5:
+        few = [c for c, n in counts.items() if n < 5]
+        problems.append(f"{len(few)} class(es) have fewer than 5 images ({', '.join(few[:5])}): their accuracy "
+                        "will be unreliable; add images or merge classes.")
+    if profile["class_balance"]["imbalance_ratio"] > 10:
+        problems.append(f"Classes are imbalanced {profile['class_balance']['imbalance_ratio']:.0f}:1; "
+                        "class weights or more images of the small classes help.")
+    if profile["exact_duplicates"]:
+        problems.append(f"{profile['exact_duplicates']} exact duplicate image(s) (same bytes).")
+    if profile["cross_split_duplicates"]:
+        problems.append(f"{profile['cross_split_duplicates']} duplicate(s) cross train/val/test (leakage), e.g. "
+                        + "; ".join(leak_examples))
+    if skipped:
+        problems.append(f"{len(skipped)} file(s) skipped (unreadable or not images); see 'skipped'.")
+    if profile["resolution"]["median_short_side"] < 32:
+        problems.append(f"Images are tiny (median short side {profile['resolution']['median_short_side']:.0f} px): "
+                        "they are upscaled, and fine details cannot be recovered.")
+    return problems
+
+
+def profile_dataset(data: str | Path | Dataset, *, backbone: str | Backbone = DEFAULT_BACKBONE,
+                    image_size: int = 128, sample_size: int = 256, seed: int = 0,
+                    thresholds: Thresholds = Thresholds(), weights: str | Path | None = None,
+                    references: dict[str, float] | None = None, show_progress: bool = True) -> DatasetProfile:
+    """Measure ``data`` and place it in the strategy matrix. Samples ``sample_size`` images (seeded).
+
+    ``references`` (D_in and D_noise) default to the cached measurement for this backbone and size.
+    """
+    start = time.perf_counter()
+    dataset = data if isinstance(data, Dataset) else load_dataset(data, image_size=image_size, seed=seed,
+                                                                   show_progress=show_progress)
+    net = backbone if isinstance(backbone, Backbone) else create_backbone(backbone, weights=weights,
+                                                                          keep_classifier=True)
+    counts = dataset.counts()
+    per_class = list(counts.values())
+    selectable = np.flatnonzero(dataset.splits != "test")  # the test split is never looked at
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(selectable, size=min(sample_size, len(selectable)), replace=False))
+    images = np.asarray(dataset.images[sample])
+    measure = measure_sample(net, images)
+    layers, pooled = measure.layers, measure.pooled
+    references = references or reference_distances(net, dataset.recipe.size)
+    overall = _mean_distance(layers)
+    similarity, parts = similarity_of(measure, references)
+    groups = group_distances(net, layers)
+    sample_labels = dataset.labels[sample]
+    separability = {"knn_accuracy": knn_accuracy(pooled, sample_labels) if len(sample) > 2 else float("nan"),
+                    "logme": logme(pooled, sample_labels),
+                    "chance": 1.0 / len(dataset.classes)}
+    large = float(np.median(per_class)) >= thresholds.large_images_per_class
+    similar = similarity >= thresholds.similar_at
+    quadrant = f"{'large' if large else 'small'}-{'similar' if similar else 'different'}"
+    strategy = QUADRANT_STRATEGIES[quadrant][0]
+    short_sides = [min(r["width"], r["height"]) for r in dataset.records]
+    aspects = [r["width"] / r["height"] for r in dataset.records]
+    duplicates, crossing, leak_examples = _duplicates(dataset)
+    skipped = [{"path": s.path, "reason": s.reason} for s in dataset.skipped]
+    fields = {
+        "class_balance": {**_percentiles(per_class), "imbalance_ratio": max(per_class) / max(min(per_class), 1)},
+        "resolution": {"median_short_side": float(np.median(short_sides)), "min_short_side": float(min(short_sides)),
+                       "max_short_side": float(max(short_sides)), "median_aspect": float(np.median(aspects)),
+                       "widest_aspect": float(max(aspects)), "tallest_aspect": float(min(aspects))},
+        "exact_duplicates": duplicates, "cross_split_duplicates": crossing,
+    }
+    rationale = (f"median {np.median(per_class):.0f} images per class "
+                 f"({'>=' if large else '<'} {thresholds.large_images_per_class}: {'large' if large else 'small'}); "
+                 f"similarity {similarity:.2f} ({'>=' if similar else '<'} {thresholds.similar_at}: "
+                 f"{'similar' if similar else 'different'}) -> {STRATEGY_TEXT.get(strategy, strategy)}")
+    return DatasetProfile(
+        n_images=len(dataset), n_classes=len(dataset.classes), images_per_class=counts,
+        grayscale_share=float(_is_gray(dataset).mean()), skipped=skipped, backbone=net.name,
+        image_size=dataset.recipe.size, sample_size=len(sample), layer_distance=layers, group_distance=groups,
+        similarity=similarity, similarity_parts=parts,
+        references={**references, "dataset": overall, "entropy_dataset": measure.entropy}, separability=separability,
+        size_class="large" if large else "small", domain="similar" if similar else "different", quadrant=quadrant,
+        recommended_strategy=strategy, rationale=rationale, prior=strategy_prior(quadrant, net, groups),
+        thresholds=asdict(thresholds), problems=_problems(fields, counts, leak_examples, skipped),
+        seconds=time.perf_counter() - start, **fields,
+    )

@@ -1,0 +1,84 @@
+"""Slow tier: the profiler with real ImageNet weights orders domains as it must."""
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from autotransfer.imagenet_check import imagenet_samples
+from autotransfer.images import ResizeRecipe, decode_file
+from autotransfer.profile import (_mean_distance, group_distances, measure_sample, profile_dataset,
+                                  reference_distances, similarity_of)
+from autotransfer.zoo import create_backbone
+from benchmarks.datasets import build
+
+pytestmark = pytest.mark.slow
+SIZE = 128
+
+
+@pytest.fixture(autouse=True)
+def real_cache(monkeypatch):
+    monkeypatch.delenv("AUTOTRANSFER_CACHE")
+
+
+@pytest.fixture(scope="module")
+def net():
+    return create_backbone("mobilenetv2_100", keep_classifier=True)
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return np.stack([decode_file(p, ResizeRecipe(SIZE)).pixels for p, _ in imagenet_samples()])
+
+
+def _distance(net, images):
+    return _mean_distance(measure_sample(net, images).layers)
+
+
+def _similarity(net, images):
+    return similarity_of(measure_sample(net, images), reference_distances(net, SIZE))[0]
+
+
+def _shifted(photos, kind, strength):
+    """blur radius, noise sigma and desaturation grow with strength; inversion: the share of images inverted."""
+    out = []
+    for i, array in enumerate(photos):
+        image = Image.fromarray(array)
+        if kind == "blur":
+            image = image.filter(ImageFilter.GaussianBlur(radius=strength * 4))
+        elif kind == "gray":
+            image = Image.blend(image, image.convert("L").convert("RGB"), strength)
+        elif kind == "invert" and i < round(strength * len(photos)):
+            image = Image.fromarray(255 - array)
+        elif kind == "noise":
+            rng = np.random.default_rng(i)
+            noisy = array.astype(np.float64) + rng.normal(0, 80 * strength, array.shape)
+            image = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+        out.append(np.asarray(image))
+    return np.stack(out)
+
+
+def test_imagenet_photos_closer_than_fashion_mnist_closer_than_noise(net, photos, tmp_path):
+    fashion = build("fashion-mnist", tmp_path, per_class=10)
+    from autotransfer.dataset import load_dataset
+
+    fashion_images = np.asarray(load_dataset(fashion, image_size=SIZE, show_progress=False).images)
+    noise = np.random.default_rng(1).integers(0, 256, size=(40, SIZE, SIZE, 3), dtype=np.uint8)
+    d_photos, d_fashion, d_noise = (_distance(net, x) for x in (photos, fashion_images, noise))
+    assert d_photos < d_fashion < d_noise
+    profile = profile_dataset(fashion, backbone=net, image_size=SIZE, show_progress=False)
+    assert 0.0 < profile.similarity < 1.0 and profile.domain == "different"
+
+
+@pytest.mark.parametrize("kind", ["blur", "noise", "gray", "invert"])
+def test_similarity_falls_monotonically_with_shift_strength(net, photos, kind):
+    similarity = [_similarity(net, _shifted(photos, kind, s)) for s in (0.0, 0.33, 0.66, 1.0)]
+    assert similarity == sorted(similarity, reverse=True), similarity
+    assert similarity[-1] < similarity[0] - 0.02
+
+
+def test_input_noise_raises_early_layers_first(net, photos):
+    clean = group_distances(net, measure_sample(net, photos).layers)
+    noisy = group_distances(net, measure_sample(net, _shifted(photos, "noise", 0.5)).layers)
+    ratios = [n["distance"] / c["distance"] for n, c in zip(noisy, clean)]
+    early, late = np.mean(ratios[:3]), np.mean(ratios[-3:])
+    assert early > late, ratios
