@@ -64,3 +64,26 @@ def test_one_class_folder_is_a_clear_error(tmp_path):
     root = make_imagefolder(tmp_path / "d", {"only": 2})
     result = run_cli("inspect", str(root))
     assert result.returncode == 2 and "at least 2 classes" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_profile_and_rank_json(tmp_path, monkeypatch):
+    """Architecture-only backbones cannot profile (no weights): the commands say so cleanly;
+    with weights from $AUTOTRANSFER_WEIGHTS they run and print the documented keys."""
+    import torch
+    from safetensors.torch import save_file
+
+    from autotransfer.zoo import create_backbone
+
+    root = make_imagefolder(tmp_path / "d", {"a": 6, "b": 6})
+    weights = tmp_path / "w"
+    weights.mkdir()
+    torch.manual_seed(0)
+    save_file(create_backbone("test_efficientnet", pretrained=False, keep_classifier=True).model.state_dict(),
+              str(weights / "test_efficientnet.safetensors"))
+    env = {"AUTOTRANSFER_WEIGHTS": str(weights)}
+    result = run_cli("rank", str(root), "--backbones", "test_efficientnet", "--size", "32", "--json", env_extra=env)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert {r["tap"] for r in document["candidates"]} >= {"head"} and len(document["agreement"]) == 3
+    missing = run_cli("profile", str(root), "--backbone", "test_resnet", "--json")
+    assert missing.returncode == 2 and "No pretrained weights found for test_resnet" in missing.stderr

@@ -82,3 +82,21 @@ def test_input_noise_raises_early_layers_first(net, photos):
     ratios = [n["distance"] / c["distance"] for n, c in zip(noisy, clean)]
     early, late = np.mean(ratios[:3]), np.mean(ratios[-3:])
     assert early > late, ratios
+
+
+def test_profile_command_writes_the_documented_json(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    folder = build("digits", tmp_path, per_class=20)
+    out = tmp_path / "profile.json"
+    env = {k: v for k, v in os.environ.items() if k != "AUTOTRANSFER_CACHE"}
+    result = subprocess.run([sys.executable, "-m", "autotransfer.cli", "profile", str(folder), "--out", str(out)],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "quadrant" in result.stdout and "distance to ImageNet by depth" in result.stdout
+    document = json.loads(out.read_text())
+    assert document["quadrant"] == "small-different" and document["n_classes"] == 10
+    assert document["images_per_class"]["3"] == 20 and len(document["layer_distance"]) > 20

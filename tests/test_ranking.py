@@ -1,0 +1,55 @@
+"""The cheap stage end to end: every (backbone, tap) scored, probes on train/val only, agreement."""
+
+import numpy as np
+import pytest
+import torch
+
+from autotransfer.dataset import load_dataset
+from autotransfer.ranking import RankingConfig, proxy_agreement, rank_backbone
+from autotransfer.zoo import create_backbone
+from conftest import make_imagefolder
+
+
+def test_every_tap_gets_scores_and_a_probe(tmp_path):
+    root = make_imagefolder(tmp_path / "d" / "train", {"a": 10, "b": 10, "c": 10})
+    make_imagefolder(tmp_path / "d" / "test", {"a": 3, "b": 3, "c": 3}, seed=7)
+    ds = load_dataset(tmp_path / "d", image_size=32, show_progress=False)
+    torch.manual_seed(0)
+    backbone = create_backbone("test_efficientnet", pretrained=False)
+    rows = rank_backbone(ds, backbone, RankingConfig(c_grid=(0.1, 1.0)), show_progress=False)
+    assert [r["tap"] for r in rows] == [t.name for t in backbone.taps]
+    for row in rows:
+        assert {"logme", "knn", "hscore", "probe_accuracy", "probe_head", "probe_C"} <= set(row)
+        assert np.isfinite([row["logme"], row["knn"], row["hscore"]]).all()
+        assert 0 <= row["probe_accuracy"] <= 1
+    assert root.exists()
+    agreement = proxy_agreement(__import__("pandas").DataFrame(rows))
+    assert list(agreement["score"]) == ["logme", "knn", "hscore"]
+
+
+def test_test_split_is_never_used(tmp_path, monkeypatch):
+    make_imagefolder(tmp_path / "d" / "train", {"a": 6, "b": 6})
+    make_imagefolder(tmp_path / "d" / "test", {"a": 4, "b": 4}, seed=3)
+    ds = load_dataset(tmp_path / "d", image_size=32, show_progress=False)
+    seen = []
+    import autotransfer.ranking as ranking
+
+    real = ranking.all_scores
+    monkeypatch.setattr(ranking, "all_scores", lambda f, y: seen.append(len(y)) or real(f, y))
+    torch.manual_seed(0)
+    rank_backbone(ds, create_backbone("test_resnet", pretrained=False), RankingConfig(probe=False), show_progress=False)
+    assert set(seen) == {len(ds.indices("train"))}
+
+
+@pytest.mark.slow
+def test_real_weights_beat_random_weights_by_a_clear_margin(tmp_path, monkeypatch):
+    monkeypatch.delenv("AUTOTRANSFER_CACHE")
+    from benchmarks.datasets import build
+
+    ds = load_dataset(build("animal-mnist", tmp_path, per_class=40), image_size=64, show_progress=False)
+    config = RankingConfig(c_grid=(0.1, 1.0))
+    pretrained = rank_backbone(ds, create_backbone("mobilenetv2_100"), config, show_progress=False)
+    torch.manual_seed(0)
+    random = rank_backbone(ds, create_backbone("mobilenetv2_100", pretrained=False), config, show_progress=False)
+    best = lambda rows: max(r["probe_accuracy"] for r in rows)  # noqa: E731
+    assert best(pretrained) > best(random) + 0.15, (best(pretrained), best(random))
