@@ -13,6 +13,8 @@ demo: setup
 	$(PY) -m autotransfer.cli zoo verify
 	$(PY) -m benchmarks.datasets animal-mnist --per-class 50 --out datasets
 	$(PY) -m autotransfer.cli inspect $(DEMO_DATA) --size 96
+	$(PY) -m autotransfer.cli profile $(DEMO_DATA)
+	$(PY) -m autotransfer.cli rank $(DEMO_DATA) --size 64 --backbones mobilenetv2_100,tf_efficientnet_lite0
 
 test: setup
 	$(PY) -m pytest -q
