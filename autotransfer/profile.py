@@ -42,6 +42,7 @@ from torch import nn
 from .dataset import Dataset, load_dataset
 from .errors import AutoTransferError
 from .features import model_fingerprint, to_input
+from .runtime import default_device
 from .settings import cache_dir
 from .transferability import knn_accuracy, logme
 from .zoo import Backbone, classifier_prefixes, create_backbone
@@ -134,8 +135,9 @@ def _imagenet_head(backbone: Backbone) -> nn.Module | None:
 
 
 def measure_sample(backbone: Backbone, images: np.ndarray, batch_size: int = 64,
-                   device: torch.device = torch.device("cpu")) -> SampleMeasure:
+                   device: torch.device | None = None) -> SampleMeasure:
     """Distance to ImageNet at the input of every BN layer (forward order), pooled features, entropy."""
+    device = device or default_device()
     model = backbone.model.to(device).eval()
     bns = {name: m for name, m in model.named_modules()
            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None}

@@ -234,7 +234,7 @@ def _create_timm(name: str, device: torch.device | str) -> nn.Module:
         raise AutoTransferError(
             f"Unknown backbone {name!r}.",
             fix="use a timm model name (`timm.list_models()`), a torchvision one as 'tv:resnet18', "
-            f"or see `autotransfer zoo list`." + (f" Similar timm names: {', '.join(close)}" if close else ""),
+            "or see `autotransfer zoo list`." + (f" Similar timm names: {', '.join(close)}" if close else ""),
         ) from error
 
 

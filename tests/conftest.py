@@ -48,3 +48,17 @@ def make_imagefolder(root: Path, classes: dict[str, int], size: tuple[int, int] 
 @pytest.fixture
 def imagefolder(tmp_path) -> Path:
     return make_imagefolder(tmp_path / "data", {"cats": 6, "dogs": 6, "birds": 5})
+
+
+def run_concurrently(code: str, argument: str, cache: Path, copies: int = 3) -> set[str]:
+    """Run ``python -c code argument`` ``copies`` times at once on one cache; their distinct outputs."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "AUTOTRANSFER_CACHE": str(cache)}
+    procs = [subprocess.Popen([sys.executable, "-c", code, argument], stdout=subprocess.PIPE, text=True, env=env)
+             for _ in range(copies)]
+    outputs = {p.communicate(timeout=300)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    return outputs

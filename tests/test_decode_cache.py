@@ -2,8 +2,6 @@
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -11,7 +9,7 @@ import numpy as np
 from autotransfer.data import index_dataset
 from autotransfer.decode_cache import decode_all
 from autotransfer.images import ResizeRecipe
-from conftest import colour_image
+from conftest import colour_image, run_concurrently
 
 
 def _decode(root, size=16):
@@ -68,11 +66,7 @@ def test_concurrent_builders_leave_one_valid_entry(imagefolder, isolated_cache):
             "from autotransfer.images import ResizeRecipe;"
             "d = decode_all(index_dataset(sys.argv[1]).paths, ResizeRecipe(20), show_progress=False);"
             "print(d.pixels.shape[0], d.pixels.sum())")
-    env = {**os.environ, "AUTOTRANSFER_CACHE": str(isolated_cache)}
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(imagefolder)], stdout=subprocess.PIPE, env=env,
-                              text=True) for _ in range(3)]
-    outputs = {p.communicate(timeout=300)[0].strip() for p in procs}
-    assert all(p.returncode == 0 for p in procs)
+    outputs = run_concurrently(code, str(imagefolder), isolated_cache)
     assert len(outputs) == 1 and outputs.pop().startswith("17 ")
     entries = [p for p in (isolated_cache / "decoded").iterdir()]
     assert len(entries) == 1 and not entries[0].name.startswith(".")  # no staging folder left behind

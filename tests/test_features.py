@@ -1,9 +1,5 @@
 """Multi-tap extraction: shapes, one pass with early stop, cache hit/miss/invalidation, bf16 vs fp32."""
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -12,6 +8,7 @@ from autotransfer.dataset import load_dataset
 from autotransfer.features import FeatureExtractor, extract_features, pool
 from autotransfer.runtime import bf16_supported
 from autotransfer.zoo import create_backbone
+from conftest import run_concurrently
 
 
 @pytest.fixture
@@ -98,11 +95,7 @@ def test_concurrent_writers_do_not_corrupt_the_cache(imagefolder, isolated_cache
             "torch.manual_seed(0); b = create_backbone('test_efficientnet', pretrained=False);"
             "d = load_dataset(sys.argv[1], image_size=32, show_progress=False);"
             "print(float(np.asarray(extract_features(d, b, bf16=False, show_progress=False)['head']).sum()))")
-    env = {**os.environ, "AUTOTRANSFER_CACHE": str(isolated_cache)}
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(imagefolder)], stdout=subprocess.PIPE, text=True,
-                              env=env) for _ in range(3)]
-    sums = {p.communicate(timeout=300)[0].strip() for p in procs}
-    assert all(p.returncode == 0 for p in procs) and len(sums) == 1
+    assert len(run_concurrently(code, str(imagefolder), isolated_cache)) == 1
     assert not [f for f in isolated_cache.rglob(".*") if f.is_file()]  # no temporary file left
 
 
