@@ -1,0 +1,441 @@
+"""The fine-tuning half of the recipe: one trainer for every strategy a search trial may ask for.
+
+- a new linear head on any tap (the network above the tap is never run: a hook stops the forward);
+- freeze depth: the lowest ``freeze_groups`` depth groups get no gradient and keep their BatchNorm
+  statistics (eval mode), unless ``train_bn_stats`` lets them adapt (AdaBN);
+- per-layer learning rates: the head gets ``head_lr``, the top trainable group
+  ``head_lr * backbone_lr_ratio``, and each group below it ``layer_decay`` times the one above;
+- LP-FT: the head is first trained alone on cached tap features, then everything trainable is
+  fine-tuned starting from that head;
+- a cached frozen prefix: when the lowest groups are frozen and there is no augmentation, their
+  output is computed once and training runs only the layers above (checked equal to the full
+  forward before it is used);
+- AdamW or SGD from timm's optimizer factory, cosine schedule with warm-up from timm's scheduler
+  factory, label smoothing, optional flips and mixup (timm), gradient clipping, bf16 autocast,
+  channels_last, early stopping, a per-epoch ``report`` hook for pruning, the best epoch kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .dataset import Dataset
+from .errors import AutoTransferError
+from .features import extract_features, pool, to_input
+from .probes import fit_probe
+from .runtime import autocast, bf16_supported, default_device
+from .zoo import Backbone
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("head_only", "lp_ft", "finetune", "train_all")
+
+
+class TrialPruned(Exception):
+    """Raised by a ``report`` hook to stop a run that is not promising (the search's pruner)."""
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    strategy: str = "finetune"
+    tap: str = "head"
+    freeze_groups: int = 0
+    train_bn_stats: bool = False
+    head_lr: float = 1e-3
+    backbone_lr_ratio: float = 0.01
+    layer_decay: float = 1.0
+    optimizer: str = "adamw"
+    weight_decay: float = 0.05
+    epochs: int = 10
+    warmup_epochs: int = 1
+    batch_size: int = 64
+    label_smoothing: float = 0.1
+    flip: bool = False
+    mixup: float = 0.0
+    grad_clip: float | None = 1.0
+    bf16: bool = True
+    patience: int = 3
+    lp_epochs: int = 20
+    cache_prefix: bool = True
+    seed: int = 0
+
+    def validate(self, backbone: Backbone) -> "FinetuneConfig":
+        if self.strategy not in STRATEGIES:
+            raise AutoTransferError(f"Unknown strategy {self.strategy!r}.", fix=f"use one of {', '.join(STRATEGIES)}.")
+        backbone.tap(self.tap)
+        n = len(backbone.depth_groups)
+        if not 0 <= self.freeze_groups <= n:
+            raise AutoTransferError(f"freeze_groups={self.freeze_groups} is outside 0..{n} for {backbone.name}.")
+        if self.head_lr <= 0 or self.backbone_lr_ratio < 0 or not 0 < self.layer_decay <= 1:
+            raise AutoTransferError("Learning rates must be positive, the ratio >= 0 and 0 < layer_decay <= 1.")
+        if self.optimizer not in ("adamw", "sgd"):
+            raise AutoTransferError(f"Unknown optimizer {self.optimizer!r}.", fix="use adamw or sgd.")
+        return self
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float
+    batch_size: int
+
+
+@dataclass
+class FinetuneResult:
+    """The trained model (best epoch) and how it got there."""
+
+    model: "TransferModel"
+    best_val_accuracy: float
+    best_epoch: int
+    history: list[EpochRecord]
+    group_lrs: dict[str, float]
+    used_cached_prefix: bool
+    seconds: float
+    config: dict = field(default_factory=dict)
+
+
+class TransferModel(nn.Module):
+    """Backbone cut at ``tap`` + global pooling + a new linear head."""
+
+    def __init__(self, backbone: Backbone, tap: str, n_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone.model
+        self.tap_module = backbone.model.get_submodule(backbone.tap(tap).module)
+        self.head = nn.Linear(backbone.tap(tap).channels, n_classes)
+        self.frozen_modules: list[nn.Module] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        captured: list[torch.Tensor] = []
+
+        def capture(_module, _inputs, output):
+            captured.append(output)
+            raise _Stop
+
+        handle = self.tap_module.register_forward_hook(capture)
+        try:
+            self.backbone(x)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        return self.head(pool(captured[0], "avg").float())
+
+    def train(self, mode: bool = True) -> "TransferModel":
+        super().train(mode)
+        for module in self.frozen_modules:  # frozen groups keep ImageNet BN statistics, no dropout
+            module.eval()
+        return self
+
+
+class _Stop(Exception):
+    pass
+
+
+def _group_modules(backbone: Backbone, groups: range) -> list[nn.Module]:
+    """The modules owning the parameters of ``groups`` (for eval mode of frozen layers)."""
+    names = {p.rsplit(".", 1)[0] for g in groups for p in backbone.depth_groups[g].params}
+    return [m for n, m in backbone.model.named_modules() if n in names]
+
+
+def param_groups(model: TransferModel, backbone: Backbone, config: FinetuneConfig) -> tuple[list[dict], dict[str, float]]:
+    """Optimizer groups with explicit learning rates (timm's schedulers scale each group's own lr)."""
+    params = dict(model.backbone.named_parameters())
+    n = len(backbone.depth_groups)
+    groups, lrs = [], {}
+    if config.strategy != "head_only":
+        for group in backbone.depth_groups[config.freeze_groups:]:
+            lr = config.head_lr * config.backbone_lr_ratio * config.layer_decay ** (n - 1 - group.index)
+            tensors = [params[p] for p in group.params if params[p].requires_grad]
+            decay = [t for t in tensors if t.ndim > 1]
+            no_decay = [t for t in tensors if t.ndim <= 1]  # biases and norms are not decayed
+            groups += [{"params": decay, "lr": lr}, {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
+            lrs[f"{group.index}:{group.name}"] = lr
+    groups += [{"params": [model.head.weight], "lr": config.head_lr},
+               {"params": [model.head.bias], "lr": config.head_lr, "weight_decay": 0.0}]
+    lrs["head"] = config.head_lr
+    return [g for g in groups if g["params"]], lrs
+
+
+def _freeze(model: TransferModel, backbone: Backbone, config: FinetuneConfig) -> None:
+    frozen = range(len(backbone.depth_groups)) if config.strategy == "head_only" else range(config.freeze_groups)
+    for param in model.backbone.parameters():
+        param.requires_grad = True
+    for g in frozen:
+        for name in backbone.depth_groups[g].params:
+            model.backbone.get_parameter(name).requires_grad = False
+    model.frozen_modules = [] if config.train_bn_stats else _group_modules(backbone, frozen)
+
+
+def _units(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Top-level modules, with Sequential containers opened one level: the candidates to skip."""
+    units = []
+    for name, child in model.named_children():
+        if isinstance(child, nn.Sequential):
+            units += [(f"{name}.{sub}", m) for sub, m in child.named_children()]
+        else:
+            units.append((name, child))
+    return units
+
+
+@contextmanager
+def skipped_prefix(model: nn.Module, names: list[str]):
+    """Temporarily replace the named units by Identity, so the model takes their output as input."""
+    saved = {name: model.get_submodule(name) for name in names}
+    for name in names:
+        model.set_submodule(name, nn.Identity())
+    try:
+        yield
+    finally:
+        for name, module in saved.items():
+            model.set_submodule(name, module)
+
+
+def prefix_units(backbone: Backbone, freeze_groups: int, tap: str) -> list[str]:
+    """The units called, in forward order, up to the last one holding frozen parameters.
+
+    The unit holding the tap is never part of it: its hook must still fire.
+    """
+    frozen = {p.rsplit(".", 1)[0] for g in range(freeze_groups) for p in backbone.depth_groups[g].params}
+    units = _units(backbone.model)
+    called: list[str] = []
+    hooks = [m.register_forward_pre_hook(lambda _m, _i, n=n: called.append(n)) for n, m in units]
+    size = backbone.preprocess.input_size
+    try:
+        with torch.no_grad():
+            backbone.model(torch.zeros(1, 3, size, size, device=next(backbone.model.parameters()).device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    holding = [i for i, n in enumerate(called) if any(f == n or f.startswith(n + ".") for f in frozen)]
+    tap_module = backbone.tap(tap).module
+    tap_unit = [i for i, n in enumerate(called) if tap_module == n or tap_module.startswith(n + ".")]
+    end = holding[-1] + 1 if holding else 0
+    return called[: min(end, tap_unit[0]) if tap_unit else end]
+
+
+def _prefix_activations(model: TransferModel, units: list[str], images: np.ndarray, mean, std, device,
+                        batch_size: int, use_bf16: bool) -> torch.Tensor:
+    """Output of the last prefix unit for every image, computed once (eval mode, no grad)."""
+    last = model.backbone.get_submodule(units[-1])
+    outputs = []
+
+    def capture(_m, _i, output):
+        outputs.append(output.float().cpu())
+        raise _Stop
+
+    handle = last.register_forward_hook(capture)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), autocast(device, use_bf16):
+            for start in range(0, len(images), batch_size):
+                try:
+                    model.backbone(to_input(images[start:start + batch_size], mean, std, device))
+                except _Stop:
+                    pass
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return torch.cat(outputs)
+
+
+def _is_oom(error: BaseException) -> bool:
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+
+
+class _Batches:
+    """Inputs for training: raw uint8 images (normalised on the fly) or cached prefix activations."""
+
+    def __init__(self, images: np.ndarray | None, cached: torch.Tensor | None, mean, std, device) -> None:
+        self.images, self.cached, self.mean, self.std, self.device = images, cached, mean, std, device
+
+    def __len__(self) -> int:
+        return len(self.cached) if self.cached is not None else len(self.images)
+
+    def get(self, rows: np.ndarray) -> torch.Tensor:
+        if self.cached is not None:
+            return self.cached[torch.as_tensor(rows)].to(self.device).contiguous(memory_format=torch.channels_last)
+        return to_input(self.images[rows], self.mean, self.std, self.device)
+
+
+def _evaluate(model: nn.Module, batches: _Batches, labels: torch.Tensor, batch_size: int, device,
+              use_bf16: bool) -> tuple[float, float]:
+    model.eval()
+    correct, total_loss = 0, 0.0
+    with torch.inference_mode(), autocast(device, use_bf16):
+        for start in range(0, len(batches), batch_size):
+            rows = np.arange(start, min(start + batch_size, len(batches)))
+            logits = model(batches.get(rows)).float()
+            target = labels[rows].to(device)
+            total_loss += float(nn.functional.cross_entropy(logits, target, reduction="sum"))
+            correct += int((logits.argmax(1) == target).sum())
+    return total_loss / max(len(batches), 1), correct / max(len(batches), 1)
+
+
+def linear_probe_head(dataset: Dataset, backbone: Backbone, config: FinetuneConfig, device) -> nn.Linear:
+    """LP-FT's first stage: a linear probe on the (cached) pooled tap features, regularisation chosen
+    on val (probes.fit_probe), folded into one nn.Linear on the raw features."""
+    features = np.asarray(extract_features(dataset, backbone, [config.tap], bf16=config.bf16, device=device,
+                                           show_progress=False)[config.tap])
+    train, val = dataset.indices("train"), dataset.indices("val")
+    probe = fit_probe(features[train], dataset.labels[train], features[val], dataset.labels[val],
+                      heads=("torch",), seed=config.seed).model
+    head = nn.Linear(features.shape[1], len(dataset.classes))
+    weight = probe.linear_.weight.detach().cpu() / torch.as_tensor(probe.scale_, dtype=torch.float32)
+    bias = probe.linear_.bias.detach().cpu() - weight @ torch.as_tensor(probe.mean_, dtype=torch.float32)
+    with torch.no_grad():  # the probe only saw the classes present in train: others keep a zero row
+        head.weight.zero_()
+        head.bias.fill_(-10.0)
+        head.weight[torch.as_tensor(probe.classes_)] = weight
+        head.bias[torch.as_tensor(probe.classes_)] = bias
+    return head.to(device)
+
+
+def finetune(dataset: Dataset, backbone: Backbone, config: FinetuneConfig = FinetuneConfig(), *,
+             report: Callable[[int, float], None] | None = None, device: torch.device | str | None = None,
+             min_batch_size: int = 4) -> FinetuneResult:
+    """Train ``backbone`` on ``dataset`` (train split; selection on val) as ``config`` says.
+
+    ``report(epoch, val_accuracy)`` is called after every epoch and may raise ``TrialPruned``.
+    Out-of-memory errors halve the batch size and retry the epoch (logged), down to ``min_batch_size``.
+    """
+    start_time = time.perf_counter()
+    config = config.validate(backbone)
+    device = torch.device(device) if device is not None else default_device()
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    use_bf16 = config.bf16 and bf16_supported(device)
+    model = TransferModel(backbone, config.tap, len(dataset.classes)).to(device)
+    model.backbone.to(memory_format=torch.channels_last)
+    if config.strategy == "lp_ft":
+        model.head.load_state_dict(linear_probe_head(dataset, backbone, config, device).state_dict())
+    _freeze(model, backbone, config)
+    groups, group_lrs = param_groups(model, backbone, config)
+    log.info("learning rates: %s", ", ".join(f"{k} {v:.2e}" for k, v in group_lrs.items()))
+
+    from timm.data import Mixup
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+
+    train_rows, val_rows = dataset.indices("train"), dataset.indices("val")
+    if len(val_rows) == 0:
+        raise AutoTransferError("The validation split is empty: fine-tuning needs it for early stopping.",
+                                fix="use more images per class, or a larger val_fraction.")
+    mean = torch.tensor(backbone.preprocess.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(backbone.preprocess.std, device=device).view(1, 3, 1, 1)
+    frozen = len(backbone.depth_groups) if config.strategy == "head_only" else config.freeze_groups
+    units = prefix_units(backbone, frozen, config.tap) if (config.cache_prefix and frozen and not config.train_bn_stats
+                                               and not config.flip and config.mixup == 0) else []
+    train_images = np.asarray(dataset.images[train_rows])
+    val_images = np.asarray(dataset.images[val_rows])
+    used_cache = False
+    if units:
+        cached_train = _prefix_activations(model, units, train_images, mean, std, device, config.batch_size, use_bf16)
+        cached_val = _prefix_activations(model, units, val_images, mean, std, device, config.batch_size, use_bf16)
+        used_cache = _prefix_matches(model, units, val_images[:4], cached_val[:4], mean, std, device, use_bf16)
+        if not used_cache:
+            log.info("cached prefix does not reproduce the full forward for %s; training without it", backbone.name)
+    train_batches = _Batches(None if used_cache else train_images, cached_train if used_cache else None, mean, std, device)
+    val_batches = _Batches(None if used_cache else val_images, cached_val if used_cache else None, mean, std, device)
+    labels_train = torch.as_tensor(dataset.labels[train_rows])
+    labels_val = torch.as_tensor(dataset.labels[val_rows])
+
+    optimizer = create_optimizer_v2(groups, opt=config.optimizer, lr=config.head_lr, weight_decay=config.weight_decay)
+    batch_size = config.batch_size
+    steps_per_epoch = math.ceil(len(train_rows) / batch_size)
+    scheduler, _ = create_scheduler_v2(optimizer, sched="cosine", num_epochs=config.epochs,
+                                       warmup_epochs=config.warmup_epochs, warmup_lr=config.head_lr * 1e-3,
+                                       step_on_epochs=False, updates_per_epoch=steps_per_epoch)
+    mixup = Mixup(mixup_alpha=config.mixup, label_smoothing=config.label_smoothing,
+                  num_classes=len(dataset.classes)) if config.mixup > 0 else None
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.0 if mixup else config.label_smoothing)
+    history: list[EpochRecord] = []
+    best = (-1.0, -1, None)
+    updates = 0
+    with skipped_prefix(model.backbone, units if used_cache else []):
+        for epoch in range(config.epochs):
+            tic = time.perf_counter()
+            while True:
+                try:
+                    train_loss, updates = _train_epoch(model, train_batches, labels_train, optimizer, scheduler,
+                                                       criterion, mixup, config, batch_size, rng, device, use_bf16,
+                                                       updates)
+                    break
+                except RuntimeError as error:
+                    if not _is_oom(error) or batch_size // 2 < min_batch_size:
+                        raise
+                    batch_size //= 2
+                    log.warning("out of memory: epoch %d restarts with batch size %d", epoch, batch_size)
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+            val_loss, val_accuracy = _evaluate(model, val_batches, labels_val, batch_size, device, use_bf16)
+            history.append(EpochRecord(epoch, train_loss, val_loss, val_accuracy, time.perf_counter() - tic, batch_size))
+            if val_accuracy > best[0]:  # the skipped (frozen) prefix is not in this state: it does not change
+                best = (val_accuracy, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            if report is not None:
+                report(epoch, val_accuracy)
+            if epoch - best[1] >= config.patience:
+                log.info("early stop after epoch %d (best %.4f at epoch %d)", epoch, best[0], best[1])
+                break
+    missing, _ = model.load_state_dict(best[2], strict=False)
+    assert all(any(k.startswith(f"backbone.{u}.") for u in units) for k in missing), missing
+    model.eval()
+    return FinetuneResult(model, best[0], best[1], history, group_lrs, used_cache, time.perf_counter() - start_time,
+                          asdict(config))
+
+
+def _prefix_matches(model: TransferModel, units: list[str], images: np.ndarray, cached: torch.Tensor,
+                    mean, std, device, use_bf16: bool) -> bool:
+    """Whether skipping the prefix and feeding its cached output gives the full model's logits.
+
+    Run under the same precision as training; bf16 rounds the cached activations once more, hence
+    the looser tolerance there.
+    """
+    model.eval()
+    tolerance = 5e-2 if use_bf16 else 1e-4
+    with torch.inference_mode(), autocast(device, use_bf16):
+        full = model(to_input(images, mean, std, device)).float()
+        with skipped_prefix(model.backbone, units):
+            short = model(cached.to(device).contiguous(memory_format=torch.channels_last)).float()
+    return bool(torch.allclose(full, short, rtol=tolerance, atol=tolerance))
+
+
+def _train_epoch(model, batches: _Batches, labels: torch.Tensor, optimizer, scheduler, criterion, mixup,
+                 config: FinetuneConfig, batch_size: int, rng: np.random.Generator, device, use_bf16: bool,
+                 updates: int) -> tuple[float, int]:
+    model.train()
+    order = rng.permutation(len(batches))
+    total, seen = 0.0, 0
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        inputs, target = batches.get(rows), labels[rows].to(device)
+        if config.flip:
+            flips = torch.as_tensor(rng.random(len(rows)) < 0.5, device=device)
+            inputs = torch.where(flips.view(-1, 1, 1, 1), inputs.flip(3), inputs)
+        if mixup is not None and len(rows) % 2 == 0:
+            inputs, target = mixup(inputs, target)
+        with autocast(device, use_bf16):
+            loss = criterion(model(inputs).float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip:
+            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip)
+        optimizer.step()
+        updates += 1
+        scheduler.step_update(updates)
+        total += float(loss.detach()) * len(rows)
+        seen += len(rows)
+    return total / max(seen, 1), updates
