@@ -17,15 +17,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .dataset import Dataset
@@ -60,6 +64,7 @@ class FinetuneConfig:
     batch_size: int = 64
     label_smoothing: float = 0.1
     flip: bool = False
+    randaugment: str | None = None  # a timm RandAugment spec, e.g. "rand-m9-mstd0.5"
     mixup: float = 0.0
     grad_clip: float | None = 1.0
     bf16: bool = True
@@ -68,7 +73,13 @@ class FinetuneConfig:
     cache_prefix: bool = True
     seed: int = 0
 
+    def frozen_groups(self, n_groups: int) -> int:
+        """head_only freezes every group; train_all none (pretrained init, everything trains)."""
+        return {"head_only": n_groups, "train_all": 0}.get(self.strategy, self.freeze_groups)
+
     def validate(self, backbone: Backbone) -> "FinetuneConfig":
+        if self.epochs < 1 or self.batch_size < 1:
+            raise AutoTransferError(f"epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size}).")
         if self.strategy not in STRATEGIES:
             raise AutoTransferError(f"Unknown strategy {self.strategy!r}.", fix=f"use one of {', '.join(STRATEGIES)}.")
         backbone.tap(self.tap)
@@ -155,7 +166,7 @@ def param_groups(model: TransferModel, backbone: Backbone, config: FinetuneConfi
     n = len(backbone.depth_groups)
     groups, lrs = [], {}
     if config.strategy != "head_only":
-        for group in backbone.depth_groups[config.freeze_groups:]:
+        for group in backbone.depth_groups[config.frozen_groups(n):]:
             lr = config.head_lr * config.backbone_lr_ratio * config.layer_decay ** (n - 1 - group.index)
             tensors = [params[p] for p in group.params if params[p].requires_grad]
             decay = [t for t in tensors if t.ndim > 1]
@@ -169,7 +180,7 @@ def param_groups(model: TransferModel, backbone: Backbone, config: FinetuneConfi
 
 
 def _freeze(model: TransferModel, backbone: Backbone, config: FinetuneConfig) -> None:
-    frozen = range(len(backbone.depth_groups)) if config.strategy == "head_only" else range(config.freeze_groups)
+    frozen = range(config.frozen_groups(len(backbone.depth_groups)))
     for param in model.backbone.parameters():
         param.requires_grad = True
     for g in frozen:
@@ -259,8 +270,10 @@ def _is_oom(error: BaseException) -> bool:
 class _Batches:
     """Inputs for training: raw uint8 images (normalised on the fly) or cached prefix activations."""
 
-    def __init__(self, images: np.ndarray | None, cached: torch.Tensor | None, mean, std, device) -> None:
+    def __init__(self, images: np.ndarray | None, cached: torch.Tensor | None, mean, std, device,
+                 augment: Callable | None = None) -> None:
         self.images, self.cached, self.mean, self.std, self.device = images, cached, mean, std, device
+        self.augment = augment
 
     def __len__(self) -> int:
         return len(self.cached) if self.cached is not None else len(self.images)
@@ -268,7 +281,24 @@ class _Batches:
     def get(self, rows: np.ndarray) -> torch.Tensor:
         if self.cached is not None:
             return self.cached[torch.as_tensor(rows)].to(self.device).contiguous(memory_format=torch.channels_last)
-        return to_input(self.images[rows], self.mean, self.std, self.device)
+        images = self.images[rows]
+        if self.augment is not None:  # timm's PIL transforms, image by image
+            from PIL import Image
+
+            images = np.stack([np.asarray(self.augment(Image.fromarray(image))) for image in images])
+        return to_input(images, self.mean, self.std, self.device)
+
+
+def _randaugment(spec: str, mean: tuple[float, float, float], seed: int) -> Callable:
+    from timm.data.auto_augment import rand_augment_transform
+
+    import random
+
+    random.seed(seed)  # timm's ops draw from Python's random module
+    try:
+        return rand_augment_transform(spec, {"img_mean": tuple(int(255 * m) for m in mean)})
+    except (AssertionError, ValueError, KeyError) as error:
+        raise AutoTransferError(f"Bad RandAugment spec {spec!r}: {error}", fix="use e.g. 'rand-m9-mstd0.5'.") from error
 
 
 def _evaluate(model: nn.Module, batches: _Batches, labels: torch.Tensor, batch_size: int, device,
@@ -304,13 +334,34 @@ def linear_probe_head(dataset: Dataset, backbone: Backbone, config: FinetuneConf
     return head.to(device)
 
 
+def save_checkpoint(folder: Path, state: dict[str, torch.Tensor] | None, meta: dict) -> None:
+    """Progress after every epoch (JSON) and the best weights when they improve (safetensors);
+    each file is replaced atomically, the weights first, so the JSON never names missing weights."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if state is not None:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "best.safetensors.tmp"))
+        os.replace(folder / "best.safetensors.tmp", folder / "best.safetensors")
+    (folder / "best.json.tmp").write_text(json.dumps(meta))
+    os.replace(folder / "best.json.tmp", folder / "best.json")
+
+
+def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
+    try:
+        meta = json.loads((folder / "best.json").read_text())
+        return load_file(str(folder / "best.safetensors")), meta
+    except (OSError, ValueError):
+        return None
+
+
 def finetune(dataset: Dataset, backbone: Backbone, config: FinetuneConfig = FinetuneConfig(), *,
              report: Callable[[int, float], None] | None = None, device: torch.device | str | None = None,
-             min_batch_size: int = 4) -> FinetuneResult:
+             min_batch_size: int = 4, checkpoint_dir: Path | None = None, resume: bool = False) -> FinetuneResult:
     """Train ``backbone`` on ``dataset`` (train split; selection on val) as ``config`` says.
 
     ``report(epoch, val_accuracy)`` is called after every epoch and may raise ``TrialPruned``.
     Out-of-memory errors halve the batch size and retry the epoch (logged), down to ``min_batch_size``.
+    With ``checkpoint_dir`` the best epoch is saved there (safetensors + JSON); ``resume`` starts from
+    that checkpoint's weights and continues after its epoch (the optimizer state starts afresh).
     """
     start_time = time.perf_counter()
     config = config.validate(backbone)
@@ -336,9 +387,10 @@ def finetune(dataset: Dataset, backbone: Backbone, config: FinetuneConfig = Fine
                                 fix="use more images per class, or a larger val_fraction.")
     mean = torch.tensor(backbone.preprocess.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(backbone.preprocess.std, device=device).view(1, 3, 1, 1)
-    frozen = len(backbone.depth_groups) if config.strategy == "head_only" else config.freeze_groups
+    frozen = config.frozen_groups(len(backbone.depth_groups))
     units = prefix_units(backbone, frozen, config.tap) if (config.cache_prefix and frozen and not config.train_bn_stats
-                                               and not config.flip and config.mixup == 0) else []
+                                               and not config.flip and not config.randaugment
+                                               and config.mixup == 0) else []
     train_images = np.asarray(dataset.images[train_rows])
     val_images = np.asarray(dataset.images[val_rows])
     used_cache = False
@@ -348,7 +400,9 @@ def finetune(dataset: Dataset, backbone: Backbone, config: FinetuneConfig = Fine
         used_cache = _prefix_matches(model, units, val_images[:4], cached_val[:4], mean, std, device, use_bf16)
         if not used_cache:
             log.info("cached prefix does not reproduce the full forward for %s; training without it", backbone.name)
-    train_batches = _Batches(None if used_cache else train_images, cached_train if used_cache else None, mean, std, device)
+    augment = _randaugment(config.randaugment, backbone.preprocess.mean, config.seed) if config.randaugment else None
+    train_batches = _Batches(None if used_cache else train_images, cached_train if used_cache else None, mean, std,
+                             device, augment)
     val_batches = _Batches(None if used_cache else val_images, cached_val if used_cache else None, mean, std, device)
     labels_train = torch.as_tensor(dataset.labels[train_rows])
     labels_val = torch.as_tensor(dataset.labels[val_rows])
@@ -364,9 +418,20 @@ def finetune(dataset: Dataset, backbone: Backbone, config: FinetuneConfig = Fine
     criterion = nn.CrossEntropyLoss(label_smoothing=0.0 if mixup else config.label_smoothing)
     history: list[EpochRecord] = []
     best = (-1.0, -1, None)
-    updates = 0
+    first_epoch = 0
+    saved = load_checkpoint(checkpoint_dir) if (resume and checkpoint_dir is not None) else None
+    if saved is not None:
+        state, meta = saved
+        model.load_state_dict(state, strict=False)  # a cached-prefix run saved no (frozen) prefix tensors
+        history = [EpochRecord(**h) for h in meta["history"]]
+        best = (meta["val_accuracy"], meta["best_epoch"], state)
+        first_epoch = meta["last_epoch"] + 1
+        log.info("resumed from %s after epoch %d (best %.4f at epoch %d)", checkpoint_dir, meta["last_epoch"],
+                 meta["val_accuracy"], meta["best_epoch"])
+    updates = first_epoch * steps_per_epoch
+    scheduler.step_update(updates)
     with skipped_prefix(model.backbone, units if used_cache else []):
-        for epoch in range(config.epochs):
+        for epoch in range(first_epoch, config.epochs):
             tic = time.perf_counter()
             while True:
                 try:
@@ -383,8 +448,13 @@ def finetune(dataset: Dataset, backbone: Backbone, config: FinetuneConfig = Fine
                         torch.cuda.empty_cache()
             val_loss, val_accuracy = _evaluate(model, val_batches, labels_val, batch_size, device, use_bf16)
             history.append(EpochRecord(epoch, train_loss, val_loss, val_accuracy, time.perf_counter() - tic, batch_size))
-            if val_accuracy > best[0]:  # the skipped (frozen) prefix is not in this state: it does not change
+            improved = val_accuracy > best[0]
+            if improved:  # the skipped (frozen) prefix is not in this state: it does not change
                 best = (val_accuracy, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            if checkpoint_dir is not None:
+                save_checkpoint(checkpoint_dir, best[2] if improved else None,
+                                {"last_epoch": epoch, "best_epoch": best[1], "val_accuracy": best[0],
+                                 "config": asdict(config), "history": [asdict(h) for h in history]})
             if report is not None:
                 report(epoch, val_accuracy)
             if epoch - best[1] >= config.patience:

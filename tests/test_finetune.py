@@ -137,3 +137,28 @@ def test_bad_configs_are_clear_errors(data):
         finetune(data, _net(), FinetuneConfig(freeze_groups=99))
     with pytest.raises(AutoTransferError, match="no tap point"):
         finetune(data, _net(), FinetuneConfig(tap="nowhere"))
+
+
+def test_best_epoch_is_checkpointed_and_a_run_resumes_from_it(data, tmp_path):
+    folder = tmp_path / "ckpt"
+    first = finetune(data, _net(), _quick(epochs=2, patience=5), checkpoint_dir=folder)
+    assert (folder / "best.safetensors").exists() and (folder / "best.json").exists()
+    resumed = finetune(data, _net(), _quick(epochs=4, patience=5), checkpoint_dir=folder, resume=True)
+    assert [h.epoch for h in resumed.history][: len(first.history)] == [h.epoch for h in first.history]
+    assert resumed.history[-1].epoch == 3 and resumed.best_val_accuracy >= first.best_val_accuracy
+    done = finetune(data, _net(), _quick(epochs=1), checkpoint_dir=folder, resume=True)  # already finished
+    assert done.best_epoch == resumed.best_epoch and len(done.history) == len(resumed.history)
+
+
+def test_randaugment_and_flips_train_without_the_prefix_cache(data):
+    result = finetune(data, _net(), _quick(freeze_groups=3, randaugment="rand-m9-mstd0.5", flip=True, epochs=1))
+    assert not result.used_cached_prefix and len(result.history) == 1
+    with pytest.raises(AutoTransferError, match="Bad RandAugment spec"):
+        finetune(data, _net(), _quick(randaugment="foo", epochs=1))
+
+
+def test_train_all_trains_every_group(data):
+    backbone = _net()
+    _, lrs = param_groups(TransferModel(backbone, "head", 3), backbone, FinetuneConfig(strategy="train_all",
+                                                                                         freeze_groups=5))
+    assert len(lrs) == len(backbone.depth_groups) + 1
