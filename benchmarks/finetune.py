@@ -115,7 +115,7 @@ def strategies(args: argparse.Namespace) -> None:
         "fine-tune all, one large LR": FinetuneConfig(freeze_groups=0, head_lr=3e-3, backbone_lr_ratio=1.0),
     }
     print(f"{BACKBONE}, Animal-MNIST {args.per_class}/class (80/20 train/val) at {args.sizes[0]}px, "
-          f"up to {args.epochs} epochs, bf16, early stopping patience 3")
+          f"up to {args.epochs} epochs, default precision, early stopping patience 3")
     print("| strategy | best val accuracy | epoch | cached prefix | seconds |\n|---|---|---|---|---|")
     for name, config in plans.items():
         config = FinetuneConfig(**{**config.__dict__, "epochs": args.epochs})

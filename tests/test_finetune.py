@@ -107,7 +107,12 @@ def test_report_hook_prunes_and_early_stopping_fires(data):
     assert len(stopped.history) == 3  # no improvement after epoch 0: stops at epoch 0 + patience
 
 
-def test_out_of_memory_halves_the_batch_and_goes_on(data, monkeypatch):
+@pytest.mark.parametrize("error", [
+    RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 2147483648 bytes"),
+    MemoryError(),
+])
+def test_out_of_memory_halves_the_batch_and_goes_on(data, monkeypatch, error):
     import autotransfer.finetune as ft
 
     real = ft._train_epoch
@@ -116,7 +121,7 @@ def test_out_of_memory_halves_the_batch_and_goes_on(data, monkeypatch):
     def flaky(*args, **kwargs):
         calls.append(args[8])  # the batch size argument
         if len(calls) == 1:
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise error
         return real(*args, **kwargs)
 
     monkeypatch.setattr(ft, "_train_epoch", flaky)
