@@ -364,8 +364,9 @@ def finetune(dataset: Dataset, backbone: Backbone, config: FinetuneConfig = Fine
 
     ``report(epoch, val_accuracy)`` is called after every epoch and may raise ``TrialPruned``.
     Out-of-memory errors halve the batch size and retry the epoch (logged), down to ``min_batch_size``.
-    With ``checkpoint_dir`` the best epoch is saved there (safetensors + JSON); ``resume`` starts from
-    that checkpoint's weights and continues after its epoch (the optimizer state starts afresh).
+    With ``checkpoint_dir`` progress and the best weights are saved there (JSON + safetensors);
+    ``resume`` continues after the last finished epoch from the best weights (the optimizer state
+    starts afresh); a run that had already finished returns the checkpointed model.
     """
     start_time = time.perf_counter()
     config = config.validate(backbone)
@@ -393,9 +394,9 @@ def finetune(dataset: Dataset, backbone: Backbone, config: FinetuneConfig = Fine
     mean = torch.tensor(backbone.preprocess.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(backbone.preprocess.std, device=device).view(1, 3, 1, 1)
     frozen = config.frozen_groups(len(backbone.depth_groups))
-    units = prefix_units(backbone, frozen, config.tap) if (config.cache_prefix and frozen and not config.train_bn_stats
-                                               and not config.flip and not config.randaugment
-                                               and config.mixup == 0) else []
+    augmented = config.flip or bool(config.randaugment) or config.mixup > 0
+    cacheable = config.cache_prefix and frozen > 0 and not config.train_bn_stats and not augmented
+    units = prefix_units(backbone, frozen, config.tap) if cacheable else []
     train_images = np.asarray(dataset.images[train_rows])
     val_images = np.asarray(dataset.images[val_rows])
     used_cache = False
