@@ -36,6 +36,39 @@ class _StopForward(Exception):
     """Raised by the last needed hook: nothing above the deepest tap is computed."""
 
 
+def outputs_until(model: nn.Module, x: torch.Tensor, modules: list[str]) -> dict[str, torch.Tensor]:
+    """Run ``model`` on ``x`` only until each named module has produced its output; return those outputs.
+
+    The one place where a forward is cut short: feature taps, a head on an intermediate tap, and the
+    frozen prefix of fine-tuning all use it, for timm and torchvision models alike.
+    """
+    captured: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):
+        def capture(_module, _inputs, output):
+            captured[name] = output
+            if len(captured) == len(modules):
+                raise _StopForward
+        return capture
+
+    handles = [model.get_submodule(name).register_forward_hook(hook(name)) for name in modules]
+    try:
+        model(x)
+    except _StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
+def normalisation(backbone: Backbone, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pretrained weights' mean and std, shaped to normalise NCHW batches on ``device``."""
+    mean = torch.tensor(backbone.preprocess.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(backbone.preprocess.std, device=device).view(1, 3, 1, 1)
+    return mean, std
+
+
 def model_fingerprint(model: nn.Module) -> str:
     """A hash of every tensor of the model: features depend on the weights, not on their file name."""
     digest = hashlib.blake2b(digest_size=16)
@@ -74,32 +107,15 @@ class FeatureExtractor:
 
     def __post_init__(self) -> None:
         self.model = self.backbone.model.to(self.device).eval().to(memory_format=torch.channels_last)
-        self.mean = torch.tensor(self.backbone.preprocess.mean, device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(self.backbone.preprocess.std, device=self.device).view(1, 3, 1, 1)
+        self.mean, self.std = normalisation(self.backbone, self.device)
         self.use_bf16 = self.bf16 and bf16_supported(self.device)
 
     def batch(self, images: np.ndarray, taps: list[str], pooling: str = "avg") -> dict[str, torch.Tensor]:
-        modules = dict(self.model.named_modules())
-        wanted = {self.backbone.tap(name).module: name for name in taps}
-        captured: dict[str, torch.Tensor] = {}
-
-        def hook(module_name: str):
-            def capture(_module, _inputs, output):
-                captured[wanted[module_name]] = pool(output, pooling).float()  # reductions accumulate in fp32
-                if len(captured) == len(wanted):
-                    raise _StopForward
-            return capture
-
-        handles = [modules[m].register_forward_hook(hook(m)) for m in wanted]
-        try:
-            with torch.inference_mode(), autocast(self.device, self.use_bf16):
-                self.model(to_input(images, self.mean, self.std, self.device))
-        except _StopForward:
-            pass
-        finally:
-            for handle in handles:
-                handle.remove()
-        return captured
+        modules = {self.backbone.tap(name).module: name for name in taps}
+        with torch.inference_mode(), autocast(self.device, self.use_bf16):
+            outputs = outputs_until(self.model, to_input(images, self.mean, self.std, self.device), list(modules))
+            # pooled inside autocast's scope; reductions accumulate in fp32
+            return {modules[m]: pool(out, pooling).float() for m, out in outputs.items()}
 
     def run(self, images: np.ndarray, taps: list[str], pooling: str = "avg",
             show_progress: bool = False) -> dict[str, np.ndarray]:

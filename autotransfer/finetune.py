@@ -34,7 +34,7 @@ from torch import nn
 
 from .dataset import Dataset
 from .errors import AutoTransferError
-from .features import extract_features, pool, to_input
+from .features import extract_features, normalisation, outputs_until, pool, to_input
 from .probes import fit_probe
 from .runtime import autocast, bf16_supported, default_device
 from .zoo import Backbone
@@ -125,35 +125,19 @@ class TransferModel(nn.Module):
     def __init__(self, backbone: Backbone, tap: str, n_classes: int) -> None:
         super().__init__()
         self.backbone = backbone.model
-        self.tap_module = backbone.model.get_submodule(backbone.tap(tap).module)
+        self.tap_name = backbone.tap(tap).module
         self.head = nn.Linear(backbone.tap(tap).channels, n_classes)
         self.frozen_modules: list[nn.Module] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        captured: list[torch.Tensor] = []
-
-        def capture(_module, _inputs, output):
-            captured.append(output)
-            raise _Stop
-
-        handle = self.tap_module.register_forward_hook(capture)
-        try:
-            self.backbone(x)
-        except _Stop:
-            pass
-        finally:
-            handle.remove()
-        return self.head(pool(captured[0], "avg").float())
+        output = outputs_until(self.backbone, x, [self.tap_name])[self.tap_name]
+        return self.head(pool(output, "avg").float())
 
     def train(self, mode: bool = True) -> "TransferModel":
         super().train(mode)
         for module in self.frozen_modules:  # frozen groups keep ImageNet BN statistics, no dropout
             module.eval()
         return self
-
-
-class _Stop(Exception):
-    pass
 
 
 def _group_modules(backbone: Backbone, groups: range) -> list[nn.Module]:
@@ -241,25 +225,15 @@ def prefix_units(backbone: Backbone, freeze_groups: int, tap: str) -> list[str]:
 def _prefix_activations(model: TransferModel, units: list[str], images: np.ndarray, mean, std, device,
                         batch_size: int, use_bf16: bool) -> torch.Tensor:
     """Output of the last prefix unit for every image, computed once (eval mode, no grad)."""
-    last = model.backbone.get_submodule(units[-1])
     outputs = []
-
-    def capture(_m, _i, output):
-        outputs.append(output.float().cpu())
-        raise _Stop
-
-    handle = last.register_forward_hook(capture)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode(), autocast(device, use_bf16):
             for start in range(0, len(images), batch_size):
-                try:
-                    model.backbone(to_input(images[start:start + batch_size], mean, std, device))
-                except _Stop:
-                    pass
+                x = to_input(images[start:start + batch_size], mean, std, device)
+                outputs.append(outputs_until(model.backbone, x, [units[-1]])[units[-1]].float().cpu())
     finally:
-        handle.remove()
         model.train(was_training)
     return torch.cat(outputs)
 
@@ -391,8 +365,7 @@ def finetune(dataset: Dataset, backbone: Backbone, config: FinetuneConfig = Fine
     if len(val_rows) == 0:
         raise AutoTransferError("The validation split is empty: fine-tuning needs it for early stopping.",
                                 fix="use more images per class, or a larger val_fraction.")
-    mean = torch.tensor(backbone.preprocess.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(backbone.preprocess.std, device=device).view(1, 3, 1, 1)
+    mean, std = normalisation(backbone, device)
     frozen = config.frozen_groups(len(backbone.depth_groups))
     augmented = config.flip or bool(config.randaugment) or config.mixup > 0
     cacheable = config.cache_prefix and frozen > 0 and not config.train_bn_stats and not augmented

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from . import wheel_assets
+from .features import normalisation, to_input
 from .images import DecodedImage, ResizeRecipe, decode_file
 from .wheel_assets import WheelAsset
 from .zoo import Backbone, Preprocess, create_backbone
@@ -38,8 +39,8 @@ def imagenet_samples() -> list[tuple[Path, int]]:
     return [(f, int(f.stem.split("_")[-1])) for f in files]
 
 
-def eval_tensor(paths: list[Path], preprocess: Preprocess) -> torch.Tensor:
-    """The standard evaluation transform: resize to size/crop_pct, centre crop, normalise."""
+def eval_pixels(paths: list[Path], preprocess: Preprocess) -> np.ndarray:
+    """The standard evaluation crop as uint8 NHWC: resize to size/crop_pct, then centre crop."""
     size = preprocess.input_size
     recipe = ResizeRecipe(int(round(size / preprocess.crop_pct)), "crop", preprocess.interpolation)
     arrays = []
@@ -49,17 +50,15 @@ def eval_tensor(paths: list[Path], preprocess: Preprocess) -> torch.Tensor:
             raise RuntimeError(f"{path}: {decoded}")
         offset = (recipe.size - size) // 2
         arrays.append(decoded.pixels[offset:offset + size, offset:offset + size])
-    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(preprocess.mean).view(1, 3, 1, 1)
-    std = torch.tensor(preprocess.std).view(1, 3, 1, 1)
-    return (batch - mean) / std
+    return np.stack(arrays)
 
 
 def imagenet_top1(name: str, weights: str | Path | None = None) -> Top1Result:
     """Top-1 of ``name``'s ImageNet classifier on the 20 foolbox images."""
     backbone: Backbone = create_backbone(name, pretrained=True, weights=weights, keep_classifier=True)
     samples = imagenet_samples()
-    inputs = eval_tensor([p for p, _ in samples], backbone.preprocess)
+    cpu = torch.device("cpu")
+    inputs = to_input(eval_pixels([p for p, _ in samples], backbone.preprocess), *normalisation(backbone, cpu), cpu)
     with torch.inference_mode():
         predicted = backbone.model(inputs).argmax(dim=1).tolist()
     correct = sum(int(p == label) for p, (_, label) in zip(predicted, samples))

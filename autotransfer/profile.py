@@ -41,7 +41,7 @@ from torch import nn
 
 from .dataset import Dataset, load_dataset
 from .errors import AutoTransferError
-from .features import model_fingerprint, to_input
+from .features import model_fingerprint, normalisation, to_input
 from .runtime import default_device
 from .settings import cache_dir
 from .transferability import knn_accuracy, logme
@@ -172,8 +172,7 @@ def measure_sample(backbone: Backbone, images: np.ndarray, batch_size: int = 64,
     classifier = model.get_submodule(classifier_prefixes(model)[0])
     handles = [module.register_forward_pre_hook(collect_bn(name)) for name, module in bns.items()]
     handles.append(classifier.register_forward_hook(collect_head))
-    mean = torch.tensor(backbone.preprocess.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(backbone.preprocess.std, device=device).view(1, 3, 1, 1)
+    mean, std = normalisation(backbone, device)
     try:
         with torch.inference_mode():  # fp32 on purpose: statistics need the precision
             for start in range(0, len(images), batch_size):
