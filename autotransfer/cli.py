@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -185,6 +186,71 @@ def profile(data: Path = typer.Argument(..., help="ImageFolder, split folders, o
         print(json.dumps(document, indent=2))
     else:
         render_profile(out, document)
+
+
+@app.command()
+def predict(checkpoint: Path = typer.Argument(..., help="run directory of `fit`, or a checkpoint directory"),
+            inputs: list[Path] = typer.Argument(..., help="image files and/or directories"),
+            as_json: bool = typer.Option(False, "--json", help="one JSON object per image on stdout"),
+            csv_file: Optional[Path] = typer.Option(None, "--csv", help="also write the predictions to this CSV"),
+            top_k: int = typer.Option(1, "--top-k", min=1, help="how many classes to list per image"),
+            size: str = typer.Option("native", help="native (training resize) | original | N (shorter side, px)"),
+            reduce: str = typer.Option("mean", help="how the class-score map of a large image is reduced: mean|max"),
+            device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)")) -> None:
+    """Classify images with a trained pipeline; unreadable files are reported and skipped."""
+    import csv
+
+    from .pipeline import Pipeline
+
+    pipeline = Pipeline.load(checkpoint, device=device)
+    results = pipeline.predictions([str(p) for p in inputs], size=size,
+                                   reduce=reduce)
+    rows = []
+    for result in results:
+        row: dict = {"path": result.name}
+        if result.error:
+            row["error"] = result.error
+        else:
+            order = np.argsort(-result.probabilities)[:top_k]
+            row.update(label=str(pipeline.classes_[order[0]]), probability=round(float(result.probabilities[order[0]]), 6))
+            if top_k > 1:
+                row["top_k"] = [{"label": str(pipeline.classes_[i]), "probability": round(float(result.probabilities[i]), 6)}
+                                for i in order]
+        rows.append(row)
+    if csv_file is not None:
+        csv_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(csv_file, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["path", "label", "probability", "error"], extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+    failed = [r for r in rows if "error" in r]
+    if as_json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        table = Table(title=f"{len(rows) - len(failed)} image(s) classified by {escape(pipeline.describe())}")
+        for column in ("path", "label", "probability"):
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            label = escape(row.get("label", "")) if "error" not in row else f"[red]{escape(row['error'])}[/]"
+            detail = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in row.get("top_k", [])) or (
+                f"{row['probability']:.3f}" if "probability" in row else "")
+            table.add_row(escape(row["path"]), label, escape(detail))
+        out.print(table)
+    if failed:
+        err.print(f"{len(failed)} input(s) could not be read and were skipped.")
+
+
+@app.command()
+def export(checkpoint: Path = typer.Argument(..., help="run directory of `fit`, or a checkpoint directory"),
+           fmt: str = typer.Option("onnx", "--format", help="onnx | torchscript"),
+           out_file: Path = typer.Option(..., "--out", help="file to write (a .json with classes goes next to it)")) -> None:
+    """Export a pipeline, preprocessing included (uint8 images of any size in, logits out)."""
+    from .export import export as export_pipeline
+    from .pipeline import Pipeline
+
+    path = export_pipeline(Pipeline.load(checkpoint, device="cpu"), fmt, out_file)
+    out.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {path.name}.json")
 
 
 def _frame_table(frame, title: str) -> Table:

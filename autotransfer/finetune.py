@@ -35,7 +35,7 @@ from torch import nn
 from .dataset import Dataset
 from .errors import AutoTransferError
 from .features import extract_features, normalisation, outputs_until, pool, to_input
-from .probes import fit_probe
+from .probes import as_linear, fit_probe
 from .runtime import autocast, bf16_supported, default_device
 from .zoo import Backbone
 
@@ -302,13 +302,10 @@ def linear_probe_head(dataset: Dataset, backbone: Backbone, config: FinetuneConf
     probe = fit_probe(features[train], dataset.labels[train], features[val], dataset.labels[val],
                       heads=("torch",), seed=config.seed).model
     head = nn.Linear(features.shape[1], len(dataset.classes))
-    weight = probe.linear_.weight.detach().cpu() / torch.as_tensor(probe.scale_, dtype=torch.float32)
-    bias = probe.linear_.bias.detach().cpu() - weight @ torch.as_tensor(probe.mean_, dtype=torch.float32)
-    with torch.no_grad():  # the probe only saw the classes present in train: others keep a zero row
-        head.weight.zero_()
-        head.bias.fill_(-10.0)
-        head.weight[torch.as_tensor(probe.classes_)] = weight
-        head.bias[torch.as_tensor(probe.classes_)] = bias
+    weight, bias = as_linear(probe, len(dataset.classes))
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.copy_(bias.clamp(min=-10.0))  # classes absent from train: low, but still trainable
     return head.to(device)
 
 

@@ -75,8 +75,21 @@ def resize(image: Image.Image, recipe: ResizeRecipe) -> Image.Image:
     return ImageOps.fit(image, target, method=method, centering=(0.5, 0.5))
 
 
-def decode(data: bytes, recipe: ResizeRecipe) -> DecodedImage | str:
-    """Decode encoded image bytes; return the image, or a reason string if it cannot be used."""
+@dataclass(frozen=True)
+class OpenedImage:
+    """An upright RGB image and what the file said about itself."""
+
+    image: Image.Image
+    width: int  # upright size of the file (before any draft reduction)
+    height: int
+    mode: str
+
+
+def open_rgb(data: bytes, draft_to: int | None = None) -> OpenedImage | str:
+    """Open encoded bytes as an upright RGB image (first frame), or return why not.
+
+    ``draft_to`` lets JPEGs decode at a reduced scale when they are more than twice that size.
+    """
     if not data:
         return "empty file (0 bytes)"
     from io import BytesIO
@@ -90,31 +103,49 @@ def decode(data: bytes, recipe: ResizeRecipe) -> DecodedImage | str:
                 width, height, mode = image.width, image.height, image.mode
                 if width * height > limit:
                     return f"too large ({width}x{height} pixels > {limit}; set {MAX_PIXELS_ENV} to allow)"
-                if image.format == "JPEG" and min(width, height) > 2 * recipe.size:
-                    image.draft("RGB", (2 * recipe.size, 2 * recipe.size))  # decode at reduced scale: faster
+                if draft_to and image.format == "JPEG" and min(width, height) > 2 * draft_to:
+                    image.draft("RGB", (2 * draft_to, 2 * draft_to))  # decode at reduced scale: faster
                 image.seek(0)  # animated GIF/WebP/TIFF: the first frame
                 before = image.size
                 image = ImageOps.exif_transpose(image)
                 if image.size != before:  # rotated by 90 degrees: report the upright size
                     width, height = height, width
-                pixels = np.asarray(resize(to_rgb(image), recipe), dtype=np.uint8)
+                rgb = to_rgb(image)
+                rgb.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return f"too large (decompression bomb guard, > {limit} pixels; set {MAX_PIXELS_ENV} to allow)"
     except UnidentifiedImageError:
         return "not an image (unrecognised format)"
     except (OSError, SyntaxError, ValueError, EOFError) as error:  # truncated or corrupt data
         return f"corrupt or truncated image ({type(error).__name__}: {str(error)[:120]})"
+    return OpenedImage(rgb, width, height, mode)
+
+
+def decode(data: bytes, recipe: ResizeRecipe) -> DecodedImage | str:
+    """Decode encoded image bytes; return the image, or a reason string if it cannot be used."""
+    opened = open_rgb(data, draft_to=recipe.size)
+    if isinstance(opened, str):
+        return opened
+    try:
+        pixels = np.asarray(resize(opened.image, recipe), dtype=np.uint8)
+    except (OSError, ValueError) as error:
+        return f"corrupt or truncated image ({type(error).__name__}: {str(error)[:120]})"
     content_hash = hashlib.blake2b(data, digest_size=16).hexdigest()
-    return DecodedImage(pixels, content_hash, width, height, mode)
+    return DecodedImage(pixels, content_hash, opened.width, opened.height, opened.mode)
 
 
-def decode_file(path: str | os.PathLike, recipe: ResizeRecipe) -> DecodedImage | str:
-    """Read and decode one file; unreadable files give a reason string like corrupt ones."""
+def read_file(path: str | os.PathLike) -> bytes | str:
+    """The file's bytes, or why they cannot be read."""
     try:
         with open(path, "rb") as handle:
-            data = handle.read()
+            return handle.read()
     except PermissionError:
         return "unreadable (permission denied)"
     except OSError as error:
         return f"unreadable ({error.strerror or error})"
-    return decode(data, recipe)
+
+
+def decode_file(path: str | os.PathLike, recipe: ResizeRecipe) -> DecodedImage | str:
+    """Read and decode one file; unreadable files give a reason string like corrupt ones."""
+    data = read_file(path)
+    return data if isinstance(data, str) else decode(data, recipe)

@@ -120,3 +120,32 @@ def fit_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val
                 best = (accuracy, kind, C, model)
     accuracy, kind, C, model = best
     return ProbeResult(kind, C, accuracy, model, time.perf_counter() - start, tried)
+
+
+def as_linear(model: Pipeline | TorchLinearHead, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fold a fitted head (standardisation included) into one linear map on the raw features.
+
+    Returns ``(weight (n_classes, d), bias (n_classes,))`` whose argmax (and, for softmax heads,
+    softmax) equals the head's predictions. Binary sklearn heads have one row ``z``: it becomes the
+    logits ``[0, z]``, so softmax gives logistic regression's own probabilities. Classes the head
+    never saw get a zero row and a very low bias.
+    """
+    if isinstance(model, TorchLinearHead):
+        mean, scale = model.mean_, model.scale_
+        coef = model.linear_.weight.detach().cpu().double().numpy()
+        intercept = model.linear_.bias.detach().cpu().double().numpy()
+        classes = model.classes_
+    else:
+        scaler, classifier = model.steps[0][1], model.steps[-1][1]
+        mean, scale = scaler.mean_, scaler.scale_
+        coef, intercept, classes = classifier.coef_, np.atleast_1d(classifier.intercept_), classifier.classes_
+        if coef.shape[0] == 1:  # binary: one decision function
+            coef = np.concatenate([np.zeros_like(coef), coef])
+            intercept = np.concatenate([np.zeros(1), intercept])
+    weight = coef / scale
+    bias = intercept - weight @ mean
+    full_weight = np.zeros((n_classes, weight.shape[1]))
+    full_bias = np.full(n_classes, -1e4)
+    full_weight[classes] = weight
+    full_bias[classes] = bias
+    return torch.as_tensor(full_weight, dtype=torch.float32), torch.as_tensor(full_bias, dtype=torch.float32)

@@ -9,6 +9,6 @@ if [ -f "$stamp" ]; then
 fi
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,ray]"
 rm -f .venv/.installed-*
 touch "$stamp"

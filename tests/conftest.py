@@ -62,3 +62,18 @@ def run_concurrently(code: str, argument: str, cache: Path, copies: int = 3) -> 
     outputs = {p.communicate(timeout=300)[0].strip() for p in procs}
     assert all(p.returncode == 0 for p in procs)
     return outputs
+
+
+@pytest.fixture
+def cli():
+    """Run ``autotransfer ARGS`` in a subprocess (the real entry point, exit codes included)."""
+    import os
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    def run(args: list[str], timeout: float = 600):
+        done = subprocess.run([sys.executable, "-c", "from autotransfer.cli import main; main()", *args],
+                              capture_output=True, text=True, env=dict(os.environ), timeout=timeout)
+        return SimpleNamespace(exit_code=done.returncode, stdout=done.stdout, output=done.stdout + done.stderr)
+    return run

@@ -1,0 +1,66 @@
+"""Export a pipeline to ONNX or TorchScript, preprocessing included.
+
+The exported graph takes uint8 images (N x 3 x H x W, any batch and any size), resizes them to the
+training size (bilinear, antialiased: a square resize, so crop first if the images are far from
+square), normalises them, and returns class logits in the pipeline's class order. The class names
+and preprocessing are written next to the file as JSON, so a consumer needs nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from .errors import AutoTransferError
+from .pipeline import Pipeline
+
+FORMATS = ("onnx", "torchscript")
+ONNX_OPSET = 18  # the first opset whose Resize supports antialiasing
+
+
+def _example(pipeline: Pipeline) -> torch.Tensor:
+    size = pipeline.spec["preprocess"]["size"]
+    return torch.randint(0, 256, (2, 3, size + 7, size + 3), dtype=torch.uint8)
+
+
+def _export_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    """torch.export-based ONNX export: it handles the antialiased resize and symbolic image sizes."""
+    from torch.export import Dim
+
+    shapes = {"images": {0: Dim("batch", max=4096), 2: Dim("height", min=16, max=8192),
+                         3: Dim("width", min=16, max=8192)}}
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
+        torch.onnx.export(net, (example,), str(path), input_names=["images"], output_names=["logits"],
+                          dynamic_shapes=shapes, opset_version=ONNX_OPSET, dynamo=True, external_data=False)
+
+
+def export(pipeline: Pipeline, fmt: str, out: str | os.PathLike) -> Path:
+    """Write the model to ``out`` (and ``out`` + ``.json`` with classes and preprocessing)."""
+    if fmt not in FORMATS:
+        raise AutoTransferError(f"Unknown export format {fmt!r}.", fix=f"use one of {', '.join(FORMATS)}.")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pipeline = Pipeline(pipeline.backbone, pipeline.model.to("cpu"), pipeline.spec)
+    net = pipeline.network(resize_to=pipeline.spec["preprocess"]["size"])
+    example = _example(pipeline)
+    partial = out.with_name(out.name + ".partial")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic are expected here
+        if fmt == "torchscript":
+            with torch.no_grad():
+                traced = torch.jit.trace(net, example)
+            traced.save(str(partial))
+        else:
+            _export_onnx(net, example, partial)
+    os.replace(partial, out)
+    meta = {"format": fmt, "input": "uint8 images, N x 3 x H x W (RGB, 0..255)", "output": "logits, N x classes",
+            "classes": pipeline.spec["classes"], "preprocess": pipeline.spec["preprocess"],
+            "pipeline_hash": pipeline.spec.get("content_hash")}
+    out.with_name(out.name + ".json").write_text(json.dumps(meta, indent=2))
+    return out

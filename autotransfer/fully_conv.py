@@ -1,0 +1,132 @@
+"""Fully-convolutional inference: the trained network slides over images of any size in one pass.
+
+The recipe's trick: a linear layer is a convolution. The head (a linear map on globally pooled tap
+features) becomes a 1x1 convolution applied *before* pooling, which yields a class-score map; its
+mean equals the original logits exactly (pooling and a linear map commute). For torchvision's
+AlexNet/VGG, whose taps may lie in the fully-connected classifier, the first FC layer (reading the
+k x k x C map) becomes a k x k convolution and the next ones 1x1 convolutions.
+
+timm's fx feature extractor gives the trunk up to a convolutional tap as a plain module (no hooks),
+which is what TorchScript and ONNX export need.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .errors import AutoTransferError
+from .zoo import Backbone
+
+REDUCTIONS = ("mean", "max")
+
+
+class _TapOutput(nn.Module):
+    """The fx feature extractor returns a dict: unwrap its single entry."""
+
+    def __init__(self, extractor: nn.Module) -> None:
+        super().__init__()
+        self.extractor = extractor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.extractor(x)["tap"]
+
+
+def conv_from_linear(linear: nn.Linear) -> nn.Conv2d:
+    """A linear layer as the equivalent 1x1 convolution."""
+    conv = nn.Conv2d(linear.in_features, linear.out_features, 1)
+    with torch.no_grad():
+        conv.weight.copy_(linear.weight.view(linear.out_features, linear.in_features, 1, 1))
+        conv.bias.copy_(linear.bias)
+    return conv
+
+
+def first_fc_as_conv(linear: nn.Linear, pool: nn.AdaptiveAvgPool2d, channels: int, map_size: int) -> nn.Conv2d:
+    """The first FC layer, which reads ``pool``'s p x p output, as one conv over the k x k map it sees.
+
+    Adaptive average pooling is linear, so FC ∘ pool is a single linear map of the k x k map: a k x k
+    convolution. At the network's native size k == p, pooling is the identity and the kernel is the FC
+    weight reshaped (AlexNet at 224 px: fc6 becomes a 6x6 conv producing 1x1x4096).
+    """
+    p_h, p_w = (pool.output_size, pool.output_size) if isinstance(pool.output_size, int) else pool.output_size
+    if linear.in_features != channels * p_h * p_w:
+        raise AutoTransferError(f"FC layer of {linear.in_features} inputs does not read a {channels}x{p_h}x{p_w} map.")
+    k = map_size
+    with torch.no_grad():
+        basis = torch.eye(k * k).view(k * k, 1, k, k)
+        pooling = pool(basis).reshape(k * k, p_h * p_w)  # how each input cell feeds each pooled cell
+        weight = linear.weight.view(linear.out_features, channels, p_h * p_w)
+        kernel = torch.einsum("ocq,pq->ocp", weight, pooling).reshape(linear.out_features, channels, k, k)
+    conv = nn.Conv2d(channels, linear.out_features, k)
+    with torch.no_grad():
+        conv.weight.copy_(kernel)
+        conv.bias.copy_(linear.bias)
+    return conv
+
+
+def _classifier_trunk(backbone: Backbone, tap_module: str, train_size: int) -> nn.Module:
+    """torchvision AlexNet/VGG up to a tap inside ``classifier``, with its FC layers as convolutions."""
+    model = backbone.model
+    if not all(hasattr(model, a) for a in ("features", "avgpool", "classifier")):
+        raise AutoTransferError(f"Tap {tap_module!r} of {backbone.name} is a vector layer that cannot be "
+                                "made convolutional.", fix="choose a convolutional tap for this backbone.")
+    last = int(tap_module.split(".")[1])
+    with torch.no_grad():
+        feature_map = model.features(torch.zeros(1, 3, train_size, train_size,
+                                                 device=next(model.parameters()).device))
+    channels, height, width = feature_map.shape[1:]
+    if height != width:
+        raise AutoTransferError(f"{backbone.name} gives a non-square {height}x{width} map at {train_size} px.")
+    layers: list[nn.Module] = [model.features]
+    for layer in list(model.classifier)[: last + 1]:
+        if isinstance(layer, nn.Linear):
+            first = not any(isinstance(m, nn.Conv2d) for m in layers[1:])
+            layers.append(first_fc_as_conv(layer, model.avgpool, channels, height) if first else conv_from_linear(layer))
+        elif not isinstance(layer, nn.Dropout):  # dropout is the identity at inference
+            layers.append(layer)
+    return nn.Sequential(*layers)
+
+
+def conv_trunk(backbone: Backbone, tap: str, train_size: int) -> nn.Module:
+    """Normalised images -> the tap's feature map (B, C, h, w), for any input size."""
+    spec = backbone.tap(tap)
+    if spec.stride is None:
+        return _classifier_trunk(backbone, spec.module, train_size)
+    from timm.models import create_feature_extractor
+
+    return _TapOutput(create_feature_extractor(backbone.model, {spec.module: "tap"}))
+
+
+class ConvClassifier(nn.Module):
+    """Pixels in, class scores out: normalisation, the convolutional trunk, the head as a 1x1 conv,
+    and a mean (or max) over the score map.
+
+    Input: NCHW images with values in 0..255 (uint8 or float), of any size the trunk accepts. With
+    ``resize_to`` set, the graph first resizes them (bilinear, antialiased) to that square size, so an
+    exported model can take raw images.
+    """
+
+    def __init__(self, trunk: nn.Module, head: nn.Linear, mean: tuple[float, ...], std: tuple[float, ...],
+                 reduce: str = "mean", resize_to: int | None = None) -> None:
+        super().__init__()
+        if reduce not in REDUCTIONS:
+            raise AutoTransferError(f"Unknown reduction {reduce!r}.", fix=f"use one of {', '.join(REDUCTIONS)}.")
+        self.trunk = trunk
+        self.head = conv_from_linear(head)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
+        self.reduce = reduce
+        self.resize_to = resize_to
+
+    def score_map(self, images: torch.Tensor) -> torch.Tensor:
+        """Class scores at every position of the tap's map: (B, classes, h, w)."""
+        x = images.float()
+        if self.resize_to is not None:
+            x = nn.functional.interpolate(x, size=(self.resize_to, self.resize_to), mode="bilinear",
+                                          align_corners=False, antialias=True)
+        x = (x - self.mean) / self.std
+        return self.head(self.trunk(x).float())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        scores = self.score_map(images)
+        return scores.amax(dim=(2, 3)) if self.reduce == "max" else scores.mean(dim=(2, 3))

@@ -1,0 +1,244 @@
+"""The pipeline a user keeps: a backbone cut at a tap plus a linear head, its preprocessing and its story.
+
+A checkpoint is a directory holding ``model.safetensors`` (every tensor) and ``pipeline.json``
+(architecture, tap, classes, preprocessing, hyper-parameters, metrics, versions and a content hash).
+Nothing is pickled, so loading cannot run code; the hash covers both files, so a changed or truncated
+checkpoint is refused before any tensor is used. Inference is fully convolutional (fully_conv.py):
+images larger than the training size are classified in one pass over their whole area.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import AutoTransferError
+from .finetune import TransferModel
+from .fully_conv import ConvClassifier, conv_trunk
+from .images import ResizeRecipe
+from .predict_inputs import load_inputs, to_pixels
+from .runtime import default_device
+from .zoo import Backbone, create_backbone
+
+FORMAT = "autotransfer-pipeline"
+FORMAT_VERSION = 1
+SPEC_FILE, TENSORS_FILE = "pipeline.json", "model.safetensors"
+
+
+def _versions() -> dict[str, str]:
+    import timm
+
+    from . import __version__
+
+    return {"autotransfer": __version__, "torch": torch.__version__, "timm": timm.__version__}
+
+
+def _content_hash(spec: dict, tensors_sha256: str) -> str:
+    body = {k: v for k, v in spec.items() if k != "content_hash"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return "sha256:" + hashlib.sha256(canonical + b"\0" + tensors_sha256.encode()).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_dir(path: str | os.PathLike) -> Path:
+    """A checkpoint directory, or a run directory holding one in ``pipeline/``."""
+    path = Path(path)
+    for candidate in (path, path / "pipeline"):
+        if (candidate / SPEC_FILE).is_file():
+            return candidate
+    raise AutoTransferError(f"No pipeline checkpoint at {path} ({SPEC_FILE} not found there or in pipeline/).",
+                            where=str(path), fix="pass a run directory of `autotransfer fit` or a checkpoint directory.")
+
+
+@dataclass
+class Prediction:
+    """One input's result: class probabilities, or why it could not be read."""
+
+    name: str
+    probabilities: np.ndarray | None
+    error: str | None = None
+
+
+class Pipeline:
+    """A trained transfer pipeline with the scikit-learn prediction interface."""
+
+    def __init__(self, backbone: Backbone, model: TransferModel, spec: dict) -> None:
+        self.backbone, self.model, self.spec = backbone, model.eval(), spec
+        self.classes_ = np.array(spec["classes"])
+        self.device = next(model.parameters()).device
+
+    # ------------------------------------------------------------------ building and saving
+    @classmethod
+    def from_model(cls, backbone: Backbone, model: TransferModel, *, classes: list[str], recipe: ResizeRecipe,
+                   frozen_groups: int, head_type: str, strategy: str, hyperparameters: dict,
+                   metrics: dict, summary: str = "") -> "Pipeline":
+        spec = {
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "classes": list(classes),
+            "backbone": {"name": backbone.name, "source": backbone.source,
+                         "weights": backbone.weights.describe() if backbone.weights else "random init"},
+            "tap": {"name": next(t.name for t in backbone.taps if t.module == model.tap_name), "module": model.tap_name},
+            "frozen_groups": frozen_groups, "n_depth_groups": len(backbone.depth_groups),
+            "head": {"type": head_type, "in_features": model.head.in_features},
+            "strategy": strategy, "summary": summary,
+            "preprocess": {"size": recipe.size, "resize_mode": recipe.mode, "interpolation": recipe.interpolation,
+                           "mean": list(backbone.preprocess.mean), "std": list(backbone.preprocess.std)},
+            "hyperparameters": hyperparameters, "metrics": metrics,
+            "versions": _versions(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        return cls(backbone, model, spec)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the checkpoint directory atomically (a half-written checkpoint never replaces a good one)."""
+        target = Path(path)
+        staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        try:
+            state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+            save_file(state, str(staging / TENSORS_FILE), metadata={"format": FORMAT})
+            spec = dict(self.spec, tensors_sha256=_file_sha256(staging / TENSORS_FILE))
+            spec["content_hash"] = _content_hash(spec, spec["tensors_sha256"])
+            (staging / SPEC_FILE).write_text(json.dumps(spec, indent=2))
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            if target.exists():
+                os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        except OSError as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise AutoTransferError(f"Could not write the checkpoint: {error.strerror or error}.", where=str(target),
+                                    fix="free disk space or choose another --out; the previous files are intact.") from error
+        self.spec = spec
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> "Pipeline":
+        """Verify and load a checkpoint (or a run directory's). Never executes code from the files."""
+        folder = checkpoint_dir(path)
+        try:
+            spec = json.loads((folder / SPEC_FILE).read_text())
+        except (OSError, ValueError) as error:
+            raise AutoTransferError(f"{SPEC_FILE} is unreadable or not JSON ({error}).", where=str(folder),
+                                    fix="the checkpoint is damaged: save it again from its run.") from error
+        if not isinstance(spec, dict) or spec.get("format") != FORMAT:
+            raise AutoTransferError(f"{SPEC_FILE} is not an autotransfer pipeline.", where=str(folder))
+        if spec.get("format_version", 0) > FORMAT_VERSION:
+            raise AutoTransferError(f"Checkpoint format {spec.get('format_version')} is newer than this autotransfer "
+                                    f"understands ({FORMAT_VERSION}).", where=str(folder), fix="upgrade autotransfer.")
+        tensors = folder / TENSORS_FILE
+        if not tensors.is_file():
+            raise AutoTransferError(f"{TENSORS_FILE} is missing.", where=str(folder))
+        actual = _file_sha256(tensors)
+        if actual != spec.get("tensors_sha256") or _content_hash(spec, actual) != spec.get("content_hash"):
+            raise AutoTransferError("Checkpoint hash mismatch: the files were changed or truncated after saving.",
+                                    where=str(folder), fix="use an intact copy, or save it again from its run.")
+        try:
+            state = load_file(str(tensors))
+            backbone = create_backbone(spec["backbone"]["name"], pretrained=False, device="cpu")
+            model = TransferModel(backbone, spec["tap"]["name"], len(spec["classes"]))
+            model.load_state_dict(state, strict=True)
+        except (SafetensorError, KeyError, RuntimeError) as error:
+            raise AutoTransferError(f"Checkpoint does not match its architecture ({str(error)[:300]}).",
+                                    where=str(folder), fix="the checkpoint is damaged or from another version.") from error
+        device = torch.device(device) if device is not None else default_device()
+        return cls(backbone, model.to(device), spec)
+
+    # ------------------------------------------------------------------ inference
+    @property
+    def recipe(self) -> ResizeRecipe:
+        p = self.spec["preprocess"]
+        return ResizeRecipe(p["size"], p["resize_mode"], p["interpolation"])
+
+    def network(self, reduce: str = "mean", resize_to: int | None = None) -> ConvClassifier:
+        """The fully-convolutional classifier (pixels 0..255 in, logits out) of this pipeline."""
+        p = self.spec["preprocess"]
+        trunk = conv_trunk(self.backbone, self.spec["tap"]["name"], p["size"])
+        net = ConvClassifier(trunk, self.model.head, p["mean"], p["std"], reduce, resize_to)
+        return net.to(self.device).eval().requires_grad_(False)
+
+    def predictions(self, inputs: Any, size: str | int = "native", reduce: str = "mean",
+                    batch_size: int = 32) -> list[Prediction]:
+        """Probabilities per input; unreadable inputs carry their reason instead (nothing is dropped).
+
+        ``size``: "native" resizes every image as in training (one batch); "original" keeps each image's
+        size (upscaled to at least the training size); an int sets the shorter side. Larger images are
+        classified by sliding the network over them (mean or max of the class-score map).
+        """
+        net = self.network(reduce)
+        loaded = load_inputs(inputs)
+        results: list[Prediction | None] = [Prediction(item.name, None, item.error) if item.error else None
+                                            for item in loaded]
+        pending = [(i, item) for i, item in enumerate(loaded) if item.error is None]
+        if size == "native":
+            for start in range(0, len(pending), batch_size):
+                chunk = pending[start:start + batch_size]
+                pixels = np.stack([to_pixels(item.image, self.recipe) for _, item in chunk])
+                for (i, item), row in zip(chunk, self._probabilities(net, pixels)):
+                    results[i] = Prediction(item.name, row)
+        else:
+            for i, item in pending:
+                pixels = to_pixels(item.image, self.recipe, keep_aspect=self._shorter_side(size))
+                results[i] = Prediction(item.name, self._probabilities(net, pixels[None])[0])
+        return results
+
+    def _shorter_side(self, size: str | int) -> int | None:
+        native = self.spec["preprocess"]["size"]
+        if size == "original":
+            return None
+        try:
+            value = int(size)
+        except (TypeError, ValueError):
+            raise AutoTransferError(f"size must be 'native', 'original' or a number of pixels, got {size!r}.") from None
+        if not 16 <= value <= 4096:
+            raise AutoTransferError(f"size {value} is outside 16..4096 pixels.")
+        return max(value, native)
+
+    def _probabilities(self, net: ConvClassifier, pixels: np.ndarray) -> np.ndarray:
+        tensor = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device).permute(0, 3, 1, 2)
+        with torch.inference_mode():
+            return torch.softmax(net(tensor).float(), dim=1).cpu().numpy()
+
+    def predict_proba(self, inputs: Any, size: str | int = "native", reduce: str = "mean") -> np.ndarray:
+        """(n_inputs, n_classes) probabilities, columns in ``classes_`` order. Unreadable inputs raise."""
+        results = self.predictions(inputs, size, reduce)
+        bad = [r for r in results if r.error]
+        if bad:
+            raise AutoTransferError(f"{len(bad)} input(s) could not be read: "
+                                    + "; ".join(f"{r.name}: {r.error}" for r in bad[:5]),
+                                    fix="remove them, or use `autotransfer predict`, which reports and skips them.")
+        return np.stack([r.probabilities for r in results]) if results else np.zeros((0, len(self.classes_)))
+
+    def predict(self, inputs: Any, size: str | int = "native", reduce: str = "mean") -> np.ndarray:
+        """Class names, one per input."""
+        return self.classes_[self.predict_proba(inputs, size, reduce).argmax(1)]
+
+    def score(self, inputs: Any, y: Any, size: str | int = "native") -> float:
+        """Accuracy against ``y`` (class names, or class indices)."""
+        y = np.asarray(y)
+        predicted = self.predict(inputs, size)
+        if len(y) != len(predicted):
+            raise AutoTransferError(f"{len(predicted)} inputs but {len(y)} labels.")
+        truth = self.classes_[y] if np.issubdtype(y.dtype, np.integer) else y.astype(str)
+        return float((predicted == truth).mean())
+
+    def describe(self) -> str:
+        return self.spec.get("summary") or f"{self.spec['backbone']['name']} tap {self.spec['tap']['name']}"
