@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -189,6 +190,61 @@ def profile(data: Path = typer.Argument(..., help="ImageFolder, split folders, o
 
 
 @app.command()
+def fit(data: Path = typer.Argument(..., help="ImageFolder, split folders, or CSV of path,label"),
+        time_budget: str = typer.Option("10m", "--time-budget", help="hard wall-clock bound, e.g. 90s, 10m, 2h"),
+        search_space: str = typer.Option("default", "--search-space", help="fast | default | thorough | a YAML file"),
+        out_dir: Optional[Path] = typer.Option(None, "--out", help="run directory (default runs/<timestamp>)"),
+        resume: bool = typer.Option(False, "--resume", help="continue the latest run in runs/ of this data"),
+        storage: Optional[str] = typer.Option(None, help="Optuna storage URL shared by workers (default: SQLite "
+                                              "in the run directory)"),
+        backend: str = typer.Option("optuna", help="optuna (this process) | ray (Ray Tune trials)"),
+        ray_address: Optional[str] = typer.Option(None, help="existing Ray cluster (default: a local Ray)"),
+        cpus_per_trial: float = typer.Option(1.0, help="Ray: CPUs per trial"),
+        gpus_per_trial: float = typer.Option(0.0, help="Ray: GPUs per trial (fractions allowed)"),
+        seed: int = typer.Option(0), device: Optional[str] = typer.Option(None, help="cpu or cuda")) -> None:
+    """Find the best way to transfer an ImageNet network to DATA, within the time budget."""
+    start = time.monotonic()
+    from .api import AutoTransfer
+    from .budget import format_duration
+    from .search import Search
+
+    if out_dir is None and resume:
+        out_dir = _latest_run(data)
+    estimator = AutoTransfer(time_budget=time_budget, search_space=search_space, backend=backend, out=out_dir,
+                             storage=storage, seed=seed, device=device, ray_address=ray_address,
+                             cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
+    settings = estimator.settings(start)
+    err.print(f"fit {escape(str(data))}: search space [bold]{settings.space.name}[/], budget "
+              f"{format_duration(settings.time_budget)}, run directory {escape(str(settings.out))}")
+    try:
+        result = Search(data, settings).run()
+    except KeyboardInterrupt:
+        err.print(f"Interrupted. Finished trials are saved in {settings.out}; run the same command with "
+                  f"--out {settings.out} (or --resume) to continue.")
+        sys.exit(130)
+    metrics = result.pipeline.spec["metrics"]
+    out.print(f"[bold green]Done[/] in {format_duration(result.seconds)} "
+              f"({len(result.leaderboard)} trials): {escape(result.pipeline.describe())}")
+    out.print(f"validation accuracy {metrics['val_accuracy']:.4f}"
+              + (f", test accuracy {metrics['test_accuracy']:.4f}" if "test_accuracy" in metrics else "")
+              + ("" if metrics.get("refit_on_train_val") else " (not refit: the budget left no room)"))
+    top = result.leaderboard.head(8)[["stage", "strategy", "backbone", "resolution", "tap", "val_accuracy", "seconds",
+                                      "status"]]
+    out.print(_frame_table(top, "leaderboard (top 8; all in leaderboard.csv)"))
+    out.print(f"pipeline: {escape(str(result.run_dir / 'pipeline'))}\nreport:   "
+              f"{escape(str(result.run_dir / 'report.html'))}\npredict:  autotransfer predict "
+              f"{escape(str(result.run_dir))} IMAGES...")
+
+
+def _latest_run(data: Path) -> Path:
+    runs = sorted((p.parent for p in Path("runs").glob("*/run.json")
+                   if json.loads(p.read_text()).get("data") == str(data.resolve())), key=lambda p: p.name)
+    if not runs:
+        raise AutoTransferError(f"--resume: no earlier run of {data} in runs/.", fix="start one without --resume.")
+    return runs[-1]
+
+
+@app.command()
 def predict(checkpoint: Path = typer.Argument(..., help="run directory of `fit`, or a checkpoint directory"),
             inputs: list[Path] = typer.Argument(..., help="image files and/or directories"),
             as_json: bool = typer.Option(False, "--json", help="one JSON object per image on stdout"),
@@ -258,7 +314,8 @@ def _frame_table(frame, title: str) -> Table:
     for column in frame.columns:
         table.add_column(str(column), no_wrap=column in ("backbone", "tap"))
     for row in frame.itertuples(index=False):
-        table.add_row(*(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+        table.add_row(*("" if v is None or v != v or v is pd.NA else f"{v:.3f}" if isinstance(v, float) else str(v)
+                        for v in row))
     return table
 
 

@@ -73,6 +73,7 @@ class FinetuneConfig:
     patience: int = 3
     lp_epochs: int = 20
     cache_prefix: bool = True
+    keep: str = "best"  # "best": the best validation epoch; "last": the final epoch (a refit on train+val)
     seed: int = 0
 
     def frozen_groups(self, n_groups: int) -> int:
@@ -90,6 +91,8 @@ class FinetuneConfig:
             raise AutoTransferError(f"freeze_groups={self.freeze_groups} is outside 0..{n} for {backbone.name}.")
         if self.head_lr <= 0 or self.backbone_lr_ratio < 0 or not 0 < self.layer_decay <= 1:
             raise AutoTransferError("Learning rates must be positive, the ratio >= 0 and 0 < layer_decay <= 1.")
+        if self.keep not in ("best", "last"):
+            raise AutoTransferError(f"keep must be 'best' or 'last', got {self.keep!r}.")
         if self.optimizer not in ("adamw", "sgd"):
             raise AutoTransferError(f"Unknown optimizer {self.optimizer!r}.", fix="use adamw or sgd.")
         return self
@@ -352,7 +355,7 @@ def finetune(dataset: Dataset, backbone: Backbone, config: FinetuneConfig = Fine
         model.head.load_state_dict(linear_probe_head(dataset, backbone, config, device).state_dict())
     _freeze(model, backbone, config)
     groups, group_lrs = param_groups(model, backbone, config)
-    log.info("learning rates: %s", ", ".join(f"{k} {v:.2e}" for k, v in group_lrs.items()))
+    log.debug("learning rates: %s", ", ".join(f"{k} {v:.2e}" for k, v in group_lrs.items()))
 
     from timm.data import Mixup
     from timm.optim import create_optimizer_v2
@@ -424,7 +427,7 @@ def finetune(dataset: Dataset, backbone: Backbone, config: FinetuneConfig = Fine
                         torch.cuda.empty_cache()
             val_loss, val_accuracy = _evaluate(model, val_batches, labels_val, batch_size, device, use_bf16)
             history.append(EpochRecord(epoch, train_loss, val_loss, val_accuracy, time.perf_counter() - tic, batch_size))
-            improved = val_accuracy > best[0]
+            improved = val_accuracy > best[0] or config.keep == "last"
             if improved:  # the skipped (frozen) prefix is not in this state: it does not change
                 best = (val_accuracy, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
             if checkpoint_dir is not None:
