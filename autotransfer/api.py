@@ -33,7 +33,8 @@ class AutoTransfer(BaseEstimator):
     def __init__(self, time_budget: str | float = "10m", search_space: str | os.PathLike = "default",
                  backend: str = "optuna", out: str | os.PathLike | None = None, storage: str | None = None,
                  seed: int = 0, val_fraction: float = 0.2, device: str | None = None,
-                 ray_address: str | None = None, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0) -> None:
+                 ray_address: str | None = None, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0,
+                 profile_backbone: str = "mobilenetv2_100") -> None:
         self.time_budget = time_budget
         self.search_space = search_space
         self.backend = backend
@@ -45,6 +46,7 @@ class AutoTransfer(BaseEstimator):
         self.ray_address = ray_address
         self.cpus_per_trial = cpus_per_trial
         self.gpus_per_trial = gpus_per_trial
+        self.profile_backbone = profile_backbone
 
     def settings(self, start: float | None = None) -> SearchSettings:
         """Validated settings of a run (``start``: when the budget started, default now)."""
@@ -58,7 +60,7 @@ class AutoTransfer(BaseEstimator):
             space=load_search_space(self.search_space), time_budget=parse_duration(self.time_budget),
             out=Path(self.out) if self.out is not None else default_run_dir(), storage=self.storage, seed=self.seed,
             val_fraction=self.val_fraction, device=self.device, backend=self.backend, ray_address=self.ray_address,
-            cpus_per_trial=self.cpus_per_trial, gpus_per_trial=self.gpus_per_trial,
+            cpus_per_trial=self.cpus_per_trial, gpus_per_trial=self.gpus_per_trial, profile_backbone=self.profile_backbone,
             start=start if start is not None else time.monotonic())
 
     def fit(self, data: str | os.PathLike, start: float | None = None) -> Pipeline:

@@ -201,6 +201,7 @@ def fit(data: Path = typer.Argument(..., help="ImageFolder, split folders, or CS
         ray_address: Optional[str] = typer.Option(None, help="existing Ray cluster (default: a local Ray)"),
         cpus_per_trial: float = typer.Option(1.0, help="Ray: CPUs per trial"),
         gpus_per_trial: float = typer.Option(0.0, help="Ray: GPUs per trial (fractions allowed)"),
+        profile_backbone: str = typer.Option("mobilenetv2_100", help="the BatchNorm backbone the profiler measures with"),
         seed: int = typer.Option(0), device: Optional[str] = typer.Option(None, help="cpu or cuda")) -> None:
     """Find the best way to transfer an ImageNet network to DATA, within the time budget."""
     start = time.monotonic()
@@ -212,7 +213,8 @@ def fit(data: Path = typer.Argument(..., help="ImageFolder, split folders, or CS
         out_dir = _latest_run(data)
     estimator = AutoTransfer(time_budget=time_budget, search_space=search_space, backend=backend, out=out_dir,
                              storage=storage, seed=seed, device=device, ray_address=ray_address,
-                             cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
+                             cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                             profile_backbone=profile_backbone)
     settings = estimator.settings(start)
     err.print(f"fit {escape(str(data))}: search space [bold]{settings.space.name}[/], budget "
               f"{format_duration(settings.time_budget)}, run directory {escape(str(settings.out))}")

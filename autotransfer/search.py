@@ -86,10 +86,7 @@ def _storage(settings: SearchSettings) -> optuna.storages.BaseStorage:
     url = settings.storage or f"sqlite:///{settings.out.resolve() / 'study.db'}"
     kwargs = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if url.startswith("sqlite") else {}
     try:
-        # Heartbeats let workers sharing a remote storage fail (and retry) trials of a killed worker.
-        return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120,
-                                          failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
-                                          **kwargs)
+        return optuna.storages.RDBStorage(url, **kwargs)
     except Exception as error:  # sqlalchemy raises many types for a bad URL or an unreachable server
         raise AutoTransferError(f"Cannot open the study storage {url!r}: {str(error).splitlines()[0][:200]}",
                                 fix="check the --storage URL (e.g. sqlite:///study.db, postgresql://user@host/db).") from error
@@ -115,8 +112,8 @@ class Search:
             self.sole_owner = True
         except BlockingIOError:  # another fit works in this directory: share its study, never clean up for it
             self.sole_owner = False
-        identity = {"data": str(self.data.resolve()), "space": self.space.to_json(), "seed": self.settings.seed,
-                    "val_fraction": self.settings.val_fraction}
+        identity = json.loads(json.dumps({"data": str(self.data.resolve()), "space": self.space.to_json(),
+                                          "seed": self.settings.seed, "val_fraction": self.settings.val_fraction}))
         run_file = self.out / "run.json"
         if run_file.exists():
             previous = json.loads(run_file.read_text())
@@ -154,7 +151,7 @@ class Search:
         resolution = min(self.space.resolutions)
         dataset = self.dataset(resolution)
         backbone = create_backbone(self.space.backbones[0], device=self.device or "cpu")
-        sample = torch.from_numpy(np.asarray(dataset.images[:16])).permute(0, 3, 1, 2).float()
+        sample = torch.from_numpy(np.array(dataset.images[:16])).permute(0, 3, 1, 2).float()
         with torch.inference_mode():
             backbone.model.eval()(sample)  # warm-up
             tic = time.perf_counter()

@@ -1,0 +1,220 @@
+"""`fit` end to end on a tiny timm model with local weights: search, budget, failures, resume, Ray."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from autotransfer import AutoTransfer, Pipeline
+from autotransfer.budget import format_duration, parse_duration
+from autotransfer.errors import AutoTransferError
+from autotransfer.search_space import load_search_space
+from conftest import make_imagefolder
+
+SPACE = """
+backbones: [test_efficientnet]
+resolutions: [32]
+strategies: [linear_probe, mid_layer_probe, lp_ft, finetune_top, finetune_all]
+probe: {heads: [softmax], c_grid: [1.0]}
+finetune: {candidates: 1, max_trials: 3, epochs: 2, batch_size: 8}
+"""
+REFS = {"imagenet_photos": 0.5, "noise": 3.0, "entropy_imagenet_photos": 2.0, "entropy_noise": 6.0}
+
+
+@pytest.fixture
+def fit_env(tmp_path, monkeypatch, isolated_cache):
+    """Local 'pretrained' weights for test_efficientnet, its profiler references, a space and a dataset."""
+    from autotransfer.features import model_fingerprint
+    from autotransfer.zoo import create_backbone
+
+    torch.manual_seed(0)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    model = create_backbone("test_efficientnet", pretrained=False, keep_classifier=True).model
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights / "test_efficientnet.safetensors"))
+    monkeypatch.setenv("AUTOTRANSFER_WEIGHTS", str(weights))
+    net = create_backbone("test_efficientnet", keep_classifier=True)
+    key = hashlib.blake2b(f"v2-{model_fingerprint(net.model)}-32".encode(), digest_size=12).hexdigest()
+    (isolated_cache / "profile-references").mkdir(parents=True)
+    (isolated_cache / "profile-references" / f"{key}.json").write_text(json.dumps(REFS))
+    space = tmp_path / "tiny.yaml"
+    space.write_text(SPACE)
+    data = make_imagefolder(tmp_path / "data", {"a": 12, "b": 12, "c": 12})
+    return {"space": space, "data": data, "out": tmp_path / "run"}
+
+
+def _fit(env, budget="3m", **kwargs):
+    return AutoTransfer(time_budget=budget, search_space=env["space"], out=env["out"],
+                        profile_backbone="test_efficientnet", **kwargs)
+
+
+def test_fit_returns_a_pipeline_and_a_complete_run_directory(fit_env):
+    tic = time.monotonic()
+    estimator = _fit(fit_env)
+    pipeline = estimator.fit(fit_env["data"])
+    assert time.monotonic() - tic < 180
+    out = fit_env["out"]
+    for name in ("pipeline/pipeline.json", "pipeline/model.safetensors", "leaderboard.csv", "profile.json",
+                 "report.html", "study.db", "fit.log"):
+        assert (out / name).is_file(), name
+    board = pd.read_csv(out / "leaderboard.csv")
+    assert set(board["stage"]) == {"probe", "finetune"}
+    assert board["chosen"].sum() == 1 and len(board) == len(estimator.leaderboard_)
+    assert {"linear_probe", "mid_layer_probe"} <= set(board["strategy"])
+    assert (board[board["stage"] == "finetune"].shape[0]) == 3
+    assert pipeline.leaderboard_ is estimator.leaderboard_ and pipeline.profile_["quadrant"]
+    loaded = Pipeline.load(out)
+    assert len(loaded.predict(fit_env["data"])) == 36
+    assert loaded.spec["metrics"]["val_accuracy"] == board.loc[board["chosen"], "val_accuracy"].item()
+    html = (out / "report.html").read_text()
+    assert "Leaderboard" in html and "<svg" in html
+    assert estimator.get_params()["time_budget"] == "3m"  # the sklearn parameter contract
+
+
+def test_the_profile_prior_seeds_the_first_fine_tuning_trials(fit_env):
+    _fit(fit_env).fit(fit_env["data"])
+    study = optuna.load_study(study_name="finetune", storage=f"sqlite:///{fit_env['out'] / 'study.db'}")
+    first = study.trials[0]
+    assert first.user_attrs.get("seeded_by") == "profile prior"
+    assert study.user_attrs["candidates"] and first.params["candidate"] == study.user_attrs["candidates"][0]
+
+
+def test_a_failing_trial_is_recorded_and_the_search_goes_on(fit_env, monkeypatch):
+    import autotransfer.search as search_module
+
+    real = search_module.finetune
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(search_module, "finetune", flaky)
+    estimator = _fit(fit_env)
+    estimator.fit(fit_env["data"])
+    board = estimator.leaderboard_
+    failed = board[board["status"] == "fail"]
+    assert len(failed) == 1 and "out of memory" in failed["error"].item()
+    assert (board["status"] == "complete").sum() >= 3
+
+
+def test_running_again_resumes_without_repeating_finished_trials(fit_env):
+    _fit(fit_env).fit(fit_env["data"])
+    storage = f"sqlite:///{fit_env['out'] / 'study.db'}"
+    before = {t.number: t.value for t in optuna.load_study(study_name="finetune", storage=storage).trials}
+    probes = len(optuna.load_study(study_name="probes", storage=storage).trials)
+    space = fit_env["space"]
+    space.write_text(SPACE.replace("max_trials: 3", "max_trials: 3"))
+    _fit(fit_env).fit(fit_env["data"])  # same command: nothing left to do but the refit
+    after = optuna.load_study(study_name="finetune", storage=storage).trials
+    assert {t.number: t.value for t in after} == before
+    assert len(optuna.load_study(study_name="probes", storage=storage).trials) == probes
+
+
+def test_a_different_search_in_the_same_run_directory_is_refused(fit_env):
+    _fit(fit_env, budget="2m").fit(fit_env["data"])
+    with pytest.raises(AutoTransferError, match="holds a search with another seed"):
+        _fit(fit_env, seed=1).fit(fit_env["data"])
+
+
+def test_sigkill_mid_search_then_resume_loses_no_finished_trial(fit_env, cli):
+    space = fit_env["space"]
+    space.write_text(SPACE.replace("max_trials: 3", "max_trials: 6").replace("epochs: 2", "epochs: 3"))
+    args = [sys.executable, "-c", "from autotransfer.cli import main; main()", "fit", str(fit_env["data"]),
+            "--search-space", str(space), "--out", str(fit_env["out"]), "--time-budget", "4m",
+            "--profile-backbone", "test_efficientnet"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+    storage = f"sqlite:///{fit_env['out'] / 'study.db'}"
+    finished: dict[int, float] = {}
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        time.sleep(1.0)
+        try:
+            trials = optuna.load_study(study_name="finetune", storage=storage).trials
+        except Exception:  # the study does not exist yet
+            continue
+        finished = {t.number: t.value for t in trials if t.state.is_finished()}
+        if len(finished) >= 2:
+            break
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    result = cli(args[3:])
+    assert result.exit_code == 0, result.output
+    trials = optuna.load_study(study_name="finetune", storage=storage).trials
+    after = {t.number: t.value for t in trials}
+    assert all(after[n] == v for n, v in finished.items())  # nothing finished was lost or redone
+    assert sum(t.state.is_finished() for t in trials) >= 6 and "resuming" in (fit_env["out"] / "fit.log").read_text()
+    assert Pipeline.load(fit_env["out"]).spec["metrics"]["val_accuracy"] > 0
+
+
+def test_a_budget_too_small_names_the_minimum(fit_env, cli):
+    result = cli(["fit", str(fit_env["data"]), "--search-space", str(fit_env["space"]), "--out",
+                  str(fit_env["out"]), "--time-budget", "1s", "--profile-backbone", "test_efficientnet"])
+    assert result.exit_code == 2
+    assert "too small" in result.output and "at least" in result.output and "Traceback" not in result.output
+
+
+def test_ray_backend_runs_a_tiny_search_locally(fit_env):
+    estimator = _fit(fit_env, budget="4m", backend="ray", cpus_per_trial=1)
+    pipeline = estimator.fit(fit_env["data"])
+    board = estimator.leaderboard_
+    ray_rows = board[board["stage"] == "finetune"]
+    assert len(ray_rows) >= 1 and ray_rows["val_accuracy"].notna().any()
+    assert len(pipeline.predict(fit_env["data"])) == 36
+
+
+@pytest.mark.parametrize("text,seconds", [("90", 90), ("90s", 90), ("10m", 600), ("2h", 7200), ("1h30m", 5400),
+                                          (45, 45)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "ten minutes", "-5m", "0"])
+def test_bad_durations_are_explained(text):
+    with pytest.raises(AutoTransferError):
+        parse_duration(text)
+    assert format_duration(5400) == "1h30m"
+
+
+def test_built_in_search_spaces_load():
+    for name in ("fast", "default", "thorough"):
+        space = load_search_space(name)
+        assert space.backbones and space.finetune_strategies and space.ranges["head_lr"].log
+
+
+@pytest.mark.parametrize("text,named", [
+    ("backbonez: [x]", "backbonez"),
+    ("resolutions: [64, -1]", "resolutions"),
+    ("strategies: [linear_probe, magic]", "magic"),
+    ("finetune: {epochs: 0}", "finetune.epochs"),
+    ("finetune: {head_lr: {low: 1.0, high: 0.1}}", "finetune.head_lr"),
+    ("probe: {heads: [forest]}", "forest"),
+    ("finetune: {unknown_knob: 3}", "finetune.unknown_knob"),
+    ("- just\n- a list", "mapping"),
+    ("backbones: [a\n  b: c", "not valid YAML"),
+])
+def test_bad_search_space_files_name_the_key_and_value(tmp_path, text, named):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    with pytest.raises(AutoTransferError) as error:
+        load_search_space(path)
+    assert named in str(error.value) and str(path) in str(error.value)
+
+
+def test_a_search_space_file_cannot_run_code(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("backbones: !!python/object/apply:os.system ['echo pwned']")
+    with pytest.raises(AutoTransferError, match="not valid YAML"):
+        load_search_space(path)
