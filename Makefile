@@ -12,9 +12,9 @@ demo: setup
 	$(PY) -m autotransfer.cli zoo list
 	$(PY) -m autotransfer.cli zoo verify
 	$(PY) -m benchmarks.datasets animal-mnist --per-class 50 --out datasets
-	$(PY) -m autotransfer.cli inspect $(DEMO_DATA) --size 96
-	$(PY) -m autotransfer.cli profile $(DEMO_DATA)
-	$(PY) -m autotransfer.cli rank $(DEMO_DATA) --size 64 --backbones mobilenetv2_100,tf_efficientnet_lite0
+	$(PY) -m autotransfer.cli fit $(DEMO_DATA) --time-budget 2m --out runs/demo
+	$(PY) -m autotransfer.cli predict runs/demo $(DEMO_DATA)/animal-3 --top-k 2
+	$(PY) -m autotransfer.cli export runs/demo --format onnx --out runs/demo/model.onnx
 
 test: setup
 	$(PY) -m pytest -q
