@@ -40,7 +40,7 @@ from .pipeline import Pipeline
 from .probes import as_linear, make_head
 from .profile import profile_dataset
 from .ranking import RankingConfig, rank_backbone
-from .search_space import Range, SearchSpace
+from .search_space import FINETUNE_STRATEGIES, Range, SearchSpace
 from .trials import candidate_key, config_for, describe, estimate_epoch_seconds, parse_candidate, suggest
 from .zoo import create_backbone
 
@@ -236,8 +236,7 @@ class Search:
 
     def _seed_trials(self, study: optuna.Study, prior: dict, candidates: list[str], ranges: dict[str, Range]) -> None:
         """The quadrant's recommended fine-tuning strategies on the best candidate come first."""
-        mapping = {"finetune_top": "finetune_top", "finetune_all": "finetune_all", "train_all": "train_all"}
-        wanted = [mapping[s] for s in prior.get("strategies", []) if s in mapping]
+        wanted = [s for s in prior.get("strategies", []) if s in FINETUNE_STRATEGIES]
         wanted.insert(1, "lp_ft")  # the probe's head as the start: the safest fine-tuning on small data
         wanted += [s for s in self.space.finetune_strategies if s not in wanted]
         n_groups = len(create_backbone(parse_candidate(candidates[0])[0], device="meta", pretrained=False).depth_groups)
@@ -251,8 +250,8 @@ class Search:
                       "weight_decay": clip("weight_decay", 0.05), "label_smoothing": self.space.label_smoothing[-1],
                       "augmentation": "none" if "none" in self.space.augmentation else self.space.augmentation[0]}
             if strategy in ("finetune_top", "lp_ft"):
-                frozen = max(g for g in prior.get("freeze_groups", [n_groups // 2]) if g < n_groups) \
-                    if any(g < n_groups for g in prior.get("freeze_groups", [])) else n_groups // 2
+                partial = [g for g in prior.get("freeze_groups", []) if 0 < g < n_groups]
+                frozen = max(partial, default=n_groups // 2)
                 params["freeze_fraction"] = clip("freeze_fraction", frozen / n_groups)
             if strategy != "train_all":
                 params["backbone_lr_ratio"] = clip("backbone_lr_ratio",
