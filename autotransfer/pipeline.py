@@ -29,6 +29,7 @@ from .fully_conv import ConvClassifier, conv_trunk
 from .images import ResizeRecipe
 from .predict_inputs import load_inputs, to_pixels
 from .runtime import default_device
+from .wheel_assets import sha256_file
 from .zoo import Backbone, create_backbone
 
 FORMAT = "autotransfer-pipeline"
@@ -48,14 +49,6 @@ def _content_hash(spec: dict, tensors_sha256: str) -> str:
     body = {k: v for k, v in spec.items() if k != "content_hash"}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     return "sha256:" + hashlib.sha256(canonical + b"\0" + tensors_sha256.encode()).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def checkpoint_dir(path: str | os.PathLike) -> Path:
@@ -115,7 +108,7 @@ class Pipeline:
         try:
             state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
             save_file(state, str(staging / TENSORS_FILE), metadata={"format": FORMAT})
-            spec = dict(self.spec, tensors_sha256=_file_sha256(staging / TENSORS_FILE))
+            spec = dict(self.spec, tensors_sha256=sha256_file(staging / TENSORS_FILE))
             spec["content_hash"] = _content_hash(spec, spec["tensors_sha256"])
             (staging / SPEC_FILE).write_text(json.dumps(spec, indent=2))
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -147,7 +140,7 @@ class Pipeline:
         tensors = folder / TENSORS_FILE
         if not tensors.is_file():
             raise AutoTransferError(f"{TENSORS_FILE} is missing.", where=str(folder))
-        actual = _file_sha256(tensors)
+        actual = sha256_file(tensors)
         if actual != spec.get("tensors_sha256") or _content_hash(spec, actual) != spec.get("content_hash"):
             raise AutoTransferError("Checkpoint hash mismatch: the files were changed or truncated after saving.",
                                     where=str(folder), fix="use an intact copy, or save it again from its run.")

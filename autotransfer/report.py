@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import html
 import io
-import os
 from pathlib import Path
 
 import pandas as pd
+
+from .files import write_text_atomic
 
 COLUMNS = ["stage", "trial", "status", "strategy", "backbone", "resolution", "tap", "head", "C", "freeze_groups",
            "head_lr", "backbone_lr_ratio", "layer_decay", "weight_decay", "label_smoothing", "augmentation",
@@ -127,17 +128,12 @@ def write_outputs(search, best: dict, pipeline) -> pd.DataFrame:
     """leaderboard.csv and report.html of a finished search (written atomically)."""
     out: Path = search.out
     frame = leaderboard(search.records(), best, pipeline.spec["metrics"].get("test_accuracy"))
-    _atomic_text(out / "leaderboard.csv", frame.to_csv(index=False))
+    write_text_atomic(out / "leaderboard.csv", frame.to_csv(index=False))
     profile = {}
     if (out / "profile.json").exists():
         import json
 
         profile = json.loads((out / "profile.json").read_text())
-    _atomic_text(out / "report.html", render_html(frame, profile, pipeline.spec, search.deadline.elapsed()))
+    write_text_atomic(out / "report.html", render_html(frame, profile, pipeline.spec, search.deadline.elapsed()))
     return frame
 
-
-def _atomic_text(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    os.replace(partial, path)

@@ -35,6 +35,7 @@ from .budget import Deadline, format_duration
 from .dataset import Dataset, load_dataset
 from .errors import AutoTransferError
 from .features import extract_features
+from .files import write_text_atomic
 from .finetune import TransferModel, TrialPruned, finetune
 from .pipeline import Pipeline
 from .probes import as_linear, make_head
@@ -122,7 +123,7 @@ class Search:
                 raise AutoTransferError(f"{self.out} holds a search with another {', '.join(changed)}.",
                                         where=str(self.out), fix="use another --out, or the same data and settings.")
         else:
-            _write_json(run_file, identity)
+            write_text_atomic(run_file, json.dumps(identity, indent=2))
         handler = logging.FileHandler(self.out / "fit.log")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger("autotransfer").addHandler(handler)
@@ -143,7 +144,7 @@ class Search:
         resolution = min(self.space.resolutions)
         result = profile_dataset(self.dataset(resolution), backbone=self.settings.profile_backbone,
                                  seed=self.settings.seed, show_progress=False).to_json()
-        _write_json(path, result)
+        write_text_atomic(path, json.dumps(result, indent=2, default=str))
         return result
 
     def _check_minimum_budget(self) -> None:
@@ -526,10 +527,4 @@ def _accuracy(pipeline: Pipeline, pixels: np.ndarray, labels: np.ndarray, batch_
             batch = torch.from_numpy(pixels[start:start + batch_size]).to(pipeline.device).permute(0, 3, 1, 2)
             correct += int((net(batch).argmax(1).cpu().numpy() == labels[start:start + batch_size]).sum())
     return correct / max(len(labels), 1)
-
-
-def _write_json(path: Path, document: dict) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(document, indent=2, default=str))
-    os.replace(partial, path)
 

@@ -145,12 +145,17 @@ def test_a_twice_larger_image_gives_a_score_map_in_one_pass(trained):
         pipeline.predict(big, size="huge")
 
 
-def test_alexnet_fully_connected_layers_become_convolutions():
+def _alexnet_pipeline(tap: str, classes: str, size: int) -> Pipeline:
+    """A random-init AlexNet cut at ``tap`` with a new head, trained (as far as the test cares) at ``size``."""
     torch.manual_seed(0)
     backbone = create_backbone("tv:alexnet", pretrained=False)
-    model = TransferModel(backbone, "head", 4).eval()
-    pipeline = Pipeline.from_model(backbone, model, classes=list("wxyz"), recipe=ResizeRecipe(224), frozen_groups=0,
-                                   head_type="linear", strategy="head_only", hyperparameters={}, metrics={})
+    model = TransferModel(backbone, tap, len(classes)).eval()
+    return Pipeline.from_model(backbone, model, classes=list(classes), recipe=ResizeRecipe(size), frozen_groups=0,
+                               head_type="linear", strategy="head_only", hyperparameters={}, metrics={})
+
+
+def test_alexnet_fully_connected_layers_become_convolutions():
+    pipeline = _alexnet_pipeline("head", "wxyz", 224)
     net = pipeline.network()
     fc6 = net.trunk[1]
     assert isinstance(fc6, torch.nn.Conv2d) and fc6.kernel_size == (6, 6) and fc6.out_channels == 4096
@@ -163,11 +168,7 @@ def test_alexnet_fully_connected_layers_become_convolutions():
 
 
 def test_alexnet_trained_below_native_size_folds_its_adaptive_pool():
-    torch.manual_seed(0)
-    backbone = create_backbone("tv:alexnet", pretrained=False)
-    model = TransferModel(backbone, "fc6", 3).eval()
-    pipeline = Pipeline.from_model(backbone, model, classes=list("abc"), recipe=ResizeRecipe(96), frozen_groups=0,
-                                   head_type="linear", strategy="head_only", hyperparameters={}, metrics={})
+    pipeline = _alexnet_pipeline("fc6", "abc", 96)
     pixels = np.random.default_rng(1).integers(0, 256, (2, 96, 96, 3), dtype=np.uint8)
     with torch.no_grad():
         converted = pipeline.network()(torch.from_numpy(pixels).permute(0, 3, 1, 2))
