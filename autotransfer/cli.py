@@ -18,6 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .errors import AutoTransferError
+from .files import disk_full_error, is_disk_full
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
                   help="Find the best way to transfer an ImageNet-pretrained network to your images.")
@@ -233,6 +234,12 @@ def fit(data: Path = typer.Argument(..., help="ImageFolder, split folders, or CS
     top = result.leaderboard.head(8)[["stage", "strategy", "backbone", "resolution", "tap", "val_accuracy", "seconds",
                                       "status"]]
     out.print(_frame_table(top, "leaderboard (top 8; all in leaderboard.csv)"))
+    skipped = result.profile.get("skipped", [])
+    if skipped:
+        out.print(f"[yellow]{len(skipped)} file(s) skipped[/] (each with its reason in "
+                  f"{escape(str(result.run_dir / 'skipped.csv'))}): "
+                  + escape(", ".join(f"{Path(s['path']).name} ({s['reason']})" for s in skipped[:5]))
+                  + (", ..." if len(skipped) > 5 else ""))
     out.print(f"pipeline: {escape(str(result.run_dir / 'pipeline'))}\nreport:   "
               f"{escape(str(result.run_dir / 'report.html'))}\npredict:  autotransfer predict "
               f"{escape(str(result.run_dir))} IMAGES...")
@@ -311,6 +318,39 @@ def export(checkpoint: Path = typer.Argument(..., help="run directory of `fit`, 
     out.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {path.name}.json")
 
 
+@app.command()
+def bench(suite_name: str = typer.Option(..., "--suite", help="smoke, cpu-small (benchmarks/suites) or a YAML file"),
+          out_dir: Optional[Path] = typer.Option(None, "--out", help="results folder (default runs/bench-<suite>)"),
+          contenders: Optional[str] = typer.Option(None, help="comma-separated subset of the suite's contenders")) -> None:
+    """Run a benchmark suite: fit against the fixed strategies and baselines; resumable."""
+    from .bench.leaderboard import write_leaderboard
+    from .bench.runner import run_suite
+    from .bench.suite import load_suite
+    from .machine import describe_machine
+
+    suite = load_suite(suite_name)
+    only = None
+    if contenders:
+        only = tuple(c.strip() for c in contenders.split(",") if c.strip())
+        unknown = [c for c in only if c not in suite.contenders]
+        if unknown:
+            raise AutoTransferError(f"--contenders: {', '.join(unknown)} not in suite {suite.name}.",
+                                    fix=f"choose from {', '.join(suite.contenders)}.")
+    out_dir = out_dir or Path("runs") / f"bench-{suite.name}"
+    try:
+        records = run_suite(suite, out_dir, only)
+    except KeyboardInterrupt:
+        err.print(f"Interrupted. Finished cells are saved in {escape(str(out_dir))}; run the same command to go on.")
+        sys.exit(130)
+    if not records:
+        raise AutoTransferError("No cell of the suite has finished, so there is no leaderboard.")
+    frame = write_leaderboard(records, suite, out_dir, describe_machine())
+    out.print((out_dir / "leaderboard.md").read_text())
+    failed = int(frame["error"].notna().sum())
+    out.print(f"{len(frame)} cells ({failed} failed): {escape(str(out_dir / 'leaderboard.md'))}, leaderboard.csv, "
+              "report.html")
+
+
 def _frame_table(frame, title: str) -> Table:
     table = Table(title=title)
     for column in frame.columns:
@@ -322,8 +362,10 @@ def _frame_table(frame, title: str) -> Table:
 
 
 def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", datefmt="[%X]",
+    # Our own messages at INFO; libraries (onnxscript's optimiser, Ray...) only when they warn.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(console=err, show_path=False, markup=False)])
+    logging.getLogger("autotransfer").setLevel(logging.INFO)
 
 
 def main() -> None:
@@ -336,6 +378,11 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("Interrupted; nothing already cached was lost.")
         sys.exit(130)
+    except Exception as error:
+        if not is_disk_full(error):
+            raise
+        err.print("[bold red]Error:[/]", escape(str(disk_full_error(error, Path.cwd()))), highlight=False)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,8 @@ def _walk_images(folder: Path, skipped: list[SkippedFile]) -> list[Path]:
                 skipped.append(SkippedFile(str(path), f"not an image file (extension {path.suffix or 'none'!r})"))
             elif not path.exists():
                 skipped.append(SkippedFile(str(path), "broken symlink"))
+            elif not path.is_file():
+                skipped.append(SkippedFile(str(path), "not a regular file (a pipe, socket or device)"))
             else:
                 found.append(path)
     return found

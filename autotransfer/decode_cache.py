@@ -10,7 +10,6 @@ half-written entry. The whole cache is safe to delete.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -24,6 +23,7 @@ import numpy as np
 from rich.progress import Progress
 
 from .errors import AutoTransferError
+from .files import is_disk_full
 from .images import DecodedImage, ResizeRecipe, decode_file
 from .settings import CACHE_ENV, cache_dir
 
@@ -130,7 +130,7 @@ def decode_all(paths: list[Path], recipe: ResizeRecipe, *, cache_root: Path | No
             shutil.rmtree(staging, ignore_errors=True)
     except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        if is_disk_full(error):
             raise AutoTransferError("The disk is full: the decode cache could not be written.",
                                     where=str(entry.parent),
                                     fix=f"free some space, or point {CACHE_ENV} to a larger disk.") from error

@@ -21,8 +21,9 @@ import json
 import logging
 import math
 import os
+import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .budget import Deadline
 from .dataset import Dataset
 from .errors import AutoTransferError
 from .features import extract_features, normalisation, outputs_until, pool, to_input
@@ -46,6 +48,10 @@ STRATEGIES = ("head_only", "lp_ft", "finetune", "train_all")
 
 class TrialPruned(Exception):
     """Raised by a ``report`` hook to stop a run that is not promising (the search's pruner)."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training diverged (NaN or infinite loss): the search records the trial as failed and goes on."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,14 @@ class TransferModel(nn.Module):
         self.tap_name = backbone.tap(tap).module
         self.head = nn.Linear(backbone.tap(tap).channels, n_classes)
         self.frozen_modules: list[nn.Module] = []
+
+    def set_linear_head(self, fitted) -> "TransferModel":
+        """Make the head a fitted probe (scikit-learn or torch), its standardisation folded in."""
+        weight, bias = as_linear(fitted, self.head.out_features)
+        with torch.no_grad():
+            self.head.weight.copy_(weight)
+            self.head.bias.copy_(bias)
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         output = outputs_until(self.backbone, x, [self.tap_name])[self.tap_name]
@@ -270,12 +284,26 @@ class _Batches:
         return to_input(images, self.mean, self.std, self.device)
 
 
-def _randaugment(spec: str, mean: tuple[float, float, float], seed: int) -> Callable:
+@contextmanager
+def seeded_global_rngs(seed: int) -> Iterator[None]:
+    """Seed Python's and NumPy's global generators for one training run, then give the caller's back.
+
+    timm's RandAugment and Mixup draw from these globals (not from a generator we can pass), so
+    without this a trial's augmentations depend on whatever ran before it in the process.
+    """
+    saved_python, saved_numpy = random.getstate(), np.random.get_state()
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(saved_python)
+        np.random.set_state(saved_numpy)
+
+
+def _randaugment(spec: str, mean: tuple[float, float, float]) -> Callable:
     from timm.data.auto_augment import rand_augment_transform
 
-    import random
-
-    random.seed(seed)  # timm's ops draw from Python's random module
     try:
         return rand_augment_transform(spec, {"img_mean": tuple(int(255 * m) for m in mean)})
     except (AssertionError, ValueError, KeyError) as error:
@@ -333,14 +361,16 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict] | None
 
 def finetune(dataset: Dataset, backbone: Backbone, config: FinetuneConfig = FinetuneConfig(), *,
              report: Callable[[int, float], None] | None = None, device: torch.device | str | None = None,
-             min_batch_size: int = 4, checkpoint_dir: Path | None = None, resume: bool = False) -> FinetuneResult:
+             min_batch_size: int = 4, checkpoint_dir: Path | None = None, resume: bool = False,
+             deadline: Deadline | None = None) -> FinetuneResult:
     """Train ``backbone`` on ``dataset`` (train split; selection on val) as ``config`` says.
 
     ``report(epoch, val_accuracy)`` is called after every epoch and may raise ``TrialPruned``.
     Out-of-memory errors halve the batch size and retry the epoch (logged), down to ``min_batch_size``.
     With ``checkpoint_dir`` progress and the best weights are saved there (JSON + safetensors);
     ``resume`` continues after the last finished epoch from the best weights (the optimizer state
-    starts afresh); a run that had already finished returns the checkpointed model.
+    starts afresh); a run that had already finished returns the checkpointed model. With ``deadline``
+    training stops before an epoch that would not finish in the time left (the best epoch so far is kept).
     """
     start_time = time.perf_counter()
     config = config.validate(backbone)
@@ -379,7 +409,7 @@ def finetune(dataset: Dataset, backbone: Backbone, config: FinetuneConfig = Fine
         used_cache = _prefix_matches(model, units, val_images[:4], cached_val[:4], mean, std, device, use_bf16)
         if not used_cache:
             log.info("cached prefix does not reproduce the full forward for %s; training without it", backbone.name)
-    augment = _randaugment(config.randaugment, backbone.preprocess.mean, config.seed) if config.randaugment else None
+    augment = _randaugment(config.randaugment, backbone.preprocess.mean) if config.randaugment else None
     train_batches = _Batches(None if used_cache else train_images, cached_train if used_cache else None, mean, std,
                              device, augment)
     val_batches = _Batches(None if used_cache else val_images, cached_val if used_cache else None, mean, std, device)
@@ -409,7 +439,7 @@ def finetune(dataset: Dataset, backbone: Backbone, config: FinetuneConfig = Fine
                  meta["val_accuracy"], meta["best_epoch"])
     updates = first_epoch * steps_per_epoch
     scheduler.step_update(updates)
-    with skipped_prefix(model.backbone, units if used_cache else []):
+    with skipped_prefix(model.backbone, units if used_cache else []), seeded_global_rngs(config.seed):
         for epoch in range(first_epoch, config.epochs):
             tic = time.perf_counter()
             while True:
@@ -438,6 +468,9 @@ def finetune(dataset: Dataset, backbone: Backbone, config: FinetuneConfig = Fine
                 report(epoch, val_accuracy)
             if epoch - best[1] >= config.patience:
                 log.info("early stop after epoch %d (best %.4f at epoch %d)", epoch, best[0], best[1])
+                break
+            if deadline is not None and deadline.left() < history[-1].seconds and epoch + 1 < config.epochs:
+                log.info("time budget: stopped after epoch %d (best %.4f at epoch %d)", epoch, best[0], best[1])
                 break
     missing, _ = model.load_state_dict(best[2], strict=False)
     assert all(any(k.startswith(f"backbone.{u}.") for u in units) for k in missing), missing
@@ -478,6 +511,10 @@ def _train_epoch(model, batches: _Batches, labels: torch.Tensor, optimizer, sche
             inputs, target = mixup(inputs, target)
         with autocast(device, use_bf16):
             loss = criterion(model(inputs).float(), target)
+        value = float(loss.detach())
+        if not math.isfinite(value):  # diverged: stop now rather than train on garbage for the epochs left
+            raise NonFiniteLoss(f"the training loss became {value} at update {updates + 1} "
+                                "(learning rate too high for this model?)")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
@@ -485,6 +522,6 @@ def _train_epoch(model, batches: _Batches, labels: torch.Tensor, optimizer, sche
         optimizer.step()
         updates += 1
         scheduler.step_update(updates)
-        total += float(loss.detach()) * len(rows)
+        total += value * len(rows)
         seen += len(rows)
     return total / max(seen, 1), updates

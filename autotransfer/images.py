@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 
@@ -135,8 +136,10 @@ def decode(data: bytes, recipe: ResizeRecipe) -> DecodedImage | str:
 
 
 def read_file(path: str | os.PathLike) -> bytes | str:
-    """The file's bytes, or why they cannot be read."""
+    """The file's bytes, or why they cannot be read (a pipe or device is refused: reading it could block)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return "not a regular file (a pipe, socket or device)"
         with open(path, "rb") as handle:
             return handle.read()
     except PermissionError:

@@ -42,7 +42,8 @@ def _from_array(array: np.ndarray, name: str) -> Loaded:
 
 def _from_path(path: Path) -> list[Loaded]:
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        # Every image-named entry but folders: a broken link or a pipe gets its own error row, not silence.
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir())
         if not files:
             return [Loaded(str(path), None, "directory holds no image files")]
         return [item for f in files for item in _from_path(f)]

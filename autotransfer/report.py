@@ -46,7 +46,8 @@ def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
     return done.loc[front]
 
 
-def _svg(figure) -> str:
+def svg(figure) -> str:
+    """A matplotlib figure as inline SVG text (closed afterwards)."""
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -70,7 +71,7 @@ def _plots(frame: pd.DataFrame, profile: dict) -> dict[str, str]:
         axis.set_xlabel(f"depth group of {profile.get('backbone', '')} (low → high)")
         axis.set_ylabel("distance to ImageNet")
         axis.set_title("Domain distance by depth")
-        plots["distance"] = _svg(figure)
+        plots["distance"] = svg(figure)
     done = frame.dropna(subset=["val_accuracy", "seconds"])
     if len(done):
         figure, axis = plt.subplots(figsize=(6, 3.5))
@@ -84,7 +85,7 @@ def _plots(frame: pd.DataFrame, profile: dict) -> dict[str, str]:
         axis.set_ylabel("validation accuracy")
         axis.legend()
         axis.set_title("Accuracy against cost")
-        plots["pareto"] = _svg(figure)
+        plots["pareto"] = svg(figure)
         finetune = frame[frame["stage"] == "finetune"].sort_values("trial")
         if len(finetune):
             figure, axis = plt.subplots(figsize=(6, 3))
@@ -94,7 +95,7 @@ def _plots(frame: pd.DataFrame, profile: dict) -> dict[str, str]:
             axis.set_ylabel("validation accuracy")
             axis.legend()
             axis.set_title("Search history")
-            plots["history"] = _svg(figure)
+            plots["history"] = svg(figure)
     return plots
 
 
@@ -111,6 +112,8 @@ def render_html(frame: pd.DataFrame, profile: dict, pipeline_spec: dict, elapsed
                         f"{(frame['stage'] == 'finetune').sum()} fine-tuning)"),
              ("wall time", f"{elapsed:.0f} s")]
     problems = "".join(f"<li>{html.escape(p)}</li>" for p in profile.get("problems", []))
+    skipped = "".join(f"<tr><td>{html.escape(s['path'])}</td><td>{html.escape(s['reason'])}</td></tr>"
+                      for s in profile.get("skipped", []))
     table = frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}", classes="board")
     sections = "".join(f"<h2>{title}</h2>{plots[key]}" for key, title in
                        (("distance", "Profile: distance by depth"), ("pareto", "Accuracy vs cost"),
@@ -120,12 +123,13 @@ def render_html(frame: pd.DataFrame, profile: dict, pipeline_spec: dict, elapsed
 <style>body{{font-family:sans-serif;margin:2em;max-width:1400px}} table{{border-collapse:collapse;font-size:12px}}
 td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}} .board tr:nth-child(2) td{{font-weight:bold}}</style>
 </head><body><h1>autotransfer fit report</h1><table>{rows}</table>
-{f'<h2>Data problems</h2><ul>{problems}</ul>' if problems else ''}{sections}
+{f'<h2>Data problems</h2><ul>{problems}</ul>' if problems else ''}
+{f'<h2>Skipped files</h2><table><tr><th>file</th><th>why</th></tr>{skipped}</table>' if skipped else ''}{sections}
 <h2>Leaderboard</h2>{table}</body></html>"""
 
 
 def write_outputs(search, best: dict, pipeline) -> pd.DataFrame:
-    """leaderboard.csv and report.html of a finished search (written atomically)."""
+    """leaderboard.csv, skipped.csv (the files left out, and why) and report.html (written atomically)."""
     out: Path = search.out
     frame = leaderboard(search.records(), best, pipeline.spec["metrics"].get("test_accuracy"))
     write_text_atomic(out / "leaderboard.csv", frame.to_csv(index=False))
@@ -134,6 +138,8 @@ def write_outputs(search, best: dict, pipeline) -> pd.DataFrame:
         import json
 
         profile = json.loads((out / "profile.json").read_text())
+    skipped = pd.DataFrame(profile.get("skipped", []), columns=["path", "reason"])
+    write_text_atomic(out / "skipped.csv", skipped.to_csv(index=False))
     write_text_atomic(out / "report.html", render_html(frame, profile, pipeline.spec, search.deadline.elapsed()))
     return frame
 

@@ -17,6 +17,7 @@ for the final refit and saving, fits in the time left.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -35,10 +36,10 @@ from .budget import Deadline, format_duration
 from .dataset import Dataset, load_dataset
 from .errors import AutoTransferError
 from .features import extract_features
-from .files import write_text_atomic
+from .files import disk_full_error, is_disk_full, write_text_atomic
 from .finetune import TransferModel, TrialPruned, finetune
 from .pipeline import Pipeline
-from .probes import as_linear, make_head
+from .probes import make_head
 from .profile import profile_dataset
 from .ranking import RankingConfig, rank_backbone
 from .search_space import FINETUNE_STRATEGIES, Range, SearchSpace
@@ -47,6 +48,8 @@ from .zoo import create_backbone
 
 log = logging.getLogger(__name__)
 
+STORAGE_ATTEMPTS = 5
+CHEAP_SHARE_BEFORE_FINETUNING = 0.5  # of the budget, when the profile's first strategy is a fine-tuning one
 SAVE_SECONDS = 8.0  # writing the checkpoint, leaderboard and report, measured at 2-4 s on 2 CPU cores
 PROBE_STUDY, FINETUNE_STUDY = "probes", "finetune"
 
@@ -86,11 +89,25 @@ class SearchResult:
 def _storage(settings: SearchSettings) -> optuna.storages.BaseStorage:
     url = settings.storage or f"sqlite:///{settings.out.resolve() / 'study.db'}"
     kwargs = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if url.startswith("sqlite") else {}
-    try:
-        return optuna.storages.RDBStorage(url, **kwargs)
-    except Exception as error:  # sqlalchemy raises many types for a bad URL or an unreachable server
-        raise AutoTransferError(f"Cannot open the study storage {url!r}: {str(error).splitlines()[0][:200]}",
-                                fix="check the --storage URL (e.g. sqlite:///study.db, postgresql://user@host/db).") from error
+    attempt = 0
+    while True:
+        try:
+            return optuna.storages.RDBStorage(url, **kwargs)
+        except Exception as error:  # sqlalchemy raises many types for a bad URL or an unreachable server
+            # Two workers creating a new storage at once race on its schema (a UNIQUE constraint on
+            # alembic_version): the loser finds the schema there when it tries again.
+            attempt += 1
+            if "UNIQUE constraint" in str(error) and attempt < STORAGE_ATTEMPTS:
+                time.sleep(0.5 * attempt)
+                continue
+            raise AutoTransferError(f"Cannot open the study storage {url!r}: {str(error).splitlines()[0][:200]}",
+                                    fix="check the --storage URL (e.g. sqlite:///study.db, "
+                                        "postgresql://user@host/db).") from error
+
+
+def _probed(candidates: set, pair: str) -> bool:
+    """Whether any candidate key ("backbone@resolution/tap") belongs to ``pair`` ("backbone@resolution")."""
+    return any(c and c.startswith(pair + "/") for c in candidates)
 
 
 class Search:
@@ -165,18 +182,36 @@ class Search:
                 f"images: one linear probe and saving need at least about {format_duration(needed * 1.2)}.",
                 fix=f"use --time-budget {format_duration(needed * 1.5)} or more, or fewer images.")
 
-    def _cheap_stage(self, study: optuna.Study) -> None:
+    def _cheap_stage(self, study: optuna.Study, prior: dict) -> None:
+        """Probe every (backbone, resolution) pair, smallest images first, while the budget allows.
+
+        When the profile recommends fine-tuning first (large data), the probes may use at most
+        ``CHEAP_SHARE_BEFORE_FINETUNING`` of the budget: on a slow machine probing every pair
+        would otherwise leave nothing for the strategy the recipe says wins.
+        """
         done = {t.user_attrs.get("candidate") for t in study.trials if t.state == TrialState.COMPLETE}
         failed = {t.user_attrs.get("pair") for t in study.trials if t.state == TrialState.FAIL}
-        config = RankingConfig(heads=self.space.probe_heads, c_grid=self.space.c_grid, seed=self.settings.seed)
+        config = RankingConfig(heads=self.space.probe_heads, c_grid=self.space.c_grid, seed=self.settings.seed,
+                               probe_top=self.space.probe_top_taps)
         pairs = [(r, b) for r in sorted(self.space.resolutions) for b in self.space.backbones]
+        finetune_first = bool(self.space.finetune_strategies) and self.space.max_trials > 0 and \
+            prior.get("strategies", [""])[0] in FINETUNE_STRATEGIES
+        share = CHEAP_SHARE_BEFORE_FINETUNING if finetune_first else 1.0
+        per_pixel: list[float] = []  # seconds / resolution^2 of each pair probed in this run
         for resolution, name in pairs:
             pair = f"{name}@{resolution}"
-            if pair in failed or any(c and c.startswith(pair + "/") for c in done):
+            if pair in failed or _probed(done, pair):
                 self._note_extract_cost(study, pair)
                 continue
-            if self.deadline.left() < self._reserve() + 5.0:
-                log.info("time budget: cheap stage stops before %s", pair)
+            expected = float(np.mean(per_pixel)) * resolution ** 2 if per_pixel else 0.0
+            if self.deadline.left() < self._reserve() + 5.0 + expected:
+                log.info("time budget: cheap stage stops before %s (about %s)", pair, format_duration(expected))
+                break
+            probed_one = bool(per_pixel) or any(done)  # fine-tuning needs at least one probed candidate
+            if probed_one and self.deadline.elapsed() + expected > share * self.deadline.seconds:
+                log.info("time budget: cheap stage stops before %s (about %s): the profile recommends "
+                         "fine-tuning, which keeps %d%% of the budget", pair, format_duration(expected),
+                         round(100 * (1 - share)))
                 break
             tic = time.perf_counter()
             try:
@@ -188,9 +223,13 @@ class Search:
                     "pair": pair, "stage": "probe", "error": str(error)[:500],
                     "seconds": time.perf_counter() - tic}))
                 continue
+            finished = {t.user_attrs.get("candidate") for t in study.get_trials(states=(TrialState.COMPLETE,))}
+            if _probed(finished, pair):  # a worker sharing the storage was quicker
+                log.info("candidate %s was probed by another worker meanwhile", pair)
+                continue
             for row in rows:
                 strategy = "linear_probe" if row["tap"] == "head" else "mid_layer_probe"
-                if strategy not in self.space.strategies:
+                if strategy not in self.space.strategies or "probe_accuracy" not in row:  # not among the top kNN
                     continue
                 attrs = {"candidate": candidate_key(name, resolution, row["tap"]), "pair": pair, "stage": "probe",
                          "strategy": strategy, "backbone": name, "resolution": resolution, "tap": row["tap"],
@@ -201,6 +240,7 @@ class Search:
                 log.info("probe %s: val %.4f (%s, C=%g)", attrs["candidate"], row["probe_accuracy"],
                          row["probe_head"], row["probe_C"])
             self.extract_seconds[pair] = rows[0]["extract_seconds"] * len(rows) if rows else 0.0
+            per_pixel.append((time.perf_counter() - tic) / resolution ** 2)
 
     def _note_extract_cost(self, study: optuna.Study, pair: str) -> None:
         for trial in study.trials:
@@ -236,7 +276,13 @@ class Search:
         return ranges
 
     def _seed_trials(self, study: optuna.Study, prior: dict, candidates: list[str], ranges: dict[str, Range]) -> None:
-        """The quadrant's recommended fine-tuning strategies on the best candidate come first."""
+        """The quadrant's recommended fine-tuning strategies on the best candidate come first.
+
+        Only into an empty study: a resumed run, or a worker that joins one sharing the storage, would
+        otherwise queue seeds again (for candidates it may have ranked on fewer probes) that nobody runs.
+        """
+        if study.trials:
+            return
         wanted = [s for s in prior.get("strategies", []) if s in FINETUNE_STRATEGIES]
         wanted.insert(1, "lp_ft")  # the probe's head as the start: the safest fine-tuning on small data
         wanted += [s for s in self.space.finetune_strategies if s not in wanted]
@@ -336,16 +382,19 @@ class Search:
             tic = time.perf_counter()
             try:
                 value = self._finetune_trial(trial, params, best)
+            except KeyboardInterrupt:
+                self._retry_later(study, trial, params)
+                raise
             except TrialPruned as stop:
                 trial.set_user_attr("stopped", str(stop))
                 trial.set_user_attr("seconds", time.perf_counter() - tic)
                 study.tell(trial, state=TrialState.PRUNED)
                 log.info("trial %d (%s) %s", trial.number, describe(params), stop)
-            except KeyboardInterrupt:
-                study.tell(trial, state=TrialState.FAIL)
-                study.enqueue_trial(params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
-                raise
             except Exception as error:  # a failing trial is a result, not a crash
+                if is_disk_full(error):  # not the trial's fault: stop, and retry it when the run resumes
+                    with contextlib.suppress(Exception):  # the storage may be on the full disk too
+                        self._retry_later(study, trial, params)  # if not: resume re-queues it as stale
+                    raise
                 trial.set_user_attr("error", f"{type(error).__name__}: {str(error)[:400]}")
                 trial.set_user_attr("seconds", time.perf_counter() - tic)
                 study.tell(trial, state=TrialState.FAIL)
@@ -357,6 +406,12 @@ class Search:
                          format_duration(self.deadline.left()))
             if "epoch_seconds" in study.trials[trial.number].user_attrs:
                 measured[params["candidate"]] = study.trials[trial.number].user_attrs["epoch_seconds"]
+
+    @staticmethod
+    def _retry_later(study: optuna.Study, trial: optuna.Trial, params: dict) -> None:
+        """Mark an interrupted trial failed and queue its parameters again for the resumed run."""
+        study.tell(trial, state=TrialState.FAIL)
+        study.enqueue_trial(params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
 
     # ------------------------------------------------------------------ results
     def records(self) -> list[dict]:
@@ -375,8 +430,11 @@ class Search:
     def best_record(self) -> dict | None:
         usable = [r for r in self.records() if r["val_accuracy"] is not None and r["status"] in ("complete", "pruned")
                   and (r["stage"] == "probe" or Path(r.get("checkpoint_dir", "-"), "best.json").exists())]
-        # the best validation accuracy; among equals the cheaper one
-        return max(usable, key=lambda r: (r["val_accuracy"], -r.get("seconds", 0.0)), default=None)
+        # The best validation accuracy; among equals the cheaper to run, decided by the trials' settings
+        # (never by their wall time, so the same seed picks the same pipeline): a probe before a
+        # fine-tuned network, smaller inputs, then the earlier trial (for probes, the shallower tap).
+        return max(usable, key=lambda r: (r["val_accuracy"], r["stage"] == "probe", -r.get("resolution", 0),
+                                          -r["trial"]), default=None)
 
     def _fail_stale_trials(self, study: optuna.Study) -> None:
         """Trials left RUNNING by a killed run: failed and queued again (only when we own the run dir)."""
@@ -396,11 +454,7 @@ class Search:
         rows = np.concatenate([dataset.indices("train"), dataset.indices("val")])
         head = make_head(best["head"], best["C"], seed=self.settings.seed)
         head.fit(features[rows], dataset.labels[rows])
-        model = TransferModel(backbone, best["tap"], len(dataset.classes))
-        weight, bias = as_linear(head, len(dataset.classes))
-        with torch.no_grad():
-            model.head.weight.copy_(weight)
-            model.head.bias.copy_(bias)
+        model = TransferModel(backbone, best["tap"], len(dataset.classes)).set_linear_head(head)
         return model.to(next(backbone.model.parameters()).device).eval(), backbone
 
     def _trial_model(self, best: dict) -> tuple[TransferModel, object]:
@@ -471,6 +525,10 @@ class Search:
         self._open_run_dir()
         try:
             return self._run()
+        except Exception as error:
+            if is_disk_full(error) and not isinstance(error, AutoTransferError):
+                raise disk_full_error(error, self.out) from error
+            raise
         finally:
             logging.getLogger("autotransfer").removeHandler(self._log_handler)
             self._log_handler.close()
@@ -494,7 +552,7 @@ class Search:
             self._check_minimum_budget()
         profile = self._profile()
         log.info("profile: %s", profile.get("rationale", ""))
-        self._cheap_stage(self.probes)
+        self._cheap_stage(self.probes, profile.get("prior", {}))
         if self.space.finetune_strategies and self.space.max_trials and any(
                 t.state == TrialState.COMPLETE for t in self.probes.trials):
             candidates = self._candidates(self.probes, self.finetune_study)
@@ -511,8 +569,10 @@ class Search:
             raise AutoTransferError("No trial finished within the time budget, so there is no pipeline to save.",
                                     where=str(self.out), fix="raise --time-budget (the finished work is kept: "
                                     "run the same command again to continue).")
+        log.info("final pipeline: from %s trial %s (val %.4f)", best["stage"], best["trial"], best["val_accuracy"])
         pipeline, refit = self._final_pipeline(best)
         pipeline.save(self.out / "pipeline")
+        log.info("saved %s", self.out / "pipeline")
         from .report import write_outputs
 
         board = write_outputs(self, best, pipeline)

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from .config_files import ConfigChecker, read_yaml
 from .errors import AutoTransferError
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -39,6 +38,7 @@ class SearchSpace:
     strategies: tuple[str, ...]
     probe_heads: tuple[str, ...]
     c_grid: tuple[float, ...]
+    probe_top_taps: int
     candidates: int
     max_trials: int
     epochs: int
@@ -61,77 +61,25 @@ class SearchSpace:
 
 _RANGES = ("head_lr", "backbone_lr_ratio", "layer_decay", "freeze_fraction", "weight_decay")
 _TOP_KEYS = {"backbones", "resolutions", "strategies", "probe", "finetune", "pruner"}
-_PROBE_KEYS = {"heads", "c_grid"}
+_PROBE_KEYS = {"heads", "c_grid", "top_taps"}
 _FINETUNE_KEYS = {"candidates", "max_trials", "epochs", "batch_size", "label_smoothing", "augmentation", *_RANGES}
 _PRUNER_KEYS = {"min_epochs", "reduction_factor"}
 _BOUNDS = {"head_lr": (1e-7, 10.0), "backbone_lr_ratio": (0.0, 10.0), "layer_decay": (0.01, 1.0),
            "freeze_fraction": (0.0, 1.0), "weight_decay": (0.0, 10.0)}
 
 
-class _Checker:
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, key: str, value: Any, expected: str) -> AutoTransferError:
-        return AutoTransferError(f"Bad search space key {key!r}: {value!r} ({expected}).", where=self.source,
-                                 fix="see docs/search.md and search_spaces/default.yaml for the format.")
-
-    def mapping(self, key: str, value: Any, allowed: set[str]) -> dict:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise self.fail(key, value, "expected a mapping")
-        for sub in value:
-            if sub not in allowed:
-                raise self.fail(f"{key}.{sub}" if key else sub, value[sub],
-                                f"unknown key; known: {', '.join(sorted(allowed))}")
-        return value
-
-    def choices(self, key: str, value: Any, kind: type, allowed: tuple | None = None,
-                positive: bool = False) -> tuple:
-        if not isinstance(value, list) or not value:
-            raise self.fail(key, value, "expected a non-empty list")
-        for item in value:
-            ok = isinstance(item, kind) and not isinstance(item, bool) if kind is not float else (
-                isinstance(item, (int, float)) and not isinstance(item, bool))
-            if not ok or (allowed and item not in allowed) or (positive and item <= 0):
-                want = f"one of {', '.join(map(str, allowed))}" if allowed else (
-                    f"a positive {kind.__name__}" if positive else f"a {kind.__name__}")
-                raise self.fail(key, item, f"each item must be {want}")
-        return tuple(float(v) if kind is float else v for v in value)
-
-    def integer(self, key: str, value: Any, low: int, high: int) -> int:
-        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            raise self.fail(key, value, f"expected an integer in {low}..{high}")
-        return value
-
-    def range(self, key: str, value: Any) -> Range:
-        lowest, highest = _BOUNDS[key.split(".")[-1]]
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = {"low": value, "high": value}
-        if not isinstance(value, dict) or set(value) - {"low", "high", "log"} or not {"low", "high"} <= set(value):
-            raise self.fail(key, value, "expected {low: number, high: number, log: true|false} or a number")
-        low, high, log = value["low"], value["high"], value.get("log", False)
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
-            raise self.fail(key, value, "low and high must be numbers")
-        if not lowest <= low <= high <= highest or (log and low <= 0) or not isinstance(log, bool):
-            raise self.fail(key, value, f"need {lowest} <= low <= high <= {highest}, low > 0 when log")
-        return Range(float(low), float(high), log)
-
-
-def _read(path: Path) -> dict:
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise AutoTransferError(f"Cannot read the search space file ({error.strerror or error}).", where=str(path)) from error
-    except yaml.YAMLError as error:
-        raise AutoTransferError(f"The search space file is not valid YAML: {str(error).splitlines()[0]}",
-                                where=str(path), fix="check the indentation and the line named above.") from error
-    if document is None:
-        return {}
-    if not isinstance(document, dict):
-        raise AutoTransferError("The search space file must be a YAML mapping of keys to values.", where=str(path))
-    return document
+def _range(check: ConfigChecker, key: str, value: Any) -> Range:
+    lowest, highest = _BOUNDS[key.split(".")[-1]]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = {"low": value, "high": value}
+    if not isinstance(value, dict) or set(value) - {"low", "high", "log"} or not {"low", "high"} <= set(value):
+        raise check.fail(key, value, "expected {low: number, high: number, log: true|false} or a number")
+    low, high, log = value["low"], value["high"], value.get("log", False)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+        raise check.fail(key, value, "low and high must be numbers")
+    if not lowest <= low <= high <= highest or (log and low <= 0) or not isinstance(log, bool):
+        raise check.fail(key, value, f"need {lowest} <= low <= high <= {highest}, low > 0 when log")
+    return Range(float(low), float(high), log)
 
 
 def available_spaces() -> list[str]:
@@ -146,8 +94,8 @@ def load_search_space(name_or_path: str | os.PathLike = "default") -> SearchSpac
     if not path.is_file():
         raise AutoTransferError(f"No search space {str(name_or_path)!r}.",
                                 fix=f"use one of {', '.join(available_spaces())}, or the path of a YAML file.")
-    defaults, given = _read(SPACES_DIR / "default.yaml"), _read(path)
-    check = _Checker(str(path))
+    defaults, given = read_yaml(SPACES_DIR / "default.yaml", "search space"), read_yaml(path, "search space")
+    check = ConfigChecker(str(path), "search space", "docs/search.md and search_spaces/default.yaml")
     check.mapping("", given, _TOP_KEYS)
     merged = {**defaults, **{k: v for k, v in given.items() if k not in ("probe", "finetune", "pruner")}}
     sections = {s: {**defaults.get(s, {}), **check.mapping(s, given.get(s), keys)}
@@ -164,11 +112,12 @@ def load_search_space(name_or_path: str | os.PathLike = "default") -> SearchSpac
         strategies=check.choices("strategies", merged["strategies"], str, STRATEGIES),
         probe_heads=check.choices("probe.heads", probe["heads"], str, HEADS),
         c_grid=check.choices("probe.c_grid", probe["c_grid"], float, positive=True),
+        probe_top_taps=check.integer("probe.top_taps", probe["top_taps"], 0, 1000),
         candidates=check.integer("finetune.candidates", finetune["candidates"], 1, 100),
         max_trials=check.integer("finetune.max_trials", finetune["max_trials"], 0, 100_000),
         epochs=check.integer("finetune.epochs", finetune["epochs"], 1, 1000),
         batch_size=check.integer("finetune.batch_size", finetune["batch_size"], 1, 4096),
-        ranges={k: check.range(f"finetune.{k}", finetune[k]) for k in _RANGES},
+        ranges={k: _range(check, f"finetune.{k}", finetune[k]) for k in _RANGES},
         label_smoothing=check.choices("finetune.label_smoothing", finetune["label_smoothing"], float),
         augmentation=check.choices("finetune.augmentation", finetune["augmentation"], str, AUGMENTATIONS),
         min_epochs=check.integer("pruner.min_epochs", pruner["min_epochs"], 1, 1000),

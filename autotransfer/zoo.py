@@ -223,6 +223,10 @@ def _timm_description(model: nn.Module) -> tuple[list[Tap], list[DepthGroup], Pr
 
 
 def _create_timm(name: str, device: torch.device | str) -> nn.Module:
+    if ":" in name:  # timm's hf-hub: and local-dir: schemes read configs and files from elsewhere
+        raise AutoTransferError(f"Backbone {name!r}: only registered architecture names are accepted.",
+                                fix="use a timm architecture name and give weights with --weights or "
+                                    "AUTOTRANSFER_WEIGHTS.")
     timm = _import_timm()
     try:
         with torch.device(device):

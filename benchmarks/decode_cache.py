@@ -21,8 +21,8 @@ from PIL import Image
 from autotransfer.data import index_dataset
 from autotransfer.decode_cache import decode_all
 from autotransfer.images import ResizeRecipe
-from benchmarks.datasets import build
-from benchmarks.machine import describe_machine
+from autotransfer.offline_datasets import build
+from autotransfer.machine import describe_machine
 
 
 def _photos(root: Path, count: int) -> Path:

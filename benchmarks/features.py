@@ -5,7 +5,7 @@
     python -m benchmarks.features scoring      # all taps x 4 offline backbones, 5k images, cold cache
     python -m benchmarks.features table        # (backbone, tap) probe accuracy vs zero-cost scores
 
-Uses the four offline backbones and the real offline datasets (benchmarks/datasets.py).
+Uses the four offline backbones and the real offline datasets (autotransfer/offline_datasets.py).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from autotransfer.features import FeatureExtractor, extract_features, to_input
 from autotransfer.ranking import RankingConfig, proxy_agreement, rank_backbone
 from autotransfer.runtime import autocast, tune_allocator
 from autotransfer.zoo import create_backbone
-from benchmarks.datasets import build
-from benchmarks.machine import describe_machine
+from autotransfer.offline_datasets import build
+from autotransfer.machine import describe_machine
 
 BACKBONES = ("mobilenetv2_100", "tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 WORK = Path(os.environ.get("BENCH_WORK", tempfile.gettempdir())) / "autotransfer-bench"

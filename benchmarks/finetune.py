@@ -4,7 +4,7 @@
     python -m benchmarks.finetune precision    # bf16 + channels_last vs fp32: speed and accuracy
     python -m benchmarks.finetune strategies   # head-only, LP-FT, top half, full fine-tuning
 
-Animal-MNIST (benchmarks/datasets.py), mobilenetv2_100 with its offline ImageNet weights.
+Animal-MNIST (autotransfer/offline_datasets.py), mobilenetv2_100 with its offline ImageNet weights.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from autotransfer.dataset import load_dataset
 from autotransfer.finetune import FinetuneConfig, finetune, prefix_units, skipped_prefix
 from autotransfer.runtime import tune_allocator
 from autotransfer.zoo import create_backbone
-from benchmarks.datasets import build
+from autotransfer.offline_datasets import build
 from benchmarks.features import WORK
-from benchmarks.machine import describe_machine
+from autotransfer.machine import describe_machine
 
 BACKBONE = "mobilenetv2_100"
 

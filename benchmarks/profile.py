@@ -18,9 +18,9 @@ from autotransfer.dataset import load_dataset
 from autotransfer.profile import profile_dataset
 from autotransfer.runtime import tune_allocator
 from autotransfer.zoo import create_backbone
-from benchmarks.datasets import build
+from autotransfer.offline_datasets import build
 from benchmarks.features import WORK
-from benchmarks.machine import describe_machine
+from autotransfer.machine import describe_machine
 
 DATASETS = ("fashion-mnist", "animal-mnist", "mnist", "digits")
 

@@ -1,12 +1,17 @@
-"""Shared fixtures: an isolated cache per test, and generators of small synthetic images."""
+"""Shared fixtures: an isolated cache per test, generators of small synthetic images, and a tiny
+'pretrained' timm model with local weights for end-to-end runs (fit_env)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 import autotransfer  # noqa: F401  (applies the torchvision fix before any test imports timm)
 
@@ -77,3 +82,36 @@ def cli():
                               capture_output=True, text=True, env=dict(os.environ), timeout=timeout)
         return SimpleNamespace(exit_code=done.returncode, stdout=done.stdout, output=done.stdout + done.stderr)
     return run
+
+
+SPACE = """
+backbones: [test_efficientnet]
+resolutions: [32]
+strategies: [linear_probe, mid_layer_probe, lp_ft, finetune_top, finetune_all]
+probe: {heads: [softmax], c_grid: [1.0], top_taps: 0}
+finetune: {candidates: 1, max_trials: 3, epochs: 2, batch_size: 8}
+"""
+# Stand-ins for the profiler's ImageNet/noise reference statistics (real ones need real weights).
+REFS = {"imagenet_photos": 0.5, "noise": 3.0, "entropy_imagenet_photos": 2.0, "entropy_noise": 6.0}
+
+
+@pytest.fixture
+def fit_env(tmp_path, monkeypatch, isolated_cache):
+    """Local 'pretrained' weights for test_efficientnet, its profiler references, a space and a dataset."""
+    from autotransfer.features import model_fingerprint
+    from autotransfer.zoo import create_backbone
+
+    torch.manual_seed(0)
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    model = create_backbone("test_efficientnet", pretrained=False, keep_classifier=True).model
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights / "test_efficientnet.safetensors"))
+    monkeypatch.setenv("AUTOTRANSFER_WEIGHTS", str(weights))
+    net = create_backbone("test_efficientnet", keep_classifier=True)
+    key = hashlib.blake2b(f"v2-{model_fingerprint(net.model)}-32".encode(), digest_size=12).hexdigest()
+    (isolated_cache / "profile-references").mkdir(parents=True)
+    (isolated_cache / "profile-references" / f"{key}.json").write_text(json.dumps(REFS))
+    space = tmp_path / "tiny.yaml"
+    space.write_text(SPACE)
+    data = make_imagefolder(tmp_path / "data", {"a": 12, "b": 12, "c": 12})
+    return {"space": space, "data": data, "out": tmp_path / "run"}

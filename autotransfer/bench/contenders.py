@@ -1,0 +1,203 @@
+"""What competes in a benchmark cell: `fit`, the recipe's fixed strategies, the grid, command lines.
+
+Every contender gets the cell's train folder (it makes its own validation split from it), the
+budget and the seed; none sees the test folder except to score its final answer once. A contender
+returns an ``Outcome``; the runner times it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..budget import Deadline
+from ..data import index_dataset
+from ..dataset import Dataset, load_dataset
+from ..errors import AutoTransferError
+from ..features import extract_features
+from ..finetune import FinetuneConfig, TransferModel, finetune
+from ..pipeline import Pipeline
+from ..probes import fit_probe
+from ..zoo import Backbone, create_backbone
+from .suite import Suite
+
+
+@dataclass
+class Cell:
+    """One (dataset, regime, seed) as a contender sees it."""
+
+    suite: Suite
+    dataset: str
+    per_class: int
+    seed: int
+    train_dir: Path
+    test_dir: Path
+    work: Path  # the contender's own scratch folder, emptied before it starts
+    deadline: Deadline
+
+
+@dataclass
+class Outcome:
+    test_accuracy: float
+    what: str
+    val_accuracy: float | None = None
+    configs: list[dict] = field(default_factory=list)  # the grid: every configuration with its test accuracy
+
+
+def held_out_files(cell: Cell) -> tuple[list[str], list[str]]:
+    index = index_dataset(cell.test_dir)
+    return [str(p) for p in index.paths], list(index.labels)
+
+
+def _scored(cell: Cell, pipeline: Pipeline, what: str) -> Outcome:
+    paths, labels = held_out_files(cell)
+    return Outcome(pipeline.score(paths, labels), what, pipeline.spec["metrics"].get("val_accuracy"))
+
+
+def run_fit(cell: Cell) -> Outcome:
+    """`autotransfer fit` on the train folder with the suite's budget and search space."""
+    from ..api import AutoTransfer
+
+    pipeline = AutoTransfer(time_budget=cell.suite.budget, search_space=cell.suite.search_space,
+                            out=cell.work / "run", seed=cell.seed,
+                            profile_backbone=cell.suite.profile_backbone).fit(cell.train_dir, start=cell.deadline.start)
+    return _scored(cell, pipeline, pipeline.describe())
+
+
+def _fixed_data(cell: Cell) -> tuple[Dataset, Backbone]:
+    dataset = load_dataset(cell.train_dir, image_size=cell.suite.fixed_resolution, seed=cell.seed,
+                           show_progress=False)
+    return dataset, create_backbone(cell.suite.fixed_backbone)
+
+
+def _wrap(backbone: Backbone, model: TransferModel, dataset: Dataset, strategy: str, val_accuracy: float,
+          frozen_groups: int = 0) -> Pipeline:
+    return Pipeline.from_model(backbone, model.eval(), classes=dataset.classes, recipe=dataset.recipe,
+                               frozen_groups=frozen_groups, head_type="linear", strategy=strategy,
+                               hyperparameters={}, metrics={"val_accuracy": val_accuracy})
+
+
+def _probe(cell: Cell, mid_layer: bool, heads: tuple[str, ...]) -> Outcome:
+    """CNN codes (the pooled last features) or a middle tap, and a linear head with C chosen on val."""
+    dataset, backbone = _fixed_data(cell)
+    tap = backbone.taps[len(backbone.taps) // 2 if mid_layer else -1].name
+    features = extract_features(dataset, backbone, [tap], show_progress=False)[tap]
+    train, val = dataset.indices("train"), dataset.indices("val")
+    probe = fit_probe(features[train], dataset.labels[train], features[val], dataset.labels[val], heads=heads,
+                      seed=cell.seed)
+    model = TransferModel(backbone, tap, len(dataset.classes)).set_linear_head(probe.model)
+    pipeline = _wrap(backbone, model, dataset, "mid_layer_probe" if mid_layer else "linear_probe", probe.val_accuracy,
+                     frozen_groups=len(backbone.depth_groups))
+    return _scored(cell, pipeline, f"{probe.head} (C={probe.C:g}) on `{tap}` of {backbone.name} at "
+                                   f"{cell.suite.fixed_resolution}px")
+
+
+def _finetuned(cell: Cell, config: FinetuneConfig, label: str) -> Outcome:
+    """Default-settings fine-tuning, stopped before an epoch that would overrun the budget."""
+    dataset, backbone = _fixed_data(cell)
+    result = finetune(dataset, backbone, replace(config, seed=cell.seed), deadline=cell.deadline)
+    pipeline = _wrap(backbone, result.model, dataset, config.strategy, result.best_val_accuracy)
+    return _scored(cell, pipeline, f"{label}: {backbone.name} at {cell.suite.fixed_resolution}px, "
+                                   f"{len(result.history)} epochs")
+
+
+def run_grid(cell: Cell) -> Outcome:
+    """Every backbone x resolution x tap of the grid with the best (head, C) on val: no budget.
+
+    Its answer is the configuration with the best validation accuracy; every configuration's test
+    accuracy is kept, so the leaderboard's oracle is the best any of them reaches.
+    """
+    suite, test_dir = cell.suite, cell.test_dir
+    configs = []
+    for resolution in suite.grid_resolutions:
+        train = load_dataset(cell.train_dir, image_size=resolution, seed=cell.seed, show_progress=False)
+        test = load_dataset(test_dir, image_size=resolution, seed=cell.seed, show_progress=False)
+        test_labels = np.array([train.classes.index(test.classes[i]) for i in test.labels])
+        rows, val = train.indices("train"), train.indices("val")
+        for name in suite.grid_backbones:
+            backbone = create_backbone(name)
+            taps = [t.name for t in backbone.taps]
+            features = extract_features(train, backbone, taps, show_progress=False)
+            test_features = extract_features(test, backbone, taps, show_progress=False)
+            for tap in taps:
+                probe = fit_probe(features[tap][rows], train.labels[rows], features[tap][val], train.labels[val],
+                                  heads=suite.grid_heads, c_grid=suite.grid_c, seed=cell.seed)
+                configs.append({"backbone": name, "resolution": resolution, "tap": tap, "head": probe.head,
+                                "C": probe.C, "val_accuracy": probe.val_accuracy,
+                                "test_accuracy": probe.model.score(test_features[tap], test_labels)})
+    best = max(configs, key=lambda c: c["val_accuracy"])
+    return Outcome(best["test_accuracy"], f"{best['head']} (C={best['C']:g}) on `{best['tap']}` of {best['backbone']} "
+                   f"at {best['resolution']}px, best of {len(configs)} by val", best["val_accuracy"], configs)
+
+
+def run_command(cell: Cell, argv: tuple[str, ...]) -> Outcome:
+    """An external tool: it gets the folders, the budget and the seed; its last JSON line is its answer.
+
+    The arguments are filled in and run without a shell, so a path with spaces or quotes is one
+    argument and nothing in it is interpreted.
+    """
+    values = {"{python}": sys.executable, "{train}": str(cell.train_dir), "{test}": str(cell.test_dir),
+              "{budget}": f"{cell.suite.budget:.0f}", "{seed}": str(cell.seed), "{out}": str(cell.work)}
+    args = []
+    for arg in argv:
+        for key, value in values.items():
+            arg = arg.replace(key, value)
+        args.append(arg)
+    cell.work.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=cell.deadline.left() + 30)
+    except FileNotFoundError as error:
+        raise AutoTransferError(f"Cannot run {args[0]!r}: no such program.") from error
+    except subprocess.TimeoutExpired as error:
+        raise AutoTransferError(f"{args[0]} ran past the budget ({cell.suite.budget:.0f} s) and was stopped."
+                                ) from error
+    (cell.work / "stdout.txt").write_text(done.stdout)
+    (cell.work / "stderr.txt").write_text(done.stderr)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise AutoTransferError(f"{' '.join(args[:3])} ... exited with {done.returncode}: {tail}")
+    for line in reversed(done.stdout.strip().splitlines()):
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            continue
+        accuracy = answer.get("test_accuracy") if isinstance(answer, dict) else None
+        if isinstance(accuracy, (int, float)) and 0.0 <= accuracy <= 1.0:
+            return Outcome(float(accuracy), str(answer.get("what", " ".join(argv))), answer.get("val_accuracy"))
+    raise AutoTransferError(f"{' '.join(args[:3])} ... printed no JSON line with a test_accuracy in 0..1.",
+                            fix='print e.g. {"test_accuracy": 0.91} as its last line.')
+
+
+FIXED: dict[str, tuple[str, Callable[[Cell], Outcome]]] = {
+    "codes_svm": ("CNN codes + linear SVM", lambda cell: _probe(cell, False, ("svm",))),
+    "codes_softmax": ("CNN codes + softmax", lambda cell: _probe(cell, False, ("softmax",))),
+    "mid_layer": ("mid-layer features + linear", lambda cell: _probe(cell, True, ("softmax",))),
+    "finetune_all": ("fine-tune all, pretrained LR x0.01", lambda cell: _finetuned(
+        cell, FinetuneConfig(backbone_lr_ratio=0.01), "fine-tune all")),
+    "train_all": ("pretrained init + train all", lambda cell: _finetuned(
+        cell, FinetuneConfig(strategy="train_all", head_lr=3e-3, backbone_lr_ratio=1.0), "train all")),
+    "one_lr": ("fine-tune all, one LR (typical script)", lambda cell: _finetuned(
+        cell, FinetuneConfig(backbone_lr_ratio=1.0, head_lr=1e-3, label_smoothing=0.0, warmup_epochs=0), "one LR")),
+}
+TITLES = {"fit": "autotransfer fit", "grid": "grid (probes, no budget)", **{k: v[0] for k, v in FIXED.items()}}
+
+
+def contender(name: str, suite: Suite) -> Callable[[Cell], Outcome]:
+    if name == "fit":
+        return run_fit
+    if name == "grid":
+        return run_grid
+    if name in FIXED:
+        return FIXED[name][1]
+    argv = suite.commands[name]
+    return lambda cell: run_command(cell, argv)
+
+
+def title(name: str) -> str:
+    return TITLES.get(name, f"{name} (command)")

@@ -1,0 +1,136 @@
+"""Benchmark suites: YAML files in ``benchmarks/suites/`` (or a path) read into a validated ``Suite``."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..budget import parse_duration
+from ..config_files import ConfigChecker, read_yaml
+from ..errors import AutoTransferError
+from ..offline_datasets import LOADERS
+from ..search_space import HEADS, load_search_space
+
+SUITES_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
+BUILTIN_CONTENDERS = ("fit", "codes_svm", "codes_softmax", "mid_layer", "finetune_all", "train_all", "one_lr", "grid")
+_TOP_KEYS = {"description", "datasets", "seeds", "budget", "search_space", "profile_backbone", "fixed", "grid",
+             "contenders", "commands"}
+_DATASET_KEYS = {"name", "path", "per_class", "test_per_class"}
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")  # names become file names inside the results folder
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset: a built-in offline one (``path`` None) or a folder/CSV of one's own."""
+
+    name: str
+    path: Path | None
+    per_class: tuple[int, ...]  # train+val images per class: one regime each
+    test_per_class: int
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    datasets: tuple[DatasetSpec, ...]
+    seeds: tuple[int, ...]
+    budget: float  # seconds per contender and cell
+    search_space: str
+    profile_backbone: str
+    fixed_backbone: str
+    fixed_resolution: int
+    grid_backbones: tuple[str, ...]
+    grid_resolutions: tuple[int, ...]
+    grid_heads: tuple[str, ...]
+    grid_c: tuple[float, ...]
+    contenders: tuple[str, ...]
+    commands: dict[str, tuple[str, ...]]
+    source: Path
+
+
+def available_suites() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+
+
+def load_suite(name_or_path: str | os.PathLike) -> Suite:
+    """A suite of ``benchmarks/suites`` by name, or a YAML file of one's own."""
+    path = Path(name_or_path)
+    if not path.suffix and (SUITES_DIR / f"{path}.yaml").is_file():
+        path = SUITES_DIR / f"{path}.yaml"
+    if not path.is_file():
+        raise AutoTransferError(f"No benchmark suite {str(name_or_path)!r}.",
+                                fix=f"use one of {', '.join(available_suites())}, or the path of a YAML file.")
+    given = read_yaml(path, "suite")
+    check = ConfigChecker(str(path), "suite", "docs/bench.md and benchmarks/suites/smoke.yaml")
+    check.mapping("", given, _TOP_KEYS)
+    if "datasets" not in given:
+        raise check.fail("datasets", None, "a suite needs at least one dataset")
+    if not isinstance(given["datasets"], list) or not given["datasets"]:
+        raise check.fail("datasets", given["datasets"], "expected a non-empty list of datasets")
+    datasets = tuple(_dataset(check, f"datasets[{i}]", entry, path.parent) for i, entry in enumerate(given["datasets"]))
+    if len({d.name for d in datasets}) < len(datasets):
+        raise check.fail("datasets", [d.name for d in datasets], "dataset names must be unique")
+    space_name = check.text("search_space", given.get("search_space", "default"))
+    space = load_search_space(space_name)
+    fixed = check.mapping("fixed", given.get("fixed"), {"backbone", "resolution"})
+    grid = check.mapping("grid", given.get("grid"), {"backbones", "resolutions", "heads", "c_grid"})
+    commands = _commands(check, check.mapping("commands", given.get("commands"), set(given.get("commands") or {})))
+    known = BUILTIN_CONTENDERS + tuple(commands)
+    contenders = check.choices("contenders", given.get("contenders", list(known)), str, known)
+    try:
+        budget = parse_duration(given.get("budget", "5m"))
+    except AutoTransferError as error:
+        raise check.fail("budget", given.get("budget"), error.what) from error
+    return Suite(
+        name=path.stem, description=str(given.get("description", "")).strip(), datasets=datasets,
+        seeds=check.choices("seeds", given.get("seeds", [0]), int), budget=budget, search_space=space_name,
+        profile_backbone=check.text("profile_backbone", given.get("profile_backbone", "mobilenetv2_100")),
+        fixed_backbone=check.text("fixed.backbone", fixed.get("backbone", space.backbones[0])),
+        fixed_resolution=check.integer("fixed.resolution", fixed.get("resolution", space.resolutions[0]), 16, 1024),
+        grid_backbones=check.choices("grid.backbones", grid.get("backbones", list(space.backbones)), str),
+        grid_resolutions=check.choices("grid.resolutions", grid.get("resolutions", list(space.resolutions)), int,
+                                       positive=True),
+        grid_heads=check.choices("grid.heads", grid.get("heads", list(space.probe_heads)), str, HEADS),
+        grid_c=check.choices("grid.c_grid", grid.get("c_grid", list(space.c_grid)), float, positive=True),
+        contenders=tuple(dict.fromkeys(contenders)), commands=commands, source=path.resolve(),
+    )
+
+
+def _dataset(check: ConfigChecker, key: str, entry, folder: Path) -> DatasetSpec:
+    entry = check.mapping(key, entry, _DATASET_KEYS)
+    name = check.text(f"{key}.name", entry.get("name"))
+    if not _SAFE_NAME.match(name):
+        raise check.fail(f"{key}.name", name, "letters, digits, '.', '_' and '-' only")
+    path = None
+    if "path" in entry:
+        path = Path(os.path.expanduser(check.text(f"{key}.path", entry["path"])))
+        path = path if path.is_absolute() else folder / path
+        if not path.exists():
+            raise check.fail(f"{key}.path", str(path), "no such folder or file")
+    elif name not in LOADERS:
+        raise check.fail(f"{key}.name", name, f"not a built-in dataset ({', '.join(sorted(LOADERS))}); "
+                         "give a path: for a folder of your own")
+    return DatasetSpec(name=name, path=path,
+                       per_class=check.choices(f"{key}.per_class", entry.get("per_class"), int, positive=True),
+                       test_per_class=check.integer(f"{key}.test_per_class", entry.get("test_per_class", 50), 1,
+                                                    1_000_000))
+
+
+def _commands(check: ConfigChecker, given: dict) -> dict[str, tuple[str, ...]]:
+    """Command-line contenders: a string (split like a shell would, but never run by one) or a list."""
+    commands = {}
+    for name, value in given.items():
+        if not _SAFE_NAME.match(str(name)):
+            raise check.fail(f"commands.{name}", value, "a contender name: letters, digits, '.', '_' and '-' only")
+        if name in BUILTIN_CONTENDERS:
+            raise check.fail(f"commands.{name}", value, "this name is a built-in contender; choose another")
+        try:
+            argv = shlex.split(value) if isinstance(value, str) else value
+        except ValueError as error:
+            raise check.fail(f"commands.{name}", value, f"cannot split it: {error}") from error
+        commands[str(name)] = check.choices(f"commands.{name}", argv, str)
+    return commands

@@ -1,0 +1,1 @@
+"""Baselines plugged into `autotransfer bench` as command-line contenders (see docs/bench.md)."""

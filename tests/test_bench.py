@@ -1,0 +1,199 @@
+"""`autotransfer bench`: suites, contenders, resumable cells, the leaderboard's arithmetic."""
+
+import json
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+
+from autotransfer.bench.leaderboard import cell_frame, render_markdown, write_leaderboard
+from autotransfer.bench.runner import plan, run_suite
+from autotransfer.bench.suite import BUILTIN_CONTENDERS, load_suite
+from autotransfer.errors import AutoTransferError
+from autotransfer.zoo import create_backbone
+
+# An external tool: prints its arguments' test folder size and a fixed accuracy; counts its runs.
+TOOL = textwrap.dedent("""
+    import json, pathlib, sys
+    args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+    with open(args["--log"], "a") as log:
+        log.write(json.dumps(args) + "\\n")
+    if args.get("--fail"):
+        sys.exit("tool failed on purpose")
+    test = pathlib.Path(args["--test"])
+    print("some chatter")
+    print(json.dumps({"test_accuracy": 0.5, "what": str(sum(1 for _ in test.rglob("*.png")))}))
+""")
+
+
+def _suite(tmp_path, body: str) -> object:
+    path = tmp_path / "suite.yaml"
+    path.write_text(textwrap.dedent(body))
+    return load_suite(path)
+
+
+@pytest.fixture
+def tool_suite(tmp_path, fit_env):
+    """A suite over fit_env's folder (a path dataset) with two command contenders."""
+    tool = tmp_path / "tool.py"
+    tool.write_text(TOOL)
+    log = tmp_path / "calls.log"
+    text = f"""
+        datasets:
+          - {{name: tiny, path: {fit_env['data']}, per_class: [4, 6], test_per_class: 3}}
+        seeds: [0, 1]
+        budget: 30s
+        contenders: [good, bad]
+        commands:
+          good: ["{sys.executable}", "{tool}", --train, "{{train}}", --test, "{{test}}", --log, "{log}"]
+          bad: ["{sys.executable}", "{tool}", --test, "{{test}}", --log, "{log}", --fail, "1"]
+    """
+    return _suite(tmp_path, text), log, text
+
+
+def test_builtin_suites_load_and_cover_every_contender():
+    smoke, small = load_suite("smoke"), load_suite("cpu-small")
+    assert set(BUILTIN_CONTENDERS) <= set(smoke.contenders) and "pixels-logreg" in smoke.contenders
+    assert smoke.budget == 40 and small.budget == 120 and small.seeds == (0, 1)
+    assert {n for d in small.datasets for n in d.per_class} == {25, 250}
+    assert len(plan(small)) == 2 * 2 * 2 * len(small.contenders)
+
+
+@pytest.mark.parametrize("body, key", [
+    ("datasets: [{name: digits, per_class: [5]}]\nbogus: 1\n", "bogus"),
+    ("datasets: [{name: nope, per_class: [5]}]\n", "datasets[0].name"),
+    ("datasets: [{name: x, path: /no/such/folder, per_class: [5]}]\n", "datasets[0].path"),
+    ("datasets: [{name: digits, per_class: [0]}]\n", "datasets[0].per_class"),
+    ("datasets: [{name: digits, per_class: [5]}]\nbudget: soon\n", "budget"),
+    ("datasets: [{name: digits, per_class: [5]}]\ncontenders: [fit, magic]\n", "contenders"),
+    ("datasets: [{name: digits, per_class: [5]}]\ncommands: {fit: [echo]}\n", "commands.fit"),
+    ("datasets: [{name: digits, per_class: [5]}]\ncommands: {x: 'a \"b'}\n", "commands.x"),
+    ("datasets: [{name: digits, per_class: [5]}, {name: digits, per_class: [6]}]\n", "datasets"),
+    ("seeds: [0]\n", "datasets"),
+])
+def test_bad_suites_are_refused_naming_the_key_and_the_file(tmp_path, body, key):
+    with pytest.raises(AutoTransferError) as caught:
+        _suite(tmp_path, body)
+    assert repr(key) in str(caught.value) and "suite.yaml" in str(caught.value)
+
+
+def test_a_suite_file_cannot_construct_objects(tmp_path):
+    with pytest.raises(AutoTransferError, match="not valid YAML"):
+        _suite(tmp_path, "datasets: !!python/object/apply:os.system ['touch pwned']\n")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_command_contenders_run_without_a_shell_resume_and_rerun_failures(tool_suite, tmp_path):
+    suite, log, _ = tool_suite
+    out = tmp_path / "bench out; rm -rf ~"  # a path a shell would misread: must be one argument
+    records = run_suite(suite, out)
+    assert len(records) == 8
+    good = [r for r in records if r["contender"] == "good"]
+    bad = [r for r in records if r["contender"] == "bad"]
+    assert all(r["test_accuracy"] == 0.5 and r["error"] is None and r["what"] == "9" for r in good)  # 3 classes x 3
+    assert all(r["test_accuracy"] is None and "tool failed on purpose" in r["error"] for r in bad)
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(calls) == 8 and all(c["--test"].startswith(str(out)) for c in calls)
+    # the test split is the same for both regimes of a seed, and differs between seeds
+    tests = {(r["per_class"], r["seed"]): sorted(p.name for p in (out / "data").glob(
+        f"tiny-{r['per_class']}-test3-s{r['seed']}/test/*/*")) for r in good}
+    assert tests[(4, 0)] == tests[(6, 0)] and tests[(4, 0)] != tests[(4, 1)]
+    assert len(list((out / "data" / "tiny-6-test3-s0" / "train").glob("*/*"))) == 18
+    run_suite(suite, out)  # finished cells are skipped, failed ones are tried again
+    assert len(log.read_text().splitlines()) == 8 + 4
+
+
+def test_a_changed_setting_reruns_only_the_cells_it_touches(tool_suite, tmp_path):
+    suite, log, text = tool_suite
+    out = tmp_path / "out"
+    run_suite(suite, out, only=("good",))
+    assert len(log.read_text().splitlines()) == 4
+    changed = _suite(tmp_path, text.replace("--log", "--extra, x, --log", 1))
+    run_suite(changed, out, only=("good",))
+    assert len(log.read_text().splitlines()) == 8
+
+
+def test_a_command_without_an_answer_is_a_clear_failure(tmp_path, fit_env):
+    suite = _suite(tmp_path, f"""
+        datasets: [{{name: tiny, path: {fit_env['data']}, per_class: [4], test_per_class: 3}}]
+        budget: 30s
+        commands: {{quiet: ["{sys.executable}", -c, "print('no json')"], missing: [/no/such/tool]}}
+        contenders: [quiet, missing]
+    """)
+    errors = {r["contender"]: r["error"] for r in run_suite(suite, tmp_path / "out")}
+    assert "no JSON line with a test_accuracy" in errors["quiet"]
+    assert "no such program" in errors["missing"]
+
+
+def _records():
+    rows = []
+    for seed, accuracies in ((0, {"fit": 0.9, "codes_svm": 0.8, "grid": 0.85}), (1, {"fit": 0.7, "codes_svm": 0.8,
+                                                                                        "grid": 0.75})):
+        for name, accuracy in accuracies.items():
+            configs = [{"test_accuracy": 0.88 if seed == 0 else 0.75}] if name == "grid" else []
+            rows.append({"dataset": "d", "per_class": 10, "seed": seed, "contender": name, "title": name,
+                         "n_classes": 2, "test_accuracy": accuracy, "val_accuracy": None, "what": "w",
+                         "configs": configs, "error": None, "seconds": 10.0, "within_budget": True})
+    rows.append({**rows[1], "dataset": "e", "contender": "fit", "title": "fit", "test_accuracy": None,
+                 "error": "it broke"})
+    return rows
+
+
+def test_leaderboard_oracle_regret_and_ranks(tmp_path):
+    suite = _suite(tmp_path, """
+        datasets: [{name: d, path: .., per_class: [10]}, {name: e, path: .., per_class: [10]}]
+        contenders: [fit, codes_svm, grid]
+    """)
+    frame = cell_frame(_records(), suite)
+    d = frame[frame["dataset"] == "d"].set_index(["seed", "contender"])
+    # seed 0: oracle = best grid config 0.88 vs fixed 0.8 -> 0.88; seed 1: fixed 0.8 beats the grid's 0.75
+    assert d.loc[(0, "fit"), "oracle"] == pytest.approx(0.88) and d.loc[(1, "fit"), "oracle"] == pytest.approx(0.8)
+    assert d.loc[(0, "fit"), "regret"] == pytest.approx((0.88 - 0.9) / (0.88 - 0.5))
+    assert d.loc[(1, "codes_svm"), "regret"] == pytest.approx(0.0)
+    assert d.loc[(0, "fit"), "rank"] == 1 and d.loc[(1, "fit"), "rank"] == 3
+    text = render_markdown(frame, suite, "test machine")
+    assert "| fit | 0.800 ± 0.100 | failed |" in text and "it broke" in text
+    assert "## Normalised regret" in text
+    write_leaderboard(_records(), suite, tmp_path, "test machine")
+    assert len(pd.read_csv(tmp_path / "leaderboard.csv")) == 7
+    assert (tmp_path / "report.html").read_text().count("<svg") == 2
+
+
+def test_every_builtin_contender_end_to_end_on_a_tiny_model(tmp_path, fit_env):
+    """fit, the fixed strategies and the grid on a random-weight timm model: cheap, but the real code."""
+    suite = _suite(tmp_path, f"""
+        datasets: [{{name: tiny, path: {fit_env['data']}, per_class: [8], test_per_class: 4}}]
+        budget: 2m
+        search_space: {fit_env['space']}
+        profile_backbone: test_efficientnet
+        fixed: {{backbone: test_efficientnet, resolution: 32}}
+    """)
+    records = {r["contender"]: r for r in run_suite(suite, tmp_path / "out")}
+    assert set(records) == set(BUILTIN_CONTENDERS)
+    for name, record in records.items():
+        assert record["error"] is None, (name, record["error"])
+        assert 0.0 <= record["test_accuracy"] <= 1.0 and record["what"]
+    taps = create_backbone("test_efficientnet").taps
+    assert [c["tap"] for c in records["grid"]["configs"]] == [t.name for t in taps]  # every tap, one size
+    assert "test_efficientnet" in records["codes_svm"]["what"]
+
+
+def test_cli_bench_errors_are_one_clear_message(cli, tmp_path):
+    result = cli(["bench", "--suite", "no-such-suite"])
+    assert result.exit_code == 2 and "No benchmark suite 'no-such-suite'" in result.output
+    assert "smoke" in result.output and "Traceback" not in result.output
+    result = cli(["bench", "--suite", "smoke", "--contenders", "fit,magic", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "magic" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_smoke_suite_on_real_weights(cli, tmp_path, monkeypatch):
+    monkeypatch.delenv("AUTOTRANSFER_CACHE")  # the real cache: offline ImageNet weights
+    result = cli(["bench", "--suite", "smoke", "--out", str(tmp_path / "smoke")], timeout=900)
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(tmp_path / "smoke" / "leaderboard.csv")
+    assert len(frame) == len(load_suite("smoke").contenders) and frame["error"].isna().all()
+    fit = frame.set_index("contender").loc["fit"]
+    assert fit["test_accuracy"] > 0.5 and fit["within_budget"]  # 10 classes: chance is 0.1
+    assert "| autotransfer fit |" in (tmp_path / "smoke" / "leaderboard.md").read_text()

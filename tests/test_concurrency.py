@@ -1,0 +1,43 @@
+"""Two `fit` processes sharing one cache directory and one study storage: both finish, neither the
+caches nor the studies are damaged, and no trial is left half-recorded."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from autotransfer import Pipeline
+from autotransfer.dataset import load_dataset
+from conftest import SPACE
+
+
+def test_two_fits_sharing_cache_and_storage(fit_env, tmp_path, isolated_cache):
+    space = fit_env["space"]
+    space.write_text(SPACE.replace("max_trials: 3", "max_trials: 4"))
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    runs = [tmp_path / "worker-a", tmp_path / "worker-b"]
+    processes = [subprocess.Popen(
+        [sys.executable, "-c", "from autotransfer.cli import main; main()", "fit", str(fit_env["data"]),
+         "--search-space", str(space), "--storage", storage, "--out", str(out), "--time-budget", "4m",
+         "--profile-backbone", "test_efficientnet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ)) for out in runs]
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    assert all(p.returncode == 0 for p in processes), "\n".join(o[-3000:] for o in outputs)
+
+    finetune = optuna.load_study(study_name="finetune", storage=storage).trials
+    assert not [t for t in finetune if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in finetune) >= 4
+    assert len({t.number for t in finetune}) == len(finetune)
+    probes = optuna.load_study(study_name="probes", storage=storage).trials
+    assert probes and all(t.state == TrialState.COMPLETE for t in probes)
+
+    arrays = list((isolated_cache / "features").rglob("*.npy"))
+    assert arrays and all(np.load(p).ndim == 2 for p in arrays)  # every cached feature file is whole
+    assert not [p for p in isolated_cache.rglob("*") if p.name.startswith(".") and ".tmp" in p.name]
+    again = load_dataset(fit_env["data"], image_size=32, show_progress=False)
+    assert again.cache_hit and len(again) == 36
+    labels = [Pipeline.load(out).predict(str(fit_env["data"] / "a")) for out in runs]
+    assert all(len(found) == 12 for found in labels)
