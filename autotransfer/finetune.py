@@ -37,6 +37,7 @@ from .budget import Deadline
 from .dataset import Dataset
 from .errors import AutoTransferError
 from .features import extract_features, normalisation, outputs_until, pool, to_input
+from .files import write_text_atomic
 from .probes import as_linear, fit_probe
 from .runtime import autocast, bf16_supported, default_device
 from .zoo import Backbone
@@ -347,8 +348,7 @@ def save_checkpoint(folder: Path, state: dict[str, torch.Tensor] | None, meta: d
     if state is not None:
         save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "best.safetensors.tmp"))
         os.replace(folder / "best.safetensors.tmp", folder / "best.safetensors")
-    (folder / "best.json.tmp").write_text(json.dumps(meta))
-    os.replace(folder / "best.json.tmp", folder / "best.json")
+    write_text_atomic(folder / "best.json", json.dumps(meta))
 
 
 def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict] | None:

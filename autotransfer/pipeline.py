@@ -70,6 +70,32 @@ class Prediction:
     error: str | None = None
 
 
+def _clear_dead_saves(target: Path) -> None:
+    """Tidy what a killed save left next to ``target``: its staging copy is dropped, and a previous
+    checkpoint it had moved aside (killed between the two renames) is put back if nothing replaced it."""
+    if not target.parent.is_dir():
+        return
+    for leftover in sorted(target.parent.iterdir()):
+        for kind in ("old", "tmp"):
+            pid = leftover.name.removeprefix(f".{target.name}.{kind}-")
+            if pid == leftover.name or not pid.isdigit() or _alive(int(pid)):
+                continue
+            if kind == "old" and not target.exists():
+                os.replace(leftover, target)
+            else:
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 class Pipeline:
     """A trained transfer pipeline with the scikit-learn prediction interface."""
 
@@ -102,6 +128,7 @@ class Pipeline:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the checkpoint directory atomically (a half-written checkpoint never replaces a good one)."""
         target = Path(path)
+        _clear_dead_saves(target)
         staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)

@@ -452,7 +452,7 @@ class Search:
         backbone = create_backbone(best["backbone"], device=self.device or "cpu")
         features = np.asarray(extract_features(dataset, backbone, [best["tap"]], show_progress=False)[best["tap"]])
         rows = np.concatenate([dataset.indices("train"), dataset.indices("val")])
-        head = make_head(best["head"], best["C"], seed=self.settings.seed)
+        head = make_head(best["head"], best["C"], seed=self.settings.seed, shape=features[rows].shape)
         head.fit(features[rows], dataset.labels[rows])
         model = TransferModel(backbone, best["tap"], len(dataset.classes)).set_linear_head(head)
         return model.to(next(backbone.model.parameters()).device).eval(), backbone

@@ -14,13 +14,13 @@ from typing import Any
 
 from .config_files import ConfigChecker, read_yaml
 from .errors import AutoTransferError
+from .probes import HEADS
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 PROBE_STRATEGIES = ("linear_probe", "mid_layer_probe")
 FINETUNE_STRATEGIES = ("lp_ft", "finetune_top", "finetune_all", "train_all")
 STRATEGIES = PROBE_STRATEGIES + FINETUNE_STRATEGIES
 AUGMENTATIONS = ("none", "flip", "randaugment")
-HEADS = ("softmax", "svm")
 
 
 @dataclass(frozen=True)

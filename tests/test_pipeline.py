@@ -1,6 +1,10 @@
 """The kept pipeline: safe checkpoint, predict on anything, fully-convolutional inference, export."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -17,7 +21,7 @@ from autotransfer.export import export
 from autotransfer.features import normalisation, to_input
 from autotransfer.finetune import FinetuneConfig, TransferModel, finetune
 from autotransfer.images import ResizeRecipe
-from autotransfer.pipeline import Pipeline
+from autotransfer.pipeline import Pipeline, _clear_dead_saves
 from autotransfer.probes import as_linear
 from autotransfer.zoo import create_backbone
 from conftest import colour_image, make_imagefolder
@@ -55,6 +59,22 @@ def test_checkpoint_round_trip_gives_identical_predictions(trained, tmp_path):
     assert spec["classes"] == ["a", "b", "c"] and spec["backbone"]["name"] == "test_efficientnet"
     np.testing.assert_allclose(loaded.predict_proba(root), pipeline.predict_proba(root), atol=1e-6)
     assert list(loaded.classes_) == ["a", "b", "c"]
+
+
+def test_a_save_tidies_what_a_killed_save_left(trained, tmp_path):
+    """Killed between its two renames, a save leaves the old checkpoint moved aside and its staging copy."""
+    pipeline, folder, _, _ = trained
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    target = tmp_path / "pipeline"
+    shutil.copytree(folder, tmp_path / f".pipeline.old-{dead}")
+    (tmp_path / f".pipeline.tmp-{dead}").mkdir()
+    (tmp_path / f".pipeline.tmp-{os.getppid()}").mkdir()  # a save still running in a live process
+    _clear_dead_saves(target)
+    assert Pipeline.load(target).spec["content_hash"] == pipeline.spec["content_hash"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".pipeline.tmp-{os.getppid()}", "pipeline"]
+    pipeline.save(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".pipeline.tmp-{os.getppid()}", "pipeline"]
 
 
 @pytest.mark.parametrize("damage", ["flip_tensor_byte", "truncate", "edit_json", "drop_tensors", "not_json"])

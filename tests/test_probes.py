@@ -34,6 +34,13 @@ def test_balanced_class_weights_help_the_minority_class():
                (plain.predict(x_val[minority]) == y_val[minority]).mean()
 
 
+@pytest.mark.parametrize("shape, dual", [((2000, 1280), True), ((1500, 96), True), ((100_000, 96), False)])
+def test_the_svm_uses_the_dual_solver_unless_samples_far_outnumber_features(shape, dual):
+    assert make_head("svm", 1.0, shape=shape).steps[-1][1].dual is dual
+    x, y = _blobs()
+    assert make_head("svm", 1.0, shape=shape).fit(x, y).score(x, y) > 0.95  # the solver it picked works
+
+
 def test_probe_errors_are_clear():
     x, y = _blobs(n=20)
     with pytest.raises(AutoTransferError, match="at least 2 classes"):

@@ -12,7 +12,8 @@ from ..budget import parse_duration
 from ..config_files import ConfigChecker, read_yaml
 from ..errors import AutoTransferError
 from ..offline_datasets import LOADERS
-from ..search_space import HEADS, load_search_space
+from ..probes import HEADS
+from ..search_space import load_search_space
 
 SUITES_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
 BUILTIN_CONTENDERS = ("fit", "codes_svm", "codes_softmax", "mid_layer", "finetune_all", "train_all", "one_lr", "grid")
