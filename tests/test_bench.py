@@ -114,6 +114,20 @@ def test_a_changed_setting_reruns_only_the_cells_it_touches(tool_suite, tmp_path
     assert len(log.read_text().splitlines()) == 8
 
 
+def test_editing_the_search_space_file_makes_only_fit_cells_stale(tmp_path, fit_env):
+    from autotransfer.bench.runner import CellKey, cell_settings
+
+    suite = _suite(tmp_path, f"""
+        datasets: [{{name: tiny, path: {fit_env['data']}, per_class: [4], test_per_class: 3}}]
+        search_space: {fit_env['space']}
+        contenders: [fit, codes_svm]
+    """)
+    fit, codes = CellKey("tiny", 4, 0, "fit"), CellKey("tiny", 4, 0, "codes_svm")
+    before = cell_settings(suite, fit), cell_settings(suite, codes)
+    fit_env["space"].write_text(fit_env["space"].read_text().replace("max_trials: 3", "max_trials: 5"))
+    assert cell_settings(suite, fit) != before[0] and cell_settings(suite, codes) == before[1]
+
+
 def test_a_command_without_an_answer_is_a_clear_failure(tmp_path, fit_env):
     suite = _suite(tmp_path, f"""
         datasets: [{{name: tiny, path: {fit_env['data']}, per_class: [4], test_per_class: 3}}]

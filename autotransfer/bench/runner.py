@@ -15,12 +15,13 @@ import logging
 import shutil
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..budget import Deadline, format_duration
 from ..errors import AutoTransferError
 from ..files import write_text_atomic
+from ..search_space import load_search_space
 from .contenders import Cell, contender, title
 from .data import split_folders
 from .suite import Suite
@@ -52,7 +53,8 @@ def cell_settings(suite: Suite, key: CellKey) -> dict:
     settings = {"budget": suite.budget, "test_per_class": spec.test_per_class,
                 "path": str(spec.path) if spec.path else None}
     if key.contender == "fit":
-        settings["search_space"] = [suite.search_space, suite.profile_backbone]
+        # the space's content, not just its name: editing search_spaces/default.yaml reruns `fit`
+        settings["search_space"] = [asdict(load_search_space(suite.search_space)), suite.profile_backbone]
     elif key.contender == "grid":
         settings["grid"] = [suite.grid_backbones, suite.grid_resolutions, suite.grid_heads, suite.grid_c]
     elif key.contender in suite.commands:
