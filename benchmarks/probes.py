@@ -4,7 +4,8 @@
 
 For each dataset and regime, on the features the search probes (the head tap and the best mid-layer
 tap by kNN), every head kind fits the same C grid on train, is chosen on val and scored on held-out
-test images. This is what decides `probe.heads` in search_spaces/default.yaml.
+test images. With `autotransfer bench` (what `fit` reaches in its budget) it decided `probe.heads` in
+search_spaces/default.yaml (benchmarks/results/probes-cpu.md).
 """
 
 from __future__ import annotations
