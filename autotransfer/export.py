@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .errors import AutoTransferError
+from .files import replacing
 from .pipeline import Pipeline
 
 FORMATS = ("onnx", "torchscript")
@@ -49,8 +50,7 @@ def export(pipeline: Pipeline, fmt: str, out: str | os.PathLike) -> Path:
     pipeline = Pipeline(pipeline.backbone, pipeline.model.to("cpu"), pipeline.spec)
     net = pipeline.network(resize_to=pipeline.spec["preprocess"]["size"])
     example = _example(pipeline)
-    partial = out.with_name(out.name + ".partial")
-    with warnings.catch_warnings():
+    with replacing(out) as partial, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic are expected here
         if fmt == "torchscript":
             with torch.no_grad():
@@ -58,7 +58,6 @@ def export(pipeline: Pipeline, fmt: str, out: str | os.PathLike) -> Path:
             traced.save(str(partial))
         else:
             _export_onnx(net, example, partial)
-    os.replace(partial, out)
     meta = {"format": fmt, "input": "uint8 images, N x 3 x H x W (RGB, 0..255)", "output": "logits, N x classes",
             "classes": pipeline.spec["classes"], "preprocess": pipeline.spec["preprocess"],
             "pipeline_hash": pipeline.spec.get("content_hash")}

@@ -13,8 +13,6 @@ Files are written to a temporary name and renamed: concurrent runs never see a p
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from torch import nn
 
 from .dataset import Dataset
 from .errors import AutoTransferError
+from .files import replacing
 from .runtime import autocast, bf16_supported, default_device
 from .settings import cache_dir
 from .zoo import Backbone
@@ -137,15 +136,8 @@ def _cache_folder(dataset: Dataset, backbone: Backbone, root: Path | None) -> Pa
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.save(stream, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(path) as partial, open(partial, "wb") as stream:
+        np.save(stream, array)
 
 
 def extract_features(dataset: Dataset, backbone: Backbone, taps: list[str] | None = None, *, pooling: str = "avg",

