@@ -11,7 +11,7 @@ demo: setup
 	$(PY) -m autotransfer.cli zoo fetch
 	$(PY) -m autotransfer.cli zoo list
 	$(PY) -m autotransfer.cli zoo verify
-	$(PY) -m autotransfer.offline_datasets animal-mnist --per-class 50 --out datasets
+	$(PY) -m autotransfer.data.offline_datasets animal-mnist --per-class 50 --out datasets
 	$(PY) -m autotransfer.cli fit $(DEMO_DATA) --time-budget 2m --out runs/demo
 	$(PY) -m autotransfer.cli predict runs/demo $(DEMO_DATA)/animal-3 --top-k 2
 	$(PY) -m autotransfer.cli export runs/demo --format onnx --out runs/demo/model.onnx

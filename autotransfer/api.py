@@ -14,11 +14,11 @@ from pathlib import Path
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from .budget import parse_duration
-from .errors import AutoTransferError
-from .pipeline import Pipeline
-from .search import Search, SearchSettings
-from .search_space import load_search_space
+from autotransfer.budget import parse_duration
+from autotransfer.deploy.pipeline import Pipeline
+from autotransfer.errors import AutoTransferError
+from autotransfer.search.run import Search, SearchSettings
+from autotransfer.search.space import load_search_space
 
 BACKENDS = ("optuna", "ray")
 
@@ -30,11 +30,21 @@ def default_run_dir(root: str | os.PathLike = "runs") -> Path:
 class AutoTransfer(BaseEstimator):
     """Hands-off transfer learning: profile, search, refit, and return the best pipeline."""
 
-    def __init__(self, time_budget: str | float = "10m", search_space: str | os.PathLike = "default",
-                 backend: str = "optuna", out: str | os.PathLike | None = None, storage: str | None = None,
-                 seed: int = 0, val_fraction: float = 0.2, device: str | None = None,
-                 ray_address: str | None = None, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0,
-                 profile_backbone: str = "mobilenetv2_100") -> None:
+    def __init__(
+        self,
+        time_budget: str | float = "10m",
+        search_space: str | os.PathLike = "default",
+        backend: str = "optuna",
+        out: str | os.PathLike | None = None,
+        storage: str | None = None,
+        seed: int = 0,
+        val_fraction: float = 0.2,
+        device: str | None = None,
+        ray_address: str | None = None,
+        cpus_per_trial: float = 1.0,
+        gpus_per_trial: float = 0.0,
+        profile_backbone: str = "mobilenetv2_100",
+    ) -> None:
         self.time_budget = time_budget
         self.search_space = search_space
         self.backend = backend
@@ -57,11 +67,20 @@ class AutoTransfer(BaseEstimator):
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise AutoTransferError("cpus_per_trial must be > 0 and gpus_per_trial >= 0.")
         return SearchSettings(
-            space=load_search_space(self.search_space), time_budget=parse_duration(self.time_budget),
-            out=Path(self.out) if self.out is not None else default_run_dir(), storage=self.storage, seed=self.seed,
-            val_fraction=self.val_fraction, device=self.device, backend=self.backend, ray_address=self.ray_address,
-            cpus_per_trial=self.cpus_per_trial, gpus_per_trial=self.gpus_per_trial, profile_backbone=self.profile_backbone,
-            start=start if start is not None else time.monotonic())
+            space=load_search_space(self.search_space),
+            time_budget=parse_duration(self.time_budget),
+            out=Path(self.out) if self.out is not None else default_run_dir(),
+            storage=self.storage,
+            seed=self.seed,
+            val_fraction=self.val_fraction,
+            device=self.device,
+            backend=self.backend,
+            ray_address=self.ray_address,
+            cpus_per_trial=self.cpus_per_trial,
+            gpus_per_trial=self.gpus_per_trial,
+            profile_backbone=self.profile_backbone,
+            start=start if start is not None else time.monotonic(),
+        )
 
     def fit(self, data: str | os.PathLike, start: float | None = None) -> Pipeline:
         """Search ``data`` (an ImageFolder, split folders or a CSV) and return the best pipeline.
@@ -75,10 +94,10 @@ class AutoTransfer(BaseEstimator):
         result.pipeline.leaderboard_, result.pipeline.profile_ = result.leaderboard, result.profile
         return result.pipeline
 
-    def predict(self, inputs) -> "object":
+    def predict(self, inputs) -> object:
         return self.pipeline_.predict(inputs)
 
-    def predict_proba(self, inputs) -> "object":
+    def predict_proba(self, inputs) -> object:
         return self.pipeline_.predict_proba(inputs)
 
     def score(self, inputs, y) -> float:

@@ -6,7 +6,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from .errors import AutoTransferError
+from autotransfer.errors import AutoTransferError
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)?", re.IGNORECASE)
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, None: 1.0}

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from .errors import AutoTransferError
+from autotransfer.errors import AutoTransferError
 
 
 def read_yaml(path: Path, kind: str) -> dict:
@@ -21,8 +21,11 @@ def read_yaml(path: Path, kind: str) -> dict:
     except OSError as error:
         raise AutoTransferError(f"Cannot read the {kind} file ({error.strerror or error}).", where=str(path)) from error
     except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise AutoTransferError(f"The {kind} file is not valid YAML: {str(error).splitlines()[0]}",
-                                where=str(path), fix="check the indentation and the line named above.") from error
+        raise AutoTransferError(
+            f"The {kind} file is not valid YAML: {str(error).splitlines()[0]}",
+            where=str(path),
+            fix="check the indentation and the line named above.",
+        ) from error
     if document is None:
         return {}
     if not isinstance(document, dict):
@@ -37,8 +40,11 @@ class ConfigChecker:
         self.source, self.kind, self.docs = source, kind, docs
 
     def fail(self, key: str, value: Any, expected: str) -> AutoTransferError:
-        return AutoTransferError(f"Bad {self.kind} key {key!r}: {value!r} ({expected}).", where=self.source,
-                                 fix=f"see {self.docs} for the format.")
+        return AutoTransferError(
+            f"Bad {self.kind} key {key!r}: {value!r} ({expected}).",
+            where=self.source,
+            fix=f"see {self.docs} for the format.",
+        )
 
     def mapping(self, key: str, value: Any, allowed: set[str]) -> dict:
         if value is None:
@@ -47,20 +53,26 @@ class ConfigChecker:
             raise self.fail(key, value, "expected a mapping")
         for sub in value:
             if sub not in allowed:
-                raise self.fail(f"{key}.{sub}" if key else sub, value[sub],
-                                f"unknown key; known: {', '.join(sorted(allowed))}")
+                raise self.fail(
+                    f"{key}.{sub}" if key else sub, value[sub], f"unknown key; known: {', '.join(sorted(allowed))}"
+                )
         return value
 
-    def choices(self, key: str, value: Any, kind: type, allowed: tuple | None = None,
-                positive: bool = False) -> tuple:
+    def choices(self, key: str, value: Any, kind: type, allowed: tuple | None = None, positive: bool = False) -> tuple:
         if not isinstance(value, list) or not value:
             raise self.fail(key, value, "expected a non-empty list")
         for item in value:
-            ok = isinstance(item, kind) and not isinstance(item, bool) if kind is not float else (
-                isinstance(item, (int, float)) and not isinstance(item, bool))
+            ok = (
+                isinstance(item, kind) and not isinstance(item, bool)
+                if kind is not float
+                else (isinstance(item, (int, float)) and not isinstance(item, bool))
+            )
             if not ok or (allowed and item not in allowed) or (positive and item <= 0):
-                want = f"one of {', '.join(map(str, allowed))}" if allowed else (
-                    f"a positive {kind.__name__}" if positive else f"a {kind.__name__}")
+                want = (
+                    f"one of {', '.join(map(str, allowed))}"
+                    if allowed
+                    else (f"a positive {kind.__name__}" if positive else f"a {kind.__name__}")
+                )
                 raise self.fail(key, item, f"each item must be {want}")
         return tuple(float(v) if kind is float else v for v in value)
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import AutoTransferError
+from autotransfer.errors import AutoTransferError
 
 
 @contextmanager
@@ -43,6 +43,9 @@ def is_disk_full(error: BaseException) -> bool:
 
 
 def disk_full_error(error: BaseException, where: Path) -> AutoTransferError:
-    return AutoTransferError(f"The disk is full: {str(error)[:200]}", where=str(where),
-                             fix="free some space (or point --out / AUTOTRANSFER_CACHE at a larger disk), then run "
-                                 "the same command again: finished trials and caches are kept.")
+    return AutoTransferError(
+        f"The disk is full: {str(error)[:200]}",
+        where=str(where),
+        fix="free some space (or point --out / AUTOTRANSFER_CACHE at a larger disk), then run "
+        "the same command again: finished trials and caches are kept.",
+    )

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from autotransfer.data import index_dataset
-from autotransfer.decode_cache import decode_all
-from autotransfer.images import ResizeRecipe
-from autotransfer.offline_datasets import build
+from autotransfer.data.decode_cache import decode_all
+from autotransfer.data.images import ResizeRecipe
+from autotransfer.data.offline_datasets import build
+from autotransfer.data.sources import index_dataset
 from autotransfer.machine import describe_machine
 
 
@@ -70,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| {'dataset':24} | images | size | first pass (s) | second pass (s) | speed-up |")
     print(f"|{'-' * 26}|--------|------|----------------|-----------------|----------|")
     for r in rows:
-        print(f"| {r['dataset']:24} | {r['images']:6} | {r['size']:4} | {r['first_s']:14.2f} | "
-              f"{r['second_s']:15.3f} | {r['first_s'] / r['second_s']:7.0f}x |")
+        print(
+            f"| {r['dataset']:24} | {r['images']:6} | {r['size']:4} | {r['first_s']:14.2f} | "
+            f"{r['second_s']:15.3f} | {r['first_s'] / r['second_s']:7.0f}x |"
+        )
     return 0
 
 

@@ -5,7 +5,7 @@
 For each dataset and regime, on the features the search probes (the head tap and the best mid-layer
 tap by kNN), every head kind fits the same C grid on train, is chosen on val and scored on held-out
 test images. With `autotransfer bench` (what `fit` reaches in its budget) it decided `probe.heads` in
-search_spaces/default.yaml (benchmarks/results/probes-cpu.md).
+autotransfer/search/spaces/default.yaml (benchmarks/results/probes-cpu.md).
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
-from autotransfer.dataset import load_dataset
-from autotransfer.features import extract_features
+from autotransfer.data.datasets import load_dataset
+from autotransfer.data.offline_datasets import build
 from autotransfer.machine import describe_machine
-from autotransfer.offline_datasets import build
-from autotransfer.probes import DEFAULT_C_GRID, fit_probe
-from autotransfer.ranking import RankingConfig, rank_backbone
+from autotransfer.models.features import extract_features
+from autotransfer.models.zoo import create_backbone
 from autotransfer.runtime import tune_allocator
-from autotransfer.zoo import create_backbone
+from autotransfer.transfer.probes import DEFAULT_C_GRID, fit_probe
+from autotransfer.transfer.ranking import RankingConfig, rank_backbone
 
 WORK = Path(os.environ.get("BENCH_WORK", tempfile.gettempdir())) / "autotransfer-bench"
 
@@ -42,12 +42,28 @@ def _rows(name: str, per_class: int, backbone_name: str, resolution: int, heads:
         test_x = np.asarray(extract_features(test_set, backbone, [tap], show_progress=False)[tap])
         train, val = train_set.indices("train"), train_set.indices("val")
         for head in heads:
-            probe = fit_probe(train_x[train], train_set.labels[train], train_x[val], train_set.labels[val],
-                              heads=(head,), c_grid=DEFAULT_C_GRID)
+            probe = fit_probe(
+                train_x[train],
+                train_set.labels[train],
+                train_x[val],
+                train_set.labels[val],
+                heads=(head,),
+                c_grid=DEFAULT_C_GRID,
+            )
             test_accuracy = float(probe.model.score(test_x, test_set.labels))
-            rows.append({"dataset": f"{name} {per_class}/class", "tap": tap, "n_train": len(train),
-                         "dims": train_x.shape[1], "head": head, "seconds": probe.seconds, "C": probe.C,
-                         "val": probe.val_accuracy, "test": test_accuracy})
+            rows.append(
+                {
+                    "dataset": f"{name} {per_class}/class",
+                    "tap": tap,
+                    "n_train": len(train),
+                    "dims": train_x.shape[1],
+                    "head": head,
+                    "seconds": probe.seconds,
+                    "C": probe.C,
+                    "val": probe.val_accuracy,
+                    "test": test_accuracy,
+                }
+            )
     return rows
 
 
@@ -61,15 +77,20 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     tune_allocator()
     print(describe_machine())
-    print(f"{args.backbone} at {args.resolution} px; C grid {list(DEFAULT_C_GRID)} per head, chosen on val "
-          "(20% of train), scored on 50 held-out test images per class; seconds = the whole grid")
+    print(
+        f"{args.backbone} at {args.resolution} px; C grid {list(DEFAULT_C_GRID)} per head, chosen on val "
+        "(20% of train), scored on 50 held-out test images per class; seconds = the whole grid"
+    )
     print("| data | tap | train x dims | head | grid seconds | C | val | test |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.datasets:
         for per_class in args.per_class:
             for r in _rows(name, per_class, args.backbone, args.resolution, args.heads):
-                print(f"| {r['dataset']} | {r['tap']} | {r['n_train']} x {r['dims']} | {r['head']} | "
-                      f"{r['seconds']:.1f} | {r['C']:g} | {r['val']:.3f} | {r['test']:.3f} |", flush=True)
+                print(
+                    f"| {r['dataset']} | {r['tap']} | {r['n_train']} x {r['dims']} | {r['head']} | "
+                    f"{r['seconds']:.1f} | {r['C']:g} | {r['val']:.3f} | {r['test']:.3f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

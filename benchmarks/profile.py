@@ -14,13 +14,13 @@ import time
 
 import numpy as np
 
-from autotransfer.dataset import load_dataset
-from autotransfer.profile import profile_dataset
-from autotransfer.runtime import tune_allocator
-from autotransfer.zoo import create_backbone
-from autotransfer.offline_datasets import build
-from benchmarks.features import WORK
+from autotransfer.data.datasets import load_dataset
+from autotransfer.data.offline_datasets import build
 from autotransfer.machine import describe_machine
+from autotransfer.models.zoo import create_backbone
+from autotransfer.runtime import tune_allocator
+from autotransfer.transfer.profile import profile_dataset
+from benchmarks.features import WORK
 
 DATASETS = ("fashion-mnist", "animal-mnist", "mnist", "digits")
 
@@ -46,19 +46,29 @@ def main(argv: list[str] | None = None) -> int:
             runs[-1].seconds = time.perf_counter() - tic
         first = runs[0]
         similarities = [r.similarity for r in runs]
-        rows.append((name, first, decode, np.mean([r.seconds for r in runs]), np.mean(similarities), np.std(similarities)))
+        rows.append(
+            (name, first, decode, np.mean([r.seconds for r in runs]), np.mean(similarities), np.std(similarities))
+        )
     print(describe_machine())
-    print(f"mobilenetv2_100 at {args.size}px, 256-image sample; time = profile with the decode cache warm "
-          f"(mean of {args.seeds} seeds); decode = first load of the folder")
-    print("| dataset | images | classes | quadrant | similarity (mean ± std over seeds) | s_bn | s_pred | kNN acc (top features) "
-          "| gray | dup. | strategy | early→late group distance | decode (s) | profile (s) |")
+    print(
+        f"mobilenetv2_100 at {args.size}px, 256-image sample; time = profile with the decode cache warm "
+        f"(mean of {args.seeds} seeds); decode = first load of the folder"
+    )
+    print(
+        "| dataset | images | classes | quadrant | similarity (mean ± std over seeds) | s_bn | s_pred "
+        "| kNN acc (top features) "
+        "| gray | dup. | strategy | early→late group distance | decode (s) | profile (s) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, p, decode, seconds, mean, std in rows:
         curve = " ".join(f"{g['distance']:.2f}" for g in p.group_distance)
-        print(f"| {name} | {p.n_images} | {p.n_classes} | {p.quadrant} | {mean:.3f} ± {std:.3f} | "
-              f"{p.similarity_parts['bn_statistics']:.2f} | {p.similarity_parts.get('imagenet_predictions', float('nan')):.2f} | "
-              f"{p.separability['knn_accuracy']:.2f} | {p.grayscale_share:.0%} | {p.exact_duplicates} | "
-              f"{p.recommended_strategy} | {curve} | {decode:.1f} | {seconds:.2f} |")
+        print(
+            f"| {name} | {p.n_images} | {p.n_classes} | {p.quadrant} | {mean:.3f} ± {std:.3f} | "
+            f"{p.similarity_parts['bn_statistics']:.2f} | "
+            f"{p.similarity_parts.get('imagenet_predictions', float('nan')):.2f} | "
+            f"{p.separability['knn_accuracy']:.2f} | {p.grayscale_share:.0%} | {p.exact_duplicates} | "
+            f"{p.recommended_strategy} | {curve} | {decode:.1f} | {seconds:.2f} |"
+        )
     return 0
 
 

@@ -23,7 +23,7 @@ def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
     monkeypatch.setenv("AUTOTRANSFER_CACHE", str(cache))
     monkeypatch.setenv("AUTOTRANSFER_OFFLINE", "1")
     monkeypatch.delenv("AUTOTRANSFER_WEIGHTS", raising=False)
-    from autotransfer.weights import hub_reachable
+    from autotransfer.models.weights import hub_reachable
 
     hub_reachable.cache_clear()
     return cache
@@ -37,8 +37,9 @@ def colour_image(seed: int, size: tuple[int, int] = (40, 30), mode: str = "RGB")
     return image if mode == "RGB" else image.convert(mode)
 
 
-def make_imagefolder(root: Path, classes: dict[str, int], size: tuple[int, int] = (40, 30), fmt: str = "png",
-                     seed: int = 0) -> Path:
+def make_imagefolder(
+    root: Path, classes: dict[str, int], size: tuple[int, int] = (40, 30), fmt: str = "png", seed: int = 0
+) -> Path:
     """``root/<class>/<i>.<fmt>`` with distinct images; each class has its own tint so it is learnable."""
     for c, (name, count) in enumerate(classes.items()):
         folder = root / name
@@ -62,8 +63,10 @@ def run_concurrently(code: str, argument: str, cache: Path, copies: int = 3) -> 
     import sys
 
     env = {**os.environ, "AUTOTRANSFER_CACHE": str(cache)}
-    procs = [subprocess.Popen([sys.executable, "-c", code, argument], stdout=subprocess.PIPE, text=True, env=env)
-             for _ in range(copies)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, argument], stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(copies)
+    ]
     outputs = {p.communicate(timeout=300)[0].strip() for p in procs}
     assert all(p.returncode == 0 for p in procs)
     return outputs
@@ -78,9 +81,15 @@ def cli():
     from types import SimpleNamespace
 
     def run(args: list[str], timeout: float = 600):
-        done = subprocess.run([sys.executable, "-c", "from autotransfer.cli import main; main()", *args],
-                              capture_output=True, text=True, env=dict(os.environ), timeout=timeout)
+        done = subprocess.run(
+            [sys.executable, "-c", "from autotransfer.cli import main; main()", *args],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ),
+            timeout=timeout,
+        )
         return SimpleNamespace(exit_code=done.returncode, stdout=done.stdout, output=done.stdout + done.stderr)
+
     return run
 
 
@@ -98,14 +107,16 @@ REFS = {"imagenet_photos": 0.5, "noise": 3.0, "entropy_imagenet_photos": 2.0, "e
 @pytest.fixture
 def fit_env(tmp_path, monkeypatch, isolated_cache):
     """Local 'pretrained' weights for test_efficientnet, its profiler references, a space and a dataset."""
-    from autotransfer.features import model_fingerprint
-    from autotransfer.zoo import create_backbone
+    from autotransfer.models.features import model_fingerprint
+    from autotransfer.models.zoo import create_backbone
 
     torch.manual_seed(0)
     weights = tmp_path / "weights"
     weights.mkdir()
     model = create_backbone("test_efficientnet", pretrained=False, keep_classifier=True).model
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights / "test_efficientnet.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, str(weights / "test_efficientnet.safetensors")
+    )
     monkeypatch.setenv("AUTOTRANSFER_WEIGHTS", str(weights))
     net = create_backbone("test_efficientnet", keep_classifier=True)
     key = hashlib.blake2b(f"v2-{model_fingerprint(net.model)}-32".encode(), digest_size=12).hexdigest()

@@ -12,9 +12,8 @@ import os
 
 import pandas as pd
 import pytest
-from PIL import Image
-
 from conftest import colour_image, make_imagefolder
+from PIL import Image
 
 MAX_PIXELS = "1500000"  # AUTOTRANSFER_MAX_IMAGE_PIXELS for the run: the 2000x2000 'bomb' exceeds it
 AS_ROOT = os.geteuid() == 0  # root reads a chmod 000 file anyway
@@ -55,13 +54,21 @@ def make_corpus(root):
     colour_image(49, (200, 200)).save(jpeg_path)
     jpeg = jpeg_path.read_bytes()
     jpeg_path.unlink()
-    skipped = {"a/zero.jpg": "empty file", "a/truncated.jpg": "corrupt or truncated",
-               "b/truncated.png": "corrupt or truncated", "b/text.jpg": "not an image",
-               "c/bomb.png": "too large", "c/broken.png": "broken symlink", "c/pipe.png": "not a regular file",
-               "c/notes.txt": "not an image file", "stray.png": "outside any class folder", "c/loop": "symlink loop"}
+    skipped = {
+        "a/zero.jpg": "empty file",
+        "a/truncated.jpg": "corrupt or truncated",
+        "b/truncated.png": "corrupt or truncated",
+        "b/text.jpg": "not an image",
+        "c/bomb.png": "too large",
+        "c/broken.png": "broken symlink",
+        "c/pipe.png": "not a regular file",
+        "c/notes.txt": "not an image file",
+        "stray.png": "outside any class folder",
+        "c/loop": "symlink loop",
+    }
     (root / "a" / "zero.jpg").write_bytes(b"")
     (root / "a" / "truncated.jpg").write_bytes(jpeg[:300])
-    (root / "b" / "truncated.png").write_bytes(png[:len(png) // 3])
+    (root / "b" / "truncated.png").write_bytes(png[: len(png) // 3])
     (root / "b" / "text.jpg").write_text("I am a text file with an image's name")
     Image.new("L", (2000, 2000)).save(root / "c" / "bomb.png")
     os.symlink(root / "nowhere.png", root / "c" / "broken.png")
@@ -112,8 +119,20 @@ def test_profile_lists_every_skipped_file_and_keeps_odd_images(corpus, cli):
 def test_fit_on_a_messy_folder_completes_and_says_what_it_skipped(corpus, cli, tmp_path):
     root, kept, skipped, env = corpus
     out = tmp_path / "run"
-    result = cli(["fit", str(root), "--search-space", str(env["space"]), "--profile-backbone", "test_efficientnet",
-                  "--time-budget", "3m", "--out", str(out)])
+    result = cli(
+        [
+            "fit",
+            str(root),
+            "--search-space",
+            str(env["space"]),
+            "--profile-backbone",
+            "test_efficientnet",
+            "--time-budget",
+            "3m",
+            "--out",
+            str(out),
+        ]
+    )
     assert result.exit_code == 0, result.output
     assert f"{len(skipped)} file(s) skipped" in result.output and "skipped.csv" in result.output
     listed = pd.read_csv(out / "skipped.csv").to_dict("records")
@@ -127,16 +146,36 @@ def test_predict_on_a_messy_folder_answers_every_file(corpus, cli, tmp_path):
 
     root, kept, skipped, env = corpus
     clean = make_imagefolder(tmp_path / "clean", {"a": 6, "b": 6, "c": 6, "d": 6})
-    AutoTransfer(time_budget="3m", search_space=env["space"], out=tmp_path / "run",
-                 profile_backbone="test_efficientnet").fit(clean)
-    result = cli(["predict", str(tmp_path / "run"), str(root), str(root / "c" / "pipe.png"),
-                  str(root / "missing.png"), "--json", "--csv", str(tmp_path / "p.csv")])
+    AutoTransfer(
+        time_budget="3m", search_space=env["space"], out=tmp_path / "run", profile_backbone="test_efficientnet"
+    ).fit(clean)
+    result = cli(
+        [
+            "predict",
+            str(tmp_path / "run"),
+            str(root),
+            str(root / "c" / "pipe.png"),
+            str(root / "missing.png"),
+            "--json",
+            "--csv",
+            str(tmp_path / "p.csv"),
+        ]
+    )
     assert result.exit_code == 0, result.output
     rows = {_relative(root, r["path"]): r for r in map(json.loads, result.stdout.splitlines())}
     for name in kept:
         assert "label" in rows[name] and rows[name]["label"] in "abcd", rows[name]
-    for name in ("a/zero.jpg", "a/truncated.jpg", "b/truncated.png", "b/text.jpg", "c/bomb.png", "c/pipe.png",
-                 "c/broken.png", "stray.png", "missing.png"):
+    for name in (
+        "a/zero.jpg",
+        "a/truncated.jpg",
+        "b/truncated.png",
+        "b/text.jpg",
+        "c/bomb.png",
+        "c/pipe.png",
+        "c/broken.png",
+        "stray.png",
+        "missing.png",
+    ):
         assert name in rows and ("error" in rows[name]) != (name == "stray.png"), (name, rows.get(name))
     assert "not a regular file" in rows["c/pipe.png"]["error"] and "too large" in rows["c/bomb.png"]["error"]
     assert "could not be read and were skipped" in result.output
@@ -144,19 +183,36 @@ def test_predict_on_a_messy_folder_answers_every_file(corpus, cli, tmp_path):
         assert len(list(csv.DictReader(handle))) == len(rows) + 1  # the FIFO was named twice: dir walk + argument
 
 
-@pytest.mark.parametrize("build, message", [
-    (lambda r: make_imagefolder(r, {"only": 4}), "at least 2 classes"),
-    (lambda r: (make_imagefolder(r, {"a": 3, "b": 3}), (r / "empty").mkdir()), "Class 'empty' has no image files"),
-    (lambda r: (make_imagefolder(r, {"a": 3, "b": 3, "c": 3}), [p.write_bytes(b"") for p in (r / "b").iterdir()]),
-     "No readable image left in class(es) ['b']"),
-])
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda r: make_imagefolder(r, {"only": 4}), "at least 2 classes"),
+        (lambda r: (make_imagefolder(r, {"a": 3, "b": 3}), (r / "empty").mkdir()), "Class 'empty' has no image files"),
+        (
+            lambda r: (
+                make_imagefolder(r, {"a": 3, "b": 3, "c": 3}),
+                [p.write_bytes(b"") for p in (r / "b").iterdir()],
+            ),
+            "No readable image left in class(es) ['b']",
+        ),
+    ],
+)
 @pytest.mark.parametrize("command", ["profile", "fit"])
 def test_unusable_folders_are_one_clear_error(tmp_path, cli, fit_env, build, message, command):
     root = tmp_path / "d"
     build(root)
-    extra = (["--backbone", "test_efficientnet", "--size", "32"] if command == "profile" else
-             ["--search-space", str(fit_env["space"]), "--profile-backbone", "test_efficientnet", "--out",
-              str(tmp_path / "run")])
+    extra = (
+        ["--backbone", "test_efficientnet", "--size", "32"]
+        if command == "profile"
+        else [
+            "--search-space",
+            str(fit_env["space"]),
+            "--profile-backbone",
+            "test_efficientnet",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     result = cli([command, str(root), *extra])
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
 

@@ -11,7 +11,7 @@ from autotransfer.bench.leaderboard import cell_frame, render_markdown, write_le
 from autotransfer.bench.runner import plan, run_suite
 from autotransfer.bench.suite import BUILTIN_CONTENDERS, load_suite
 from autotransfer.errors import AutoTransferError
-from autotransfer.zoo import create_backbone
+from autotransfer.models.zoo import create_backbone
 
 # An external tool: prints its arguments' test folder size and a fixed accuracy; counts its runs.
 TOOL = textwrap.dedent("""
@@ -41,7 +41,7 @@ def tool_suite(tmp_path, fit_env):
     log = tmp_path / "calls.log"
     text = f"""
         datasets:
-          - {{name: tiny, path: {fit_env['data']}, per_class: [4, 6], test_per_class: 3}}
+          - {{name: tiny, path: {fit_env["data"]}, per_class: [4, 6], test_per_class: 3}}
         seeds: [0, 1]
         budget: 30s
         contenders: [good, bad]
@@ -60,18 +60,21 @@ def test_builtin_suites_load_and_cover_every_contender():
     assert len(plan(small)) == 2 * 2 * 2 * len(small.contenders)
 
 
-@pytest.mark.parametrize("body, key", [
-    ("datasets: [{name: digits, per_class: [5]}]\nbogus: 1\n", "bogus"),
-    ("datasets: [{name: nope, per_class: [5]}]\n", "datasets[0].name"),
-    ("datasets: [{name: x, path: /no/such/folder, per_class: [5]}]\n", "datasets[0].path"),
-    ("datasets: [{name: digits, per_class: [0]}]\n", "datasets[0].per_class"),
-    ("datasets: [{name: digits, per_class: [5]}]\nbudget: soon\n", "budget"),
-    ("datasets: [{name: digits, per_class: [5]}]\ncontenders: [fit, magic]\n", "contenders"),
-    ("datasets: [{name: digits, per_class: [5]}]\ncommands: {fit: [echo]}\n", "commands.fit"),
-    ("datasets: [{name: digits, per_class: [5]}]\ncommands: {x: 'a \"b'}\n", "commands.x"),
-    ("datasets: [{name: digits, per_class: [5]}, {name: digits, per_class: [6]}]\n", "datasets"),
-    ("seeds: [0]\n", "datasets"),
-])
+@pytest.mark.parametrize(
+    "body, key",
+    [
+        ("datasets: [{name: digits, per_class: [5]}]\nbogus: 1\n", "bogus"),
+        ("datasets: [{name: nope, per_class: [5]}]\n", "datasets[0].name"),
+        ("datasets: [{name: x, path: /no/such/folder, per_class: [5]}]\n", "datasets[0].path"),
+        ("datasets: [{name: digits, per_class: [0]}]\n", "datasets[0].per_class"),
+        ("datasets: [{name: digits, per_class: [5]}]\nbudget: soon\n", "budget"),
+        ("datasets: [{name: digits, per_class: [5]}]\ncontenders: [fit, magic]\n", "contenders"),
+        ("datasets: [{name: digits, per_class: [5]}]\ncommands: {fit: [echo]}\n", "commands.fit"),
+        ("datasets: [{name: digits, per_class: [5]}]\ncommands: {x: 'a \"b'}\n", "commands.x"),
+        ("datasets: [{name: digits, per_class: [5]}, {name: digits, per_class: [6]}]\n", "datasets"),
+        ("seeds: [0]\n", "datasets"),
+    ],
+)
 def test_bad_suites_are_refused_naming_the_key_and_the_file(tmp_path, body, key):
     with pytest.raises(AutoTransferError) as caught:
         _suite(tmp_path, body)
@@ -96,8 +99,12 @@ def test_command_contenders_run_without_a_shell_resume_and_rerun_failures(tool_s
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(calls) == 8 and all(c["--test"].startswith(str(out)) for c in calls)
     # the test split is the same for both regimes of a seed, and differs between seeds
-    tests = {(r["per_class"], r["seed"]): sorted(p.name for p in (out / "data").glob(
-        f"tiny-{r['per_class']}-test3-s{r['seed']}/test/*/*")) for r in good}
+    tests = {
+        (r["per_class"], r["seed"]): sorted(
+            p.name for p in (out / "data").glob(f"tiny-{r['per_class']}-test3-s{r['seed']}/test/*/*")
+        )
+        for r in good
+    }
     assert tests[(4, 0)] == tests[(6, 0)] and tests[(4, 0)] != tests[(4, 1)]
     assert len(list((out / "data" / "tiny-6-test3-s0" / "train").glob("*/*"))) == 18
     run_suite(suite, out)  # finished cells are skipped, failed ones are tried again
@@ -117,11 +124,14 @@ def test_a_changed_setting_reruns_only_the_cells_it_touches(tool_suite, tmp_path
 def test_editing_the_search_space_file_makes_only_fit_cells_stale(tmp_path, fit_env):
     from autotransfer.bench.runner import CellKey, cell_settings
 
-    suite = _suite(tmp_path, f"""
-        datasets: [{{name: tiny, path: {fit_env['data']}, per_class: [4], test_per_class: 3}}]
-        search_space: {fit_env['space']}
+    suite = _suite(
+        tmp_path,
+        f"""
+        datasets: [{{name: tiny, path: {fit_env["data"]}, per_class: [4], test_per_class: 3}}]
+        search_space: {fit_env["space"]}
         contenders: [fit, codes_svm]
-    """)
+    """,
+    )
     fit, codes = CellKey("tiny", 4, 0, "fit"), CellKey("tiny", 4, 0, "codes_svm")
     before = cell_settings(suite, fit), cell_settings(suite, codes)
     fit_env["space"].write_text(fit_env["space"].read_text().replace("max_trials: 3", "max_trials: 5"))
@@ -129,12 +139,15 @@ def test_editing_the_search_space_file_makes_only_fit_cells_stale(tmp_path, fit_
 
 
 def test_a_command_without_an_answer_is_a_clear_failure(tmp_path, fit_env):
-    suite = _suite(tmp_path, f"""
-        datasets: [{{name: tiny, path: {fit_env['data']}, per_class: [4], test_per_class: 3}}]
+    suite = _suite(
+        tmp_path,
+        f"""
+        datasets: [{{name: tiny, path: {fit_env["data"]}, per_class: [4], test_per_class: 3}}]
         budget: 30s
         commands: {{quiet: ["{sys.executable}", -c, "print('no json')"], missing: [/no/such/tool]}}
         contenders: [quiet, missing]
-    """)
+    """,
+    )
     errors = {r["contender"]: r["error"] for r in run_suite(suite, tmp_path / "out")}
     assert "no JSON line with a test_accuracy" in errors["quiet"]
     assert "no such program" in errors["missing"]
@@ -142,23 +155,43 @@ def test_a_command_without_an_answer_is_a_clear_failure(tmp_path, fit_env):
 
 def _records():
     rows = []
-    for seed, accuracies in ((0, {"fit": 0.9, "codes_svm": 0.8, "grid": 0.85}), (1, {"fit": 0.7, "codes_svm": 0.8,
-                                                                                        "grid": 0.75})):
+    for seed, accuracies in (
+        (0, {"fit": 0.9, "codes_svm": 0.8, "grid": 0.85}),
+        (1, {"fit": 0.7, "codes_svm": 0.8, "grid": 0.75}),
+    ):
         for name, accuracy in accuracies.items():
             configs = [{"test_accuracy": 0.88 if seed == 0 else 0.75}] if name == "grid" else []
-            rows.append({"dataset": "d", "per_class": 10, "seed": seed, "contender": name, "title": name,
-                         "n_classes": 2, "test_accuracy": accuracy, "val_accuracy": None, "what": "w",
-                         "configs": configs, "error": None, "seconds": 10.0, "within_budget": True})
-    rows.append({**rows[1], "dataset": "e", "contender": "fit", "title": "fit", "test_accuracy": None,
-                 "error": "it broke"})
+            rows.append(
+                {
+                    "dataset": "d",
+                    "per_class": 10,
+                    "seed": seed,
+                    "contender": name,
+                    "title": name,
+                    "n_classes": 2,
+                    "test_accuracy": accuracy,
+                    "val_accuracy": None,
+                    "what": "w",
+                    "configs": configs,
+                    "error": None,
+                    "seconds": 10.0,
+                    "within_budget": True,
+                }
+            )
+    rows.append(
+        {**rows[1], "dataset": "e", "contender": "fit", "title": "fit", "test_accuracy": None, "error": "it broke"}
+    )
     return rows
 
 
 def test_leaderboard_oracle_regret_and_ranks(tmp_path):
-    suite = _suite(tmp_path, """
+    suite = _suite(
+        tmp_path,
+        """
         datasets: [{name: d, path: .., per_class: [10]}, {name: e, path: .., per_class: [10]}]
         contenders: [fit, codes_svm, grid]
-    """)
+    """,
+    )
     frame = cell_frame(_records(), suite)
     d = frame[frame["dataset"] == "d"].set_index(["seed", "contender"])
     # seed 0: oracle = best grid config 0.88 vs fixed 0.8 -> 0.88; seed 1: fixed 0.8 beats the grid's 0.75
@@ -176,13 +209,16 @@ def test_leaderboard_oracle_regret_and_ranks(tmp_path):
 
 def test_every_builtin_contender_end_to_end_on_a_tiny_model(tmp_path, fit_env):
     """fit, the fixed strategies and the grid on a random-weight timm model: cheap, but the real code."""
-    suite = _suite(tmp_path, f"""
-        datasets: [{{name: tiny, path: {fit_env['data']}, per_class: [8], test_per_class: 4}}]
+    suite = _suite(
+        tmp_path,
+        f"""
+        datasets: [{{name: tiny, path: {fit_env["data"]}, per_class: [8], test_per_class: 4}}]
         budget: 2m
-        search_space: {fit_env['space']}
+        search_space: {fit_env["space"]}
         profile_backbone: test_efficientnet
         fixed: {{backbone: test_efficientnet, resolution: 32}}
-    """)
+    """,
+    )
     records = {r["contender"]: r for r in run_suite(suite, tmp_path / "out")}
     assert set(records) == set(BUILTIN_CONTENDERS)
     for name, record in records.items():

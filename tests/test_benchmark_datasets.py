@@ -2,8 +2,8 @@
 
 import pytest
 
-from autotransfer.dataset import load_dataset
-from autotransfer.offline_datasets import build
+from autotransfer.data.datasets import load_dataset
+from autotransfer.data.offline_datasets import build
 
 
 def test_digits_builds_a_subsampled_imagefolder_once(tmp_path):

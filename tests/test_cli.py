@@ -6,22 +6,33 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import make_imagefolder
 
 
 def run_cli(*args, env_extra=None):
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-c", "from autotransfer.cli import main; main()", *args],
-                          capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", "from autotransfer.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def test_zoo_list_json_has_the_documented_keys():
     result = run_cli("zoo", "list", "--json")
     assert result.returncode == 0, result.stderr
     rows = {r["name"]: r for r in json.loads(result.stdout)}
-    for name in ("mobilenetv2_100", "tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2",
-                 "tv:alexnet", "tv:resnet18", "tv:mobilenet_v2"):
+    for name in (
+        "mobilenetv2_100",
+        "tf_efficientnet_lite0",
+        "tf_efficientnet_lite1",
+        "tf_efficientnet_lite2",
+        "tv:alexnet",
+        "tv:resnet18",
+        "tv:mobilenet_v2",
+    ):
         row = rows[name]
         assert isinstance(row["weights_available"], bool) and isinstance(row["depth_groups"], int)
         assert row["taps"][-1] == "head"
@@ -46,12 +57,15 @@ def test_inspect_json_and_cache_hit(tmp_path):
     assert "broken.jpg" in second.stderr  # the warning lists it every time
 
 
-@pytest.mark.parametrize("args,message", [
-    (["inspect", "/no/such/folder"], "The dataset path does not exist"),
-    (["zoo", "show", "no_such_net_xyz"], "Unknown backbone"),
-    (["zoo", "show", "test_resnet"], "No pretrained weights found for test_resnet"),
-    (["zoo", "fetch", "resnet50"], "not in the offline zoo"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["inspect", "/no/such/folder"], "The dataset path does not exist"),
+        (["zoo", "show", "no_such_net_xyz"], "Unknown backbone"),
+        (["zoo", "show", "test_resnet"], "No pretrained weights found for test_resnet"),
+        (["zoo", "fetch", "resnet50"], "not in the offline zoo"),
+    ],
+)
 def test_user_errors_are_one_clear_message(args, message):
     result = run_cli(*args)
     assert result.returncode == 2
@@ -72,14 +86,16 @@ def test_profile_and_rank_json(tmp_path, monkeypatch):
     import torch
     from safetensors.torch import save_file
 
-    from autotransfer.zoo import create_backbone
+    from autotransfer.models.zoo import create_backbone
 
     root = make_imagefolder(tmp_path / "d", {"a": 6, "b": 6})
     weights = tmp_path / "w"
     weights.mkdir()
     torch.manual_seed(0)
-    save_file(create_backbone("test_efficientnet", pretrained=False, keep_classifier=True).model.state_dict(),
-              str(weights / "test_efficientnet.safetensors"))
+    save_file(
+        create_backbone("test_efficientnet", pretrained=False, keep_classifier=True).model.state_dict(),
+        str(weights / "test_efficientnet.safetensors"),
+    )
     env = {"AUTOTRANSFER_WEIGHTS": str(weights)}
     result = run_cli("rank", str(root), "--backbones", "test_efficientnet", "--size", "32", "--json", env_extra=env)
     assert result.returncode == 0, result.stderr

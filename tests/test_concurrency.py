@@ -7,11 +7,11 @@ import sys
 
 import numpy as np
 import optuna
+from conftest import SPACE
 from optuna.trial import TrialState
 
 from autotransfer import Pipeline
-from autotransfer.dataset import load_dataset
-from conftest import SPACE
+from autotransfer.data.datasets import load_dataset
 
 
 def test_two_fits_sharing_cache_and_storage(fit_env, tmp_path, isolated_cache):
@@ -19,11 +19,32 @@ def test_two_fits_sharing_cache_and_storage(fit_env, tmp_path, isolated_cache):
     space.write_text(SPACE.replace("max_trials: 3", "max_trials: 4"))
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     runs = [tmp_path / "worker-a", tmp_path / "worker-b"]
-    processes = [subprocess.Popen(
-        [sys.executable, "-c", "from autotransfer.cli import main; main()", "fit", str(fit_env["data"]),
-         "--search-space", str(space), "--storage", storage, "--out", str(out), "--time-budget", "4m",
-         "--profile-backbone", "test_efficientnet"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=dict(os.environ)) for out in runs]
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from autotransfer.cli import main; main()",
+                "fit",
+                str(fit_env["data"]),
+                "--search-space",
+                str(space),
+                "--storage",
+                storage,
+                "--out",
+                str(out),
+                "--time-budget",
+                "4m",
+                "--profile-backbone",
+                "test_efficientnet",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=dict(os.environ),
+        )
+        for out in runs
+    ]
     outputs = [p.communicate(timeout=600)[0] for p in processes]
     assert all(p.returncode == 0 for p in processes), "\n".join(o[-3000:] for o in outputs)
 

@@ -5,12 +5,12 @@ import os
 
 import numpy as np
 import pytest
+from conftest import colour_image, make_imagefolder
 from PIL import Image
 
-from autotransfer.data import index_dataset, split_indices
-from autotransfer.dataset import load_dataset
+from autotransfer.data.datasets import load_dataset
+from autotransfer.data.sources import index_dataset, split_indices
 from autotransfer.errors import AutoTransferError
-from conftest import colour_image, make_imagefolder
 
 
 def test_imagefolder(imagefolder):
@@ -38,8 +38,16 @@ def test_given_val_split_is_used_as_is(tmp_path):
 
 
 def test_csv_with_relative_paths_duplicates_missing_and_unknown_columns(imagefolder, caplog):
-    rows = ["Path,label,split,notes", "cats/img_0.png,cat,,x", "cats/img_1.png,cat,test,", "dogs/img_0.png,dog,,",
-            "dogs/img_1.png,dog,,", "dogs/img_1.png,dog,,", "dogs/missing.png,dog,,", ",dog,,"]
+    rows = [
+        "Path,label,split,notes",
+        "cats/img_0.png,cat,,x",
+        "cats/img_1.png,cat,test,",
+        "dogs/img_0.png,dog,,",
+        "dogs/img_1.png,dog,,",
+        "dogs/img_1.png,dog,,",
+        "dogs/missing.png,dog,,",
+        ",dog,,",
+    ]
     csv = imagefolder / "labels.csv"
     csv.write_text("\n".join(rows) + "\n")
     with caplog.at_level(logging.WARNING):
@@ -51,11 +59,14 @@ def test_csv_with_relative_paths_duplicates_missing_and_unknown_columns(imagefol
     assert "unknown CSV column(s) ['notes']" in caplog.text
 
 
-@pytest.mark.parametrize("content,match", [
-    ("file,class\na.png,x\n", r"lacks the column\(s\) \['label', 'path'\]"),
-    ("path,label\nx.png,a\nx.png,b\n", "listed twice with different labels"),
-    ("path,label,split\nx.png,a,holdout\n", "Unknown split 'holdout'"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        ("file,class\na.png,x\n", r"lacks the column\(s\) \['label', 'path'\]"),
+        ("path,label\nx.png,a\nx.png,b\n", "listed twice with different labels"),
+        ("path,label,split\nx.png,a,holdout\n", "Unknown split 'holdout'"),
+    ],
+)
 def test_bad_csv_is_a_clear_error(tmp_path, content, match):
     Image.new("RGB", (4, 4)).save(tmp_path / "x.png")
     (tmp_path / "l.csv").write_text(content)
@@ -98,11 +109,14 @@ def test_symlink_loop_and_broken_symlink(imagefolder):
     assert "broken symlink" in reasons and any("symlink loop" in r for r in reasons)
 
 
-@pytest.mark.parametrize("setup,match", [
-    (lambda r: make_imagefolder(r, {"only": 3}), "at least 2 classes"),
-    (lambda r: r.mkdir(), "at least 2 classes"),
-    (lambda r: (make_imagefolder(r, {"a": 2, "b": 2}), (r / "empty").mkdir()), "Class 'empty' has no image files"),
-])
+@pytest.mark.parametrize(
+    "setup,match",
+    [
+        (lambda r: make_imagefolder(r, {"only": 3}), "at least 2 classes"),
+        (lambda r: r.mkdir(), "at least 2 classes"),
+        (lambda r: (make_imagefolder(r, {"a": 2, "b": 2}), (r / "empty").mkdir()), "Class 'empty' has no image files"),
+    ],
+)
 def test_unusable_folders_are_clear_errors(tmp_path, setup, match):
     setup(tmp_path / "d")
     with pytest.raises(AutoTransferError, match=match):

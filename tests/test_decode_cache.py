@@ -5,11 +5,11 @@ import shutil
 import time
 
 import numpy as np
-
-from autotransfer.data import index_dataset
-from autotransfer.decode_cache import decode_all
-from autotransfer.images import ResizeRecipe
 from conftest import colour_image, run_concurrently
+
+from autotransfer.data.decode_cache import decode_all
+from autotransfer.data.images import ResizeRecipe
+from autotransfer.data.sources import index_dataset
 
 
 def _decode(root, size=16):
@@ -62,10 +62,13 @@ def test_failed_files_are_remembered_and_have_no_row(imagefolder):
 
 
 def test_concurrent_builders_leave_one_valid_entry(imagefolder, isolated_cache):
-    code = ("import sys; from autotransfer.data import index_dataset; from autotransfer.decode_cache import decode_all;"
-            "from autotransfer.images import ResizeRecipe;"
-            "d = decode_all(index_dataset(sys.argv[1]).paths, ResizeRecipe(20), show_progress=False);"
-            "print(d.pixels.shape[0], d.pixels.sum())")
+    code = (
+        "import sys; from autotransfer.data.sources import index_dataset;"
+        "from autotransfer.data.decode_cache import decode_all;"
+        "from autotransfer.data.images import ResizeRecipe;"
+        "d = decode_all(index_dataset(sys.argv[1]).paths, ResizeRecipe(20), show_progress=False);"
+        "print(d.pixels.shape[0], d.pixels.sum())"
+    )
     outputs = run_concurrently(code, str(imagefolder), isolated_cache)
     assert len(outputs) == 1 and outputs.pop().startswith("17 ")
     entries = [p for p in (isolated_cache / "decoded").iterdir()]

@@ -15,11 +15,11 @@ import numpy as np
 import optuna
 import pytest
 import torch
+from conftest import SPACE, make_imagefolder
 
 from autotransfer import AutoTransfer, Pipeline
 from autotransfer.errors import AutoTransferError
 from autotransfer.files import is_disk_full, write_text_atomic
-from conftest import SPACE, make_imagefolder
 
 FIT = [sys.executable, "-c", "from autotransfer.cli import main; main()", "fit"]
 
@@ -40,8 +40,7 @@ def _finished(out) -> dict[tuple[str, int], float]:
 def _run_until(args, log, pattern: str, count: int, delay: float, sig: int) -> int:
     """Start `fit`, wait until its log gains ``count`` lines with ``pattern``, wait ``delay`` more, send ``sig``."""
     offset = log.stat().st_size if log.exists() else 0  # the log is appended to by every run
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               env=dict(os.environ))
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     start = time.monotonic()
     while time.monotonic() - start < 300 and process.poll() is None:
         if log.exists() and log.read_text()[offset:].count(pattern) >= count:
@@ -64,16 +63,22 @@ def test_interrupts_at_each_phase_lose_nothing_and_reach_the_same_quality(fit_en
     data = make_imagefolder(tmp_path / "more", {"a": 80, "b": 80, "c": 80})  # trials long enough to land in
     common = ["--search-space", str(space), "--time-budget", "4m", "--profile-backbone", "test_efficientnet"]
     reference = tmp_path / "reference"
-    done = subprocess.run(FIT + [str(data), "--out", str(reference), *common], capture_output=True,
-                          text=True, env=dict(os.environ))
+    done = subprocess.run(
+        FIT + [str(data), "--out", str(reference), *common], capture_output=True, text=True, env=dict(os.environ)
+    )
     assert done.returncode == 0, done.stderr
     out = fit_env["out"]
     args = FIT + [str(data), "--out", str(out), *common]
     log = out / "fit.log"
     rng = random.Random(0)  # random moments, but the same ones on every run of the test
     # during extraction and the cheap stage, during fine-tuning trials, during the refit/save
-    kills = [("profile:", 1, signal.SIGKILL), ("probe ", 1, signal.SIGINT), ("trial ", 1, signal.SIGKILL),
-             ("trial ", 2, signal.SIGINT), ("final pipeline:", 1, signal.SIGKILL)]
+    kills = [
+        ("profile:", 1, signal.SIGKILL),
+        ("probe ", 1, signal.SIGINT),
+        ("trial ", 1, signal.SIGKILL),
+        ("trial ", 2, signal.SIGINT),
+        ("final pipeline:", 1, signal.SIGKILL),
+    ]
     landed = 0
     for pattern, count, sig in kills:
         before = _finished(out)
@@ -91,7 +96,7 @@ def test_interrupts_at_each_phase_lose_nothing_and_reach_the_same_quality(fit_en
 
 
 def test_a_nan_loss_trial_is_recorded_and_skipped(fit_env, monkeypatch):
-    import autotransfer.search as search_module
+    import autotransfer.search.run as search_module
 
     real, calls = search_module.finetune, {"n": 0}
 
@@ -104,8 +109,9 @@ def test_a_nan_loss_trial_is_recorded_and_skipped(fit_env, monkeypatch):
             return real(*args, **kwargs)
 
     monkeypatch.setattr(search_module, "finetune", diverging_once)
-    estimator = AutoTransfer(time_budget="3m", search_space=fit_env["space"], out=fit_env["out"],
-                             profile_backbone="test_efficientnet")
+    estimator = AutoTransfer(
+        time_budget="3m", search_space=fit_env["space"], out=fit_env["out"], profile_backbone="test_efficientnet"
+    )
     estimator.fit(fit_env["data"])
     board = estimator.leaderboard_
     failed = board[board["status"] == "fail"]
@@ -118,11 +124,12 @@ def _no_space(*args, **kwargs):
 
 
 def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(fit_env, monkeypatch):
-    pipeline = AutoTransfer(time_budget="3m", search_space=fit_env["space"], out=fit_env["out"],
-                            profile_backbone="test_efficientnet").fit(fit_env["data"])
+    pipeline = AutoTransfer(
+        time_budget="3m", search_space=fit_env["space"], out=fit_env["out"], profile_backbone="test_efficientnet"
+    ).fit(fit_env["data"])
     folder = fit_env["out"] / "pipeline"
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    monkeypatch.setattr("autotransfer.pipeline.save_file", _no_space)
+    monkeypatch.setattr("autotransfer.deploy.pipeline.save_file", _no_space)
     with pytest.raises(AutoTransferError, match="Could not write the checkpoint") as caught:
         pipeline.save(folder)
     assert "previous files are intact" in str(caught.value)
@@ -137,24 +144,29 @@ def test_disk_full_while_caching_features_is_one_message_and_a_rerun_finishes(fi
         _no_space()
 
     with monkeypatch.context() as patch:
-        patch.setattr("autotransfer.features.np.save", full)
+        patch.setattr("autotransfer.models.features.np.save", full)
         with pytest.raises(AutoTransferError) as caught:
-            AutoTransfer(time_budget="3m", search_space=fit_env["space"], out=fit_env["out"],
-                         profile_backbone="test_efficientnet").fit(fit_env["data"])
+            AutoTransfer(
+                time_budget="3m",
+                search_space=fit_env["space"],
+                out=fit_env["out"],
+                profile_backbone="test_efficientnet",
+            ).fit(fit_env["data"])
     assert "The disk is full" in str(caught.value) and "run the same command again" in str(caught.value)
     leftovers = [p for p in (isolated_cache / "features").rglob("*") if p.is_file()]
     assert all(np.load(p).size for p in leftovers)  # no partial file was left where a reader would find it
-    AutoTransfer(time_budget="3m", search_space=fit_env["space"], out=fit_env["out"],
-                 profile_backbone="test_efficientnet").fit(fit_env["data"])
+    AutoTransfer(
+        time_budget="3m", search_space=fit_env["space"], out=fit_env["out"], profile_backbone="test_efficientnet"
+    ).fit(fit_env["data"])
 
 
 def test_disk_full_while_writing_the_decode_cache_keeps_earlier_entries(fit_env, monkeypatch, isolated_cache):
-    from autotransfer.dataset import load_dataset
+    from autotransfer.data.datasets import load_dataset
 
     first = load_dataset(fit_env["data"], image_size=32, show_progress=False)
     entries = sorted(p.name for p in (isolated_cache / "decoded").iterdir())
     with monkeypatch.context() as patch:
-        patch.setattr("autotransfer.decode_cache.np.lib.format.open_memmap", _no_space)
+        patch.setattr("autotransfer.data.decode_cache.np.lib.format.open_memmap", _no_space)
         with pytest.raises(AutoTransferError, match="The disk is full: the decode cache could not be written"):
             load_dataset(fit_env["data"], image_size=48, show_progress=False)
     assert sorted(p.name for p in (isolated_cache / "decoded").iterdir()) == entries  # no half-written entry
@@ -171,11 +183,14 @@ def test_a_small_run_file_that_cannot_be_written_leaves_the_old_one(tmp_path, mo
     assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["run.json"]
 
 
-@pytest.mark.parametrize("error, full", [
-    (OSError(errno.ENOSPC, "No space left on device"), True),
-    (OSError(errno.EDQUOT, "Disk quota exceeded"), True),
-    (RuntimeError("(sqlite3.OperationalError) database or disk is full"), True),
-    (OSError(errno.EACCES, "Permission denied"), False),
-])
+@pytest.mark.parametrize(
+    "error, full",
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), True),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), True),
+        (RuntimeError("(sqlite3.OperationalError) database or disk is full"), True),
+        (OSError(errno.EACCES, "Permission denied"), False),
+    ],
+)
 def test_disk_full_is_recognised_whichever_layer_reports_it(error, full):
     assert is_disk_full(error) is full

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 import torch
-
-from autotransfer.dataset import load_dataset
-from autotransfer.features import FeatureExtractor, extract_features, pool
-from autotransfer.runtime import bf16_supported
-from autotransfer.zoo import create_backbone
 from conftest import run_concurrently
+
+from autotransfer.data.datasets import load_dataset
+from autotransfer.models.features import FeatureExtractor, extract_features, pool
+from autotransfer.models.zoo import create_backbone
+from autotransfer.runtime import bf16_supported
 
 
 @pytest.fixture
@@ -37,7 +37,9 @@ def test_head_tap_equals_the_models_pooled_output(small):
     backbone = _backbone()
     head = extract_features(small, backbone, ["head"], bf16=False, use_cache=False, show_progress=False)["head"]
     x = torch.from_numpy(np.array(small.images)).permute(0, 3, 1, 2).float() / 255
-    x = (x - torch.tensor(backbone.preprocess.mean).view(1, 3, 1, 1)) / torch.tensor(backbone.preprocess.std).view(1, 3, 1, 1)
+    x = (x - torch.tensor(backbone.preprocess.mean).view(1, 3, 1, 1)) / torch.tensor(backbone.preprocess.std).view(
+        1, 3, 1, 1
+    )
     with torch.no_grad():
         expected = backbone.model(x).numpy()
     np.testing.assert_allclose(head, expected, rtol=1e-4, atol=1e-5)
@@ -90,11 +92,14 @@ def test_damaged_cache_file_is_recomputed(small, isolated_cache):
 
 
 def test_concurrent_writers_do_not_corrupt_the_cache(imagefolder, isolated_cache):
-    code = ("import sys, torch, numpy as np; from autotransfer.dataset import load_dataset;"
-            "from autotransfer.zoo import create_backbone; from autotransfer.features import extract_features;"
-            "torch.manual_seed(0); b = create_backbone('test_efficientnet', pretrained=False);"
-            "d = load_dataset(sys.argv[1], image_size=32, show_progress=False);"
-            "print(float(np.asarray(extract_features(d, b, bf16=False, show_progress=False)['head']).sum()))")
+    code = (
+        "import sys, torch, numpy as np; from autotransfer.data.datasets import load_dataset;"
+        "from autotransfer.models.zoo import create_backbone;"
+        "from autotransfer.models.features import extract_features;"
+        "torch.manual_seed(0); b = create_backbone('test_efficientnet', pretrained=False);"
+        "d = load_dataset(sys.argv[1], image_size=32, show_progress=False);"
+        "print(float(np.asarray(extract_features(d, b, bf16=False, show_progress=False)['head']).sum()))"
+    )
     assert len(run_concurrently(code, str(imagefolder), isolated_cache)) == 1
     assert not [f for f in isolated_cache.rglob(".*") if f.is_file()]  # no temporary file left
 

@@ -3,13 +3,19 @@
 import numpy as np
 import pytest
 import torch
-
-from autotransfer.dataset import load_dataset
-from autotransfer.errors import AutoTransferError
-from autotransfer.finetune import (FinetuneConfig, TrialPruned, TransferModel, finetune, param_groups,
-                                   prefix_units)
-from autotransfer.zoo import create_backbone
 from conftest import make_imagefolder
+
+from autotransfer.data.datasets import load_dataset
+from autotransfer.errors import AutoTransferError
+from autotransfer.models.zoo import create_backbone
+from autotransfer.transfer.finetune import (
+    FinetuneConfig,
+    TransferModel,
+    TrialPruned,
+    finetune,
+    param_groups,
+    prefix_units,
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +74,15 @@ def test_cached_prefix_equals_the_full_forward(data):
         backbone = _net()
         runs[cache] = finetune(data, backbone, _quick(freeze_groups=4, cache_prefix=cache, epochs=3))
     assert runs[True].used_cached_prefix and not runs[False].used_cached_prefix
-    np.testing.assert_allclose([h.train_loss for h in runs[True].history],
-                               [h.train_loss for h in runs[False].history], rtol=1e-4)
+    np.testing.assert_allclose(
+        [h.train_loss for h in runs[True].history], [h.train_loss for h in runs[False].history], rtol=1e-4
+    )
     assert runs[True].best_val_accuracy == runs[False].best_val_accuracy
 
 
-@pytest.mark.parametrize("name,tap", [("test_resnet", "layer2"), ("tv:alexnet", "fc6"), ("test_efficientnet", "blocks.2")])
+@pytest.mark.parametrize(
+    "name,tap", [("test_resnet", "layer2"), ("tv:alexnet", "fc6"), ("test_efficientnet", "blocks.2")]
+)
 def test_intermediate_taps_and_prefix_units(data, name, tap):
     backbone = _net(name)
     units = prefix_units(backbone, 2, tap)
@@ -107,13 +116,16 @@ def test_report_hook_prunes_and_early_stopping_fires(data):
     assert len(stopped.history) == 3  # no improvement after epoch 0: stops at epoch 0 + patience
 
 
-@pytest.mark.parametrize("error", [
-    RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
-    RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 2147483648 bytes"),
-    MemoryError(),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 2147483648 bytes"),
+        MemoryError(),
+    ],
+)
 def test_out_of_memory_halves_the_batch_and_goes_on(data, monkeypatch, error):
-    import autotransfer.finetune as ft
+    import autotransfer.transfer.finetune as ft
 
     real = ft._train_epoch
     calls = []
@@ -164,8 +176,9 @@ def test_randaugment_and_flips_train_without_the_prefix_cache(data):
 
 def test_train_all_trains_every_group(data):
     backbone = _net()
-    _, lrs = param_groups(TransferModel(backbone, "head", 3), backbone, FinetuneConfig(strategy="train_all",
-                                                                                         freeze_groups=5))
+    _, lrs = param_groups(
+        TransferModel(backbone, "head", 3), backbone, FinetuneConfig(strategy="train_all", freeze_groups=5)
+    )
     assert len(lrs) == len(backbone.depth_groups) + 1
 
 

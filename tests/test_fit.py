@@ -9,16 +9,18 @@ import time
 import optuna
 import pandas as pd
 import pytest
+from conftest import SPACE
 
 from autotransfer import AutoTransfer, Pipeline
 from autotransfer.budget import format_duration, parse_duration
 from autotransfer.errors import AutoTransferError
-from autotransfer.search_space import load_search_space
-from conftest import SPACE
+from autotransfer.search.space import load_search_space
+
 
 def _fit(env, budget="3m", **kwargs):
-    return AutoTransfer(time_budget=budget, search_space=env["space"], out=env["out"],
-                        profile_backbone="test_efficientnet", **kwargs)
+    return AutoTransfer(
+        time_budget=budget, search_space=env["space"], out=env["out"], profile_backbone="test_efficientnet", **kwargs
+    )
 
 
 def test_fit_returns_a_pipeline_and_a_complete_run_directory(fit_env):
@@ -27,8 +29,15 @@ def test_fit_returns_a_pipeline_and_a_complete_run_directory(fit_env):
     pipeline = estimator.fit(fit_env["data"])
     assert time.monotonic() - tic < 180
     out = fit_env["out"]
-    for name in ("pipeline/pipeline.json", "pipeline/model.safetensors", "leaderboard.csv", "profile.json",
-                 "report.html", "study.db", "fit.log"):
+    for name in (
+        "pipeline/pipeline.json",
+        "pipeline/model.safetensors",
+        "leaderboard.csv",
+        "profile.json",
+        "report.html",
+        "study.db",
+        "fit.log",
+    ):
         assert (out / name).is_file(), name
     board = pd.read_csv(out / "leaderboard.csv")
     assert set(board["stage"]) == {"probe", "finetune"}
@@ -53,7 +62,7 @@ def test_the_profile_prior_seeds_the_first_fine_tuning_trials(fit_env):
 
 
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(fit_env, monkeypatch):
-    import autotransfer.search as search_module
+    import autotransfer.search.run as search_module
 
     real = search_module.finetune
     calls = {"n": 0}
@@ -95,9 +104,21 @@ def test_a_different_search_in_the_same_run_directory_is_refused(fit_env):
 def test_sigkill_mid_search_then_resume_loses_no_finished_trial(fit_env, cli):
     space = fit_env["space"]
     space.write_text(SPACE.replace("max_trials: 3", "max_trials: 6").replace("epochs: 2", "epochs: 3"))
-    args = [sys.executable, "-c", "from autotransfer.cli import main; main()", "fit", str(fit_env["data"]),
-            "--search-space", str(space), "--out", str(fit_env["out"]), "--time-budget", "4m",
-            "--profile-backbone", "test_efficientnet"]
+    args = [
+        sys.executable,
+        "-c",
+        "from autotransfer.cli import main; main()",
+        "fit",
+        str(fit_env["data"]),
+        "--search-space",
+        str(space),
+        "--out",
+        str(fit_env["out"]),
+        "--time-budget",
+        "4m",
+        "--profile-backbone",
+        "test_efficientnet",
+    ]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
     storage = f"sqlite:///{fit_env['out'] / 'study.db'}"
     finished: dict[int, float] = {}
@@ -124,8 +145,20 @@ def test_sigkill_mid_search_then_resume_loses_no_finished_trial(fit_env, cli):
 
 
 def test_a_budget_too_small_names_the_minimum(fit_env, cli):
-    result = cli(["fit", str(fit_env["data"]), "--search-space", str(fit_env["space"]), "--out",
-                  str(fit_env["out"]), "--time-budget", "1s", "--profile-backbone", "test_efficientnet"])
+    result = cli(
+        [
+            "fit",
+            str(fit_env["data"]),
+            "--search-space",
+            str(fit_env["space"]),
+            "--out",
+            str(fit_env["out"]),
+            "--time-budget",
+            "1s",
+            "--profile-backbone",
+            "test_efficientnet",
+        ]
+    )
     assert result.exit_code == 2
     assert "too small" in result.output and "at least" in result.output and "Traceback" not in result.output
 
@@ -139,8 +172,9 @@ def test_ray_backend_runs_a_tiny_search_locally(fit_env):
     assert len(pipeline.predict(fit_env["data"])) == 36
 
 
-@pytest.mark.parametrize("text,seconds", [("90", 90), ("90s", 90), ("10m", 600), ("2h", 7200), ("1h30m", 5400),
-                                          (45, 45)])
+@pytest.mark.parametrize(
+    "text,seconds", [("90", 90), ("90s", 90), ("10m", 600), ("2h", 7200), ("1h30m", 5400), (45, 45)]
+)
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -158,17 +192,20 @@ def test_built_in_search_spaces_load():
         assert space.backbones and space.finetune_strategies and space.ranges["head_lr"].log
 
 
-@pytest.mark.parametrize("text,named", [
-    ("backbonez: [x]", "backbonez"),
-    ("resolutions: [64, -1]", "resolutions"),
-    ("strategies: [linear_probe, magic]", "magic"),
-    ("finetune: {epochs: 0}", "finetune.epochs"),
-    ("finetune: {head_lr: {low: 1.0, high: 0.1}}", "finetune.head_lr"),
-    ("probe: {heads: [forest]}", "forest"),
-    ("finetune: {unknown_knob: 3}", "finetune.unknown_knob"),
-    ("- just\n- a list", "mapping"),
-    ("backbones: [a\n  b: c", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text,named",
+    [
+        ("backbonez: [x]", "backbonez"),
+        ("resolutions: [64, -1]", "resolutions"),
+        ("strategies: [linear_probe, magic]", "magic"),
+        ("finetune: {epochs: 0}", "finetune.epochs"),
+        ("finetune: {head_lr: {low: 1.0, high: 0.1}}", "finetune.head_lr"),
+        ("probe: {heads: [forest]}", "forest"),
+        ("finetune: {unknown_knob: 3}", "finetune.unknown_knob"),
+        ("- just\n- a list", "mapping"),
+        ("backbones: [a\n  b: c", "not valid YAML"),
+    ],
+)
 def test_bad_search_space_files_name_the_key_and_value(tmp_path, text, named):
     path = tmp_path / "space.yaml"
     path.write_text(text)

@@ -4,10 +4,10 @@ import io
 
 import numpy as np
 import pytest
+from conftest import colour_image
 from PIL import Image
 
-from autotransfer.images import DecodedImage, ResizeRecipe, decode, decode_file
-from conftest import colour_image
+from autotransfer.data.images import DecodedImage, ResizeRecipe, decode, decode_file
 
 RECIPE = ResizeRecipe(32)
 
@@ -88,12 +88,15 @@ def test_decompression_bomb_is_refused(monkeypatch):
     assert isinstance(result, str) and "too large" in result and "AUTOTRANSFER_MAX_IMAGE_PIXELS" in result
 
 
-@pytest.mark.parametrize("data,reason", [
-    (b"", "empty file"),
-    (b"hello, I am a text file", "not an image"),
-    (_encode(colour_image(4, (200, 200)), "JPEG")[:300], "corrupt or truncated"),
-    (_encode(colour_image(5, (200, 200)), "PNG")[:200], "corrupt or truncated"),
-])
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        (b"", "empty file"),
+        (b"hello, I am a text file", "not an image"),
+        (_encode(colour_image(4, (200, 200)), "JPEG")[:300], "corrupt or truncated"),
+        (_encode(colour_image(5, (200, 200)), "PNG")[:200], "corrupt or truncated"),
+    ],
+)
 def test_bad_data_gives_a_reason_not_an_exception(data, reason):
     result = decode(data, RECIPE)
     assert isinstance(result, str) and result.startswith(reason), result

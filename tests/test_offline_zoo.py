@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from autotransfer.imagenet_check import imagenet_top1
-from autotransfer.weights import OFFLINE_ZOO
+from autotransfer.models.imagenet_check import imagenet_top1
+from autotransfer.models.weights import OFFLINE_ZOO
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def test_offline_weights_classify_real_imagenet_images(name):
 def test_random_weights_do_not_pass_the_check(tmp_path):
     from safetensors.torch import save_file
 
-    from autotransfer.zoo import create_backbone
+    from autotransfer.models.zoo import create_backbone
 
     model = create_backbone("mobilenetv2_100", pretrained=False, keep_classifier=True).model
     save_file(model.state_dict(), str(tmp_path / "random.safetensors"))
@@ -38,13 +38,18 @@ def test_random_weights_do_not_pass_the_check(tmp_path):
 def test_zoo_list_reports_the_offline_backbones_available():
     import os
 
-    from autotransfer.zoo import create_backbone
+    from autotransfer.models.zoo import create_backbone
 
     for name in OFFLINE_ZOO:
         create_backbone(name)  # fetches the weights the first time
     env = {k: v for k, v in os.environ.items() if k != "AUTOTRANSFER_CACHE"}
-    result = subprocess.run([sys.executable, "-c", "from autotransfer.cli import main; main()", "zoo", "list", "--json"],
-                            capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", "from autotransfer.cli import main; main()", "zoo", "list", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     rows = {r["name"]: r for r in json.loads(result.stdout)}
     for name in ("mobilenetv2_100", "tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"):
         assert rows[name]["weights_available"] is True

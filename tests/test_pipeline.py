@@ -9,22 +9,22 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import colour_image, make_imagefolder
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from autotransfer.dataset import load_dataset
+from autotransfer.data.datasets import load_dataset
+from autotransfer.data.images import ResizeRecipe
+from autotransfer.deploy.export import export
+from autotransfer.deploy.pipeline import Pipeline, _clear_dead_saves
 from autotransfer.errors import AutoTransferError
-from autotransfer.export import export
-from autotransfer.features import normalisation, to_input
-from autotransfer.finetune import FinetuneConfig, TransferModel, finetune
-from autotransfer.images import ResizeRecipe
-from autotransfer.pipeline import Pipeline, _clear_dead_saves
-from autotransfer.probes import as_linear
-from autotransfer.zoo import create_backbone
-from conftest import colour_image, make_imagefolder
+from autotransfer.models.features import normalisation, to_input
+from autotransfer.models.zoo import create_backbone
+from autotransfer.transfer.finetune import FinetuneConfig, TransferModel, finetune
+from autotransfer.transfer.probes import as_linear
 
 SIZE = 32
 
@@ -37,9 +37,17 @@ def trained(tmp_path_factory):
     backbone = create_backbone("test_efficientnet", pretrained=False)
     config = FinetuneConfig(strategy="finetune", epochs=2, batch_size=8, bf16=False, warmup_epochs=0, head_lr=1e-2)
     result = finetune(dataset, backbone, config)
-    pipeline = Pipeline.from_model(backbone, result.model, classes=dataset.classes, recipe=dataset.recipe,
-                                   frozen_groups=0, head_type="linear", strategy="finetune",
-                                   hyperparameters=result.config, metrics={"val_accuracy": result.best_val_accuracy})
+    pipeline = Pipeline.from_model(
+        backbone,
+        result.model,
+        classes=dataset.classes,
+        recipe=dataset.recipe,
+        frozen_groups=0,
+        head_type="linear",
+        strategy="finetune",
+        hyperparameters=result.config,
+        metrics={"val_accuracy": result.best_val_accuracy},
+    )
     folder = pipeline.save(tmp_path_factory.mktemp("ck") / "pipeline")
     return pipeline, folder, root, dataset
 
@@ -64,8 +72,9 @@ def test_checkpoint_round_trip_gives_identical_predictions(trained, tmp_path):
 def test_a_save_tidies_what_a_killed_save_left(trained, tmp_path):
     """Killed between its two renames, a save leaves the old checkpoint moved aside and its staging copy."""
     pipeline, folder, _, _ = trained
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     target = tmp_path / "pipeline"
     shutil.copytree(folder, tmp_path / f".pipeline.old-{dead}")
     (tmp_path / f".pipeline.tmp-{dead}").mkdir()
@@ -110,7 +119,7 @@ def test_a_re_hashed_checkpoint_with_a_missing_tensor_is_refused(trained, tmp_pa
 
     from safetensors.torch import load_file, save_file
 
-    from autotransfer.pipeline import _content_hash
+    from autotransfer.deploy.pipeline import _content_hash
 
     _, folder, _, _ = trained
     state = load_file(str(folder / "model.safetensors"))
@@ -131,8 +140,15 @@ def test_every_input_kind_gives_the_same_prediction(trained):
     image = Image.open(path).convert("RGB")
     array = np.array(image)
     expected = pipeline.predict_proba(path)
-    for given in (str(path), [path], image, array, array.astype(np.float32) / 255.0,
-                  torch.from_numpy(array).permute(2, 0, 1), torch.from_numpy(array[None]).permute(0, 3, 1, 2)):
+    for given in (
+        str(path),
+        [path],
+        image,
+        array,
+        array.astype(np.float32) / 255.0,
+        torch.from_numpy(array).permute(2, 0, 1),
+        torch.from_numpy(array[None]).permute(0, 3, 1, 2),
+    ):
         np.testing.assert_allclose(pipeline.predict_proba(given), expected, atol=1e-5)
     assert len(pipeline.predict(root)) == len(dataset)
     assert pipeline.score(root, [p.parent.name for p in sorted(root.rglob("*.png"))]) >= 0.0
@@ -170,8 +186,17 @@ def _alexnet_pipeline(tap: str, classes: str, size: int) -> Pipeline:
     torch.manual_seed(0)
     backbone = create_backbone("tv:alexnet", pretrained=False)
     model = TransferModel(backbone, tap, len(classes)).eval()
-    return Pipeline.from_model(backbone, model, classes=list(classes), recipe=ResizeRecipe(size), frozen_groups=0,
-                               head_type="linear", strategy="head_only", hyperparameters={}, metrics={})
+    return Pipeline.from_model(
+        backbone,
+        model,
+        classes=list(classes),
+        recipe=ResizeRecipe(size),
+        frozen_groups=0,
+        head_type="linear",
+        strategy="head_only",
+        hyperparameters={},
+        metrics={},
+    )
 
 
 def test_alexnet_fully_connected_layers_become_convolutions():
@@ -234,8 +259,19 @@ def test_cli_predict_reports_bad_files_and_goes_on(trained, tmp_path, cli):
     colour_image(1, (80, 50)).save(mixed / "wide.jpg")
     colour_image(2, (20, 90)).save(mixed / "tall.png")
     (mixed / "broken.jpg").write_bytes(b"not an image")
-    result = cli(["predict", str(folder), str(mixed), str(tmp_path / "missing.png"), "--json", "--top-k", "2",
-                  "--csv", str(tmp_path / "p.csv")])
+    result = cli(
+        [
+            "predict",
+            str(folder),
+            str(mixed),
+            str(tmp_path / "missing.png"),
+            "--json",
+            "--top-k",
+            "2",
+            "--csv",
+            str(tmp_path / "p.csv"),
+        ]
+    )
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     by_name = {line["path"].rsplit("/", 1)[-1]: line for line in lines}

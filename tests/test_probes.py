@@ -5,8 +5,15 @@ import pytest
 from scipy.stats import multivariate_normal
 
 from autotransfer.errors import AutoTransferError
-from autotransfer.probes import fit_probe, make_head
-from autotransfer.transferability import all_scores, hscore, knn_accuracy, logme, logme_evidence, rank_agreement
+from autotransfer.transfer.probes import fit_probe, make_head
+from autotransfer.transfer.transferability import (
+    all_scores,
+    hscore,
+    knn_accuracy,
+    logme,
+    logme_evidence,
+    rank_agreement,
+)
 
 
 def _blobs(n=300, d=20, classes=3, separation=3.0, seed=0, weights=None):
@@ -30,8 +37,9 @@ def test_balanced_class_weights_help_the_minority_class():
         plain = make_head(kind, 1.0).fit(x, y)
         balanced = make_head(kind, 1.0, class_weight="balanced").fit(x, y)
         minority = y_val != 0
-        assert (balanced.predict(x_val[minority]) == y_val[minority]).mean() > \
-               (plain.predict(x_val[minority]) == y_val[minority]).mean()
+        assert (balanced.predict(x_val[minority]) == y_val[minority]).mean() > (
+            plain.predict(x_val[minority]) == y_val[minority]
+        ).mean()
 
 
 @pytest.mark.parametrize("shape, dual", [((2000, 1280), True), ((1500, 96), True), ((100_000, 96), False)])

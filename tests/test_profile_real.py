@@ -4,12 +4,18 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from autotransfer.imagenet_check import imagenet_samples
-from autotransfer.images import ResizeRecipe, decode_file
-from autotransfer.profile import (_mean_distance, group_distances, measure_sample, profile_dataset,
-                                  reference_distances, similarity_of)
-from autotransfer.zoo import create_backbone
-from autotransfer.offline_datasets import build
+from autotransfer.data.images import ResizeRecipe, decode_file
+from autotransfer.data.offline_datasets import build
+from autotransfer.models.imagenet_check import imagenet_samples
+from autotransfer.models.zoo import create_backbone
+from autotransfer.transfer.profile import (
+    _mean_distance,
+    group_distances,
+    measure_sample,
+    profile_dataset,
+    reference_distances,
+    similarity_of,
+)
 
 pytestmark = pytest.mark.slow
 SIZE = 128
@@ -59,7 +65,7 @@ def _shifted(photos, kind, strength):
 
 def test_imagenet_photos_closer_than_fashion_mnist_closer_than_noise(net, photos, tmp_path):
     fashion = build("fashion-mnist", tmp_path, per_class=10)
-    from autotransfer.dataset import load_dataset
+    from autotransfer.data.datasets import load_dataset
 
     fashion_images = np.asarray(load_dataset(fashion, image_size=SIZE, show_progress=False).images)
     noise = np.random.default_rng(1).integers(0, 256, size=(40, SIZE, SIZE, 3), dtype=np.uint8)
@@ -93,8 +99,13 @@ def test_profile_command_writes_the_documented_json(tmp_path):
     folder = build("digits", tmp_path, per_class=20)
     out = tmp_path / "profile.json"
     env = {k: v for k, v in os.environ.items() if k != "AUTOTRANSFER_CACHE"}
-    result = subprocess.run([sys.executable, "-m", "autotransfer.cli", "profile", str(folder), "--out", str(out)],
-                            capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "autotransfer.cli", "profile", str(folder), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     assert "quadrant" in result.stdout and "distance to ImageNet by depth" in result.stdout
     document = json.loads(out.read_text())

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
-
-from autotransfer.dataset import load_dataset
-from autotransfer.ranking import RankingConfig, proxy_agreement, rank_backbone
-from autotransfer.zoo import create_backbone
 from conftest import make_imagefolder
+
+from autotransfer.data.datasets import load_dataset
+from autotransfer.models.zoo import create_backbone
+from autotransfer.transfer.ranking import RankingConfig, proxy_agreement, rank_backbone
 
 
 def test_every_tap_gets_scores_and_a_probe(tmp_path):
@@ -31,8 +31,12 @@ def test_probe_top_probes_only_the_taps_with_the_best_knn_score(tmp_path):
     make_imagefolder(tmp_path / "d", {"a": 10, "b": 10, "c": 10})
     ds = load_dataset(tmp_path / "d", image_size=32, show_progress=False)
     torch.manual_seed(0)
-    rows = rank_backbone(ds, create_backbone("test_efficientnet", pretrained=False),
-                         RankingConfig(c_grid=(1.0,), probe_top=2), show_progress=False)
+    rows = rank_backbone(
+        ds,
+        create_backbone("test_efficientnet", pretrained=False),
+        RankingConfig(c_grid=(1.0,), probe_top=2),
+        show_progress=False,
+    )
     probed = [r for r in rows if "probe_accuracy" in r]
     assert len(probed) == 2 and len(rows) > 2
     assert min(r["knn"] for r in probed) >= max(r["knn"] for r in rows if "probe_accuracy" not in r)
@@ -43,7 +47,7 @@ def test_test_split_is_never_used(tmp_path, monkeypatch):
     make_imagefolder(tmp_path / "d" / "test", {"a": 4, "b": 4}, seed=3)
     ds = load_dataset(tmp_path / "d", image_size=32, show_progress=False)
     seen = []
-    import autotransfer.ranking as ranking
+    import autotransfer.transfer.ranking as ranking
 
     real = ranking.all_scores
     monkeypatch.setattr(ranking, "all_scores", lambda f, y: seen.append(len(y)) or real(f, y))
@@ -55,7 +59,7 @@ def test_test_split_is_never_used(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_real_weights_beat_random_weights_by_a_clear_margin(tmp_path, monkeypatch):
     monkeypatch.delenv("AUTOTRANSFER_CACHE")
-    from autotransfer.offline_datasets import build
+    from autotransfer.data.offline_datasets import build
 
     ds = load_dataset(build("animal-mnist", tmp_path, per_class=40), image_size=64, show_progress=False)
     config = RankingConfig(c_grid=(0.1, 1.0))

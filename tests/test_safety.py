@@ -41,24 +41,35 @@ def test_no_code_loading_calls_on_user_files_in_the_package():
             where = f"{path.relative_to(PACKAGE)}:{node.lineno} {name}"
             if name == "torch.load" and keywords.get("weights_only") != "True":
                 found.append(where)
-            if name in ("pickle.load", "pickle.loads", "yaml.load", "yaml.unsafe_load", "yaml.full_load",
-                        "eval", "exec", "os.system", "marshal.loads", "dill.load", "joblib.load"):
+            if name in (
+                "pickle.load",
+                "pickle.loads",
+                "yaml.load",
+                "yaml.unsafe_load",
+                "yaml.full_load",
+                "eval",
+                "exec",
+                "os.system",
+                "marshal.loads",
+                "dill.load",
+                "joblib.load",
+            ):
                 found.append(where)
             if name in ("np.load", "numpy.load") and keywords.get("allow_pickle") == "True":
                 found.append(where)
             if name.startswith("subprocess.") and keywords.get("shell") == "True":
                 found.append(where)
         for node in ast.walk(tree):
-            if isinstance(node, ast.ClassDef) and any("Unpickler" in ast.unparse(b) for b in node.bases):
-                if path.name != "offline_datasets.py" or node.name != "_NumpyOnlyUnpickler":
-                    found.append(f"{path.name}: unpickler {node.name}")
+            unpickler = isinstance(node, ast.ClassDef) and any("Unpickler" in ast.unparse(b) for b in node.bases)
+            if unpickler and (path.name != "offline_datasets.py" or node.name != "_NumpyOnlyUnpickler"):
+                found.append(f"{path.name}: unpickler {node.name}")
     assert not found, found
 
 
 def test_the_restricted_unpickler_refuses_anything_but_numpy(tmp_path):
     import io
 
-    from autotransfer.offline_datasets import _NumpyOnlyUnpickler
+    from autotransfer.data.offline_datasets import _NumpyOnlyUnpickler
 
     marker = tmp_path / "pwned"
     with pytest.raises(pickle.UnpicklingError, match="refusing to load"):
@@ -67,7 +78,7 @@ def test_the_restricted_unpickler_refuses_anything_but_numpy(tmp_path):
 
 
 def test_a_poisoned_weights_file_is_refused_without_running_it(tmp_path):
-    from autotransfer.weights import read_state_dict
+    from autotransfer.models.weights import read_state_dict
 
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
@@ -78,22 +89,31 @@ def test_a_poisoned_weights_file_is_refused_without_running_it(tmp_path):
 
 
 def _saved_pipeline(tmp_path):
-    from autotransfer.finetune import TransferModel
-    from autotransfer.images import ResizeRecipe
-    from autotransfer.pipeline import Pipeline
-    from autotransfer.zoo import create_backbone
+    from autotransfer.data.images import ResizeRecipe
+    from autotransfer.deploy.pipeline import Pipeline
+    from autotransfer.models.zoo import create_backbone
+    from autotransfer.transfer.finetune import TransferModel
 
     backbone = create_backbone("test_efficientnet", pretrained=False)
     model = TransferModel(backbone, "head", 2)
-    pipeline = Pipeline.from_model(backbone, model, classes=["a", "b"], recipe=ResizeRecipe(32), frozen_groups=0,
-                                   head_type="linear", strategy="fixed", hyperparameters={}, metrics={})
+    pipeline = Pipeline.from_model(
+        backbone,
+        model,
+        classes=["a", "b"],
+        recipe=ResizeRecipe(32),
+        frozen_groups=0,
+        head_type="linear",
+        strategy="fixed",
+        hyperparameters={},
+        metrics={},
+    )
     return pipeline.save(tmp_path / "ckpt")
 
 
 def _rehash(folder: Path, edit) -> None:
     """Edit pipeline.json and recompute its hashes: what an attacker who rewrites the files can do."""
-    from autotransfer.pipeline import _content_hash
-    from autotransfer.wheel_assets import sha256_file
+    from autotransfer.deploy.pipeline import _content_hash
+    from autotransfer.models.wheel_assets import sha256_file
 
     spec = json.loads((folder / "pipeline.json").read_text())
     edit(spec)
@@ -102,13 +122,16 @@ def _rehash(folder: Path, edit) -> None:
     (folder / "pipeline.json").write_text(json.dumps(spec))
 
 
-@pytest.mark.parametrize("name, message", [
-    ("hf-hub:attacker/model", "only registered architecture names"),
-    ("local-dir:/tmp/attacker", "only registered architecture names"),
-    ("__import__('os').system('touch pwned')", "Unknown backbone"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("hf-hub:attacker/model", "only registered architecture names"),
+        ("local-dir:/tmp/attacker", "only registered architecture names"),
+        ("__import__('os').system('touch pwned')", "Unknown backbone"),
+    ],
+)
 def test_a_checkpoint_cannot_name_code_or_remote_files_as_its_architecture(tmp_path, name, message):
-    from autotransfer.pipeline import Pipeline
+    from autotransfer.deploy.pipeline import Pipeline
 
     folder = _saved_pipeline(tmp_path)
     _rehash(folder, lambda spec: spec["backbone"].update(name=name))
@@ -118,7 +141,7 @@ def test_a_checkpoint_cannot_name_code_or_remote_files_as_its_architecture(tmp_p
 
 
 def test_a_pickle_in_place_of_the_tensors_is_refused_without_running_it(tmp_path):
-    from autotransfer.pipeline import Pipeline
+    from autotransfer.deploy.pipeline import Pipeline
 
     marker = tmp_path / "pwned"
     folder = _saved_pipeline(tmp_path)
@@ -134,7 +157,7 @@ def test_a_pickle_in_place_of_the_tensors_is_refused_without_running_it(tmp_path
 @pytest.mark.parametrize("loader", ["search_space", "suite"])
 def test_yaml_files_cannot_construct_objects(tmp_path, loader):
     from autotransfer.bench.suite import load_suite
-    from autotransfer.search_space import load_search_space
+    from autotransfer.search.space import load_search_space
 
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.yaml"
@@ -145,9 +168,10 @@ def test_yaml_files_cannot_construct_objects(tmp_path, loader):
 
 
 def test_csv_labels_cannot_climb_out_of_the_benchmark_folder(tmp_path):
+    from conftest import make_imagefolder
+
     from autotransfer.bench.data import split_folders
     from autotransfer.bench.suite import DatasetSpec
-    from conftest import make_imagefolder
 
     root = make_imagefolder(tmp_path / "imgs", {"a": 4, "b": 4})
     rows = ["path,label"] + [f"a/img_{i}.png,../../escaped" for i in range(4)] + [f"b/img_{i}.png,.." for i in range(4)]

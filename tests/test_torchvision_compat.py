@@ -9,14 +9,12 @@ def _run(code: str) -> str:
 
 
 def test_timm_and_torchvision_import_in_a_fresh_process():
-    out = _run("import autotransfer, timm, torchvision.models;"
-               "print(type(timm.create_model('test_resnet')).__name__)")
+    out = _run("import autotransfer, timm, torchvision.models;print(type(timm.create_model('test_resnet')).__name__)")
     assert out == "ResNet"
 
 
 def test_fix_is_active_exactly_when_the_compiled_ops_cannot_load():
-    out = _run("import autotransfer._torchvision_compat as c;"
-               "print(c._library is not None, not c._extension_loads())")
+    out = _run("import autotransfer._torchvision_compat as c;print(c._library is not None, not c._extension_loads())")
     applied, needed = out.split()
     assert applied == needed
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from autotransfer import wheel_assets, weights
 from autotransfer.errors import AutoTransferError
-from autotransfer.weights import OfflineWeights, map_by_key_order, read_state_dict
-from autotransfer.wheel_assets import WheelAsset
-from autotransfer.zoo import create_backbone
+from autotransfer.models import weights, wheel_assets
+from autotransfer.models.weights import OfflineWeights, map_by_key_order, read_state_dict
+from autotransfer.models.wheel_assets import WheelAsset
+from autotransfer.models.zoo import create_backbone
 
 
 def _saved_state(path, name="test_resnet", seed=0, fmt="safetensors"):
@@ -105,7 +105,10 @@ def test_pickled_code_in_a_weights_file_is_never_run(tmp_path, capsys):
 
 def test_key_order_mapping_checks_every_shape():
     source = {"a.weight": torch.zeros(2, 3), "a.bias": torch.zeros(2)}
-    assert list(map_by_key_order(source, {"x.weight": torch.ones(2, 3), "x.bias": torch.ones(2)})) == ["x.weight", "x.bias"]
+    assert list(map_by_key_order(source, {"x.weight": torch.ones(2, 3), "x.bias": torch.ones(2)})) == [
+        "x.weight",
+        "x.bias",
+    ]
     with pytest.raises(AutoTransferError, match="does not fit"):
         map_by_key_order(source, {"x.weight": torch.ones(3, 2), "x.bias": torch.ones(2)})
     with pytest.raises(AutoTransferError, match="has 2 tensors, the model 1"):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from autotransfer.errors import AutoTransferError
-from autotransfer.zoo import classifier_prefixes, create_backbone, describe_known, known_backbones
+from autotransfer.models.zoo import classifier_prefixes, create_backbone, describe_known, known_backbones
 
 FAMILIES = ["test_resnet", "test_efficientnet", "test_vit", "test_convnext", "mobilenetv2_100"]
 
@@ -12,8 +12,10 @@ FAMILIES = ["test_resnet", "test_efficientnet", "test_vit", "test_convnext", "mo
 def _tap_outputs(backbone, size):
     outputs = {}
     modules = dict(backbone.model.named_modules())
-    hooks = [modules[t.module].register_forward_hook(lambda _m, _i, o, n=t.name: outputs.__setitem__(n, o))
-             for t in backbone.taps]
+    hooks = [
+        modules[t.module].register_forward_hook(lambda _m, _i, o, n=t.name: outputs.__setitem__(n, o))
+        for t in backbone.taps
+    ]
     with torch.no_grad():
         pooled = backbone.model(torch.randn(2, 3, size, size))
     for h in hooks:
@@ -81,8 +83,15 @@ def test_unknown_model_is_a_clear_error():
 
 def test_known_backbones_describe_quickly_without_weights():
     names = known_backbones()
-    for required in ("mobilenetv2_100", "tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2",
-                     "tv:alexnet", "tv:resnet18", "tv:mobilenet_v2"):
+    for required in (
+        "mobilenetv2_100",
+        "tf_efficientnet_lite0",
+        "tf_efficientnet_lite1",
+        "tf_efficientnet_lite2",
+        "tv:alexnet",
+        "tv:resnet18",
+        "tv:mobilenet_v2",
+    ):
         assert required in names
     row = describe_known("tv:alexnet")
     assert row["taps"][-1] == "head" and row["depth_groups"] == 7 and row["weights_available"] is False

@@ -16,16 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..budget import Deadline
-from ..data import index_dataset
-from ..dataset import Dataset, load_dataset
-from ..errors import AutoTransferError
-from ..features import extract_features
-from ..finetune import FinetuneConfig, TransferModel, finetune
-from ..pipeline import Pipeline
-from ..probes import fit_probe
-from ..zoo import Backbone, create_backbone
-from .suite import Suite
+from autotransfer.bench.suite import Suite
+from autotransfer.budget import Deadline
+from autotransfer.data.datasets import Dataset, load_dataset
+from autotransfer.data.sources import index_dataset
+from autotransfer.deploy.pipeline import Pipeline
+from autotransfer.errors import AutoTransferError
+from autotransfer.models.features import extract_features
+from autotransfer.models.zoo import Backbone, create_backbone
+from autotransfer.transfer.finetune import FinetuneConfig, TransferModel, finetune
+from autotransfer.transfer.probes import fit_probe
 
 
 @dataclass
@@ -62,25 +62,42 @@ def _scored(cell: Cell, pipeline: Pipeline, what: str) -> Outcome:
 
 def run_fit(cell: Cell) -> Outcome:
     """`autotransfer fit` on the train folder with the suite's budget and search space."""
-    from ..api import AutoTransfer
+    from autotransfer.api import AutoTransfer
 
-    pipeline = AutoTransfer(time_budget=cell.suite.budget, search_space=cell.suite.search_space,
-                            out=cell.work / "run", seed=cell.seed,
-                            profile_backbone=cell.suite.profile_backbone).fit(cell.train_dir, start=cell.deadline.start)
+    pipeline = AutoTransfer(
+        time_budget=cell.suite.budget,
+        search_space=cell.suite.search_space,
+        out=cell.work / "run",
+        seed=cell.seed,
+        profile_backbone=cell.suite.profile_backbone,
+    ).fit(cell.train_dir, start=cell.deadline.start)
     return _scored(cell, pipeline, pipeline.describe())
 
 
 def _fixed_data(cell: Cell) -> tuple[Dataset, Backbone]:
-    dataset = load_dataset(cell.train_dir, image_size=cell.suite.fixed_resolution, seed=cell.seed,
-                           show_progress=False)
+    dataset = load_dataset(cell.train_dir, image_size=cell.suite.fixed_resolution, seed=cell.seed, show_progress=False)
     return dataset, create_backbone(cell.suite.fixed_backbone)
 
 
-def _wrap(backbone: Backbone, model: TransferModel, dataset: Dataset, strategy: str, val_accuracy: float,
-          frozen_groups: int = 0) -> Pipeline:
-    return Pipeline.from_model(backbone, model.eval(), classes=dataset.classes, recipe=dataset.recipe,
-                               frozen_groups=frozen_groups, head_type="linear", strategy=strategy,
-                               hyperparameters={}, metrics={"val_accuracy": val_accuracy})
+def _wrap(
+    backbone: Backbone,
+    model: TransferModel,
+    dataset: Dataset,
+    strategy: str,
+    val_accuracy: float,
+    frozen_groups: int = 0,
+) -> Pipeline:
+    return Pipeline.from_model(
+        backbone,
+        model.eval(),
+        classes=dataset.classes,
+        recipe=dataset.recipe,
+        frozen_groups=frozen_groups,
+        head_type="linear",
+        strategy=strategy,
+        hyperparameters={},
+        metrics={"val_accuracy": val_accuracy},
+    )
 
 
 def _probe(cell: Cell, mid_layer: bool, heads: tuple[str, ...]) -> Outcome:
@@ -89,13 +106,21 @@ def _probe(cell: Cell, mid_layer: bool, heads: tuple[str, ...]) -> Outcome:
     tap = backbone.taps[len(backbone.taps) // 2 if mid_layer else -1].name
     features = extract_features(dataset, backbone, [tap], show_progress=False)[tap]
     train, val = dataset.indices("train"), dataset.indices("val")
-    probe = fit_probe(features[train], dataset.labels[train], features[val], dataset.labels[val], heads=heads,
-                      seed=cell.seed)
+    probe = fit_probe(
+        features[train], dataset.labels[train], features[val], dataset.labels[val], heads=heads, seed=cell.seed
+    )
     model = TransferModel(backbone, tap, len(dataset.classes)).set_linear_head(probe.model)
-    pipeline = _wrap(backbone, model, dataset, "mid_layer_probe" if mid_layer else "linear_probe", probe.val_accuracy,
-                     frozen_groups=len(backbone.depth_groups))
-    return _scored(cell, pipeline, f"{probe.head} (C={probe.C:g}) on `{tap}` of {backbone.name} at "
-                                   f"{cell.suite.fixed_resolution}px")
+    pipeline = _wrap(
+        backbone,
+        model,
+        dataset,
+        "mid_layer_probe" if mid_layer else "linear_probe",
+        probe.val_accuracy,
+        frozen_groups=len(backbone.depth_groups),
+    )
+    return _scored(
+        cell, pipeline, f"{probe.head} (C={probe.C:g}) on `{tap}` of {backbone.name} at {cell.suite.fixed_resolution}px"
+    )
 
 
 def _finetuned(cell: Cell, config: FinetuneConfig, label: str) -> Outcome:
@@ -103,8 +128,9 @@ def _finetuned(cell: Cell, config: FinetuneConfig, label: str) -> Outcome:
     dataset, backbone = _fixed_data(cell)
     result = finetune(dataset, backbone, replace(config, seed=cell.seed), deadline=cell.deadline)
     pipeline = _wrap(backbone, result.model, dataset, config.strategy, result.best_val_accuracy)
-    return _scored(cell, pipeline, f"{label}: {backbone.name} at {cell.suite.fixed_resolution}px, "
-                                   f"{len(result.history)} epochs")
+    return _scored(
+        cell, pipeline, f"{label}: {backbone.name} at {cell.suite.fixed_resolution}px, {len(result.history)} epochs"
+    )
 
 
 def run_grid(cell: Cell) -> Outcome:
@@ -126,14 +152,34 @@ def run_grid(cell: Cell) -> Outcome:
             features = extract_features(train, backbone, taps, show_progress=False)
             test_features = extract_features(test, backbone, taps, show_progress=False)
             for tap in taps:
-                probe = fit_probe(features[tap][rows], train.labels[rows], features[tap][val], train.labels[val],
-                                  heads=suite.grid_heads, c_grid=suite.grid_c, seed=cell.seed)
-                configs.append({"backbone": name, "resolution": resolution, "tap": tap, "head": probe.head,
-                                "C": probe.C, "val_accuracy": probe.val_accuracy,
-                                "test_accuracy": probe.model.score(test_features[tap], test_labels)})
+                probe = fit_probe(
+                    features[tap][rows],
+                    train.labels[rows],
+                    features[tap][val],
+                    train.labels[val],
+                    heads=suite.grid_heads,
+                    c_grid=suite.grid_c,
+                    seed=cell.seed,
+                )
+                configs.append(
+                    {
+                        "backbone": name,
+                        "resolution": resolution,
+                        "tap": tap,
+                        "head": probe.head,
+                        "C": probe.C,
+                        "val_accuracy": probe.val_accuracy,
+                        "test_accuracy": probe.model.score(test_features[tap], test_labels),
+                    }
+                )
     best = max(configs, key=lambda c: c["val_accuracy"])
-    return Outcome(best["test_accuracy"], f"{best['head']} (C={best['C']:g}) on `{best['tap']}` of {best['backbone']} "
-                   f"at {best['resolution']}px, best of {len(configs)} by val", best["val_accuracy"], configs)
+    return Outcome(
+        best["test_accuracy"],
+        f"{best['head']} (C={best['C']:g}) on `{best['tap']}` of {best['backbone']} "
+        f"at {best['resolution']}px, best of {len(configs)} by val",
+        best["val_accuracy"],
+        configs,
+    )
 
 
 def run_command(cell: Cell, argv: tuple[str, ...]) -> Outcome:
@@ -142,8 +188,14 @@ def run_command(cell: Cell, argv: tuple[str, ...]) -> Outcome:
     The arguments are filled in and run without a shell, so a path with spaces or quotes is one
     argument and nothing in it is interpreted.
     """
-    values = {"{python}": sys.executable, "{train}": str(cell.train_dir), "{test}": str(cell.test_dir),
-              "{budget}": f"{cell.suite.budget:.0f}", "{seed}": str(cell.seed), "{out}": str(cell.work)}
+    values = {
+        "{python}": sys.executable,
+        "{train}": str(cell.train_dir),
+        "{test}": str(cell.test_dir),
+        "{budget}": f"{cell.suite.budget:.0f}",
+        "{seed}": str(cell.seed),
+        "{out}": str(cell.work),
+    }
     args = []
     for arg in argv:
         for key, value in values.items():
@@ -155,8 +207,9 @@ def run_command(cell: Cell, argv: tuple[str, ...]) -> Outcome:
     except FileNotFoundError as error:
         raise AutoTransferError(f"Cannot run {args[0]!r}: no such program.") from error
     except subprocess.TimeoutExpired as error:
-        raise AutoTransferError(f"{args[0]} ran past the budget ({cell.suite.budget:.0f} s) and was stopped."
-                                ) from error
+        raise AutoTransferError(
+            f"{args[0]} ran past the budget ({cell.suite.budget:.0f} s) and was stopped."
+        ) from error
     (cell.work / "stdout.txt").write_text(done.stdout)
     (cell.work / "stderr.txt").write_text(done.stderr)
     if done.returncode != 0:
@@ -170,20 +223,32 @@ def run_command(cell: Cell, argv: tuple[str, ...]) -> Outcome:
         accuracy = answer.get("test_accuracy") if isinstance(answer, dict) else None
         if isinstance(accuracy, (int, float)) and 0.0 <= accuracy <= 1.0:
             return Outcome(float(accuracy), str(answer.get("what", " ".join(argv))), answer.get("val_accuracy"))
-    raise AutoTransferError(f"{' '.join(args[:3])} ... printed no JSON line with a test_accuracy in 0..1.",
-                            fix='print e.g. {"test_accuracy": 0.91} as its last line.')
+    raise AutoTransferError(
+        f"{' '.join(args[:3])} ... printed no JSON line with a test_accuracy in 0..1.",
+        fix='print e.g. {"test_accuracy": 0.91} as its last line.',
+    )
 
 
 FIXED: dict[str, tuple[str, Callable[[Cell], Outcome]]] = {
     "codes_svm": ("CNN codes + linear SVM", lambda cell: _probe(cell, False, ("svm",))),
     "codes_softmax": ("CNN codes + softmax", lambda cell: _probe(cell, False, ("softmax",))),
     "mid_layer": ("mid-layer features + linear", lambda cell: _probe(cell, True, ("softmax",))),
-    "finetune_all": ("fine-tune all, pretrained LR x0.01", lambda cell: _finetuned(
-        cell, FinetuneConfig(backbone_lr_ratio=0.01), "fine-tune all")),
-    "train_all": ("pretrained init + train all", lambda cell: _finetuned(
-        cell, FinetuneConfig(strategy="train_all", head_lr=3e-3, backbone_lr_ratio=1.0), "train all")),
-    "one_lr": ("fine-tune all, one LR (typical script)", lambda cell: _finetuned(
-        cell, FinetuneConfig(backbone_lr_ratio=1.0, head_lr=1e-3, label_smoothing=0.0, warmup_epochs=0), "one LR")),
+    "finetune_all": (
+        "fine-tune all, pretrained LR x0.01",
+        lambda cell: _finetuned(cell, FinetuneConfig(backbone_lr_ratio=0.01), "fine-tune all"),
+    ),
+    "train_all": (
+        "pretrained init + train all",
+        lambda cell: _finetuned(
+            cell, FinetuneConfig(strategy="train_all", head_lr=3e-3, backbone_lr_ratio=1.0), "train all"
+        ),
+    ),
+    "one_lr": (
+        "fine-tune all, one LR (typical script)",
+        lambda cell: _finetuned(
+            cell, FinetuneConfig(backbone_lr_ratio=1.0, head_lr=1e-3, label_smoothing=0.0, warmup_epochs=0), "one LR"
+        ),
+    ),
 }
 TITLES = {"fit": "autotransfer fit", "grid": "grid (probes, no budget)", **{k: v[0] for k, v in FIXED.items()}}
 

@@ -14,10 +14,10 @@ from urllib.parse import quote
 
 import numpy as np
 
-from ..data import index_dataset
-from ..errors import AutoTransferError
-from ..offline_datasets import build
-from .suite import DatasetSpec
+from autotransfer.bench.suite import DatasetSpec
+from autotransfer.data.offline_datasets import build
+from autotransfer.data.sources import index_dataset
+from autotransfer.errors import AutoTransferError
 
 
 def split_folders(spec: DatasetSpec, per_class: int, seed: int, root: Path) -> tuple[Path, Path]:
@@ -45,10 +45,14 @@ def _link_subset(spec: DatasetSpec, per_class: int, seed: int, root: Path) -> Pa
             shutil.rmtree(staging)
             raise AutoTransferError(
                 f"Class {name!r} of {spec.name} has {len(members)} images: fewer than test_per_class "
-                f"({spec.test_per_class}) + 2 for training.", where=str(spec.path),
-                fix="lower test_per_class in the suite, or drop the class.")
-        for split, rows in (("test", members[:spec.test_per_class]),
-                            ("train", members[spec.test_per_class:spec.test_per_class + per_class])):
+                f"({spec.test_per_class}) + 2 for training.",
+                where=str(spec.path),
+                fix="lower test_per_class in the suite, or drop the class.",
+            )
+        for split, rows in (
+            ("test", members[: spec.test_per_class]),
+            ("train", members[spec.test_per_class : spec.test_per_class + per_class]),
+        ):
             folder = staging / split / _folder_name(name)
             folder.mkdir(parents=True, exist_ok=True)
             for row in rows:

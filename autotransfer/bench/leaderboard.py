@@ -14,13 +14,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..files import write_text_atomic
-from ..report import svg
-from .contenders import FIXED
-from .suite import Suite
+from autotransfer.bench.contenders import FIXED
+from autotransfer.bench.suite import Suite
+from autotransfer.files import write_text_atomic
+from autotransfer.report.outputs import svg
 
-CSV_COLUMNS = ["dataset", "per_class", "group", "seed", "contender", "title", "test_accuracy", "val_accuracy",
-               "seconds", "within_budget", "oracle", "regret", "rank", "what", "error"]
+CSV_COLUMNS = [
+    "dataset",
+    "per_class",
+    "group",
+    "seed",
+    "contender",
+    "title",
+    "test_accuracy",
+    "val_accuracy",
+    "seconds",
+    "within_budget",
+    "oracle",
+    "regret",
+    "rank",
+    "what",
+    "error",
+]
 
 
 def cell_frame(records: list[dict], suite: Suite) -> pd.DataFrame:
@@ -48,30 +63,43 @@ def cell_frame(records: list[dict], suite: Suite) -> pd.DataFrame:
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
     """Per (group, contender): mean and std of test accuracy over seeds, wall time, regret, rank."""
     grouped = frame.groupby(["group", "title"], sort=False)
-    return pd.DataFrame({
-        "mean": grouped["test_accuracy"].mean(), "std": grouped["test_accuracy"].std(ddof=0),
-        "seeds": grouped["test_accuracy"].count(), "failed": grouped["error"].count(),
-        "seconds": grouped["seconds"].mean(), "regret": grouped["regret"].mean(), "rank": grouped["rank"].mean(),
-    }).reset_index()
+    return pd.DataFrame(
+        {
+            "mean": grouped["test_accuracy"].mean(),
+            "std": grouped["test_accuracy"].std(ddof=0),
+            "seeds": grouped["test_accuracy"].count(),
+            "failed": grouped["error"].count(),
+            "seconds": grouped["seconds"].mean(),
+            "regret": grouped["regret"].mean(),
+            "rank": grouped["rank"].mean(),
+        }
+    ).reset_index()
 
 
 def _pivot(table: pd.DataFrame, cell) -> pd.DataFrame:
     shown = table.assign(text=[cell(row) for row in table.itertuples()])
     return shown.pivot(index="title", columns="group", values="text").reindex(
-        index=list(dict.fromkeys(table["title"])), columns=list(dict.fromkeys(table["group"])))
+        index=list(dict.fromkeys(table["title"])), columns=list(dict.fromkeys(table["group"]))
+    )
 
 
 def _markdown(frame: pd.DataFrame) -> str:
     lines = ["| contender | " + " | ".join(frame.columns) + " |", "|---" * (len(frame.columns) + 1) + "|"]
-    lines += [f"| {index} | " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |"
-              for index, row in frame.iterrows()]
+    lines += [
+        f"| {index} | " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |"
+        for index, row in frame.iterrows()
+    ]
     return "\n".join(lines)
 
 
 def render_markdown(frame: pd.DataFrame, suite: Suite, machine: str) -> str:
     table = summary(frame)
-    accuracy = _pivot(table, lambda r: "failed" if r.seeds == 0 else
-                      f"{r.mean:.3f} ± {r.std:.3f}" + (f" ({r.failed} failed)" if r.failed else ""))
+    accuracy = _pivot(
+        table,
+        lambda r: (
+            "failed" if r.seeds == 0 else f"{r.mean:.3f} ± {r.std:.3f}" + (f" ({r.failed} failed)" if r.failed else "")
+        ),
+    )
     overall = table.groupby("title", sort=False).agg(rank=("rank", "mean"), regret=("regret", "mean"))
     accuracy["mean rank"] = overall["rank"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
     if overall["regret"].notna().any():
@@ -79,19 +107,40 @@ def render_markdown(frame: pd.DataFrame, suite: Suite, machine: str) -> str:
     seconds = _pivot(table, lambda r: f"{r.seconds:.0f}")
     regret = _pivot(table, lambda r: "" if pd.isna(r.regret) else f"{r.regret:+.3f}")
     seeds = ", ".join(map(str, suite.seeds))
-    parts = [f"# Benchmark suite `{suite.name}`", "", suite.description, "", f"Machine: {machine}", "",
-             f"Budget {suite.budget:.0f} s per contender and cell; seeds {seeds}; search space `{suite.search_space}`; "
-             f"fixed strategies on {suite.fixed_backbone} at {suite.fixed_resolution}px. Test accuracy on held-out "
-             "images no contender saw (mean ± std over seeds); rank 1 is best within a dataset and seed.", "",
-             "## Test accuracy", "", _markdown(accuracy), "", "## Wall time (s, mean over seeds)", "",
-             _markdown(seconds), ""]
+    parts = [
+        f"# Benchmark suite `{suite.name}`",
+        "",
+        suite.description,
+        "",
+        f"Machine: {machine}",
+        "",
+        f"Budget {suite.budget:.0f} s per contender and cell; seeds {seeds}; search space `{suite.search_space}`; "
+        f"fixed strategies on {suite.fixed_backbone} at {suite.fixed_resolution}px. Test accuracy on held-out "
+        "images no contender saw (mean ± std over seeds); rank 1 is best within a dataset and seed.",
+        "",
+        "## Test accuracy",
+        "",
+        _markdown(accuracy),
+        "",
+        "## Wall time (s, mean over seeds)",
+        "",
+        _markdown(seconds),
+        "",
+    ]
     if frame["oracle"].notna().any():
-        parts += ["## Normalised regret vs the oracle (0 = oracle, 1 = chance, < 0 beats the grid)", "",
-                  _markdown(regret), ""]
+        parts += [
+            "## Normalised regret vs the oracle (0 = oracle, 1 = chance, < 0 beats the grid)",
+            "",
+            _markdown(regret),
+            "",
+        ]
     failures = frame[frame["error"].notna()]
     if len(failures):
-        parts += ["## Failed cells", ""] + [f"- {r.group} seed {r.seed}, {r.title}: {str(r.error).splitlines()[0]}"
-                                             for r in failures.itertuples()] + [""]
+        parts += (
+            ["## Failed cells", ""]
+            + [f"- {r.group} seed {r.seed}, {r.title}: {str(r.error).splitlines()[0]}" for r in failures.itertuples()]
+            + [""]
+        )
     return "\n".join(parts)
 
 
@@ -133,14 +182,17 @@ def _plots(frame: pd.DataFrame) -> dict[str, str]:
 def render_html(frame: pd.DataFrame, suite: Suite, machine: str) -> str:
     plots = _plots(frame)
     table = frame.drop(columns=["what"]).to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}")
-    what = "".join(f"<li>{html.escape(r.group)} seed {r.seed}, {html.escape(r.title)}: {html.escape(str(r.what))}</li>"
-                   for r in frame.itertuples() if r.what)
+    what = "".join(
+        f"<li>{html.escape(r.group)} seed {r.seed}, {html.escape(r.title)}: {html.escape(str(r.what))}</li>"
+        for r in frame.itertuples()
+        if r.what
+    )
     name = html.escape(suite.name)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>autotransfer bench: {name}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1600px}} table{{border-collapse:collapse;font-size:12px}}
 td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}}</style></head><body>
 <h1>Benchmark suite {name}</h1><p>{html.escape(suite.description)}</p><p>{html.escape(machine)}</p>
-<h2>Accuracy against wall time</h2>{plots['accuracy']}<h2>Ranks</h2>{plots['rank']}
+<h2>Accuracy against wall time</h2>{plots["accuracy"]}<h2>Ranks</h2>{plots["rank"]}
 <h2>Every cell</h2>{table}<h2>What each contender chose</h2><ul>{what}</ul></body></html>"""
 
 

@@ -18,13 +18,13 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..budget import Deadline, format_duration
-from ..errors import AutoTransferError
-from ..files import write_text_atomic
-from ..search_space import load_search_space
-from .contenders import Cell, contender, title
-from .data import split_folders
-from .suite import Suite
+from autotransfer.bench.contenders import Cell, contender, title
+from autotransfer.bench.data import split_folders
+from autotransfer.bench.suite import Suite
+from autotransfer.budget import Deadline, format_duration
+from autotransfer.errors import AutoTransferError
+from autotransfer.files import write_text_atomic
+from autotransfer.search.space import load_search_space
 
 log = logging.getLogger("autotransfer.bench")
 
@@ -43,17 +43,21 @@ class CellKey:
 
 def plan(suite: Suite, only: tuple[str, ...] | None = None) -> list[CellKey]:
     names = [c for c in suite.contenders if only is None or c in only]
-    return [CellKey(d.name, n, seed, c) for d in suite.datasets for n in d.per_class for seed in suite.seeds
-            for c in names]
+    return [
+        CellKey(d.name, n, seed, c) for d in suite.datasets for n in d.per_class for seed in suite.seeds for c in names
+    ]
 
 
 def cell_settings(suite: Suite, key: CellKey) -> dict:
     """What a cell's result depends on besides its key: a change reruns it."""
     spec = next(d for d in suite.datasets if d.name == key.dataset)
-    settings = {"budget": suite.budget, "test_per_class": spec.test_per_class,
-                "path": str(spec.path) if spec.path else None}
+    settings = {
+        "budget": suite.budget,
+        "test_per_class": spec.test_per_class,
+        "path": str(spec.path) if spec.path else None,
+    }
     if key.contender == "fit":
-        # the space's content, not just its name: editing search_spaces/default.yaml reruns `fit`
+        # the space's content, not just its name: editing autotransfer/search/spaces/default.yaml reruns `fit`
         settings["search_space"] = [asdict(load_search_space(suite.search_space)), suite.profile_backbone]
     elif key.contender == "grid":
         settings["grid"] = [suite.grid_backbones, suite.grid_resolutions, suite.grid_heads, suite.grid_c]
@@ -77,22 +81,43 @@ def stored(out: Path, suite: Suite, key: CellKey) -> dict | None:
 def run_suite(suite: Suite, out: Path, only: tuple[str, ...] | None = None) -> list[dict]:
     """Run every unfinished cell of ``suite`` into ``out``; return the records of all its cells."""
     (out / "cells").mkdir(parents=True, exist_ok=True)
-    lock = open(out / "bench.lock", "w")
+    lock = open(out / "bench.lock", "w")  # noqa: SIM115  (held until the suite ends)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as error:
-        raise AutoTransferError("Another `autotransfer bench` is writing to this folder.", where=str(out),
-                                fix="wait for it, or give this one another --out.") from error
+        raise AutoTransferError(
+            "Another `autotransfer bench` is writing to this folder.",
+            where=str(out),
+            fix="wait for it, or give this one another --out.",
+        ) from error
     cells = plan(suite, only)
     todo = [key for key in cells if (record := stored(out, suite, key)) is None or record["error"] is not None]
-    log.info("suite %s: %d cells, %d finished earlier, %d to run (failed ones again; budget %s each)", suite.name,
-             len(cells), len(cells) - len(todo), len(todo), format_duration(suite.budget))
+    log.info(
+        "suite %s: %d cells, %d finished earlier, %d to run (failed ones again; budget %s each)",
+        suite.name,
+        len(cells),
+        len(cells) - len(todo),
+        len(todo),
+        format_duration(suite.budget),
+    )
     for number, key in enumerate(todo, 1):
         record = _run_cell(suite, out, key)
-        result = (f"test accuracy {record['test_accuracy']:.4f}" if record["error"] is None
-                  else f"FAILED: {record['error'].splitlines()[0]}")
-        log.info("[%d/%d] %s %d/class seed %d, %s: %s in %s", number, len(todo), key.dataset, key.per_class, key.seed,
-                 title(key.contender), result, format_duration(record["seconds"]))
+        result = (
+            f"test accuracy {record['test_accuracy']:.4f}"
+            if record["error"] is None
+            else f"FAILED: {record['error'].splitlines()[0]}"
+        )
+        log.info(
+            "[%d/%d] %s %d/class seed %d, %s: %s in %s",
+            number,
+            len(todo),
+            key.dataset,
+            key.per_class,
+            key.seed,
+            title(key.contender),
+            result,
+            format_duration(record["seconds"]),
+        )
     lock.close()
     return [record for key in cells if (record := stored(out, suite, key)) is not None]
 
@@ -103,16 +128,31 @@ def _run_cell(suite: Suite, out: Path, key: CellKey) -> dict:
     work = out / "work" / key.name
     shutil.rmtree(work, ignore_errors=True)  # a cell killed mid-way starts again from nothing
     work.mkdir(parents=True)
-    cell = Cell(suite, key.dataset, key.per_class, key.seed, train_dir, test_dir, work,
-                Deadline(suite.budget, time.monotonic()))
-    record = {"dataset": key.dataset, "per_class": key.per_class, "seed": key.seed, "contender": key.contender,
-              "title": title(key.contender), "n_classes": sum(1 for p in test_dir.iterdir() if p.is_dir()),
-              "test_accuracy": None, "val_accuracy": None, "what": "", "configs": [], "error": None,
-              "settings": cell_settings(suite, key)}
+    cell = Cell(
+        suite, key.dataset, key.per_class, key.seed, train_dir, test_dir, work, Deadline(suite.budget, time.monotonic())
+    )
+    record = {
+        "dataset": key.dataset,
+        "per_class": key.per_class,
+        "seed": key.seed,
+        "contender": key.contender,
+        "title": title(key.contender),
+        "n_classes": sum(1 for p in test_dir.iterdir() if p.is_dir()),
+        "test_accuracy": None,
+        "val_accuracy": None,
+        "what": "",
+        "configs": [],
+        "error": None,
+        "settings": cell_settings(suite, key),
+    }
     try:
         outcome = contender(key.contender, suite)(cell)
-        record.update(test_accuracy=outcome.test_accuracy, val_accuracy=outcome.val_accuracy, what=outcome.what,
-                      configs=outcome.configs)
+        record.update(
+            test_accuracy=outcome.test_accuracy,
+            val_accuracy=outcome.val_accuracy,
+            what=outcome.what,
+            configs=outcome.configs,
+        )
     except KeyboardInterrupt:
         raise
     except AutoTransferError as error:

@@ -1,4 +1,4 @@
-"""Benchmark suites: YAML files in ``benchmarks/suites/`` (or a path) read into a validated ``Suite``."""
+"""Benchmark suites: YAML files in ``autotransfer/bench/suites/`` (or a path) read into a validated ``Suite``."""
 
 from __future__ import annotations
 
@@ -8,17 +8,27 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..budget import parse_duration
-from ..config_files import ConfigChecker, read_yaml
-from ..errors import AutoTransferError
-from ..offline_datasets import LOADERS
-from ..probes import HEADS
-from ..search_space import load_search_space
+from autotransfer.budget import parse_duration
+from autotransfer.config_files import ConfigChecker, read_yaml
+from autotransfer.data.offline_datasets import LOADERS
+from autotransfer.errors import AutoTransferError
+from autotransfer.search.space import load_search_space
+from autotransfer.transfer.probes import HEADS
 
-SUITES_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
 BUILTIN_CONTENDERS = ("fit", "codes_svm", "codes_softmax", "mid_layer", "finetune_all", "train_all", "one_lr", "grid")
-_TOP_KEYS = {"description", "datasets", "seeds", "budget", "search_space", "profile_backbone", "fixed", "grid",
-             "contenders", "commands"}
+_TOP_KEYS = {
+    "description",
+    "datasets",
+    "seeds",
+    "budget",
+    "search_space",
+    "profile_backbone",
+    "fixed",
+    "grid",
+    "contenders",
+    "commands",
+}
 _DATASET_KEYS = {"name", "path", "per_class", "test_per_class"}
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")  # names become file names inside the results folder
 
@@ -58,15 +68,17 @@ def available_suites() -> list[str]:
 
 
 def load_suite(name_or_path: str | os.PathLike) -> Suite:
-    """A suite of ``benchmarks/suites`` by name, or a YAML file of one's own."""
+    """A suite of ``autotransfer/bench/suites`` by name, or a YAML file of one's own."""
     path = Path(name_or_path)
     if not path.suffix and (SUITES_DIR / f"{path}.yaml").is_file():
         path = SUITES_DIR / f"{path}.yaml"
     if not path.is_file():
-        raise AutoTransferError(f"No benchmark suite {str(name_or_path)!r}.",
-                                fix=f"use one of {', '.join(available_suites())}, or the path of a YAML file.")
+        raise AutoTransferError(
+            f"No benchmark suite {str(name_or_path)!r}.",
+            fix=f"use one of {', '.join(available_suites())}, or the path of a YAML file.",
+        )
     given = read_yaml(path, "suite")
-    check = ConfigChecker(str(path), "suite", "docs/bench.md and benchmarks/suites/smoke.yaml")
+    check = ConfigChecker(str(path), "suite", "docs/bench.md and autotransfer/bench/suites/smoke.yaml")
     check.mapping("", given, _TOP_KEYS)
     if "datasets" not in given:
         raise check.fail("datasets", None, "a suite needs at least one dataset")
@@ -87,17 +99,24 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
     except AutoTransferError as error:
         raise check.fail("budget", given.get("budget"), error.what) from error
     return Suite(
-        name=path.stem, description=str(given.get("description", "")).strip(), datasets=datasets,
-        seeds=check.choices("seeds", given.get("seeds", [0]), int), budget=budget, search_space=space_name,
+        name=path.stem,
+        description=str(given.get("description", "")).strip(),
+        datasets=datasets,
+        seeds=check.choices("seeds", given.get("seeds", [0]), int),
+        budget=budget,
+        search_space=space_name,
         profile_backbone=check.text("profile_backbone", given.get("profile_backbone", "mobilenetv2_100")),
         fixed_backbone=check.text("fixed.backbone", fixed.get("backbone", space.backbones[0])),
         fixed_resolution=check.integer("fixed.resolution", fixed.get("resolution", space.resolutions[0]), 16, 1024),
         grid_backbones=check.choices("grid.backbones", grid.get("backbones", list(space.backbones)), str),
-        grid_resolutions=check.choices("grid.resolutions", grid.get("resolutions", list(space.resolutions)), int,
-                                       positive=True),
+        grid_resolutions=check.choices(
+            "grid.resolutions", grid.get("resolutions", list(space.resolutions)), int, positive=True
+        ),
         grid_heads=check.choices("grid.heads", grid.get("heads", list(space.probe_heads)), str, HEADS),
         grid_c=check.choices("grid.c_grid", grid.get("c_grid", list(space.c_grid)), float, positive=True),
-        contenders=tuple(dict.fromkeys(contenders)), commands=commands, source=path.resolve(),
+        contenders=tuple(dict.fromkeys(contenders)),
+        commands=commands,
+        source=path.resolve(),
     )
 
 
@@ -113,12 +132,17 @@ def _dataset(check: ConfigChecker, key: str, entry, folder: Path) -> DatasetSpec
         if not path.exists():
             raise check.fail(f"{key}.path", str(path), "no such folder or file")
     elif name not in LOADERS:
-        raise check.fail(f"{key}.name", name, f"not a built-in dataset ({', '.join(sorted(LOADERS))}); "
-                         "give a path: for a folder of your own")
-    return DatasetSpec(name=name, path=path,
-                       per_class=check.choices(f"{key}.per_class", entry.get("per_class"), int, positive=True),
-                       test_per_class=check.integer(f"{key}.test_per_class", entry.get("test_per_class", 50), 1,
-                                                    1_000_000))
+        raise check.fail(
+            f"{key}.name",
+            name,
+            f"not a built-in dataset ({', '.join(sorted(LOADERS))}); give a path: for a folder of your own",
+        )
+    return DatasetSpec(
+        name=name,
+        path=path,
+        per_class=check.choices(f"{key}.per_class", entry.get("per_class"), int, positive=True),
+        test_per_class=check.integer(f"{key}.test_per_class", entry.get("test_per_class", 50), 1, 1_000_000),
+    )
 
 
 def _commands(check: ConfigChecker, given: dict) -> dict[str, tuple[str, ...]]:

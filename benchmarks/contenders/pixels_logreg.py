@@ -41,12 +41,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     x_train, y_train = read_folder(args.train)
     x_test, y_test = read_folder(args.test)
-    model = GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, random_state=args.seed)),
-                         {"logisticregression__C": [0.01, 0.1, 1.0]}, cv=3)
+    model = GridSearchCV(
+        make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, random_state=args.seed)),
+        {"logisticregression__C": [0.01, 0.1, 1.0]},
+        cv=3,
+    )
     model.fit(x_train, y_train)
-    print(json.dumps({"test_accuracy": float(model.score(x_test, y_test)),
-                      "what": f"logistic regression on {SIZE}x{SIZE} grey pixels, "
-                              f"C={model.best_params_['logisticregression__C']:g}"}))
+    print(
+        json.dumps(
+            {
+                "test_accuracy": float(model.score(x_test, y_test)),
+                "what": f"logistic regression on {SIZE}x{SIZE} grey pixels, "
+                f"C={model.best_params_['logisticregression__C']:g}",
+            }
+        )
+    )
     return 0
 
 

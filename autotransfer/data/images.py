@@ -17,14 +17,18 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .settings import MAX_PIXELS_ENV
+from autotransfer.settings import MAX_PIXELS_ENV
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"})
 _DEFAULT_MAX_PIXELS = 89_478_485  # PIL's own guard (about 9.5k x 9.5k): larger files are skipped
 
-_RESAMPLING = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
-               "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS,
-               "box": Image.Resampling.BOX}
+_RESAMPLING = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+}
 
 
 @dataclass(frozen=True)

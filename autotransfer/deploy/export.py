@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import AutoTransferError
-from .files import replacing
-from .pipeline import Pipeline
+from autotransfer.deploy.pipeline import Pipeline
+from autotransfer.errors import AutoTransferError
+from autotransfer.files import replacing
 
 FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 18  # the first opset whose Resize supports antialiasing
@@ -34,11 +34,21 @@ def _export_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path) -> Non
     """torch.export-based ONNX export: it handles the antialiased resize and symbolic image sizes."""
     from torch.export import Dim
 
-    shapes = {"images": {0: Dim("batch", max=4096), 2: Dim("height", min=16, max=8192),
-                         3: Dim("width", min=16, max=8192)}}
+    shapes = {
+        "images": {0: Dim("batch", max=4096), 2: Dim("height", min=16, max=8192), 3: Dim("width", min=16, max=8192)}
+    }
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
-        torch.onnx.export(net, (example,), str(path), input_names=["images"], output_names=["logits"],
-                          dynamic_shapes=shapes, opset_version=ONNX_OPSET, dynamo=True, external_data=False)
+        torch.onnx.export(
+            net,
+            (example,),
+            str(path),
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes=shapes,
+            opset_version=ONNX_OPSET,
+            dynamo=True,
+            external_data=False,
+        )
 
 
 def export(pipeline: Pipeline, fmt: str, out: str | os.PathLike) -> Path:
@@ -58,8 +68,13 @@ def export(pipeline: Pipeline, fmt: str, out: str | os.PathLike) -> Path:
             traced.save(str(partial))
         else:
             _export_onnx(net, example, partial)
-    meta = {"format": fmt, "input": "uint8 images, N x 3 x H x W (RGB, 0..255)", "output": "logits, N x classes",
-            "classes": pipeline.spec["classes"], "preprocess": pipeline.spec["preprocess"],
-            "pipeline_hash": pipeline.spec.get("content_hash")}
+    meta = {
+        "format": fmt,
+        "input": "uint8 images, N x 3 x H x W (RGB, 0..255)",
+        "output": "logits, N x classes",
+        "classes": pipeline.spec["classes"],
+        "preprocess": pipeline.spec["preprocess"],
+        "pipeline_hash": pipeline.spec.get("content_hash"),
+    }
     out.with_name(out.name + ".json").write_text(json.dumps(meta, indent=2))
     return out

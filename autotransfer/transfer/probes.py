@@ -19,8 +19,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from .errors import AutoTransferError
-from .runtime import default_device
+from autotransfer.errors import AutoTransferError
+from autotransfer.runtime import default_device
 
 HEADS = ("softmax", "svm", "torch")
 DEFAULT_C_GRID = (0.01, 0.1, 1.0, 10.0)
@@ -35,7 +35,7 @@ class TorchLinearHead:
     max_iter: int = 200
     device: torch.device = field(default_factory=default_device)
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> "TorchLinearHead":
+    def fit(self, x: np.ndarray, y: np.ndarray) -> TorchLinearHead:
         self.classes_ = np.unique(y)
         self.mean_, self.scale_ = x.mean(0), x.std(0) + 1e-6
         inputs = torch.as_tensor((x - self.mean_) / self.scale_, dtype=torch.float32, device=self.device)
@@ -43,7 +43,9 @@ class TorchLinearHead:
         weight = None
         if self.class_weight == "balanced":
             counts = np.bincount(targets.cpu().numpy(), minlength=len(self.classes_))
-            weight = torch.as_tensor(len(y) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32, device=self.device)
+            weight = torch.as_tensor(
+                len(y) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32, device=self.device
+            )
         self.linear_ = torch.nn.Linear(x.shape[1], len(self.classes_)).to(self.device)
         optimizer = torch.optim.LBFGS(self.linear_.parameters(), max_iter=self.max_iter, line_search_fn="strong_wolfe")
         penalty = 1.0 / (self.C * len(y))
@@ -70,8 +72,9 @@ class TorchLinearHead:
         return float((self.predict(x) == y).mean())
 
 
-def make_head(kind: str, C: float, class_weight: str | None = None, seed: int = 0,
-              shape: tuple[int, int] | None = None):
+def make_head(
+    kind: str, C: float, class_weight: str | None = None, seed: int = 0, shape: tuple[int, int] | None = None
+):
     """A fresh, unfitted head of ``kind`` with inverse regularisation strength ``C``.
 
     ``shape`` is (samples, features) of the data it will be fit on: it picks the SVM's solver.
@@ -81,12 +84,14 @@ def make_head(kind: str, C: float, class_weight: str | None = None, seed: int = 
     vs 33 s for a 4-value C grid, same accuracy) and no faster at 21 (benchmarks/probes.py).
     """
     if kind == "softmax":
-        return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=300, class_weight=class_weight,
-                                                                  random_state=seed))
+        return make_pipeline(
+            StandardScaler(), LogisticRegression(C=C, max_iter=300, class_weight=class_weight, random_state=seed)
+        )
     if kind == "svm":
         dual = "auto" if shape is None else bool(shape[0] <= 20 * shape[1])
-        return make_pipeline(StandardScaler(), LinearSVC(C=C, class_weight=class_weight, random_state=seed,
-                                                         dual=dual, max_iter=300))
+        return make_pipeline(
+            StandardScaler(), LinearSVC(C=C, class_weight=class_weight, random_state=seed, dual=dual, max_iter=300)
+        )
     if kind == "torch":
         return TorchLinearHead(C=C, class_weight=class_weight)
     raise AutoTransferError(f"Unknown head type {kind!r}.", fix=f"use one of {', '.join(HEADS)}.")
@@ -104,15 +109,25 @@ class ProbeResult:
     tried: list[dict]
 
 
-def fit_probe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, *,
-              heads: tuple[str, ...] = ("softmax", "svm"), c_grid: tuple[float, ...] = DEFAULT_C_GRID,
-              class_weight: str | None = None, seed: int = 0) -> ProbeResult:
+def fit_probe(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    heads: tuple[str, ...] = ("softmax", "svm"),
+    c_grid: tuple[float, ...] = DEFAULT_C_GRID,
+    class_weight: str | None = None,
+    seed: int = 0,
+) -> ProbeResult:
     """Fit every (head, C) on train, keep the best validation accuracy (ties: the simpler, smaller C)."""
     if len(np.unique(y_train)) < 2:
         raise AutoTransferError("A linear probe needs at least 2 classes in the training split.")
     if len(y_val) == 0:
-        raise AutoTransferError("The validation split is empty: there is nothing to choose the head on.",
-                                fix="use more images per class, or a larger val_fraction.")
+        raise AutoTransferError(
+            "The validation split is empty: there is nothing to choose the head on.",
+            fix="use more images per class, or a larger val_fraction.",
+        )
     start = time.perf_counter()
     best: tuple[float, str, float, object] | None = None
     tried = []

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .dataset import Dataset
-from .features import extract_features
-from .probes import fit_probe
-from .transferability import SCORES, all_scores, rank_agreement
-from .zoo import Backbone, create_backbone
+from autotransfer.data.datasets import Dataset
+from autotransfer.models.features import extract_features
+from autotransfer.models.zoo import Backbone, create_backbone
+from autotransfer.transfer.probes import fit_probe
+from autotransfer.transfer.transferability import SCORES, all_scores, rank_agreement
 
 log = logging.getLogger(__name__)
 
@@ -49,36 +49,61 @@ def _score_rows(train: np.ndarray, cap: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(train, size=cap, replace=False))
 
 
-def rank_backbone(dataset: Dataset, backbone: Backbone, config: RankingConfig = RankingConfig(),
-                  show_progress: bool = True) -> list[dict]:
+def rank_backbone(
+    dataset: Dataset, backbone: Backbone, config: RankingConfig = RankingConfig(), show_progress: bool = True
+) -> list[dict]:
     """One row per tap of ``backbone``: zero-cost scores, probe accuracy, and what each cost."""
     start = time.perf_counter()
-    features = extract_features(dataset, backbone, pooling=config.pooling, batch_size=config.batch_size,
-                                bf16=config.bf16, show_progress=show_progress)
+    features = extract_features(
+        dataset,
+        backbone,
+        pooling=config.pooling,
+        batch_size=config.batch_size,
+        bf16=config.bf16,
+        show_progress=show_progress,
+    )
     extract_seconds = time.perf_counter() - start
     train, val = dataset.indices("train"), dataset.indices("val")
     scored = _score_rows(train, config.max_score_samples, config.seed)
     rows = []
     for tap in backbone.taps:
-        row = {"backbone": backbone.name, "tap": tap.name, "channels": tap.channels,
-               "extract_seconds": extract_seconds / len(backbone.taps)}
+        row = {
+            "backbone": backbone.name,
+            "tap": tap.name,
+            "channels": tap.channels,
+            "extract_seconds": extract_seconds / len(backbone.taps),
+        }
         tic = time.perf_counter()
         row.update(all_scores(np.asarray(features[tap.name])[scored], dataset.labels[scored]))
         row["score_seconds"] = time.perf_counter() - tic
         rows.append(row)
     if config.probe:
         by_knn = sorted(rows, key=lambda r: -r["knn"])
-        for row in by_knn[:config.probe_top or len(rows)]:
+        for row in by_knn[: config.probe_top or len(rows)]:
             values = np.asarray(features[row["tap"]])
-            probe = fit_probe(values[train], dataset.labels[train], values[val], dataset.labels[val],
-                              heads=config.heads, c_grid=config.c_grid, seed=config.seed)
-            row.update({"probe_accuracy": probe.val_accuracy, "probe_head": probe.head, "probe_C": probe.C,
-                        "probe_seconds": probe.seconds})
+            probe = fit_probe(
+                values[train],
+                dataset.labels[train],
+                values[val],
+                dataset.labels[val],
+                heads=config.heads,
+                c_grid=config.c_grid,
+                seed=config.seed,
+            )
+            row.update(
+                {
+                    "probe_accuracy": probe.val_accuracy,
+                    "probe_head": probe.head,
+                    "probe_C": probe.C,
+                    "probe_seconds": probe.seconds,
+                }
+            )
     return rows
 
 
-def rank_candidates(dataset: Dataset, backbones: list[str], config: RankingConfig = RankingConfig(),
-                    show_progress: bool = True) -> pd.DataFrame:
+def rank_candidates(
+    dataset: Dataset, backbones: list[str], config: RankingConfig = RankingConfig(), show_progress: bool = True
+) -> pd.DataFrame:
     """The leaderboard of the cheap stage over every tap of every backbone, best LogME first."""
     rows = []
     for name in backbones:

@@ -23,14 +23,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .errors import AutoTransferError
-from .finetune import TransferModel
-from .fully_conv import ConvClassifier, conv_trunk
-from .images import ResizeRecipe
-from .predict_inputs import load_inputs, to_pixels
-from .runtime import default_device
-from .wheel_assets import sha256_file
-from .zoo import Backbone, create_backbone
+from autotransfer.data.images import ResizeRecipe
+from autotransfer.deploy.predict_inputs import load_inputs, to_pixels
+from autotransfer.errors import AutoTransferError
+from autotransfer.models.fully_conv import ConvClassifier, conv_trunk
+from autotransfer.models.wheel_assets import sha256_file
+from autotransfer.models.zoo import Backbone, create_backbone
+from autotransfer.runtime import default_device
+from autotransfer.transfer.finetune import TransferModel
 
 FORMAT = "autotransfer-pipeline"
 FORMAT_VERSION = 1
@@ -40,7 +40,7 @@ SPEC_FILE, TENSORS_FILE = "pipeline.json", "model.safetensors"
 def _versions() -> dict[str, str]:
     import timm
 
-    from . import __version__
+    from autotransfer import __version__
 
     return {"autotransfer": __version__, "torch": torch.__version__, "timm": timm.__version__}
 
@@ -57,8 +57,11 @@ def checkpoint_dir(path: str | os.PathLike) -> Path:
     for candidate in (path, path / "pipeline"):
         if (candidate / SPEC_FILE).is_file():
             return candidate
-    raise AutoTransferError(f"No pipeline checkpoint at {path} ({SPEC_FILE} not found there or in pipeline/).",
-                            where=str(path), fix="pass a run directory of `autotransfer fit` or a checkpoint directory.")
+    raise AutoTransferError(
+        f"No pipeline checkpoint at {path} ({SPEC_FILE} not found there or in pipeline/).",
+        where=str(path),
+        fix="pass a run directory of `autotransfer fit` or a checkpoint directory.",
+    )
 
 
 @dataclass
@@ -106,22 +109,49 @@ class Pipeline:
 
     # ------------------------------------------------------------------ building and saving
     @classmethod
-    def from_model(cls, backbone: Backbone, model: TransferModel, *, classes: list[str], recipe: ResizeRecipe,
-                   frozen_groups: int, head_type: str, strategy: str, hyperparameters: dict,
-                   metrics: dict, summary: str = "") -> "Pipeline":
+    def from_model(
+        cls,
+        backbone: Backbone,
+        model: TransferModel,
+        *,
+        classes: list[str],
+        recipe: ResizeRecipe,
+        frozen_groups: int,
+        head_type: str,
+        strategy: str,
+        hyperparameters: dict,
+        metrics: dict,
+        summary: str = "",
+    ) -> Pipeline:
         spec = {
-            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
             "classes": list(classes),
-            "backbone": {"name": backbone.name, "source": backbone.source,
-                         "weights": backbone.weights.describe() if backbone.weights else "random init"},
-            "tap": {"name": next(t.name for t in backbone.taps if t.module == model.tap_name), "module": model.tap_name},
-            "frozen_groups": frozen_groups, "n_depth_groups": len(backbone.depth_groups),
+            "backbone": {
+                "name": backbone.name,
+                "source": backbone.source,
+                "weights": backbone.weights.describe() if backbone.weights else "random init",
+            },
+            "tap": {
+                "name": next(t.name for t in backbone.taps if t.module == model.tap_name),
+                "module": model.tap_name,
+            },
+            "frozen_groups": frozen_groups,
+            "n_depth_groups": len(backbone.depth_groups),
             "head": {"type": head_type, "in_features": model.head.in_features},
-            "strategy": strategy, "summary": summary,
-            "preprocess": {"size": recipe.size, "resize_mode": recipe.mode, "interpolation": recipe.interpolation,
-                           "mean": list(backbone.preprocess.mean), "std": list(backbone.preprocess.std)},
-            "hyperparameters": hyperparameters, "metrics": metrics,
-            "versions": _versions(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "strategy": strategy,
+            "summary": summary,
+            "preprocess": {
+                "size": recipe.size,
+                "resize_mode": recipe.mode,
+                "interpolation": recipe.interpolation,
+                "mean": list(backbone.preprocess.mean),
+                "std": list(backbone.preprocess.std),
+            },
+            "hyperparameters": hyperparameters,
+            "metrics": metrics,
+            "versions": _versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         return cls(backbone, model, spec)
 
@@ -145,40 +175,56 @@ class Pipeline:
             shutil.rmtree(old, ignore_errors=True)
         except OSError as error:
             shutil.rmtree(staging, ignore_errors=True)
-            raise AutoTransferError(f"Could not write the checkpoint: {error.strerror or error}.", where=str(target),
-                                    fix="free disk space or choose another --out; the previous files are intact.") from error
+            raise AutoTransferError(
+                f"Could not write the checkpoint: {error.strerror or error}.",
+                where=str(target),
+                fix="free disk space or choose another --out; the previous files are intact.",
+            ) from error
         self.spec = spec
         return target
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> "Pipeline":
+    def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> Pipeline:
         """Verify and load a checkpoint (or a run directory's). Never executes code from the files."""
         folder = checkpoint_dir(path)
         try:
             spec = json.loads((folder / SPEC_FILE).read_text())
         except (OSError, ValueError) as error:
-            raise AutoTransferError(f"{SPEC_FILE} is unreadable or not JSON ({error}).", where=str(folder),
-                                    fix="the checkpoint is damaged: save it again from its run.") from error
+            raise AutoTransferError(
+                f"{SPEC_FILE} is unreadable or not JSON ({error}).",
+                where=str(folder),
+                fix="the checkpoint is damaged: save it again from its run.",
+            ) from error
         if not isinstance(spec, dict) or spec.get("format") != FORMAT:
             raise AutoTransferError(f"{SPEC_FILE} is not an autotransfer pipeline.", where=str(folder))
         if spec.get("format_version", 0) > FORMAT_VERSION:
-            raise AutoTransferError(f"Checkpoint format {spec.get('format_version')} is newer than this autotransfer "
-                                    f"understands ({FORMAT_VERSION}).", where=str(folder), fix="upgrade autotransfer.")
+            raise AutoTransferError(
+                f"Checkpoint format {spec.get('format_version')} is newer than this autotransfer "
+                f"understands ({FORMAT_VERSION}).",
+                where=str(folder),
+                fix="upgrade autotransfer.",
+            )
         tensors = folder / TENSORS_FILE
         if not tensors.is_file():
             raise AutoTransferError(f"{TENSORS_FILE} is missing.", where=str(folder))
         actual = sha256_file(tensors)
         if actual != spec.get("tensors_sha256") or _content_hash(spec, actual) != spec.get("content_hash"):
-            raise AutoTransferError("Checkpoint hash mismatch: the files were changed or truncated after saving.",
-                                    where=str(folder), fix="use an intact copy, or save it again from its run.")
+            raise AutoTransferError(
+                "Checkpoint hash mismatch: the files were changed or truncated after saving.",
+                where=str(folder),
+                fix="use an intact copy, or save it again from its run.",
+            )
         try:
             state = load_file(str(tensors))
             backbone = create_backbone(spec["backbone"]["name"], pretrained=False, device="cpu")
             model = TransferModel(backbone, spec["tap"]["name"], len(spec["classes"]))
             model.load_state_dict(state, strict=True)
         except (SafetensorError, KeyError, RuntimeError) as error:
-            raise AutoTransferError(f"Checkpoint does not match its architecture ({str(error)[:300]}).",
-                                    where=str(folder), fix="the checkpoint is damaged or from another version.") from error
+            raise AutoTransferError(
+                f"Checkpoint does not match its architecture ({str(error)[:300]}).",
+                where=str(folder),
+                fix="the checkpoint is damaged or from another version.",
+            ) from error
         device = torch.device(device) if device is not None else default_device()
         return cls(backbone, model.to(device), spec)
 
@@ -195,8 +241,9 @@ class Pipeline:
         net = ConvClassifier(trunk, self.model.head, p["mean"], p["std"], reduce, resize_to)
         return net.to(self.device).eval().requires_grad_(False)
 
-    def predictions(self, inputs: Any, size: str | int = "native", reduce: str = "mean",
-                    batch_size: int = 32) -> list[Prediction]:
+    def predictions(
+        self, inputs: Any, size: str | int = "native", reduce: str = "mean", batch_size: int = 32
+    ) -> list[Prediction]:
         """Probabilities per input; unreadable inputs carry their reason instead (nothing is dropped).
 
         ``size``: "native" resizes every image as in training (one batch); "original" keeps each image's
@@ -205,12 +252,13 @@ class Pipeline:
         """
         net = self.network(reduce)
         loaded = load_inputs(inputs)
-        results: list[Prediction | None] = [Prediction(item.name, None, item.error) if item.error else None
-                                            for item in loaded]
+        results: list[Prediction | None] = [
+            Prediction(item.name, None, item.error) if item.error else None for item in loaded
+        ]
         pending = [(i, item) for i, item in enumerate(loaded) if item.error is None]
         if size == "native":
             for start in range(0, len(pending), batch_size):
-                chunk = pending[start:start + batch_size]
+                chunk = pending[start : start + batch_size]
                 pixels = np.stack([to_pixels(item.image, self.recipe) for _, item in chunk])
                 for (i, item), row in zip(chunk, self._probabilities(net, pixels)):
                     results[i] = Prediction(item.name, row)
@@ -242,9 +290,10 @@ class Pipeline:
         results = self.predictions(inputs, size, reduce)
         bad = [r for r in results if r.error]
         if bad:
-            raise AutoTransferError(f"{len(bad)} input(s) could not be read: "
-                                    + "; ".join(f"{r.name}: {r.error}" for r in bad[:5]),
-                                    fix="remove them, or use `autotransfer predict`, which reports and skips them.")
+            raise AutoTransferError(
+                f"{len(bad)} input(s) could not be read: " + "; ".join(f"{r.name}: {r.error}" for r in bad[:5]),
+                fix="remove them, or use `autotransfer predict`, which reports and skips them.",
+            )
         return np.stack([r.probabilities for r in results]) if results else np.zeros((0, len(self.classes_)))
 
     def predict(self, inputs: Any, size: str | int = "native", reduce: str = "mean") -> np.ndarray:

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import AutoTransferError
-from .images import IMAGE_EXTENSIONS, ResizeRecipe, open_rgb, read_file, resize, to_rgb
+from autotransfer.data.images import IMAGE_EXTENSIONS, ResizeRecipe, open_rgb, read_file, resize, to_rgb
+from autotransfer.errors import AutoTransferError
 
 
 @dataclass
@@ -71,8 +71,10 @@ def load_inputs(inputs: Any) -> list[Loaded]:
         return [_from_array(inputs, "<array>")]
     if isinstance(inputs, (list, tuple)):
         return [item for x in inputs for item in load_inputs(x)]
-    raise AutoTransferError(f"Cannot predict on a {type(inputs).__name__}.",
-                            fix="pass paths, a directory, PIL images, numpy arrays or torch tensors.")
+    raise AutoTransferError(
+        f"Cannot predict on a {type(inputs).__name__}.",
+        fix="pass paths, a directory, PIL images, numpy arrays or torch tensors.",
+    )
 
 
 def to_pixels(image: Image.Image, recipe: ResizeRecipe, keep_aspect: int | None | bool = False) -> np.ndarray:

@@ -10,6 +10,7 @@ half-written entry. The whole cache is safe to delete.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -22,10 +23,10 @@ from pathlib import Path
 import numpy as np
 from rich.progress import Progress
 
-from .errors import AutoTransferError
-from .files import is_disk_full
-from .images import DecodedImage, ResizeRecipe, decode_file
-from .settings import CACHE_ENV, cache_dir
+from autotransfer.data.images import DecodedImage, ResizeRecipe, decode_file
+from autotransfer.errors import AutoTransferError
+from autotransfer.files import is_disk_full
+from autotransfer.settings import CACHE_ENV, cache_dir
 
 FORMAT_VERSION = 1
 
@@ -83,16 +84,23 @@ def _drop_failed_rows(staging: Path, pixels: np.ndarray, ok: list[bool]) -> None
     if all(ok):
         return
     keep = np.flatnonzero(ok)
-    compact = np.lib.format.open_memmap(staging / "images.tmp.npy", mode="w+", dtype=np.uint8,
-                                        shape=(len(keep),) + pixels.shape[1:])
+    compact = np.lib.format.open_memmap(
+        staging / "images.tmp.npy", mode="w+", dtype=np.uint8, shape=(len(keep),) + pixels.shape[1:]
+    )
     for start in range(0, len(keep), 1024):  # in chunks: the dataset may not fit in memory
-        compact[start:start + 1024] = pixels[keep[start:start + 1024]]
+        compact[start : start + 1024] = pixels[keep[start : start + 1024]]
     compact.flush()
     os.replace(staging / "images.tmp.npy", staging / "images.npy")
 
 
-def decode_all(paths: list[Path], recipe: ResizeRecipe, *, cache_root: Path | None = None,
-               workers: int | None = None, show_progress: bool = True) -> DecodedImages:
+def decode_all(
+    paths: list[Path],
+    recipe: ResizeRecipe,
+    *,
+    cache_root: Path | None = None,
+    workers: int | None = None,
+    show_progress: bool = True,
+) -> DecodedImages:
     """Pixels for ``paths`` at ``recipe``: from the cache when it is there, else decoded now and cached."""
     entry = _entry_dir(paths, recipe, cache_root)
     cached = _load(entry, len(paths)) if entry.exists() else None
@@ -101,10 +109,8 @@ def decode_all(paths: list[Path], recipe: ResizeRecipe, *, cache_root: Path | No
     entry.parent.mkdir(parents=True, exist_ok=True)
     if entry.exists():  # damaged (e.g. a file deleted by hand): move it aside, then rebuild
         stale = Path(tempfile.mkdtemp(prefix=".stale-", dir=entry.parent))
-        try:
+        with contextlib.suppress(OSError):  # another process moved it first
             os.rename(entry, stale / "entry")
-        except OSError:
-            pass  # another process moved it first
         shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
     try:
@@ -112,8 +118,10 @@ def decode_all(paths: list[Path], recipe: ResizeRecipe, *, cache_root: Path | No
         pixels = np.lib.format.open_memmap(staging / "images.npy", mode="w+", dtype=np.uint8, shape=shape)
         records: list[dict] = []
         # PIL releases the GIL while decoding and resizing, so threads use every core.
-        with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool, \
-                Progress(transient=True, disable=not show_progress) as progress:
+        with (
+            ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool,
+            Progress(transient=True, disable=not show_progress) as progress,
+        ):
             task = progress.add_task(f"Decoding {len(paths)} images at {recipe.size}px", total=len(paths))
             for row, result in enumerate(pool.map(lambda p: decode_file(p, recipe), paths, chunksize=16)):
                 if isinstance(result, DecodedImage):
@@ -131,9 +139,11 @@ def decode_all(paths: list[Path], recipe: ResizeRecipe, *, cache_root: Path | No
     except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
         if is_disk_full(error):
-            raise AutoTransferError("The disk is full: the decode cache could not be written.",
-                                    where=str(entry.parent),
-                                    fix=f"free some space, or point {CACHE_ENV} to a larger disk.") from error
+            raise AutoTransferError(
+                "The disk is full: the decode cache could not be written.",
+                where=str(entry.parent),
+                fix=f"free some space, or point {CACHE_ENV} to a larger disk.",
+            ) from error
         raise
     loaded = _load(entry, len(paths))
     if loaded is None:

@@ -39,14 +39,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .dataset import Dataset, load_dataset
-from .errors import AutoTransferError
-from .features import model_fingerprint, normalisation, to_input
-from .files import write_text_atomic
-from .runtime import default_device
-from .settings import cache_dir
-from .transferability import knn_accuracy, logme
-from .zoo import Backbone, classifier_prefixes, create_backbone
+from autotransfer.data.datasets import Dataset, load_dataset
+from autotransfer.errors import AutoTransferError
+from autotransfer.files import write_text_atomic
+from autotransfer.models.features import model_fingerprint, normalisation, to_input
+from autotransfer.models.zoo import Backbone, classifier_prefixes, create_backbone
+from autotransfer.runtime import default_device
+from autotransfer.settings import cache_dir
+from autotransfer.transfer.transferability import knn_accuracy, logme
 
 log = logging.getLogger(__name__)
 
@@ -135,16 +135,22 @@ def _imagenet_head(backbone: Backbone) -> nn.Module | None:
     return head if loaded and isinstance(head, nn.Linear) and head.out_features == 1000 else None
 
 
-def measure_sample(backbone: Backbone, images: np.ndarray, batch_size: int = 64,
-                   device: torch.device | None = None) -> SampleMeasure:
+def measure_sample(
+    backbone: Backbone, images: np.ndarray, batch_size: int = 64, device: torch.device | None = None
+) -> SampleMeasure:
     """Distance to ImageNet at the input of every BN layer (forward order), pooled features, entropy."""
     device = device or default_device()
     model = backbone.model.to(device).eval()
-    bns = {name: m for name, m in model.named_modules()
-           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None}
+    bns = {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
+    }
     if not bns:
-        raise AutoTransferError(f"{backbone.name} has no BatchNorm layers, so its ImageNet statistics are unknown.",
-                                fix=f"profile with a BN backbone such as {DEFAULT_BACKBONE} (the default).")
+        raise AutoTransferError(
+            f"{backbone.name} has no BatchNorm layers, so its ImageNet statistics are unknown.",
+            fix=f"profile with a BN backbone such as {DEFAULT_BACKBONE} (the default).",
+        )
     moments: dict[str, _ChannelMoments] = {}
     order: list[str] = []
     pooled: list[np.ndarray] = []
@@ -156,12 +162,15 @@ def measure_sample(backbone: Backbone, images: np.ndarray, batch_size: int = 64,
             x = inputs[0].detach().double()
             if name not in moments:
                 order.append(name)
-                moments[name] = _ChannelMoments(torch.zeros(x.shape[1], dtype=torch.float64, device=x.device),
-                                                torch.zeros(x.shape[1], dtype=torch.float64, device=x.device))
+                moments[name] = _ChannelMoments(
+                    torch.zeros(x.shape[1], dtype=torch.float64, device=x.device),
+                    torch.zeros(x.shape[1], dtype=torch.float64, device=x.device),
+                )
             m = moments[name]
             m.total += x.sum(dim=(0, 2, 3))
             m.squares += (x * x).sum(dim=(0, 2, 3))
             m.count += x.shape[0] * x.shape[2] * x.shape[3]
+
         return collect
 
     def collect_head(_module, inputs, output):
@@ -177,7 +186,7 @@ def measure_sample(backbone: Backbone, images: np.ndarray, batch_size: int = 64,
     try:
         with torch.inference_mode():  # fp32 on purpose: statistics need the precision
             for start in range(0, len(images), batch_size):
-                model(to_input(images[start:start + batch_size], mean, std, device))
+                model(to_input(images[start : start + batch_size], mean, std, device))
     finally:
         for handle in handles:
             handle.remove()
@@ -205,8 +214,8 @@ def reference_distances(backbone: Backbone, image_size: int) -> dict[str, float]
         return json.loads(path.read_text())
     except (OSError, ValueError):
         pass
-    from .imagenet_check import imagenet_samples
-    from .images import DecodedImage, ResizeRecipe, decode_file
+    from autotransfer.data.images import DecodedImage, ResizeRecipe, decode_file
+    from autotransfer.models.imagenet_check import imagenet_samples
 
     recipe = ResizeRecipe(image_size, "crop", "bicubic")
     photos = [decode_file(p, recipe) for p, _ in imagenet_samples()]
@@ -250,8 +259,10 @@ def group_distances(backbone: Backbone, rows: list[dict]) -> list[dict]:
         if row["layer"] in owner:
             by_group[owner[row["layer"]]].append(row)
     names = {g.index: g.name for g in backbone.depth_groups}
-    return [{"group": index, "name": names[index], "distance": _mean_distance(by_group[index])}
-            for index in sorted(by_group)]
+    return [
+        {"group": index, "name": names[index], "distance": _mean_distance(by_group[index])}
+        for index in sorted(by_group)
+    ]
 
 
 # --------------------------------------------------------------------------- dataset statistics
@@ -266,9 +277,10 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 def _is_gray(dataset: Dataset) -> np.ndarray:
     gray = np.array([r.get("mode") in GRAY_MODES for r in dataset.records])
     for start in range(0, len(dataset), 2048):  # colour files whose channels are all equal are gray too
-        chunk = np.asarray(dataset.images[start:start + 2048])
-        gray[start:start + len(chunk)] |= (chunk[..., 0] == chunk[..., 1]).all((1, 2)) & \
-                                          (chunk[..., 1] == chunk[..., 2]).all((1, 2))
+        chunk = np.asarray(dataset.images[start : start + 2048])
+        gray[start : start + len(chunk)] |= (chunk[..., 0] == chunk[..., 1]).all((1, 2)) & (
+            chunk[..., 1] == chunk[..., 2]
+        ).all((1, 2))
     return gray
 
 
@@ -303,8 +315,9 @@ QUADRANT_STRATEGIES = {
 
 def _tap_group(backbone: Backbone, module: str) -> int:
     """The deepest depth group holding parameters of ``module`` (a tap's module) or below it."""
-    groups = [g.index for g in backbone.depth_groups
-              if any(p == module or p.startswith(module + ".") for p in g.params)]
+    groups = [
+        g.index for g in backbone.depth_groups if any(p == module or p.startswith(module + ".") for p in g.params)
+    ]
     return max(groups, default=-1)
 
 
@@ -327,7 +340,8 @@ def strategy_prior(quadrant: str, backbone: Backbone, groups: list[dict]) -> dic
     return {
         "strategies": QUADRANT_STRATEGIES[quadrant],
         "taps": ["head"] + mid if similar else mid + ["head"],
-        "freeze_groups": ([0, n_groups // 2] if large else [n_groups, n_groups - 2]) if similar
+        "freeze_groups": ([0, n_groups // 2] if large else [n_groups, n_groups - 2])
+        if similar
         else ([0, 1] if large else [n_groups // 2, n_groups]),
         "head_lr": [1e-3, 1e-2],
         "backbone_lr_ratio": ([0.01, 0.1] if similar else [0.1, 1.0]) if large else [0.001, 0.05],
@@ -340,37 +354,57 @@ def _problems(profile: dict, counts: dict[str, int], leak_examples: list[str], s
     smallest = min(counts.values())
     if smallest < 5:
         few = [c for c, n in counts.items() if n < 5]
-        problems.append(f"{len(few)} class(es) have fewer than 5 images ({', '.join(few[:5])}): their accuracy "
-                        "will be unreliable; add images or merge classes.")
+        problems.append(
+            f"{len(few)} class(es) have fewer than 5 images ({', '.join(few[:5])}): their accuracy "
+            "will be unreliable; add images or merge classes."
+        )
     if profile["class_balance"]["imbalance_ratio"] > 10:
-        problems.append(f"Classes are imbalanced {profile['class_balance']['imbalance_ratio']:.0f}:1; "
-                        "class weights or more images of the small classes help.")
+        problems.append(
+            f"Classes are imbalanced {profile['class_balance']['imbalance_ratio']:.0f}:1; "
+            "class weights or more images of the small classes help."
+        )
     if profile["exact_duplicates"]:
         problems.append(f"{profile['exact_duplicates']} exact duplicate image(s) (same bytes).")
     if profile["cross_split_duplicates"]:
-        problems.append(f"{profile['cross_split_duplicates']} duplicate(s) cross train/val/test (leakage), e.g. "
-                        + "; ".join(leak_examples))
+        problems.append(
+            f"{profile['cross_split_duplicates']} duplicate(s) cross train/val/test (leakage), e.g. "
+            + "; ".join(leak_examples)
+        )
     if skipped:
         problems.append(f"{len(skipped)} file(s) skipped (unreadable or not images); see 'skipped'.")
     if profile["resolution"]["median_short_side"] < 32:
-        problems.append(f"Images are tiny (median short side {profile['resolution']['median_short_side']:.0f} px): "
-                        "they are upscaled, and fine details cannot be recovered.")
+        problems.append(
+            f"Images are tiny (median short side {profile['resolution']['median_short_side']:.0f} px): "
+            "they are upscaled, and fine details cannot be recovered."
+        )
     return problems
 
 
-def profile_dataset(data: str | Path | Dataset, *, backbone: str | Backbone = DEFAULT_BACKBONE,
-                    image_size: int = 128, sample_size: int = 256, seed: int = 0,
-                    thresholds: Thresholds = Thresholds(), weights: str | Path | None = None,
-                    references: dict[str, float] | None = None, show_progress: bool = True) -> DatasetProfile:
+def profile_dataset(
+    data: str | Path | Dataset,
+    *,
+    backbone: str | Backbone = DEFAULT_BACKBONE,
+    image_size: int = 128,
+    sample_size: int = 256,
+    seed: int = 0,
+    thresholds: Thresholds = Thresholds(),
+    weights: str | Path | None = None,
+    references: dict[str, float] | None = None,
+    show_progress: bool = True,
+) -> DatasetProfile:
     """Measure ``data`` and place it in the strategy matrix. Samples ``sample_size`` images (seeded).
 
     ``references`` (D_in and D_noise) default to the cached measurement for this backbone and size.
     """
     start = time.perf_counter()
-    dataset = data if isinstance(data, Dataset) else load_dataset(data, image_size=image_size, seed=seed,
-                                                                   show_progress=show_progress)
-    net = backbone if isinstance(backbone, Backbone) else create_backbone(backbone, weights=weights,
-                                                                          keep_classifier=True)
+    dataset = (
+        data
+        if isinstance(data, Dataset)
+        else load_dataset(data, image_size=image_size, seed=seed, show_progress=show_progress)
+    )
+    net = (
+        backbone if isinstance(backbone, Backbone) else create_backbone(backbone, weights=weights, keep_classifier=True)
+    )
     counts = dataset.counts()
     per_class = list(counts.values())
     selectable = np.flatnonzero(dataset.splits != "test")  # the test split is never looked at
@@ -384,9 +418,11 @@ def profile_dataset(data: str | Path | Dataset, *, backbone: str | Backbone = DE
     similarity, parts = similarity_of(measure, references)
     groups = group_distances(net, layers)
     sample_labels = dataset.labels[sample]
-    separability = {"knn_accuracy": knn_accuracy(pooled, sample_labels) if len(sample) > 2 else float("nan"),
-                    "logme": logme(pooled, sample_labels),
-                    "chance": 1.0 / len(dataset.classes)}
+    separability = {
+        "knn_accuracy": knn_accuracy(pooled, sample_labels) if len(sample) > 2 else float("nan"),
+        "logme": logme(pooled, sample_labels),
+        "chance": 1.0 / len(dataset.classes),
+    }
     large = float(np.median(per_class)) >= thresholds.large_images_per_class
     similar = similarity >= thresholds.similar_at
     quadrant = f"{'large' if large else 'small'}-{'similar' if similar else 'different'}"
@@ -397,23 +433,46 @@ def profile_dataset(data: str | Path | Dataset, *, backbone: str | Backbone = DE
     skipped = [{"path": s.path, "reason": s.reason} for s in dataset.skipped]
     fields = {
         "class_balance": {**_percentiles(per_class), "imbalance_ratio": max(per_class) / max(min(per_class), 1)},
-        "resolution": {"median_short_side": float(np.median(short_sides)), "min_short_side": float(min(short_sides)),
-                       "max_short_side": float(max(short_sides)), "median_aspect": float(np.median(aspects)),
-                       "widest_aspect": float(max(aspects)), "tallest_aspect": float(min(aspects))},
-        "exact_duplicates": duplicates, "cross_split_duplicates": crossing,
+        "resolution": {
+            "median_short_side": float(np.median(short_sides)),
+            "min_short_side": float(min(short_sides)),
+            "max_short_side": float(max(short_sides)),
+            "median_aspect": float(np.median(aspects)),
+            "widest_aspect": float(max(aspects)),
+            "tallest_aspect": float(min(aspects)),
+        },
+        "exact_duplicates": duplicates,
+        "cross_split_duplicates": crossing,
     }
-    rationale = (f"median {np.median(per_class):.0f} images per class "
-                 f"({'>=' if large else '<'} {thresholds.large_images_per_class}: {'large' if large else 'small'}); "
-                 f"similarity {similarity:.2f} ({'>=' if similar else '<'} {thresholds.similar_at}: "
-                 f"{'similar' if similar else 'different'}) -> {STRATEGY_TEXT.get(strategy, strategy)}")
+    rationale = (
+        f"median {np.median(per_class):.0f} images per class "
+        f"({'>=' if large else '<'} {thresholds.large_images_per_class}: {'large' if large else 'small'}); "
+        f"similarity {similarity:.2f} ({'>=' if similar else '<'} {thresholds.similar_at}: "
+        f"{'similar' if similar else 'different'}) -> {STRATEGY_TEXT.get(strategy, strategy)}"
+    )
     return DatasetProfile(
-        n_images=len(dataset), n_classes=len(dataset.classes), images_per_class=counts,
-        grayscale_share=float(_is_gray(dataset).mean()), skipped=skipped, backbone=net.name,
-        image_size=dataset.recipe.size, sample_size=len(sample), layer_distance=layers, group_distance=groups,
-        similarity=similarity, similarity_parts=parts,
-        references={**references, "dataset": overall, "entropy_dataset": measure.entropy}, separability=separability,
-        size_class="large" if large else "small", domain="similar" if similar else "different", quadrant=quadrant,
-        recommended_strategy=strategy, rationale=rationale, prior=strategy_prior(quadrant, net, groups),
-        thresholds=asdict(thresholds), problems=_problems(fields, counts, leak_examples, skipped),
-        seconds=time.perf_counter() - start, **fields,
+        n_images=len(dataset),
+        n_classes=len(dataset.classes),
+        images_per_class=counts,
+        grayscale_share=float(_is_gray(dataset).mean()),
+        skipped=skipped,
+        backbone=net.name,
+        image_size=dataset.recipe.size,
+        sample_size=len(sample),
+        layer_distance=layers,
+        group_distance=groups,
+        similarity=similarity,
+        similarity_parts=parts,
+        references={**references, "dataset": overall, "entropy_dataset": measure.entropy},
+        separability=separability,
+        size_class="large" if large else "small",
+        domain="similar" if similar else "different",
+        quadrant=quadrant,
+        recommended_strategy=strategy,
+        rationale=rationale,
+        prior=strategy_prior(quadrant, net, groups),
+        thresholds=asdict(thresholds),
+        problems=_problems(fields, counts, leak_examples, skipped),
+        seconds=time.perf_counter() - start,
+        **fields,
     )

@@ -7,8 +7,8 @@ is the cost model the time budget plans with before a trial has been measured.
 
 from __future__ import annotations
 
-from .finetune import FinetuneConfig
-from .search_space import Range, SearchSpace
+from autotransfer.search.space import Range, SearchSpace
+from autotransfer.transfer.finetune import FinetuneConfig
 
 # The recipe's strategies as fine-tuning settings: which depth groups train, and how fast.
 _STRATEGY = {"lp_ft": "lp_ft", "finetune_top": "finetune", "finetune_all": "finetune", "train_all": "train_all"}
@@ -32,12 +32,14 @@ def _suggest_range(trial, name: str, value: Range) -> float:
 
 def suggest(trial, space: SearchSpace, candidates: list[str], ranges: dict[str, Range]) -> dict:
     """Sample one fine-tuning configuration (conditional: freeze depth only where it applies)."""
-    params = {"candidate": trial.suggest_categorical("candidate", candidates),
-              "strategy": trial.suggest_categorical("strategy", list(space.finetune_strategies)),
-              "head_lr": _suggest_range(trial, "head_lr", ranges["head_lr"]),
-              "weight_decay": _suggest_range(trial, "weight_decay", ranges["weight_decay"]),
-              "label_smoothing": trial.suggest_categorical("label_smoothing", list(space.label_smoothing)),
-              "augmentation": trial.suggest_categorical("augmentation", list(space.augmentation))}
+    params = {
+        "candidate": trial.suggest_categorical("candidate", candidates),
+        "strategy": trial.suggest_categorical("strategy", list(space.finetune_strategies)),
+        "head_lr": _suggest_range(trial, "head_lr", ranges["head_lr"]),
+        "weight_decay": _suggest_range(trial, "weight_decay", ranges["weight_decay"]),
+        "label_smoothing": trial.suggest_categorical("label_smoothing", list(space.label_smoothing)),
+        "augmentation": trial.suggest_categorical("augmentation", list(space.augmentation)),
+    }
     if params["strategy"] in ("finetune_top", "lp_ft"):
         params["freeze_fraction"] = _suggest_range(trial, "freeze_fraction", ranges["freeze_fraction"])
     if params["strategy"] != "train_all":
@@ -54,13 +56,22 @@ def config_for(params: dict, space: SearchSpace, n_groups: int, seed: int, epoch
         frozen = min(n_groups - 1, max(1, round(params["freeze_fraction"] * n_groups)))
     augmentation = params.get("augmentation", "none")
     return FinetuneConfig(
-        strategy=_STRATEGY[strategy], tap=parse_candidate(params["candidate"])[2], freeze_groups=frozen,
-        head_lr=params["head_lr"], backbone_lr_ratio=params.get("backbone_lr_ratio", 1.0),
-        layer_decay=params.get("layer_decay", 1.0), weight_decay=params["weight_decay"],
-        label_smoothing=params.get("label_smoothing", 0.1), flip=augmentation in ("flip", "randaugment"),
+        strategy=_STRATEGY[strategy],
+        tap=parse_candidate(params["candidate"])[2],
+        freeze_groups=frozen,
+        head_lr=params["head_lr"],
+        backbone_lr_ratio=params.get("backbone_lr_ratio", 1.0),
+        layer_decay=params.get("layer_decay", 1.0),
+        weight_decay=params["weight_decay"],
+        label_smoothing=params.get("label_smoothing", 0.1),
+        flip=augmentation in ("flip", "randaugment"),
         randaugment="rand-m7-mstd0.5" if augmentation == "randaugment" else None,
-        epochs=epochs or space.epochs, warmup_epochs=1 if (epochs or space.epochs) > 2 else 0,
-        batch_size=space.batch_size, patience=max(2, space.epochs // 3), seed=seed)
+        epochs=epochs or space.epochs,
+        warmup_epochs=1 if (epochs or space.epochs) > 2 else 0,
+        batch_size=space.batch_size,
+        patience=max(2, space.epochs // 3),
+        seed=seed,
+    )
 
 
 def describe(params: dict, n_groups: int | None = None) -> str:
@@ -85,4 +96,3 @@ def estimate_epoch_seconds(extract_seconds: float, n_images: int, n_train: int, 
     share = 1.0 - 0.6 * params.get("freeze_fraction", 0.0) if params["strategy"] != "train_all" else 1.0
     augment = 1.3 if params.get("augmentation", "none") == "randaugment" else 1.0
     return per_image * (3.0 * n_train * share * augment + (n_images - n_train)) + 0.5
-

@@ -14,14 +14,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import wheel_assets
-from .features import normalisation, to_input
-from .images import DecodedImage, ResizeRecipe, decode_file
-from .wheel_assets import WheelAsset
-from .zoo import Backbone, Preprocess, create_backbone
+from autotransfer.data.images import DecodedImage, ResizeRecipe, decode_file
+from autotransfer.models import wheel_assets
+from autotransfer.models.features import normalisation, to_input
+from autotransfer.models.wheel_assets import WheelAsset
+from autotransfer.models.zoo import Backbone, Preprocess, create_backbone
 
-FOOLBOX_IMAGES = WheelAsset("foolbox", "3.3.4", "11049d515d38e765e206a73ace9cc648b81a0d6d1da9ad9057e149ee117989cb",
-                            "foolbox/data/")
+FOOLBOX_IMAGES = WheelAsset(
+    "foolbox", "3.3.4", "11049d515d38e765e206a73ace9cc648b81a0d6d1da9ad9057e149ee117989cb", "foolbox/data/"
+)
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def eval_pixels(paths: list[Path], preprocess: Preprocess) -> np.ndarray:
         if not isinstance(decoded, DecodedImage):
             raise RuntimeError(f"{path}: {decoded}")
         offset = (recipe.size - size) // 2
-        arrays.append(decoded.pixels[offset:offset + size, offset:offset + size])
+        arrays.append(decoded.pixels[offset : offset + size, offset : offset + size])
     return np.stack(arrays)
 
 

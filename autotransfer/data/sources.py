@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import AutoTransferError
-from .images import IMAGE_EXTENSIONS
+from autotransfer.data.images import IMAGE_EXTENSIONS
+from autotransfer.errors import AutoTransferError
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,11 @@ def _walk_images(folder: Path, skipped: list[SkippedFile]) -> list[Path]:
     """Every image file below ``folder``, in a stable order; follows symlinks but not loops."""
     found: list[Path] = []
     seen_dirs: set[str] = set()
-    for current, dirs, files in os.walk(folder, followlinks=True, onerror=lambda e: skipped.append(
-            SkippedFile(str(e.filename), f"unreadable folder ({e.strerror})"))):
+    for current, dirs, files in os.walk(
+        folder,
+        followlinks=True,
+        onerror=lambda e: skipped.append(SkippedFile(str(e.filename), f"unreadable folder ({e.strerror})")),
+    ):
         real = os.path.realpath(current)
         if real in seen_dirs:  # a symlink loop, or the same folder linked twice
             skipped.append(SkippedFile(current, "folder already visited (symlink loop)"))
@@ -89,15 +92,18 @@ def _class_dirs(folder: Path) -> list[Path]:
 
 def _index_imagefolder(folder: Path, split: str | None, index: DatasetIndex) -> None:
     classes = _class_dirs(folder)
-    for loose in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                        and p.name not in _IGNORED_NAMES):
+    for loose in sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.name not in _IGNORED_NAMES
+    ):
         index.skipped.append(SkippedFile(str(loose), "file outside any class folder"))
     for class_dir in classes:
         images = _walk_images(class_dir, index.skipped)
         if not images:
             raise AutoTransferError(
-                f"Class {class_dir.name!r} has no image files.", where=str(class_dir),
-                fix="add images to it, or remove the folder if it is not a class.")
+                f"Class {class_dir.name!r} has no image files.",
+                where=str(class_dir),
+                fix="add images to it, or remove the folder if it is not a class.",
+            )
         index.paths += images
         index.labels += [class_dir.name] * len(images)
         index.given_splits += [split] * len(images)
@@ -117,12 +123,18 @@ def _index_csv(csv_path: Path, index: DatasetIndex) -> None:
             columns = [c.strip().lower() for c in (reader.fieldnames or [])]
             rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise AutoTransferError(f"Cannot read the CSV: {error}", where=str(csv_path),
-                                fix="give a UTF-8 CSV file with a header line 'path,label'.") from error
+        raise AutoTransferError(
+            f"Cannot read the CSV: {error}",
+            where=str(csv_path),
+            fix="give a UTF-8 CSV file with a header line 'path,label'.",
+        ) from error
     missing = {"path", "label"} - set(columns)
     if missing:
-        raise AutoTransferError(f"The CSV lacks the column(s) {sorted(missing)} (it has {columns}).",
-                                where=str(csv_path), fix="add a header line with 'path,label' (and optionally 'split').")
+        raise AutoTransferError(
+            f"The CSV lacks the column(s) {sorted(missing)} (it has {columns}).",
+            where=str(csv_path),
+            fix="add a header line with 'path,label' (and optionally 'split').",
+        )
     unknown = sorted(set(columns) - {"path", "label", "split"})
     if unknown:
         log.warning("Ignoring unknown CSV column(s) %s in %s", unknown, csv_path)
@@ -135,16 +147,21 @@ def _index_csv(csv_path: Path, index: DatasetIndex) -> None:
         path = csv_path.parent / row["path"]
         split = SPLIT_DIRS.get(row.get("split", "").lower()) if row.get("split") else None
         if row.get("split") and split is None:
-            raise AutoTransferError(f"Unknown split {row['split']!r}.", where=where,
-                                    fix="use train, val or test in the 'split' column, or leave it empty.")
+            raise AutoTransferError(
+                f"Unknown split {row['split']!r}.",
+                where=where,
+                fix="use train, val or test in the 'split' column, or leave it empty.",
+            )
         key = os.path.realpath(path)
         if key in seen:
             previous = seen[key]
             if index.labels[previous] != row["label"]:
                 raise AutoTransferError(
                     f"{row['path']} is listed twice with different labels "
-                    f"({index.labels[previous]!r} and {row['label']!r}).", where=where,
-                    fix="keep one row per image.")
+                    f"({index.labels[previous]!r} and {row['label']!r}).",
+                    where=where,
+                    fix="keep one row per image.",
+                )
             index.skipped.append(SkippedFile(where, f"duplicate row for {row['path']}"))
             continue
         if not path.is_file():
@@ -160,12 +177,18 @@ def index_dataset(source: str | os.PathLike) -> DatasetIndex:
     """List the images and labels of ``source`` (folder or CSV); raise a clear error if unusable."""
     root = Path(source).expanduser()
     if not root.exists():
-        raise AutoTransferError(f"The dataset path does not exist: {root}", where=str(root),
-                                fix="give a folder of class sub-folders, or a CSV with path,label columns.")
+        raise AutoTransferError(
+            f"The dataset path does not exist: {root}",
+            where=str(root),
+            fix="give a folder of class sub-folders, or a CSV with path,label columns.",
+        )
     if root.is_file():
         if root.suffix.lower() != ".csv":
-            raise AutoTransferError(f"{root.name} is a file but not a CSV.", where=str(root),
-                                    fix="give a folder of class sub-folders, or a .csv with path,label columns.")
+            raise AutoTransferError(
+                f"{root.name} is a file but not a CSV.",
+                where=str(root),
+                fix="give a folder of class sub-folders, or a .csv with path,label columns.",
+            )
         index = DatasetIndex(root, "csv", [], [], [])
         _index_csv(root, index)
     else:
@@ -186,13 +209,16 @@ def check_classes(labels: list[str], where: str) -> None:
     if len(classes) < 2:
         found = f"only the class {classes[0]!r}" if classes else "no labelled images"
         raise AutoTransferError(
-            f"Need at least 2 classes of images, found {found}.", where=where,
+            f"Need at least 2 classes of images, found {found}.",
+            where=where,
             fix="put each class's images in its own sub-folder (DATA/<class>/<image>), "
-            "or give a CSV with path,label columns.")
+            "or give a CSV with path,label columns.",
+        )
 
 
-def split_indices(labels: np.ndarray, given: list[str | None], *, val_fraction: float = 0.2,
-                  seed: int = 0) -> np.ndarray:
+def split_indices(
+    labels: np.ndarray, given: list[str | None], *, val_fraction: float = 0.2, seed: int = 0
+) -> np.ndarray:
     """A split name per sample: given splits are kept; the rest is split train/val per class.
 
     Written here rather than with scikit-learn's stratified splitters because those refuse classes

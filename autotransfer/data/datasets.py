@@ -9,10 +9,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DatasetIndex, SkippedFile, check_classes, describe_skipped, index_dataset, split_indices
-from .decode_cache import decode_all
-from .errors import AutoTransferError
-from .images import ResizeRecipe
+from autotransfer.data.decode_cache import decode_all
+from autotransfer.data.images import ResizeRecipe
+from autotransfer.data.sources import (
+    DatasetIndex,
+    SkippedFile,
+    check_classes,
+    describe_skipped,
+    index_dataset,
+    split_indices,
+)
+from autotransfer.errors import AutoTransferError
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +52,17 @@ class Dataset:
         return {c: int(((self.labels == i) & mask).sum()) for i, c in enumerate(self.classes)}
 
 
-def load_dataset(source: str | os.PathLike | DatasetIndex, *, image_size: int = 128, resize_mode: str = "crop",
-                 interpolation: str = "bicubic", val_fraction: float = 0.2, seed: int = 0,
-                 cache_root: Path | None = None, show_progress: bool = True) -> Dataset:
+def load_dataset(
+    source: str | os.PathLike | DatasetIndex,
+    *,
+    image_size: int = 128,
+    resize_mode: str = "crop",
+    interpolation: str = "bicubic",
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    cache_root: Path | None = None,
+    show_progress: bool = True,
+) -> Dataset:
     """Index ``source``, decode it (through the decode cache) and split it; warn about skipped files."""
     if image_size < 8 or image_size > 1024:
         raise AutoTransferError(f"image_size must be between 8 and 1024 pixels, got {image_size}.")
@@ -57,8 +72,9 @@ def load_dataset(source: str | os.PathLike | DatasetIndex, *, image_size: int = 
     recipe = ResizeRecipe(image_size, resize_mode, interpolation)
     decoded = decode_all(index.paths, recipe, cache_root=cache_root, show_progress=show_progress)
     ok = decoded.ok
-    skipped = list(index.skipped) + [SkippedFile(str(p), r["reason"])
-                                     for p, r in zip(index.paths, decoded.records) if r.get("reason")]
+    skipped = list(index.skipped) + [
+        SkippedFile(str(p), r["reason"]) for p, r in zip(index.paths, decoded.records) if r.get("reason")
+    ]
     if skipped:
         log.warning(describe_skipped(skipped))
     labels = [label for label, good in zip(index.labels, ok) if good]
@@ -67,14 +83,24 @@ def load_dataset(source: str | os.PathLike | DatasetIndex, *, image_size: int = 
     if emptied:
         raise AutoTransferError(
             f"No readable image left in class(es) {emptied}: every file there was skipped (see the list above).",
-            where=str(index.root), fix="replace the unreadable files, or remove the class.")
+            where=str(index.root),
+            fix="replace the unreadable files, or remove the class.",
+        )
     classes = sorted(set(labels))
     label_ids = np.array([classes.index(label) for label in labels], dtype=np.int64)
     keep = np.flatnonzero(ok)
     given = [index.given_splits[i] for i in keep]
     return Dataset(
-        root=index.root, layout=index.layout, classes=classes, paths=[index.paths[i] for i in keep],
-        images=decoded.pixels, labels=label_ids, splits=split_indices(label_ids, given, val_fraction=val_fraction, seed=seed),
-        records=[decoded.records[i] for i in keep], skipped=skipped, recipe=recipe, cache_hit=decoded.cache_hit,
+        root=index.root,
+        layout=index.layout,
+        classes=classes,
+        paths=[index.paths[i] for i in keep],
+        images=decoded.pixels,
+        labels=label_ids,
+        splits=split_indices(label_ids, given, val_fraction=val_fraction, seed=seed),
+        records=[decoded.records[i] for i in keep],
+        skipped=skipped,
+        recipe=recipe,
+        cache_hit=decoded.cache_hit,
         fingerprint=decoded.location.name,
     )

@@ -1,8 +1,8 @@
-"""Search spaces: YAML files (``search_spaces/*.yaml`` or a user's own) read into a validated object.
+"""Search spaces: YAML files (``autotransfer/search/spaces/*.yaml`` or a user's own) read into a validated object.
 
 The file is data only (``yaml.safe_load``: no tags, no objects). Every key is checked; a bad one is
 reported with its dotted name and value, and the keys a file leaves out take the defaults of
-``search_spaces/default.yaml``.
+``autotransfer/search/spaces/default.yaml``.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config_files import ConfigChecker, read_yaml
-from .errors import AutoTransferError
-from .probes import HEADS
+from autotransfer.config_files import ConfigChecker, read_yaml
+from autotransfer.errors import AutoTransferError
+from autotransfer.transfer.probes import HEADS
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+SPACES_DIR = Path(__file__).resolve().parent / "spaces"
 PROBE_STRATEGIES = ("linear_probe", "mid_layer_probe")
 FINETUNE_STRATEGIES = ("lp_ft", "finetune_top", "finetune_all", "train_all")
 STRATEGIES = PROBE_STRATEGIES + FINETUNE_STRATEGIES
@@ -64,8 +64,13 @@ _TOP_KEYS = {"backbones", "resolutions", "strategies", "probe", "finetune", "pru
 _PROBE_KEYS = {"heads", "c_grid", "top_taps"}
 _FINETUNE_KEYS = {"candidates", "max_trials", "epochs", "batch_size", "label_smoothing", "augmentation", *_RANGES}
 _PRUNER_KEYS = {"min_epochs", "reduction_factor"}
-_BOUNDS = {"head_lr": (1e-7, 10.0), "backbone_lr_ratio": (0.0, 10.0), "layer_decay": (0.01, 1.0),
-           "freeze_fraction": (0.0, 1.0), "weight_decay": (0.0, 10.0)}
+_BOUNDS = {
+    "head_lr": (1e-7, 10.0),
+    "backbone_lr_ratio": (0.0, 10.0),
+    "layer_decay": (0.01, 1.0),
+    "freeze_fraction": (0.0, 1.0),
+    "weight_decay": (0.0, 10.0),
+}
 
 
 def _range(check: ConfigChecker, key: str, value: Any) -> Range:
@@ -92,14 +97,18 @@ def load_search_space(name_or_path: str | os.PathLike = "default") -> SearchSpac
     if not path.suffix and (SPACES_DIR / f"{path}.yaml").is_file():
         path = SPACES_DIR / f"{path}.yaml"
     if not path.is_file():
-        raise AutoTransferError(f"No search space {str(name_or_path)!r}.",
-                                fix=f"use one of {', '.join(available_spaces())}, or the path of a YAML file.")
+        raise AutoTransferError(
+            f"No search space {str(name_or_path)!r}.",
+            fix=f"use one of {', '.join(available_spaces())}, or the path of a YAML file.",
+        )
     defaults, given = read_yaml(SPACES_DIR / "default.yaml", "search space"), read_yaml(path, "search space")
-    check = ConfigChecker(str(path), "search space", "docs/search.md and search_spaces/default.yaml")
+    check = ConfigChecker(str(path), "search space", "docs/search.md and autotransfer/search/spaces/default.yaml")
     check.mapping("", given, _TOP_KEYS)
     merged = {**defaults, **{k: v for k, v in given.items() if k not in ("probe", "finetune", "pruner")}}
-    sections = {s: {**defaults.get(s, {}), **check.mapping(s, given.get(s), keys)}
-                for s, keys in (("probe", _PROBE_KEYS), ("finetune", _FINETUNE_KEYS), ("pruner", _PRUNER_KEYS))}
+    sections = {
+        s: {**defaults.get(s, {}), **check.mapping(s, given.get(s), keys)}
+        for s, keys in (("probe", _PROBE_KEYS), ("finetune", _FINETUNE_KEYS), ("pruner", _PRUNER_KEYS))
+    }
     probe, finetune, pruner = sections["probe"], sections["finetune"], sections["pruner"]
     resolutions = check.choices("resolutions", merged["resolutions"], int, positive=True)
     for size in resolutions:

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import weights as weights_mod
-from .errors import AutoTransferError
-from .weights import OFFLINE_ZOO, WeightsSource
+from autotransfer.errors import AutoTransferError
+from autotransfer.models import weights as weights_mod
+from autotransfer.models.weights import OFFLINE_ZOO, WeightsSource
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +74,15 @@ class Backbone:
         for tap in self.taps:
             if tap.name == name:
                 return tap
-        raise AutoTransferError(f"{self.name} has no tap point named {name!r}.",
-                                fix=f"use one of: {', '.join(t.name for t in self.taps)}")
+        raise AutoTransferError(
+            f"{self.name} has no tap point named {name!r}.", fix=f"use one of: {', '.join(t.name for t in self.taps)}"
+        )
 
     def describe(self) -> dict:
         return {
-            "name": self.name, "source": self.source, "num_features": self.num_features,
+            "name": self.name,
+            "source": self.source,
+            "num_features": self.num_features,
             "weights": self.weights.describe() if self.weights else "random init",
             "preprocess": asdict(self.preprocess),
             "taps": [asdict(t) for t in self.taps],
@@ -101,32 +104,69 @@ _TORCHVISION: dict[str, _TorchvisionSpec] = {
     # AlexNet: taps after each ReLU (the recipe's CNN codes are fc7 after its ReLU, 4096-d);
     # pool5 is the 6x6x256 map that fc6 reads.
     "alexnet": _TorchvisionSpec(
-        taps=(("conv1", "features.1", 64, 4), ("conv2", "features.4", 192, 8), ("conv3", "features.7", 384, 16),
-              ("conv4", "features.9", 256, 16), ("conv5", "features.11", 256, 16), ("pool5", "features.12", 256, 32),
-              ("fc6", "classifier.2", 4096, None), ("head", "classifier.5", 4096, None)),
+        taps=(
+            ("conv1", "features.1", 64, 4),
+            ("conv2", "features.4", 192, 8),
+            ("conv3", "features.7", 384, 16),
+            ("conv4", "features.9", 256, 16),
+            ("conv5", "features.11", 256, 16),
+            ("pool5", "features.12", 256, 32),
+            ("fc6", "classifier.2", 4096, None),
+            ("head", "classifier.5", 4096, None),
+        ),
         group_matcher={"features": r"^features\.(\d+)", "classifier": r"^classifier\.(\d+)"},
-        classifier="classifier.6", num_features=4096),
+        classifier="classifier.6",
+        num_features=4096,
+    ),
     "vgg16": _TorchvisionSpec(
-        taps=(("conv2_2", "features.8", 128, 2), ("conv3_3", "features.15", 256, 4), ("conv4_3", "features.22", 512, 8),
-              ("conv5_3", "features.29", 512, 16), ("pool5", "features.30", 512, 32),
-              ("fc6", "classifier.1", 4096, None), ("head", "classifier.4", 4096, None)),
+        taps=(
+            ("conv2_2", "features.8", 128, 2),
+            ("conv3_3", "features.15", 256, 4),
+            ("conv4_3", "features.22", 512, 8),
+            ("conv5_3", "features.29", 512, 16),
+            ("pool5", "features.30", 512, 32),
+            ("fc6", "classifier.1", 4096, None),
+            ("head", "classifier.4", 4096, None),
+        ),
         group_matcher={"features": r"^features\.(\d+)", "classifier": r"^classifier\.(\d+)"},
-        classifier="classifier.6", num_features=4096),
+        classifier="classifier.6",
+        num_features=4096,
+    ),
     "resnet18": _TorchvisionSpec(
-        taps=(("relu", "relu", 64, 2), ("layer1", "layer1", 64, 4), ("layer2", "layer2", 128, 8),
-              ("layer3", "layer3", 256, 16), ("head", "layer4", 512, 32)),
+        taps=(
+            ("relu", "relu", 64, 2),
+            ("layer1", "layer1", 64, 4),
+            ("layer2", "layer2", 128, 8),
+            ("layer3", "layer3", 256, 16),
+            ("head", "layer4", 512, 32),
+        ),
         group_matcher={"stem": r"^conv1|^bn1", "blocks": r"^layer(\d+)"},
-        classifier="fc", num_features=512),
+        classifier="fc",
+        num_features=512,
+    ),
     "mobilenet_v2": _TorchvisionSpec(
-        taps=(("features.1", "features.1", 16, 2), ("features.3", "features.3", 24, 4), ("features.6", "features.6", 32, 8),
-              ("features.13", "features.13", 96, 16), ("head", "features.18", 1280, 32)),
+        taps=(
+            ("features.1", "features.1", 16, 2),
+            ("features.3", "features.3", 24, 4),
+            ("features.6", "features.6", 32, 8),
+            ("features.13", "features.13", 96, 16),
+            ("head", "features.18", 1280, 32),
+        ),
         group_matcher={"stem": r"^features\.0\.", "blocks": r"^features\.(\d+)"},
-        classifier="classifier.1", num_features=1280),
+        classifier="classifier.1",
+        num_features=1280,
+    ),
 }
 
 # Shown by `autotransfer zoo list` besides the offline zoo: popular timm backbones (hub weights).
-_POPULAR_TIMM = ("resnet18", "resnet50", "efficientnet_b0", "mobilenetv3_large_100", "convnext_tiny",
-                 "vit_small_patch16_224")
+_POPULAR_TIMM = (
+    "resnet18",
+    "resnet50",
+    "efficientnet_b0",
+    "mobilenetv3_large_100",
+    "convnext_tiny",
+    "vit_small_patch16_224",
+)
 
 
 def known_backbones() -> list[str]:
@@ -135,7 +175,7 @@ def known_backbones() -> list[str]:
 
 
 def _import_timm():
-    from ._torchvision_compat import ensure_torchvision_importable
+    from autotransfer._torchvision_compat import ensure_torchvision_importable
 
     ensure_torchvision_importable()
     import timm
@@ -144,7 +184,7 @@ def _import_timm():
 
 
 def _torchvision_models():
-    from ._torchvision_compat import ensure_torchvision_importable
+    from autotransfer._torchvision_compat import ensure_torchvision_importable
 
     ensure_torchvision_importable()
     import torchvision.models
@@ -181,8 +221,11 @@ def _depth_groups(model: nn.Module, matcher: dict, classifier_prefixes: tuple[st
 def _find_output_module(model: nn.Module, run: callable) -> str:
     """Name of the deepest module whose output *is* the tensor ``run(model)`` returns."""
     outputs: dict[str, int] = {}
-    hooks = [m.register_forward_hook(lambda _m, _i, out, name=name: outputs.__setitem__(name, id(out)))
-             for name, m in model.named_modules() if name]
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out, name=name: outputs.__setitem__(name, id(out)))
+        for name, m in model.named_modules()
+        if name
+    ]
     try:
         result = run(model)
     finally:
@@ -204,10 +247,12 @@ def classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
 def _timm_description(model: nn.Module) -> tuple[list[Tap], list[DepthGroup], Preprocess, int]:
     timm = _import_timm()
     cfg = timm.data.resolve_model_data_config(model)
-    preprocess = Preprocess(int(cfg["input_size"][-1]), tuple(cfg["mean"]), tuple(cfg["std"]),
-                            cfg["interpolation"], float(cfg["crop_pct"]))
-    taps = [Tap(info["module"], info["module"], int(info["num_chs"]), int(info["reduction"]))
-            for info in model.feature_info]
+    preprocess = Preprocess(
+        int(cfg["input_size"][-1]), tuple(cfg["mean"]), tuple(cfg["std"]), cfg["interpolation"], float(cfg["crop_pct"])
+    )
+    taps = [
+        Tap(info["module"], info["module"], int(info["num_chs"]), int(info["reduction"])) for info in model.feature_info
+    ]
     size = preprocess.input_size
     device = next(model.parameters()).device
     probe = torch.zeros(1, 3, size, size, device=device)
@@ -224,9 +269,10 @@ def _timm_description(model: nn.Module) -> tuple[list[Tap], list[DepthGroup], Pr
 
 def _create_timm(name: str, device: torch.device | str) -> nn.Module:
     if ":" in name:  # timm's hf-hub: and local-dir: schemes read configs and files from elsewhere
-        raise AutoTransferError(f"Backbone {name!r}: only registered architecture names are accepted.",
-                                fix="use a timm architecture name and give weights with --weights or "
-                                    "AUTOTRANSFER_WEIGHTS.")
+        raise AutoTransferError(
+            f"Backbone {name!r}: only registered architecture names are accepted.",
+            fix="use a timm architecture name and give weights with --weights or AUTOTRANSFER_WEIGHTS.",
+        )
     timm = _import_timm()
     try:
         with torch.device(device):
@@ -244,8 +290,10 @@ def _create_timm(name: str, device: torch.device | str) -> nn.Module:
 
 def _create_torchvision(arch: str, device: torch.device | str) -> nn.Module:
     if arch not in _TORCHVISION:
-        raise AutoTransferError(f"Unsupported torchvision backbone 'tv:{arch}'.",
-                                fix=f"use one of: {', '.join('tv:' + n for n in _TORCHVISION)}, or a timm name.")
+        raise AutoTransferError(
+            f"Unsupported torchvision backbone 'tv:{arch}'.",
+            fix=f"use one of: {', '.join('tv:' + n for n in _TORCHVISION)}, or a timm name.",
+        )
     with torch.device(device):
         model = _torchvision_models().get_model(arch, weights=None)
     model._autotransfer_arch = arch  # lets classifier_prefixes find the spec
@@ -313,14 +361,21 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], name: str, sou
         raise AutoTransferError(
             f"The weights do not fit {name}: {len(missing)} missing, {len(unexpected)} unexpected, "
             f"{len(mismatched)} of another shape (e.g. {(missing + unexpected + mismatched)[:3]}).",
-            where=source.describe(), fix="give weights saved from the same architecture.",
+            where=source.describe(),
+            fix="give weights saved from the same architecture.",
         )
     model.load_state_dict({k: v for k, v in state.items() if k in own and k not in mismatched}, strict=False)
     return not (mismatched or missing)
 
 
-def create_backbone(name: str, *, pretrained: bool = True, weights: str | Path | None = None,
-                    keep_classifier: bool = False, device: torch.device | str = "cpu") -> Backbone:
+def create_backbone(
+    name: str,
+    *,
+    pretrained: bool = True,
+    weights: str | Path | None = None,
+    keep_classifier: bool = False,
+    device: torch.device | str = "cpu",
+) -> Backbone:
     """Create ``name`` (timm name, or ``tv:<arch>``) with weights resolved in the documented order.
 
     ``pretrained=False`` gives random weights and says so in ``Backbone.weights`` (None). With
@@ -332,7 +387,8 @@ def create_backbone(name: str, *, pretrained: bool = True, weights: str | Path |
     source = _load_pretrained(name, model, weights) if pretrained else None
     model.eval()
     taps, groups, preprocess, num_features = (
-        _torchvision_description(arch, model) if is_tv else _timm_description(model))
+        _torchvision_description(arch, model) if is_tv else _timm_description(model)
+    )
     overrides = OFFLINE_ZOO[name].pretrained_cfg if source and source.kind == "offline_zoo" else {}
     if overrides:
         preprocess = Preprocess(**{**asdict(preprocess), **overrides})
@@ -358,11 +414,19 @@ def weights_available_offline(name: str) -> bool:
 def describe_known(name: str) -> dict:
     """One row of `autotransfer zoo list`, built on the meta device (no memory, no weights)."""
     backbone = create_backbone(name, pretrained=False, device="meta")
-    source = ("offline zoo" if name in OFFLINE_ZOO else
-              "torchvision hub" if name.startswith(TORCHVISION_PREFIX) else "timm hub")
+    source = (
+        "offline zoo"
+        if name in OFFLINE_ZOO
+        else "torchvision hub"
+        if name.startswith(TORCHVISION_PREFIX)
+        else "timm hub"
+    )
     return {
-        "name": name, "source": source, "weights_available": weights_available_offline(name),
+        "name": name,
+        "source": source,
+        "weights_available": weights_available_offline(name),
         "native_resolution": backbone.preprocess.input_size,
-        "taps": [t.name for t in backbone.taps], "depth_groups": len(backbone.depth_groups),
+        "taps": [t.name for t in backbone.taps],
+        "depth_groups": len(backbone.depth_groups),
         "num_features": backbone.num_features,
     }

@@ -32,19 +32,26 @@ import pandas as pd
 import torch
 from optuna.trial import TrialState
 
-from .budget import Deadline, format_duration
-from .dataset import Dataset, load_dataset
-from .errors import AutoTransferError
-from .features import extract_features
-from .files import disk_full_error, is_disk_full, write_text_atomic
-from .finetune import TransferModel, TrialPruned, finetune
-from .pipeline import Pipeline
-from .probes import make_head
-from .profile import profile_dataset
-from .ranking import RankingConfig, rank_backbone
-from .search_space import FINETUNE_STRATEGIES, Range, SearchSpace
-from .trials import candidate_key, config_for, describe, estimate_epoch_seconds, parse_candidate, suggest
-from .zoo import create_backbone
+from autotransfer.budget import Deadline, format_duration
+from autotransfer.data.datasets import Dataset, load_dataset
+from autotransfer.deploy.pipeline import Pipeline
+from autotransfer.errors import AutoTransferError
+from autotransfer.files import disk_full_error, is_disk_full, write_text_atomic
+from autotransfer.models.features import extract_features
+from autotransfer.models.zoo import create_backbone
+from autotransfer.search.space import FINETUNE_STRATEGIES, Range, SearchSpace
+from autotransfer.search.trials import (
+    candidate_key,
+    config_for,
+    describe,
+    estimate_epoch_seconds,
+    parse_candidate,
+    suggest,
+)
+from autotransfer.transfer.finetune import TransferModel, TrialPruned, finetune
+from autotransfer.transfer.probes import make_head
+from autotransfer.transfer.profile import profile_dataset
+from autotransfer.transfer.ranking import RankingConfig, rank_backbone
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +107,10 @@ def _storage(settings: SearchSettings) -> optuna.storages.BaseStorage:
             if "UNIQUE constraint" in str(error) and attempt < STORAGE_ATTEMPTS:
                 time.sleep(0.5 * attempt)
                 continue
-            raise AutoTransferError(f"Cannot open the study storage {url!r}: {str(error).splitlines()[0][:200]}",
-                                    fix="check the --storage URL (e.g. sqlite:///study.db, "
-                                        "postgresql://user@host/db).") from error
+            raise AutoTransferError(
+                f"Cannot open the study storage {url!r}: {str(error).splitlines()[0][:200]}",
+                fix="check the --storage URL (e.g. sqlite:///study.db, postgresql://user@host/db).",
+            ) from error
 
 
 def _probed(candidates: set, pair: str) -> bool:
@@ -124,21 +132,32 @@ class Search:
     # ------------------------------------------------------------------ run directory
     def _open_run_dir(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        self._lock = open(self.out / "run.lock", "w")
+        self._lock = open(self.out / "run.lock", "w")  # noqa: SIM115  (held for the whole run)
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             self.sole_owner = True
         except BlockingIOError:  # another fit works in this directory: share its study, never clean up for it
             self.sole_owner = False
-        identity = json.loads(json.dumps({"data": str(self.data.resolve()), "space": self.space.to_json(),
-                                          "seed": self.settings.seed, "val_fraction": self.settings.val_fraction}))
+        identity = json.loads(
+            json.dumps(
+                {
+                    "data": str(self.data.resolve()),
+                    "space": self.space.to_json(),
+                    "seed": self.settings.seed,
+                    "val_fraction": self.settings.val_fraction,
+                }
+            )
+        )
         run_file = self.out / "run.json"
         if run_file.exists():
             previous = json.loads(run_file.read_text())
             if {k: previous.get(k) for k in identity} != identity:
                 changed = [k for k in identity if previous.get(k) != identity[k]]
-                raise AutoTransferError(f"{self.out} holds a search with another {', '.join(changed)}.",
-                                        where=str(self.out), fix="use another --out, or the same data and settings.")
+                raise AutoTransferError(
+                    f"{self.out} holds a search with another {', '.join(changed)}.",
+                    where=str(self.out),
+                    fix="use another --out, or the same data and settings.",
+                )
         else:
             write_text_atomic(run_file, json.dumps(identity, indent=2))
         handler = logging.FileHandler(self.out / "fit.log")
@@ -149,8 +168,13 @@ class Search:
 
     def dataset(self, resolution: int) -> Dataset:
         if resolution not in self.datasets:
-            self.datasets[resolution] = load_dataset(self.data, image_size=resolution, seed=self.settings.seed,
-                                                     val_fraction=self.settings.val_fraction, show_progress=False)
+            self.datasets[resolution] = load_dataset(
+                self.data,
+                image_size=resolution,
+                seed=self.settings.seed,
+                val_fraction=self.settings.val_fraction,
+                show_progress=False,
+            )
         return self.datasets[resolution]
 
     # ------------------------------------------------------------------ stages
@@ -159,8 +183,12 @@ class Search:
         if path.exists():
             return json.loads(path.read_text())
         resolution = min(self.space.resolutions)
-        result = profile_dataset(self.dataset(resolution), backbone=self.settings.profile_backbone,
-                                 seed=self.settings.seed, show_progress=False).to_json()
+        result = profile_dataset(
+            self.dataset(resolution),
+            backbone=self.settings.profile_backbone,
+            seed=self.settings.seed,
+            show_progress=False,
+        ).to_json()
         write_text_atomic(path, json.dumps(result, indent=2, default=str))
         return result
 
@@ -180,7 +208,8 @@ class Search:
             raise AutoTransferError(
                 f"The time budget ({format_duration(self.settings.time_budget)}) is too small for {len(dataset)} "
                 f"images: one linear probe and saving need at least about {format_duration(needed * 1.2)}.",
-                fix=f"use --time-budget {format_duration(needed * 1.5)} or more, or fewer images.")
+                fix=f"use --time-budget {format_duration(needed * 1.5)} or more, or fewer images.",
+            )
 
     def _cheap_stage(self, study: optuna.Study, prior: dict) -> None:
         """Probe every (backbone, resolution) pair, smallest images first, while the budget allows.
@@ -191,11 +220,18 @@ class Search:
         """
         done = {t.user_attrs.get("candidate") for t in study.trials if t.state == TrialState.COMPLETE}
         failed = {t.user_attrs.get("pair") for t in study.trials if t.state == TrialState.FAIL}
-        config = RankingConfig(heads=self.space.probe_heads, c_grid=self.space.c_grid, seed=self.settings.seed,
-                               probe_top=self.space.probe_top_taps)
+        config = RankingConfig(
+            heads=self.space.probe_heads,
+            c_grid=self.space.c_grid,
+            seed=self.settings.seed,
+            probe_top=self.space.probe_top_taps,
+        )
         pairs = [(r, b) for r in sorted(self.space.resolutions) for b in self.space.backbones]
-        finetune_first = bool(self.space.finetune_strategies) and self.space.max_trials > 0 and \
-            prior.get("strategies", [""])[0] in FINETUNE_STRATEGIES
+        finetune_first = (
+            bool(self.space.finetune_strategies)
+            and self.space.max_trials > 0
+            and prior.get("strategies", [""])[0] in FINETUNE_STRATEGIES
+        )
         share = CHEAP_SHARE_BEFORE_FINETUNING if finetune_first else 1.0
         per_pixel: list[float] = []  # seconds / resolution^2 of each pair probed in this run
         for resolution, name in pairs:
@@ -203,15 +239,19 @@ class Search:
             if pair in failed or _probed(done, pair):
                 self._note_extract_cost(study, pair)
                 continue
-            expected = float(np.mean(per_pixel)) * resolution ** 2 if per_pixel else 0.0
+            expected = float(np.mean(per_pixel)) * resolution**2 if per_pixel else 0.0
             if self.deadline.left() < self._reserve() + 5.0 + expected:
                 log.info("time budget: cheap stage stops before %s (about %s)", pair, format_duration(expected))
                 break
             probed_one = bool(per_pixel) or any(done)  # fine-tuning needs at least one probed candidate
             if probed_one and self.deadline.elapsed() + expected > share * self.deadline.seconds:
-                log.info("time budget: cheap stage stops before %s (about %s): the profile recommends "
-                         "fine-tuning, which keeps %d%% of the budget", pair, format_duration(expected),
-                         round(100 * (1 - share)))
+                log.info(
+                    "time budget: cheap stage stops before %s (about %s): the profile recommends "
+                    "fine-tuning, which keeps %d%% of the budget",
+                    pair,
+                    format_duration(expected),
+                    round(100 * (1 - share)),
+                )
                 break
             tic = time.perf_counter()
             try:
@@ -219,9 +259,17 @@ class Search:
                 rows = rank_backbone(self.dataset(resolution), backbone, config, show_progress=False)
             except (AutoTransferError, RuntimeError, ValueError) as error:
                 log.warning("candidate %s failed: %s", pair, error)
-                study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={
-                    "pair": pair, "stage": "probe", "error": str(error)[:500],
-                    "seconds": time.perf_counter() - tic}))
+                study.add_trial(
+                    optuna.trial.create_trial(
+                        state=TrialState.FAIL,
+                        user_attrs={
+                            "pair": pair,
+                            "stage": "probe",
+                            "error": str(error)[:500],
+                            "seconds": time.perf_counter() - tic,
+                        },
+                    )
+                )
                 continue
             finished = {t.user_attrs.get("candidate") for t in study.get_trials(states=(TrialState.COMPLETE,))}
             if _probed(finished, pair):  # a worker sharing the storage was quicker
@@ -231,16 +279,31 @@ class Search:
                 strategy = "linear_probe" if row["tap"] == "head" else "mid_layer_probe"
                 if strategy not in self.space.strategies or "probe_accuracy" not in row:  # not among the top kNN
                     continue
-                attrs = {"candidate": candidate_key(name, resolution, row["tap"]), "pair": pair, "stage": "probe",
-                         "strategy": strategy, "backbone": name, "resolution": resolution, "tap": row["tap"],
-                         "head": row["probe_head"], "C": row["probe_C"], "logme": row["logme"], "knn": row["knn"],
-                         "seconds": row["extract_seconds"] + row["score_seconds"] + row["probe_seconds"],
-                         "extract_seconds_pair": row["extract_seconds"] * len(rows)}
+                attrs = {
+                    "candidate": candidate_key(name, resolution, row["tap"]),
+                    "pair": pair,
+                    "stage": "probe",
+                    "strategy": strategy,
+                    "backbone": name,
+                    "resolution": resolution,
+                    "tap": row["tap"],
+                    "head": row["probe_head"],
+                    "C": row["probe_C"],
+                    "logme": row["logme"],
+                    "knn": row["knn"],
+                    "seconds": row["extract_seconds"] + row["score_seconds"] + row["probe_seconds"],
+                    "extract_seconds_pair": row["extract_seconds"] * len(rows),
+                }
                 study.add_trial(optuna.trial.create_trial(value=row["probe_accuracy"], user_attrs=attrs))
-                log.info("probe %s: val %.4f (%s, C=%g)", attrs["candidate"], row["probe_accuracy"],
-                         row["probe_head"], row["probe_C"])
+                log.info(
+                    "probe %s: val %.4f (%s, C=%g)",
+                    attrs["candidate"],
+                    row["probe_accuracy"],
+                    row["probe_head"],
+                    row["probe_C"],
+                )
             self.extract_seconds[pair] = rows[0]["extract_seconds"] * len(rows) if rows else 0.0
-            per_pixel.append((time.perf_counter() - tic) / resolution ** 2)
+            per_pixel.append((time.perf_counter() - tic) / resolution**2)
 
     def _note_extract_cost(self, study: optuna.Study, pair: str) -> None:
         for trial in study.trials:
@@ -292,17 +355,22 @@ class Search:
             return float(min(max(value, ranges[key].low), ranges[key].high))
 
         for strategy in [s for s in wanted if s in self.space.finetune_strategies][:3]:
-            params = {"candidate": candidates[0], "strategy": strategy,
-                      "head_lr": clip("head_lr", float(np.sqrt(np.prod(prior.get("head_lr", [1e-3, 1e-2]))))),
-                      "weight_decay": clip("weight_decay", 0.05), "label_smoothing": self.space.label_smoothing[-1],
-                      "augmentation": "none" if "none" in self.space.augmentation else self.space.augmentation[0]}
+            params = {
+                "candidate": candidates[0],
+                "strategy": strategy,
+                "head_lr": clip("head_lr", float(np.sqrt(np.prod(prior.get("head_lr", [1e-3, 1e-2]))))),
+                "weight_decay": clip("weight_decay", 0.05),
+                "label_smoothing": self.space.label_smoothing[-1],
+                "augmentation": "none" if "none" in self.space.augmentation else self.space.augmentation[0],
+            }
             if strategy in ("finetune_top", "lp_ft"):
                 partial = [g for g in prior.get("freeze_groups", []) if 0 < g < n_groups]
                 frozen = max(partial, default=n_groups // 2)
                 params["freeze_fraction"] = clip("freeze_fraction", frozen / n_groups)
             if strategy != "train_all":
-                params["backbone_lr_ratio"] = clip("backbone_lr_ratio",
-                                                   float(np.sqrt(np.prod(prior.get("backbone_lr_ratio", [0.01, 0.1])))))
+                params["backbone_lr_ratio"] = clip(
+                    "backbone_lr_ratio", float(np.sqrt(np.prod(prior.get("backbone_lr_ratio", [0.01, 0.1]))))
+                )
                 params["layer_decay"] = clip("layer_decay", float(np.mean(prior.get("layer_decay", [0.8, 0.9]))))
             study.enqueue_trial(params, user_attrs={"seeded_by": "profile prior"}, skip_if_exists=True)
 
@@ -332,9 +400,15 @@ class Search:
         dataset = self.dataset(resolution)
         backbone = create_backbone(backbone_name, device=self.device or "cpu")
         config = config_for(params, self.space, len(backbone.depth_groups), self.settings.seed)
-        for key, value in {"backbone": backbone_name, "resolution": resolution, "tap": tap, "stage": "finetune",
-                           "strategy": params["strategy"], "freeze_groups": config.freeze_groups,
-                           "n_groups": len(backbone.depth_groups)}.items():
+        for key, value in {
+            "backbone": backbone_name,
+            "resolution": resolution,
+            "tap": tap,
+            "stage": "finetune",
+            "strategy": params["strategy"],
+            "freeze_groups": config.freeze_groups,
+            "n_groups": len(backbone.depth_groups),
+        }.items():
             trial.set_user_attr(key, value)
         folder = self.out / "trials" / f"{trial.number:04d}"
         trial.set_user_attr("checkpoint_dir", str(folder))
@@ -372,10 +446,14 @@ class Search:
             best = self.best_record()
             need = self._reserve(best) + self.space.min_epochs * max(
                 (self._epoch_estimate({"candidate": c, "strategy": "finetune_all"}, measured) for c in candidates),
-                default=0.0)
+                default=0.0,
+            )
             if self.deadline.left() < need:
-                log.info("time budget: no room for another fine-tuning trial (%s left, %s needed)",
-                         format_duration(self.deadline.left()), format_duration(need))
+                log.info(
+                    "time budget: no room for another fine-tuning trial (%s left, %s needed)",
+                    format_duration(self.deadline.left()),
+                    format_duration(need),
+                )
                 return
             trial = study.ask()
             params = suggest(trial, self.space, candidates, ranges)
@@ -402,8 +480,13 @@ class Search:
             else:
                 trial.set_user_attr("seconds", time.perf_counter() - tic)
                 study.tell(trial, value)
-                log.info("trial %d (%s): val %.4f, %s left", trial.number, describe(params), value,
-                         format_duration(self.deadline.left()))
+                log.info(
+                    "trial %d (%s): val %.4f, %s left",
+                    trial.number,
+                    describe(params),
+                    value,
+                    format_duration(self.deadline.left()),
+                )
             if "epoch_seconds" in study.trials[trial.number].user_attrs:
                 measured[params["candidate"]] = study.trials[trial.number].user_attrs["epoch_seconds"]
 
@@ -428,13 +511,21 @@ class Search:
         return rows
 
     def best_record(self) -> dict | None:
-        usable = [r for r in self.records() if r["val_accuracy"] is not None and r["status"] in ("complete", "pruned")
-                  and (r["stage"] == "probe" or Path(r.get("checkpoint_dir", "-"), "best.json").exists())]
+        usable = [
+            r
+            for r in self.records()
+            if r["val_accuracy"] is not None
+            and r["status"] in ("complete", "pruned")
+            and (r["stage"] == "probe" or Path(r.get("checkpoint_dir", "-"), "best.json").exists())
+        ]
         # The best validation accuracy; among equals the cheaper to run, decided by the trials' settings
         # (never by their wall time, so the same seed picks the same pipeline): a probe before a
         # fine-tuned network, smaller inputs, then the earlier trial (for probes, the shallower tap).
-        return max(usable, key=lambda r: (r["val_accuracy"], r["stage"] == "probe", -r.get("resolution", 0),
-                                          -r["trial"]), default=None)
+        return max(
+            usable,
+            key=lambda r: (r["val_accuracy"], r["stage"] == "probe", -r.get("resolution", 0), -r["trial"]),
+            default=None,
+        )
 
     def _fail_stale_trials(self, study: optuna.Study) -> None:
         """Trials left RUNNING by a killed run: failed and queued again (only when we own the run dir)."""
@@ -459,7 +550,7 @@ class Search:
 
     def _trial_model(self, best: dict) -> tuple[TransferModel, object]:
         """The trial's own best weights (trained on train only)."""
-        from .finetune import load_checkpoint
+        from autotransfer.transfer.finetune import load_checkpoint
 
         dataset = self.dataset(best["resolution"])
         backbone = create_backbone(best["backbone"], device=self.device or "cpu")
@@ -474,11 +565,28 @@ class Search:
         splits = np.where(dataset.splits == "test", "test", "train")
         splits[dataset.indices("val")[:1]] = "val"  # the trainer reports on a val split: one image, not selected on
         backbone = create_backbone(best["backbone"], device=self.device or "cpu")
-        params = {k: best[k] for k in ("candidate", "strategy", "head_lr", "weight_decay", "label_smoothing",
-                                       "augmentation", "freeze_fraction", "backbone_lr_ratio", "layer_decay")
-                  if k in best and best[k] == best[k]}
-        config = config_for(params, self.space, len(backbone.depth_groups), self.settings.seed,
-                            epochs=int(best.get("best_epoch", 0)) + 1)
+        params = {
+            k: best[k]
+            for k in (
+                "candidate",
+                "strategy",
+                "head_lr",
+                "weight_decay",
+                "label_smoothing",
+                "augmentation",
+                "freeze_fraction",
+                "backbone_lr_ratio",
+                "layer_decay",
+            )
+            if k in best and best[k] == best[k]
+        }
+        config = config_for(
+            params,
+            self.space,
+            len(backbone.depth_groups),
+            self.settings.seed,
+            epochs=int(best.get("best_epoch", 0)) + 1,
+        )
         config = replace(config, keep="last", patience=config.epochs)
         return finetune(replace(dataset, splits=splits), backbone, config, device=self.device).model, backbone
 
@@ -499,14 +607,39 @@ class Search:
         n_groups = len(backbone.depth_groups)
         summary = self._summary_words(best, n_groups)
         metrics = {"val_accuracy": best["val_accuracy"], "refit_on_train_val": refit}
-        hyper = {k: v for k, v in best.items() if k in ("candidate", "strategy", "head", "C", "head_lr",
-                                                         "backbone_lr_ratio", "layer_decay", "weight_decay",
-                                                         "label_smoothing", "augmentation", "freeze_fraction",
-                                                         "freeze_groups", "best_epoch") and v == v}
-        pipeline = Pipeline.from_model(backbone, model, classes=dataset.classes, recipe=dataset.recipe,
-                                       frozen_groups=int(best.get("freeze_groups", n_groups if best["stage"] == "probe" else 0)),
-                                       head_type=head_type, strategy=best["strategy"], hyperparameters=hyper,
-                                       metrics=metrics, summary=summary)
+        hyper = {
+            k: v
+            for k, v in best.items()
+            if k
+            in (
+                "candidate",
+                "strategy",
+                "head",
+                "C",
+                "head_lr",
+                "backbone_lr_ratio",
+                "layer_decay",
+                "weight_decay",
+                "label_smoothing",
+                "augmentation",
+                "freeze_fraction",
+                "freeze_groups",
+                "best_epoch",
+            )
+            and v == v
+        }
+        pipeline = Pipeline.from_model(
+            backbone,
+            model,
+            classes=dataset.classes,
+            recipe=dataset.recipe,
+            frozen_groups=int(best.get("freeze_groups", n_groups if best["stage"] == "probe" else 0)),
+            head_type=head_type,
+            strategy=best["strategy"],
+            hyperparameters=hyper,
+            metrics=metrics,
+            summary=summary,
+        )
         test = dataset.indices("test")
         if len(test):
             metrics["test_accuracy"] = _accuracy(pipeline, np.asarray(dataset.images[test]), dataset.labels[test])
@@ -516,8 +649,10 @@ class Search:
     def _summary_words(best: dict, n_groups: int) -> str:
         if best["stage"] == "probe":
             kind = {"softmax": "softmax", "svm": "linear SVM"}.get(best["head"], best["head"])
-            return (f"{best['strategy']}: {kind} (C={best['C']:g}) on tap `{best['tap']}` of {best['backbone']} "
-                    f"at {best['resolution']}px, backbone frozen")
+            return (
+                f"{best['strategy']}: {kind} (C={best['C']:g}) on tap `{best['tap']}` of {best['backbone']} "
+                f"at {best['resolution']}px, backbone frozen"
+            )
         return describe({k: v for k, v in best.items() if v == v}, n_groups)
 
     # ------------------------------------------------------------------ the whole run
@@ -537,13 +672,23 @@ class Search:
     def _run(self) -> SearchResult:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         storage = _storage(self.settings)
-        self.probes = optuna.create_study(study_name=PROBE_STUDY, storage=storage, direction="maximize",
-                                          load_if_exists=True)
+        self.probes = optuna.create_study(
+            study_name=PROBE_STUDY, storage=storage, direction="maximize", load_if_exists=True
+        )
         sampler = optuna.samplers.TPESampler(seed=self.settings.seed, n_startup_trials=4)
-        pruner = optuna.pruners.HyperbandPruner(min_resource=self.space.min_epochs, max_resource=self.space.epochs,
-                                                reduction_factor=self.space.reduction_factor)
-        self.finetune_study = optuna.create_study(study_name=FINETUNE_STUDY, storage=storage, direction="maximize",
-                                                  sampler=sampler, pruner=pruner, load_if_exists=True)
+        pruner = optuna.pruners.HyperbandPruner(
+            min_resource=self.space.min_epochs,
+            max_resource=self.space.epochs,
+            reduction_factor=self.space.reduction_factor,
+        )
+        self.finetune_study = optuna.create_study(
+            study_name=FINETUNE_STUDY,
+            storage=storage,
+            direction="maximize",
+            sampler=sampler,
+            pruner=pruner,
+            load_if_exists=True,
+        )
         self._fail_stale_trials(self.finetune_study)
         resumed = len(self.probes.trials) + len(self.finetune_study.trials)
         if resumed:
@@ -553,12 +698,15 @@ class Search:
         profile = self._profile()
         log.info("profile: %s", profile.get("rationale", ""))
         self._cheap_stage(self.probes, profile.get("prior", {}))
-        if self.space.finetune_strategies and self.space.max_trials and any(
-                t.state == TrialState.COMPLETE for t in self.probes.trials):
+        if (
+            self.space.finetune_strategies
+            and self.space.max_trials
+            and any(t.state == TrialState.COMPLETE for t in self.probes.trials)
+        ):
             candidates = self._candidates(self.probes, self.finetune_study)
             ranges = self._prior_ranges(profile.get("prior", {}))
             if self.settings.backend == "ray":
-                from .ray_backend import run_ray_stage
+                from autotransfer.search.ray_backend import run_ray_stage
 
                 run_ray_stage(self, candidates, ranges)
             else:
@@ -566,14 +714,16 @@ class Search:
                 self._finetune_stage(self.finetune_study, candidates, ranges)
         best = self.best_record()
         if best is None:
-            raise AutoTransferError("No trial finished within the time budget, so there is no pipeline to save.",
-                                    where=str(self.out), fix="raise --time-budget (the finished work is kept: "
-                                    "run the same command again to continue).")
+            raise AutoTransferError(
+                "No trial finished within the time budget, so there is no pipeline to save.",
+                where=str(self.out),
+                fix="raise --time-budget (the finished work is kept: run the same command again to continue).",
+            )
         log.info("final pipeline: from %s trial %s (val %.4f)", best["stage"], best["trial"], best["val_accuracy"])
         pipeline, refit = self._final_pipeline(best)
         pipeline.save(self.out / "pipeline")
         log.info("saved %s", self.out / "pipeline")
-        from .report import write_outputs
+        from autotransfer.report.outputs import write_outputs
 
         board = write_outputs(self, best, pipeline)
         return SearchResult(pipeline, board, profile, self.out, best, refit, self.deadline.elapsed())
@@ -584,7 +734,6 @@ def _accuracy(pipeline: Pipeline, pixels: np.ndarray, labels: np.ndarray, batch_
     correct = 0
     with torch.inference_mode():
         for start in range(0, len(pixels), batch_size):
-            batch = torch.from_numpy(pixels[start:start + batch_size]).to(pipeline.device).permute(0, 3, 1, 2)
-            correct += int((net(batch).argmax(1).cpu().numpy() == labels[start:start + batch_size]).sum())
+            batch = torch.from_numpy(pixels[start : start + batch_size]).to(pipeline.device).permute(0, 3, 1, 2)
+            correct += int((net(batch).argmax(1).cpu().numpy() == labels[start : start + batch_size]).sum())
     return correct / max(len(labels), 1)
-

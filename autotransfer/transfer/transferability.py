@@ -42,12 +42,19 @@ def _evidence(sigma: np.ndarray, z: np.ndarray, outside: float, alpha: float, be
     s = sigma[: len(z)]
     m2 = float(np.sum(s * z**2 / (s + t) ** 2))  # |m|^2, m the posterior mean of w
     res2 = float(np.sum(z**2 * (t / (s + t)) ** 2)) + outside  # |F m - y|^2
-    return (d / 2 * math.log(alpha) + n / 2 * math.log(beta) - alpha / 2 * m2 - beta / 2 * res2
-            - 0.5 * float(np.sum(np.log(alpha + beta * sigma))) - n / 2 * math.log(2 * math.pi))
+    return (
+        d / 2 * math.log(alpha)
+        + n / 2 * math.log(beta)
+        - alpha / 2 * m2
+        - beta / 2 * res2
+        - 0.5 * float(np.sum(np.log(alpha + beta * sigma)))
+        - n / 2 * math.log(2 * math.pi)
+    )
 
 
-def _maximise_evidence(u: np.ndarray, sigma: np.ndarray, y: np.ndarray, max_iter: int = 100,
-                       tol: float = 1e-5) -> Evidence:
+def _maximise_evidence(
+    u: np.ndarray, sigma: np.ndarray, y: np.ndarray, max_iter: int = 100, tol: float = 1e-5
+) -> Evidence:
     """The paper's fixed-point updates of alpha and beta, then the evidence per sample."""
     n = len(y)
     z = u.T @ y
@@ -82,8 +89,9 @@ def logme_evidence(features: np.ndarray, target: np.ndarray) -> Evidence:
 def logme(features: np.ndarray, labels: np.ndarray) -> float:
     """Mean LogME over one-hot class targets (higher: the features explain the labels better)."""
     u, sigma = _spectrum(features)  # once, shared by every class
-    return float(np.mean([_maximise_evidence(u, sigma, (labels == c).astype(np.float64)).value
-                          for c in np.unique(labels)]))
+    return float(
+        np.mean([_maximise_evidence(u, sigma, (labels == c).astype(np.float64)).value for c in np.unique(labels)])
+    )
 
 
 def _vote(row: np.ndarray) -> int:
@@ -124,5 +132,7 @@ def rank_agreement(scores: list[float], truth: list[float]) -> dict[str, float]:
     """Kendall tau and weighted tau (top ranks count more) between a proxy and the true accuracy."""
     if len(scores) < 3 or len(set(truth)) < 2 or len(set(scores)) < 2:
         return {"kendall_tau": float("nan"), "weighted_tau": float("nan")}
-    return {"kendall_tau": float(kendalltau(scores, truth).statistic),
-            "weighted_tau": float(weightedtau(scores, truth).statistic)}
+    return {
+        "kendall_tau": float(kendalltau(scores, truth).statistic),
+        "weighted_tau": float(weightedtau(scores, truth).statistic),
+    }

@@ -23,34 +23,51 @@ def render_profile(console: Console, p: dict) -> None:
     summary.add_column()
     balance = p["class_balance"]
     res = p["resolution"]
-    summary.add_row("images per class", f"min {balance['min']:.0f}, median {balance['median']:.0f}, "
-                    f"max {balance['max']:.0f} (imbalance {balance['imbalance_ratio']:.1f}:1)")
-    summary.add_row("resolution", f"short side median {res['median_short_side']:.0f}px "
-                    f"({res['min_short_side']:.0f}-{res['max_short_side']:.0f}), aspect median {res['median_aspect']:.2f}")
+    summary.add_row(
+        "images per class",
+        f"min {balance['min']:.0f}, median {balance['median']:.0f}, "
+        f"max {balance['max']:.0f} (imbalance {balance['imbalance_ratio']:.1f}:1)",
+    )
+    summary.add_row(
+        "resolution",
+        f"short side median {res['median_short_side']:.0f}px "
+        f"({res['min_short_side']:.0f}-{res['max_short_side']:.0f}), aspect median {res['median_aspect']:.2f}",
+    )
     summary.add_row("grayscale", f"{p['grayscale_share']:.0%}")
     summary.add_row("duplicates", f"{p['exact_duplicates']} exact, {p['cross_split_duplicates']} across splits")
     summary.add_row("skipped files", str(len(p["skipped"])))
-    summary.add_row("similarity to ImageNet", f"{p['similarity']:.2f}  (1 = like ImageNet photos, 0 = like noise; "
-                    f"measured with {p['backbone']} at {p['image_size']}px on {p['sample_size']} images)")
+    summary.add_row(
+        "similarity to ImageNet",
+        f"{p['similarity']:.2f}  (1 = like ImageNet photos, 0 = like noise; "
+        f"measured with {p['backbone']} at {p['image_size']}px on {p['sample_size']} images)",
+    )
     sep = p["separability"]
     knn = "n/a" if sep["knn_accuracy"] is None else f"{sep['knn_accuracy']:.2f}"
-    summary.add_row("top features separate classes", f"kNN accuracy {knn} (chance {sep['chance']:.2f}), "
-                    f"LogME {sep['logme']:.3f}")
+    summary.add_row(
+        "top features separate classes", f"kNN accuracy {knn} (chance {sep['chance']:.2f}), LogME {sep['logme']:.3f}"
+    )
     summary.add_row("quadrant", f"[bold]{p['quadrant']}[/]")
     summary.add_row("why", p["rationale"])
     prior = p["prior"]
-    summary.add_row("search starts with", f"{', '.join(prior['strategies'])}; taps {', '.join(prior['taps'])}; "
-                    f"freeze groups {prior['freeze_groups']}; backbone LR x{prior['backbone_lr_ratio']}")
+    summary.add_row(
+        "search starts with",
+        f"{', '.join(prior['strategies'])}; taps {', '.join(prior['taps'])}; "
+        f"freeze groups {prior['freeze_groups']}; backbone LR x{prior['backbone_lr_ratio']}",
+    )
     console.print(summary)
     distances = [row["distance"] for row in p["layer_distance"]]
-    console.print(f"distance to ImageNet by depth ({len(distances)} BN layers, early -> late): "
-                  f"{sparkline(distances)}  [{min(distances):.2f} .. {max(distances):.2f}]")
+    console.print(
+        f"distance to ImageNet by depth ({len(distances)} BN layers, early -> late): "
+        f"{sparkline(distances)}  [{min(distances):.2f} .. {max(distances):.2f}]"
+    )
     groups = Table(title="distance by depth group")
     for column in ("group", "distance", ""):
         groups.add_column(column)
     top = max(g["distance"] for g in p["group_distance"]) or 1.0
     for g in p["group_distance"]:
-        groups.add_row(f"{g['group']}: {g['name']}", f"{g['distance']:.3f}", "█" * max(1, int(30 * g["distance"] / top)))
+        groups.add_row(
+            f"{g['group']}: {g['name']}", f"{g['distance']:.3f}", "█" * max(1, int(30 * g["distance"] / top))
+        )
     console.print(groups)
     for problem in p["problems"]:
         console.print(f"[yellow]problem:[/] {problem}")

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import AutoTransferError
-from .zoo import Backbone
+from autotransfer.errors import AutoTransferError
+from autotransfer.models.zoo import Backbone
 
 REDUCTIONS = ("mean", "max")
 
@@ -68,12 +68,13 @@ def _classifier_trunk(backbone: Backbone, tap_module: str, train_size: int) -> n
     """torchvision AlexNet/VGG up to a tap inside ``classifier``, with its FC layers as convolutions."""
     model = backbone.model
     if not all(hasattr(model, a) for a in ("features", "avgpool", "classifier")):
-        raise AutoTransferError(f"Tap {tap_module!r} of {backbone.name} is a vector layer that cannot be "
-                                "made convolutional.", fix="choose a convolutional tap for this backbone.")
+        raise AutoTransferError(
+            f"Tap {tap_module!r} of {backbone.name} is a vector layer that cannot be made convolutional.",
+            fix="choose a convolutional tap for this backbone.",
+        )
     last = int(tap_module.split(".")[1])
     with torch.no_grad():
-        feature_map = model.features(torch.zeros(1, 3, train_size, train_size,
-                                                 device=next(model.parameters()).device))
+        feature_map = model.features(torch.zeros(1, 3, train_size, train_size, device=next(model.parameters()).device))
     channels, height, width = feature_map.shape[1:]
     if height != width:
         raise AutoTransferError(f"{backbone.name} gives a non-square {height}x{width} map at {train_size} px.")
@@ -81,7 +82,9 @@ def _classifier_trunk(backbone: Backbone, tap_module: str, train_size: int) -> n
     for layer in list(model.classifier)[: last + 1]:
         if isinstance(layer, nn.Linear):
             first = not any(isinstance(m, nn.Conv2d) for m in layers[1:])
-            layers.append(first_fc_as_conv(layer, model.avgpool, channels, height) if first else conv_from_linear(layer))
+            layers.append(
+                first_fc_as_conv(layer, model.avgpool, channels, height) if first else conv_from_linear(layer)
+            )
         elif not isinstance(layer, nn.Dropout):  # dropout is the identity at inference
             layers.append(layer)
     return nn.Sequential(*layers)
@@ -106,8 +109,15 @@ class ConvClassifier(nn.Module):
     exported model can take raw images.
     """
 
-    def __init__(self, trunk: nn.Module, head: nn.Linear, mean: tuple[float, ...], std: tuple[float, ...],
-                 reduce: str = "mean", resize_to: int | None = None) -> None:
+    def __init__(
+        self,
+        trunk: nn.Module,
+        head: nn.Linear,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        reduce: str = "mean",
+        resize_to: int | None = None,
+    ) -> None:
         super().__init__()
         if reduce not in REDUCTIONS:
             raise AutoTransferError(f"Unknown reduction {reduce!r}.", fix=f"use one of {', '.join(REDUCTIONS)}.")
@@ -122,8 +132,9 @@ class ConvClassifier(nn.Module):
         """Class scores at every position of the tap's map: (B, classes, h, w)."""
         x = images.float()
         if self.resize_to is not None:
-            x = nn.functional.interpolate(x, size=(self.resize_to, self.resize_to), mode="bilinear",
-                                          align_corners=False, antialias=True)
+            x = nn.functional.interpolate(
+                x, size=(self.resize_to, self.resize_to), mode="bilinear", align_corners=False, antialias=True
+            )
         x = (x - self.mean) / self.std
         return self.head(self.trunk(x).float())
 

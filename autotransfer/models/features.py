@@ -21,12 +21,12 @@ import torch
 from rich.progress import Progress
 from torch import nn
 
-from .dataset import Dataset
-from .errors import AutoTransferError
-from .files import replacing
-from .runtime import autocast, bf16_supported, default_device
-from .settings import cache_dir
-from .zoo import Backbone
+from autotransfer.data.datasets import Dataset
+from autotransfer.errors import AutoTransferError
+from autotransfer.files import replacing
+from autotransfer.models.zoo import Backbone
+from autotransfer.runtime import autocast, bf16_supported, default_device
+from autotransfer.settings import cache_dir
 
 POOLINGS = ("avg", "max", "avgmax")
 
@@ -48,6 +48,7 @@ def outputs_until(model: nn.Module, x: torch.Tensor, modules: list[str]) -> dict
             captured[name] = output
             if len(captured) == len(modules):
                 raise _StopForward
+
         return capture
 
     handles = [model.get_submodule(name).register_forward_hook(hook(name)) for name in modules]
@@ -116,13 +117,14 @@ class FeatureExtractor:
             # pooled inside autocast's scope; reductions accumulate in fp32
             return {modules[m]: pool(out, pooling).float() for m, out in outputs.items()}
 
-    def run(self, images: np.ndarray, taps: list[str], pooling: str = "avg",
-            show_progress: bool = False) -> dict[str, np.ndarray]:
+    def run(
+        self, images: np.ndarray, taps: list[str], pooling: str = "avg", show_progress: bool = False
+    ) -> dict[str, np.ndarray]:
         outputs: dict[str, list[np.ndarray]] = {t: [] for t in taps}
         with Progress(transient=True, disable=not show_progress) as progress:
             task = progress.add_task(f"{self.backbone.name}: features of {len(images)} images", total=len(images))
             for start in range(0, len(images), self.batch_size):
-                for tap, values in self.batch(images[start:start + self.batch_size], taps, pooling).items():
+                for tap, values in self.batch(images[start : start + self.batch_size], taps, pooling).items():
                     outputs[tap].append(values.cpu().numpy())
                 progress.advance(task, min(self.batch_size, len(images) - start))
         return {t: np.concatenate(v).astype(np.float32, copy=False) for t, v in outputs.items()}
@@ -132,7 +134,9 @@ def _cache_folder(dataset: Dataset, backbone: Backbone, root: Path | None) -> Pa
     pre = backbone.preprocess
     norm = hashlib.blake2b(repr((pre.mean, pre.std)).encode(), digest_size=4).hexdigest()
     safe = backbone.name.replace(":", "_").replace("/", "_")
-    return (root or cache_dir()) / "features" / dataset.fingerprint / f"{safe}-{model_fingerprint(backbone.model)}-{norm}"
+    return (
+        (root or cache_dir()) / "features" / dataset.fingerprint / f"{safe}-{model_fingerprint(backbone.model)}-{norm}"
+    )
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
@@ -140,10 +144,19 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
         np.save(stream, array)
 
 
-def extract_features(dataset: Dataset, backbone: Backbone, taps: list[str] | None = None, *, pooling: str = "avg",
-                     batch_size: int = 64, bf16: bool = True, device: torch.device | str | None = None,
-                     cache_root: Path | None = None, use_cache: bool = True,
-                     show_progress: bool = True) -> dict[str, np.ndarray]:
+def extract_features(
+    dataset: Dataset,
+    backbone: Backbone,
+    taps: list[str] | None = None,
+    *,
+    pooling: str = "avg",
+    batch_size: int = 64,
+    bf16: bool = True,
+    device: torch.device | str | None = None,
+    cache_root: Path | None = None,
+    use_cache: bool = True,
+    show_progress: bool = True,
+) -> dict[str, np.ndarray]:
     """Pooled features (N x C float32, dataset order) for each tap; cached taps are read, not computed."""
     if pooling not in POOLINGS:
         raise AutoTransferError(f"Unknown pooling {pooling!r}.", fix=f"use one of {', '.join(POOLINGS)}.")
