@@ -133,7 +133,7 @@ def strategies(args: argparse.Namespace) -> None:
     data = _data(args.per_class, args.sizes[0])
     n = len(create_backbone(BACKBONE, pretrained=False, device="meta").depth_groups)
     plans = {
-        "head only (CNN codes + linear)": FinetuneConfig(strategy="head_only", head_lr=1e-2),
+        "head only (CNN codes + linear)": FinetuneConfig(strategy="linear_probe", head_lr=1e-2),
         "LP-FT (probe, then top half)": FinetuneConfig(strategy="lp_ft", freeze_groups=n // 2, backbone_lr_ratio=0.1),
         "fine-tune top half": FinetuneConfig(freeze_groups=n // 2, head_lr=3e-3, backbone_lr_ratio=0.1),
         "fine-tune all, small backbone LR": FinetuneConfig(freeze_groups=0, head_lr=3e-3, backbone_lr_ratio=0.1),

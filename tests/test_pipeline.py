@@ -35,7 +35,7 @@ def trained(tmp_path_factory):
     dataset = load_dataset(root, image_size=SIZE, show_progress=False)
     torch.manual_seed(0)
     backbone = create_backbone("test_efficientnet", pretrained=False)
-    config = FinetuneConfig(strategy="finetune", epochs=2, batch_size=8, bf16=False, warmup_epochs=0, head_lr=1e-2)
+    config = FinetuneConfig(strategy="finetune_top", epochs=2, batch_size=8, bf16=False, warmup_epochs=0, head_lr=1e-2)
     result = finetune(dataset, backbone, config)
     pipeline = Pipeline.from_model(
         backbone,
@@ -44,7 +44,7 @@ def trained(tmp_path_factory):
         recipe=dataset.recipe,
         frozen_groups=0,
         head_type="linear",
-        strategy="finetune",
+        strategy="finetune_top",
         hyperparameters=result.config,
         metrics={"val_accuracy": result.best_val_accuracy},
     )
@@ -193,7 +193,7 @@ def _alexnet_pipeline(tap: str, classes: str, size: int) -> Pipeline:
         recipe=ResizeRecipe(size),
         frozen_groups=0,
         head_type="linear",
-        strategy="head_only",
+        strategy="linear_probe",
         hyperparameters={},
         metrics={},
     )

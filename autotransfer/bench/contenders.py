@@ -235,7 +235,7 @@ FIXED: dict[str, tuple[str, Callable[[Cell], Outcome]]] = {
     "mid_layer": ("mid-layer features + linear", lambda cell: _probe(cell, True, ("softmax",))),
     "finetune_all": (
         "fine-tune all, pretrained LR x0.01",
-        lambda cell: _finetuned(cell, FinetuneConfig(backbone_lr_ratio=0.01), "fine-tune all"),
+        lambda cell: _finetuned(cell, FinetuneConfig(strategy="finetune_all", backbone_lr_ratio=0.01), "fine-tune all"),
     ),
     "train_all": (
         "pretrained init + train all",
@@ -246,7 +246,11 @@ FIXED: dict[str, tuple[str, Callable[[Cell], Outcome]]] = {
     "one_lr": (
         "fine-tune all, one LR (typical script)",
         lambda cell: _finetuned(
-            cell, FinetuneConfig(backbone_lr_ratio=1.0, head_lr=1e-3, label_smoothing=0.0, warmup_epochs=0), "one LR"
+            cell,
+            FinetuneConfig(
+                strategy="finetune_all", backbone_lr_ratio=1.0, head_lr=1e-3, label_smoothing=0.0, warmup_epochs=0
+            ),
+            "one LR",
         ),
     ),
 }

@@ -40,10 +40,9 @@ from autotransfer.models.features import extract_features, normalisation, output
 from autotransfer.models.zoo import Backbone
 from autotransfer.runtime import autocast, bf16_supported, default_device
 from autotransfer.transfer.probes import as_linear, fit_probe
+from autotransfer.transfer.strategies import get_strategy
 
 log = logging.getLogger(__name__)
-
-STRATEGIES = ("head_only", "lp_ft", "finetune", "train_all")
 
 
 class TrialPruned(Exception):
@@ -56,7 +55,8 @@ class NonFiniteLoss(RuntimeError):
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    strategy: str = "finetune"
+    # A name of autotransfer.transfer.strategies.STRATEGIES; finetune_top with freeze_groups=0 trains every group.
+    strategy: str = "finetune_top"
     tap: str = "head"
     freeze_groups: int = 0
     train_bn_stats: bool = False
@@ -83,14 +83,13 @@ class FinetuneConfig:
     seed: int = 0
 
     def frozen_groups(self, n_groups: int) -> int:
-        """head_only freezes every group; train_all none (pretrained init, everything trains)."""
-        return {"head_only": n_groups, "train_all": 0}.get(self.strategy, self.freeze_groups)
+        """Probes freeze every group, ``lp_ft``/``finetune_top`` the lowest ``freeze_groups``, the rest none."""
+        return get_strategy(self.strategy).frozen_groups(n_groups, self.freeze_groups)
 
     def validate(self, backbone: Backbone) -> FinetuneConfig:
         if self.epochs < 1 or self.batch_size < 1:
             raise AutoTransferError(f"epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size}).")
-        if self.strategy not in STRATEGIES:
-            raise AutoTransferError(f"Unknown strategy {self.strategy!r}.", fix=f"use one of {', '.join(STRATEGIES)}.")
+        get_strategy(self.strategy)  # raises for an unknown name
         backbone.tap(self.tap)
         n = len(backbone.depth_groups)
         if not 0 <= self.freeze_groups <= n:
@@ -170,7 +169,7 @@ def param_groups(
     params = dict(model.backbone.named_parameters())
     n = len(backbone.depth_groups)
     groups, lrs = [], {}
-    if config.strategy != "head_only":
+    if get_strategy(config.strategy).trains_backbone:
         for group in backbone.depth_groups[config.frozen_groups(n) :]:
             lr = config.head_lr * config.backbone_lr_ratio * config.layer_decay ** (n - 1 - group.index)
             tensors = [params[p] for p in group.params if params[p].requires_grad]
@@ -400,7 +399,7 @@ def finetune(
     use_bf16 = wanted and bf16_supported(device)
     model = TransferModel(backbone, config.tap, len(dataset.classes)).to(device)
     model.backbone.to(memory_format=torch.channels_last)
-    if config.strategy == "lp_ft":
+    if get_strategy(config.strategy).starts_from_probe:
         model.head.load_state_dict(linear_probe_head(dataset, backbone, config, device).state_dict())
     _freeze(model, backbone, config)
     groups, group_lrs = param_groups(model, backbone, config)
