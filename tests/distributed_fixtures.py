@@ -197,9 +197,9 @@ class RayCluster:
 
     def alive_nodes(self) -> list[str]:
         code = (
-            "import ray; ray.init(address=%r, _node_ip_address=%r, log_to_driver=False); "
+            f"import ray; ray.init(address={self.address!r}, _node_ip_address={LOOPBACK!r}, log_to_driver=False); "
             "print(' '.join(n['NodeID'] for n in ray.nodes() if n['Alive']))"
-        ) % (self.address, LOOPBACK)
+        )
         done = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, env=self.env, timeout=120, cwd=self.root
         )
