@@ -259,13 +259,14 @@ def fit(
 ) -> None:
     """Find the best way to transfer an ImageNet network to DATA, within the time budget."""
     start = time.monotonic()
-    from autotransfer.api import AutoTransfer
     from autotransfer.budget import format_duration
-    from autotransfer.search.run import Search
+    from autotransfer.report.progress import Progress
+    from autotransfer.search.run import run
+    from autotransfer.search.settings import RunOptions, resolve_settings
 
     if out_dir is None and resume:
         out_dir = _latest_run(data)
-    estimator = AutoTransfer(
+    options = RunOptions(
         time_budget=time_budget,
         search_space=search_space,
         backend=backend,
@@ -278,13 +279,13 @@ def fit(
         gpus_per_trial=gpus_per_trial,
         profile_backbone=profile_backbone,
     )
-    settings = estimator.settings(start)
+    settings = resolve_settings(options, start=start)
     err.print(
         f"fit {escape(str(data))}: search space [bold]{settings.space.name}[/], budget "
         f"{format_duration(settings.time_budget)}, run directory {escape(str(settings.out))}"
     )
     try:
-        result = Search(data, settings).run()
+        result = run(data, settings, Progress(settings.time_budget, verbose=1, start=start))
     except KeyboardInterrupt:
         err.print(
             f"Interrupted. Finished trials are saved in {settings.out}; run the same command with "
