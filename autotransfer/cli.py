@@ -18,6 +18,7 @@ from rich.table import Table
 
 from autotransfer.errors import AutoTransferError
 from autotransfer.files import disk_full_error, is_disk_full
+from autotransfer.search.storage import WrittenByAnotherWorker
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -286,6 +287,9 @@ def fit(
     )
     try:
         result = run(data, settings, Progress(settings.time_budget, verbose=1, start=start))
+    except WrittenByAnotherWorker as done:  # a worker of a shared study: its part is done
+        err.print(escape(str(done)), highlight=False)
+        return
     except KeyboardInterrupt:
         err.print(
             f"Interrupted. Finished trials are saved in {settings.out}; run the same command with "

@@ -25,7 +25,7 @@ from autotransfer.search.candidates import Candidate
 from autotransfer.search.context import RunContext
 from autotransfer.search.records import best_record, records, trial_records
 from autotransfer.search.space import Range, SearchSpace
-from autotransfer.search.storage import Studies
+from autotransfer.search.storage import Studies, fail_dead_workers_trials, heartbeat_settings, unfinished_trials
 from autotransfer.search.trials import config_for, describe, suggest
 from autotransfer.transfer.finetune import TrialPruned, finetune
 from autotransfer.transfer.strategies import FINETUNE_STRATEGIES, STRATEGIES
@@ -145,9 +145,16 @@ class OptunaBackend:
                 self.measured[t.params.get("candidate", "")] = t.user_attrs["epoch_seconds"]
         context.progress.stage("fine-tuning", total=space.max_trials)
         while True:
-            if len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]) >= space.max_trials:
+            done, running, waiting = unfinished_trials(study)
+            if done >= space.max_trials:
                 log.info("fine-tuning: max_trials (%d) reached", space.max_trials)
                 return
+            if done + running >= space.max_trials and not waiting:
+                # Workers sharing the study run the last trials. Wait for them: a dead worker's trial
+                # is failed after the grace period (heartbeats) and queued again, and this worker runs it.
+                if not wait_for_others(study, context):
+                    return
+                continue
             best = best_record(records(plan.studies))
             estimates = (epoch_estimate(context, {"candidate": c.key, "strategy": "finetune_all"}, self.measured)
                          for c in plan.candidates)  # fmt: skip
@@ -262,3 +269,18 @@ def retry_later(study: optuna.Study, asked: dict) -> None:
     if trial.state == TrialState.RUNNING:
         study.tell(asked["number"], state=TrialState.FAIL)
     study.enqueue_trial(asked["params"], user_attrs={"retry_of": asked["number"]}, skip_if_exists=False)
+
+
+def wait_for_others(study: optuna.Study, context: RunContext) -> bool:
+    """Sleep one heartbeat interval and fail the trials of dead workers (queued again for a retry).
+    False when the budget has no room left for a trial anyway."""
+    if context.deadline.left() <= context.reserve(best_record(records_of(study))):
+        log.info("time budget: not waiting for the other workers' last trials")
+        return False
+    time.sleep(heartbeat_settings()[0])
+    fail_dead_workers_trials(study)
+    return True
+
+
+def records_of(study: optuna.Study) -> list[dict]:
+    return trial_records("finetune", study)

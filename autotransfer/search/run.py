@@ -35,7 +35,7 @@ from autotransfer.search.records import best_record, records
 from autotransfer.search.refit import build_pipeline
 from autotransfer.search.run_dir import RunDirectory
 from autotransfer.search.settings import SearchSettings
-from autotransfer.search.storage import Studies, open_storage, open_studies, retry_interrupted_trials
+from autotransfer.search.storage import Studies, open_storage, open_studies, retry_interrupted_trials, write_once
 from autotransfer.transfer.profile import profile_dataset
 
 log = logging.getLogger(__name__)
@@ -114,12 +114,20 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
         raise AutoTransferError("No trial finished within the time budget, so there is no pipeline to save.",
                                 where=str(context.out), fix="raise --time-budget (the finished work is kept: "
                                 "run the same command again to continue).")  # fmt: skip
-    log.info("final pipeline: from %s trial %s (val %.4f)", best["stage"], best["trial"], best["val_accuracy"])
-    context.progress.stage("refit", detail=f"{best['stage']} trial {best['trial']}")
-    pipeline, refit = build_pipeline(context, best)
-    context.progress.stage("save")
-    pipeline.save(context.out / "pipeline")
-    log.info("saved %s", context.out / "pipeline")
+
+    def write() -> tuple[Pipeline, bool]:
+        log.info("final pipeline: from %s trial %s (val %.4f)", best["stage"], best["trial"], best["val_accuracy"])
+        context.progress.stage("refit", detail=f"{best['stage']} trial {best['trial']}")
+        pipeline, refit = build_pipeline(context, best)
+        context.progress.stage("save")
+        pipeline.save(context.out / "pipeline")
+        log.info("saved %s", context.out / "pipeline")
+        return pipeline, refit
+
+    if context.settings.storage:  # workers sharing a study write one final pipeline between them
+        pipeline, refit = write_once(studies.finetune._storage, write, str(context.out.resolve()))
+    else:
+        pipeline, refit = write()
     board = write_outputs(context.out, rows, best, pipeline, context.deadline.elapsed(), context.deadline.seconds)
     return SearchResult(pipeline, board, profile, context.out, best, refit, context.deadline.elapsed(), rows)
 

@@ -2,16 +2,24 @@
 
 SQLite in the run directory unless a URL is given (``postgresql://…`` for workers on several
 machines). Fine-tuning trials send heartbeats: a trial whose worker died (no heartbeat for
-``GRACE_SECONDS``) is failed by the next worker that asks for a trial and queued again with the
-same parameters by Optuna's ``RetryFailedTrialCallback``.
+``GRACE_SECONDS``, or ``AUTOTRANSFER_HEARTBEAT_GRACE``) is failed by the next worker that asks for a
+trial and queued again with the same parameters by Optuna's ``RetryFailedTrialCallback``.
+
+Workers sharing a storage write one final pipeline between them: ``write_once`` runs the refit in
+the first worker that claims it (a trial of the ``final`` study, with heartbeats, so a claim whose
+worker died lapses after the grace period) and tells the others who has it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import optuna
 from optuna.storages import RetryFailedTrialCallback
@@ -22,11 +30,44 @@ from autotransfer.search.space import SearchSpace
 
 log = logging.getLogger(__name__)
 
-PROBE_STUDY, FINETUNE_STUDY = "probes", "finetune"
+PROBE_STUDY, FINETUNE_STUDY, FINAL_STUDY = "probes", "finetune", "final"
 STORAGE_ATTEMPTS = 5
 HEARTBEAT_SECONDS = 10  # a live trial writes a heartbeat this often
 GRACE_SECONDS = 60  # a RUNNING trial without a heartbeat for this long belongs to a dead worker
+GRACE_ENV = "AUTOTRANSFER_HEARTBEAT_GRACE"  # overrides GRACE_SECONDS (whole seconds, >= 2)
 MAX_RETRY = 2  # a trial whose worker died is run again at most this often
+T = TypeVar("T")
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """(heartbeat interval, grace period) in seconds; the interval stays well inside the grace period."""
+    text = os.environ.get(GRACE_ENV, "").strip()
+    try:
+        grace = int(text) if text else GRACE_SECONDS
+    except ValueError as error:
+        raise AutoTransferError(f"{GRACE_ENV}={text!r} is not a whole number of seconds.") from error
+    if grace < 2:
+        raise AutoTransferError(f"{GRACE_ENV}={text!r}: the grace period must be at least 2 seconds.")
+    return max(1, min(HEARTBEAT_SECONDS, grace // 4)), grace
+
+
+def storage_url(url: str) -> str:
+    """``postgresql://`` names SQLAlchemy's psycopg2 driver; use psycopg 3 (the ``[postgres]`` extra)
+    when only that one is installed. Explicit drivers (``postgresql+psycopg2://``) are kept."""
+    if url.startswith(("postgresql://", "postgres://")):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
+            return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _hide_password(url: str) -> str:
+    head, sep, tail = url.partition("://")
+    if "@" in tail and ":" in tail.split("@", 1)[0]:
+        user = tail.split("@", 1)[0].split(":", 1)[0]
+        return f"{head}{sep}{user}:***@{tail.split('@', 1)[1]}"
+    return url
 
 
 @dataclass
@@ -37,26 +78,32 @@ class Studies:
 
 def open_storage(url: str | None, out: Path) -> optuna.storages.RDBStorage:
     """The run's storage; raises AutoTransferError for a bad URL or an unreachable server."""
-    url = url or f"sqlite:///{out.resolve() / 'study.db'}"
+    url = storage_url(url or f"sqlite:///{out.resolve() / 'study.db'}")
     kwargs = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if url.startswith("sqlite") else {}
+    heartbeat, grace = heartbeat_settings()
     for attempt in range(1, STORAGE_ATTEMPTS + 1):
         try:
             return optuna.storages.RDBStorage(
                 url,
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=GRACE_SECONDS,
+                heartbeat_interval=heartbeat,
+                grace_period=grace,
                 failed_trial_callback=RetryFailedTrialCallback(max_retry=MAX_RETRY),
                 **kwargs,
             )
         except Exception as error:  # sqlalchemy raises many types for a bad URL or an unreachable server
             # Two workers creating a new storage at once race on its schema (a UNIQUE constraint on
             # alembic_version): the loser finds the schema there when it tries again.
-            if "UNIQUE constraint" in str(error) and attempt < STORAGE_ATTEMPTS:
+            # PostgreSQL: the same race on its catalog (duplicate key / UniqueViolation).
+            racing = any(word in str(error) for word in ("UNIQUE constraint", "duplicate key", "UniqueViolation"))
+            if racing and attempt < STORAGE_ATTEMPTS:
                 time.sleep(0.5 * attempt)
                 continue
+            fix = "check the --storage URL (e.g. sqlite:///study.db, postgresql://user@host/db)."
+            if isinstance(error, ModuleNotFoundError) and "psycopg" in str(error):
+                fix = "pip install 'autotransfer[postgres]' (psycopg 3) for postgresql:// URLs."
             raise AutoTransferError(
-                f"Cannot open the study storage {url!r}: {str(error).splitlines()[0][:200]}",
-                fix="check the --storage URL (e.g. sqlite:///study.db, postgresql://user@host/db).",
+                f"Cannot open the study storage {_hide_password(url)!r}: {str(error).splitlines()[0][:200]}",
+                fix=fix,
             ) from error
     raise AssertionError("unreachable")
 
@@ -96,3 +143,60 @@ def retry_interrupted_trials(study: optuna.Study) -> None:
         study.tell(trial.number, state=TrialState.FAIL)
         retry(study, study.trials[trial.number])
         log.info("trial %d was interrupted by the previous run: queued again", trial.number)
+
+
+def unfinished_trials(study: optuna.Study) -> tuple[int, int, int]:
+    """(done, running, waiting) fine-tuning trials. A trial failed because its worker died and queued
+    again (``RetryFailedTrialCallback``) is not done: its retry counts in its place."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    done = sum(t.state.is_finished() and t.number not in retried for t in trials)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    return done, running, waiting
+
+
+def fail_dead_workers_trials(study: optuna.Study) -> None:
+    """Fail (and queue again) the RUNNING trials whose heartbeat stopped more than the grace period ago."""
+    optuna.storages.fail_stale_trials(study)
+
+
+class WrittenByAnotherWorker(AutoTransferError):
+    """Another worker sharing the storage writes (or wrote) the final pipeline."""
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def write_once(storage: optuna.storages.BaseStorage, write: Callable[[], T], where: str) -> T:
+    """Run ``write`` (the refit and save) in exactly one of the workers sharing ``storage``.
+
+    Each worker asks for a trial of the ``final`` study (trial numbers are handed out atomically);
+    the claim with the lowest number among the live (RUNNING, heartbeats on) and finished (COMPLETE)
+    ones writes. The others raise WrittenByAnotherWorker naming the writer and its run directory. A
+    writer that dies leaves a claim that lapses after the grace period: running ``fit`` again claims anew.
+    """
+    study = optuna.create_study(study_name=FINAL_STUDY, storage=storage, direction="maximize", load_if_exists=True)
+    outcome: dict = {}
+
+    def claim(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", worker_name())
+        trial.set_user_attr("run_dir", where)
+        live = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
+        first = min(live, key=lambda t: (t.state != TrialState.COMPLETE, t.number))
+        if first.number != trial.number:
+            outcome["writer"] = first.user_attrs
+            raise optuna.TrialPruned("another worker writes the final pipeline")
+        outcome["value"] = write()
+        return 1.0
+
+    study.optimize(claim, n_trials=1, catch=())
+    if "writer" in outcome:
+        writer = outcome["writer"]
+        raise WrittenByAnotherWorker(
+            f"The final pipeline of this shared study is written by worker {writer.get('worker', '?')} "
+            f"in {writer.get('run_dir', '?')}; this worker's trials are in the study.",
+            fix="nothing to do: use that run directory (or run fit again there if that worker died).",
+        )
+    return outcome["value"]
