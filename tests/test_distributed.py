@@ -8,6 +8,7 @@ Run with ``python -m pytest -m distributed`` (needs the Debian ``postgresql`` pa
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -84,3 +85,51 @@ def test_the_ray_backend_runs_trials_on_two_nodes(fit_env, ray_cluster, tmp_path
     assert time.monotonic() - tic < 240 * 1.05
     trials = finetune_trials(f"sqlite:///{out / 'study.db'}")
     assert len(trials) >= 1
+
+
+def test_three_postgresql_workers_one_killed_mid_trial_lose_and_repeat_nothing(fit_env, postgres, tmp_path):  # noqa: F811
+    url = postgres.database("three_workers").replace("postgresql+psycopg://", "postgresql://")  # the plain URL
+    max_trials = 6
+    fit_env["space"].write_text(
+        SPACE.replace("max_trials: 3", f"max_trials: {max_trials}").replace("epochs: 2", "epochs: 4")
+    )
+    grace = {"AUTOTRANSFER_HEARTBEAT_GRACE": "6"}
+    outs = [tmp_path / f"run{i}" for i in range(3)]
+    logs = [tmp_path / f"w{i}.log" for i in range(3)]
+    workers = [start_worker(fit_command(fit_env, outs[i], "4m", "--storage", url), logs[i], **grace) for i in range(3)]
+    victim = workers[0]
+    killed_trial = None
+    deadline = time.monotonic() + 200
+    while time.monotonic() < deadline and killed_trial is None and victim.poll() is None:
+        time.sleep(0.5)
+        for t in finetune_trials(url):
+            mine = t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
+            if mine and t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("epochs_run", 0) >= 1:
+                victim.send_signal(signal.SIGKILL)
+                killed_trial = t.number
+                break
+    assert killed_trial is not None, "the victim never ran a fine-tuning trial: " + logs[0].read_text()[-2000:]
+    victim.wait()
+    codes = [w.wait(timeout=300) for w in workers[1:]]
+    outputs = [log.read_text() for log in logs[1:]]
+    assert codes == [0, 0], outputs
+    trials = finetune_trials(url)
+    by_number = {t.number: t for t in trials}
+    assert by_number[killed_trial].state == optuna.trial.TrialState.FAIL
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed_trial]
+    assert len(retries) == 1, "the killed trial was not retried exactly once"
+    retry = retries[0]
+    assert retry.state.is_finished() and retry.state != optuna.trial.TrialState.FAIL
+    assert retry.params == by_number[killed_trial].params
+    assert not retry.user_attrs["worker"].endswith(f":{victim.pid}")  # another worker ran it
+    assert not [t for t in trials if t.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)]
+    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    done = [t for t in trials if t.state.is_finished() and t.number not in retried]
+    assert len(done) == max_trials  # nothing lost, nothing run twice
+    # Exactly one final pipeline; the other survivor says who wrote it.
+    written = [out for out in outs if (out / "pipeline" / "pipeline.json").is_file()]
+    assert len(written) == 1, written
+    final = optuna.load_study(study_name="final", storage=url).trials
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in final) == 1
+    assert sum("written by worker" in text for text in outputs) == 1
+    assert "Traceback" not in "".join(outputs)

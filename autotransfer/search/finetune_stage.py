@@ -25,7 +25,13 @@ from autotransfer.search.candidates import Candidate
 from autotransfer.search.context import RunContext
 from autotransfer.search.records import best_record, records, trial_records
 from autotransfer.search.space import Range, SearchSpace
-from autotransfer.search.storage import Studies, fail_dead_workers_trials, heartbeat_settings, unfinished_trials
+from autotransfer.search.storage import (
+    Studies,
+    fail_dead_workers_trials,
+    heartbeat_settings,
+    unfinished_trials,
+    worker_name,
+)
 from autotransfer.search.trials import config_for, describe, suggest
 from autotransfer.transfer.finetune import TrialPruned, finetune
 from autotransfer.transfer.strategies import FINETUNE_STRATEGIES, STRATEGIES
@@ -234,6 +240,7 @@ class OptunaBackend:
             "strategy": params["strategy"],
             "freeze_groups": config.freeze_groups,
             "n_groups": len(backbone.depth_groups),
+            "worker": worker_name(),  # host:pid, so a shared study shows who ran what
         }
         for key, value in attrs.items():
             trial.set_user_attr(key, value)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
 import numpy as np
 import optuna
@@ -17,6 +18,7 @@ from autotransfer.errors import AutoTransferError
 from autotransfer.search import planner
 from autotransfer.search.candidates import Candidate
 from autotransfer.search.context import RunContext
+from autotransfer.search.storage import claim_is_live, heartbeat_settings, run_once
 from autotransfer.transfer.ranking import RankingConfig, rank_backbone
 from autotransfer.transfer.strategies import STRATEGIES, probe_strategy
 
@@ -83,6 +85,7 @@ def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bo
     share = planner.cheap_share(finetune_first)
     context.progress.stage("probes", total=len(pairs))
     per_pixel: list[float] = []  # seconds / resolution^2 of each pair probed in this run
+    skipped: list[str] = []  # pairs another worker sharing the storage probes
     for resolution, name in pairs:
         pair = f"{name}@{resolution}"
         if pair in failed or pair in done:
@@ -106,21 +109,66 @@ def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bo
             )
             break
         tic = time.perf_counter()
-        try:
-            rows = rank_backbone(context.dataset(resolution), context.backbone(name), config, show_progress=False)
-        except (AutoTransferError, RuntimeError, ValueError) as error:
-            log.warning("candidate %s failed: %s", pair, error)
-            attrs = {"pair": pair, "stage": "probe", "error": str(error)[:500], "seconds": time.perf_counter() - tic}
-            study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=attrs))
-            context.progress.step(f"{pair} failed: {error}")
+        if context.settings.storage:  # workers sharing the study: each pair is probed by one of them
+            work = partial(_probe_pair, study, context, config, name, resolution)
+            ran, holder = run_once(study._storage, _claim(pair), work, str(context.out))
+            if not ran:
+                log.info("candidate %s is probed by worker %s", pair, holder["worker"])
+                skipped.append(pair)
+                context.progress.step(f"{pair} (another worker)")
+                continue
+            probed = holder
+        else:
+            probed = _probe_pair(study, context, config, name, resolution)
+        if probed:
+            per_pixel.append((time.perf_counter() - tic) / resolution**2)
+        context.progress.step(pair if probed else f"{pair} failed")
+    for pair in skipped:
+        _wait_for(study, context, config, pair)
+
+
+def _claim(pair: str) -> str:
+    return f"probe-claim:{pair}"
+
+
+def _probe_pair(study: optuna.Study, context: RunContext, config: RankingConfig, name: str, resolution: int) -> bool:
+    """Probe one (backbone, resolution) and record its taps; a failure is recorded as a failed trial."""
+    pair, tic = f"{name}@{resolution}", time.perf_counter()
+    try:
+        rows = rank_backbone(context.dataset(resolution), context.backbone(name), config, show_progress=False)
+    except (AutoTransferError, RuntimeError, ValueError) as error:
+        log.warning("candidate %s failed: %s", pair, error)
+        attrs = {"pair": pair, "stage": "probe", "error": str(error)[:500], "seconds": time.perf_counter() - tic}
+        study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=attrs))
+        return False
+    if pair in _probed_pairs(study):  # a worker sharing the storage was quicker
+        log.info("candidate %s was probed by another worker meanwhile", pair)
+        return False
+    _record_probe_rows(study, context, name, resolution, rows)
+    context.extract_seconds[pair] = rows[0]["extract_seconds"] * len(rows) if rows else 0.0
+    return True
+
+
+def _wait_for(study: optuna.Study, context: RunContext, config: RankingConfig, pair: str) -> None:
+    """Wait while another worker probes ``pair``; probe it here if that worker died (its claim lapsed)."""
+    name, resolution = pair.rsplit("@", 1)
+    while True:
+        failed = {t.user_attrs.get("pair") for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+        if pair in _probed_pairs(study) or pair in failed:
+            measured = _measured_extract_seconds(study, pair)
+            if measured is not None:
+                context.extract_seconds[pair] = measured
+            return
+        if claim_is_live(study._storage, _claim(pair)):
+            if context.deadline.left() <= context.reserve(None):
+                return
+            time.sleep(heartbeat_settings()[0])
             continue
-        if pair in _probed_pairs(study):  # a worker sharing the storage was quicker
-            log.info("candidate %s was probed by another worker meanwhile", pair)
-            continue
-        _record_probe_rows(study, context, name, resolution, rows)
-        context.extract_seconds[pair] = rows[0]["extract_seconds"] * len(rows) if rows else 0.0
-        per_pixel.append((time.perf_counter() - tic) / resolution**2)
-        context.progress.step(pair)
+        log.info("candidate %s: the worker probing it stopped; probing it here", pair)
+        work = partial(_probe_pair, study, context, config, name, int(resolution))
+        ran, _ = run_once(study._storage, _claim(pair), work, str(context.out))
+        if not ran and not claim_is_live(study._storage, _claim(pair)):
+            return  # finished elsewhere without a probe to record
 
 
 def finetune_first(space_strategies: tuple[str, ...], max_trials: int, prior: dict) -> bool:

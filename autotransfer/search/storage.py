@@ -169,15 +169,18 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def write_once(storage: optuna.storages.BaseStorage, write: Callable[[], T], where: str) -> T:
-    """Run ``write`` (the refit and save) in exactly one of the workers sharing ``storage``.
+def run_once(
+    storage: optuna.storages.BaseStorage, name: str, work: Callable[[], T], where: str
+) -> tuple[bool, T | dict]:
+    """Run ``work`` in exactly one of the workers sharing ``storage``: (True, its value) there, and
+    (False, the claimer's ``worker`` and ``run_dir``) in the others.
 
-    Each worker asks for a trial of the ``final`` study (trial numbers are handed out atomically);
-    the claim with the lowest number among the live (RUNNING, heartbeats on) and finished (COMPLETE)
-    ones writes. The others raise WrittenByAnotherWorker naming the writer and its run directory. A
-    writer that dies leaves a claim that lapses after the grace period: running ``fit`` again claims anew.
+    A claim is a trial of the study ``name`` (trial numbers are handed out atomically): the claim with
+    the lowest number among the finished (COMPLETE) and live (RUNNING, with heartbeats) ones runs. A
+    claim whose worker died lapses after the grace period, and the next worker to ask claims anew; a
+    claim whose work raised is failed, the error goes up in its worker.
     """
-    study = optuna.create_study(study_name=FINAL_STUDY, storage=storage, direction="maximize", load_if_exists=True)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
     outcome: dict = {}
 
     def claim(trial: optuna.Trial) -> float:
@@ -186,17 +189,33 @@ def write_once(storage: optuna.storages.BaseStorage, write: Callable[[], T], whe
         live = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
         first = min(live, key=lambda t: (t.state != TrialState.COMPLETE, t.number))
         if first.number != trial.number:
-            outcome["writer"] = first.user_attrs
-            raise optuna.TrialPruned("another worker writes the final pipeline")
-        outcome["value"] = write()
+            outcome["holder"] = {"worker": "?", "run_dir": "?", **first.user_attrs}
+            raise optuna.TrialPruned("claimed by another worker")
+        outcome["value"] = work()
         return 1.0
 
     study.optimize(claim, n_trials=1, catch=())
-    if "writer" in outcome:
-        writer = outcome["writer"]
+    if "holder" in outcome:
+        return False, outcome["holder"]
+    return True, outcome["value"]
+
+
+def claim_is_live(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    """Whether a worker holds the claim ``name`` now (dead workers' claims are failed first)."""
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
+    optuna.storages.fail_stale_trials(study)
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+def write_once(storage: optuna.storages.BaseStorage, write: Callable[[], T], where: str) -> T:
+    """Run ``write`` (the refit and save) in exactly one of the workers sharing ``storage``
+    (``run_once`` on the ``final`` study); the others raise WrittenByAnotherWorker naming the writer.
+    A writer that dies leaves a claim that lapses after the grace period: running ``fit`` again writes."""
+    ran, value = run_once(storage, FINAL_STUDY, write, where)
+    if not ran:
         raise WrittenByAnotherWorker(
-            f"The final pipeline of this shared study is written by worker {writer.get('worker', '?')} "
-            f"in {writer.get('run_dir', '?')}; this worker's trials are in the study.",
+            f"The final pipeline of this shared study is written by worker {value['worker']} "
+            f"in {value['run_dir']}; this worker's trials are in the study.",
             fix="nothing to do: use that run directory (or run fit again there if that worker died).",
         )
-    return outcome["value"]
+    return value
