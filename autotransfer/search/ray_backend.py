@@ -2,6 +2,12 @@
 ASHA for early stopping, per-trial CPU/GPU resources (fractional GPUs allowed), on a local Ray or
 an existing cluster (``ray_address``). Finished trials are written into the run's Optuna study, so
 the leaderboard, the choice of the best trial and the refit are the same as with the Optuna backend.
+
+Each trial records the Ray node(s) it ran on (``node_id``, ``node_ids``) and how often it was started
+(``ray_attempts``): a trial whose node died is started again elsewhere (``FailureConfig``,
+``MAX_FAILURES``). A resumed run keeps the fine-tuning trials already in the study and runs only the
+rest of ``max_trials``. A cluster address on loopback (a one-machine cluster, as the tests start)
+keeps the driver on loopback too.
 """
 
 from __future__ import annotations
@@ -9,10 +15,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
+import pandas as pd
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 from autotransfer.errors import AutoTransferError
@@ -25,10 +34,30 @@ from autotransfer.search.trials import config_for, suggest
 
 log = logging.getLogger(__name__)
 MIN_SECONDS = 20  # below this, starting Ray and one trial cannot finish anything
+MAX_FAILURES = 2  # a trial whose node (or process) died is started again this often
+
+
+def _loopback_host(address: str | None) -> str | None:
+    """The host of a ``host:port`` Ray address when it is a loopback address, else None."""
+    if not address or address == "auto" or "://" in address:
+        return None
+    host = address.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return "127.0.0.1"
+    return host if host.startswith("127.") or host == "::1" else None
+
+
+def _stay_on_loopback() -> None:
+    """Ray swaps a loopback address for the machine's interface address unless told it is a
+    one-machine cluster (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, read when ray is imported)."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if "ray._private.ray_constants" in sys.modules:
+        sys.modules["ray._private.ray_constants"].ENABLE_RAY_CLUSTER = False
 
 
 def _trainable(config: dict, context: dict) -> None:
     """One Ray trial: fine-tune, reporting validation accuracy after each epoch."""
+    import ray
     import torch
     from ray import tune
 
@@ -48,6 +77,7 @@ def _trainable(config: dict, context: dict) -> None:
     backbone = create_backbone(candidate.backbone, device=context["device"])
     settings = config_for(config, context["space"], len(backbone.depth_groups), context["seed"])
     folder = Path(context["out"], "trials", f"ray-{tune.get_context().get_trial_id()}")
+    node_id = ray.get_runtime_context().get_node_id()
     tic = time.perf_counter()
 
     def report(epoch: int, accuracy: float) -> None:
@@ -57,6 +87,7 @@ def _trainable(config: dict, context: dict) -> None:
             "checkpoint_dir": str(folder),
             "freeze_groups": settings.freeze_groups,
             "epoch_seconds": (time.perf_counter() - tic) / (epoch + 1),
+            "node_id": node_id,
         }
         tune.report(metrics)
         if time.time() > context["stop_at"]:
@@ -93,10 +124,10 @@ def _distributions(space: SearchSpace, candidates: list[Candidate], ranges: dict
     return out
 
 
-def _record(study: optuna.Study, space: SearchSpace, plan: FinetunePlan, result) -> None:
+def _record(study: optuna.Study, space: SearchSpace, plan: FinetunePlan, result, trial_id: str | None = None) -> None:
     params = {k: v for k, v in result.config.items() if not k.startswith("_")}
     history = result.metrics_dataframe
-    attrs = {"backend": "ray", "stage": "finetune", "strategy": params.get("strategy")}
+    attrs = {"backend": "ray", "stage": "finetune", "strategy": params.get("strategy"), "ray_trial_id": trial_id}
     if result.error is not None or history is None or history.empty:
         attrs["error"] = str(result.error)[:400] if result.error else "no epoch finished"
         user_attrs = {**attrs, **{f"param_{k}": v for k, v in params.items()}}
@@ -105,9 +136,16 @@ def _record(study: optuna.Study, space: SearchSpace, plan: FinetunePlan, result)
         )
         study.add_trial(trial)
         return
+    # A trial started again after its node died reports from epoch 1 again: keep its last attempt.
+    starts = [i for i, epoch in enumerate(history["epoch"]) if int(epoch) == 1]
+    nodes = sorted({str(n) for n in history["node_id"].dropna()}) if "node_id" in history else []
+    attrs.update(node_ids=nodes, ray_attempts=max(len(starts), 1 + getattr(result, "restarts", 0)))
+    history = history.iloc[starts[-1] :] if starts else history
     candidate = Candidate.parse(params["candidate"])
     best_row = history["val_accuracy"].idxmax()
     last = history.iloc[-1]
+    if "node_id" in history:
+        attrs["node_id"] = str(last["node_id"])
     attrs.update(
         backbone=candidate.backbone,
         resolution=candidate.resolution,
@@ -136,6 +174,47 @@ def _record(study: optuna.Study, space: SearchSpace, plan: FinetunePlan, result)
     )
 
 
+_METRICS = ("val_accuracy", "epoch", "checkpoint_dir", "freeze_groups", "epoch_seconds", "node_id", "time_total_s")
+
+
+def _recorder(record):
+    """A Tune callback that records each trial in the study as soon as it ends (so a killed driver's
+    finished trials are kept for the resumed run). Built lazily: ray is an optional dependency."""
+    from ray.tune import Callback
+
+    class Recorder(Callback):
+        def __init__(self) -> None:
+            self.rows: dict[str, list[dict]] = {}
+            self.recorded: set[str] = set()
+            self.recoveries: dict[str, int] = {}
+
+        def __getstate__(self) -> dict:  # Tune may pickle its callbacks; the study stays in the driver
+            return {"rows": {}, "recorded": set(), "recoveries": {}}
+
+        def on_trial_recover(self, iteration, trials, trial, **info) -> None:  # it failed and starts again
+            self.recoveries[trial.trial_id] = self.recoveries.get(trial.trial_id, 0) + 1
+
+        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            self.rows.setdefault(trial.trial_id, []).append({k: result.get(k) for k in _METRICS})
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            self.finish(trial, None)
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            self.finish(trial, f"the Ray trial failed ({getattr(trial, 'error_file', None) or 'see the Ray logs'})")
+
+        def finish(self, trial, error: str | None) -> None:
+            if trial.trial_id in self.recorded:
+                return
+            self.recorded.add(trial.trial_id)
+            history = pd.DataFrame(self.rows.pop(trial.trial_id, []))
+            restarts = self.recoveries.get(trial.trial_id, 0)
+            result = SimpleNamespace(config=trial.config, metrics_dataframe=history, error=error, restarts=restarts)
+            record(result, trial.trial_id)
+
+    return Recorder()
+
+
 class RayBackend:
     """Fine-tuning trials as Ray Tune trials, recorded in ``plan.studies.finetune`` when they end."""
 
@@ -154,10 +233,21 @@ class RayBackend:
         if seconds < MIN_SECONDS:
             log.info("time budget: no room for Ray trials")
             return
+        done = sum(t.state.is_finished() for t in plan.studies.finetune.get_trials(deepcopy=False))
+        samples = space.max_trials - done
+        if samples <= 0:
+            log.info("fine-tuning: max_trials (%d) already in the study", space.max_trials)
+            return
+        if done:
+            log.info("fine-tuning on Ray: %d trial(s) kept from before, %d to run", done, samples)
         context.progress.stage("fine-tuning", total=space.max_trials, detail="on Ray Tune")
         os.environ.setdefault("RAY_DEDUP_LOGS", "0")
         if not ray.is_initialized():
             local = {} if settings.ray_address else {"num_cpus": os.cpu_count()}
+            loopback = _loopback_host(settings.ray_address)
+            if loopback:
+                _stay_on_loopback()
+                local["_node_ip_address"] = loopback
             ray.init(
                 address=settings.ray_address,
                 include_dashboard=False,
@@ -191,6 +281,12 @@ class RayBackend:
             grace_period=space.min_epochs,
             reduction_factor=space.reduction_factor,
         )
+        recorded: set[str] = set()
+
+        def record(result, trial_id: str) -> None:
+            recorded.add(trial_id)
+            _record(plan.studies.finetune, space, plan, result, trial_id)
+
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
@@ -198,10 +294,19 @@ class RayBackend:
                 scheduler=scheduler,
                 metric="val_accuracy",
                 mode="max",
-                num_samples=space.max_trials,
+                num_samples=samples,
                 time_budget_s=seconds,
             ),
-            run_config=tune.RunConfig(storage_path=str((context.out / "ray").resolve()), name="finetune", verbose=0),
+            run_config=tune.RunConfig(
+                storage_path=str((context.out / "ray").resolve()),
+                name=f"finetune-{int(time.time())}",  # a resumed run starts a new experiment beside the old
+                failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+                callbacks=[_recorder(record)],
+                verbose=0,
+            ),
         )
-        for result in tuner.fit():
-            _record(plan.studies.finetune, space, plan, result)
+        results = tuner.fit()
+        for result in results:  # the trials the callback did not see end (stopped by the time budget)
+            trial_id = (result.metrics or {}).get("trial_id")
+            if trial_id not in recorded:
+                _record(plan.studies.finetune, space, plan, result, trial_id)
