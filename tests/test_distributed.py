@@ -7,6 +7,8 @@ Run with ``python -m pytest -m distributed`` (needs the Debian ``postgresql`` pa
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -17,7 +19,7 @@ from pathlib import Path
 import optuna
 import pytest
 from conftest import SPACE
-from distributed_fixtures import RAY_LOOPBACK_ENV, postgres, ray_cluster  # noqa: F401  (fixtures)
+from distributed_fixtures import postgres, ray_cluster  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.distributed
 
@@ -73,18 +75,93 @@ def test_two_workers_share_one_postgresql_study(fit_env, postgres, tmp_path):  #
 
 
 # ---------------------------------------------------------------------------------------------- Ray
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}  # the driver needs nothing else: the backend keeps loopback
+
+
+def ray_results(out: Path) -> list[dict]:
+    """Every result Ray Tune logged so far under ``out/ray`` (one dict per reported epoch)."""
+    rows = []
+    for path in out.glob("ray/finetune-*/*/result.json"):
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                rows.append({**json.loads(line), "trial_dir": path.parent.name})
+    return rows
+
+
 def test_the_ray_backend_runs_trials_on_two_nodes(fit_env, ray_cluster, tmp_path):  # noqa: F811
+    head = ray_cluster.alive_nodes()
     ray_cluster.add_node()
+    nodes = ray_cluster.alive_nodes()
     fit_env["space"].write_text(SPACE.replace("max_trials: 3", "max_trials: 4"))
     out = tmp_path / "run"
     command = fit_command(fit_env, out, "4m", "--backend", "ray", "--ray-address", ray_cluster.address)
     tic = time.monotonic()
-    worker = start_worker(command, tmp_path / "fit.log", **RAY_LOOPBACK_ENV)
-    code = worker.wait(timeout=360)
+    code = start_worker(command, tmp_path / "fit.log", **RAY_ENV).wait(timeout=360)
     assert code == 0, (tmp_path / "fit.log").read_text()[-3000:]
-    assert time.monotonic() - tic < 240 * 1.05
+    seconds = time.monotonic() - tic
     trials = finetune_trials(f"sqlite:///{out / 'study.db'}")
-    assert len(trials) >= 1
+    ran_on = {t.user_attrs.get("node_id") for t in trials if t.state.is_finished()}
+    assert len(trials) == 4 and ran_on == set(nodes), (ran_on, nodes, head)
+    print(f"2-node Ray: {len(trials)} trials on {len(ran_on)} nodes in {seconds:.0f}s (budget 240s)")
+
+
+def test_killing_a_ray_worker_node_mid_trial_retries_the_trial_within_the_budget(fit_env, ray_cluster, tmp_path):  # noqa: F811
+    head = set(ray_cluster.alive_nodes())
+    worker_node = ray_cluster.add_node()
+    (worker_id,) = set(ray_cluster.alive_nodes()) - head
+    fit_env["space"].write_text(SPACE.replace("max_trials: 3", "max_trials: 4").replace("epochs: 2", "epochs: 4"))
+    out, budget = tmp_path / "run", 240
+    command = fit_command(fit_env, out, f"{budget}s", "--backend", "ray", "--ray-address", ray_cluster.address)
+    tic = time.monotonic()
+    driver = start_worker(command, tmp_path / "fit.log", **RAY_ENV)
+    interrupted = None
+    while interrupted is None and driver.poll() is None and time.monotonic() - tic < budget:
+        time.sleep(0.5)
+        for row in ray_results(out):
+            if row.get("node_id") == worker_id and row.get("epoch") == 1:  # 3 more epochs to go on that node
+                ray_cluster.kill_node(worker_node)
+                interrupted = row["trial_id"]
+                break
+    assert interrupted is not None, "no trial ran on the worker node: " + (tmp_path / "fit.log").read_text()[-2000:]
+    code = driver.wait(timeout=budget * 2)
+    seconds = time.monotonic() - tic
+    assert code == 0, (tmp_path / "fit.log").read_text()[-3000:]
+    assert seconds <= budget * 1.05, f"{seconds:.0f}s for a {budget}s budget"
+    trials = {t.user_attrs.get("ray_trial_id"): t for t in finetune_trials(f"sqlite:///{out / 'study.db'}")}
+    retried = trials[interrupted]
+    assert retried.user_attrs["ray_attempts"] >= 2 and worker_id in retried.user_attrs["node_ids"]
+    assert retried.state.is_finished() and retried.user_attrs["node_id"] != worker_id  # finished on the head
+    assert retried.user_attrs.get("best_val_accuracy") is not None
+    assert (out / "pipeline" / "pipeline.json").is_file()
+    print(
+        f"Ray node killed: trial {interrupted} retried ({retried.user_attrs['ray_attempts']} attempts, "
+        f"{retried.state.name}), {len(trials)} trials, {seconds:.0f}s for a {budget}s budget"
+    )
+
+
+def test_a_resumed_ray_run_keeps_the_trials_it_recorded(fit_env, ray_cluster, tmp_path):  # noqa: F811
+    fit_env["space"].write_text(SPACE.replace("max_trials: 3", "max_trials: 4"))
+    out = tmp_path / "run"
+    command = fit_command(fit_env, out, "4m", "--backend", "ray", "--ray-address", ray_cluster.address)
+    storage = f"sqlite:///{out / 'study.db'}"
+    driver = start_worker(command, tmp_path / "first.log", **RAY_ENV)
+    deadline = time.monotonic() + 240
+    kept: dict[int, float | None] = {}
+    while time.monotonic() < deadline and driver.poll() is None:
+        time.sleep(0.5)
+        kept = {t.number: t.user_attrs.get("best_val_accuracy") for t in finetune_trials(storage)}
+        if len(kept) >= 2:
+            driver.send_signal(signal.SIGKILL)
+            break
+    driver.wait()
+    assert 2 <= len(kept) < 4, "the first run was not killed between its trials"
+    code = start_worker(command, tmp_path / "second.log", **RAY_ENV).wait(timeout=360)
+    log = (tmp_path / "second.log").read_text()
+    assert code == 0, log[-3000:]
+    trials = finetune_trials(storage)
+    assert {t.number: t.user_attrs.get("best_val_accuracy") for t in trials if t.number in kept} == kept
+    assert len(trials) == 4
+    assert f"{len(kept)} trial(s) kept from before" in (out / "fit.log").read_text()
 
 
 def test_three_postgresql_workers_one_killed_mid_trial_lose_and_repeat_nothing(fit_env, postgres, tmp_path):  # noqa: F811
