@@ -109,7 +109,9 @@ def test_killing_a_ray_worker_node_mid_trial_retries_the_trial_within_the_budget
     head = set(ray_cluster.alive_nodes())
     worker_node = ray_cluster.add_node()
     (worker_id,) = set(ray_cluster.alive_nodes()) - head
-    fit_env["space"].write_text(SPACE.replace("max_trials: 3", "max_trials: 4").replace("epochs: 2", "epochs: 4"))
+    # Ten epochs and no early stopping (ASHA's grace period = max epochs): the kill lands mid-trial.
+    space = SPACE.replace("max_trials: 3", "max_trials: 4").replace("epochs: 2", "epochs: 10")
+    fit_env["space"].write_text(space + "pruner: {min_epochs: 10}\n")
     out, budget = tmp_path / "run", 240
     command = fit_command(fit_env, out, f"{budget}s", "--backend", "ray", "--ray-address", ray_cluster.address)
     tic = time.monotonic()
@@ -118,7 +120,7 @@ def test_killing_a_ray_worker_node_mid_trial_retries_the_trial_within_the_budget
     while interrupted is None and driver.poll() is None and time.monotonic() - tic < budget:
         time.sleep(0.5)
         for row in ray_results(out):
-            if row.get("node_id") == worker_id and row.get("epoch") == 1:  # 3 more epochs to go on that node
+            if row.get("node_id") == worker_id and row.get("epoch", 99) <= 3:  # 7+ more epochs to go on that node
                 ray_cluster.kill_node(worker_node)
                 interrupted = row["trial_id"]
                 break

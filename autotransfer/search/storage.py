@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import optuna
-from optuna.storages import RetryFailedTrialCallback
 from optuna.trial import TrialState
 
 from autotransfer.errors import AutoTransferError
@@ -49,6 +48,22 @@ def heartbeat_settings() -> tuple[int, int]:
     if grace < 2:
         raise AutoTransferError(f"{GRACE_ENV}={text!r}: the grace period must be at least 2 seconds.")
     return max(1, min(HEARTBEAT_SECONDS, grace // 4)), grace
+
+
+def _retry_callback():
+    """Optuna's callback that queues a dead worker's trial again (renamed in Optuna 4.9)."""
+    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+    return (retry or optuna.storages.RetryFailedTrialCallback)(max_retry=MAX_RETRY)
+
+
+def _stale_trial_callback() -> dict:
+    import inspect
+
+    parameters = inspect.signature(optuna.storages.RDBStorage.__init__).parameters
+    name = (
+        "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in parameters else "failed_trial_callback"
+    )
+    return {name: _retry_callback()}
 
 
 def storage_url(url: str) -> str:
@@ -87,7 +102,7 @@ def open_storage(url: str | None, out: Path) -> optuna.storages.RDBStorage:
                 url,
                 heartbeat_interval=heartbeat,
                 grace_period=grace,
-                failed_trial_callback=RetryFailedTrialCallback(max_retry=MAX_RETRY),
+                **_stale_trial_callback(),
                 **kwargs,
             )
         except Exception as error:  # sqlalchemy raises many types for a bad URL or an unreachable server
@@ -138,7 +153,7 @@ def retry_interrupted_trials(study: optuna.Study) -> None:
     Only for a run that owns its directory and storage (no other worker can be running them); with a
     shared storage, heartbeats find the dead workers' trials instead (``GRACE_SECONDS``).
     """
-    retry = RetryFailedTrialCallback(max_retry=MAX_RETRY)
+    retry = _retry_callback()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(trial.number, state=TrialState.FAIL)
         retry(study, study.trials[trial.number])
