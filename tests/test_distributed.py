@@ -18,7 +18,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import SPACE
+from conftest import SPACE, make_imagefolder
 from distributed_fixtures import postgres, ray_cluster  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.distributed
@@ -109,9 +109,11 @@ def test_killing_a_ray_worker_node_mid_trial_retries_the_trial_within_the_budget
     head = set(ray_cluster.alive_nodes())
     worker_node = ray_cluster.add_node()
     (worker_id,) = set(ray_cluster.alive_nodes()) - head
-    # Ten epochs and no early stopping (ASHA's grace period = max epochs): the kill lands mid-trial.
+    # Slower epochs (1,200 images) and no ASHA stop (grace period = max epochs): the kill lands mid-trial
+    # (a trial runs at least 4 epochs: the trainer's patience is 3 for 10 epochs).
     space = SPACE.replace("max_trials: 3", "max_trials: 4").replace("epochs: 2", "epochs: 10")
     fit_env["space"].write_text(space + "pruner: {min_epochs: 10}\n")
+    fit_env["data"] = make_imagefolder(tmp_path / "bigger", {"a": 400, "b": 400, "c": 400})
     out, budget = tmp_path / "run", 240
     command = fit_command(fit_env, out, f"{budget}s", "--backend", "ray", "--ray-address", ray_cluster.address)
     tic = time.monotonic()
@@ -120,7 +122,7 @@ def test_killing_a_ray_worker_node_mid_trial_retries_the_trial_within_the_budget
     while interrupted is None and driver.poll() is None and time.monotonic() - tic < budget:
         time.sleep(0.5)
         for row in ray_results(out):
-            if row.get("node_id") == worker_id and row.get("epoch", 99) <= 3:  # 7+ more epochs to go on that node
+            if row.get("node_id") == worker_id and row.get("epoch", 99) == 1:
                 ray_cluster.kill_node(worker_node)
                 interrupted = row["trial_id"]
                 break
@@ -131,7 +133,9 @@ def test_killing_a_ray_worker_node_mid_trial_retries_the_trial_within_the_budget
     assert seconds <= budget * 1.05, f"{seconds:.0f}s for a {budget}s budget"
     trials = {t.user_attrs.get("ray_trial_id"): t for t in finetune_trials(f"sqlite:///{out / 'study.db'}")}
     retried = trials[interrupted]
-    assert retried.user_attrs["ray_attempts"] >= 2 and worker_id in retried.user_attrs["node_ids"]
+    keys = ("ray_attempts", "node_ids", "epochs_run")
+    summary = {k: {"state": t.state.name, **{a: t.user_attrs.get(a) for a in keys}} for k, t in trials.items()}
+    assert retried.user_attrs["ray_attempts"] >= 2 and worker_id in retried.user_attrs["node_ids"], summary
     assert retried.state.is_finished() and retried.user_attrs["node_id"] != worker_id  # finished on the head
     assert retried.user_attrs.get("best_val_accuracy") is not None
     assert (out / "pipeline" / "pipeline.json").is_file()
