@@ -139,8 +139,11 @@ sys.argv = ["ray", *sys.argv[1:]]
 main()
 """
 
-# What the driver (``fit --backend ray --ray-address 127.0.0.1:PORT``) needs in its environment.
-RAY_LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+# The cluster's environment. RAY_AUTH_MODE is explicit: with it unset, `ray start` turns token auth on
+# whenever a ~/.ray/auth_token exists (another Ray user of this machine may have made one), and drivers
+# without the token are refused. The driver (`fit --ray-address ...`) gets the same RAY_DRIVER_ENV.
+RAY_DRIVER_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+RAY_LOOPBACK_ENV = {**RAY_DRIVER_ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 class RayCluster:

@@ -19,7 +19,7 @@ from pathlib import Path
 import optuna
 import pytest
 from conftest import SPACE, make_imagefolder
-from distributed_fixtures import postgres, ray_cluster  # noqa: F401  (fixtures)
+from distributed_fixtures import RAY_DRIVER_ENV, postgres, ray_cluster  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.distributed
 
@@ -75,7 +75,7 @@ def test_two_workers_share_one_postgresql_study(fit_env, postgres, tmp_path):  #
 
 
 # ---------------------------------------------------------------------------------------------- Ray
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}  # the driver needs nothing else: the backend keeps loopback
+RAY_ENV = RAY_DRIVER_ENV  # nothing about loopback: the backend keeps a loopback address on loopback
 
 
 def ray_results(out: Path) -> list[dict]:
