@@ -218,6 +218,15 @@ class RayCluster:
         logs = "\n".join(f"{p.name}: {p.read_text()[-1500:]}" for p in sorted(self.root.glob("*.log")))
         raise RuntimeError(f"the Ray cluster did not reach {count} node(s):\n{logs}")
 
+    def running_trials(self, node: subprocess.Popen) -> list[int]:
+        """Pids of the Ray Tune trial actors (``ray::ImplicitFunc``) running on ``node``."""
+        pids = []
+        for pid in _descendants(node.pid):
+            with contextlib.suppress(OSError):
+                if b"ImplicitFunc" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    pids.append(pid)
+        return pids
+
     def kill_node(self, node: subprocess.Popen) -> None:
         """SIGKILL the node's `ray start`, its raylet and every worker process on it."""
         kill_tree(node.pid)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import SPACE, make_imagefolder
+from conftest import SPACE
 from distributed_fixtures import RAY_DRIVER_ENV, postgres, ray_cluster  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.distributed
@@ -109,39 +109,35 @@ def test_killing_a_ray_worker_node_mid_trial_retries_the_trial_within_the_budget
     head = set(ray_cluster.alive_nodes())
     worker_node = ray_cluster.add_node()
     (worker_id,) = set(ray_cluster.alive_nodes()) - head
-    # Slower epochs (1,200 images) and no ASHA stop (grace period = max epochs): the kill lands mid-trial
-    # (a trial runs at least 4 epochs: the trainer's patience is 3 for 10 epochs).
-    space = SPACE.replace("max_trials: 3", "max_trials: 4").replace("epochs: 2", "epochs: 10")
-    fit_env["space"].write_text(space + "pruner: {min_epochs: 10}\n")
-    fit_env["data"] = make_imagefolder(tmp_path / "bigger", {"a": 400, "b": 400, "c": 400})
+    fit_env["space"].write_text(SPACE.replace("max_trials: 3", "max_trials: 4").replace("epochs: 2", "epochs: 4"))
     out, budget = tmp_path / "run", 240
     command = fit_command(fit_env, out, f"{budget}s", "--backend", "ray", "--ray-address", ray_cluster.address)
     tic = time.monotonic()
     driver = start_worker(command, tmp_path / "fit.log", **RAY_ENV)
-    interrupted = None
-    while interrupted is None and driver.poll() is None and time.monotonic() - tic < budget:
-        time.sleep(0.5)
-        for row in ray_results(out):
-            if row.get("node_id") == worker_id and row.get("epoch", 99) == 1:
-                ray_cluster.kill_node(worker_node)
-                interrupted = row["trial_id"]
-                break
-    assert interrupted is not None, "no trial ran on the worker node: " + (tmp_path / "fit.log").read_text()[-2000:]
+    killed_at = None
+    while killed_at is None and driver.poll() is None and time.monotonic() - tic < budget:
+        time.sleep(0.2)
+        if ray_cluster.running_trials(worker_node):  # a trial actor runs on the worker node: the node dies
+            ray_cluster.kill_node(worker_node)
+            killed_at = time.monotonic() - tic
+    assert killed_at is not None, "no trial ran on the worker node: " + (tmp_path / "fit.log").read_text()[-2000:]
     code = driver.wait(timeout=budget * 2)
     seconds = time.monotonic() - tic
     assert code == 0, (tmp_path / "fit.log").read_text()[-3000:]
-    assert seconds <= budget * 1.05, f"{seconds:.0f}s for a {budget}s budget"
-    trials = {t.user_attrs.get("ray_trial_id"): t for t in finetune_trials(f"sqlite:///{out / 'study.db'}")}
-    retried = trials[interrupted]
-    keys = ("ray_attempts", "node_ids", "epochs_run")
-    summary = {k: {"state": t.state.name, **{a: t.user_attrs.get(a) for a in keys}} for k, t in trials.items()}
-    assert retried.user_attrs["ray_attempts"] >= 2 and worker_id in retried.user_attrs["node_ids"], summary
-    assert retried.state.is_finished() and retried.user_attrs["node_id"] != worker_id  # finished on the head
-    assert retried.user_attrs.get("best_val_accuracy") is not None
+    trials = finetune_trials(f"sqlite:///{out / 'study.db'}")
+    keys = ("ray_attempts", "node_ids", "node_id", "epochs_run")
+    summary = [{"state": t.state.name, **{a: t.user_attrs.get(a) for a in keys}} for t in trials]
+    retried = [t for t in trials if t.user_attrs.get("ray_attempts", 1) >= 2]
+    assert len(retried) >= 1, summary  # FailureConfig started the interrupted trial again
+    for trial in retried:  # ... on the surviving node, to the end
+        assert trial.state.is_finished() and trial.user_attrs["node_id"] != worker_id, summary
+        assert trial.user_attrs.get("best_val_accuracy") is not None, summary
+    assert len(trials) == 4 and all(t.state.is_finished() for t in trials), summary
     assert (out / "pipeline" / "pipeline.json").is_file()
+    assert seconds <= budget * 1.05, f"{seconds:.0f}s for a {budget}s budget"
     print(
-        f"Ray node killed: trial {interrupted} retried ({retried.user_attrs['ray_attempts']} attempts, "
-        f"{retried.state.name}), {len(trials)} trials, {seconds:.0f}s for a {budget}s budget"
+        f"Ray worker node killed at {killed_at:.0f}s: {len(retried)} trial(s) retried on the head "
+        f"({summary}); run {seconds:.0f}s for a {budget}s budget"
     )
 
 
