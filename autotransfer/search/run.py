@@ -27,6 +27,7 @@ from autotransfer.errors import AutoTransferError
 from autotransfer.files import disk_full_error, is_disk_full, write_text_atomic
 from autotransfer.report.outputs import write_outputs
 from autotransfer.report.progress import Progress
+from autotransfer.runtime import tune_allocator
 from autotransfer.search import planner
 from autotransfer.search.context import RunContext
 from autotransfer.search.finetune_stage import FinetunePlan, OptunaBackend, choose_candidates, prior_ranges
@@ -61,6 +62,7 @@ def run(data: str | Path, settings: SearchSettings, progress: Progress | None = 
     Raises AutoTransferError for anything a user can fix (bad data, a budget too small, a run
     directory holding another search); finished trials are kept in the storage either way.
     """
+    tune_allocator()  # glibc malloc without mmap churn: 1.8-2.3x faster CPU extraction (benchmarks/features.py)
     progress = progress or Progress(settings.time_budget, verbose=0, start=settings.start)
     context = RunContext(Path(data), settings, progress)
     identity = {"data": str(context.data.resolve()), "space": settings.space.to_json(), "seed": settings.seed,
