@@ -160,3 +160,18 @@ def chance_rate(name: str, labels: Sequence) -> float:
     if name == "roc_auc":
         return 0.5
     raise AutoTransferError(f"No chance rate for {name}.")
+
+
+def class_weights(labels: Sequence[int], n_classes: int) -> np.ndarray:
+    """scikit-learn's balanced class weights ``n / (K * count)`` for integer labels 0..n_classes-1.
+
+    K is the number of classes present; a class absent from ``labels`` gets weight 0 (it has no loss
+    to weigh). Used by the probe heads and by fine-tuning's weighted cross-entropy.
+    """
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = np.asarray(labels)
+    present = np.unique(labels)
+    weights = np.zeros(n_classes)
+    weights[present] = compute_class_weight("balanced", classes=present, y=labels)
+    return weights
