@@ -84,3 +84,36 @@ def test_classification_summary_per_class():
     assert summary["per_class"]["cat"] == {"precision": 0.6, "recall": 0.75, "support": 4}
     assert summary["per_class"]["eel"] == {"precision": 0.0, "recall": 0.0, "support": 1}
     assert summary["majority_rate"] == pytest.approx(4 / 7)
+
+
+def test_class_weights_are_sklearns_balanced_weights():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from autotransfer.transfer.metrics import class_weights
+
+    y = np.array([0] * 30 + [2] * 6)
+    weights = class_weights(y, 3)
+    assert weights[1] == 0.0
+    np.testing.assert_allclose(weights[[0, 2]], compute_class_weight("balanced", classes=np.array([0, 2]), y=y))
+    assert (weights[y] * 1.0).sum() == pytest.approx(len(y))  # every class carries the same total weight
+
+
+def test_finetuning_takes_balanced_class_weights(tmp_path):
+    """Weighted cross-entropy: same seed, same data, a different training loss; a bad value is refused."""
+    import torch
+    from conftest import make_imagefolder
+
+    from autotransfer.data.datasets import load_dataset
+    from autotransfer.models.zoo import create_backbone
+    from autotransfer.transfer.finetune import FinetuneConfig, finetune
+
+    data = load_dataset(make_imagefolder(tmp_path / "d", {"a": 24, "b": 6}), image_size=32, show_progress=False)
+    losses = {}
+    for weight in (None, "balanced"):
+        torch.manual_seed(0)
+        backbone = create_backbone("test_efficientnet", pretrained=False)
+        config = FinetuneConfig(epochs=1, batch_size=8, bf16=False, warmup_epochs=0, class_weight=weight)
+        losses[weight] = finetune(data, backbone, config).history[0].train_loss
+    assert losses[None] != pytest.approx(losses["balanced"])
+    with pytest.raises(AutoTransferError, match="class_weight must be"):
+        FinetuneConfig(class_weight="inverse").validate(create_backbone("test_efficientnet", pretrained=False))
