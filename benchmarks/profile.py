@@ -1,9 +1,16 @@
 """The profiler on the real offline datasets: profiles side by side, time, and stability across seeds.
 
     python -m benchmarks.profile [--per-class 1000] [--seeds 5]
+    python -m benchmarks.profile validate [--suites cpu-small real-cpu] [--results benchmarks/results]
 
 Each dataset is profiled once with a cold decode cache (includes decoding every image) and again
 warm; then with several sampling seeds, to show how stable the similarity is for a 256-image sample.
+
+``validate`` profiles the training folder of every dataset x regime of the suites (seed 0, the
+bench's own folders) at the resolution profile_resolution picks, and tabulates similarity,
+quadrant and the first strategy of the prior next to the fixed strategy that won that cell in a
+bench results CSV (``bench-<suite>.csv`` under --results), when there is one: does the prior start
+where the benchmark says it should?
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -23,9 +31,77 @@ from autotransfer.transfer.profile import profile_dataset
 from benchmarks.features import WORK
 
 DATASETS = ("fashion-mnist", "animal-mnist", "mnist", "digits")
+# the bench's fixed-strategy contenders, by the strategy of autotransfer.transfer.strategies they run
+FIXED = {
+    "codes_svm": "linear_probe",
+    "codes_softmax": "linear_probe",
+    "mid_layer": "mid_layer_probe",
+    "finetune_all": "finetune_all",
+    "train_all": "train_all",
+    "one_lr": "finetune_all",
+}
+
+
+def winners(csv: Path) -> dict[tuple[str, int], tuple[str, float]]:
+    """(dataset, per_class) -> (fixed contender with the best mean test accuracy over seeds, that accuracy)."""
+    import pandas as pd
+
+    table = pd.read_csv(csv)
+    table = table[table["contender"].isin(FIXED) & table["test_accuracy"].notna()]
+    means = table.groupby(["dataset", "per_class", "contender"])["test_accuracy"].mean().reset_index()
+    best = means.loc[means.groupby(["dataset", "per_class"])["test_accuracy"].idxmax()]
+    return {(r.dataset, int(r.per_class)): (r.contender, float(r.test_accuracy)) for r in best.itertuples()}
+
+
+def validate(argv: list[str]) -> int:
+    from autotransfer.bench.data import split_folders
+    from autotransfer.bench.suite import load_suite
+    from autotransfer.transfer.profile import choose_resolution
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile validate")
+    parser.add_argument("--suites", nargs="+", default=["cpu-small", "real-cpu"])
+    parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--sample", type=int, default=256)
+    args = parser.parse_args(argv)
+    tune_allocator()
+    net = create_backbone("mobilenetv2_100", keep_classifier=True)
+    print(describe_machine())
+    print(f"mobilenetv2_100, {args.sample}-image sample of each training folder (seed 0), at profile_resolution")
+    print(
+        "| suite | dataset | per class | images | imbalance | px | similarity | s_bn | s_pred | nearest reference "
+        "| kNN / chance | quadrant | prior starts with | winning fixed strategy (test acc.) | agrees |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name in args.suites:
+        suite = load_suite(name)
+        csv = args.results / f"bench-{suite.name}.csv"
+        won = winners(csv) if csv.is_file() else {}
+        for spec in suite.datasets:
+            for per_class in spec.per_class:
+                train, _ = split_folders(spec, per_class, 0, WORK / "datasets")
+                size, _ = choose_resolution(train)
+                dataset = load_dataset(train, image_size=size, show_progress=False)
+                p = profile_dataset(dataset, backbone=net, sample_size=args.sample, show_progress=False)
+                winner = won.get((spec.name, per_class))
+                verdict = "" if winner is None else ("yes" if FIXED[winner[0]] == p.recommended_strategy else "no")
+                print(
+                    f"| {suite.name} | {spec.name} | {per_class} | {p.n_images} | "
+                    f"{p.class_balance['imbalance_ratio']:.0f}:1 | {p.image_size} | {p.similarity:.2f} | "
+                    f"{p.similarity_parts['bn_statistics']:.2f} | "
+                    f"{p.similarity_parts.get('imagenet_predictions', float('nan')):.2f} | {p.nearest_reference} | "
+                    f"{p.separability['knn_accuracy']:.2f} / {p.separability['chance']:.2f} | {p.quadrant} | "
+                    f"{p.recommended_strategy} | "
+                    + ("—" if winner is None else f"{winner[0]} → {FIXED[winner[0]]} ({winner[1]:.3f})")
+                    + f" | {verdict} |",
+                    flush=True,
+                )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["validate"]:
+        return validate(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per-class", type=int, default=1000)
     parser.add_argument("--seeds", type=int, default=5)
