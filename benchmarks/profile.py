@@ -2,6 +2,7 @@
 
     python -m benchmarks.profile [--per-class 1000] [--seeds 5]
     python -m benchmarks.profile validate [--suites cpu-small real-cpu] [--results benchmarks/results]
+    python -m benchmarks.profile references [--sizes 64 128] [--sample 96]
 
 Each dataset is profiled once with a cold decode cache (includes decoding every image) and again
 warm; then with several sampling seeds, to show how stable the similarity is for a 256-image sample.
@@ -11,6 +12,9 @@ bench's own folders) at the resolution profile_resolution picks, and tabulates s
 quadrant and the first strategy of the prior next to the fixed strategy that won that cell in a
 bench results CSV (``bench-<suite>.csv`` under --results), when there is one: does the prior start
 where the benchmark says it should?
+
+``references`` prints the similarity scale's references and real datasets (96-image samples) on
+the current scale and on the first version's photos-to-noise line, per size (docs/profiler.md).
 """
 
 from __future__ import annotations
@@ -98,10 +102,49 @@ def validate(argv: list[str]) -> int:
     return 0
 
 
+def references(argv: list[str]) -> int:
+    from autotransfer.transfer.profile import (
+        _mean_distance,
+        _similarity,
+        measure_sample,
+        reference_distances,
+        reference_similarities,
+    )
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile references")
+    parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128])
+    parser.add_argument("--sample", type=int, default=96)
+    args = parser.parse_args(argv)
+    tune_allocator()
+    net = create_backbone("mobilenetv2_100", keep_classifier=True)
+    rng = np.random.default_rng(0)
+    print(describe_machine())
+    print("| size | sample | D | H | similarity | first version (photos-to-noise line) |")
+    print("|---|---|---|---|---|---|")
+    for size in args.sizes:
+        refs = reference_distances(net, size)
+        line = {k: v for k, v in refs.items() if "clipart" not in k}  # without the middle anchor
+        rows = [(f"reference {k}", refs[k], refs.get(f"entropy_{k}")) for k in reference_similarities(refs)]
+        for name in ("openclipart", "openclipart-gray", "fashion-mnist", "animal-mnist", "digits", "mnist"):
+            dataset = load_dataset(build(name, WORK / "datasets", per_class=10), image_size=size, show_progress=False)
+            chosen = np.sort(rng.choice(len(dataset), size=min(args.sample, len(dataset)), replace=False))
+            measured = measure_sample(net, np.asarray(dataset.images[chosen]))
+            rows.append((name, _mean_distance(measured.layers), measured.entropy))
+        for name, distance, entropy in rows:
+            print(
+                f"| {size} | {name} | {distance:.3f} | {entropy:.2f} | {_similarity(distance, entropy, refs)[0]:.2f} "
+                f"| {_similarity(distance, entropy, line)[0]:.2f} |",
+                flush=True,
+            )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["validate"]:
         return validate(argv[1:])
+    if argv[:1] == ["references"]:
+        return references(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per-class", type=int, default=1000)
     parser.add_argument("--seeds", type=int, default=5)
