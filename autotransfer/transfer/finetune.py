@@ -39,6 +39,7 @@ from autotransfer.files import replacing, write_text_atomic
 from autotransfer.models.features import extract_features, normalisation, outputs_until, pool, to_input
 from autotransfer.models.zoo import Backbone
 from autotransfer.runtime import autocast, bf16_supported, default_device
+from autotransfer.transfer.metrics import class_weights
 from autotransfer.transfer.probes import as_linear, fit_probe
 from autotransfer.transfer.strategies import get_strategy
 
@@ -81,6 +82,8 @@ class FinetuneConfig:
     cache_prefix: bool = True
     keep: str = "best"  # "best": the best validation epoch; "last": the final epoch (a refit on train+val)
     seed: int = 0
+    # "balanced": cross-entropy (and the LP-FT probe) weighted n / (K * count) per class (sklearn's weights)
+    class_weight: str | None = None
 
     def frozen_groups(self, n_groups: int) -> int:
         """Probes freeze every group, ``lp_ft``/``finetune_top`` the lowest ``freeze_groups``, the rest none."""
@@ -98,6 +101,8 @@ class FinetuneConfig:
             raise AutoTransferError("Learning rates must be positive, the ratio >= 0 and 0 < layer_decay <= 1.")
         if self.keep not in ("best", "last"):
             raise AutoTransferError(f"keep must be 'best' or 'last', got {self.keep!r}.")
+        if self.class_weight not in (None, "balanced"):
+            raise AutoTransferError(f"class_weight must be 'balanced' or None, got {self.class_weight!r}.")
         if self.optimizer not in ("adamw", "sgd"):
             raise AutoTransferError(f"Unknown optimizer {self.optimizer!r}.", fix="use adamw or sgd.")
         return self
@@ -341,7 +346,13 @@ def linear_probe_head(dataset: Dataset, backbone: Backbone, config: FinetuneConf
     )
     train, val = dataset.indices("train"), dataset.indices("val")
     probe = fit_probe(
-        features[train], dataset.labels[train], features[val], dataset.labels[val], heads=("torch",), seed=config.seed
+        features[train],
+        dataset.labels[train],
+        features[val],
+        dataset.labels[val],
+        heads=("torch",),
+        seed=config.seed,
+        class_weight=config.class_weight,
     ).model
     head = nn.Linear(features.shape[1], len(dataset.classes))
     weight, bias = as_linear(probe, len(dataset.classes))
@@ -414,8 +425,11 @@ def _inputs(
     return _Inputs(train, val, labels_train, labels_val, units if used_cache else [])
 
 
-def _optimisation(groups: list[dict], config: FinetuneConfig, steps_per_epoch: int, n_classes: int):
-    """timm's optimizer and per-update cosine schedule, timm's Mixup (or None), and the loss."""
+def _optimisation(
+    groups: list[dict], config: FinetuneConfig, steps_per_epoch: int, train_labels: np.ndarray, n_classes: int, device
+):
+    """timm's optimizer and per-update cosine schedule, timm's Mixup (or None), and the loss (class-weighted
+    with ``config.class_weight="balanced"``: scikit-learn's n / (K * count) per class)."""
     from timm.data import Mixup
     from timm.optim import create_optimizer_v2
     from timm.scheduler import create_scheduler_v2
@@ -433,7 +447,10 @@ def _optimisation(groups: list[dict], config: FinetuneConfig, steps_per_epoch: i
     mixup = None
     if config.mixup > 0:
         mixup = Mixup(mixup_alpha=config.mixup, label_smoothing=config.label_smoothing, num_classes=n_classes)
-    criterion = nn.CrossEntropyLoss(label_smoothing=0.0 if mixup else config.label_smoothing)
+    weight = None
+    if config.class_weight == "balanced":
+        weight = torch.as_tensor(class_weights(train_labels, n_classes), dtype=torch.float32, device=device)
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=0.0 if mixup else config.label_smoothing)
     return optimizer, scheduler, mixup, criterion
 
 
@@ -506,7 +523,9 @@ def finetune(
     log.debug("learning rates: %s", ", ".join(f"{k} {v:.2e}" for k, v in group_lrs.items()))
     inputs = _inputs(dataset, backbone, model, config, device, use_bf16)
     steps_per_epoch = math.ceil(len(inputs.labels_train) / config.batch_size)
-    optimizer, scheduler, mixup, criterion = _optimisation(groups, config, steps_per_epoch, len(dataset.classes))
+    optimizer, scheduler, mixup, criterion = _optimisation(
+        groups, config, steps_per_epoch, dataset.labels[dataset.indices("train")], len(dataset.classes), device
+    )
     progress = _resumed(model, checkpoint_dir, resume)
     updates = progress.first_epoch * steps_per_epoch
     scheduler.step_update(updates)
