@@ -10,25 +10,25 @@ from autotransfer.search import auto_space
 from autotransfer.search.auto_space import (
     choose_resolutions,
     native_side,
-    profile_resolution,
     resolution_ladder,
     resolve_auto,
 )
+from autotransfer.transfer.profile import profile_resolution
 
 
 @pytest.mark.parametrize(
     ("native", "cuda", "ladder", "profile"),
     [
-        (28, False, (64, 96, 128), 128),  # thumbnails are upsampled up to the profile's size
+        (28, False, (64, 96, 128), 64),  # thumbnails: profiled near their size, probed up to 128 too
         (300, False, (64, 96, 128, 160, 192, 224), 128),  # full-size images: up to 224 on a CPU
         (100, False, (64, 96, 128), 128),
-        (300, True, (96, 128, 160, 224, 288, 384), 224),  # a GPU goes past 224 when the images are larger
-        (1000, True, (96, 128, 160, 224, 288, 384, 448), 224),
+        (300, True, (64, 96, 128, 160, 192, 224, 288, 384), 224),  # a GPU goes past 224 for larger images
+        (1000, True, (64, 96, 128, 160, 192, 224, 288, 384, 448), 224),
     ],
 )
 def test_the_ladder_follows_the_images_and_the_device(native, cuda, ladder, profile):
     assert resolution_ladder(native, cuda) == ladder
-    assert profile_resolution(native, cuda) == profile
+    assert profile_resolution([native], device="cuda" if cuda else "cpu") == profile
 
 
 def test_the_second_size_is_the_largest_the_budget_affords():
@@ -69,7 +69,7 @@ def test_backbones_come_from_the_weights_directory_and_are_timed_here(tmp_path, 
     assert "no_such_model" in choice.skipped  # with the reason it could not be created
     assert 1 <= len(choice.backbones) <= auto_space.MAX_BACKBONES
     fastest = min(choice.seconds_per_image, key=choice.seconds_per_image.get)
-    assert choice.backbones[0] == fastest and choice.resolutions[-1] == 128
+    assert choice.backbones[0] == fastest and choice.resolutions == (64, 128) and choice.profile_resolution == 64
     pinned = resolve_auto(("test_resnet",), (32,), sample, 28, 200, budget=600, device=torch.device("cpu"))
     assert pinned.backbones == ("test_resnet",) and pinned.resolutions == (32,)
 

@@ -3,10 +3,10 @@ the data (the images' native size), the machine (measured throughput of each bac
 under whatever load there is) and the budget. A space file that lists them pins them instead.
 
 Rules (docs/search.md):
-- resolutions come from a ladder (CPU 64–224 px, GPU 96–448 px) that goes up to the images' native
-  shorter side and at least to the profile's size (128 px on a CPU, 224 on a GPU); the cheap stage
-  probes at the profile's size (the same for `profile` and `fit`) and at a second size: the largest
-  whose feature extraction fits the budget, or the next smaller one when none does;
+- resolutions come from a ladder (64–224 px on a CPU, up to 448 on a GPU) that goes up to the images'
+  native shorter side and at least to 128 px (224 on a GPU); the cheap stage probes at the profile's
+  size (transfer/profile.py's ``profile_resolution``: the same for `profile` and `fit`) and at a
+  second size: the largest whose feature extraction fits the budget, or the next smaller one;
 - backbones are those whose weights are available (the user's weights directory, the offline zoo,
   the hub when it is reachable), measured on 16 images, taken fastest-first while their extraction
   cost fits; the reasons for every one left out are kept for the summary.
@@ -25,16 +25,16 @@ from autotransfer.errors import AutoTransferError
 from autotransfer.models.weights import OFFLINE_ZOO, hub_reachable, offline_weights_available
 from autotransfer.models.zoo import TORCHVISION_PREFIX, create_backbone
 from autotransfer.settings import user_weights_dir
-from autotransfer.transfer.profile import DEFAULT_BACKBONE
+from autotransfer.transfer.profile import DEFAULT_BACKBONE, profile_resolution
 
 log = logging.getLogger(__name__)
 
-CPU_LADDER = (64, 96, 128, 160, 192, 224)
-GPU_LADDER = (96, 128, 160, 224, 288, 384, 448)
+LADDER = (64, 96, 128, 160, 192, 224, 288, 384, 448)  # multiples of 32 up to 224, as the profile's sizes
+CPU_MAX, GPU_MAX = 224, 448  # px: what the device affords (shared/DESIGN.md: plan CPU runs at 64-128 px)
+LADDER_FLOOR, LADDER_FLOOR_GPU = 128, 224  # px: the ladder reaches at least this far, whatever the images' size
 EXTRACT_SHARE = 0.35  # of the budget, for extracting every (backbone, resolution) of the cheap stage
 MAX_BACKBONES = 3
 SHORT_BUDGET = 180.0  # seconds: below it, `auto` takes the profiler's backbone without timing others
-PROFILE_TARGET, PROFILE_TARGET_GPU = 128, 224  # px: BN statistics settle by here (docs/profiler.md)
 SAMPLE = 16  # images timed per backbone
 # Strong ImageNet backbones worth trying when the hub is reachable (timm names).
 HUB_BACKBONES = ("efficientnet_b0.ra_in1k", "convnext_tiny.fb_in22k_ft_in1k", "resnet50.a1_in1k")
@@ -79,23 +79,13 @@ def native_side(paths: list, sample: int = 200, seed: int = 0) -> int:
 
 
 def resolution_ladder(native: int, cuda: bool) -> tuple[int, ...]:
-    """The sizes worth trying for images of shorter side ``native``: the device's ladder up to the
-    first rung at or above ``native``, and at least up to the profile's target (small images gain
-    from upsampling: pretrained filters expect ImageNet-sized objects)."""
-    ladder = GPU_LADDER if cuda else CPU_LADDER
-    target = PROFILE_TARGET_GPU if cuda else PROFILE_TARGET
-    above = [s for s in ladder if s >= native]
-    cap = max(above[0] if above else ladder[-1], target)
-    return tuple(s for s in ladder if s <= cap)
-
-
-def profile_resolution(native: int, cuda: bool) -> int:
-    """Where `profile` and `fit` both measure the data, and the cheap stage's first size: the
-    largest rung of the ladder up to ``PROFILE_TARGET`` px (the images' own size when smaller).
-    One rule from the data alone, so that both commands place the data in the same quadrant."""
-    ladder = resolution_ladder(native, cuda)
-    target = PROFILE_TARGET_GPU if cuda else PROFILE_TARGET
-    return max([s for s in ladder if s <= target] or [ladder[0]])
+    """The sizes worth trying for images of shorter side ``native``: the ladder up to the first rung at
+    or above ``native``, and at least to ``LADDER_FLOOR`` (small images may gain from upsampling:
+    pretrained filters expect ImageNet-sized objects; the probes measure whether they do)."""
+    top = GPU_MAX if cuda else CPU_MAX
+    above = [s for s in LADDER if s >= native]
+    cap = min(top, max(above[0] if above else top, LADDER_FLOOR_GPU if cuda else LADDER_FLOOR))
+    return tuple(s for s in LADDER if s <= cap)
 
 
 def choose_resolutions(
@@ -155,7 +145,8 @@ def resolve_auto(
 ) -> AutoChoice:
     """Fill in ``auto`` (an empty tuple) backbones and/or resolutions; keep what the space pins.
 
-    ``sample``: a few decoded images at ``profile_resolution(native)``; ``native``: the images' median
+    ``sample``: a few decoded images at ``profile_resolution([native])`` (transfer/profile.py, the one
+    rule `profile` and `fit` share); ``native``: the images' median
     shorter side. Raises AutoTransferError when no backbone with weights can run here.
     """
     cuda = device.type == "cuda"
@@ -176,7 +167,7 @@ def resolve_auto(
             "No backbone with ImageNet weights could run here: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()),
             fix="run `autotransfer zoo fetch`, or put weights in $AUTOTRANSFER_WEIGHTS.",
         )
-    first = profile_resolution(native, cuda)
+    first = profile_resolution([native], device=device)
     fastest = min(measured, key=measured.get)
     sizes = resolutions or choose_resolutions(
         resolution_ladder(native, cuda), first, measured[fastest], n_images, budget

@@ -56,14 +56,22 @@ def _record_probe_rows(study: optuna.Study, context: RunContext, name: str, reso
             "tap": row["tap"],
             "head": row["probe_head"],
             "C": row["probe_C"],
+            "class_weight": row["probe_class_weight"] or "none",
+            "val_accuracy": row["probe_accuracy"],
+            "metric": context.objective["metric"],
             "logme": row["logme"],
             "knn": row["knn"],
             "seconds": row["extract_seconds"] + row["score_seconds"] + row["probe_seconds"],
             "extract_seconds_pair": row["extract_seconds"] * len(rows),
         }
-        study.add_trial(optuna.trial.create_trial(value=row["probe_accuracy"], user_attrs=attrs))
+        study.add_trial(optuna.trial.create_trial(value=row["probe_score"], user_attrs=attrs))
         log.info(
-            "probe %s: val %.4f (%s, C=%g)", candidate.key, row["probe_accuracy"], row["probe_head"], row["probe_C"]
+            "probe %s: val %s %.4f (%s, C=%g)",
+            candidate.key,
+            attrs["metric"],
+            row["probe_score"],
+            row["probe_head"],
+            row["probe_C"],
         )
 
 
@@ -85,8 +93,15 @@ def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bo
     space, deadline = context.settings.space, context.deadline
     done = _probed_pairs(study)
     failed = {t.user_attrs.get("pair") for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    objective = context.objective
     config = RankingConfig(
-        heads=space.probe_heads, c_grid=space.c_grid, seed=context.settings.seed, probe_top=space.probe_top_taps
+        heads=space.probe_heads,
+        c_grid=space.c_grid,
+        seed=context.settings.seed,
+        probe_top=space.probe_top_taps,
+        metric=objective["metric"],
+        class_weights=tuple(None if w == "none" else w for w in objective["class_weights"]),
+        cv_folds=objective["cv_folds"],
     )
     pairs = [(r, b) for r in sorted(context.resolutions) for b in context.backbones]
     share = planner.cheap_share(finetune_first)

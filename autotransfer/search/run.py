@@ -28,16 +28,17 @@ from autotransfer.report.outputs import write_outputs
 from autotransfer.report.progress import Progress
 from autotransfer.runtime import default_device, tune_allocator
 from autotransfer.search import planner
-from autotransfer.search.auto_space import SAMPLE, native_side, profile_resolution, resolve_auto, seconds_per_image
+from autotransfer.search.auto_space import SAMPLE, native_side, resolve_auto, seconds_per_image
 from autotransfer.search.context import RunContext
 from autotransfer.search.finetune_stage import FinetunePlan, OptunaBackend, choose_candidates, prior_ranges
+from autotransfer.search.objective import decide_objective
 from autotransfer.search.probe_stage import finetune_first, run_probe_stage
 from autotransfer.search.records import best_record, records
 from autotransfer.search.refit import build_pipeline
 from autotransfer.search.run_dir import RunDirectory
 from autotransfer.search.settings import SearchSettings
 from autotransfer.search.storage import Studies, open_storage, open_studies, retry_interrupted_trials
-from autotransfer.transfer.profile import profile_dataset
+from autotransfer.transfer.profile import profile_dataset, profile_resolution
 
 PROFILE_SAMPLE = 256  # images the profiler measures (profile_dataset's default sample_size)
 
@@ -68,7 +69,7 @@ def run(data: str | Path, settings: SearchSettings, progress: Progress | None = 
     progress = progress or Progress(settings.time_budget, verbose=0, start=settings.start)
     context = RunContext(Path(data), settings, progress)
     identity = {"data": str(context.data.resolve()), "space": settings.space.to_json(), "seed": settings.seed,
-                "val_fraction": settings.val_fraction}  # fmt: skip
+                "val_fraction": settings.val_fraction, "metric": settings.metric}  # fmt: skip
     run_dir = RunDirectory(settings.out, identity)
     started = False
     try:
@@ -96,11 +97,22 @@ def _open(context: RunContext, run_dir: RunDirectory) -> Studies:
         retry_interrupted_trials(studies.finetune)
     resumed = len(studies.probes.trials) + len(studies.finetune.trials)
     choose_space(context, studies)
+    choose_objective(context, studies)
     if resumed:
         log.info("resuming: %d trial(s) already in the study", resumed)
     else:
         check_minimum_budget(context)
     return studies
+
+
+def choose_objective(context: RunContext, studies: Studies) -> None:
+    """The metric, class weighting and probe selection of this run (once per study)."""
+    if "objective" not in studies.probes.user_attrs:
+        dataset = context.dataset(min(context.resolutions))
+        train = dataset.labels[dataset.indices("train")]
+        studies.probes.set_user_attr("objective", decide_objective(context.settings.metric, train, dataset.classes))
+    context.objective = studies.probes.user_attrs["objective"]
+    log.info("metric: %s", context.objective["reason"])
 
 
 def choose_space(context: RunContext, studies: Studies) -> None:
@@ -114,7 +126,7 @@ def choose_space(context: RunContext, studies: Studies) -> None:
         context.progress.stage("profile", detail="choosing backbones and resolutions for this data and machine")
         index = index_dataset(context.data)
         native = native_side(index.paths, seed=context.settings.seed)
-        first = profile_resolution(native, (context.device or default_device()).type == "cuda")
+        first = profile_resolution([native], device=context.device or default_device())
         dataset = context.dataset(first)
         choice = resolve_auto(space.backbones, space.resolutions, np.asarray(dataset.images[:SAMPLE]), native,
                               len(dataset), context.deadline.left(), context.device or default_device())  # fmt: skip
@@ -132,7 +144,8 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
     run_probe_stage(studies.probes, context, finetune_first(space.strategies, space.max_trials, prior))
     probed = studies.probes.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if space.finetune_strategies and space.max_trials and probed:
-        plan = FinetunePlan(studies, choose_candidates(studies, space.candidates), prior_ranges(space, prior), prior)
+        candidates = choose_candidates(studies, space.candidates)
+        plan = FinetunePlan(studies, candidates, prior_ranges(space, prior), prior, context.objective)
         backend_for(context.settings.backend).run(plan, context)
     rows = records(studies)
     best = best_record(rows)
@@ -140,7 +153,7 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
         raise AutoTransferError("No trial finished within the time budget, so there is no pipeline to save.",
                                 where=str(context.out), fix="raise --time-budget (the finished work is kept: "
                                 "run the same command again to continue).")  # fmt: skip
-    log.info("final pipeline: from %s trial %s (val %.4f)", best["stage"], best["trial"], best["val_accuracy"])
+    log.info("final pipeline: from %s trial %s (val %.4f)", best["stage"], best["trial"], best["val_score"])
     context.progress.stage("refit", detail=f"{best['stage']} trial {best['trial']}")
     pipeline, refit = build_pipeline(context, best)
     context.progress.stage("save")
@@ -165,7 +178,10 @@ def profile_stage(context: RunContext) -> dict:
     if path.exists():
         return json.loads(path.read_text())
     context.progress.stage("profile")
-    dataset = context.dataset(context.auto.get("profile_resolution", min(context.resolutions)))
+    resolution = context.auto.get("profile_resolution") or profile_resolution(
+        context.data, device=context.device or default_device(), choices=context.resolutions
+    )
+    dataset = context.dataset(resolution)
     result = profile_dataset(dataset, backbone=context.settings.profile_backbone, seed=context.settings.seed,
                              show_progress=False).to_json()  # fmt: skip
     result["resolution"] = dataset.recipe.size

@@ -15,6 +15,7 @@ import optuna
 from autotransfer.budget import parse_duration
 from autotransfer.errors import AutoTransferError
 from autotransfer.search.space import SearchSpace, load_search_space
+from autotransfer.transfer.metrics import check_metric
 from autotransfer.transfer.profile import DEFAULT_BACKBONE as DEFAULT_PROFILE_BACKBONE
 
 BACKENDS = ("optuna", "ray")
@@ -37,6 +38,9 @@ class RunOptions:
     ray_address : an existing Ray cluster (``ray://host:10001`` or ``auto``); ``None``: a local Ray.
     cpus_per_trial, gpus_per_trial : Ray resources of one fine-tuning trial (fractions allowed).
     profile_backbone : the backbone whose layers the profiler measures.
+    metric : what the search maximises: ``auto`` (balanced accuracy when the training classes are
+        imbalanced from 3:1, else accuracy), ``accuracy``, ``balanced_accuracy``, ``f1_macro``,
+        ``roc_auc`` (two classes) or ``log_loss`` (AutoGluon's names).
     """
 
     time_budget: str | float = "10m"
@@ -51,6 +55,7 @@ class RunOptions:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     profile_backbone: str = DEFAULT_PROFILE_BACKBONE
+    metric: str = "auto"
 
 
 DEFAULTS = RunOptions()
@@ -73,6 +78,7 @@ class SearchSettings:
     cpus_per_trial: float = DEFAULTS.cpus_per_trial
     gpus_per_trial: float = DEFAULTS.gpus_per_trial
     profile_backbone: str = DEFAULTS.profile_backbone
+    metric: str = DEFAULTS.metric
     sampler: optuna.samplers.BaseSampler | None = None
     pruner: optuna.pruners.BasePruner | None = None
     start: float = field(default_factory=time.monotonic)
@@ -108,6 +114,7 @@ def resolve_settings(
         cpus_per_trial=options.cpus_per_trial,
         gpus_per_trial=options.gpus_per_trial,
         profile_backbone=options.profile_backbone,
+        metric=check_metric(options.metric) if options.metric != "auto" else "auto",
         sampler=sampler,
         pruner=pruner,
         start=start if start is not None else time.monotonic(),

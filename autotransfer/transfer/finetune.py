@@ -39,7 +39,8 @@ from autotransfer.files import replacing, write_text_atomic
 from autotransfer.models.features import extract_features, normalisation, outputs_until, pool, to_input
 from autotransfer.models.zoo import Backbone
 from autotransfer.runtime import autocast, bf16_supported, default_device
-from autotransfer.transfer.metrics import class_weights
+from autotransfer.transfer.metrics import check_metric, class_weights
+from autotransfer.transfer.metrics import score as score_metric
 from autotransfer.transfer.probes import as_linear, fit_probe
 from autotransfer.transfer.strategies import get_strategy
 
@@ -84,6 +85,7 @@ class FinetuneConfig:
     seed: int = 0
     # "balanced": cross-entropy (and the LP-FT probe) weighted n / (K * count) per class (sklearn's weights)
     class_weight: str | None = None
+    metric: str = "accuracy"  # what picks the best epoch (autotransfer.transfer.metrics.METRICS)
 
     def frozen_groups(self, n_groups: int) -> int:
         """Probes freeze every group, ``lp_ft``/``finetune_top`` the lowest ``freeze_groups``, the rest none."""
@@ -93,6 +95,7 @@ class FinetuneConfig:
         if self.epochs < 1 or self.batch_size < 1:
             raise AutoTransferError(f"epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size}).")
         get_strategy(self.strategy)  # raises for an unknown name
+        check_metric(self.metric)
         backbone.tap(self.tap)
         n = len(backbone.depth_groups)
         if not 0 <= self.freeze_groups <= n:
@@ -116,6 +119,7 @@ class EpochRecord:
     val_accuracy: float
     seconds: float
     batch_size: int
+    val_score: float | None = None  # the config's metric on val (None in checkpoints of older versions)
 
 
 @dataclass
@@ -123,13 +127,14 @@ class FinetuneResult:
     """The trained model (best epoch) and how it got there."""
 
     model: TransferModel
-    best_val_accuracy: float
+    best_val_accuracy: float  # accuracy of the best epoch (chosen by ``best_val_score``)
     best_epoch: int
     history: list[EpochRecord]
     group_lrs: dict[str, float]
     used_cached_prefix: bool
     seconds: float
     config: dict = field(default_factory=dict)
+    best_val_score: float | None = None  # the config's metric at the best epoch
 
 
 class TransferModel(nn.Module):
@@ -322,10 +327,11 @@ def _randaugment(spec: str, mean: tuple[float, float, float]) -> Callable:
 
 
 def _evaluate(
-    model: nn.Module, batches: _Batches, labels: torch.Tensor, batch_size: int, device, use_bf16: bool
-) -> tuple[float, float]:
+    model: nn.Module, batches: _Batches, labels: torch.Tensor, batch_size: int, device, use_bf16: bool, metric: str
+) -> tuple[float, float, float]:
+    """Validation loss, accuracy and ``metric`` (higher is better)."""
     model.eval()
-    correct, total_loss = 0, 0.0
+    correct, total_loss, probabilities = 0, 0.0, []
     with torch.inference_mode(), autocast(device, use_bf16):
         for start in range(0, len(batches), batch_size):
             rows = np.arange(start, min(start + batch_size, len(batches)))
@@ -333,7 +339,13 @@ def _evaluate(
             target = labels[rows].to(device)
             total_loss += float(nn.functional.cross_entropy(logits, target, reduction="sum"))
             correct += int((logits.argmax(1) == target).sum())
-    return total_loss / max(len(batches), 1), correct / max(len(batches), 1)
+            probabilities.append(torch.softmax(logits, 1).cpu().numpy())
+    accuracy = correct / max(len(batches), 1)
+    if metric == "accuracy" or not probabilities:
+        return total_loss / max(len(batches), 1), accuracy, accuracy
+    proba = np.concatenate(probabilities)
+    value = score_metric(metric, labels.numpy(), proba, proba.shape[1])
+    return total_loss / max(len(batches), 1), accuracy, value
 
 
 def linear_probe_head(dataset: Dataset, backbone: Backbone, config: FinetuneConfig, device) -> nn.Linear:
@@ -459,6 +471,7 @@ class _Progress:
     """Where training stands: epochs done, and the best epoch's accuracy, index and weights."""
 
     history: list[EpochRecord] = field(default_factory=list)
+    best_score: float = -float("inf")
     best_accuracy: float = -1.0
     best_epoch: int = -1
     best_state: dict | None = None
@@ -473,7 +486,8 @@ def _resumed(model: TransferModel, checkpoint_dir: Path | None, resume: bool) ->
     state, meta = saved
     model.load_state_dict(state, strict=False)  # a cached-prefix run saved no (frozen) prefix tensors
     progress = _Progress(
-        [EpochRecord(**h) for h in meta["history"]], meta["val_accuracy"], meta["best_epoch"], state,
+        [EpochRecord(**h) for h in meta["history"]], meta.get("val_score", meta["val_accuracy"]),
+        meta["val_accuracy"], meta["best_epoch"], state,
         meta["last_epoch"] + 1,
     )  # fmt: skip
     log.info(
@@ -500,7 +514,8 @@ def finetune(
 ) -> FinetuneResult:
     """Train ``backbone`` on ``dataset`` (train split; selection on val) as ``config`` says.
 
-    ``report(epoch, val_accuracy)`` is called after every epoch and may raise ``TrialPruned``.
+    ``report(epoch, val_score)`` is called after every epoch (``config.metric`` on val: accuracy by
+    default; the best epoch is chosen by it) and may raise ``TrialPruned``.
     Out-of-memory errors halve the batch size and retry the epoch (logged), down to ``min_batch_size``.
     With ``checkpoint_dir`` progress and the best weights are saved there (JSON + safetensors);
     ``resume`` continues after the last finished epoch from the best weights (the optimizer state
@@ -547,10 +562,13 @@ def finetune(
                     log.warning("out of memory: epoch %d restarts with batch size %d", epoch, batch_size)
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
-            val_loss, val_accuracy = _evaluate(model, inputs.val, inputs.labels_val, batch_size, device, use_bf16)
+            val_loss, val_accuracy, val_score = _evaluate(
+                model, inputs.val, inputs.labels_val, batch_size, device, use_bf16, config.metric
+            )
             seconds = time.perf_counter() - tic
-            progress.history.append(EpochRecord(epoch, train_loss, val_loss, val_accuracy, seconds, batch_size))
-            if _after_epoch(model, config, progress, epoch, val_accuracy, checkpoint_dir, report, deadline):
+            record = EpochRecord(epoch, train_loss, val_loss, val_accuracy, seconds, batch_size, val_score)
+            progress.history.append(record)
+            if _after_epoch(model, config, progress, record, checkpoint_dir, report, deadline):
                 break
     missing, _ = model.load_state_dict(progress.best_state, strict=False)
     assert all(any(k.startswith(f"backbone.{u}.") for u in inputs.prefix_units) for k in missing), missing
@@ -564,6 +582,7 @@ def finetune(
         bool(inputs.prefix_units),
         time.perf_counter() - start_time,
         asdict(config),
+        progress.best_score,
     )
 
 
@@ -571,28 +590,29 @@ def _after_epoch(
     model: TransferModel,
     config: FinetuneConfig,
     progress: _Progress,
-    epoch: int,
-    val_accuracy: float,
+    record: EpochRecord,
     checkpoint_dir: Path | None,
     report: Callable[[int, float], None] | None,
     deadline: Deadline | None,
 ) -> bool:
     """Keep the best epoch, checkpoint, report; whether training stops here (early stop or budget)."""
-    improved = val_accuracy > progress.best_accuracy or config.keep == "last"
+    epoch = record.epoch
+    improved = record.val_score > progress.best_score or config.keep == "last"
     if improved:  # the skipped (frozen) prefix is not in this state: it does not change
-        progress.best_accuracy, progress.best_epoch = val_accuracy, epoch
+        progress.best_score, progress.best_accuracy, progress.best_epoch = record.val_score, record.val_accuracy, epoch
         progress.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if checkpoint_dir is not None:
         meta = {
             "last_epoch": epoch,
             "best_epoch": progress.best_epoch,
             "val_accuracy": progress.best_accuracy,
+            "val_score": progress.best_score,
             "config": asdict(config),
             "history": [asdict(h) for h in progress.history],
         }
         save_checkpoint(checkpoint_dir, progress.best_state if improved else None, meta)
     if report is not None:
-        report(epoch, val_accuracy)
+        report(epoch, record.val_score)
     if epoch - progress.best_epoch >= config.patience:
         log.info(
             "early stop after epoch %d (best %.4f at epoch %d)", epoch, progress.best_accuracy, progress.best_epoch

@@ -123,6 +123,7 @@ class ProbeResult:
     metric: str = "accuracy"
     val_score: float = float("nan")
     cv_folds: int = 0
+    class_weight: str | None = None
 
 
 def head_proba(model, x: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -237,7 +238,16 @@ def fit_probe(
     if cv_folds:
         model = _fit(kind, C, class_weight, seed, x_all, y_all)
     return ProbeResult(
-        kind, C, accuracy, model, time.perf_counter() - start, tried, metric, value, folds if cv_folds else 0
+        kind,
+        C,
+        accuracy,
+        model,
+        time.perf_counter() - start,
+        tried,
+        metric,
+        value,
+        folds if cv_folds else 0,
+        class_weight,
     )
 
 
