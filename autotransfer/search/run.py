@@ -32,14 +32,16 @@ from autotransfer.search.auto_space import SAMPLE, native_side, resolve_auto, se
 from autotransfer.search.context import RunContext
 from autotransfer.search.finetune_stage import FinetunePlan, OptunaBackend, choose_candidates, prior_ranges
 from autotransfer.search.objective import decide_objective
+from autotransfer.search.placement import corrected_prior, measured_placement, pixel_baseline
 from autotransfer.search.probe_stage import finetune_first, run_probe_stage
-from autotransfer.search.records import best_record, records
+from autotransfer.search.records import best_record, records, trial_records
 from autotransfer.search.refit import build_pipeline
 from autotransfer.search.run_dir import RunDirectory
 from autotransfer.search.settings import SearchSettings
 from autotransfer.search.storage import Studies, open_storage, open_studies, retry_interrupted_trials
 from autotransfer.transfer.profile import profile_dataset, profile_resolution
 
+PLACEMENT_SECONDS = 5.0  # the pixel baseline: a logistic regression on grey thumbnails
 PROFILE_SAMPLE = 256  # images the profiler measures (profile_dataset's default sample_size)
 
 log = logging.getLogger(__name__)
@@ -142,6 +144,7 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
     log.info("profile: %s", profile.get("rationale", ""))
     prior = profile.get("prior", {})
     run_probe_stage(studies.probes, context, finetune_first(space.strategies, space.max_trials, prior))
+    prior = corrected_prior(profile, placement_stage(context, studies, profile))
     probed = studies.probes.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if space.finetune_strategies and space.max_trials and probed:
         candidates = choose_candidates(studies, space.candidates)
@@ -161,6 +164,24 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
     log.info("saved %s", context.out / "pipeline")
     board = write_outputs(context.out, rows, best, pipeline, context.deadline.elapsed(), context.deadline.seconds)
     return SearchResult(pipeline, board, profile, context.out, best, refit, context.deadline.elapsed(), rows)
+
+
+def placement_stage(context: RunContext, studies: Studies, profile: dict) -> dict | None:
+    """Where the probes place the data (search/placement.py), saved in ``profile.json`` next to the
+    a-priori placement; computed once per run directory, and only when the budget leaves room."""
+    if "measured" in profile:
+        return profile["measured"]
+    if context.deadline.left() < context.reserve(None) + PLACEMENT_SECONDS:
+        return None
+    dataset = context.dataset(min(context.resolutions))
+    pixels = pixel_baseline(dataset, context.objective["metric"], context.settings.seed)
+    placement = measured_placement(profile, trial_records("probe", studies.probes), pixels)
+    if placement is not None:
+        profile["measured"] = placement
+        write_text_atomic(context.out / "profile.json", json.dumps(profile, indent=2, default=str))
+        log.info("measured placement: %s (a priori %s): %s", placement["quadrant"], placement["a_priori"],
+                 placement["rationale"])  # fmt: skip
+    return placement
 
 
 def backend_for(name: str):
