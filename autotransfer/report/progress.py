@@ -171,11 +171,11 @@ class Progress:
             grid.add_row("fine-tuning", f"{finetune} trial(s) finished{running}")
         if self.best is not None:
             value = _score(self.best)
+            which = f"({self.best.get('stage', '')} #{self.best.get('trial', '?')} {describe_trial(self.best)})"
             grid.add_row(
                 "best so far",
                 Text.from_markup(
-                    (f"[bold green]val accuracy {value:.4f}[/] " if value is not None else "")
-                    + escape(f"({self.best.get('stage', '')} #{self.best.get('trial', '?')} {describe_trial(self.best)})")
+                    (f"[bold green]val accuracy {value:.4f}[/] " if value is not None else "") + escape(which)
                 ),
             )
         budget = max(self.budget_seconds, 1e-9)
