@@ -1,49 +1,90 @@
 """The Python API: ``AutoTransfer(...).fit(data)`` does what ``autotransfer fit`` does.
 
-Constructor arguments are stored as given (the scikit-learn convention: ``get_params`` /
-``set_params`` work, validation happens in ``fit``).
+A scikit-learn estimator: the constructor stores its arguments as given (``get_params`` /
+``set_params`` work), validation happens in ``fit``, which returns ``self``.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from datetime import datetime
-from pathlib import Path
 
+import numpy as np
+import optuna
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from autotransfer.budget import parse_duration
 from autotransfer.deploy.pipeline import Pipeline
-from autotransfer.errors import AutoTransferError
-from autotransfer.search.run import Search, SearchSettings
-from autotransfer.search.space import load_search_space
-
-BACKENDS = ("optuna", "ray")
-
-
-def default_run_dir(root: str | os.PathLike = "runs") -> Path:
-    return Path(root) / datetime.now().strftime("%Y%m%d-%H%M%S")
+from autotransfer.report.progress import Progress
+from autotransfer.search.run import run
+from autotransfer.search.settings import DEFAULTS, RunOptions, SearchSettings, resolve_settings
 
 
 class AutoTransfer(BaseEstimator):
-    """Hands-off transfer learning: profile, search, refit, and return the best pipeline."""
+    """Hands-off transfer learning: profile, search, refit, and keep the best pipeline.
+
+    Parameters
+    ----------
+    time_budget : str or float, default "10m"
+        Wall-clock budget for everything, saving included: ``"90s"``, ``"10m"``, ``"1h30m"`` or seconds.
+    search_space : str or path, default "default"
+        A built-in space (``fast``, ``default``, ``thorough``) or a YAML file (docs/search.md).
+    backend : {"optuna", "ray"}, default "optuna"
+        Where fine-tuning trials run: this process, or Ray Tune (local, or ``ray_address``).
+    out : path, optional
+        The run directory (resumable); default ``runs/<timestamp>``.
+    storage : str, optional
+        Optuna storage URL shared by workers (``postgresql://…``); default SQLite in ``out``.
+    seed : int, default 0
+        Seeds the split, the sampler and every trial: the same seed gives the same pipeline on CPU.
+    val_fraction : float, default 0.2
+        Share of each class held out for validation when the data has no ``val`` split.
+    device : str, optional
+        ``cpu``, ``cuda``, ``cuda:1``; default CUDA when present.
+    ray_address : str, optional
+        An existing Ray cluster; default a local Ray.
+    cpus_per_trial, gpus_per_trial : float, default 1.0 and 0.0
+        Ray resources of one fine-tuning trial (fractions allowed).
+    profile_backbone : str, default "mobilenetv2_100"
+        The BatchNorm backbone the profiler measures with.
+    sampler, pruner : Optuna sampler / pruner, optional
+        For the fine-tuning study; default ``TPESampler(seed=seed)`` and ``HyperbandPruner`` over epochs.
+    verbose : int, default 1
+        1: stages, trials and the best so far as the run goes (terminal or notebook); 0: silent.
+
+    Attributes
+    ----------
+    pipeline_ : Pipeline
+        The best pipeline found (also saved in ``run_dir_ / "pipeline"``).
+    classes_ : numpy.ndarray of str, shape (n_classes,)
+        Class names, in the order of ``predict_proba``'s columns.
+    leaderboard_ : pandas.DataFrame
+        Every trial of both stages, best first (``run_dir_ / "leaderboard.csv"``).
+    profile_ : dict
+        The dataset profile (``run_dir_ / "profile.json"``): quadrant, distance by depth, prior.
+    run_dir_ : pathlib.Path
+        The run directory: checkpoint, leaderboard, profile, report, study, log.
+    best_ : dict
+        The chosen trial's record.
+    """
 
     def __init__(
         self,
-        time_budget: str | float = "10m",
-        search_space: str | os.PathLike = "default",
-        backend: str = "optuna",
-        out: str | os.PathLike | None = None,
-        storage: str | None = None,
-        seed: int = 0,
-        val_fraction: float = 0.2,
-        device: str | None = None,
-        ray_address: str | None = None,
-        cpus_per_trial: float = 1.0,
-        gpus_per_trial: float = 0.0,
-        profile_backbone: str = "mobilenetv2_100",
+        time_budget: str | float = DEFAULTS.time_budget,
+        search_space: str | os.PathLike = DEFAULTS.search_space,
+        backend: str = DEFAULTS.backend,
+        out: str | os.PathLike | None = DEFAULTS.out,
+        storage: str | None = DEFAULTS.storage,
+        seed: int = DEFAULTS.seed,
+        val_fraction: float = DEFAULTS.val_fraction,
+        device: str | None = DEFAULTS.device,
+        ray_address: str | None = DEFAULTS.ray_address,
+        cpus_per_trial: float = DEFAULTS.cpus_per_trial,
+        gpus_per_trial: float = DEFAULTS.gpus_per_trial,
+        profile_backbone: str = DEFAULTS.profile_backbone,
+        sampler: optuna.samplers.BaseSampler | None = None,
+        pruner: optuna.pruners.BasePruner | None = None,
+        verbose: int = 1,
     ) -> None:
         self.time_budget = time_budget
         self.search_space = search_space
@@ -57,48 +98,40 @@ class AutoTransfer(BaseEstimator):
         self.cpus_per_trial = cpus_per_trial
         self.gpus_per_trial = gpus_per_trial
         self.profile_backbone = profile_backbone
+        self.sampler = sampler
+        self.pruner = pruner
+        self.verbose = verbose
 
-    def settings(self, start: float | None = None) -> SearchSettings:
-        """Validated settings of a run (``start``: when the budget started, default now)."""
-        if self.backend not in BACKENDS:
-            raise AutoTransferError(f"Unknown backend {self.backend!r}.", fix=f"use one of {', '.join(BACKENDS)}.")
-        if not 0.0 < self.val_fraction < 0.9:
-            raise AutoTransferError(f"val_fraction must be between 0 and 0.9, got {self.val_fraction}.")
-        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
-            raise AutoTransferError("cpus_per_trial must be > 0 and gpus_per_trial >= 0.")
-        return SearchSettings(
-            space=load_search_space(self.search_space),
-            time_budget=parse_duration(self.time_budget),
-            out=Path(self.out) if self.out is not None else default_run_dir(),
-            storage=self.storage,
-            seed=self.seed,
-            val_fraction=self.val_fraction,
-            device=self.device,
-            backend=self.backend,
-            ray_address=self.ray_address,
-            cpus_per_trial=self.cpus_per_trial,
-            gpus_per_trial=self.gpus_per_trial,
-            profile_backbone=self.profile_backbone,
-            start=start if start is not None else time.monotonic(),
-        )
+    def _settings(self, start: float) -> SearchSettings:
+        names = RunOptions.__dataclass_fields__
+        options = RunOptions(**{name: getattr(self, name) for name in names})
+        return resolve_settings(options, sampler=self.sampler, pruner=self.pruner, start=start)
 
-    def fit(self, data: str | os.PathLike, start: float | None = None) -> Pipeline:
-        """Search ``data`` (an ImageFolder, split folders or a CSV) and return the best pipeline.
+    def fit(self, data: str | os.PathLike, y: None = None) -> AutoTransfer:
+        """Search ``data`` (an ImageFolder, split folders or a CSV of ``path,label``) and keep the best pipeline.
 
-        The pipeline (also ``self.pipeline_``) carries ``leaderboard_`` (pandas) and ``profile_``.
+        ``y`` is accepted for scikit-learn compatibility and ignored: labels come from ``data``.
+        Raises AutoTransferError for bad data, a budget too small, or a run directory holding another search.
         """
-        result = Search(data, self.settings(start)).run()
-        self.pipeline_, self.run_dir_, self.result_ = result.pipeline, result.run_dir, result
+        start = time.monotonic()
+        settings = self._settings(start)
+        result = run(data, settings, Progress(settings.time_budget, verbose=self.verbose, start=start))
+        self.pipeline_: Pipeline = result.pipeline
+        self.classes_: np.ndarray = result.pipeline.classes_
         self.leaderboard_: pd.DataFrame = result.leaderboard
         self.profile_: dict = result.profile
-        result.pipeline.leaderboard_, result.pipeline.profile_ = result.leaderboard, result.profile
-        return result.pipeline
+        self.run_dir_ = result.run_dir
+        self.best_: dict = result.best
+        return self
 
-    def predict(self, inputs) -> object:
+    def predict(self, inputs) -> np.ndarray:
+        """Class names, one per input (paths, a folder, PIL images, arrays, tensors)."""
         return self.pipeline_.predict(inputs)
 
-    def predict_proba(self, inputs) -> object:
+    def predict_proba(self, inputs) -> np.ndarray:
+        """(n_inputs, n_classes) probabilities, columns in ``classes_`` order."""
         return self.pipeline_.predict_proba(inputs)
 
     def score(self, inputs, y) -> float:
+        """Accuracy against ``y`` (class names or indices)."""
         return self.pipeline_.score(inputs, y)

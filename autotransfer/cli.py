@@ -61,6 +61,51 @@ OFFLINE_BACKBONES = ("mobilenetv2_100", "tf_efficientnet_lite0", "tf_efficientne
 MIN_TOP1 = 15  # of 20 foolbox ImageNet images; correctly mapped weights get 17-18
 
 
+def _run_defaults() -> dict:
+    """``RunOptions()``'s defaults (autotransfer/search/settings.py, the one place they are written)
+    without importing that module: it pulls in optuna and torch, and `--help` must stay fast. The
+    literals are read from the source (names imported from another module are followed); anything
+    else falls back to importing it. tests/test_cli_help.py checks the result equals ``DEFAULTS``."""
+    import ast
+    from dataclasses import asdict
+
+    package = Path(__file__).resolve().parent
+
+    def module_ast(module: str) -> ast.Module:
+        return ast.parse((package.parent / (module.replace(".", "/") + ".py")).read_text())
+
+    def resolve(node: ast.expr, tree: ast.Module):
+        if isinstance(node, ast.Name):
+            for stmt in tree.body:
+                if isinstance(stmt, ast.ImportFrom) and stmt.module:
+                    for alias in stmt.names:
+                        if (alias.asname or alias.name) == node.id:
+                            other = module_ast(stmt.module)
+                            for assign in other.body:
+                                if isinstance(assign, ast.Assign) and any(
+                                    isinstance(t, ast.Name) and t.id == alias.name for t in assign.targets
+                                ):
+                                    return resolve(assign.value, other)
+            raise ValueError(node.id)
+        return ast.literal_eval(node)
+
+    try:
+        tree = module_ast("autotransfer.search.settings")
+        body = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "RunOptions").body
+        return {
+            n.target.id: resolve(n.value, tree)
+            for n in body
+            if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name) and n.value is not None
+        }
+    except (OSError, SyntaxError, ValueError, StopIteration):
+        from autotransfer.search.settings import DEFAULTS as options
+
+        return asdict(options)
+
+
+DEFAULTS = _run_defaults()
+
+
 def _show_version(value: bool) -> None:
     if value:
         print(f"autotransfer {__version__}")
@@ -289,37 +334,45 @@ def profile(
 @app.command()
 def fit(
     data: Path = typer.Argument(..., help="ImageFolder, split folders, or CSV of path,label"),
-    time_budget: str = typer.Option("10m", "--time-budget", help="hard wall-clock bound, e.g. 90s, 10m, 2h"),
-    search_space: str = typer.Option("default", "--search-space", help="fast | default | thorough | a YAML file"),
+    time_budget: str = typer.Option(
+        str(DEFAULTS["time_budget"]), "--time-budget", help="hard wall-clock bound, e.g. 90s, 10m, 2h"
+    ),
+    search_space: str = typer.Option(
+        str(DEFAULTS["search_space"]), "--search-space", help="fast | default | thorough | a YAML file"
+    ),
     out_dir: Path | None = typer.Option(None, "--out", help="run directory (default runs/<timestamp>)"),
     resume: bool = typer.Option(
         False, "--resume/--no-resume", help="continue the latest run in runs/ of this data (with no --out)"
     ),
     storage: str | None = typer.Option(
-        None, help="Optuna storage URL shared by workers (default: SQLite in the run directory)"
+        DEFAULTS["storage"], help="Optuna storage URL shared by workers (default: SQLite in the run directory)"
     ),
-    backend: str = typer.Option("optuna", help="optuna (this process) | ray (Ray Tune trials)"),
-    ray_address: str | None = typer.Option(None, help="existing Ray cluster (default: a local Ray)"),
-    cpus_per_trial: float = typer.Option(1.0, help="Ray: CPUs per trial"),
-    gpus_per_trial: float = typer.Option(0.0, help="Ray: GPUs per trial (fractions allowed)"),
-    profile_backbone: str = typer.Option("mobilenetv2_100", help="the BatchNorm backbone the profiler measures with"),
-    val_fraction: float = typer.Option(0.2, help="share of each class held out for validation (no val/ folder)"),
-    seed: int = typer.Option(0, help="seed of the split, the samplers and the training"),
-    device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when present)"),
+    backend: str = typer.Option(DEFAULTS["backend"], help="optuna (this process) | ray (Ray Tune trials)"),
+    ray_address: str | None = typer.Option(DEFAULTS["ray_address"], help="existing Ray cluster (default: a local Ray)"),
+    cpus_per_trial: float = typer.Option(DEFAULTS["cpus_per_trial"], help="Ray: CPUs per trial"),
+    gpus_per_trial: float = typer.Option(DEFAULTS["gpus_per_trial"], help="Ray: GPUs per trial (fractions allowed)"),
+    profile_backbone: str = typer.Option(
+        DEFAULTS["profile_backbone"], help="the BatchNorm backbone the profiler measures with"
+    ),
+    val_fraction: float = typer.Option(
+        DEFAULTS["val_fraction"], help="share of each class held out for validation (no val/ folder)"
+    ),
+    seed: int = typer.Option(DEFAULTS["seed"], help="seed of the split, the samplers and the training"),
+    device: str | None = typer.Option(DEFAULTS["device"], help="cpu or cuda (default: cuda when present)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no live progress, only the summary"),
 ) -> None:
     """Find the best way to transfer an ImageNet network to DATA, within the time budget."""
     start = time.monotonic()
-    from autotransfer.api import AutoTransfer
     from autotransfer.budget import format_duration
     from autotransfer.report.progress import Progress
-    from autotransfer.search.run import Search
+    from autotransfer.search.run import run
+    from autotransfer.search.settings import RunOptions, resolve_settings
 
     if out_dir is None and resume:
         out_dir = _latest_run(data)
     if out_dir is not None:
         _prepare_output(out_dir, "--out", directory=True)
-    estimator = AutoTransfer(
+    options = RunOptions(
         time_budget=time_budget,
         search_space=search_space,
         backend=backend,
@@ -333,7 +386,7 @@ def fit(
         gpus_per_trial=gpus_per_trial,
         profile_backbone=profile_backbone,
     )
-    settings = estimator.settings(start)
+    settings = resolve_settings(options, start=start)
     _check_space_backbones(search_space, settings.space.backbones)
     err.print(
         f"fit {escape(str(data))}: search space [bold]{settings.space.name}[/], budget "
@@ -341,7 +394,7 @@ def fit(
     )
     progress = Progress(settings.time_budget, verbose=0 if quiet else 1, start=start, console=err)
     try:
-        result = Search(data, settings).run()
+        result = run(data, settings, progress)
     except KeyboardInterrupt:
         err.print(
             f"Interrupted. Finished trials are saved in {settings.out}; run the same command with "

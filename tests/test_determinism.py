@@ -39,17 +39,21 @@ def test_same_seed_same_trials_same_pipeline(fit_env, tmp_path):
             seed=3,
             profile_backbone="test_efficientnet",
         )
-        runs.append((estimator.fit(fit_env["data"]), tmp_path / name))
+        runs.append((estimator.fit(fit_env["data"]).pipeline_, tmp_path / name))
     (first, first_dir), (second, second_dir) = runs
     assert _trials(first_dir) == _trials(second_dir)
     assert first.spec["tensors_sha256"] == second.spec["tensors_sha256"]
     assert first.spec["hyperparameters"] == second.spec["hyperparameters"]
-    other = AutoTransfer(
-        time_budget="10m",
-        search_space=fit_env["space"],
-        out=tmp_path / "other",
-        seed=4,
-        profile_backbone="test_efficientnet",
-    ).fit(fit_env["data"])
+    other = (
+        AutoTransfer(
+            time_budget="10m",
+            search_space=fit_env["space"],
+            out=tmp_path / "other",
+            seed=4,
+            profile_backbone="test_efficientnet",
+        )
+        .fit(fit_env["data"])
+        .pipeline_
+    )
     assert _trials(tmp_path / "other") != _trials(first_dir)  # the seed does change the search
     assert other.classes_.tolist() == first.classes_.tolist()

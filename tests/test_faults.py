@@ -96,7 +96,7 @@ def test_interrupts_at_each_phase_lose_nothing_and_reach_the_same_quality(fit_en
 
 
 def test_a_nan_loss_trial_is_recorded_and_skipped(fit_env, monkeypatch):
-    import autotransfer.search.run as search_module
+    import autotransfer.search.finetune_stage as search_module
 
     real, calls = search_module.finetune, {"n": 0}
 
@@ -124,9 +124,13 @@ def _no_space(*args, **kwargs):
 
 
 def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(fit_env, monkeypatch):
-    pipeline = AutoTransfer(
-        time_budget="3m", search_space=fit_env["space"], out=fit_env["out"], profile_backbone="test_efficientnet"
-    ).fit(fit_env["data"])
+    pipeline = (
+        AutoTransfer(
+            time_budget="3m", search_space=fit_env["space"], out=fit_env["out"], profile_backbone="test_efficientnet"
+        )
+        .fit(fit_env["data"])
+        .pipeline_
+    )
     folder = fit_env["out"] / "pipeline"
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     monkeypatch.setattr("autotransfer.deploy.pipeline.save_file", _no_space)

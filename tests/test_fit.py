@@ -26,7 +26,7 @@ def _fit(env, budget="3m", **kwargs):
 def test_fit_returns_a_pipeline_and_a_complete_run_directory(fit_env):
     tic = time.monotonic()
     estimator = _fit(fit_env)
-    pipeline = estimator.fit(fit_env["data"])
+    assert estimator.fit(fit_env["data"]) is estimator  # scikit-learn: fit returns self
     assert time.monotonic() - tic < 180
     out = fit_env["out"]
     for name in (
@@ -44,7 +44,12 @@ def test_fit_returns_a_pipeline_and_a_complete_run_directory(fit_env):
     assert board["chosen"].sum() == 1 and len(board) == len(estimator.leaderboard_)
     assert {"linear_probe", "mid_layer_probe"} <= set(board["strategy"])
     assert (board[board["stage"] == "finetune"].shape[0]) == 3
-    assert pipeline.leaderboard_ is estimator.leaderboard_ and pipeline.profile_["quadrant"]
+    assert estimator.profile_["quadrant"] and estimator.run_dir_ == out
+    assert estimator.classes_.tolist() == ["a", "b", "c"] and estimator.best_["val_accuracy"] is not None
+    assert estimator.predict(fit_env["data"]).shape == (36,) and estimator.predict_proba(fit_env["data"]).shape == (
+        36,
+        3,
+    )
     loaded = Pipeline.load(out)
     assert len(loaded.predict(fit_env["data"])) == 36
     assert loaded.spec["metrics"]["val_accuracy"] == board.loc[board["chosen"], "val_accuracy"].item()
@@ -62,7 +67,7 @@ def test_the_profile_prior_seeds_the_first_fine_tuning_trials(fit_env):
 
 
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(fit_env, monkeypatch):
-    import autotransfer.search.run as search_module
+    import autotransfer.search.finetune_stage as search_module
 
     real = search_module.finetune
     calls = {"n": 0}
@@ -165,7 +170,7 @@ def test_a_budget_too_small_names_the_minimum(fit_env, cli):
 
 def test_ray_backend_runs_a_tiny_search_locally(fit_env):
     estimator = _fit(fit_env, budget="4m", backend="ray", cpus_per_trial=1)
-    pipeline = estimator.fit(fit_env["data"])
+    pipeline = estimator.fit(fit_env["data"]).pipeline_
     board = estimator.leaderboard_
     ray_rows = board[board["stage"] == "finetune"]
     assert len(ray_rows) >= 1 and ray_rows["val_accuracy"].notna().any()

@@ -61,16 +61,18 @@ def _scored(cell: Cell, pipeline: Pipeline, what: str) -> Outcome:
 
 
 def run_fit(cell: Cell) -> Outcome:
-    """`autotransfer fit` on the train folder with the suite's budget and search space."""
-    from autotransfer.api import AutoTransfer
+    """`autotransfer fit` on the train folder with the suite's budget and search space, timed from the cell's start."""
+    from autotransfer.search.run import run
+    from autotransfer.search.settings import RunOptions, resolve_settings
 
-    pipeline = AutoTransfer(
+    options = RunOptions(
         time_budget=cell.suite.budget,
         search_space=cell.suite.search_space,
         out=cell.work / "run",
         seed=cell.seed,
         profile_backbone=cell.suite.profile_backbone,
-    ).fit(cell.train_dir, start=cell.deadline.start)
+    )
+    pipeline = run(cell.train_dir, resolve_settings(options, start=cell.deadline.start)).pipeline
     return _scored(cell, pipeline, pipeline.describe())
 
 

@@ -14,6 +14,7 @@ from autotransfer.data.offline_datasets import LOADERS
 from autotransfer.errors import AutoTransferError
 from autotransfer.search.space import load_search_space
 from autotransfer.transfer.probes import HEADS
+from autotransfer.transfer.profile import DEFAULT_BACKBONE
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 BUILTIN_CONTENDERS = ("fit", "codes_svm", "codes_softmax", "mid_layer", "finetune_all", "train_all", "one_lr", "grid")
@@ -105,7 +106,7 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
         seeds=check.choices("seeds", given.get("seeds", [0]), int),
         budget=budget,
         search_space=space_name,
-        profile_backbone=check.text("profile_backbone", given.get("profile_backbone", "mobilenetv2_100")),
+        profile_backbone=check.text("profile_backbone", given.get("profile_backbone", DEFAULT_BACKBONE)),
         fixed_backbone=check.text("fixed.backbone", fixed.get("backbone", space.backbones[0])),
         fixed_resolution=check.integer("fixed.resolution", fixed.get("resolution", space.resolutions[0]), 16, 1024),
         grid_backbones=check.choices("grid.backbones", grid.get("backbones", list(space.backbones)), str),

@@ -164,10 +164,9 @@ td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}} .board tr:nth-chi
 <h2>Leaderboard</h2>{table}</body></html>"""
 
 
-def write_outputs(search, best: dict, pipeline) -> pd.DataFrame:
+def write_outputs(out: Path, records: list[dict], best: dict, pipeline, elapsed: float, budget: float) -> pd.DataFrame:
     """leaderboard.csv, skipped.csv (the files left out, and why) and report.html (written atomically)."""
-    out: Path = search.out
-    frame = leaderboard(search.records(), best, pipeline.spec["metrics"].get("test_accuracy"))
+    frame = leaderboard(records, best, pipeline.spec["metrics"].get("test_accuracy"))
     write_text_atomic(out / "leaderboard.csv", frame.to_csv(index=False))
     profile = {}
     if (out / "profile.json").exists():
@@ -176,5 +175,5 @@ def write_outputs(search, best: dict, pipeline) -> pd.DataFrame:
         profile = json.loads((out / "profile.json").read_text())
     skipped = pd.DataFrame(profile.get("skipped", []), columns=["path", "reason"])
     write_text_atomic(out / "skipped.csv", skipped.to_csv(index=False))
-    write_text_atomic(out / "report.html", render_html(frame, profile, pipeline.spec, search.deadline.elapsed()))
+    write_text_atomic(out / "report.html", render_html(frame, profile, pipeline.spec, elapsed))
     return frame

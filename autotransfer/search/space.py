@@ -15,11 +15,9 @@ from typing import Any
 from autotransfer.config_files import ConfigChecker, read_yaml
 from autotransfer.errors import AutoTransferError
 from autotransfer.transfer.probes import HEADS
+from autotransfer.transfer.strategies import FINETUNE_STRATEGIES, STRATEGIES
 
 SPACES_DIR = Path(__file__).resolve().parent / "spaces"
-PROBE_STRATEGIES = ("linear_probe", "mid_layer_probe")
-FINETUNE_STRATEGIES = ("lp_ft", "finetune_top", "finetune_all", "train_all")
-STRATEGIES = PROBE_STRATEGIES + FINETUNE_STRATEGIES
 AUGMENTATIONS = ("none", "flip", "randaugment")
 
 
@@ -118,7 +116,7 @@ def load_search_space(name_or_path: str | os.PathLike = "default") -> SearchSpac
         name=path.stem,
         backbones=check.choices("backbones", merged["backbones"], str),
         resolutions=resolutions,
-        strategies=check.choices("strategies", merged["strategies"], str, STRATEGIES),
+        strategies=check.choices("strategies", merged["strategies"], str, tuple(STRATEGIES)),
         probe_heads=check.choices("probe.heads", probe["heads"], str, HEADS),
         c_grid=check.choices("probe.c_grid", probe["c_grid"], float, positive=True),
         probe_top_taps=check.integer("probe.top_taps", probe["top_taps"], 0, 1000),

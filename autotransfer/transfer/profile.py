@@ -46,6 +46,7 @@ from autotransfer.models.features import model_fingerprint, normalisation, to_in
 from autotransfer.models.zoo import Backbone, classifier_prefixes, create_backbone
 from autotransfer.runtime import default_device
 from autotransfer.settings import cache_dir
+from autotransfer.transfer.strategies import QUADRANT_STRATEGIES, STRATEGIES
 from autotransfer.transfer.transferability import knn_accuracy, logme
 
 log = logging.getLogger(__name__)
@@ -298,21 +299,6 @@ def _duplicates(dataset: Dataset) -> tuple[int, int, list[str]]:
 # --------------------------------------------------------------------------- strategy
 
 
-STRATEGY_TEXT = {
-    "linear_probe": "CNN codes (top features) + linear classifier (softmax or SVM)",
-    "finetune_all": "fine-tune the whole network with a small learning rate on pretrained layers",
-    "mid_layer_probe": "mid-layer features + linear classifier (top layers are too ImageNet-specific)",
-    "finetune_top": "fine-tune the top layers, keep the lower ones frozen",
-    "train_all": "initialise from pretrained weights and train (almost) all layers with a larger learning rate",
-}
-QUADRANT_STRATEGIES = {
-    "small-similar": ["linear_probe", "finetune_top", "mid_layer_probe"],
-    "large-similar": ["finetune_all", "finetune_top", "linear_probe"],
-    "small-different": ["mid_layer_probe", "linear_probe", "finetune_top"],
-    "large-different": ["train_all", "finetune_all", "mid_layer_probe"],
-}
-
-
 def _tap_group(backbone: Backbone, module: str) -> int:
     """The deepest depth group holding parameters of ``module`` (a tap's module) or below it."""
     groups = [
@@ -338,7 +324,7 @@ def strategy_prior(quadrant: str, backbone: Backbone, groups: list[dict]) -> dic
     large, similar = quadrant.startswith("large"), quadrant.endswith("similar")
     mid = _generic_taps(backbone, groups)
     return {
-        "strategies": QUADRANT_STRATEGIES[quadrant],
+        "strategies": list(QUADRANT_STRATEGIES[quadrant]),
         "taps": ["head"] + mid if similar else mid + ["head"],
         "freeze_groups": ([0, n_groups // 2] if large else [n_groups, n_groups - 2])
         if similar
@@ -448,7 +434,7 @@ def profile_dataset(
         f"median {np.median(per_class):.0f} images per class "
         f"({'>=' if large else '<'} {thresholds.large_images_per_class}: {'large' if large else 'small'}); "
         f"similarity {similarity:.2f} ({'>=' if similar else '<'} {thresholds.similar_at}: "
-        f"{'similar' if similar else 'different'}) -> {STRATEGY_TEXT.get(strategy, strategy)}"
+        f"{'similar' if similar else 'different'}) -> {STRATEGIES[strategy].text}"
     )
     return DatasetProfile(
         n_images=len(dataset),

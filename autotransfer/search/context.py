@@ -1,0 +1,62 @@
+"""What every stage of one run shares: the data, the settings, the deadline, the decoded datasets
+(one per resolution, decoded once) and the measured feature-extraction cost per (backbone, resolution)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from autotransfer.budget import Deadline
+from autotransfer.data.datasets import Dataset, load_dataset
+from autotransfer.models.zoo import Backbone, create_backbone
+from autotransfer.report.progress import Progress
+from autotransfer.search import planner
+from autotransfer.search.settings import SearchSettings
+
+
+@dataclass
+class RunContext:
+    data: Path
+    settings: SearchSettings
+    progress: Progress
+    deadline: Deadline = field(init=False)
+    datasets: dict[int, Dataset] = field(default_factory=dict)
+    extract_seconds: dict[str, float] = field(default_factory=dict)  # per Candidate.pair
+
+    def __post_init__(self) -> None:
+        self.deadline = Deadline(self.settings.time_budget, self.settings.start)
+
+    @property
+    def out(self) -> Path:
+        return self.settings.out
+
+    @property
+    def device(self) -> torch.device | None:
+        return torch.device(self.settings.device) if self.settings.device else None
+
+    def dataset(self, resolution: int) -> Dataset:
+        """The data decoded at ``resolution`` px (cached on disk and here), split with the run's seed."""
+        if resolution not in self.datasets:
+            self.datasets[resolution] = load_dataset(
+                self.data,
+                image_size=resolution,
+                seed=self.settings.seed,
+                val_fraction=self.settings.val_fraction,
+                show_progress=False,
+            )
+        return self.datasets[resolution]
+
+    def backbone(self, name: str) -> Backbone:
+        return create_backbone(name, device=self.device or "cpu")
+
+    def split_sizes(self, resolution: int) -> tuple[int, int]:
+        """(train, val) image counts."""
+        dataset = self.dataset(resolution)
+        return len(dataset.indices("train")), len(dataset.indices("val"))
+
+    def reserve(self, best: dict | None) -> float:
+        """Seconds to keep for the final refit and saving, given the best record so far."""
+        finetuned = best is not None and best.get("stage") != "probe"
+        return planner.reserve(best, *(self.split_sizes(best["resolution"]) if finetuned else (0, 0)))

@@ -1,0 +1,67 @@
+"""How the chosen pipeline does, per class: predictions on the validation split (from the chosen
+configuration trained on train only, so they are honest) and on the test split (from the final
+pipeline), written as CSV for the report, and summarised with scikit-learn's metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, precision_recall_fscore_support
+
+from autotransfer.data.datasets import Dataset
+from autotransfer.deploy.pipeline import Pipeline
+from autotransfer.files import write_text_atomic
+
+
+def split_probabilities(pipeline: Pipeline, dataset: Dataset, split: str, batch_size: int = 64) -> np.ndarray:
+    """(n_images of ``split``, n_classes) probabilities from the decoded images (the training recipe)."""
+    net = pipeline.network()
+    rows = dataset.indices(split)
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(rows), batch_size):
+            pixels = np.asarray(dataset.images[rows[start : start + batch_size]])
+            batch = torch.from_numpy(pixels).to(pipeline.device).permute(0, 3, 1, 2)
+            out.append(torch.softmax(net(batch).float(), dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(dataset.classes)))
+
+
+def classification_summary(labels: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dict:
+    """Accuracy, balanced accuracy, macro F1 and per-class precision / recall / support (class indices in)."""
+    index = list(range(len(classes)))
+    precision, recall, _, support = precision_recall_fscore_support(labels, predicted, labels=index, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
+        "f1_macro": float(f1_score(labels, predicted, labels=index, average="macro", zero_division=0)),
+        "per_class": {
+            name: {"precision": float(p), "recall": float(r), "support": int(s)}
+            for name, p, r, s in zip(classes, precision, recall, support)
+        },
+    }
+
+
+def write_predictions(path: Path, dataset: Dataset, split: str, probabilities: np.ndarray) -> None:
+    """``path,label,predicted,confidence`` per image of ``split`` (class names; confidence of the prediction)."""
+    rows = dataset.indices(split)
+    classes = np.asarray(dataset.classes)
+    predicted = probabilities.argmax(1)
+    frame = pd.DataFrame(
+        {
+            "path": [str(dataset.paths[i]) for i in rows],
+            "label": classes[dataset.labels[rows]],
+            "predicted": classes[predicted],
+            "confidence": probabilities[np.arange(len(rows)), predicted],
+        }
+    )
+    write_text_atomic(path, frame.to_csv(index=False))
+
+
+def evaluate_split(pipeline: Pipeline, dataset: Dataset, split: str, out: Path) -> dict:
+    """Predict ``split``, write ``out/predictions-<split>.csv``, return its classification summary."""
+    probabilities = split_probabilities(pipeline, dataset, split)
+    write_predictions(out / f"predictions-{split}.csv", dataset, split, probabilities)
+    return classification_summary(dataset.labels[dataset.indices(split)], probabilities.argmax(1), dataset.classes)

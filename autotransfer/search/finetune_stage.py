@@ -1,0 +1,264 @@
+"""The fine-tuning stage: the best candidates of the cheap stage get fine-tuning trials in the
+``finetune`` study, the profile's strategies first (``enqueue_trial``), then the sampler's choices,
+pruned over epochs. Two backends run it behind one interface: ``OptunaBackend`` (trials in this
+process, ``Study.optimize`` one trial at a time, with heartbeats) and ``RayBackend`` (Ray Tune,
+search/ray_backend.py). A failing trial is a result (recorded with its reason), not a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from autotransfer.budget import format_duration
+from autotransfer.files import is_disk_full
+from autotransfer.models.zoo import create_backbone
+from autotransfer.search import planner
+from autotransfer.search.candidates import Candidate
+from autotransfer.search.context import RunContext
+from autotransfer.search.records import best_record, records, trial_records
+from autotransfer.search.space import Range, SearchSpace
+from autotransfer.search.storage import Studies
+from autotransfer.search.trials import config_for, describe, suggest
+from autotransfer.transfer.finetune import TrialPruned, finetune
+from autotransfer.transfer.strategies import FINETUNE_STRATEGIES, STRATEGIES
+
+log = logging.getLogger(__name__)
+
+
+class OutOfTime(TrialPruned):
+    """A trial stopped because the budget left no room for another epoch (it keeps its best epoch)."""
+
+
+@dataclass
+class FinetunePlan:
+    """What the fine-tuning stage runs, as plain inputs for any backend."""
+
+    studies: Studies
+    candidates: list[Candidate]
+    ranges: dict[str, Range]
+    prior: dict
+
+
+class FinetuneBackend(Protocol):
+    def run(self, plan: FinetunePlan, context: RunContext) -> None:
+        """Run fine-tuning trials until the space's ``max_trials`` or the budget ends them, recording
+        each one in ``plan.studies.finetune``."""
+
+
+def choose_candidates(studies: Studies, count: int) -> list[Candidate]:
+    """The top ``count`` (backbone, resolution, tap) of the cheap stage, one tap per (backbone,
+    resolution): variety beats near-duplicates. Fixed once chosen, so a resumed run keeps them."""
+    if "candidates" in studies.finetune.user_attrs:
+        return [Candidate.parse(key) for key in studies.finetune.user_attrs["candidates"]]
+    rows = studies.probes.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    rows = sorted(rows, key=lambda t: (-t.value, -t.user_attrs.get("logme", 0.0)))
+    chosen: list[Candidate] = []
+    for trial in rows:
+        candidate = Candidate.parse(trial.user_attrs["candidate"])
+        if all(c.pair != candidate.pair for c in chosen):
+            chosen.append(candidate)
+        if len(chosen) == count:
+            break
+    studies.finetune.set_user_attr("candidates", [c.key for c in chosen])
+    return chosen
+
+
+def prior_ranges(space: SearchSpace, prior: dict) -> dict[str, Range]:
+    """The space's ranges, narrowed towards the profile's prior (within a factor of 10 of it)."""
+    ranges = dict(space.ranges)
+    for key in ("head_lr", "backbone_lr_ratio"):
+        if key in prior:
+            full = ranges[key]
+            low, high = max(full.low, min(prior[key]) / 10), min(full.high, max(prior[key]) * 10)
+            if low < high:
+                ranges[key] = Range(low, high, full.log)
+    return ranges
+
+
+def seed_trials(study: optuna.Study, space: SearchSpace, plan: FinetunePlan) -> None:
+    """The quadrant's recommended fine-tuning strategies on the best candidate come first.
+
+    Only into an empty study: a resumed run, or a worker that joins one sharing the storage, would
+    otherwise queue seeds again (for candidates it may have ranked on fewer probes) that nobody runs.
+    """
+    if study.trials:
+        return
+    prior, ranges, first = plan.prior, plan.ranges, plan.candidates[0]
+    wanted = [s for s in prior.get("strategies", []) if s in FINETUNE_STRATEGIES]
+    wanted.insert(1, "lp_ft")  # the probe's head as the start: the safest fine-tuning on small data
+    wanted += [s for s in space.finetune_strategies if s not in wanted]
+    n_groups = len(create_backbone(first.backbone, device="meta", pretrained=False).depth_groups)
+
+    def clip(key: str, value: float) -> float:
+        return float(min(max(value, ranges[key].low), ranges[key].high))
+
+    for name in [s for s in wanted if s in space.finetune_strategies][:3]:
+        strategy = STRATEGIES[name]
+        params = {
+            "candidate": first.key,
+            "strategy": name,
+            "head_lr": clip("head_lr", float(np.sqrt(np.prod(prior.get("head_lr", [1e-3, 1e-2]))))),
+            "weight_decay": clip("weight_decay", 0.05),
+            "label_smoothing": space.label_smoothing[-1],
+            "augmentation": "none" if "none" in space.augmentation else space.augmentation[0],
+        }
+        if strategy.freezes == "lower":
+            partial = [g for g in prior.get("freeze_groups", []) if 0 < g < n_groups]
+            params["freeze_fraction"] = clip("freeze_fraction", max(partial, default=n_groups // 2) / n_groups)
+        if strategy.tunes_backbone_lr:
+            ratio = float(np.sqrt(np.prod(prior.get("backbone_lr_ratio", [0.01, 0.1]))))
+            params["backbone_lr_ratio"] = clip("backbone_lr_ratio", ratio)
+            params["layer_decay"] = clip("layer_decay", float(np.mean(prior.get("layer_decay", [0.8, 0.9]))))
+        study.enqueue_trial(params, user_attrs={"seeded_by": "profile prior"}, skip_if_exists=True)
+
+
+def epoch_estimate(context: RunContext, params: dict, measured: dict[str, float]) -> float:
+    """Seconds per epoch of ``params``: measured on its candidate when a trial ran it, else estimated."""
+    if params["candidate"] in measured:
+        return measured[params["candidate"]]
+    candidate = Candidate.parse(params["candidate"])
+    dataset = context.dataset(candidate.resolution)
+    extract = context.extract_seconds.get(candidate.pair, 0.02 * len(dataset))
+    augmented = params.get("augmentation", "none") == "randaugment"
+    n_train = len(dataset.indices("train"))
+    return planner.estimate_epoch_seconds(extract, len(dataset), n_train, params.get("freeze_fraction", 0.0), augmented)
+
+
+class OptunaBackend:
+    """Fine-tuning trials in this process, one ``Study.optimize`` call per trial (heartbeats on)."""
+
+    def run(self, plan: FinetunePlan, context: RunContext) -> None:
+        self.plan, self.context = plan, context
+        self.measured: dict[str, float] = {}
+        study, space = plan.studies.finetune, context.settings.space
+        seed_trials(study, space, plan)
+        for t in study.get_trials(deepcopy=False):
+            if "epoch_seconds" in t.user_attrs:
+                self.measured[t.params.get("candidate", "")] = t.user_attrs["epoch_seconds"]
+        context.progress.stage("fine-tuning", total=space.max_trials)
+        while True:
+            if len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]) >= space.max_trials:
+                log.info("fine-tuning: max_trials (%d) reached", space.max_trials)
+                return
+            best = best_record(records(plan.studies))
+            estimates = (epoch_estimate(context, {"candidate": c.key, "strategy": "finetune_all"}, self.measured)
+                         for c in plan.candidates)  # fmt: skip
+            need_epoch = max(estimates, default=0.0)
+            reserve = context.reserve(best)
+            if not planner.finetune_trial_fits(context.deadline.left(), reserve, space.min_epochs, need_epoch):
+                log.info(
+                    "time budget: no room for another fine-tuning trial (%s left, %s needed)",
+                    format_duration(context.deadline.left()),
+                    format_duration(reserve + space.min_epochs * need_epoch),
+                )
+                return
+            self._one_trial(study, best)
+
+    def _one_trial(self, study: optuna.Study, best: dict | None) -> None:
+        asked: dict = {}
+        try:
+            study.optimize(lambda trial: self._objective(trial, best, asked), n_trials=1, catch=())
+        except KeyboardInterrupt:
+            retry_later(study, asked)
+            raise
+        except Exception as error:  # a failing trial is a result, not a crash (Optuna recorded it as FAIL)
+            if is_disk_full(error):  # not the trial's fault: stop, and retry it when the run resumes
+                with contextlib.suppress(Exception):  # the storage may be on the full disk too
+                    retry_later(study, asked)  # if not: resume re-queues it as interrupted
+                raise
+            log.warning("trial %d (%s) failed: %s", asked["number"], describe(asked["params"]), error)
+        number = asked.get("number")
+        if number is None:
+            return
+        trial = study.trials[number]
+        if "epoch_seconds" in trial.user_attrs:
+            self.measured[asked["params"]["candidate"]] = trial.user_attrs["epoch_seconds"]
+        record = next(r for r in trial_records("finetune", study) if r["trial"] == number)
+        self.context.progress.trial(record, best_record(records(self.plan.studies)))
+
+    def _objective(self, trial: optuna.Trial, best: dict | None, asked: dict) -> float:
+        space = self.context.settings.space
+        params = suggest(trial, space, self.plan.candidates, self.plan.ranges)
+        asked.update(number=trial.number, params=params)
+        tic = time.perf_counter()
+        try:
+            value = self._train(trial, params, best)
+        except TrialPruned as stop:
+            trial.set_user_attr("stopped", str(stop))
+            trial.set_user_attr("seconds", time.perf_counter() - tic)
+            log.info("trial %d (%s) %s", trial.number, describe(params), stop)
+            raise optuna.TrialPruned(str(stop)) from stop
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:
+            trial.set_user_attr("error", f"{type(error).__name__}: {str(error)[:400]}")
+            trial.set_user_attr("seconds", time.perf_counter() - tic)
+            raise
+        trial.set_user_attr("seconds", time.perf_counter() - tic)
+        log.info(
+            "trial %d (%s): val %.4f, %s left",
+            trial.number,
+            describe(params),
+            value,
+            format_duration(self.context.deadline.left()),
+        )
+        return value
+
+    def _train(self, trial: optuna.Trial, params: dict, best: dict | None) -> float:
+        """Train one configuration; report each epoch to the pruner and to the budget."""
+        context = self.context
+        candidate = Candidate.parse(params["candidate"])
+        dataset = context.dataset(candidate.resolution)
+        backbone = context.backbone(candidate.backbone)
+        config = config_for(params, context.settings.space, len(backbone.depth_groups), context.settings.seed)
+        attrs = {
+            "backbone": candidate.backbone,
+            "resolution": candidate.resolution,
+            "tap": candidate.tap,
+            "stage": "finetune",
+            "strategy": params["strategy"],
+            "freeze_groups": config.freeze_groups,
+            "n_groups": len(backbone.depth_groups),
+        }
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        folder = context.out / "trials" / f"{trial.number:04d}"
+        trial.set_user_attr("checkpoint_dir", str(folder))
+        progress = {"best": 0.0, "tic": time.perf_counter()}
+        reserve = context.reserve(best)
+
+        def report(epoch: int, accuracy: float) -> None:
+            if accuracy > progress["best"]:  # as the trainer keeps it: the first epoch with the best accuracy
+                progress["best"] = accuracy
+                trial.set_user_attr("best_epoch", epoch)
+            per_epoch = (time.perf_counter() - progress["tic"]) / (epoch + 1)
+            trial.set_user_attr("best_val_accuracy", progress["best"])
+            trial.set_user_attr("epoch_seconds", per_epoch)
+            trial.set_user_attr("epochs_run", epoch + 1)
+            trial.report(accuracy, epoch + 1)
+            if trial.should_prune():
+                raise TrialPruned(f"pruned after epoch {epoch + 1}")
+            if not planner.next_epoch_fits(context.deadline.left(), reserve, per_epoch):
+                raise OutOfTime(f"time budget: stopped after epoch {epoch + 1}")
+
+        result = finetune(dataset, backbone, config, report=report, device=context.device, checkpoint_dir=folder)
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        return result.best_val_accuracy
+
+
+def retry_later(study: optuna.Study, asked: dict) -> None:
+    """Queue an interrupted trial's parameters again for the resumed run (Optuna already failed it)."""
+    if "params" not in asked:
+        return
+    trial = study.trials[asked["number"]]
+    if trial.state == TrialState.RUNNING:
+        study.tell(asked["number"], state=TrialState.FAIL)
+    study.enqueue_trial(asked["params"], user_attrs={"retry_of": asked["number"]}, skip_if_exists=False)

@@ -1,0 +1,70 @@
+"""The budget planner: pure arithmetic on measured or estimated seconds, no model anywhere.
+
+Every stage asks it whether its next step fits: the step's estimated cost plus the reserve for the
+final refit and saving must fit in the time left. Costs are measured where a step already ran and
+estimated from the feature-extraction time otherwise.
+"""
+
+from __future__ import annotations
+
+SAVE_SECONDS = 8.0  # writing the checkpoint, leaderboard and report, measured at 2-4 s on 2 CPU cores
+PROBE_SECONDS = 5.0  # fitting the linear heads of one (backbone, resolution) on cached features
+CHEAP_SHARE_BEFORE_FINETUNING = 0.5  # of the budget, when the profile's first strategy is a fine-tuning one
+TRAIN_STEP_FORWARDS = 3.0  # a training step costs about three forward passes (forward + backward)
+
+
+def minimum_budget(elapsed: float, extract_seconds: float) -> float:
+    """Seconds a run needs at least: what already passed, one feature extraction, one probe, saving."""
+    return elapsed + extract_seconds + PROBE_SECONDS + SAVE_SECONDS
+
+
+def refit_seconds(epoch_seconds: float, n_train: int, n_val: int, epochs: int) -> float:
+    """Refitting a fine-tuned configuration on train+val for ``epochs`` epochs (train-only epochs
+    took ``epoch_seconds``)."""
+    return epoch_seconds * (n_train + n_val) / max(n_train, 1) * epochs + 3.0
+
+
+def reserve(best: dict | None, n_train: int, n_val: int) -> float:
+    """Seconds kept for the final refit and saving, given the best record so far."""
+    if best is None or best.get("stage") == "probe":
+        return SAVE_SECONDS + 3.0
+    epochs = int(best.get("best_epoch", 0)) + 1
+    return SAVE_SECONDS + refit_seconds(best.get("epoch_seconds") or 1.0, n_train, n_val, epochs)
+
+
+def estimate_epoch_seconds(
+    extract_seconds: float, n_images: int, n_train: int, freeze_fraction: float, augmented: bool
+) -> float:
+    """One fine-tuning epoch before any was measured: a training step costs about
+    ``TRAIN_STEP_FORWARDS`` forwards over the train split, plus the validation forward; a frozen
+    prefix makes it cheaper (its share of the forward is skipped), RandAugment dearer (+30%)."""
+    per_image = extract_seconds / max(n_images, 1)
+    share = 1.0 - 0.6 * freeze_fraction
+    augment = 1.3 if augmented else 1.0
+    return per_image * (TRAIN_STEP_FORWARDS * n_train * share * augment + (n_images - n_train)) + 0.5
+
+
+def probe_pair_fits(left: float, reserve_seconds: float, expected: float) -> bool:
+    """Whether probing one more (backbone, resolution) of ``expected`` seconds fits in ``left``."""
+    return left >= reserve_seconds + PROBE_SECONDS + expected
+
+
+def cheap_share(finetune_first: bool) -> float:
+    """The share of the budget the cheap stage may use: half when the profile says fine-tuning wins
+    (on a slow machine probing every pair would otherwise leave nothing for it), else all."""
+    return CHEAP_SHARE_BEFORE_FINETUNING if finetune_first else 1.0
+
+
+def finetune_trial_fits(left: float, reserve_seconds: float, min_epochs: int, epoch_seconds: float) -> bool:
+    """Whether one more fine-tuning trial (at least ``min_epochs`` epochs) fits in ``left``."""
+    return left >= reserve_seconds + min_epochs * epoch_seconds
+
+
+def next_epoch_fits(left: float, reserve_seconds: float, epoch_seconds: float) -> bool:
+    """Whether one more epoch (10% margin) fits in ``left``."""
+    return left >= reserve_seconds + epoch_seconds * 1.1
+
+
+def refit_fits(left: float, refit: float) -> bool:
+    """Whether refitting on train+val (20% margin) and saving fit in ``left``."""
+    return left > SAVE_SECONDS + refit * 1.2

@@ -1,0 +1,49 @@
+"""Trial records and the choice of the best one: pure functions of the studies' trials.
+
+A record is one flat dict per finished trial of either stage: ``stage``, ``trial``, ``status``, the
+trial's parameters and attributes, and ``val_accuracy`` (a pruned trial's best epoch counts).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+
+from autotransfer.search.storage import Studies
+
+
+def trial_records(stage: str, study: optuna.Study) -> list[dict]:
+    """Every trial of ``study`` that is not running, as a record."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        state = t.state.name.lower()
+        if state == "running":
+            continue
+        row = {"stage": stage, "trial": t.number, "status": state, **t.params, **t.user_attrs}
+        row["val_accuracy"] = t.value if t.value is not None else t.user_attrs.get("best_val_accuracy")
+        rows.append(row)
+    return rows
+
+
+def records(studies: Studies) -> list[dict]:
+    """Both stages' records, probes first."""
+    return trial_records("probe", studies.probes) + trial_records("finetune", studies.finetune)
+
+
+def usable(record: dict) -> bool:
+    """A record the final pipeline can be built from: scored, and (fine-tuning) with its weights on disk."""
+    if record["val_accuracy"] is None or record["status"] not in ("complete", "pruned"):
+        return False
+    return record["stage"] == "probe" or Path(record.get("checkpoint_dir", "-"), "best.json").exists()
+
+
+def best_record(rows: list[dict]) -> dict | None:
+    """The best validation accuracy; among equals the cheaper to run, decided by the trials' settings
+    (never by their wall time, so the same seed picks the same pipeline): a probe before a fine-tuned
+    network, smaller inputs, then the earlier trial (for probes, the shallower tap)."""
+    return max(
+        (r for r in rows if usable(r)),
+        key=lambda r: (r["val_accuracy"], r["stage"] == "probe", -r.get("resolution", 0), -r["trial"]),
+        default=None,
+    )

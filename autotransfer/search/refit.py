@@ -1,0 +1,133 @@
+"""The final pipeline from the best record: a probe's head refit on train+val, a fine-tuned
+configuration retrained on train+val when the budget allows (its own weights otherwise), then
+evaluated on validation (the configuration trained on train only) and test, and described in words."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from autotransfer.deploy.pipeline import Pipeline
+from autotransfer.models.features import extract_features
+from autotransfer.models.zoo import Backbone
+from autotransfer.search import planner
+from autotransfer.search.context import RunContext
+from autotransfer.search.evaluate import evaluate_split
+from autotransfer.search.trials import HYPERPARAMETERS, PIPELINE_HYPERPARAMETERS, config_for, describe
+from autotransfer.transfer.finetune import TransferModel, finetune, load_checkpoint
+from autotransfer.transfer.probes import make_head
+from autotransfer.transfer.strategies import STRATEGIES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FinalModel:
+    """A trained model and its backbone; ``refit``: trained on train+val (else on train only)."""
+
+    model: TransferModel
+    backbone: Backbone
+    refit: bool
+
+
+def _present(value) -> bool:
+    return value is not None and value == value  # NaN and missing parameters of other strategies
+
+
+def probe_model(context: RunContext, best: dict, splits: tuple[str, ...]) -> FinalModel:
+    """The probe's head fit on ``splits`` of the cached tap features."""
+    dataset = context.dataset(best["resolution"])
+    backbone = context.backbone(best["backbone"])
+    features = np.asarray(extract_features(dataset, backbone, [best["tap"]], show_progress=False)[best["tap"]])
+    rows = np.concatenate([dataset.indices(s) for s in splits])
+    head = make_head(best["head"], best["C"], seed=context.settings.seed, shape=features[rows].shape)
+    head.fit(features[rows], dataset.labels[rows])
+    model = TransferModel(backbone, best["tap"], len(dataset.classes)).set_linear_head(head)
+    device = next(backbone.model.parameters()).device
+    return FinalModel(model.to(device).eval(), backbone, refit="val" in splits)
+
+
+def trial_model(context: RunContext, best: dict) -> FinalModel:
+    """A fine-tuning trial's own best weights (trained on train only)."""
+    backbone = context.backbone(best["backbone"])
+    model = TransferModel(backbone, best["tap"], len(context.dataset(best["resolution"]).classes))
+    state, _ = load_checkpoint(Path(best["checkpoint_dir"]))
+    model.load_state_dict(state, strict=False)  # a cached-prefix trial saved no (frozen, pretrained) prefix
+    return FinalModel(model.eval(), backbone, refit=False)
+
+
+def refit_finetune(context: RunContext, best: dict) -> FinalModel:
+    """The best trial's configuration again, on train+val, for as many epochs as its best one."""
+    dataset = context.dataset(best["resolution"])
+    splits = np.where(dataset.splits == "test", "test", "train")
+    splits[dataset.indices("val")[:1]] = "val"  # the trainer reports on a val split: one image, not selected on
+    backbone = context.backbone(best["backbone"])
+    params = {k: best[k] for k in HYPERPARAMETERS if k in best and _present(best[k])}
+    settings = context.settings
+    config = config_for(
+        params, settings.space, len(backbone.depth_groups), settings.seed, epochs=int(best.get("best_epoch", 0)) + 1
+    )
+    config = replace(config, keep="last", patience=config.epochs)
+    model = finetune(replace(dataset, splits=splits), backbone, config, device=context.device).model
+    return FinalModel(model, backbone, refit=True)
+
+
+def final_model(context: RunContext, best: dict) -> FinalModel:
+    if best["stage"] == "probe":
+        return probe_model(context, best, ("train", "val"))
+    n_train, n_val = context.split_sizes(best["resolution"])
+    epochs = int(best.get("best_epoch", 0)) + 1
+    refit = planner.refit_seconds(best.get("epoch_seconds") or 1.0, n_train, n_val, epochs)
+    if planner.refit_fits(context.deadline.left(), refit):
+        return refit_finetune(context, best)
+    log.info("time budget: keeping the trial's own weights (no room to refit on train+val)")
+    return trial_model(context, best)
+
+
+def summary_words(best: dict, n_groups: int) -> str:
+    if best["stage"] == "probe":
+        kind = {"softmax": "softmax", "svm": "linear SVM"}.get(best["head"], best["head"])
+        return (
+            f"{best['strategy']}: {kind} (C={best['C']:g}) on tap `{best['tap']}` of {best['backbone']} "
+            f"at {best['resolution']}px, backbone frozen"
+        )
+    return describe({k: v for k, v in best.items() if _present(v)}, n_groups)
+
+
+def to_pipeline(context: RunContext, best: dict, final: FinalModel, metrics: dict) -> Pipeline:
+    dataset = context.dataset(best["resolution"])
+    n_groups = len(final.backbone.depth_groups)
+    frozen = STRATEGIES[best["strategy"]].frozen_groups(n_groups, int(best.get("freeze_groups", 0)))
+    return Pipeline.from_model(
+        final.backbone,
+        final.model,
+        classes=dataset.classes,
+        recipe=dataset.recipe,
+        frozen_groups=frozen,
+        head_type=best["head"] if best["stage"] == "probe" else "linear",
+        strategy=best["strategy"],
+        hyperparameters={k: v for k, v in best.items() if k in PIPELINE_HYPERPARAMETERS and _present(v)},
+        metrics=metrics,
+        summary=summary_words(best, n_groups),
+    )
+
+
+def build_pipeline(context: RunContext, best: dict) -> tuple[Pipeline, bool]:
+    """The final pipeline (metrics included) and whether it was refit on train+val."""
+    final = final_model(context, best)
+    metrics = {"val_accuracy": best["val_accuracy"], "refit_on_train_val": final.refit}
+    pipeline = to_pipeline(context, best, final, metrics)
+    dataset = context.dataset(best["resolution"])
+    if len(dataset.indices("val")):
+        chosen = probe_model(context, best, ("train",)) if best["stage"] == "probe" else None
+        if chosen is None and final.refit:
+            chosen = trial_model(context, best)
+        validating = to_pipeline(context, best, chosen, {}) if chosen is not None else pipeline
+        metrics["val"] = evaluate_split(validating, dataset, "val", context.out)
+    if len(dataset.indices("test")):
+        metrics["test"] = evaluate_split(pipeline, dataset, "test", context.out)
+        metrics["test_accuracy"] = metrics["test"]["accuracy"]
+    return pipeline, final.refit
