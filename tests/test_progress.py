@@ -81,3 +81,18 @@ def test_live_view_on_a_terminal_keeps_one_line_per_trial():
     text = buffer.getvalue()
     assert "probe #0 mid_layer_probe" in text and "fine-tune #1 lp_ft" in text  # kept in the scroll-back
     assert progress.live is None
+
+
+def test_a_notebook_gets_the_live_view_only_with_ipywidgets(monkeypatch):
+    """rich draws live views in Jupyter through ipywidgets; without it, plain lines are printed."""
+    import sys
+    import types
+
+    from autotransfer.report.progress import _live_possible
+
+    notebook = Console(file=io.StringIO(), force_jupyter=True)
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # import fails
+    assert not _live_possible(notebook)
+    monkeypatch.setitem(sys.modules, "ipywidgets", types.ModuleType("ipywidgets"))
+    assert _live_possible(notebook)
+    assert not _live_possible(Console(file=io.StringIO(), force_terminal=False))
