@@ -217,7 +217,7 @@ def zoo_verify(
 def inspect(
     data: Path = typer.Argument(..., help="ImageFolder, split folders, or CSV of path,label"),
     size: int = typer.Option(128, help="working resolution (pixels) of the decode cache"),
-    val_fraction: float = typer.Option(0.2, help="share of each class held out for validation"),
+    val_fraction: float = typer.Option(DEFAULTS["val_fraction"], help="share of each class held out for validation"),
     seed: int = typer.Option(0),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -423,7 +423,14 @@ def _print_fit_summary(result, budget: float) -> None:
     scores = [f"validation accuracy {metrics['val_accuracy']:.4f}"] if "val_accuracy" in metrics else []
     if "test_accuracy" in metrics:
         scores.append(f"test accuracy {metrics['test_accuracy']:.4f}")
+    val = metrics.get("val") if isinstance(metrics.get("val"), dict) else {}
+    if "balanced_accuracy" in val:
+        scores.append(f"balanced accuracy {val['balanced_accuracy']:.4f}")
     note = "" if metrics.get("refit_on_train_val", True) else " (not refit: the budget left no room)"
+    if metrics.get("metric") and metrics["metric"] != "val_accuracy":
+        note += f"; chosen by {metrics['metric']}" + (
+            f" ({metrics['metric_reason']})" if metrics.get("metric_reason") else ""
+        )
     if scores:
         out.print(", ".join(scores) + note)
     out.print(
@@ -431,7 +438,7 @@ def _print_fit_summary(result, budget: float) -> None:
         f"predict:  autotransfer predict {escape(str(run_dir))} IMAGES..."
     )
     board = result.leaderboard
-    columns = [c for c in ("stage", "strategy", "backbone", "resolution", "tap", "val_accuracy", "seconds", "status")]
+    columns = ("stage", "strategy", "backbone", "resolution", "tap", "val_accuracy", "seconds", "status")
     if "status" in board:
         board = board[board["status"].isin(("complete", "pruned"))]
     top = board.head(8)[[c for c in columns if c in board]]
