@@ -380,7 +380,12 @@ def unknown_backbone_error(name: str, where: str | None = None) -> AutoTransferE
     """The message for a backbone name nobody knows: the nearest names, and where the name came from."""
     close = similar_backbone_names(name)
     return AutoTransferError(
-        f"Unknown backbone {name!r}." + (f" Did you mean: {', '.join(close)}?" if close else ""),
+        (
+            f"Unsupported torchvision backbone {name!r}."
+            if name.startswith(TORCHVISION_PREFIX)
+            else f"Unknown backbone {name!r}."
+        )
+        + (f" Did you mean: {', '.join(close)}?" if close else ""),
         where=where,
         fix="use a timm model name (`timm.list_models()`), a torchvision one as 'tv:resnet18' "
         f"({', '.join(TORCHVISION_PREFIX + a for a in _TORCHVISION)}), or see `autotransfer zoo list`.",
