@@ -78,7 +78,9 @@ class Progress:
         self.total: int | None = None
         self.done = 0
         self.stage_start = self.start
-        self.finished: dict[str, int] = {"probes": 0, "fine-tuning": 0}
+        self.finished: dict[str, int] = {"probes": 0, "fine-tuning": 0}  # trials reported, per stage
+        self.steps: dict[str, int] = {}  # units done, per stage
+        self.totals: dict[str, int | None] = {}
         self.best: dict | None = None
         self.last_step = ""
         self.live = None
@@ -92,6 +94,7 @@ class Progress:
     def stage(self, name: str, total: int | None = None, detail: str = "") -> None:
         """A stage of ``STAGES`` starts; ``total`` units when known."""
         self.current, self.total, self.detail, self.done = name, total, detail, 0
+        self.totals[name] = total
         self.stage_start = time.monotonic()
         self.last_step = ""
         if self.live is None:
@@ -105,6 +108,7 @@ class Progress:
     def step(self, text: str = "") -> None:
         """One unit of the current stage finished."""
         self.done += 1
+        self.steps[self.current] = self.done
         self.last_step = text
         if text and (self.live is None or self.verbose >= 2):
             self._print(f"{self.current}: {escape(text)}")
@@ -163,9 +167,11 @@ class Progress:
         grid.add_row("stage", stage)
         if self.total:
             grid.add_row("", ProgressBar(total=self.total, completed=min(self.done, self.total), width=40))
-        probes, finetune = self.finished.get("probes", 0), self.finished.get("fine-tuning", 0)
-        if probes or self.current == "probes":
-            grid.add_row("probes", f"{probes} finished")
+        probes = max(self.finished.get("probes", 0), self.steps.get("probes", 0))
+        finetune = self.finished.get("fine-tuning", 0)
+        if probes or "probes" in self.totals:
+            total = self.totals.get("probes")
+            grid.add_row("probes", f"{min(probes, total)}/{total} done" if total else f"{probes} done")
         if finetune or self.current == "fine-tuning":
             running = f", trial {finetune + 1} running" if self.current == "fine-tuning" else ""
             grid.add_row("fine-tuning", f"{finetune} trial(s) finished{running}")
@@ -183,7 +189,7 @@ class Progress:
         eta = self._eta()
         if eta is not None:
             time_text.append(f"  stage ETA {format_duration(eta)}", style="dim")
-        time_text.append(f"  ends by {format_duration(max(0.0, self.budget_seconds - elapsed))} from now", style="dim")
+        time_text.append(f"  budget ends in {format_duration(max(0.0, self.budget_seconds - elapsed))}", style="dim")
         grid.add_row("time", time_text)
         grid.add_row("", ProgressBar(total=budget, completed=min(elapsed, budget), width=40))
         if self.last_step:
