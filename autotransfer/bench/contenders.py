@@ -26,6 +26,7 @@ from autotransfer.models.features import extract_features
 from autotransfer.models.zoo import Backbone, create_backbone
 from autotransfer.transfer.finetune import FinetuneConfig, TransferModel, finetune
 from autotransfer.transfer.probes import fit_probe
+from autotransfer.transfer.strategies import probe_strategy
 
 
 @dataclass
@@ -116,7 +117,7 @@ def _probe(cell: Cell, mid_layer: bool, heads: tuple[str, ...]) -> Outcome:
         backbone,
         model,
         dataset,
-        "mid_layer_probe" if mid_layer else "linear_probe",
+        probe_strategy(tap),
         probe.val_accuracy,
         frozen_groups=len(backbone.depth_groups),
     )

@@ -67,6 +67,15 @@ def _record_probe_rows(study: optuna.Study, context: RunContext, name: str, reso
         )
 
 
+def _extraction_estimate(context: RunContext, name: str, resolution: int) -> float | None:
+    """Seconds to extract ``name``'s features at ``resolution`` from its throughput measured by `auto`."""
+    per_image = context.auto.get("seconds_per_image", {}).get(name)
+    if per_image is None:
+        return None
+    n_images = len(context.dataset(resolution))
+    return planner.extraction_seconds(per_image, context.auto["profile_resolution"], resolution, n_images)
+
+
 def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bool) -> None:
     """Probe every (backbone, resolution) pair, smallest images first, while the budget allows.
 
@@ -79,10 +88,11 @@ def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bo
     config = RankingConfig(
         heads=space.probe_heads, c_grid=space.c_grid, seed=context.settings.seed, probe_top=space.probe_top_taps
     )
-    pairs = [(r, b) for r in sorted(space.resolutions) for b in space.backbones]
+    pairs = [(r, b) for r in sorted(context.resolutions) for b in context.backbones]
     share = planner.cheap_share(finetune_first)
     context.progress.stage("probes", total=len(pairs))
     per_pixel: list[float] = []  # seconds / resolution^2 of each pair probed in this run
+    corrections: list[float] = []  # actual / estimated seconds of each pair probed in this run
     for resolution, name in pairs:
         pair = f"{name}@{resolution}"
         if pair in failed or pair in done:
@@ -91,7 +101,11 @@ def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bo
                 context.extract_seconds[pair] = measured
             context.progress.step(f"{pair} (done before)")
             continue
-        expected = float(np.mean(per_pixel)) * resolution**2 if per_pixel else 0.0
+        extraction = _extraction_estimate(context, name, resolution)
+        if extraction is not None:  # the backbone's throughput was measured here (auto): the first pair too
+            expected = planner.pair_seconds(extraction, corrections)
+        else:
+            expected = float(np.mean(per_pixel)) * resolution**2 if per_pixel else 0.0
         if not planner.probe_pair_fits(deadline.left(), context.reserve(None), expected):
             log.info("time budget: cheap stage stops before %s (about %s)", pair, format_duration(expected))
             break
@@ -120,6 +134,8 @@ def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bo
         _record_probe_rows(study, context, name, resolution, rows)
         context.extract_seconds[pair] = rows[0]["extract_seconds"] * len(rows) if rows else 0.0
         per_pixel.append((time.perf_counter() - tic) / resolution**2)
+        if extraction:
+            corrections.append((time.perf_counter() - tic) / extraction)
         context.progress.step(pair)
 
 

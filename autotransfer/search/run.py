@@ -12,22 +12,23 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pandas as pd
-import torch
 
 from autotransfer.budget import format_duration
+from autotransfer.data.sources import index_dataset
 from autotransfer.deploy.pipeline import Pipeline
 from autotransfer.errors import AutoTransferError
 from autotransfer.files import disk_full_error, is_disk_full, write_text_atomic
 from autotransfer.report.outputs import write_outputs
 from autotransfer.report.progress import Progress
+from autotransfer.runtime import default_device, tune_allocator
 from autotransfer.search import planner
+from autotransfer.search.auto_space import SAMPLE, native_side, profile_resolution, resolve_auto, seconds_per_image
 from autotransfer.search.context import RunContext
 from autotransfer.search.finetune_stage import FinetunePlan, OptunaBackend, choose_candidates, prior_ranges
 from autotransfer.search.probe_stage import finetune_first, run_probe_stage
@@ -37,6 +38,8 @@ from autotransfer.search.run_dir import RunDirectory
 from autotransfer.search.settings import SearchSettings
 from autotransfer.search.storage import Studies, open_storage, open_studies, retry_interrupted_trials
 from autotransfer.transfer.profile import profile_dataset
+
+PROFILE_SAMPLE = 256  # images the profiler measures (profile_dataset's default sample_size)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,7 @@ def run(data: str | Path, settings: SearchSettings, progress: Progress | None = 
     Raises AutoTransferError for anything a user can fix (bad data, a budget too small, a run
     directory holding another search); finished trials are kept in the storage either way.
     """
+    tune_allocator()  # glibc malloc without mmap churn: 1.8-2.3x faster CPU extraction (benchmarks/features.py)
     progress = progress or Progress(settings.time_budget, verbose=0, start=settings.start)
     context = RunContext(Path(data), settings, progress)
     identity = {"data": str(context.data.resolve()), "space": settings.space.to_json(), "seed": settings.seed,
@@ -91,11 +95,33 @@ def _open(context: RunContext, run_dir: RunDirectory) -> Studies:
     if run_dir.sole_owner and not settings.storage:
         retry_interrupted_trials(studies.finetune)
     resumed = len(studies.probes.trials) + len(studies.finetune.trials)
+    choose_space(context, studies)
     if resumed:
         log.info("resuming: %d trial(s) already in the study", resumed)
     else:
         check_minimum_budget(context)
     return studies
+
+
+def choose_space(context: RunContext, studies: Studies) -> None:
+    """The backbones and resolutions of this run: the space's, or what `auto` picks (once per study,
+    so a resumed run or another worker keeps the same choice)."""
+    space = context.settings.space
+    if space.backbones and space.resolutions:
+        context.backbones, context.resolutions = space.backbones, space.resolutions
+        return
+    if "auto" not in studies.probes.user_attrs:
+        context.progress.stage("profile", detail="choosing backbones and resolutions for this data and machine")
+        index = index_dataset(context.data)
+        native = native_side(index.paths, seed=context.settings.seed)
+        first = profile_resolution(native, (context.device or default_device()).type == "cuda")
+        dataset = context.dataset(first)
+        choice = resolve_auto(space.backbones, space.resolutions, np.asarray(dataset.images[:SAMPLE]), native,
+                              len(dataset), context.deadline.left(), context.device or default_device())  # fmt: skip
+        studies.probes.set_user_attr("auto", choice.to_json())
+    context.auto = studies.probes.user_attrs["auto"]
+    context.backbones = tuple(context.auto["backbones"])
+    context.resolutions = tuple(context.auto["resolutions"])
 
 
 def _stages(context: RunContext, studies: Studies) -> SearchResult:
@@ -139,9 +165,12 @@ def profile_stage(context: RunContext) -> dict:
     if path.exists():
         return json.loads(path.read_text())
     context.progress.stage("profile")
-    dataset = context.dataset(min(context.settings.space.resolutions))
+    dataset = context.dataset(context.auto.get("profile_resolution", min(context.resolutions)))
     result = profile_dataset(dataset, backbone=context.settings.profile_backbone, seed=context.settings.seed,
                              show_progress=False).to_json()  # fmt: skip
+    result["resolution"] = dataset.recipe.size
+    if context.auto:
+        result["auto"] = context.auto
     write_text_atomic(path, json.dumps(result, indent=2, default=str))
     return result
 
@@ -149,15 +178,15 @@ def profile_stage(context: RunContext) -> dict:
 def check_minimum_budget(context: RunContext) -> None:
     """Fail early, naming the minimum, when not even one probe plus saving fits in the budget."""
     settings = context.settings
-    dataset = context.dataset(min(settings.space.resolutions))
-    backbone = context.backbone(settings.space.backbones[0])
-    sample = torch.from_numpy(np.array(dataset.images[:16])).permute(0, 3, 1, 2).float()
-    with torch.inference_mode():
-        backbone.model.eval()(sample)  # warm-up
-        tic = time.perf_counter()
-        backbone.model(sample)
-    extract = (time.perf_counter() - tic) / len(sample) * len(dataset)
-    needed = planner.minimum_budget(context.deadline.elapsed(), extract)
+    dataset = context.dataset(min(context.resolutions))
+    name = context.backbones[0]
+    per_image = context.auto.get("seconds_per_image", {}).get(name)
+    if per_image is None:
+        per_image = seconds_per_image(name, np.asarray(dataset.images[:SAMPLE]), context.device or default_device())
+    measured_at = context.auto.get("profile_resolution", dataset.recipe.size)
+    extraction = planner.extraction_seconds(per_image, measured_at, dataset.recipe.size, len(dataset))
+    profiling = 0.0 if (context.out / "profile.json").exists() else extraction * min(1.0, PROFILE_SAMPLE / len(dataset))
+    needed = planner.minimum_budget(context.deadline.elapsed(), profiling + planner.pair_seconds(extraction, []))
     if needed > settings.time_budget:
         raise AutoTransferError(
             f"The time budget ({format_duration(settings.time_budget)}) is too small for {len(dataset)} "

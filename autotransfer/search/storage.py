@@ -3,18 +3,19 @@
 SQLite in the run directory unless a URL is given (``postgresql://…`` for workers on several
 machines). Fine-tuning trials send heartbeats: a trial whose worker died (no heartbeat for
 ``GRACE_SECONDS``) is failed by the next worker that asks for a trial and queued again with the
-same parameters by Optuna's ``RetryFailedTrialCallback``.
+same parameters by Optuna's ``RetryHeartbeatStaleTrialCallback``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from optuna.storages import RetryFailedTrialCallback
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from autotransfer.errors import AutoTransferError
@@ -41,13 +42,15 @@ def open_storage(url: str | None, out: Path) -> optuna.storages.RDBStorage:
     kwargs = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if url.startswith("sqlite") else {}
     for attempt in range(1, STORAGE_ATTEMPTS + 1):
         try:
-            return optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=HEARTBEAT_SECONDS,
-                grace_period=GRACE_SECONDS,
-                failed_trial_callback=RetryFailedTrialCallback(max_retry=MAX_RETRY),
-                **kwargs,
-            )
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; their API is settled
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    heartbeat_interval=HEARTBEAT_SECONDS,
+                    grace_period=GRACE_SECONDS,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+                    **kwargs,
+                )
         except Exception as error:  # sqlalchemy raises many types for a bad URL or an unreachable server
             # Two workers creating a new storage at once race on its schema (a UNIQUE constraint on
             # alembic_version): the loser finds the schema there when it tries again.
@@ -91,7 +94,9 @@ def retry_interrupted_trials(study: optuna.Study) -> None:
     Only for a run that owns its directory and storage (no other worker can be running them); with a
     shared storage, heartbeats find the dead workers' trials instead (``GRACE_SECONDS``).
     """
-    retry = RetryFailedTrialCallback(max_retry=MAX_RETRY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(trial.number, state=TrialState.FAIL)
         retry(study, study.trials[trial.number])

@@ -369,6 +369,106 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict] | None
         return None
 
 
+@dataclass
+class _Inputs:
+    """What an epoch reads: batches of train / val inputs (images, or the cached frozen prefix's output)."""
+
+    train: _Batches
+    val: _Batches
+    labels_train: torch.Tensor
+    labels_val: torch.Tensor
+    prefix_units: list[str]  # skipped during training (their output is cached); empty when not cached
+
+
+def _inputs(
+    dataset: Dataset, backbone: Backbone, model: TransferModel, config: FinetuneConfig, device, use_bf16
+) -> _Inputs:
+    """Train/val batches; with a frozen prefix and no augmentation, its output is computed once here."""
+    train_rows, val_rows = dataset.indices("train"), dataset.indices("val")
+    if len(val_rows) == 0:
+        raise AutoTransferError(
+            "The validation split is empty: fine-tuning needs it for early stopping.",
+            fix="use more images per class, or a larger val_fraction.",
+        )
+    mean, std = normalisation(backbone, device)
+    frozen = config.frozen_groups(len(backbone.depth_groups))
+    augmented = config.flip or bool(config.randaugment) or config.mixup > 0
+    cacheable = config.cache_prefix and frozen > 0 and not config.train_bn_stats and not augmented
+    units = prefix_units(backbone, frozen, config.tap) if cacheable else []
+    train_images = np.asarray(dataset.images[train_rows])
+    val_images = np.asarray(dataset.images[val_rows])
+    used_cache = False
+    if units:
+        cached_train = _prefix_activations(model, units, train_images, mean, std, device, config.batch_size, use_bf16)
+        cached_val = _prefix_activations(model, units, val_images, mean, std, device, config.batch_size, use_bf16)
+        used_cache = _prefix_matches(model, units, val_images[:4], cached_val[:4], mean, std, device, use_bf16)
+        if not used_cache:
+            log.info("cached prefix does not reproduce the full forward for %s; training without it", backbone.name)
+    augment = _randaugment(config.randaugment, backbone.preprocess.mean) if config.randaugment else None
+    train = _Batches(
+        None if used_cache else train_images, cached_train if used_cache else None, mean, std, device, augment
+    )
+    val = _Batches(None if used_cache else val_images, cached_val if used_cache else None, mean, std, device)
+    labels_train = torch.as_tensor(dataset.labels[train_rows])
+    labels_val = torch.as_tensor(dataset.labels[val_rows])
+    return _Inputs(train, val, labels_train, labels_val, units if used_cache else [])
+
+
+def _optimisation(groups: list[dict], config: FinetuneConfig, steps_per_epoch: int, n_classes: int):
+    """timm's optimizer and per-update cosine schedule, timm's Mixup (or None), and the loss."""
+    from timm.data import Mixup
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
+
+    optimizer = create_optimizer_v2(groups, opt=config.optimizer, lr=config.head_lr, weight_decay=config.weight_decay)
+    scheduler, _ = create_scheduler_v2(
+        optimizer,
+        sched="cosine",
+        num_epochs=config.epochs,
+        warmup_epochs=config.warmup_epochs,
+        warmup_lr=config.head_lr * 1e-3,
+        step_on_epochs=False,
+        updates_per_epoch=steps_per_epoch,
+    )
+    mixup = None
+    if config.mixup > 0:
+        mixup = Mixup(mixup_alpha=config.mixup, label_smoothing=config.label_smoothing, num_classes=n_classes)
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.0 if mixup else config.label_smoothing)
+    return optimizer, scheduler, mixup, criterion
+
+
+@dataclass
+class _Progress:
+    """Where training stands: epochs done, and the best epoch's accuracy, index and weights."""
+
+    history: list[EpochRecord] = field(default_factory=list)
+    best_accuracy: float = -1.0
+    best_epoch: int = -1
+    best_state: dict | None = None
+    first_epoch: int = 0
+
+
+def _resumed(model: TransferModel, checkpoint_dir: Path | None, resume: bool) -> _Progress:
+    """The progress of an earlier run in ``checkpoint_dir`` (its best weights loaded), or a fresh start."""
+    saved = load_checkpoint(checkpoint_dir) if (resume and checkpoint_dir is not None) else None
+    if saved is None:
+        return _Progress()
+    state, meta = saved
+    model.load_state_dict(state, strict=False)  # a cached-prefix run saved no (frozen) prefix tensors
+    progress = _Progress(
+        [EpochRecord(**h) for h in meta["history"]], meta["val_accuracy"], meta["best_epoch"], state,
+        meta["last_epoch"] + 1,
+    )  # fmt: skip
+    log.info(
+        "resumed from %s after epoch %d (best %.4f at epoch %d)",
+        checkpoint_dir,
+        meta["last_epoch"],
+        meta["val_accuracy"],
+        meta["best_epoch"],
+    )
+    return progress
+
+
 def finetune(
     dataset: Dataset,
     backbone: Backbone,
@@ -404,96 +504,22 @@ def finetune(
     _freeze(model, backbone, config)
     groups, group_lrs = param_groups(model, backbone, config)
     log.debug("learning rates: %s", ", ".join(f"{k} {v:.2e}" for k, v in group_lrs.items()))
-
-    from timm.data import Mixup
-    from timm.optim import create_optimizer_v2
-    from timm.scheduler import create_scheduler_v2
-
-    train_rows, val_rows = dataset.indices("train"), dataset.indices("val")
-    if len(val_rows) == 0:
-        raise AutoTransferError(
-            "The validation split is empty: fine-tuning needs it for early stopping.",
-            fix="use more images per class, or a larger val_fraction.",
-        )
-    mean, std = normalisation(backbone, device)
-    frozen = config.frozen_groups(len(backbone.depth_groups))
-    augmented = config.flip or bool(config.randaugment) or config.mixup > 0
-    cacheable = config.cache_prefix and frozen > 0 and not config.train_bn_stats and not augmented
-    units = prefix_units(backbone, frozen, config.tap) if cacheable else []
-    train_images = np.asarray(dataset.images[train_rows])
-    val_images = np.asarray(dataset.images[val_rows])
-    used_cache = False
-    if units:
-        cached_train = _prefix_activations(model, units, train_images, mean, std, device, config.batch_size, use_bf16)
-        cached_val = _prefix_activations(model, units, val_images, mean, std, device, config.batch_size, use_bf16)
-        used_cache = _prefix_matches(model, units, val_images[:4], cached_val[:4], mean, std, device, use_bf16)
-        if not used_cache:
-            log.info("cached prefix does not reproduce the full forward for %s; training without it", backbone.name)
-    augment = _randaugment(config.randaugment, backbone.preprocess.mean) if config.randaugment else None
-    train_batches = _Batches(
-        None if used_cache else train_images, cached_train if used_cache else None, mean, std, device, augment
-    )
-    val_batches = _Batches(None if used_cache else val_images, cached_val if used_cache else None, mean, std, device)
-    labels_train = torch.as_tensor(dataset.labels[train_rows])
-    labels_val = torch.as_tensor(dataset.labels[val_rows])
-
-    optimizer = create_optimizer_v2(groups, opt=config.optimizer, lr=config.head_lr, weight_decay=config.weight_decay)
-    batch_size = config.batch_size
-    steps_per_epoch = math.ceil(len(train_rows) / batch_size)
-    scheduler, _ = create_scheduler_v2(
-        optimizer,
-        sched="cosine",
-        num_epochs=config.epochs,
-        warmup_epochs=config.warmup_epochs,
-        warmup_lr=config.head_lr * 1e-3,
-        step_on_epochs=False,
-        updates_per_epoch=steps_per_epoch,
-    )
-    mixup = (
-        Mixup(mixup_alpha=config.mixup, label_smoothing=config.label_smoothing, num_classes=len(dataset.classes))
-        if config.mixup > 0
-        else None
-    )
-    criterion = nn.CrossEntropyLoss(label_smoothing=0.0 if mixup else config.label_smoothing)
-    history: list[EpochRecord] = []
-    best = (-1.0, -1, None)
-    first_epoch = 0
-    saved = load_checkpoint(checkpoint_dir) if (resume and checkpoint_dir is not None) else None
-    if saved is not None:
-        state, meta = saved
-        model.load_state_dict(state, strict=False)  # a cached-prefix run saved no (frozen) prefix tensors
-        history = [EpochRecord(**h) for h in meta["history"]]
-        best = (meta["val_accuracy"], meta["best_epoch"], state)
-        first_epoch = meta["last_epoch"] + 1
-        log.info(
-            "resumed from %s after epoch %d (best %.4f at epoch %d)",
-            checkpoint_dir,
-            meta["last_epoch"],
-            meta["val_accuracy"],
-            meta["best_epoch"],
-        )
-    updates = first_epoch * steps_per_epoch
+    inputs = _inputs(dataset, backbone, model, config, device, use_bf16)
+    steps_per_epoch = math.ceil(len(inputs.labels_train) / config.batch_size)
+    optimizer, scheduler, mixup, criterion = _optimisation(groups, config, steps_per_epoch, len(dataset.classes))
+    progress = _resumed(model, checkpoint_dir, resume)
+    updates = progress.first_epoch * steps_per_epoch
     scheduler.step_update(updates)
-    with skipped_prefix(model.backbone, units if used_cache else []), seeded_global_rngs(config.seed):
-        for epoch in range(first_epoch, config.epochs):
+    batch_size = config.batch_size
+    with skipped_prefix(model.backbone, inputs.prefix_units), seeded_global_rngs(config.seed):
+        for epoch in range(progress.first_epoch, config.epochs):
             tic = time.perf_counter()
             while True:
                 try:
                     train_loss, updates = _train_epoch(
-                        model,
-                        train_batches,
-                        labels_train,
-                        optimizer,
-                        scheduler,
-                        criterion,
-                        mixup,
-                        config,
-                        batch_size,
-                        rng,
-                        device,
-                        use_bf16,
-                        updates,
-                    )
+                        model, inputs.train, inputs.labels_train, optimizer, scheduler, criterion, mixup, config,
+                        batch_size, rng, device, use_bf16, updates,
+                    )  # fmt: skip
                     break
                 except (RuntimeError, MemoryError) as error:
                     if not _is_oom(error) or batch_size // 2 < min_batch_size:
@@ -502,39 +528,66 @@ def finetune(
                     log.warning("out of memory: epoch %d restarts with batch size %d", epoch, batch_size)
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
-            val_loss, val_accuracy = _evaluate(model, val_batches, labels_val, batch_size, device, use_bf16)
-            history.append(
-                EpochRecord(epoch, train_loss, val_loss, val_accuracy, time.perf_counter() - tic, batch_size)
-            )
-            improved = val_accuracy > best[0] or config.keep == "last"
-            if improved:  # the skipped (frozen) prefix is not in this state: it does not change
-                best = (val_accuracy, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
-            if checkpoint_dir is not None:
-                save_checkpoint(
-                    checkpoint_dir,
-                    best[2] if improved else None,
-                    {
-                        "last_epoch": epoch,
-                        "best_epoch": best[1],
-                        "val_accuracy": best[0],
-                        "config": asdict(config),
-                        "history": [asdict(h) for h in history],
-                    },
-                )
-            if report is not None:
-                report(epoch, val_accuracy)
-            if epoch - best[1] >= config.patience:
-                log.info("early stop after epoch %d (best %.4f at epoch %d)", epoch, best[0], best[1])
+            val_loss, val_accuracy = _evaluate(model, inputs.val, inputs.labels_val, batch_size, device, use_bf16)
+            seconds = time.perf_counter() - tic
+            progress.history.append(EpochRecord(epoch, train_loss, val_loss, val_accuracy, seconds, batch_size))
+            if _after_epoch(model, config, progress, epoch, val_accuracy, checkpoint_dir, report, deadline):
                 break
-            if deadline is not None and deadline.left() < history[-1].seconds and epoch + 1 < config.epochs:
-                log.info("time budget: stopped after epoch %d (best %.4f at epoch %d)", epoch, best[0], best[1])
-                break
-    missing, _ = model.load_state_dict(best[2], strict=False)
-    assert all(any(k.startswith(f"backbone.{u}.") for u in units) for k in missing), missing
+    missing, _ = model.load_state_dict(progress.best_state, strict=False)
+    assert all(any(k.startswith(f"backbone.{u}.") for u in inputs.prefix_units) for k in missing), missing
     model.eval()
     return FinetuneResult(
-        model, best[0], best[1], history, group_lrs, used_cache, time.perf_counter() - start_time, asdict(config)
+        model,
+        progress.best_accuracy,
+        progress.best_epoch,
+        progress.history,
+        group_lrs,
+        bool(inputs.prefix_units),
+        time.perf_counter() - start_time,
+        asdict(config),
     )
+
+
+def _after_epoch(
+    model: TransferModel,
+    config: FinetuneConfig,
+    progress: _Progress,
+    epoch: int,
+    val_accuracy: float,
+    checkpoint_dir: Path | None,
+    report: Callable[[int, float], None] | None,
+    deadline: Deadline | None,
+) -> bool:
+    """Keep the best epoch, checkpoint, report; whether training stops here (early stop or budget)."""
+    improved = val_accuracy > progress.best_accuracy or config.keep == "last"
+    if improved:  # the skipped (frozen) prefix is not in this state: it does not change
+        progress.best_accuracy, progress.best_epoch = val_accuracy, epoch
+        progress.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if checkpoint_dir is not None:
+        meta = {
+            "last_epoch": epoch,
+            "best_epoch": progress.best_epoch,
+            "val_accuracy": progress.best_accuracy,
+            "config": asdict(config),
+            "history": [asdict(h) for h in progress.history],
+        }
+        save_checkpoint(checkpoint_dir, progress.best_state if improved else None, meta)
+    if report is not None:
+        report(epoch, val_accuracy)
+    if epoch - progress.best_epoch >= config.patience:
+        log.info(
+            "early stop after epoch %d (best %.4f at epoch %d)", epoch, progress.best_accuracy, progress.best_epoch
+        )
+        return True
+    if deadline is not None and deadline.left() < progress.history[-1].seconds and epoch + 1 < config.epochs:
+        log.info(
+            "time budget: stopped after epoch %d (best %.4f at epoch %d)",
+            epoch,
+            progress.best_accuracy,
+            progress.best_epoch,
+        )
+        return True
+    return False
 
 
 def _prefix_matches(
