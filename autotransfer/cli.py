@@ -409,9 +409,11 @@ def fit(
 def _print_fit_summary(result, budget: float) -> None:
     """Where everything is first (so that it is seen whatever follows), then the chosen pipeline and
     the leaderboard's top rows of trials that ran."""
+    from rich import box
+
     from autotransfer.budget import format_duration
     from autotransfer.report.outputs import trial_counts
-    from autotransfer.report.terminal import frame_table
+    from autotransfer.report.terminal import cell_text, is_missing
 
     run_dir = result.run_dir
     metrics = result.pipeline.spec.get("metrics", {})
@@ -438,11 +440,24 @@ def _print_fit_summary(result, budget: float) -> None:
         f"predict:  autotransfer predict {escape(str(run_dir))} IMAGES..."
     )
     board = result.leaderboard
-    columns = ("stage", "strategy", "backbone", "resolution", "tap", "val_accuracy", "seconds", "status")
     if "status" in board:
         board = board[board["status"].isin(("complete", "pruned"))]
-    top = board.head(8)[[c for c in columns if c in board]]
-    out.print(frame_table(top, "leaderboard (top 8 of the trials that ran; all in leaderboard.csv)"))
+    # Narrow enough for an 80-column terminal: the strategy names the stage; seconds to 0.1.
+    columns = {"strategy": "strategy", "backbone": "backbone", "resolution": "px", "tap": "tap"}
+    columns |= {"val_accuracy": "val acc", "seconds": "s", "status": "status"}
+    table = Table(
+        title="leaderboard (top 8 of the trials that ran; all in leaderboard.csv)", box=box.SIMPLE_HEAD, pad_edge=False
+    )
+    for name, header in columns.items():
+        table.add_column(
+            header, no_wrap=True, justify="right" if name in ("resolution", "val_accuracy", "seconds") else "left"
+        )
+    for row in board.head(8).to_dict("records"):
+        seconds = "" if is_missing(row.get("seconds")) else f"{float(row['seconds']):.1f}"
+        status = {"complete": "done"}.get(str(row.get("status")), cell_text(row.get("status")))
+        cells = {k: cell_text(row.get(k)) for k in columns} | {"seconds": seconds, "status": status}
+        table.add_row(*(escape(cells[k]) for k in columns))
+    out.print(table)
     skipped = result.profile.get("skipped", [])
     if skipped:
         out.print(
