@@ -15,9 +15,10 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from autotransfer.deploy.pipeline import Pipeline
+from autotransfer.options import DEFAULTS, RunOptions
 from autotransfer.report.progress import Progress
 from autotransfer.search.run import run
-from autotransfer.search.settings import DEFAULTS, RunOptions, SearchSettings, resolve_settings
+from autotransfer.search.settings import SearchSettings, resolve_settings
 
 
 class AutoTransfer(BaseEstimator):

@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import typer
@@ -21,6 +22,7 @@ from rich.table import Table
 from autotransfer import __version__
 from autotransfer.errors import AutoTransferError
 from autotransfer.files import disk_full_error, is_disk_full
+from autotransfer.options import DEFAULTS as RUN_DEFAULTS
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 
@@ -61,49 +63,7 @@ OFFLINE_BACKBONES = ("mobilenetv2_100", "tf_efficientnet_lite0", "tf_efficientne
 MIN_TOP1 = 15  # of 20 foolbox ImageNet images; correctly mapped weights get 17-18
 
 
-def _run_defaults() -> dict:
-    """``RunOptions()``'s defaults (autotransfer/search/settings.py, the one place they are written)
-    without importing that module: it pulls in optuna and torch, and `--help` must stay fast. The
-    literals are read from the source (names imported from another module are followed); anything
-    else falls back to importing it. tests/test_cli_help.py checks the result equals ``DEFAULTS``."""
-    import ast
-    from dataclasses import asdict
-
-    package = Path(__file__).resolve().parent
-
-    def module_ast(module: str) -> ast.Module:
-        return ast.parse((package.parent / (module.replace(".", "/") + ".py")).read_text())
-
-    def resolve(node: ast.expr, tree: ast.Module):
-        if isinstance(node, ast.Name):
-            for stmt in tree.body:
-                if isinstance(stmt, ast.ImportFrom) and stmt.module:
-                    for alias in stmt.names:
-                        if (alias.asname or alias.name) == node.id:
-                            other = module_ast(stmt.module)
-                            for assign in other.body:
-                                if isinstance(assign, ast.Assign) and any(
-                                    isinstance(t, ast.Name) and t.id == alias.name for t in assign.targets
-                                ):
-                                    return resolve(assign.value, other)
-            raise ValueError(node.id)
-        return ast.literal_eval(node)
-
-    try:
-        tree = module_ast("autotransfer.search.settings")
-        body = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "RunOptions").body
-        return {
-            n.target.id: resolve(n.value, tree)
-            for n in body
-            if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name) and n.value is not None
-        }
-    except (OSError, SyntaxError, ValueError, StopIteration):
-        from autotransfer.search.settings import DEFAULTS as options
-
-        return asdict(options)
-
-
-DEFAULTS = _run_defaults()
+DEFAULTS = asdict(RUN_DEFAULTS)  # autotransfer/options.py: light, so --help stays fast
 
 
 def _show_version(value: bool) -> None:
@@ -359,14 +319,20 @@ def fit(
     ),
     seed: int = typer.Option(DEFAULTS["seed"], help="seed of the split, the samplers and the training"),
     device: str | None = typer.Option(DEFAULTS["device"], help="cpu or cuda (default: cuda when present)"),
+    metric: str = typer.Option(
+        DEFAULTS["metric"],
+        help="auto | accuracy | balanced_accuracy | f1_macro | roc_auc | log_loss (auto: balanced accuracy "
+        "when the classes are imbalanced from 3:1)",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no live progress, only the summary"),
 ) -> None:
     """Find the best way to transfer an ImageNet network to DATA, within the time budget."""
     start = time.monotonic()
     from autotransfer.budget import format_duration
+    from autotransfer.options import RunOptions
     from autotransfer.report.progress import Progress
     from autotransfer.search.run import run
-    from autotransfer.search.settings import RunOptions, resolve_settings
+    from autotransfer.search.settings import resolve_settings
 
     if out_dir is None and resume:
         out_dir = _latest_run(data)
@@ -385,6 +351,7 @@ def fit(
         cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial,
         profile_backbone=profile_backbone,
+        metric=metric,
     )
     settings = resolve_settings(options, start=start)
     _check_space_backbones(search_space, settings.space.backbones)
@@ -435,6 +402,26 @@ def _print_fit_summary(result, budget: float) -> None:
         )
     if scores:
         out.print(", ".join(scores) + note)
+    per_class = val.get("per_class") or {}
+    if per_class:
+        out.print(
+            "recall per class (val): "
+            + ", ".join(f"{escape(str(name))} {row['recall']:.2f}" for name, row in per_class.items())
+        )
+    placement = result.profile.get("measured")
+    if placement:
+        verdict = "differs from" if placement.get("differs") else "agrees with"
+        out.print(
+            f"placement: a priori {placement.get('a_priori')}, measured by the probes {placement['quadrant']} "
+            f"({verdict} the profile): {escape(placement.get('rationale', ''))}"
+        )
+    auto = result.profile.get("auto")
+    if auto:
+        skipped = "; ".join(f"{escape(k)}: {escape(v)}" for k, v in (auto.get("skipped") or {}).items())
+        out.print(
+            f"auto: backbones {', '.join(auto['backbones'])} at {', '.join(map(str, auto['resolutions']))} px "
+            f"(images' median shorter side {auto['native_side']} px)" + (f"; left out: {skipped}" if skipped else "")
+        )
     out.print(
         f"pipeline: {escape(str(run_dir / 'pipeline'))}\nreport:   {escape(str(run_dir / 'report.html'))}\n"
         f"predict:  autotransfer predict {escape(str(run_dir))} IMAGES..."

@@ -63,8 +63,9 @@ def _scored(cell: Cell, pipeline: Pipeline, what: str) -> Outcome:
 
 def run_fit(cell: Cell) -> Outcome:
     """`autotransfer fit` on the train folder with the suite's budget and search space, timed from the cell's start."""
+    from autotransfer.options import RunOptions
     from autotransfer.search.run import run
-    from autotransfer.search.settings import RunOptions, resolve_settings
+    from autotransfer.search.settings import resolve_settings
 
     options = RunOptions(
         time_budget=cell.suite.budget,

@@ -44,6 +44,9 @@ COLUMNS = [
     "label_smoothing",
     "augmentation",
     "epochs_run",
+    "class_weight",
+    "metric",
+    "val_score",
     "val_accuracy",
     "test_accuracy",
     "seconds",
@@ -52,8 +55,11 @@ COLUMNS = [
     "error",
 ]
 # What the report's leaderboard shows per stage (the CSV has them all).
-PROBE_COLUMNS = ["trial", "strategy", "backbone", "resolution", "tap", "head", "C", "val_accuracy", "seconds", "status"]
-ALWAYS_SHOWN = ("trial", "val_accuracy", "seconds", "status", "note")
+PROBE_COLUMNS = [
+    "trial", "strategy", "backbone", "resolution", "tap", "head", "C", "class_weight", "val_score", "val_accuracy",
+    "seconds", "status",
+]  # fmt: skip
+ALWAYS_SHOWN = ("trial", "val_score", "seconds", "status", "note")
 FINETUNE_COLUMNS = [
     "trial",
     "strategy",
@@ -65,6 +71,8 @@ FINETUNE_COLUMNS = [
     "backbone_lr_ratio",
     "augmentation",
     "epochs_run",
+    "class_weight",
+    "val_score",
     "val_accuracy",
     "seconds",
     "status",
@@ -77,14 +85,14 @@ THUMBNAIL_PX = 112
 
 
 def leaderboard(records: list[dict], best: dict | None, test_accuracy: float | None) -> pd.DataFrame:
-    """Every trial, best validation accuracy first; the test score only on the chosen row."""
+    """Every trial, best validation score (the run's metric) first; the test score only on the chosen row."""
     frame = pd.DataFrame(records)
     for column in COLUMNS:
         if column not in frame:
             frame[column] = None
     for column in ("trial", "resolution", "freeze_groups", "epochs_run"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
-    for column in ("val_accuracy", "seconds"):
+    for column in ("val_score", "val_accuracy", "seconds"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     if best:
         frame["chosen"] = (frame["stage"] == best.get("stage")) & (frame["trial"] == best.get("trial")).fillna(False)
@@ -92,7 +100,7 @@ def leaderboard(records: list[dict], best: dict | None, test_accuracy: float | N
         frame["chosen"] = False
     frame["chosen"] = frame["chosen"].astype(bool)
     frame["test_accuracy"] = [test_accuracy if chosen else None for chosen in frame["chosen"]]
-    frame = frame[COLUMNS].sort_values(["val_accuracy", "seconds"], ascending=[False, True], na_position="last")
+    frame = frame[COLUMNS].sort_values(["val_score", "seconds"], ascending=[False, True], na_position="last")
     return frame.reset_index(drop=True)
 
 
@@ -126,15 +134,15 @@ def trial_counts(frame: pd.DataFrame) -> dict:
 
 def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
     """Trials no other trial beats on both accuracy (higher) and cost (lower)."""
-    done = frame.dropna(subset=["val_accuracy", "seconds"])
+    done = frame.dropna(subset=["val_score", "seconds"])
     if "status" in done:
         done = done[done["status"].isin(RAN)]
-    done = done.sort_values(["seconds", "val_accuracy"], ascending=[True, False])
+    done = done.sort_values(["seconds", "val_score"], ascending=[True, False])
     front, best = [], -1.0
     for index, row in done.iterrows():
-        if row["val_accuracy"] > best:
+        if row["val_score"] > best:
             front.append(index)
-            best = row["val_accuracy"]
+            best = row["val_score"]
     return done.loc[front]
 
 
@@ -247,7 +255,7 @@ def distance_plot(profile: dict) -> str | None:
 
 
 def pareto_plot(frame: pd.DataFrame) -> str | None:
-    done = frame.dropna(subset=["val_accuracy", "seconds"])
+    done = frame.dropna(subset=["val_score", "seconds"])
     done = done[done["status"].isin(RAN)]
     if not len(done):
         return None
@@ -256,13 +264,13 @@ def pareto_plot(frame: pd.DataFrame) -> str | None:
     for stage, marker, colour in (("probe", "o", "#3465a4"), ("finetune", "s", "#f57900")):
         part = done[done["stage"] == stage]
         if len(part):
-            axis.scatter(part["seconds"], part["val_accuracy"], marker=marker, alpha=0.75, color=colour,
+            axis.scatter(part["seconds"], part["val_score"], marker=marker, alpha=0.75, color=colour,
                          label=STAGE_NAMES[stage])  # fmt: skip
     front = pareto_front(frame)
-    axis.step(front["seconds"], front["val_accuracy"], where="post", color="black", lw=1, label="Pareto front")
+    axis.step(front["seconds"], front["val_score"], where="post", color="black", lw=1, label="Pareto front")
     chosen = done[done["chosen"]]
     if len(chosen):
-        axis.scatter(chosen["seconds"], chosen["val_accuracy"], s=180, facecolors="none", edgecolors="#cc0000",
+        axis.scatter(chosen["seconds"], chosen["val_score"], s=180, facecolors="none", edgecolors="#cc0000",
                      linewidths=1.5, label="chosen")  # fmt: skip
     axis.set_xscale("log")
     from matplotlib.ticker import FuncFormatter, LogLocator
@@ -271,7 +279,7 @@ def pareto_plot(frame: pd.DataFrame) -> str | None:
     axis.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     axis.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     axis.set_xlabel("cost of the trial (seconds, log scale)")
-    axis.set_ylabel("validation accuracy")
+    axis.set_ylabel("validation score (the run's metric)")
     axis.grid(alpha=0.3)
     axis.legend(loc="best", fontsize=8, framealpha=0.85)
     return svg(figure)
@@ -283,7 +291,7 @@ def history_plot(frame: pd.DataFrame) -> str | None:
     ordered = frame.copy()
     ordered["order"] = ordered["stage"].map({"probe": 0, "finetune": 1}).fillna(2)
     ordered = ordered.sort_values(["order", "trial"])
-    ran = ordered[ordered["status"].isin(RAN) & ordered["val_accuracy"].notna()].copy()
+    ran = ordered[ordered["status"].isin(RAN) & ordered["val_score"].notna()].copy()
     if not len(ran):
         return None
     ran["at"] = ran["seconds"].fillna(0).cumsum()
@@ -292,13 +300,13 @@ def history_plot(frame: pd.DataFrame) -> str | None:
     for stage, marker, colour in (("probe", "o", "#3465a4"), ("finetune", "s", "#f57900")):
         part = ran[ran["stage"] == stage]
         if len(part):
-            axis.scatter(part["at"], part["val_accuracy"], marker=marker, alpha=0.75, color=colour,
+            axis.scatter(part["at"], part["val_score"], marker=marker, alpha=0.75, color=colour,
                          label=STAGE_NAMES[stage])  # fmt: skip
-    axis.step(ran["at"], ran["val_accuracy"].cummax(), where="post", color="black", lw=1, label="best so far")
+    axis.step(ran["at"], ran["val_score"].cummax(), where="post", color="black", lw=1, label="best so far")
     if not (ran["stage"] == "finetune").any():
         axis.set_title("no fine-tuning trial finished within the budget", fontsize=8, color="#555", loc="left")
     axis.set_xlabel("time spent in trials (seconds, cumulative: probes, then fine-tuning)")
-    axis.set_ylabel("validation accuracy")
+    axis.set_ylabel("validation score (the run's metric)")
     axis.grid(alpha=0.3)
     axis.legend(loc="best", fontsize=8, framealpha=0.85)
     return svg(figure)

@@ -50,6 +50,7 @@ from autotransfer.errors import AutoTransferError
 from autotransfer.files import write_text_atomic
 from autotransfer.models.features import model_fingerprint, normalisation, to_input
 from autotransfer.models.zoo import Backbone, classifier_prefixes, create_backbone
+from autotransfer.options import DEFAULT_PROFILE_BACKBONE
 from autotransfer.runtime import default_device
 from autotransfer.settings import cache_dir
 from autotransfer.transfer.metrics import majority_rate
@@ -58,7 +59,7 @@ from autotransfer.transfer.transferability import knn_accuracy, logme
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BACKBONE = "mobilenetv2_100"
+DEFAULT_BACKBONE = DEFAULT_PROFILE_BACKBONE
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
