@@ -15,9 +15,10 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from autotransfer.deploy.pipeline import Pipeline
+from autotransfer.options import DEFAULTS, RunOptions
 from autotransfer.report.progress import Progress
 from autotransfer.search.run import run
-from autotransfer.search.settings import DEFAULTS, RunOptions, SearchSettings, resolve_settings
+from autotransfer.search.settings import SearchSettings, resolve_settings
 
 
 class AutoTransfer(BaseEstimator):
@@ -47,6 +48,10 @@ class AutoTransfer(BaseEstimator):
         Ray resources of one fine-tuning trial (fractions allowed).
     profile_backbone : str, default "mobilenetv2_100"
         The BatchNorm backbone the profiler measures with.
+    metric : str, default "auto"
+        What the search maximises: ``auto`` (balanced accuracy when the training classes are
+        imbalanced from 3:1, else accuracy), ``accuracy``, ``balanced_accuracy``, ``f1_macro``,
+        ``roc_auc`` (two classes) or ``log_loss``.
     sampler, pruner : Optuna sampler / pruner, optional
         For the fine-tuning study; default ``TPESampler(seed=seed)`` and ``HyperbandPruner`` over epochs.
     verbose : int, default 1
@@ -82,6 +87,7 @@ class AutoTransfer(BaseEstimator):
         cpus_per_trial: float = DEFAULTS.cpus_per_trial,
         gpus_per_trial: float = DEFAULTS.gpus_per_trial,
         profile_backbone: str = DEFAULTS.profile_backbone,
+        metric: str = DEFAULTS.metric,
         sampler: optuna.samplers.BaseSampler | None = None,
         pruner: optuna.pruners.BasePruner | None = None,
         verbose: int = 1,
@@ -98,6 +104,7 @@ class AutoTransfer(BaseEstimator):
         self.cpus_per_trial = cpus_per_trial
         self.gpus_per_trial = gpus_per_trial
         self.profile_backbone = profile_backbone
+        self.metric = metric
         self.sampler = sampler
         self.pruner = pruner
         self.verbose = verbose

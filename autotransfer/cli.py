@@ -1,4 +1,8 @@
-"""The ``autotransfer`` command. Every user mistake ends in one clear message, never a traceback."""
+"""The ``autotransfer`` command. Every user mistake ends in one clear message, never a traceback.
+
+Start-up is kept light (`autotransfer --help` and `--version` well under a second): torch, timm,
+numpy and pandas are imported inside the commands that need them, never at module level.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +10,49 @@ import json
 import logging
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
+from autotransfer import __version__
 from autotransfer.errors import AutoTransferError
 from autotransfer.files import disk_full_error, is_disk_full
-from autotransfer.search.storage import WrittenByAnotherWorker
+from autotransfer.options import DEFAULTS as RUN_DEFAULTS
 
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+
+
+def _flags_without_type(core=typer.core) -> None:
+    """typer (0.29) prints ``<bool>`` after every on/off flag in --help, as if it took a value:
+    show flags (``--json``, ``--resume/--no-resume``, ``-h``) without a type column entry."""
+    option = getattr(core, "TyperOption", None)
+    original = getattr(option, "display_type_rich", None)
+    if original is None or getattr(original, "_flags_plain", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else original(self, ctx)
+
+    display_type_rich._flags_plain = True
+    option.display_type_rich = display_type_rich
+
+
+_flags_without_type()
 app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings=HELP_OPTIONS,
     help="Find the best way to transfer an ImageNet-pretrained network to your images.",
 )
-zoo_app = typer.Typer(no_args_is_help=True, help="The backbones: list, describe, fetch and verify weights.")
+zoo_app = typer.Typer(
+    no_args_is_help=True, context_settings=HELP_OPTIONS, help="The backbones: list, describe, fetch and verify weights."
+)
 app.add_typer(zoo_app, name="zoo")
 
 # Piped output (CI logs, `| less`) gets a width that fits the tables instead of rich's default 80.
@@ -35,6 +61,24 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 OFFLINE_BACKBONES = ("mobilenetv2_100", "tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 MIN_TOP1 = 15  # of 20 foolbox ImageNet images; correctly mapped weights get 17-18
+
+
+DEFAULTS = asdict(RUN_DEFAULTS)  # autotransfer/options.py: light, so --help stays fast
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"autotransfer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", "-V", is_eager=True, callback=_show_version, help="print the version and exit"
+    ),
+) -> None:
+    """Find the best way to transfer an ImageNet-pretrained network to your images."""
 
 
 @zoo_app.command("list")
@@ -133,7 +177,7 @@ def zoo_verify(
 def inspect(
     data: Path = typer.Argument(..., help="ImageFolder, split folders, or CSV of path,label"),
     size: int = typer.Option(128, help="working resolution (pixels) of the decode cache"),
-    val_fraction: float = typer.Option(0.2, help="share of each class held out for validation"),
+    val_fraction: float = typer.Option(DEFAULTS["val_fraction"], help="share of each class held out for validation"),
     seed: int = typer.Option(0),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -179,6 +223,7 @@ def rank(
 ) -> None:
     """Score every (backbone, tap) with zero-cost proxies and linear probes: the engine's cheap stage."""
     from autotransfer.data.datasets import load_dataset
+    from autotransfer.report.terminal import frame_table
     from autotransfer.transfer.ranking import RankingConfig, proxy_agreement, rank_candidates
 
     dataset = load_dataset(data, image_size=size, seed=seed, show_progress=not as_json)
@@ -201,9 +246,9 @@ def rank(
     columns = ["backbone", "tap", "channels", "logme", "knn", "hscore"] + (
         ["probe_accuracy", "probe_head"] if probe else []
     )
-    out.print(_frame_table(table[columns], f"{len(table)} candidates on {data} at {size}px (best LogME first)"))
+    out.print(frame_table(table[columns], f"{len(table)} candidates on {data} at {size}px (best LogME first)"))
     if agreement is not None:
-        out.print(_frame_table(agreement, "rank agreement of each zero-cost score with the probe accuracy"))
+        out.print(frame_table(agreement, "rank agreement of each zero-cost score with the probe accuracy"))
 
 
 @app.command()
@@ -218,6 +263,8 @@ def profile(
     out_file: Path | None = typer.Option(None, "--out", help="also write the JSON to this file"),
 ) -> None:
     """Size, quality, per-layer distance to ImageNet, and the strategy the engine will start from."""
+    if out_file is not None:
+        _prepare_output(out_file, "--out")
     from autotransfer.report.terminal import render_profile
     from autotransfer.transfer.profile import profile_dataset
 
@@ -232,8 +279,12 @@ def profile(
     )
     document = result.to_json()
     if out_file is not None:
-        out_file.parent.mkdir(parents=True, exist_ok=True)
-        out_file.write_text(json.dumps(document, indent=2))
+        from autotransfer.files import write_text_atomic
+
+        try:
+            write_text_atomic(out_file, json.dumps(document, indent=2))
+        except OSError as error:
+            raise _output_error(out_file, "--out", error) from error
     if as_json:
         print(json.dumps(document, indent=2))
     else:
@@ -243,30 +294,51 @@ def profile(
 @app.command()
 def fit(
     data: Path = typer.Argument(..., help="ImageFolder, split folders, or CSV of path,label"),
-    time_budget: str = typer.Option("10m", "--time-budget", help="hard wall-clock bound, e.g. 90s, 10m, 2h"),
-    search_space: str = typer.Option("default", "--search-space", help="fast | default | thorough | a YAML file"),
-    out_dir: Path | None = typer.Option(None, "--out", help="run directory (default runs/<timestamp>)"),
-    resume: bool = typer.Option(False, "--resume", help="continue the latest run in runs/ of this data"),
-    storage: str | None = typer.Option(
-        None, help="Optuna storage URL shared by workers (default: SQLite in the run directory)"
+    time_budget: str = typer.Option(
+        str(DEFAULTS["time_budget"]), "--time-budget", help="hard wall-clock bound, e.g. 90s, 10m, 2h"
     ),
-    backend: str = typer.Option("optuna", help="optuna (this process) | ray (Ray Tune trials)"),
-    ray_address: str | None = typer.Option(None, help="existing Ray cluster (default: a local Ray)"),
-    cpus_per_trial: float = typer.Option(1.0, help="Ray: CPUs per trial"),
-    gpus_per_trial: float = typer.Option(0.0, help="Ray: GPUs per trial (fractions allowed)"),
-    profile_backbone: str = typer.Option("mobilenetv2_100", help="the BatchNorm backbone the profiler measures with"),
-    seed: int = typer.Option(0),
-    device: str | None = typer.Option(None, help="cpu or cuda"),
+    search_space: str = typer.Option(
+        str(DEFAULTS["search_space"]), "--search-space", help="fast | default | thorough | a YAML file"
+    ),
+    out_dir: Path | None = typer.Option(None, "--out", help="run directory (default runs/<timestamp>)"),
+    resume: bool = typer.Option(
+        False, "--resume/--no-resume", help="continue the latest run in runs/ of this data (with no --out)"
+    ),
+    storage: str | None = typer.Option(
+        DEFAULTS["storage"], help="Optuna storage URL shared by workers (default: SQLite in the run directory)"
+    ),
+    backend: str = typer.Option(DEFAULTS["backend"], help="optuna (this process) | ray (Ray Tune trials)"),
+    ray_address: str | None = typer.Option(DEFAULTS["ray_address"], help="existing Ray cluster (default: a local Ray)"),
+    cpus_per_trial: float = typer.Option(DEFAULTS["cpus_per_trial"], help="Ray: CPUs per trial"),
+    gpus_per_trial: float = typer.Option(DEFAULTS["gpus_per_trial"], help="Ray: GPUs per trial (fractions allowed)"),
+    profile_backbone: str = typer.Option(
+        DEFAULTS["profile_backbone"], help="the BatchNorm backbone the profiler measures with"
+    ),
+    val_fraction: float = typer.Option(
+        DEFAULTS["val_fraction"], help="share of each class held out for validation (no val/ folder)"
+    ),
+    seed: int = typer.Option(DEFAULTS["seed"], help="seed of the split, the samplers and the training"),
+    device: str | None = typer.Option(DEFAULTS["device"], help="cpu or cuda (default: cuda when present)"),
+    metric: str = typer.Option(
+        DEFAULTS["metric"],
+        help="auto | accuracy | balanced_accuracy | f1_macro | roc_auc | log_loss (auto: balanced accuracy "
+        "when the classes are imbalanced from 3:1)",
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no live progress, only the summary"),
 ) -> None:
     """Find the best way to transfer an ImageNet network to DATA, within the time budget."""
     start = time.monotonic()
     from autotransfer.budget import format_duration
+    from autotransfer.options import RunOptions
     from autotransfer.report.progress import Progress
     from autotransfer.search.run import run
-    from autotransfer.search.settings import RunOptions, resolve_settings
+    from autotransfer.search.settings import resolve_settings
+    from autotransfer.search.storage import WrittenByAnotherWorker
 
     if out_dir is None and resume:
         out_dir = _latest_run(data)
+    if out_dir is not None:
+        _prepare_output(out_dir, "--out", directory=True)
     options = RunOptions(
         time_budget=time_budget,
         search_space=search_space,
@@ -274,19 +346,23 @@ def fit(
         out=out_dir,
         storage=storage,
         seed=seed,
+        val_fraction=val_fraction,
         device=device,
         ray_address=ray_address,
         cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial,
         profile_backbone=profile_backbone,
+        metric=metric,
     )
     settings = resolve_settings(options, start=start)
+    _check_space_backbones(search_space, settings.space.backbones)
     err.print(
         f"fit {escape(str(data))}: search space [bold]{settings.space.name}[/], budget "
         f"{format_duration(settings.time_budget)}, run directory {escape(str(settings.out))}"
     )
+    progress = Progress(settings.time_budget, verbose=0 if quiet else 1, start=start, console=err)
     try:
-        result = run(data, settings, Progress(settings.time_budget, verbose=1, start=start))
+        result = run(data, settings, progress)
     except WrittenByAnotherWorker as done:  # a worker of a shared study: its part is done
         err.print(escape(str(done)), highlight=False)
         return
@@ -296,33 +372,130 @@ def fit(
             f"--out {settings.out} (or --resume) to continue."
         )
         sys.exit(130)
-    metrics = result.pipeline.spec["metrics"]
+    finally:
+        progress.close()
+    _print_fit_summary(result, settings.time_budget)
+
+
+def _print_fit_summary(result, budget: float) -> None:
+    """Where everything is first (so that it is seen whatever follows), then the chosen pipeline and
+    the leaderboard's top rows of trials that ran."""
+    from rich import box
+
+    from autotransfer.budget import format_duration
+    from autotransfer.report.outputs import trial_counts
+    from autotransfer.report.terminal import cell_text, is_missing
+
+    run_dir = result.run_dir
+    metrics = result.pipeline.spec.get("metrics", {})
+    counts = trial_counts(result.leaderboard)
     out.print(
-        f"[bold green]Done[/] in {format_duration(result.seconds)} "
-        f"({len(result.leaderboard)} trials): {escape(result.pipeline.describe())}"
+        f"[bold green]Done[/] in {format_duration(result.seconds)} of the {format_duration(budget)} budget "
+        f"({counts['text']}): {escape(result.pipeline.describe())}"
     )
+    scores = [f"validation accuracy {metrics['val_accuracy']:.4f}"] if "val_accuracy" in metrics else []
+    if "test_accuracy" in metrics:
+        scores.append(f"test accuracy {metrics['test_accuracy']:.4f}")
+    val = metrics.get("val") if isinstance(metrics.get("val"), dict) else {}
+    if "balanced_accuracy" in val:
+        scores.append(f"balanced accuracy {val['balanced_accuracy']:.4f}")
+    note = "" if metrics.get("refit_on_train_val", True) else " (not refit: the budget left no room)"
+    if metrics.get("metric") and metrics["metric"] != "val_accuracy":
+        note += f"; chosen by {metrics['metric']}" + (
+            f" ({metrics['metric_reason']})" if metrics.get("metric_reason") else ""
+        )
+    if scores:
+        out.print(", ".join(scores) + note)
+    per_class = val.get("per_class") or {}
+    if per_class:
+        out.print(
+            "recall per class (val): "
+            + ", ".join(f"{escape(str(name))} {row['recall']:.2f}" for name, row in per_class.items())
+        )
+    placement = result.profile.get("measured")
+    if placement:
+        verdict = "differs from" if placement.get("differs") else "agrees with"
+        out.print(
+            f"placement: a priori {placement.get('a_priori')}, measured by the probes {placement['quadrant']} "
+            f"({verdict} the profile): {escape(placement.get('rationale', ''))}"
+        )
+    auto = result.profile.get("auto")
+    if auto:
+        skipped = "; ".join(f"{escape(k)}: {escape(v)}" for k, v in (auto.get("skipped") or {}).items())
+        out.print(
+            f"auto: backbones {', '.join(auto['backbones'])} at {', '.join(map(str, auto['resolutions']))} px "
+            f"(images' median shorter side {auto['native_side']} px)" + (f"; left out: {skipped}" if skipped else "")
+        )
     out.print(
-        f"validation accuracy {metrics['val_accuracy']:.4f}"
-        + (f", test accuracy {metrics['test_accuracy']:.4f}" if "test_accuracy" in metrics else "")
-        + ("" if metrics.get("refit_on_train_val") else " (not refit: the budget left no room)")
+        f"pipeline: {escape(str(run_dir / 'pipeline'))}\nreport:   {escape(str(run_dir / 'report.html'))}\n"
+        f"predict:  autotransfer predict {escape(str(run_dir))} IMAGES..."
     )
-    top = result.leaderboard.head(8)[
-        ["stage", "strategy", "backbone", "resolution", "tap", "val_accuracy", "seconds", "status"]
-    ]
-    out.print(_frame_table(top, "leaderboard (top 8; all in leaderboard.csv)"))
+    board = result.leaderboard
+    if "status" in board:
+        board = board[board["status"].isin(("complete", "pruned"))]
+    # Narrow enough for an 80-column terminal: the strategy names the stage; seconds to 0.1.
+    columns = {"strategy": "strategy", "backbone": "backbone", "resolution": "px", "tap": "tap"}
+    columns |= {"val_accuracy": "val acc", "seconds": "s", "status": "status"}
+    table = Table(
+        title="leaderboard (top 8 of the trials that ran; all in leaderboard.csv)", box=box.SIMPLE_HEAD, pad_edge=False
+    )
+    for name, header in columns.items():
+        table.add_column(
+            header, no_wrap=True, justify="right" if name in ("resolution", "val_accuracy", "seconds") else "left"
+        )
+    for row in board.head(8).to_dict("records"):
+        seconds = "" if is_missing(row.get("seconds")) else f"{float(row['seconds']):.1f}"
+        status = {"complete": "done"}.get(str(row.get("status")), cell_text(row.get("status")))
+        cells = {k: cell_text(row.get(k)) for k in columns} | {"seconds": seconds, "status": status}
+        table.add_row(*(escape(cells[k]) for k in columns))
+    out.print(table)
     skipped = result.profile.get("skipped", [])
     if skipped:
         out.print(
             f"[yellow]{len(skipped)} file(s) skipped[/] (each with its reason in "
-            f"{escape(str(result.run_dir / 'skipped.csv'))}): "
+            f"{escape(str(run_dir / 'skipped.csv'))}): "
             + escape(", ".join(f"{Path(s['path']).name} ({s['reason']})" for s in skipped[:5]))
             + (", ..." if len(skipped) > 5 else "")
         )
-    out.print(
-        f"pipeline: {escape(str(result.run_dir / 'pipeline'))}\nreport:   "
-        f"{escape(str(result.run_dir / 'report.html'))}\npredict:  autotransfer predict "
-        f"{escape(str(result.run_dir))} IMAGES..."
-    )
+
+
+def _check_space_backbones(search_space: str, backbones) -> None:
+    """An unknown backbone in a search-space file is named with the file and key it came from."""
+    from autotransfer.models.zoo import check_backbone_names
+    from autotransfer.search.space import SPACES_DIR
+
+    path = Path(search_space)
+    if not path.suffix and (SPACES_DIR / f"{path}.yaml").is_file():
+        path = SPACES_DIR / f"{path}.yaml"
+    where = f"{path}, key backbones"
+    check_backbone_names(list(backbones), where=where)
+
+
+def _prepare_output(path: Path, option: str, directory: bool = False) -> None:
+    """Check before any work that ``path`` (a file, or a folder with ``directory``) can be written:
+    the folder above it is created; a file in its way or a read-only place is one clear error."""
+    import os
+
+    if not directory and path.is_dir():
+        raise AutoTransferError(f"{option} {path} is a folder; a file name is needed.", fix="give a file path.")
+    if directory and path.exists() and not path.is_dir():
+        raise AutoTransferError(f"{option} {path} is a file; a folder is needed.", fix="give a folder path.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _output_error(path, option, error) from error
+    if not os.access(path.parent, os.W_OK):
+        raise _output_error(path, option, PermissionError(13, "Permission denied", str(path.parent)))
+
+
+def _output_error(path: Path, option: str, error: OSError, note: str = "") -> AutoTransferError:
+    """An OSError met while writing an output, as one message naming the path and the way out."""
+    blocking = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+    if blocking is not None and blocking != path:
+        what = f"Cannot write {option} {path}: {blocking} is a file, not a folder."
+    else:
+        what = f"Cannot write {option} {path}: {error.strerror or error}."
+    return AutoTransferError(what + note, fix="choose a path in a folder you can write to.")
 
 
 def _latest_run(data: Path) -> Path:
@@ -350,8 +523,12 @@ def predict(
     reduce: str = typer.Option("mean", help="how the class-score map of a large image is reduced: mean|max"),
     device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when present)"),
 ) -> None:
-    """Classify images with a trained pipeline; unreadable files are reported and skipped."""
-    import csv
+    """Classify images with a trained pipeline; unreadable files are reported and skipped.
+
+    Exit status: 0 when at least one image was classified, 2 when none was (or the CSV could not
+    be written; the predictions are printed first).
+    """
+    import numpy as np
 
     from autotransfer.deploy.pipeline import Pipeline
 
@@ -373,29 +550,49 @@ def predict(
                     for i in order
                 ]
         rows.append(row)
-    if csv_file is not None:
-        csv_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(csv_file, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["path", "label", "probability", "error"], extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
     failed = [r for r in rows if "error" in r]
+    classified = [r for r in rows if "error" not in r]
     if as_json:
         for row in rows:
             print(json.dumps(row))
     else:
-        table = Table(title=f"{len(rows) - len(failed)} image(s) classified by {escape(pipeline.describe())}")
-        for column in ("path", "label", "probability"):
-            table.add_column(column, overflow="fold")
-        for row in rows:
-            label = escape(row.get("label", "")) if "error" not in row else f"[red]{escape(row['error'])}[/]"
-            detail = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in row.get("top_k", [])) or (
-                f"{row['probability']:.3f}" if "probability" in row else ""
-            )
-            table.add_row(escape(row["path"]), label, escape(detail))
-        out.print(table)
+        if classified:
+            table = Table(title=f"{len(classified)} image(s) classified by {escape(pipeline.describe())}")
+            for column in ("path", "label", "probability" if top_k == 1 else f"top {top_k}"):
+                table.add_column(column, overflow="fold")
+            for row in classified:
+                detail = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in row.get("top_k", []))
+                table.add_row(escape(row["path"]), escape(row["label"]), detail or f"{row['probability']:.3f}")
+            out.print(table)
+        for row in failed:
+            err.print(f"[yellow]skipped[/] {escape(row['path'])}: {escape(row['error'])}", highlight=False)
+    if csv_file is not None:
+        _write_predictions_csv(csv_file, rows)
+    if not classified:
+        raise AutoTransferError(
+            f"No image was classified: {len(failed)} input(s), none readable as an image.",
+            where=", ".join(str(p) for p in inputs[:3]) + (", ..." if len(inputs) > 3 else ""),
+            fix="give image files (JPEG, PNG, ...) or folders holding them.",
+        )
     if failed:
         err.print(f"{len(failed)} input(s) could not be read and were skipped.")
+
+
+def _write_predictions_csv(path: Path, rows: list[dict]) -> None:
+    import csv
+
+    from autotransfer.files import replacing
+
+    try:
+        with replacing(path) as partial, open(partial, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["path", "label", "probability", "error"], extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+    except OSError as error:
+        if is_disk_full(error):
+            raise disk_full_error(error, path) from error
+        note = " The predictions are printed above; nothing else was lost."
+        raise _output_error(path, "--csv", error, note) from error
 
 
 @app.command()
@@ -405,10 +602,16 @@ def export(
     out_file: Path = typer.Option(..., "--out", help="file to write (a .json with classes goes next to it)"),
 ) -> None:
     """Export a pipeline, preprocessing included (uint8 images of any size in, logits out)."""
+    _prepare_output(out_file, "--out")
     from autotransfer.deploy.export import export as export_pipeline
     from autotransfer.deploy.pipeline import Pipeline
 
-    path = export_pipeline(Pipeline.load(checkpoint, device="cpu"), fmt, out_file)
+    try:
+        path = export_pipeline(Pipeline.load(checkpoint, device="cpu"), fmt, out_file)
+    except OSError as error:
+        if is_disk_full(error):
+            raise disk_full_error(error, out_file) from error
+        raise _output_error(out_file, "--out", error) from error
     out.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {path.name}.json")
 
 
@@ -424,6 +627,8 @@ def bench(
     from autotransfer.bench.suite import load_suite
     from autotransfer.machine import describe_machine
 
+    if out_dir is not None:
+        _prepare_output(out_dir, "--out", directory=True)
     suite = load_suite(suite_name)
     only = None
     if contenders:
@@ -448,17 +653,6 @@ def bench(
     out.print(
         f"{len(frame)} cells ({failed} failed): {escape(str(out_dir / 'leaderboard.md'))}, leaderboard.csv, report.html"
     )
-
-
-def _frame_table(frame, title: str) -> Table:
-    table = Table(title=title)
-    for column in frame.columns:
-        table.add_column(str(column), no_wrap=column in ("backbone", "tap"))
-    for row in frame.itertuples(index=False):
-        table.add_row(
-            *("" if v is None or v != v or v is pd.NA else f"{v:.3f}" if isinstance(v, float) else str(v) for v in row)
-        )
-    return table
 
 
 def _configure_logging() -> None:

@@ -101,7 +101,14 @@ probe: {heads: [softmax], c_grid: [1.0], top_taps: 0}
 finetune: {candidates: 1, max_trials: 3, epochs: 2, batch_size: 8}
 """
 # Stand-ins for the profiler's ImageNet/noise reference statistics (real ones need real weights).
-REFS = {"imagenet_photos": 0.5, "noise": 3.0, "entropy_imagenet_photos": 2.0, "entropy_noise": 6.0}
+REFS = {
+    "imagenet_photos": 0.5,
+    "clipart": 1.2,
+    "noise": 3.0,
+    "entropy_imagenet_photos": 2.0,
+    "entropy_clipart": 4.0,
+    "entropy_noise": 6.0,
+}
 
 
 @pytest.fixture
@@ -119,7 +126,7 @@ def fit_env(tmp_path, monkeypatch, isolated_cache):
     )
     monkeypatch.setenv("AUTOTRANSFER_WEIGHTS", str(weights))
     net = create_backbone("test_efficientnet", keep_classifier=True)
-    key = hashlib.blake2b(f"v2-{model_fingerprint(net.model)}-32".encode(), digest_size=12).hexdigest()
+    key = hashlib.blake2b(f"v3-{model_fingerprint(net.model)}-32".encode(), digest_size=12).hexdigest()
     (isolated_cache / "profile-references").mkdir(parents=True)
     (isolated_cache / "profile-references" / f"{key}.json").write_text(json.dumps(REFS))
     space = tmp_path / "tiny.yaml"

@@ -224,3 +224,36 @@ def test_a_search_space_file_cannot_run_code(tmp_path):
     path.write_text("backbones: !!python/object/apply:os.system ['echo pwned']")
     with pytest.raises(AutoTransferError, match="not valid YAML"):
         load_search_space(path)
+
+
+def test_sampler_and_pruner_are_the_users_to_choose(fit_env):
+    import optuna
+
+    from autotransfer import AutoTransfer
+
+    class CountingSampler(optuna.samplers.RandomSampler):
+        calls = 0
+
+        def before_trial(self, study, trial):
+            CountingSampler.calls += 1
+            super().before_trial(study, trial)
+
+    class AlwaysPrune(optuna.pruners.BasePruner):
+        def prune(self, study, trial) -> bool:
+            return True
+
+    estimator = AutoTransfer(
+        time_budget="5m",
+        search_space=fit_env["space"],
+        out=fit_env["out"],
+        profile_backbone="test_efficientnet",
+        sampler=CountingSampler(seed=0),
+        pruner=AlwaysPrune(),
+        verbose=0,
+    )
+    assert isinstance(estimator.get_params()["sampler"], CountingSampler)  # a scikit-learn parameter like the others
+    estimator.fit(fit_env["data"])
+    study = optuna.load_study(study_name="finetune", storage=f"sqlite:///{fit_env['out'] / 'study.db'}")
+    assert CountingSampler.calls == len(study.trials) == 3
+    assert all(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+    assert all(t.user_attrs["epochs_run"] == 1 for t in study.trials)  # pruned after their first epoch

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from scipy.stats import multivariate_normal
 
 from autotransfer.errors import AutoTransferError
@@ -94,3 +95,67 @@ def test_rank_agreement():
     assert rank_agreement([1, 2, 3, 4], [10, 20, 30, 40])["kendall_tau"] == pytest.approx(1.0)
     assert rank_agreement([4, 3, 2, 1], [10, 20, 30, 40])["weighted_tau"] == pytest.approx(-1.0)
     assert np.isnan(rank_agreement([1, 2], [1, 2])["kendall_tau"])
+
+
+def test_torch_head_takes_sample_weights_and_balanced_weights_are_per_sample():
+    x, y = _blobs(n=400, separation=0.6, weights=[0.9, 0.05, 0.05], seed=3)
+    from autotransfer.transfer.metrics import class_weights
+
+    torch.manual_seed(0)
+    balanced = make_head("torch", 1.0, class_weight="balanced").fit(x, y)
+    torch.manual_seed(0)
+    by_sample = make_head("torch", 1.0).fit(x, y, sample_weight=class_weights(y, 3)[y])
+    np.testing.assert_allclose(balanced.decision_function(x), by_sample.decision_function(x), atol=1e-4)
+    with pytest.raises(AutoTransferError, match="class_weight must be"):
+        make_head("torch", 1.0, class_weight="inverse").fit(x, y)
+
+
+def test_probe_selects_by_the_metric_it_is_given():
+    """On imbalanced data the metric decides: balanced accuracy prefers balanced weights' recall."""
+    x, y = _blobs(n=1200, separation=0.5, weights=[0.9, 0.05, 0.05], seed=3)
+    x, y, x_val, y_val = x[:600], y[:600], x[600:], y[600:]
+    by_accuracy = fit_probe(x, y, x_val, y_val, heads=("softmax",))
+    by_balanced = fit_probe(x, y, x_val, y_val, heads=("softmax",), metric="balanced_accuracy", class_weight="balanced")
+    assert by_accuracy.metric == "accuracy" and by_accuracy.val_score == by_accuracy.val_accuracy
+    assert by_balanced.metric == "balanced_accuracy"
+    assert by_balanced.val_score == max(t["val_score"] for t in by_balanced.tried)
+    assert all(t["metric"] == "balanced_accuracy" for t in by_balanced.tried)
+    recall = lambda model: np.mean([(model.predict(x_val[y_val == c]) == c).mean() for c in range(3)])  # noqa: E731
+    assert by_balanced.val_score == pytest.approx(recall(by_balanced.model))
+    assert recall(by_balanced.model) > recall(by_accuracy.model)
+    loss = fit_probe(x, y, x_val, y_val, heads=("softmax", "svm", "torch"), metric="log_loss")
+    assert loss.val_score < 0 and loss.val_score == max(t["val_score"] for t in loss.tried)
+    with pytest.raises(AutoTransferError, match="2 classes only"):
+        fit_probe(x, y, x_val, y_val, metric="roc_auc")
+
+
+def test_roc_auc_probe_on_two_classes_with_every_head():
+    x, y = _blobs(n=200, classes=2, separation=0.8, seed=2)
+    result = fit_probe(x[:120], y[:120], x[120:], y[120:], heads=("softmax", "svm", "torch"), metric="roc_auc")
+    assert 0.5 < result.val_score <= 1.0 and len(result.tried) == 12
+
+
+def test_cross_validated_selection_on_small_data():
+    x, y = _blobs(n=60, d=40, separation=0.7, seed=7)
+    cv = fit_probe(x[:45], y[:45], x[45:], y[45:], heads=("softmax", "torch"), cv_folds=5)
+    assert cv.cv_folds == 5 and len(cv.tried) == 8
+    assert cv.val_score == max(t["val_score"] for t in cv.tried)
+    first = next(t for t in cv.tried if t["val_score"] == cv.val_score)
+    assert (first["head"], first["C"]) == (cv.head, cv.C)  # ties: earlier head, smaller C
+    assert len(cv.model.predict(x)) == 60  # refit on train+val
+    np.testing.assert_array_equal(cv.model.steps[0][1].n_samples_seen_, 60) if cv.head == "softmax" else None
+    # folds are lowered to the smallest class; one image of a class is not enough
+    few = fit_probe(x[:10], y[:10], x[10:12], y[10:12], heads=("softmax",), cv_folds=10)
+    assert few.cv_folds == int(np.bincount(y[:12]).min())
+    y_single = y.copy()
+    y_single[np.flatnonzero(y_single == 2)[1:]] = 0
+    with pytest.raises(AutoTransferError, match="at least 2 images of every class"):
+        fit_probe(x[:45], y_single[:45], x[45:], y_single[45:], cv_folds=3)
+    with pytest.raises(AutoTransferError, match="cv_folds must be"):
+        fit_probe(x[:45], y[:45], x[45:], y[45:], cv_folds=1)
+
+
+def test_cross_validation_works_without_a_validation_split():
+    x, y = _blobs(n=60, separation=2.0, seed=8)
+    result = fit_probe(x, y, x[:0], y[:0], heads=("softmax",), cv_folds=3)
+    assert result.val_accuracy > 0.9

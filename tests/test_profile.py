@@ -134,3 +134,58 @@ def test_backbone_without_batchnorm_is_a_clear_error(imagefolder):
             references=REFS,
             show_progress=False,
         )
+
+
+def test_the_scale_runs_through_photos_clip_art_and_noise():
+    from autotransfer.transfer.profile import _similarity, reference_similarities
+
+    refs = {
+        "imagenet_photos": 0.2,
+        "clipart": 0.5,
+        "noise": 0.9,
+        "entropy_imagenet_photos": 0.5,
+        "entropy_clipart": 2.5,
+        "entropy_noise": 5.0,
+        "digits": 0.6,
+        "entropy_digits": 3.0,
+    }
+    ladder = reference_similarities(refs)
+    assert ladder["imagenet_photos"] == 1.0 and ladder["clipart"] == 0.5 and ladder["noise"] == 0.0
+    assert 0.0 < ladder["digits"] < 0.5
+    distances = np.geomspace(0.1, 1.2, 30)
+    scores = [_similarity(d, 2.0, refs)[1]["bn_statistics"] for d in distances]
+    assert scores == sorted(scores, reverse=True) and scores[0] == 1.0 and scores[-1] == 0.0
+    # without a clip-art anchor: the straight line of two references
+    assert similarity_score(math.sqrt(0.5 * 5.0), REFS) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    "sides, device, choices, expected",
+    [
+        ([28] * 9, "cpu", None, 64),  # MNIST-sized: never below 64
+        ([100, 90, 80], "cpu", None, 96),  # small images: the median, rounded up to a multiple of 32
+        ([800, 1200, 500], "cpu", None, 128),  # large: the CPU default
+        ([800, 1200, 500], "cuda", None, 224),  # large on a GPU
+        ([(1024, 768), (640, 480)], "cpu", None, 128),  # (width, height) pairs
+        ([800], "cpu", (64, 96, 160), 96),  # the search space's resolutions: the largest at or below
+        ([28], "cpu", (96, 160), 96),  # all above: the smallest
+    ],
+)
+def test_one_resolution_for_profile_and_fit(sides, device, choices, expected):
+    from autotransfer.transfer.profile import choose_resolution, profile_resolution
+
+    size, reason = choose_resolution(sides, device=device, choices=choices)
+    assert size == expected == profile_resolution(sides, device=device, choices=choices)
+    assert reason.startswith(f"{expected}px")
+
+
+def test_profile_picks_and_records_its_resolution_and_majority_chance(tmp_path, tiny_net):
+    root = make_imagefolder(tmp_path / "d", {"a": 12, "b": 4}, size=(40, 30))
+    p = profile_dataset(root, backbone=tiny_net, references=REFS, show_progress=False).to_json()
+    assert p["image_size"] == 64 == p["resolution"]["profiled_at"]  # 30 px images: 64, not 128
+    assert "small" in p["resolution"]["profiled_at_reason"]
+    assert p["separability"]["chance"] == pytest.approx(0.75)  # majority share, not 1/K
+    assert set(p["reference_similarity"]) == {"imagenet_photos", "noise"} and p["nearest_reference"]
+    from autotransfer.transfer.profile import choose_resolution
+
+    assert choose_resolution(root)[0] == 64  # read from the headers, before anything is decoded

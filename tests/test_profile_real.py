@@ -111,3 +111,22 @@ def test_profile_command_writes_the_documented_json(tmp_path):
     document = json.loads(out.read_text())
     assert document["quadrant"] == "small-different" and document["n_classes"] == 10
     assert document["images_per_class"]["3"] == 20 and len(document["layer_distance"]) > 20
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "digits"])
+def test_grayscale_non_photo_data_at_native_resolution_reads_as_different(net, tmp_path, name):
+    """profile_resolution puts 28 px (and 8 px) images at 64 px, where the old photos-vs-noise scale
+    called Fashion-MNIST and digits "similar" (0.74 and 0.62); on the clip-art-anchored scale they are not."""
+    profile = profile_dataset(build(name, tmp_path, per_class=20), backbone=net, show_progress=False)
+    assert profile.image_size == 64 and profile.resolution["profiled_at"] == 64
+    assert profile.domain == "different" and profile.similarity < 0.7, profile.similarity
+
+
+@pytest.mark.parametrize("size", [64, 128])
+def test_references_land_where_docs_profiler_says(net, size):
+    from autotransfer.transfer.profile import Thresholds, reference_similarities
+
+    ladder = reference_similarities(reference_distances(net, size))
+    assert ladder["imagenet_photos"] == 1.0 and ladder["clipart"] == 0.5 and ladder["noise"] == 0.0
+    assert ladder["photos_shifted"] >= Thresholds().similar_at + 0.1  # a mild shift stays "similar"
+    assert ladder["digits"] < 0.5  # gray handwritten digits are farther than clip art

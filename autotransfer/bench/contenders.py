@@ -26,6 +26,7 @@ from autotransfer.models.features import extract_features
 from autotransfer.models.zoo import Backbone, create_backbone
 from autotransfer.transfer.finetune import FinetuneConfig, TransferModel, finetune
 from autotransfer.transfer.probes import fit_probe
+from autotransfer.transfer.strategies import probe_strategy
 
 
 @dataclass
@@ -62,8 +63,9 @@ def _scored(cell: Cell, pipeline: Pipeline, what: str) -> Outcome:
 
 def run_fit(cell: Cell) -> Outcome:
     """`autotransfer fit` on the train folder with the suite's budget and search space, timed from the cell's start."""
+    from autotransfer.options import RunOptions
     from autotransfer.search.run import run
-    from autotransfer.search.settings import RunOptions, resolve_settings
+    from autotransfer.search.settings import resolve_settings
 
     options = RunOptions(
         time_budget=cell.suite.budget,
@@ -116,7 +118,7 @@ def _probe(cell: Cell, mid_layer: bool, heads: tuple[str, ...]) -> Outcome:
         backbone,
         model,
         dataset,
-        "mid_layer_probe" if mid_layer else "linear_probe",
+        probe_strategy(tap),
         probe.val_accuracy,
         frozen_groups=len(backbone.depth_groups),
     )

@@ -14,17 +14,22 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import io
 import pickle
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from autotransfer.data.images import max_image_pixels, to_rgb
 from autotransfer.models import wheel_assets
 from autotransfer.models.wheel_assets import WheelAsset
 from autotransfer.settings import cache_dir
@@ -69,21 +74,27 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def load_fashion_mnist() -> tuple[np.ndarray, np.ndarray, list[str]]:
-    root = cache_dir() / "debian" / FASHION_DEB
-    folder = root / "usr/share/datasets/fashion-mnist"
-    if not folder.exists():
+def debian_package(package: str) -> Path:
+    """Debian ``package`` unpacked in the cache: ``apt-get download`` + ``dpkg-deb -x``, never installed."""
+    root = cache_dir() / "debian" / package
+    if not (root / ".complete").exists() and not (root / "usr").is_dir():  # "usr" alone: unpacked by an older version
         with tempfile.TemporaryDirectory() as tmp:
-            download = ["apt-get", "download", FASHION_DEB]
+            download = ["apt-get", "download", package]
             if subprocess.run(download, cwd=tmp, capture_output=True).returncode != 0:
                 subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
                 subprocess.run(download, cwd=tmp, check=True, capture_output=True)
             deb = next(Path(tmp).glob("*.deb"))
             staging = Path(tmp) / "x"
             subprocess.run(["dpkg-deb", "-x", str(deb), str(staging)], check=True)
+            (staging / ".complete").write_text(deb.name + "\n")
             root.parent.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(root, ignore_errors=True)
             shutil.move(str(staging), root)
+    return root
+
+
+def load_fashion_mnist() -> tuple[np.ndarray, np.ndarray, list[str]]:
+    folder = debian_package(FASHION_DEB) / "usr/share/datasets/fashion-mnist"
     images = np.concatenate(
         [_read_idx(folder / "train-images-idx3-ubyte.gz"), _read_idx(folder / "t10k-images-idx3-ubyte.gz")]
     )
@@ -121,11 +132,74 @@ def load_digits() -> tuple[np.ndarray, np.ndarray, list[str]]:
     return images, bunch.target.astype(np.int64), [str(i) for i in range(10)]
 
 
+OPENCLIPART_DEB = "openclipart-png"
+OPENCLIPART_MIN_IMAGES = 40  # categories with fewer distinct images are dropped (and "unsorted" always)
+
+
+@dataclass
+class FileSet:
+    """A dataset of image files on disk (copied as they are, native size and alpha kept), not arrays.
+
+    ``groups`` names near-duplicate families (drawings that differ only by a trailing number, such as
+    ``jigsaw_red_01`` .. ``jigsaw_red_16``): a family never straddles test and train.
+    ``balanced``: take exactly ``per_class`` training images per class and drop the classes that
+    have fewer. ``gray``: write grayscale copies (alpha composited on white) instead of the files.
+    """
+
+    paths: list[Path]
+    labels: np.ndarray
+    classes: list[str]
+    groups: list[str]
+    balanced: bool = False
+    gray: bool = False
+
+
+def load_openclipart() -> FileSet:
+    """Open Clip Art's PNGs (Debian ``openclipart-png``), labelled by top-level category.
+
+    8,121 paths, 6,900 distinct files (the rest are symbolic links into other categories). Each
+    distinct content (blake2b of the bytes) is kept once; a content filed under two categories
+    (481 of them, e.g. signs_and_symbols and transportation) is ambiguous and dropped. Then
+    ``unsorted`` and the categories with fewer than 40 images go: 14 classes remain, from
+    computer (1,672) to buildings (56), about 30:1. The dozen drawings above PIL's decompression-bomb
+    limit (up to 623 megapixels; the data layer would skip them) are left out too.
+    """
+    root = (debian_package(OPENCLIPART_DEB) / "usr/share/openclipart/png").resolve()
+    by_content: dict[str, list[Path]] = defaultdict(list)
+    for path in sorted(root.rglob("*.png")):  # links too: a link files its target under a second category
+        if path.is_file():
+            data = path.read_bytes()
+            width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")  # PNG IHDR
+            if width * height <= max_image_pixels():  # the data layer would skip it, and peers may not survive it
+                by_content[hashlib.blake2b(data, digest_size=16).hexdigest()].append(path)
+    kept: dict[str, list[Path]] = defaultdict(list)
+    for copies in by_content.values():
+        categories = {c.relative_to(root).parts[0] for c in copies}
+        if len(categories) == 1:
+            kept[categories.pop()].append(next((c for c in copies if not c.is_symlink()), copies[0]).resolve())
+    classes = sorted(c for c, files in kept.items() if c != "unsorted" and len(files) >= OPENCLIPART_MIN_IMAGES)
+    paths = [path for c in classes for path in sorted(kept[c])]
+    labels = np.array([i for i, c in enumerate(classes) for _ in kept[c]], dtype=np.int64)
+    groups = [str(path.parent.relative_to(root) / re.sub(r"[_-]*\d+$", "", path.stem)) for path in paths]
+    return FileSet(paths, labels, classes, groups)
+
+
+def load_openclipart_fewshot() -> FileSet:
+    return replace(load_openclipart(), balanced=True)
+
+
+def load_openclipart_gray() -> FileSet:
+    return replace(load_openclipart(), gray=True)
+
+
 LOADERS = {
     "fashion-mnist": load_fashion_mnist,
     "animal-mnist": load_animal_mnist,
     "mnist": load_mnist_subset,
     "digits": load_digits,
+    "openclipart": load_openclipart,
+    "openclipart-fewshot": load_openclipart_fewshot,
+    "openclipart-gray": load_openclipart_gray,
 }
 
 
@@ -141,6 +215,8 @@ def build(name: str, out: Path, per_class: int | None = None, test_per_class: in
     """Write ``out/<name>-<per_class>[-test<k>][-s<seed>]/`` as an ImageFolder (or train/ + test/); return it.
 
     For one seed the test images are the same whatever ``per_class`` is, so regimes share a test set.
+    ``per_class`` caps the training images of each class (file datasets keep their imbalance under
+    the cap, except the balanced ones, see FileSet).
     """
     suffix = f"-{per_class}" if per_class else "-all"
     target = out / (
@@ -148,23 +224,53 @@ def build(name: str, out: Path, per_class: int | None = None, test_per_class: in
     )
     if (target / ".complete").exists():
         return target
-    images, labels, classes = LOADERS[name]()
+    loaded = LOADERS[name]()
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=out))
-    for label, members in zip(np.unique(labels), _pick(labels, None, rng)):
-        test = members[:test_per_class]
-        train = members[test_per_class:]
-        train = train if per_class is None else train[:per_class]
-        for split, rows in (("test", test), ("train", train)):
-            folder = staging / (split if test_per_class else "") / classes[label]
-            folder.mkdir(parents=True, exist_ok=True)
-            for row in rows:
-                Image.fromarray(images[row]).save(folder / f"{row:05d}.png")
+    if isinstance(loaded, FileSet):
+        _write_files(loaded, staging, per_class, test_per_class, rng)
+    else:
+        images, labels, classes = loaded
+        for label, members in zip(np.unique(labels), _pick(labels, None, rng)):
+            test = members[:test_per_class]
+            train = members[test_per_class:]
+            train = train if per_class is None else train[:per_class]
+            for split, rows in (("test", test), ("train", train)):
+                folder = staging / (split if test_per_class else "") / classes[label]
+                folder.mkdir(parents=True, exist_ok=True)
+                for row in rows:
+                    Image.fromarray(images[row]).save(folder / f"{row:05d}.png")
     (staging / ".complete").write_text(f"{name} per_class={per_class} test_per_class={test_per_class} seed={seed}\n")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target
+
+
+def _write_files(files: FileSet, staging: Path, per_class: int | None, test_per_class: int, rng) -> None:
+    """Split each class by near-duplicate family (test first), cap train, and copy or gray-convert the files."""
+    groups = np.asarray(files.groups)
+    for label, name in enumerate(files.classes):
+        members = np.flatnonzero(files.labels == label)
+        families = rng.permutation(np.unique(groups[members]))
+        order = np.concatenate([rng.permutation(members[groups[members] == f]) for f in families])
+        test = order[:test_per_class]
+        train = order[test_per_class:]
+        train = train[~np.isin(groups[train], groups[test])]  # a family cut by the test boundary stays out of train
+        if files.balanced and per_class is not None and len(train) < per_class:
+            continue
+        train = train if per_class is None else train[:per_class]
+        for split, rows in (("test", test), ("train", train)):
+            folder = staging / (split if test_per_class else "") / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for row in rows:
+                source = files.paths[row]
+                target = folder / f"{row:05d}-{source.name}"
+                if files.gray:
+                    with Image.open(source) as image:
+                        to_rgb(image).convert("L").save(target)
+                else:
+                    shutil.copyfile(source, target)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -280,20 +280,12 @@ def _create_timm(name: str, device: torch.device | str) -> nn.Module:
     except RuntimeError as error:
         if "Unknown model" not in str(error):
             raise
-        close = timm.list_models(f"*{name.split('.')[0][:8]}*")[:8]
-        raise AutoTransferError(
-            f"Unknown backbone {name!r}.",
-            fix="use a timm model name (`timm.list_models()`), a torchvision one as 'tv:resnet18', "
-            "or see `autotransfer zoo list`." + (f" Similar timm names: {', '.join(close)}" if close else ""),
-        ) from error
+        raise unknown_backbone_error(name) from error
 
 
 def _create_torchvision(arch: str, device: torch.device | str) -> nn.Module:
     if arch not in _TORCHVISION:
-        raise AutoTransferError(
-            f"Unsupported torchvision backbone 'tv:{arch}'.",
-            fix=f"use one of: {', '.join('tv:' + n for n in _TORCHVISION)}, or a timm name.",
-        )
+        raise unknown_backbone_error(TORCHVISION_PREFIX + arch)
     with torch.device(device):
         model = _torchvision_models().get_model(arch, weights=None)
     model._autotransfer_arch = arch  # lets classifier_prefixes find the spec
@@ -366,6 +358,50 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], name: str, sou
         )
     model.load_state_dict({k: v for k, v in state.items() if k in own and k not in mismatched}, strict=False)
     return not (mismatched or missing)
+
+
+def similar_backbone_names(name: str, n: int = 5) -> list[str]:
+    """The nearest known names to ``name`` (difflib ratio over timm's architectures, the offline zoo
+    and our torchvision names): ``mobilenetv2_10`` -> ``mobilenetv2_100``, ... not alphabetical neighbours."""
+    import difflib
+
+    candidates = set(known_backbones()) | {TORCHVISION_PREFIX + a for a in _TORCHVISION}
+    candidates |= set(_import_timm().list_models())
+    query = name.strip().lower()
+    base = query.split(".")[0]  # a pretrained tag (resnet50.a1_in1k) does not take part
+    # Names the query begins (mobilenetv2_10 -> mobilenetv2_100, vit_small -> vit_small_patch16_224),
+    # shortest first, then difflib's nearest look-alikes.
+    prefixed = sorted((c for c in candidates if c.startswith(base) and c != base), key=lambda c: (len(c), c))
+    close = difflib.get_close_matches(base, sorted(candidates), n=n, cutoff=0.6)
+    return list(dict.fromkeys([*prefixed[:3], *close]))[:n]
+
+
+def unknown_backbone_error(name: str, where: str | None = None) -> AutoTransferError:
+    """The message for a backbone name nobody knows: the nearest names, and where the name came from."""
+    close = similar_backbone_names(name)
+    return AutoTransferError(
+        (
+            f"Unsupported torchvision backbone {name!r}."
+            if name.startswith(TORCHVISION_PREFIX)
+            else f"Unknown backbone {name!r}."
+        )
+        + (f" Did you mean: {', '.join(close)}?" if close else ""),
+        where=where,
+        fix="use a timm model name (`timm.list_models()`), a torchvision one as 'tv:resnet18' "
+        f"({', '.join(TORCHVISION_PREFIX + a for a in _TORCHVISION)}), or see `autotransfer zoo list`.",
+    )
+
+
+def check_backbone_names(names: list[str], where: str | None = None) -> None:
+    """Raise ``unknown_backbone_error`` for the first name that is neither a timm architecture
+    (a pretrained tag allowed) nor a supported torchvision one; ``where``: file and key it came from."""
+    for name in names:
+        if name.startswith(TORCHVISION_PREFIX):
+            known = name.removeprefix(TORCHVISION_PREFIX) in _TORCHVISION
+        else:
+            known = ":" not in name and _import_timm().is_model(name)
+        if not known:
+            raise unknown_backbone_error(name, where)
 
 
 def create_backbone(

@@ -1,19 +1,30 @@
-"""What a run leaves for people: ``leaderboard.csv`` and a self-contained ``report.html``.
+"""What a run leaves for people: ``leaderboard.csv``, ``skipped.csv`` and a self-contained ``report.html``.
 
-The HTML has the profile summary, the distance-by-depth curve, the leaderboard, accuracy against
-cost with its Pareto front, and the search history; plots are inline SVG from matplotlib, so the
-file needs nothing else to open.
+The HTML is one file (plots are inline SVG from matplotlib, thumbnails are base64 PNG) with, in
+order: the chosen pipeline and its metrics against the budget; per-class precision / recall and
+the confusion matrix (validation, and test when there is a test split), from the run's
+``predictions-<split>.csv`` and ``pipeline.spec["metrics"]``; the most confidently wrong validation
+images; the profile's distance-by-depth curve; accuracy against cost with the Pareto front; the
+search history of both stages; and a leaderboard per stage with the columns that matter (every
+column is in ``leaderboard.csv``). Runs written by older versions lack some of these inputs: each
+section is left out, or says what is missing, rather than failing.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import io
+import json
+import logging
 from pathlib import Path
 
 import pandas as pd
 
 from autotransfer.files import write_text_atomic
+from autotransfer.report.terminal import cell_text, is_missing
+
+log = logging.getLogger(__name__)
 
 COLUMNS = [
     "stage",
@@ -33,6 +44,9 @@ COLUMNS = [
     "label_smoothing",
     "augmentation",
     "epochs_run",
+    "class_weight",
+    "metric",
+    "val_score",
     "val_accuracy",
     "test_accuracy",
     "seconds",
@@ -40,140 +54,655 @@ COLUMNS = [
     "stopped",
     "error",
 ]
+# What the report's leaderboard shows per stage (the CSV has them all).
+PROBE_COLUMNS = [
+    "trial", "strategy", "backbone", "resolution", "tap", "head", "C", "class_weight", "val_score", "val_accuracy",
+    "seconds", "status",
+]  # fmt: skip
+ALWAYS_SHOWN = ("trial", "val_score", "seconds", "status", "note")
+FINETUNE_COLUMNS = [
+    "trial",
+    "strategy",
+    "backbone",
+    "resolution",
+    "tap",
+    "freeze_groups",
+    "head_lr",
+    "backbone_lr_ratio",
+    "augmentation",
+    "epochs_run",
+    "class_weight",
+    "val_score",
+    "val_accuracy",
+    "seconds",
+    "status",
+    "note",
+]
+RAN = ("complete", "pruned")  # trials that ran and have a score
+STAGE_NAMES = {"probe": "probes", "finetune": "fine-tuning"}
+GALLERY_SIZE = 12
+THUMBNAIL_PX = 112
 
 
-def leaderboard(records: list[dict], best: dict, test_accuracy: float | None) -> pd.DataFrame:
-    """Every trial, best validation accuracy first; the test score only on the chosen row."""
+def leaderboard(records: list[dict], best: dict | None, test_accuracy: float | None) -> pd.DataFrame:
+    """Every trial, best validation score (the run's metric) first; the test score only on the chosen row."""
     frame = pd.DataFrame(records)
     for column in COLUMNS:
         if column not in frame:
             frame[column] = None
     for column in ("trial", "resolution", "freeze_groups", "epochs_run"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
-    frame["chosen"] = (frame["stage"] == best["stage"]) & (frame["trial"] == best["trial"])
-    frame["test_accuracy"] = frame["chosen"].map({True: test_accuracy, False: None})
-    frame = frame[COLUMNS].sort_values(["val_accuracy", "seconds"], ascending=[False, True], na_position="last")
+    for column in ("val_score", "val_accuracy", "seconds"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    if best:
+        frame["chosen"] = (frame["stage"] == best.get("stage")) & (frame["trial"] == best.get("trial")).fillna(False)
+    else:
+        frame["chosen"] = False
+    frame["chosen"] = frame["chosen"].astype(bool)
+    frame["test_accuracy"] = [test_accuracy if chosen else None for chosen in frame["chosen"]]
+    frame = frame[COLUMNS].sort_values(["val_score", "seconds"], ascending=[False, True], na_position="last")
     return frame.reset_index(drop=True)
+
+
+def trial_counts(frame: pd.DataFrame) -> dict:
+    """Trials per stage and status; ``text``: "3 probes, 2 fine-tuning trials (1 pruned, 1 failed);
+    1 queued trial not started" -- counting only trials that ran as trials."""
+    status = frame["status"].astype(str) if "status" in frame else pd.Series([""] * len(frame))
+    stage = frame["stage"].astype(str) if "stage" in frame else pd.Series([""] * len(frame))
+    counts = {
+        s: {
+            "ran": int(((stage == s) & status.isin(RAN)).sum()),
+            "pruned": int(((stage == s) & (status == "pruned")).sum()),
+            "failed": int(((stage == s) & (status == "fail")).sum()),
+            "not_started": int(((stage == s) & ~status.isin((*RAN, "fail"))).sum()),
+        }
+        for s in ("probe", "finetune")
+    }
+    probe, finetune = counts["probe"], counts["finetune"]
+    text = f"{probe['ran']} probe{'s' * (probe['ran'] != 1)}"
+    if probe["failed"]:
+        text += f" ({probe['failed']} failed)"
+    text += f", {finetune['ran']} fine-tuning trial{'s' * (finetune['ran'] != 1)}"
+    details = [f"{finetune[k]} {k}" for k in ("pruned", "failed") if finetune[k]]
+    if details:
+        text += f" ({', '.join(details)})"
+    queued = probe["not_started"] + finetune["not_started"]
+    if queued:
+        text += f"; {queued} queued trial{'s' * (queued != 1)} not started (budget)"
+    return {**counts, "text": text}
 
 
 def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
     """Trials no other trial beats on both accuracy (higher) and cost (lower)."""
-    done = frame.dropna(subset=["val_accuracy", "seconds"]).sort_values(
-        ["seconds", "val_accuracy"], ascending=[True, False]
-    )
+    done = frame.dropna(subset=["val_score", "seconds"])
+    if "status" in done:
+        done = done[done["status"].isin(RAN)]
+    done = done.sort_values(["seconds", "val_score"], ascending=[True, False])
     front, best = [], -1.0
     for index, row in done.iterrows():
-        if row["val_accuracy"] > best:
+        if row["val_score"] > best:
             front.append(index)
-            best = row["val_accuracy"]
+            best = row["val_score"]
     return done.loc[front]
 
 
 def svg(figure) -> str:
     """A matplotlib figure as inline SVG text (closed afterwards)."""
-    buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", bbox_inches="tight")
     import matplotlib.pyplot as plt
 
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight")
     plt.close(figure)
     text = buffer.getvalue()
     return text[text.index("<svg") :]
 
 
-def _plots(frame: pd.DataFrame, profile: dict) -> dict[str, str]:
+# ---------------------------------------------------------------------------------------------- inputs
+def read_predictions(out: Path, split: str) -> pd.DataFrame | None:
+    """``predictions-<split>.csv`` (path, label, predicted, confidence) or None when absent or unreadable."""
+    path = out / f"predictions-{split}.csv"
+    if not path.is_file():
+        return None
+    try:
+        frame = pd.read_csv(path, dtype={"label": str, "predicted": str})
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        log.warning("report: %s unreadable (%s); its sections are left out", path, error)
+        return None
+    if not {"path", "label", "predicted"} <= set(frame.columns):
+        return None
+    if "confidence" not in frame:
+        frame["confidence"] = float("nan")
+    return frame
+
+
+def split_metrics(metrics: dict, split: str, predictions: pd.DataFrame | None, classes: list[str]) -> dict | None:
+    """The split's summary from the spec (``metrics[split]``), else computed from its predictions."""
+    given = metrics.get(split)
+    if isinstance(given, dict) and "per_class" in given:
+        return given
+    if predictions is None or not len(predictions):
+        return None
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, precision_recall_fscore_support
+
+    truth, guess = predictions["label"], predictions["predicted"]
+    precision, recall, _, support = precision_recall_fscore_support(truth, guess, labels=classes, zero_division=0)
+    return {
+        "accuracy": float(accuracy_score(truth, guess)),
+        "balanced_accuracy": float(balanced_accuracy_score(truth, guess)),
+        "f1_macro": float(f1_score(truth, guess, labels=classes, average="macro", zero_division=0)),
+        "per_class": {
+            c: {"precision": float(p), "recall": float(r), "support": int(s)}
+            for c, p, r, s in zip(classes, precision, recall, support)
+        },
+    }
+
+
+def _classes(spec: dict, *frames: pd.DataFrame | None) -> list[str]:
+    classes = [str(c) for c in spec.get("classes") or []]
+    for frame in frames:
+        if frame is not None:
+            for name in pd.concat([frame["label"], frame["predicted"]]).astype(str).unique():
+                if name not in classes:
+                    classes.append(name)
+    return classes
+
+
+def thumbnail(path: str | Path, roots: list[Path], size: int = THUMBNAIL_PX) -> str | None:
+    """A data: URL of a PNG thumbnail of ``path`` (tried as given, then under each root), or None."""
+    from PIL import Image, ImageOps
+
+    candidates = [Path(path)] + [root / path for root in roots if not Path(path).is_absolute()]
+    for candidate in candidates:
+        try:
+            with Image.open(candidate) as image:
+                image = ImageOps.exif_transpose(image).convert("RGB")
+                scale = size / max(image.size)
+                # Small images (digits, MNIST) are scaled up with crisp pixels, large ones down smoothly.
+                method = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS
+                image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), method)
+                buffer = io.BytesIO()
+                image.save(buffer, format="PNG", optimize=True)
+            return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- plots
+def _matplotlib():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plots = {}
+    plt.rcParams.update({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False})
+    return plt
+
+
+def distance_plot(profile: dict) -> str | None:
     groups = profile.get("group_distance") or []
-    if groups:
-        figure, axis = plt.subplots(figsize=(6, 3))
-        axis.plot([g["group"] for g in groups], [g["distance"] for g in groups], marker="o")
-        axis.set_xlabel(f"depth group of {profile.get('backbone', '')} (low → high)")
-        axis.set_ylabel("distance to ImageNet")
-        axis.set_title("Domain distance by depth")
-        plots["distance"] = svg(figure)
-    done = frame.dropna(subset=["val_accuracy", "seconds"])
-    if len(done):
-        figure, axis = plt.subplots(figsize=(6, 3.5))
-        for stage, marker in (("probe", "o"), ("finetune", "s")):
-            part = done[done["stage"] == stage]
-            axis.scatter(part["seconds"], part["val_accuracy"], marker=marker, alpha=0.7, label=stage)
-        front = pareto_front(frame)
-        axis.step(front["seconds"], front["val_accuracy"], where="post", color="black", lw=1, label="Pareto front")
-        axis.set_xscale("log")
-        axis.set_xlabel("cost (seconds, log)")
-        axis.set_ylabel("validation accuracy")
-        axis.legend()
-        axis.set_title("Accuracy against cost")
-        plots["pareto"] = svg(figure)
-        finetune = frame[frame["stage"] == "finetune"].sort_values("trial")
-        if len(finetune):
-            figure, axis = plt.subplots(figsize=(6, 3))
-            axis.plot(finetune["trial"], finetune["val_accuracy"], "o", alpha=0.6, label="trial")
-            axis.plot(finetune["trial"], finetune["val_accuracy"].fillna(0).cummax(), label="best so far")
-            axis.set_xlabel("fine-tuning trial")
-            axis.set_ylabel("validation accuracy")
-            axis.legend()
-            axis.set_title("Search history")
-            plots["history"] = svg(figure)
-    return plots
+    if not groups:
+        return None
+    plt = _matplotlib()
+    figure, axis = plt.subplots(figsize=(6.4, 3))
+    x = list(range(len(groups)))
+    axis.plot(x, [g.get("distance") for g in groups], marker="o", color="#3465a4")
+    axis.set_xticks(x, [str(g.get("name", g.get("group", i))) for i, g in enumerate(groups)], rotation=30, ha="right")
+    axis.set_xlabel(f"depth group of {profile.get('backbone', 'the backbone')} (low → high)")
+    axis.set_ylabel("distance to ImageNet")
+    axis.grid(alpha=0.3)
+    return svg(figure)
 
 
-def render_html(frame: pd.DataFrame, profile: dict, pipeline_spec: dict, elapsed: float) -> str:
-    plots = _plots(frame, profile)
-    metrics = pipeline_spec.get("metrics", {})
-    facts = [
-        ("chosen pipeline", pipeline_spec.get("summary", "")),
-        ("validation accuracy", f"{metrics.get('val_accuracy', float('nan')):.4f}"),
-        ("test accuracy", f"{metrics['test_accuracy']:.4f}" if "test_accuracy" in metrics else "no test split"),
-        ("refit on train+val", str(metrics.get("refit_on_train_val"))),
-        ("dataset", f"{profile.get('n_images')} images, {profile.get('n_classes')} classes"),
-        ("quadrant", f"{profile.get('quadrant')} — {profile.get('rationale', '')}"),
-        (
-            "trials",
-            f"{len(frame)} ({(frame['stage'] == 'probe').sum()} probes, "
-            f"{(frame['stage'] == 'finetune').sum()} fine-tuning)",
-        ),
-        ("wall time", f"{elapsed:.0f} s"),
-    ]
-    problems = "".join(f"<li>{html.escape(p)}</li>" for p in profile.get("problems", []))
-    skipped = "".join(
-        f"<tr><td>{html.escape(s['path'])}</td><td>{html.escape(s['reason'])}</td></tr>"
-        for s in profile.get("skipped", [])
+def pareto_plot(frame: pd.DataFrame) -> str | None:
+    done = frame.dropna(subset=["val_score", "seconds"])
+    done = done[done["status"].isin(RAN)]
+    if not len(done):
+        return None
+    plt = _matplotlib()
+    figure, axis = plt.subplots(figsize=(6.4, 3.6))
+    for stage, marker, colour in (("probe", "o", "#3465a4"), ("finetune", "s", "#f57900")):
+        part = done[done["stage"] == stage]
+        if len(part):
+            axis.scatter(part["seconds"], part["val_score"], marker=marker, alpha=0.75, color=colour,
+                         label=STAGE_NAMES[stage])  # fmt: skip
+    front = pareto_front(frame)
+    axis.step(front["seconds"], front["val_score"], where="post", color="black", lw=1, label="Pareto front")
+    chosen = done[done["chosen"]]
+    if len(chosen):
+        axis.scatter(chosen["seconds"], chosen["val_score"], s=180, facecolors="none", edgecolors="#cc0000",
+                     linewidths=1.5, label="chosen")  # fmt: skip
+    axis.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    axis.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    axis.set_xlabel("cost of the trial (seconds, log scale)")
+    axis.set_ylabel("validation score (the run's metric)")
+    axis.grid(alpha=0.3)
+    axis.legend(loc="best", fontsize=8, framealpha=0.85)
+    return svg(figure)
+
+
+def history_plot(frame: pd.DataFrame) -> str | None:
+    """Both stages in the order they ran, against the trial time spent so far; the best-so-far line
+    only over trials that ran (a stage with none says so instead of drawing a flat line at 0)."""
+    ordered = frame.copy()
+    ordered["order"] = ordered["stage"].map({"probe": 0, "finetune": 1}).fillna(2)
+    ordered = ordered.sort_values(["order", "trial"])
+    ran = ordered[ordered["status"].isin(RAN) & ordered["val_score"].notna()].copy()
+    if not len(ran):
+        return None
+    ran["at"] = ran["seconds"].fillna(0).cumsum()
+    plt = _matplotlib()
+    figure, axis = plt.subplots(figsize=(6.4, 3.3))
+    for stage, marker, colour in (("probe", "o", "#3465a4"), ("finetune", "s", "#f57900")):
+        part = ran[ran["stage"] == stage]
+        if len(part):
+            axis.scatter(part["at"], part["val_score"], marker=marker, alpha=0.75, color=colour,
+                         label=STAGE_NAMES[stage])  # fmt: skip
+    axis.step(ran["at"], ran["val_score"].cummax(), where="post", color="black", lw=1, label="best so far")
+    if not (ran["stage"] == "finetune").any():
+        axis.set_title("no fine-tuning trial finished within the budget", fontsize=8, color="#555", loc="left")
+    axis.set_xlabel("time spent in trials (seconds, cumulative: probes, then fine-tuning)")
+    axis.set_ylabel("validation score (the run's metric)")
+    axis.grid(alpha=0.3)
+    axis.legend(loc="best", fontsize=8, framealpha=0.85)
+    return svg(figure)
+
+
+# ---------------------------------------------------------------------------------------------- html pieces
+def _e(value) -> str:
+    return html.escape(cell_text(value, 4))
+
+
+def _percent(value) -> str:
+    return "—" if is_missing(value) else f"{float(value):.1%}"
+
+
+def _bar(value, colour: str = "#3465a4") -> str:
+    width = 0 if is_missing(value) else max(0.0, min(1.0, float(value))) * 100
+    return (
+        f'<span class="bar"><span style="width:{width:.0f}%;background:{colour}"></span></span> '
+        f"<span class=num>{_percent(value)}</span>"
     )
-    table = frame.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}", classes="board")
-    sections = "".join(
-        f"<h2>{title}</h2>{plots[key]}"
-        for key, title in (
-            ("distance", "Profile: distance by depth"),
-            ("pareto", "Accuracy vs cost"),
-            ("history", "Search history"),
+
+
+def per_class_table(summaries: dict[str, dict]) -> str:
+    """One row per class; precision / recall / support per split (columns grouped by split)."""
+    splits = [s for s in summaries if summaries[s]]
+    if not splits:
+        return ""
+    classes = list(dict.fromkeys(c for s in splits for c in summaries[s]["per_class"]))
+    names = {"val": "validation", "test": "test"}
+    head = "".join(f"<th colspan=3 class=group>{html.escape(names.get(s, s))}</th>" for s in splits)
+    sub = "<th>precision</th><th>recall</th><th>images</th>" * len(splits)
+    rows = []
+    for name in classes:
+        cells = []
+        for s in splits:
+            row = summaries[s]["per_class"].get(name, {})
+            recall = row.get("recall")
+            weak = not is_missing(recall) and float(recall) < 0.5 and row.get("support", 0)
+            cells.append(
+                f"<td>{_bar(row.get('precision'))}</td>"
+                f"<td{' class=weak' if weak else ''}>{_bar(recall, '#73a946')}</td>"
+                f"<td class=num>{_e(row.get('support'))}</td>"
+            )
+        rows.append(f"<tr><th>{html.escape(name)}</th>{''.join(cells)}</tr>")
+    return (
+        f"<table class=perclass><thead><tr><th></th>{head}</tr><tr><th>class</th>{sub}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def confusion_table(predictions: pd.DataFrame, classes: list[str], title: str) -> str:
+    """The confusion matrix (rows: true class, columns: predicted) as a shaded table."""
+    from sklearn.metrics import confusion_matrix
+
+    matrix = confusion_matrix(predictions["label"].astype(str), predictions["predicted"].astype(str), labels=classes)
+    top = max(1, int(matrix.max()))
+    head = "".join(f"<th class=rot><span>{html.escape(c)}</span></th>" for c in classes)
+    rows = []
+    for i, name in enumerate(classes):
+        cells = []
+        for j in range(len(classes)):
+            n = int(matrix[i, j])
+            alpha = n / top
+            colour = f"rgba(52,101,164,{alpha:.2f})" if i == j else f"rgba(204,0,0,{alpha:.2f})"
+            ink = "#fff" if alpha > 0.55 else "#222"
+            style = f' style="background:{colour};color:{ink}"' if n else ""
+            cells.append(f'<td class="cm{" diag" if i == j else ""}"{style}>{n if n else ""}</td>')
+        rows.append(f"<tr><th>{html.escape(name)}</th>{''.join(cells)}</tr>")
+    return (
+        f"<figure class=cmwrap><figcaption><b>{html.escape(title)}</b> ({len(predictions)} images): rows are "
+        f"the true class, columns the predicted one</figcaption><table class=confusion><thead><tr>"
+        f"<th class=corner>true \\ predicted</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></figure>"
+    )
+
+
+def wrong_gallery(predictions: pd.DataFrame, roots: list[Path], limit: int = GALLERY_SIZE) -> str:
+    """The validation images the chosen pipeline gets wrong with the most confidence."""
+    wrong = predictions[predictions["label"].astype(str) != predictions["predicted"].astype(str)]
+    if not len(wrong):
+        return "<p class=good>The chosen pipeline classifies every validation image correctly.</p>"
+    wrong = wrong.sort_values("confidence", ascending=False, na_position="last")
+    tiles = []
+    for row in wrong.head(limit).itertuples(index=False):
+        source = thumbnail(row.path, roots)
+        name = Path(str(row.path)).name
+        image = (
+            f'<img src="{source}" alt="{html.escape(name)}" title="{html.escape(str(row.path))}">'
+            if source
+            else "<div class=missing>image not found</div>"
         )
-        if key in plots
+        tiles.append(
+            f"<figure class=tile>{image}<figcaption><b>{html.escape(str(row.predicted))}</b> "
+            f"{_percent(row.confidence)}<br>true: {html.escape(str(row.label))}<br>"
+            f"<span class=file>{html.escape(name)}</span></figcaption></figure>"
+        )
+    more = f" (the {limit} most confident of {len(wrong)})" if len(wrong) > limit else ""
+    return (
+        f"<p>{len(wrong)} of {len(predictions)} validation images are misclassified{more}; "
+        f"each tile shows the prediction, its confidence and the true class.</p>"
+        f"<div class=gallery>{''.join(tiles)}</div>"
     )
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>autotransfer report</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1400px}} table{{border-collapse:collapse;font-size:12px}}
-td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}} .board tr:nth-child(2) td{{font-weight:bold}}</style>
-</head><body><h1>autotransfer fit report</h1><table>{rows}</table>
-{f"<h2>Data problems</h2><ul>{problems}</ul>" if problems else ""}
-{f"<h2>Skipped files</h2><table><tr><th>file</th><th>why</th></tr>{skipped}</table>" if skipped else ""}{sections}
-<h2>Leaderboard</h2>{table}</body></html>"""
+
+
+def stage_board(frame: pd.DataFrame, stage: str) -> str:
+    """The leaderboard rows of one stage, with the columns that matter for it; the chosen row marked."""
+    part = frame[frame["stage"] == stage].copy()
+    if not len(part):
+        return ""
+    part["note"] = [
+        "" if is_missing(e) and is_missing(s) else str(e if not is_missing(e) else s)
+        for e, s in zip(part["error"], part["stopped"])
+    ]
+    columns = PROBE_COLUMNS if stage == "probe" else FINETUNE_COLUMNS
+    started = part[part["status"].isin((*RAN, "fail"))]
+    queued = len(part) - len(started)
+    columns = [c for c in columns if c in part and started[c].map(lambda v: not is_missing(v) and v != "").any()]
+    # A setting every trial of the stage shares is said once above the table instead of in every row.
+    shared = {}
+    if len(started) > 1:
+        for c in columns:
+            values = {cell_text(v, 4) for v in started[c]}
+            if c not in ALWAYS_SHOWN and len(values) == 1 and "" not in values:
+                shared[c] = values.pop()
+    columns = [c for c in columns if c not in shared]
+    common = (
+        f"<p class=muted>All {len(started)} share "
+        + ", ".join(f"{html.escape(c.replace('_', ' '))} <b>{html.escape(v)}</b>" for c, v in shared.items())
+        + ".</p>"
+        if shared
+        else ""
+    )
+    head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in columns)
+    rows = []
+    for _, row in started.iterrows():
+        classes = ["chosen"] if row["chosen"] else []
+        classes += [f"status-{row['status']}"]
+        cells = []
+        for c in columns:
+            value = row[c]
+            text = _e(value)
+            if c == "val_accuracy" and not is_missing(value):
+                text = f"{float(value):.4f}"
+            elif c in ("head_lr", "backbone_lr_ratio", "C") and not is_missing(value):
+                text = f"{float(value):.3g}"
+            elif c == "seconds" and not is_missing(value):
+                text = f"{float(value):.1f}"
+            elif c == "note":
+                text = f'<span class=note title="{_e(value)}">{_e(str(value)[:80])}</span>'
+            cells.append(f"<td>{text}</td>")
+        marker = '<span class=star title="the chosen pipeline">★</span>' if row["chosen"] else ""
+        rows.append(f'<tr class="{" ".join(classes)}">{"".join(cells)}</tr>'.replace("<td>", f"<td>{marker}", 1))
+    note = f"<p class=muted>{queued} queued trial(s) did not start before the budget ran out.</p>" if queued else ""
+    return (
+        f"<h3>{html.escape(STAGE_NAMES[stage].capitalize())} ({len(started)})</h3>{common}"
+        f"<div class=scroll><table class=board><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody>"
+        f"</table></div>{note}"
+    )
+
+
+CSS = """
+:root{--ink:#1d232a;--muted:#5b6670;--line:#dde2e7;--accent:#3465a4;--soft:#f4f6f8}
+*{box-sizing:border-box}
+body{font:14px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--ink);margin:0;background:#fff}
+main{max-width:1180px;margin:0 auto;padding:24px 28px 60px}
+h1{font-size:24px;margin:0 0 4px}
+h2{font-size:18px;margin:36px 0 10px;padding-top:10px;border-top:1px solid var(--line)}
+h3{font-size:15px;margin:18px 0 6px}
+nav{margin:6px 0 16px;font-size:13px}nav a{margin-right:14px;color:var(--accent);text-decoration:none}
+.muted,.sub{color:var(--muted)}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(190px,1fr));gap:12px;margin:16px 0}
+.card{background:var(--soft);border-radius:8px;padding:12px 14px}
+.card .label{font-size:12px;color:var(--muted);text-transform:uppercase;letter-spacing:.04em}
+.card .value{font-size:22px;font-weight:600}
+.card .value.small{font-size:15px;font-weight:500}
+.chosen-box{border-left:4px solid var(--accent);background:var(--soft);padding:10px 14px;border-radius:4px}
+.facts{border-collapse:collapse}.facts th{text-align:left;padding:3px 16px 3px 0;color:var(--muted);font-weight:500;
+vertical-align:top;white-space:nowrap}.facts td{padding:3px 0}
+.timebar{height:8px;background:#e3e7eb;border-radius:4px;overflow:hidden;max-width:360px;margin-top:6px}
+.timebar span{display:block;height:100%;background:var(--accent)}
+table{border-collapse:collapse;font-size:13px}
+.board th,.board td,.perclass th,.perclass td{border-bottom:1px solid var(--line);padding:4px 10px;text-align:left;
+white-space:nowrap}
+.board thead th,.perclass thead th{background:var(--soft);position:sticky;top:0}
+.board tr.chosen td{background:#e8f0fb;font-weight:600}
+.board tr.status-fail td{color:#a40000}.board tr.status-pruned td{color:#555}
+.star{color:#c4a000;margin-right:4px}
+.note{color:var(--muted);font-size:12px}
+.scroll{overflow-x:auto;max-width:100%}
+.bar{display:inline-block;width:70px;height:8px;background:#e3e7eb;border-radius:4px;vertical-align:middle;
+overflow:hidden}.bar span{display:block;height:100%}
+.num{font-variant-numeric:tabular-nums}
+.perclass th.group{text-align:center}.weak{background:#fdecea}
+.cmrow{display:flex;flex-wrap:wrap;gap:28px;align-items:flex-start}
+.cmwrap{margin:18px 0 0}.cmwrap figcaption{font-size:12px;color:var(--muted);margin-bottom:2px;max-width:420px}
+.confusion td.cm{width:40px;height:34px;text-align:center;border:1px solid #eef1f4;font-variant-numeric:tabular-nums}
+.confusion th{font-weight:500;padding:2px 6px;text-align:right;font-size:12px}
+.confusion th.rot{height:70px;vertical-align:bottom;text-align:center;padding:0}
+.confusion th.rot span{writing-mode:vertical-rl;transform:rotate(180deg);white-space:nowrap}
+.confusion th.corner{font-size:11px;color:var(--muted);vertical-align:bottom}
+.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(140px,1fr));gap:12px}
+.tile{margin:0;background:var(--soft);border-radius:6px;padding:8px;text-align:center;font-size:12px}
+.tile img{width:112px;height:112px;object-fit:contain;image-rendering:pixelated;background:#fff;border-radius:4px}
+.tile .file{color:var(--muted);font-size:11px;word-break:break-all}
+.missing{width:112px;height:112px;margin:auto;display:flex;align-items:center;justify-content:center;color:#999}
+.plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(460px,1fr));gap:18px}
+.plot{margin:0}.plot figcaption{font-weight:600;margin-bottom:4px}
+.plot p{margin:4px 0 0;color:var(--muted);font-size:12px}
+.plot svg{max-width:100%;height:auto}
+.good{color:#2e7d32}
+ul.problems li{margin:2px 0}
+footer{margin-top:40px;color:var(--muted);font-size:12px}
+"""
+
+
+def _plot_figure(title: str, svg_text: str | None, caption: str, missing: str) -> str:
+    body = svg_text if svg_text else f"<p class=muted>{html.escape(missing)}</p>"
+    return (
+        f"<figure class=plot><figcaption>{html.escape(title)}</figcaption>{body}<p>{html.escape(caption)}</p></figure>"
+    )
+
+
+def render_html(
+    frame: pd.DataFrame,
+    profile: dict,
+    pipeline_spec: dict,
+    elapsed: float,
+    budget: float | None = None,
+    out: Path | None = None,
+) -> str:
+    """The report of a run (``out``: the run directory, for the predictions CSVs)."""
+    from autotransfer.budget import format_duration
+
+    metrics = pipeline_spec.get("metrics") or {}
+    out = Path(out) if out is not None else None
+    predictions = {s: read_predictions(out, s) if out else None for s in ("val", "test")}
+    classes = _classes(pipeline_spec, *predictions.values())
+    summaries = {s: split_metrics(metrics, s, predictions[s], classes) for s in ("val", "test")}
+    counts = trial_counts(frame)
+    metric_name = metrics.get("metric") or "val_accuracy"
+    reason = metrics.get("metric_reason") or ""
+
+    def score(split: str, key: str) -> str:
+        summary = summaries.get(split) or {}
+        value = summary.get(key)
+        if is_missing(value) and key == "accuracy":
+            value = metrics.get(f"{split}_accuracy")
+        return _percent(value)
+
+    has_test = summaries["test"] is not None or "test_accuracy" in metrics
+    # The search's score of the chosen trial (as in the leaderboard); the per-class figures come from
+    # the predictions of the chosen configuration trained on train only, which can differ a little.
+    searched = metrics.get("val_accuracy")
+    evaluated = (summaries.get("val") or {}).get("accuracy")
+    val_note = ""
+    if not is_missing(searched) and not is_missing(evaluated) and abs(float(searched) - float(evaluated)) >= 0.0005:
+        val_note = f"{_percent(evaluated)} on the predictions below (the configuration retrained on train)"
+    cards = [
+        ("validation accuracy", _percent(searched) if not is_missing(searched) else score("val", "accuracy"), val_note),
+        ("balanced accuracy (val)", score("val", "balanced_accuracy"), ""),
+        ("macro F1 (val)", score("val", "f1_macro"), ""),
+        ("test accuracy", score("test", "accuracy") if has_test else "no test split", ""),
+    ]
+    fraction = min(1.0, elapsed / budget) if budget else None
+    time_text = f"{format_duration(elapsed)} of {format_duration(budget)}" if budget else format_duration(elapsed)
+    card_html = "".join(
+        f'<div class=card><div class=label>{html.escape(k)}</div><div class="value{" small" if len(v) > 8 else ""}">'
+        f"{html.escape(v)}</div>" + (f"<div class=note>{html.escape(n)}</div>" if n else "") + "</div>"
+        for k, v, n in cards
+    )
+    card_html += (
+        f'<div class=card><div class=label>time used of the budget</div><div class="value small">{time_text}</div>'
+        + (
+            f'<div class=timebar><span style="width:{fraction * 100:.0f}%"></span></div>'
+            if fraction is not None
+            else ""
+        )
+        + "</div>"
+    )
+    refit = metrics.get("refit_on_train_val")
+    facts = [
+        ("selected by", f"{metric_name.replace('_', ' ')}" + (f" — {reason}" if reason else "")),
+        (
+            "refit",
+            "retrained on train + validation"
+            if refit
+            else "not refit: the budget left no room (trained on train only)"
+            if refit is False
+            else "unknown",
+        ),
+        ("trials", counts["text"]),
+        (
+            "dataset",
+            f"{profile.get('n_images', '?')} images, {profile.get('n_classes', len(classes) or '?')} classes"
+            + (f"; {len(profile.get('skipped', []))} file(s) skipped" if profile.get("skipped") else ""),
+        ),
+    ]
+    if profile.get("quadrant"):
+        facts.append(("quadrant", f"{profile['quadrant']} — {profile.get('rationale', '')}"))
+    fact_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
+
+    sections = []
+    per_class = per_class_table({s: summaries[s] for s in ("val", "test")})
+    if per_class:
+        matrices = "".join(
+            confusion_table(predictions[s], classes, "validation" if s == "val" else "test")
+            for s in ("val", "test")
+            if predictions[s] is not None and len(predictions[s])
+        )
+        sections.append(
+            "<h2 id=classes>Per class</h2><p class=muted>Validation predictions come from the chosen configuration "
+            "trained on the training split only; test predictions from the final pipeline. Recall below 50% is "
+            "shaded.</p>"
+            + f"<div class=scroll>{per_class}</div>"
+            + (f"<div class=cmrow>{matrices}</div>" if matrices else "")
+        )
+    if predictions["val"] is not None:
+        roots = [out] + ([Path(profile["root"])] if profile.get("root") else [])
+        sections.append(
+            "<h2 id=wrong>Most confidently wrong (validation)</h2>" + wrong_gallery(predictions["val"], roots)
+        )
+
+    plots = [
+        _plot_figure(
+            "Profile: domain distance by depth",
+            distance_plot(profile),
+            "How far each depth group's activations on this data are from ImageNet's (higher = more different); "
+            "a distance that grows with depth suggests features from a lower tap and fine-tuning the top.",
+            "The run has no profile (profile.json missing or without distances).",
+        ),
+        _plot_figure(
+            "Accuracy against cost",
+            pareto_plot(frame),
+            "Every trial that ran; the black line is the Pareto front (no other trial is both more accurate and "
+            "cheaper); the red ring is the chosen one.",
+            "No trial finished.",
+        ),
+        _plot_figure(
+            "Search history",
+            history_plot(frame),
+            "Validation accuracy of each trial in the order the stages ran, and the best so far.",
+            "No trial finished.",
+        ),
+    ]
+    sections.append("<h2 id=search>Search</h2><div class=plots>" + "".join(plots) + "</div>")
+    boards = stage_board(frame, "probe") + stage_board(frame, "finetune")
+    sections.append(
+        "<h2 id=leaderboard>Leaderboard</h2><p class=muted>The chosen trial is marked ★. Only the columns that matter "
+        "for each stage are shown; leaderboard.csv in the run directory has every column.</p>" + boards
+    )
+    problems = "".join(f"<li>{html.escape(str(p))}</li>" for p in profile.get("problems", []))
+    if problems:
+        sections.append(f"<h2 id=data>Data problems</h2><ul class=problems>{problems}</ul>")
+    skipped = profile.get("skipped", [])
+    if skipped:
+        rows = "".join(
+            f"<tr><td>{html.escape(str(s.get('path')))}</td><td>{html.escape(str(s.get('reason')))}</td></tr>"
+            for s in skipped[:200]
+        )
+        sections.append(
+            f"<h2 id=skipped>Skipped files ({len(skipped)})</h2><div class=scroll><table class=board><thead><tr>"
+            f"<th>file</th><th>why</th></tr></thead><tbody>{rows}</tbody></table></div>"
+            + ("<p class=muted>The first 200 are listed; skipped.csv has all.</p>" if len(skipped) > 200 else "")
+        )
+    links = [("classes", "Per class"), ("wrong", "Mistakes"), ("search", "Search"), ("leaderboard", "Leaderboard")]
+    nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in links if f"id={a}" in "".join(sections))
+    summary = pipeline_spec.get("summary") or "(no description in the checkpoint)"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>autotransfer report</title><link rel="icon" href="data:,"><style>{CSS}</style></head>
+<body><main>
+<h1>autotransfer fit report</h1>
+<div class=sub>{html.escape(str(profile.get("root") or (out or "")))}</div>
+<nav>{nav}</nav>
+<div class=chosen-box><div class=label>chosen pipeline</div><b>{html.escape(str(summary))}</b></div>
+<div class=cards>{card_html}</div>
+<table class=facts>{fact_rows}</table>
+{"".join(sections)}
+<footer>Written by autotransfer. Everything in this page is in the run directory: leaderboard.csv,
+predictions-val.csv{", predictions-test.csv" if predictions["test"] is not None else ""}, profile.json,
+skipped.csv and pipeline/.</footer>
+</main></body></html>"""
 
 
 def write_outputs(out: Path, records: list[dict], best: dict, pipeline, elapsed: float, budget: float) -> pd.DataFrame:
     """leaderboard.csv, skipped.csv (the files left out, and why) and report.html (written atomically)."""
-    frame = leaderboard(records, best, pipeline.spec["metrics"].get("test_accuracy"))
+    out = Path(out)
+    spec = getattr(pipeline, "spec", {}) or {}
+    frame = leaderboard(records, best, (spec.get("metrics") or {}).get("test_accuracy"))
     write_text_atomic(out / "leaderboard.csv", frame.to_csv(index=False))
     profile = {}
     if (out / "profile.json").exists():
-        import json
-
-        profile = json.loads((out / "profile.json").read_text())
+        try:
+            profile = json.loads((out / "profile.json").read_text())
+        except (OSError, ValueError) as error:
+            log.warning("report: profile.json unreadable (%s)", error)
     skipped = pd.DataFrame(profile.get("skipped", []), columns=["path", "reason"])
     write_text_atomic(out / "skipped.csv", skipped.to_csv(index=False))
-    write_text_atomic(out / "report.html", render_html(frame, profile, pipeline.spec, elapsed))
+    write_text_atomic(out / "report.html", render_html(frame, profile, spec, elapsed, budget, out))
     return frame

@@ -2,10 +2,50 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 from rich.console import Console
 from rich.table import Table
 
 _BARS = " ▁▂▃▄▅▆▇█"
+
+
+def is_missing(value) -> bool:
+    """None, NaN, pandas' NA/NaT: a cell with nothing in it. Never evaluates ``v != v`` on ``pd.NA``,
+    whose truth value is ambiguous (a fine-tuning trial that was queued but never ran has NA cells)."""
+    if value is None:
+        return True
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        return math.isnan(float(value))
+    if isinstance(value, (str, bytes, list, tuple, dict)):
+        return False
+    try:
+        import pandas as pd
+
+        missing = pd.isna(value)
+    except (TypeError, ValueError):
+        return False
+    return missing is True or (type(missing).__name__ == "bool_" and bool(missing))
+
+
+def cell_text(value, digits: int = 3) -> str:
+    """A table cell: empty when missing, floats rounded, everything else as ``str``."""
+    if is_missing(value):
+        return ""
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        return f"{float(value):.{digits}f}"
+    return str(value)
+
+
+def frame_table(frame, title: str) -> Table:
+    """A pandas DataFrame as a rich Table (missing cells empty, floats to 3 decimals)."""
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(str(column), no_wrap=column in ("backbone", "tap"))
+    for row in frame.itertuples(index=False):
+        table.add_row(*(cell_text(v) for v in row))
+    return table
 
 
 def sparkline(values: list[float]) -> str:

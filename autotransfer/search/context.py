@@ -24,6 +24,10 @@ class RunContext:
     deadline: Deadline = field(init=False)
     datasets: dict[int, Dataset] = field(default_factory=dict)
     extract_seconds: dict[str, float] = field(default_factory=dict)  # per Candidate.pair
+    backbones: tuple[str, ...] = ()  # the space's, or what `auto` chose (search/auto_space.py)
+    resolutions: tuple[int, ...] = ()
+    auto: dict = field(default_factory=dict)  # AutoChoice.to_json() when the space left anything to `auto`
+    objective: dict = field(default_factory=dict)  # search/objective.py: metric, why, class weights, CV folds
 
     def __post_init__(self) -> None:
         self.deadline = Deadline(self.settings.time_budget, self.settings.start)

@@ -51,6 +51,7 @@ class FinetunePlan:
     candidates: list[Candidate]
     ranges: dict[str, Range]
     prior: dict
+    objective: dict  # search/objective.py: metric, class weights, CV folds
 
 
 class FinetuneBackend(Protocol):
@@ -123,6 +124,8 @@ def seed_trials(study: optuna.Study, space: SearchSpace, plan: FinetunePlan) -> 
             ratio = float(np.sqrt(np.prod(prior.get("backbone_lr_ratio", [0.01, 0.1]))))
             params["backbone_lr_ratio"] = clip("backbone_lr_ratio", ratio)
             params["layer_decay"] = clip("layer_decay", float(np.mean(prior.get("layer_decay", [0.8, 0.9]))))
+        if len(plan.objective["class_weights"]) > 1:  # imbalanced: the seeds weight the classes
+            params["class_weight"] = "balanced"
         study.enqueue_trial(params, user_attrs={"seeded_by": "profile prior"}, skip_if_exists=True)
 
 
@@ -199,7 +202,7 @@ class OptunaBackend:
 
     def _objective(self, trial: optuna.Trial, best: dict | None, asked: dict) -> float:
         space = self.context.settings.space
-        params = suggest(trial, space, self.plan.candidates, self.plan.ranges)
+        params = suggest(trial, space, self.plan.candidates, self.plan.ranges, self.plan.objective["class_weights"])
         asked.update(number=trial.number, params=params)
         tic = time.perf_counter()
         try:
@@ -231,7 +234,10 @@ class OptunaBackend:
         candidate = Candidate.parse(params["candidate"])
         dataset = context.dataset(candidate.resolution)
         backbone = context.backbone(candidate.backbone)
-        config = config_for(params, context.settings.space, len(backbone.depth_groups), context.settings.seed)
+        metric = self.plan.objective["metric"]
+        config = config_for(
+            params, context.settings.space, len(backbone.depth_groups), context.settings.seed, None, metric
+        )
         attrs = {
             "backbone": candidate.backbone,
             "resolution": candidate.resolution,
@@ -240,24 +246,25 @@ class OptunaBackend:
             "strategy": params["strategy"],
             "freeze_groups": config.freeze_groups,
             "n_groups": len(backbone.depth_groups),
+            "metric": metric,
             "worker": worker_name(),  # host:pid, so a shared study shows who ran what
         }
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         folder = context.out / "trials" / f"{trial.number:04d}"
         trial.set_user_attr("checkpoint_dir", str(folder))
-        progress = {"best": 0.0, "tic": time.perf_counter()}
+        progress = {"best": -float("inf"), "tic": time.perf_counter()}
         reserve = context.reserve(best)
 
-        def report(epoch: int, accuracy: float) -> None:
-            if accuracy > progress["best"]:  # as the trainer keeps it: the first epoch with the best accuracy
-                progress["best"] = accuracy
+        def report(epoch: int, value: float) -> None:
+            if value > progress["best"]:  # as the trainer keeps it: the first epoch with the best score
+                progress["best"] = value
                 trial.set_user_attr("best_epoch", epoch)
             per_epoch = (time.perf_counter() - progress["tic"]) / (epoch + 1)
-            trial.set_user_attr("best_val_accuracy", progress["best"])
+            trial.set_user_attr("best_val_score", progress["best"])
             trial.set_user_attr("epoch_seconds", per_epoch)
             trial.set_user_attr("epochs_run", epoch + 1)
-            trial.report(accuracy, epoch + 1)
+            trial.report(value, epoch + 1)
             if trial.should_prune():
                 raise TrialPruned(f"pruned after epoch {epoch + 1}")
             if not planner.next_epoch_fits(context.deadline.left(), reserve, per_epoch):
@@ -265,7 +272,8 @@ class OptunaBackend:
 
         result = finetune(dataset, backbone, config, report=report, device=context.device, checkpoint_dir=folder)
         trial.set_user_attr("best_epoch", result.best_epoch)
-        return result.best_val_accuracy
+        trial.set_user_attr("best_val_accuracy", result.best_val_accuracy)
+        return result.best_val_score
 
 
 def retry_later(study: optuna.Study, asked: dict) -> None:

@@ -11,6 +11,19 @@ SAVE_SECONDS = 8.0  # writing the checkpoint, leaderboard and report, measured a
 PROBE_SECONDS = 5.0  # fitting the linear heads of one (backbone, resolution) on cached features
 CHEAP_SHARE_BEFORE_FINETUNING = 0.5  # of the budget, when the profile's first strategy is a fine-tuning one
 TRAIN_STEP_FORWARDS = 3.0  # a training step costs about three forward passes (forward + backward)
+PROBE_OVERHEAD = 2.0  # a (backbone, resolution) of the cheap stage costs about twice its extraction (scores, probes)
+
+
+def extraction_seconds(seconds_per_image: float, measured_at: int, resolution: int, n_images: int) -> float:
+    """Forward passes over ``n_images`` at ``resolution`` px, from a throughput measured at ``measured_at`` px
+    (cost grows with the pixel count)."""
+    return seconds_per_image * (resolution / measured_at) ** 2 * n_images
+
+
+def pair_seconds(extraction: float, corrections: list[float]) -> float:
+    """A cheap-stage pair: its extraction times ``PROBE_OVERHEAD``, or times the mean ratio of actual to
+    estimated cost of the pairs already probed in this run (``corrections``), which tracks the load."""
+    return extraction * (sum(corrections) / len(corrections) if corrections else PROBE_OVERHEAD)
 
 
 def minimum_budget(elapsed: float, extract_seconds: float) -> float:

@@ -58,15 +58,32 @@ def _record_probe_rows(study: optuna.Study, context: RunContext, name: str, reso
             "tap": row["tap"],
             "head": row["probe_head"],
             "C": row["probe_C"],
+            "class_weight": row["probe_class_weight"] or "none",
+            "val_accuracy": row["probe_accuracy"],
+            "metric": context.objective["metric"],
             "logme": row["logme"],
             "knn": row["knn"],
             "seconds": row["extract_seconds"] + row["score_seconds"] + row["probe_seconds"],
             "extract_seconds_pair": row["extract_seconds"] * len(rows),
         }
-        study.add_trial(optuna.trial.create_trial(value=row["probe_accuracy"], user_attrs=attrs))
+        study.add_trial(optuna.trial.create_trial(value=row["probe_score"], user_attrs=attrs))
         log.info(
-            "probe %s: val %.4f (%s, C=%g)", candidate.key, row["probe_accuracy"], row["probe_head"], row["probe_C"]
+            "probe %s: val %s %.4f (%s, C=%g)",
+            candidate.key,
+            attrs["metric"],
+            row["probe_score"],
+            row["probe_head"],
+            row["probe_C"],
         )
+
+
+def _extraction_estimate(context: RunContext, name: str, resolution: int) -> float | None:
+    """Seconds to extract ``name``'s features at ``resolution`` from its throughput measured by `auto`."""
+    per_image = context.auto.get("seconds_per_image", {}).get(name)
+    if per_image is None:
+        return None
+    n_images = len(context.dataset(resolution))
+    return planner.extraction_seconds(per_image, context.auto["profile_resolution"], resolution, n_images)
 
 
 def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bool) -> None:
@@ -78,14 +95,22 @@ def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bo
     space, deadline = context.settings.space, context.deadline
     done = _probed_pairs(study)
     failed = {t.user_attrs.get("pair") for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    objective = context.objective
     config = RankingConfig(
-        heads=space.probe_heads, c_grid=space.c_grid, seed=context.settings.seed, probe_top=space.probe_top_taps
+        heads=space.probe_heads,
+        c_grid=space.c_grid,
+        seed=context.settings.seed,
+        probe_top=space.probe_top_taps,
+        metric=objective["metric"],
+        class_weights=tuple(None if w == "none" else w for w in objective["class_weights"]),
+        cv_folds=objective["cv_folds"],
     )
-    pairs = [(r, b) for r in sorted(space.resolutions) for b in space.backbones]
+    pairs = [(r, b) for r in sorted(context.resolutions) for b in context.backbones]
     share = planner.cheap_share(finetune_first)
     context.progress.stage("probes", total=len(pairs))
     per_pixel: list[float] = []  # seconds / resolution^2 of each pair probed in this run
     skipped: list[str] = []  # pairs another worker sharing the storage probes
+    corrections: list[float] = []  # actual / estimated seconds of each pair probed in this run
     for resolution, name in pairs:
         pair = f"{name}@{resolution}"
         if pair in failed or pair in done:
@@ -94,7 +119,11 @@ def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bo
                 context.extract_seconds[pair] = measured
             context.progress.step(f"{pair} (done before)")
             continue
-        expected = float(np.mean(per_pixel)) * resolution**2 if per_pixel else 0.0
+        extraction = _extraction_estimate(context, name, resolution)
+        if extraction is not None:  # the backbone's throughput was measured here (auto): the first pair too
+            expected = planner.pair_seconds(extraction, corrections)
+        else:
+            expected = float(np.mean(per_pixel)) * resolution**2 if per_pixel else 0.0
         if not planner.probe_pair_fits(deadline.left(), context.reserve(None), expected):
             log.info("time budget: cheap stage stops before %s (about %s)", pair, format_duration(expected))
             break
@@ -122,6 +151,8 @@ def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bo
             probed = _probe_pair(study, context, config, name, resolution)
         if probed:
             per_pixel.append((time.perf_counter() - tic) / resolution**2)
+            if extraction:
+                corrections.append((time.perf_counter() - tic) / extraction)
         context.progress.step(pair if probed else f"{pair} failed")
     for pair in skipped:
         _wait_for(study, context, config, pair)

@@ -1,7 +1,8 @@
 """Trial records and the choice of the best one: pure functions of the studies' trials.
 
 A record is one flat dict per finished trial of either stage: ``stage``, ``trial``, ``status``, the
-trial's parameters and attributes, and ``val_accuracy`` (a pruned trial's best epoch counts).
+trial's parameters and attributes, ``val_score`` (the run's metric, what the choice maximises; a
+pruned trial's best epoch counts) and ``val_accuracy``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ def trial_records(stage: str, study: optuna.Study) -> list[dict]:
         if state == "running":
             continue
         row = {"stage": stage, "trial": t.number, "status": state, **t.params, **t.user_attrs}
-        row["val_accuracy"] = t.value if t.value is not None else t.user_attrs.get("best_val_accuracy")
+        score = t.value if t.value is not None else t.user_attrs.get("best_val_score")
+        row["val_score"] = score if score is not None else t.user_attrs.get("best_val_accuracy")  # older studies
+        accuracy = t.user_attrs.get("val_accuracy", t.user_attrs.get("best_val_accuracy"))
+        row["val_accuracy"] = accuracy if accuracy is not None else row["val_score"]
         rows.append(row)
     return rows
 
@@ -33,17 +37,17 @@ def records(studies: Studies) -> list[dict]:
 
 def usable(record: dict) -> bool:
     """A record the final pipeline can be built from: scored, and (fine-tuning) with its weights on disk."""
-    if record["val_accuracy"] is None or record["status"] not in ("complete", "pruned"):
+    if record["val_score"] is None or record["status"] not in ("complete", "pruned"):
         return False
     return record["stage"] == "probe" or Path(record.get("checkpoint_dir", "-"), "best.json").exists()
 
 
 def best_record(rows: list[dict]) -> dict | None:
-    """The best validation accuracy; among equals the cheaper to run, decided by the trials' settings
+    """The best validation score; among equals the cheaper to run, decided by the trials' settings
     (never by their wall time, so the same seed picks the same pipeline): a probe before a fine-tuned
     network, smaller inputs, then the earlier trial (for probes, the shallower tap)."""
     return max(
         (r for r in rows if usable(r)),
-        key=lambda r: (r["val_accuracy"], r["stage"] == "probe", -r.get("resolution", 0), -r["trial"]),
+        key=lambda r: (r["val_score"], r["stage"] == "probe", -r.get("resolution", 0), -r["trial"]),
         default=None,
     )

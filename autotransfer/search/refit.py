@@ -43,7 +43,10 @@ def probe_model(context: RunContext, best: dict, splits: tuple[str, ...]) -> Fin
     backbone = context.backbone(best["backbone"])
     features = np.asarray(extract_features(dataset, backbone, [best["tap"]], show_progress=False)[best["tap"]])
     rows = np.concatenate([dataset.indices(s) for s in splits])
-    head = make_head(best["head"], best["C"], seed=context.settings.seed, shape=features[rows].shape)
+    weight = None if best.get("class_weight", "none") == "none" else best["class_weight"]
+    head = make_head(
+        best["head"], best["C"], class_weight=weight, seed=context.settings.seed, shape=features[rows].shape
+    )
     head.fit(features[rows], dataset.labels[rows])
     model = TransferModel(backbone, best["tap"], len(dataset.classes)).set_linear_head(head)
     device = next(backbone.model.parameters()).device
@@ -67,9 +70,9 @@ def refit_finetune(context: RunContext, best: dict) -> FinalModel:
     backbone = context.backbone(best["backbone"])
     params = {k: best[k] for k in HYPERPARAMETERS if k in best and _present(best[k])}
     settings = context.settings
-    config = config_for(
-        params, settings.space, len(backbone.depth_groups), settings.seed, epochs=int(best.get("best_epoch", 0)) + 1
-    )
+    epochs = int(best.get("best_epoch", 0)) + 1
+    metric = context.objective["metric"]
+    config = config_for(params, settings.space, len(backbone.depth_groups), settings.seed, epochs, metric)
     config = replace(config, keep="last", patience=config.epochs)
     model = finetune(replace(dataset, splits=splits), backbone, config, device=context.device).model
     return FinalModel(model, backbone, refit=True)
@@ -118,7 +121,9 @@ def to_pipeline(context: RunContext, best: dict, final: FinalModel, metrics: dic
 def build_pipeline(context: RunContext, best: dict) -> tuple[Pipeline, bool]:
     """The final pipeline (metrics included) and whether it was refit on train+val."""
     final = final_model(context, best)
-    metrics = {"val_accuracy": best["val_accuracy"], "refit_on_train_val": final.refit}
+    objective = context.objective
+    metrics = {"metric": objective["metric"], "metric_reason": objective["reason"], "val_score": best["val_score"],
+               "val_accuracy": best["val_accuracy"], "refit_on_train_val": final.refit}  # fmt: skip
     pipeline = to_pipeline(context, best, final, metrics)
     dataset = context.dataset(best["resolution"])
     if len(dataset.indices("val")):

@@ -12,31 +12,37 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pandas as pd
-import torch
 
 from autotransfer.budget import format_duration
+from autotransfer.data.sources import index_dataset
 from autotransfer.deploy.pipeline import Pipeline
 from autotransfer.errors import AutoTransferError
 from autotransfer.files import disk_full_error, is_disk_full, write_text_atomic
 from autotransfer.report.outputs import write_outputs
 from autotransfer.report.progress import Progress
+from autotransfer.runtime import default_device, tune_allocator
 from autotransfer.search import planner
+from autotransfer.search.auto_space import SAMPLE, native_side, resolve_auto, seconds_per_image
 from autotransfer.search.context import RunContext
 from autotransfer.search.finetune_stage import FinetunePlan, OptunaBackend, choose_candidates, prior_ranges
+from autotransfer.search.objective import decide_objective
+from autotransfer.search.placement import corrected_prior, measured_placement, pixel_baseline
 from autotransfer.search.probe_stage import finetune_first, run_probe_stage
-from autotransfer.search.records import best_record, records
+from autotransfer.search.records import best_record, records, trial_records
 from autotransfer.search.refit import build_pipeline
 from autotransfer.search.run_dir import RunDirectory
 from autotransfer.search.settings import SearchSettings
 from autotransfer.search.storage import Studies, open_storage, open_studies, retry_interrupted_trials, write_once
-from autotransfer.transfer.profile import profile_dataset
+from autotransfer.transfer.profile import profile_dataset, profile_resolution
+
+PLACEMENT_SECONDS = 5.0  # the pixel baseline: a logistic regression on grey thumbnails
+PROFILE_SAMPLE = 256  # images the profiler measures (profile_dataset's default sample_size)
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +67,11 @@ def run(data: str | Path, settings: SearchSettings, progress: Progress | None = 
     Raises AutoTransferError for anything a user can fix (bad data, a budget too small, a run
     directory holding another search); finished trials are kept in the storage either way.
     """
+    tune_allocator()  # glibc malloc without mmap churn: 1.8-2.3x faster CPU extraction (benchmarks/features.py)
     progress = progress or Progress(settings.time_budget, verbose=0, start=settings.start)
     context = RunContext(Path(data), settings, progress)
     identity = {"data": str(context.data.resolve()), "space": settings.space.to_json(), "seed": settings.seed,
-                "val_fraction": settings.val_fraction}  # fmt: skip
+                "val_fraction": settings.val_fraction, "metric": settings.metric}  # fmt: skip
     run_dir = RunDirectory(settings.out, identity)
     started = False
     try:
@@ -91,11 +98,44 @@ def _open(context: RunContext, run_dir: RunDirectory) -> Studies:
     if run_dir.sole_owner and not settings.storage:
         retry_interrupted_trials(studies.finetune)
     resumed = len(studies.probes.trials) + len(studies.finetune.trials)
+    choose_space(context, studies)
+    choose_objective(context, studies)
     if resumed:
         log.info("resuming: %d trial(s) already in the study", resumed)
     else:
         check_minimum_budget(context)
     return studies
+
+
+def choose_objective(context: RunContext, studies: Studies) -> None:
+    """The metric, class weighting and probe selection of this run (once per study)."""
+    if "objective" not in studies.probes.user_attrs:
+        dataset = context.dataset(min(context.resolutions))
+        train = dataset.labels[dataset.indices("train")]
+        studies.probes.set_user_attr("objective", decide_objective(context.settings.metric, train, dataset.classes))
+    context.objective = studies.probes.user_attrs["objective"]
+    log.info("metric: %s", context.objective["reason"])
+
+
+def choose_space(context: RunContext, studies: Studies) -> None:
+    """The backbones and resolutions of this run: the space's, or what `auto` picks (once per study,
+    so a resumed run or another worker keeps the same choice)."""
+    space = context.settings.space
+    if space.backbones and space.resolutions:
+        context.backbones, context.resolutions = space.backbones, space.resolutions
+        return
+    if "auto" not in studies.probes.user_attrs:
+        context.progress.stage("profile", detail="choosing backbones and resolutions for this data and machine")
+        index = index_dataset(context.data)
+        native = native_side(index.paths, seed=context.settings.seed)
+        first = profile_resolution([native], device=context.device or default_device())
+        dataset = context.dataset(first)
+        choice = resolve_auto(space.backbones, space.resolutions, np.asarray(dataset.images[:SAMPLE]), native,
+                              len(dataset), context.deadline.left(), context.device or default_device())  # fmt: skip
+        studies.probes.set_user_attr("auto", choice.to_json())
+    context.auto = studies.probes.user_attrs["auto"]
+    context.backbones = tuple(context.auto["backbones"])
+    context.resolutions = tuple(context.auto["resolutions"])
 
 
 def _stages(context: RunContext, studies: Studies) -> SearchResult:
@@ -104,9 +144,11 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
     log.info("profile: %s", profile.get("rationale", ""))
     prior = profile.get("prior", {})
     run_probe_stage(studies.probes, context, finetune_first(space.strategies, space.max_trials, prior))
+    prior = corrected_prior(profile, placement_stage(context, studies, profile))
     probed = studies.probes.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if space.finetune_strategies and space.max_trials and probed:
-        plan = FinetunePlan(studies, choose_candidates(studies, space.candidates), prior_ranges(space, prior), prior)
+        candidates = choose_candidates(studies, space.candidates)
+        plan = FinetunePlan(studies, candidates, prior_ranges(space, prior), prior, context.objective)
         backend_for(context.settings.backend).run(plan, context)
     rows = records(studies)
     best = best_record(rows)
@@ -116,7 +158,7 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
                                 "run the same command again to continue).")  # fmt: skip
 
     def write() -> tuple[Pipeline, bool]:
-        log.info("final pipeline: from %s trial %s (val %.4f)", best["stage"], best["trial"], best["val_accuracy"])
+        log.info("final pipeline: from %s trial %s (val %.4f)", best["stage"], best["trial"], best["val_score"])
         context.progress.stage("refit", detail=f"{best['stage']} trial {best['trial']}")
         pipeline, refit = build_pipeline(context, best)
         context.progress.stage("save")
@@ -130,6 +172,24 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
         pipeline, refit = write()
     board = write_outputs(context.out, rows, best, pipeline, context.deadline.elapsed(), context.deadline.seconds)
     return SearchResult(pipeline, board, profile, context.out, best, refit, context.deadline.elapsed(), rows)
+
+
+def placement_stage(context: RunContext, studies: Studies, profile: dict) -> dict | None:
+    """Where the probes place the data (search/placement.py), saved in ``profile.json`` next to the
+    a-priori placement; computed once per run directory, and only when the budget leaves room."""
+    if "measured" in profile:
+        return profile["measured"]
+    if context.deadline.left() < context.reserve(None) + PLACEMENT_SECONDS:
+        return None
+    dataset = context.dataset(min(context.resolutions))
+    pixels = pixel_baseline(dataset, context.objective["metric"], context.settings.seed)
+    placement = measured_placement(profile, trial_records("probe", studies.probes), pixels)
+    if placement is not None:
+        profile["measured"] = placement
+        write_text_atomic(context.out / "profile.json", json.dumps(profile, indent=2, default=str))
+        log.info("measured placement: %s (a priori %s): %s", placement["quadrant"], placement["a_priori"],
+                 placement["rationale"])  # fmt: skip
+    return placement
 
 
 def backend_for(name: str):
@@ -147,9 +207,15 @@ def profile_stage(context: RunContext) -> dict:
     if path.exists():
         return json.loads(path.read_text())
     context.progress.stage("profile")
-    dataset = context.dataset(min(context.settings.space.resolutions))
+    resolution = context.auto.get("profile_resolution") or profile_resolution(
+        context.data, device=context.device or default_device(), choices=context.resolutions
+    )
+    dataset = context.dataset(resolution)
     result = profile_dataset(dataset, backbone=context.settings.profile_backbone, seed=context.settings.seed,
                              show_progress=False).to_json()  # fmt: skip
+    result["resolution"] = dataset.recipe.size
+    if context.auto:
+        result["auto"] = context.auto
     write_text_atomic(path, json.dumps(result, indent=2, default=str))
     return result
 
@@ -157,15 +223,15 @@ def profile_stage(context: RunContext) -> dict:
 def check_minimum_budget(context: RunContext) -> None:
     """Fail early, naming the minimum, when not even one probe plus saving fits in the budget."""
     settings = context.settings
-    dataset = context.dataset(min(settings.space.resolutions))
-    backbone = context.backbone(settings.space.backbones[0])
-    sample = torch.from_numpy(np.array(dataset.images[:16])).permute(0, 3, 1, 2).float()
-    with torch.inference_mode():
-        backbone.model.eval()(sample)  # warm-up
-        tic = time.perf_counter()
-        backbone.model(sample)
-    extract = (time.perf_counter() - tic) / len(sample) * len(dataset)
-    needed = planner.minimum_budget(context.deadline.elapsed(), extract)
+    dataset = context.dataset(min(context.resolutions))
+    name = context.backbones[0]
+    per_image = context.auto.get("seconds_per_image", {}).get(name)
+    if per_image is None:
+        per_image = seconds_per_image(name, np.asarray(dataset.images[:SAMPLE]), context.device or default_device())
+    measured_at = context.auto.get("profile_resolution", dataset.recipe.size)
+    extraction = planner.extraction_seconds(per_image, measured_at, dataset.recipe.size, len(dataset))
+    profiling = 0.0 if (context.out / "profile.json").exists() else extraction * min(1.0, PROFILE_SAMPLE / len(dataset))
+    needed = planner.minimum_budget(context.deadline.elapsed(), profiling + planner.pair_seconds(extraction, []))
     if needed > settings.time_budget:
         raise AutoTransferError(
             f"The time budget ({format_duration(settings.time_budget)}) is too small for {len(dataset)} "

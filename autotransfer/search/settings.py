@@ -1,6 +1,5 @@
-"""The parameters of one run, and their defaults, written once: the API's constructor, the CLI's
-options and the search all read ``RunOptions``; ``SearchSettings`` is the validated form a run uses.
-"""
+"""``SearchSettings``: the validated form of a run's ``RunOptions`` (autotransfer/options.py, where
+every parameter and default is written once), as the search uses it."""
 
 from __future__ import annotations
 
@@ -14,46 +13,9 @@ import optuna
 
 from autotransfer.budget import parse_duration
 from autotransfer.errors import AutoTransferError
+from autotransfer.options import BACKENDS, DEFAULTS, RunOptions
 from autotransfer.search.space import SearchSpace, load_search_space
-from autotransfer.transfer.profile import DEFAULT_BACKBONE as DEFAULT_PROFILE_BACKBONE
-
-BACKENDS = ("optuna", "ray")
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """What a user may set for a run, with the defaults (the CLI's ``--time-budget`` … and the API's arguments).
-
-    Attributes
-    ----------
-    time_budget : wall-clock budget for everything, saving included: ``"90s"``, ``"10m"`` or seconds.
-    search_space : a built-in space (``fast``, ``default``, ``thorough``) or a YAML file.
-    backend : ``optuna`` (trials in this process) or ``ray`` (Ray Tune, local or ``ray_address``).
-    out : the run directory; ``None``: ``runs/<timestamp>``.
-    storage : an Optuna storage URL shared by workers (``postgresql://…``); ``None``: SQLite in ``out``.
-    seed : seeds the split, the sampler and every trial.
-    val_fraction : share of each class held out for validation when the data has no ``val`` split.
-    device : ``cpu``, ``cuda``, ``cuda:1``; ``None``: CUDA when present.
-    ray_address : an existing Ray cluster (``ray://host:10001`` or ``auto``); ``None``: a local Ray.
-    cpus_per_trial, gpus_per_trial : Ray resources of one fine-tuning trial (fractions allowed).
-    profile_backbone : the backbone whose layers the profiler measures.
-    """
-
-    time_budget: str | float = "10m"
-    search_space: str | os.PathLike = "default"
-    backend: str = "optuna"
-    out: str | os.PathLike | None = None
-    storage: str | None = None
-    seed: int = 0
-    val_fraction: float = 0.2
-    device: str | None = None
-    ray_address: str | None = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    profile_backbone: str = DEFAULT_PROFILE_BACKBONE
-
-
-DEFAULTS = RunOptions()
+from autotransfer.transfer.metrics import check_metric
 
 
 @dataclass
@@ -73,6 +35,7 @@ class SearchSettings:
     cpus_per_trial: float = DEFAULTS.cpus_per_trial
     gpus_per_trial: float = DEFAULTS.gpus_per_trial
     profile_backbone: str = DEFAULTS.profile_backbone
+    metric: str = DEFAULTS.metric
     sampler: optuna.samplers.BaseSampler | None = None
     pruner: optuna.pruners.BasePruner | None = None
     start: float = field(default_factory=time.monotonic)
@@ -108,6 +71,7 @@ def resolve_settings(
         cpus_per_trial=options.cpus_per_trial,
         gpus_per_trial=options.gpus_per_trial,
         profile_backbone=options.profile_backbone,
+        metric=check_metric(options.metric) if options.metric != "auto" else "auto",
         sampler=sampler,
         pruner=pruner,
         start=start if start is not None else time.monotonic(),

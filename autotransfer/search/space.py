@@ -19,6 +19,7 @@ from autotransfer.transfer.strategies import FINETUNE_STRATEGIES, STRATEGIES
 
 SPACES_DIR = Path(__file__).resolve().parent / "spaces"
 AUGMENTATIONS = ("none", "flip", "randaugment")
+AUTO = "auto"  # backbones / resolutions chosen from the data, the machine and the budget (search/auto_space.py)
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,8 @@ class Range:
 @dataclass(frozen=True)
 class SearchSpace:
     name: str
-    backbones: tuple[str, ...]
-    resolutions: tuple[int, ...]
+    backbones: tuple[str, ...]  # empty: auto
+    resolutions: tuple[int, ...]  # empty: auto
     strategies: tuple[str, ...]
     probe_heads: tuple[str, ...]
     c_grid: tuple[float, ...]
@@ -108,13 +109,14 @@ def load_search_space(name_or_path: str | os.PathLike = "default") -> SearchSpac
         for s, keys in (("probe", _PROBE_KEYS), ("finetune", _FINETUNE_KEYS), ("pruner", _PRUNER_KEYS))
     }
     probe, finetune, pruner = sections["probe"], sections["finetune"], sections["pruner"]
-    resolutions = check.choices("resolutions", merged["resolutions"], int, positive=True)
+    resolutions = merged["resolutions"]
+    resolutions = () if resolutions == AUTO else check.choices("resolutions", resolutions, int, positive=True)
     for size in resolutions:
         if not 16 <= size <= 1024:
             raise check.fail("resolutions", size, "each size must be 16..1024 pixels")
     return SearchSpace(
         name=path.stem,
-        backbones=check.choices("backbones", merged["backbones"], str),
+        backbones=() if merged["backbones"] == AUTO else check.choices("backbones", merged["backbones"], str),
         resolutions=resolutions,
         strategies=check.choices("strategies", merged["strategies"], str, tuple(STRATEGIES)),
         probe_heads=check.choices("probe.heads", probe["heads"], str, HEADS),

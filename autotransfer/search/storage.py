@@ -3,7 +3,7 @@
 SQLite in the run directory unless a URL is given (``postgresql://…`` for workers on several
 machines). Fine-tuning trials send heartbeats: a trial whose worker died (no heartbeat for
 ``GRACE_SECONDS``, or ``AUTOTRANSFER_HEARTBEAT_GRACE``) is failed by the next worker that asks for a
-trial and queued again with the same parameters by Optuna's ``RetryFailedTrialCallback``.
+trial and queued again with the same parameters by Optuna's ``RetryHeartbeatStaleTrialCallback``.
 
 Workers sharing a storage write one final pipeline between them: ``write_once`` runs the refit in
 the first worker that claims it (a trial of the ``final`` study, with heartbeats, so a claim whose
@@ -16,12 +16,14 @@ import logging
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from autotransfer.errors import AutoTransferError
@@ -48,22 +50,6 @@ def heartbeat_settings() -> tuple[int, int]:
     if grace < 2:
         raise AutoTransferError(f"{GRACE_ENV}={text!r}: the grace period must be at least 2 seconds.")
     return max(1, min(HEARTBEAT_SECONDS, grace // 4)), grace
-
-
-def _retry_callback():
-    """Optuna's callback that queues a dead worker's trial again (renamed in Optuna 4.9)."""
-    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
-    return (retry or optuna.storages.RetryFailedTrialCallback)(max_retry=MAX_RETRY)
-
-
-def _stale_trial_callback() -> dict:
-    import inspect
-
-    parameters = inspect.signature(optuna.storages.RDBStorage.__init__).parameters
-    name = (
-        "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in parameters else "failed_trial_callback"
-    )
-    return {name: _retry_callback()}
 
 
 def storage_url(url: str) -> str:
@@ -98,13 +84,15 @@ def open_storage(url: str | None, out: Path) -> optuna.storages.RDBStorage:
     heartbeat, grace = heartbeat_settings()
     for attempt in range(1, STORAGE_ATTEMPTS + 1):
         try:
-            return optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=heartbeat,
-                grace_period=grace,
-                **_stale_trial_callback(),
-                **kwargs,
-            )
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5; their API is settled
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url,
+                    heartbeat_interval=heartbeat,
+                    grace_period=grace,
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
+                    **kwargs,
+                )
         except Exception as error:  # sqlalchemy raises many types for a bad URL or an unreachable server
             # Two workers creating a new storage at once race on its schema (a UNIQUE constraint on
             # alembic_version): the loser finds the schema there when it tries again.
@@ -153,7 +141,9 @@ def retry_interrupted_trials(study: optuna.Study) -> None:
     Only for a run that owns its directory and storage (no other worker can be running them); with a
     shared storage, heartbeats find the dead workers' trials instead (``GRACE_SECONDS``).
     """
-    retry = _retry_callback()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(trial.number, state=TrialState.FAIL)
         retry(study, study.trials[trial.number])
@@ -173,7 +163,9 @@ def unfinished_trials(study: optuna.Study) -> tuple[int, int, int]:
 
 def fail_dead_workers_trials(study: optuna.Study) -> None:
     """Fail (and queue again) the RUNNING trials whose heartbeat stopped more than the grace period ago."""
-    optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 class WrittenByAnotherWorker(AutoTransferError):
@@ -218,7 +210,7 @@ def run_once(
 def claim_is_live(storage: optuna.storages.BaseStorage, name: str) -> bool:
     """Whether a worker holds the claim ``name`` now (dead workers' claims are failed first)."""
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True)
-    optuna.storages.fail_stale_trials(study)
+    fail_dead_workers_trials(study)
     return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 

@@ -23,6 +23,7 @@ HYPERPARAMETERS = (
     "freeze_fraction",
     "backbone_lr_ratio",
     "layer_decay",
+    "class_weight",
 )
 # What the pipeline records of the trial it came from: the searched values and what they resolved to.
 PIPELINE_HYPERPARAMETERS = (*HYPERPARAMETERS, "head", "C", "freeze_groups", "best_epoch")
@@ -34,8 +35,15 @@ def _suggest_range(trial, name: str, value: Range) -> float:
     return trial.suggest_float(name, value.low, value.high, log=value.log)
 
 
-def suggest(trial, space: SearchSpace, candidates: list[Candidate], ranges: dict[str, Range]) -> dict:
-    """Sample one fine-tuning configuration (conditional: freeze depth only where it applies)."""
+def suggest(
+    trial,
+    space: SearchSpace,
+    candidates: list[Candidate],
+    ranges: dict[str, Range],
+    class_weights: tuple[str, ...] = ("none",),
+) -> dict:
+    """Sample one fine-tuning configuration (conditional: freeze depth only where it applies; class
+    weighting only when ``class_weights`` offers a choice, i.e. on imbalanced data)."""
     params = {
         "candidate": trial.suggest_categorical("candidate", [c.key for c in candidates]),
         "strategy": trial.suggest_categorical("strategy", list(space.finetune_strategies)),
@@ -50,6 +58,8 @@ def suggest(trial, space: SearchSpace, candidates: list[Candidate], ranges: dict
     if strategy.tunes_backbone_lr:
         params["backbone_lr_ratio"] = _suggest_range(trial, "backbone_lr_ratio", ranges["backbone_lr_ratio"])
         params["layer_decay"] = _suggest_range(trial, "layer_decay", ranges["layer_decay"])
+    if len(class_weights) > 1:
+        params["class_weight"] = trial.suggest_categorical("class_weight", list(class_weights))
     return params
 
 
@@ -60,8 +70,11 @@ def frozen_groups(params: dict, n_groups: int) -> int:
     return min(n_groups - 1, max(1, round(params["freeze_fraction"] * n_groups)))
 
 
-def config_for(params: dict, space: SearchSpace, n_groups: int, seed: int, epochs: int | None = None) -> FinetuneConfig:
-    """The FinetuneConfig a trial's parameters describe, for a backbone of ``n_groups`` depth groups."""
+def config_for(
+    params: dict, space: SearchSpace, n_groups: int, seed: int, epochs: int | None = None, metric: str = "accuracy"
+) -> FinetuneConfig:
+    """The FinetuneConfig a trial's parameters describe, for a backbone of ``n_groups`` depth groups;
+    ``metric`` picks its best epoch."""
     augmentation = params.get("augmentation", "none")
     epochs = epochs or space.epochs
     return FinetuneConfig(
@@ -80,6 +93,8 @@ def config_for(params: dict, space: SearchSpace, n_groups: int, seed: int, epoch
         batch_size=space.batch_size,
         patience=max(2, space.epochs // 3),
         seed=seed,
+        class_weight=None if params.get("class_weight", "none") == "none" else params["class_weight"],
+        metric=metric,
     )
 
 
@@ -94,4 +109,6 @@ def describe(params: dict, n_groups: int | None = None) -> str:
         words.append(f"backbone LR ×{params['backbone_lr_ratio']:.3g}, layer decay {params['layer_decay']:.2f}")
     if params.get("augmentation", "none") != "none":
         words.append(f"augmentation {params['augmentation']}")
+    if params.get("class_weight", "none") != "none":
+        words.append(f"{params['class_weight']} class weights")
     return ", ".join(words)

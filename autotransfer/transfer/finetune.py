@@ -39,6 +39,8 @@ from autotransfer.files import replacing, write_text_atomic
 from autotransfer.models.features import extract_features, normalisation, outputs_until, pool, to_input
 from autotransfer.models.zoo import Backbone
 from autotransfer.runtime import autocast, bf16_supported, default_device
+from autotransfer.transfer.metrics import check_metric, class_weights
+from autotransfer.transfer.metrics import score as score_metric
 from autotransfer.transfer.probes import as_linear, fit_probe
 from autotransfer.transfer.strategies import get_strategy
 
@@ -81,6 +83,9 @@ class FinetuneConfig:
     cache_prefix: bool = True
     keep: str = "best"  # "best": the best validation epoch; "last": the final epoch (a refit on train+val)
     seed: int = 0
+    # "balanced": cross-entropy (and the LP-FT probe) weighted n / (K * count) per class (sklearn's weights)
+    class_weight: str | None = None
+    metric: str = "accuracy"  # what picks the best epoch (autotransfer.transfer.metrics.METRICS)
 
     def frozen_groups(self, n_groups: int) -> int:
         """Probes freeze every group, ``lp_ft``/``finetune_top`` the lowest ``freeze_groups``, the rest none."""
@@ -90,6 +95,7 @@ class FinetuneConfig:
         if self.epochs < 1 or self.batch_size < 1:
             raise AutoTransferError(f"epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size}).")
         get_strategy(self.strategy)  # raises for an unknown name
+        check_metric(self.metric)
         backbone.tap(self.tap)
         n = len(backbone.depth_groups)
         if not 0 <= self.freeze_groups <= n:
@@ -98,6 +104,8 @@ class FinetuneConfig:
             raise AutoTransferError("Learning rates must be positive, the ratio >= 0 and 0 < layer_decay <= 1.")
         if self.keep not in ("best", "last"):
             raise AutoTransferError(f"keep must be 'best' or 'last', got {self.keep!r}.")
+        if self.class_weight not in (None, "balanced"):
+            raise AutoTransferError(f"class_weight must be 'balanced' or None, got {self.class_weight!r}.")
         if self.optimizer not in ("adamw", "sgd"):
             raise AutoTransferError(f"Unknown optimizer {self.optimizer!r}.", fix="use adamw or sgd.")
         return self
@@ -111,6 +119,7 @@ class EpochRecord:
     val_accuracy: float
     seconds: float
     batch_size: int
+    val_score: float | None = None  # the config's metric on val (None in checkpoints of older versions)
 
 
 @dataclass
@@ -118,13 +127,14 @@ class FinetuneResult:
     """The trained model (best epoch) and how it got there."""
 
     model: TransferModel
-    best_val_accuracy: float
+    best_val_accuracy: float  # accuracy of the best epoch (chosen by ``best_val_score``)
     best_epoch: int
     history: list[EpochRecord]
     group_lrs: dict[str, float]
     used_cached_prefix: bool
     seconds: float
     config: dict = field(default_factory=dict)
+    best_val_score: float | None = None  # the config's metric at the best epoch
 
 
 class TransferModel(nn.Module):
@@ -317,10 +327,11 @@ def _randaugment(spec: str, mean: tuple[float, float, float]) -> Callable:
 
 
 def _evaluate(
-    model: nn.Module, batches: _Batches, labels: torch.Tensor, batch_size: int, device, use_bf16: bool
-) -> tuple[float, float]:
+    model: nn.Module, batches: _Batches, labels: torch.Tensor, batch_size: int, device, use_bf16: bool, metric: str
+) -> tuple[float, float, float]:
+    """Validation loss, accuracy and ``metric`` (higher is better)."""
     model.eval()
-    correct, total_loss = 0, 0.0
+    correct, total_loss, probabilities = 0, 0.0, []
     with torch.inference_mode(), autocast(device, use_bf16):
         for start in range(0, len(batches), batch_size):
             rows = np.arange(start, min(start + batch_size, len(batches)))
@@ -328,7 +339,13 @@ def _evaluate(
             target = labels[rows].to(device)
             total_loss += float(nn.functional.cross_entropy(logits, target, reduction="sum"))
             correct += int((logits.argmax(1) == target).sum())
-    return total_loss / max(len(batches), 1), correct / max(len(batches), 1)
+            probabilities.append(torch.softmax(logits, 1).cpu().numpy())
+    accuracy = correct / max(len(batches), 1)
+    if metric == "accuracy" or not probabilities:
+        return total_loss / max(len(batches), 1), accuracy, accuracy
+    proba = np.concatenate(probabilities)
+    value = score_metric(metric, labels.numpy(), proba, proba.shape[1])
+    return total_loss / max(len(batches), 1), accuracy, value
 
 
 def linear_probe_head(dataset: Dataset, backbone: Backbone, config: FinetuneConfig, device) -> nn.Linear:
@@ -341,7 +358,13 @@ def linear_probe_head(dataset: Dataset, backbone: Backbone, config: FinetuneConf
     )
     train, val = dataset.indices("train"), dataset.indices("val")
     probe = fit_probe(
-        features[train], dataset.labels[train], features[val], dataset.labels[val], heads=("torch",), seed=config.seed
+        features[train],
+        dataset.labels[train],
+        features[val],
+        dataset.labels[val],
+        heads=("torch",),
+        seed=config.seed,
+        class_weight=config.class_weight,
     ).model
     head = nn.Linear(features.shape[1], len(dataset.classes))
     weight, bias = as_linear(probe, len(dataset.classes))
@@ -369,46 +392,21 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict] | None
         return None
 
 
-def finetune(
-    dataset: Dataset,
-    backbone: Backbone,
-    config: FinetuneConfig = FinetuneConfig(),
-    *,
-    report: Callable[[int, float], None] | None = None,
-    device: torch.device | str | None = None,
-    min_batch_size: int = 4,
-    checkpoint_dir: Path | None = None,
-    resume: bool = False,
-    deadline: Deadline | None = None,
-) -> FinetuneResult:
-    """Train ``backbone`` on ``dataset`` (train split; selection on val) as ``config`` says.
+@dataclass
+class _Inputs:
+    """What an epoch reads: batches of train / val inputs (images, or the cached frozen prefix's output)."""
 
-    ``report(epoch, val_accuracy)`` is called after every epoch and may raise ``TrialPruned``.
-    Out-of-memory errors halve the batch size and retry the epoch (logged), down to ``min_batch_size``.
-    With ``checkpoint_dir`` progress and the best weights are saved there (JSON + safetensors);
-    ``resume`` continues after the last finished epoch from the best weights (the optimizer state
-    starts afresh); a run that had already finished returns the checkpointed model. With ``deadline``
-    training stops before an epoch that would not finish in the time left (the best epoch so far is kept).
-    """
-    start_time = time.perf_counter()
-    config = config.validate(backbone)
-    device = torch.device(device) if device is not None else default_device()
-    torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    wanted = device.type == "cuda" if config.bf16 == "auto" else bool(config.bf16)
-    use_bf16 = wanted and bf16_supported(device)
-    model = TransferModel(backbone, config.tap, len(dataset.classes)).to(device)
-    model.backbone.to(memory_format=torch.channels_last)
-    if get_strategy(config.strategy).starts_from_probe:
-        model.head.load_state_dict(linear_probe_head(dataset, backbone, config, device).state_dict())
-    _freeze(model, backbone, config)
-    groups, group_lrs = param_groups(model, backbone, config)
-    log.debug("learning rates: %s", ", ".join(f"{k} {v:.2e}" for k, v in group_lrs.items()))
+    train: _Batches
+    val: _Batches
+    labels_train: torch.Tensor
+    labels_val: torch.Tensor
+    prefix_units: list[str]  # skipped during training (their output is cached); empty when not cached
 
-    from timm.data import Mixup
-    from timm.optim import create_optimizer_v2
-    from timm.scheduler import create_scheduler_v2
 
+def _inputs(
+    dataset: Dataset, backbone: Backbone, model: TransferModel, config: FinetuneConfig, device, use_bf16
+) -> _Inputs:
+    """Train/val batches; with a frozen prefix and no augmentation, its output is computed once here."""
     train_rows, val_rows = dataset.indices("train"), dataset.indices("val")
     if len(val_rows) == 0:
         raise AutoTransferError(
@@ -430,16 +428,25 @@ def finetune(
         if not used_cache:
             log.info("cached prefix does not reproduce the full forward for %s; training without it", backbone.name)
     augment = _randaugment(config.randaugment, backbone.preprocess.mean) if config.randaugment else None
-    train_batches = _Batches(
+    train = _Batches(
         None if used_cache else train_images, cached_train if used_cache else None, mean, std, device, augment
     )
-    val_batches = _Batches(None if used_cache else val_images, cached_val if used_cache else None, mean, std, device)
+    val = _Batches(None if used_cache else val_images, cached_val if used_cache else None, mean, std, device)
     labels_train = torch.as_tensor(dataset.labels[train_rows])
     labels_val = torch.as_tensor(dataset.labels[val_rows])
+    return _Inputs(train, val, labels_train, labels_val, units if used_cache else [])
+
+
+def _optimisation(
+    groups: list[dict], config: FinetuneConfig, steps_per_epoch: int, train_labels: np.ndarray, n_classes: int, device
+):
+    """timm's optimizer and per-update cosine schedule, timm's Mixup (or None), and the loss (class-weighted
+    with ``config.class_weight="balanced"``: scikit-learn's n / (K * count) per class)."""
+    from timm.data import Mixup
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import create_scheduler_v2
 
     optimizer = create_optimizer_v2(groups, opt=config.optimizer, lr=config.head_lr, weight_decay=config.weight_decay)
-    batch_size = config.batch_size
-    steps_per_epoch = math.ceil(len(train_rows) / batch_size)
     scheduler, _ = create_scheduler_v2(
         optimizer,
         sched="cosine",
@@ -449,51 +456,104 @@ def finetune(
         step_on_epochs=False,
         updates_per_epoch=steps_per_epoch,
     )
-    mixup = (
-        Mixup(mixup_alpha=config.mixup, label_smoothing=config.label_smoothing, num_classes=len(dataset.classes))
-        if config.mixup > 0
-        else None
-    )
-    criterion = nn.CrossEntropyLoss(label_smoothing=0.0 if mixup else config.label_smoothing)
-    history: list[EpochRecord] = []
-    best = (-1.0, -1, None)
-    first_epoch = 0
+    mixup = None
+    if config.mixup > 0:
+        mixup = Mixup(mixup_alpha=config.mixup, label_smoothing=config.label_smoothing, num_classes=n_classes)
+    weight = None
+    if config.class_weight == "balanced":
+        weight = torch.as_tensor(class_weights(train_labels, n_classes), dtype=torch.float32, device=device)
+    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=0.0 if mixup else config.label_smoothing)
+    return optimizer, scheduler, mixup, criterion
+
+
+@dataclass
+class _Progress:
+    """Where training stands: epochs done, and the best epoch's accuracy, index and weights."""
+
+    history: list[EpochRecord] = field(default_factory=list)
+    best_score: float = -float("inf")
+    best_accuracy: float = -1.0
+    best_epoch: int = -1
+    best_state: dict | None = None
+    first_epoch: int = 0
+
+
+def _resumed(model: TransferModel, checkpoint_dir: Path | None, resume: bool) -> _Progress:
+    """The progress of an earlier run in ``checkpoint_dir`` (its best weights loaded), or a fresh start."""
     saved = load_checkpoint(checkpoint_dir) if (resume and checkpoint_dir is not None) else None
-    if saved is not None:
-        state, meta = saved
-        model.load_state_dict(state, strict=False)  # a cached-prefix run saved no (frozen) prefix tensors
-        history = [EpochRecord(**h) for h in meta["history"]]
-        best = (meta["val_accuracy"], meta["best_epoch"], state)
-        first_epoch = meta["last_epoch"] + 1
-        log.info(
-            "resumed from %s after epoch %d (best %.4f at epoch %d)",
-            checkpoint_dir,
-            meta["last_epoch"],
-            meta["val_accuracy"],
-            meta["best_epoch"],
-        )
-    updates = first_epoch * steps_per_epoch
+    if saved is None:
+        return _Progress()
+    state, meta = saved
+    model.load_state_dict(state, strict=False)  # a cached-prefix run saved no (frozen) prefix tensors
+    progress = _Progress(
+        [EpochRecord(**h) for h in meta["history"]], meta.get("val_score", meta["val_accuracy"]),
+        meta["val_accuracy"], meta["best_epoch"], state,
+        meta["last_epoch"] + 1,
+    )  # fmt: skip
+    log.info(
+        "resumed from %s after epoch %d (best %.4f at epoch %d)",
+        checkpoint_dir,
+        meta["last_epoch"],
+        meta["val_accuracy"],
+        meta["best_epoch"],
+    )
+    return progress
+
+
+def finetune(
+    dataset: Dataset,
+    backbone: Backbone,
+    config: FinetuneConfig = FinetuneConfig(),
+    *,
+    report: Callable[[int, float], None] | None = None,
+    device: torch.device | str | None = None,
+    min_batch_size: int = 4,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    deadline: Deadline | None = None,
+) -> FinetuneResult:
+    """Train ``backbone`` on ``dataset`` (train split; selection on val) as ``config`` says.
+
+    ``report(epoch, val_score)`` is called after every epoch (``config.metric`` on val: accuracy by
+    default; the best epoch is chosen by it) and may raise ``TrialPruned``.
+    Out-of-memory errors halve the batch size and retry the epoch (logged), down to ``min_batch_size``.
+    With ``checkpoint_dir`` progress and the best weights are saved there (JSON + safetensors);
+    ``resume`` continues after the last finished epoch from the best weights (the optimizer state
+    starts afresh); a run that had already finished returns the checkpointed model. With ``deadline``
+    training stops before an epoch that would not finish in the time left (the best epoch so far is kept).
+    """
+    start_time = time.perf_counter()
+    config = config.validate(backbone)
+    device = torch.device(device) if device is not None else default_device()
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    wanted = device.type == "cuda" if config.bf16 == "auto" else bool(config.bf16)
+    use_bf16 = wanted and bf16_supported(device)
+    model = TransferModel(backbone, config.tap, len(dataset.classes)).to(device)
+    model.backbone.to(memory_format=torch.channels_last)
+    if get_strategy(config.strategy).starts_from_probe:
+        model.head.load_state_dict(linear_probe_head(dataset, backbone, config, device).state_dict())
+    _freeze(model, backbone, config)
+    groups, group_lrs = param_groups(model, backbone, config)
+    log.debug("learning rates: %s", ", ".join(f"{k} {v:.2e}" for k, v in group_lrs.items()))
+    inputs = _inputs(dataset, backbone, model, config, device, use_bf16)
+    steps_per_epoch = math.ceil(len(inputs.labels_train) / config.batch_size)
+    optimizer, scheduler, mixup, criterion = _optimisation(
+        groups, config, steps_per_epoch, dataset.labels[dataset.indices("train")], len(dataset.classes), device
+    )
+    progress = _resumed(model, checkpoint_dir, resume)
+    updates = progress.first_epoch * steps_per_epoch
     scheduler.step_update(updates)
-    with skipped_prefix(model.backbone, units if used_cache else []), seeded_global_rngs(config.seed):
-        for epoch in range(first_epoch, config.epochs):
+    batch_size = config.batch_size
+    with skipped_prefix(model.backbone, inputs.prefix_units), seeded_global_rngs(config.seed):
+        for epoch in range(progress.first_epoch, config.epochs):
             tic = time.perf_counter()
             while True:
                 try:
                     train_loss, updates = _train_epoch(
-                        model,
-                        train_batches,
-                        labels_train,
-                        optimizer,
-                        scheduler,
-                        criterion,
-                        mixup,
-                        config,
-                        batch_size,
-                        rng,
-                        device,
-                        use_bf16,
-                        updates,
-                    )
+                        model, inputs.train, inputs.labels_train, optimizer, scheduler, criterion, mixup, config,
+                        batch_size, rng, device, use_bf16, updates,
+                    )  # fmt: skip
                     break
                 except (RuntimeError, MemoryError) as error:
                     if not _is_oom(error) or batch_size // 2 < min_batch_size:
@@ -502,39 +562,71 @@ def finetune(
                     log.warning("out of memory: epoch %d restarts with batch size %d", epoch, batch_size)
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
-            val_loss, val_accuracy = _evaluate(model, val_batches, labels_val, batch_size, device, use_bf16)
-            history.append(
-                EpochRecord(epoch, train_loss, val_loss, val_accuracy, time.perf_counter() - tic, batch_size)
+            val_loss, val_accuracy, val_score = _evaluate(
+                model, inputs.val, inputs.labels_val, batch_size, device, use_bf16, config.metric
             )
-            improved = val_accuracy > best[0] or config.keep == "last"
-            if improved:  # the skipped (frozen) prefix is not in this state: it does not change
-                best = (val_accuracy, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
-            if checkpoint_dir is not None:
-                save_checkpoint(
-                    checkpoint_dir,
-                    best[2] if improved else None,
-                    {
-                        "last_epoch": epoch,
-                        "best_epoch": best[1],
-                        "val_accuracy": best[0],
-                        "config": asdict(config),
-                        "history": [asdict(h) for h in history],
-                    },
-                )
-            if report is not None:
-                report(epoch, val_accuracy)
-            if epoch - best[1] >= config.patience:
-                log.info("early stop after epoch %d (best %.4f at epoch %d)", epoch, best[0], best[1])
+            seconds = time.perf_counter() - tic
+            record = EpochRecord(epoch, train_loss, val_loss, val_accuracy, seconds, batch_size, val_score)
+            progress.history.append(record)
+            if _after_epoch(model, config, progress, record, checkpoint_dir, report, deadline):
                 break
-            if deadline is not None and deadline.left() < history[-1].seconds and epoch + 1 < config.epochs:
-                log.info("time budget: stopped after epoch %d (best %.4f at epoch %d)", epoch, best[0], best[1])
-                break
-    missing, _ = model.load_state_dict(best[2], strict=False)
-    assert all(any(k.startswith(f"backbone.{u}.") for u in units) for k in missing), missing
+    missing, _ = model.load_state_dict(progress.best_state, strict=False)
+    assert all(any(k.startswith(f"backbone.{u}.") for u in inputs.prefix_units) for k in missing), missing
     model.eval()
     return FinetuneResult(
-        model, best[0], best[1], history, group_lrs, used_cache, time.perf_counter() - start_time, asdict(config)
+        model,
+        progress.best_accuracy,
+        progress.best_epoch,
+        progress.history,
+        group_lrs,
+        bool(inputs.prefix_units),
+        time.perf_counter() - start_time,
+        asdict(config),
+        progress.best_score,
     )
+
+
+def _after_epoch(
+    model: TransferModel,
+    config: FinetuneConfig,
+    progress: _Progress,
+    record: EpochRecord,
+    checkpoint_dir: Path | None,
+    report: Callable[[int, float], None] | None,
+    deadline: Deadline | None,
+) -> bool:
+    """Keep the best epoch, checkpoint, report; whether training stops here (early stop or budget)."""
+    epoch = record.epoch
+    improved = record.val_score > progress.best_score or config.keep == "last"
+    if improved:  # the skipped (frozen) prefix is not in this state: it does not change
+        progress.best_score, progress.best_accuracy, progress.best_epoch = record.val_score, record.val_accuracy, epoch
+        progress.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if checkpoint_dir is not None:
+        meta = {
+            "last_epoch": epoch,
+            "best_epoch": progress.best_epoch,
+            "val_accuracy": progress.best_accuracy,
+            "val_score": progress.best_score,
+            "config": asdict(config),
+            "history": [asdict(h) for h in progress.history],
+        }
+        save_checkpoint(checkpoint_dir, progress.best_state if improved else None, meta)
+    if report is not None:
+        report(epoch, record.val_score)
+    if epoch - progress.best_epoch >= config.patience:
+        log.info(
+            "early stop after epoch %d (best %.4f at epoch %d)", epoch, progress.best_accuracy, progress.best_epoch
+        )
+        return True
+    if deadline is not None and deadline.left() < progress.history[-1].seconds and epoch + 1 < config.epochs:
+        log.info(
+            "time budget: stopped after epoch %d (best %.4f at epoch %d)",
+            epoch,
+            progress.best_accuracy,
+            progress.best_epoch,
+        )
+        return True
+    return False
 
 
 def _prefix_matches(

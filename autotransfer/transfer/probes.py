@@ -15,12 +15,14 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from autotransfer.errors import AutoTransferError
 from autotransfer.runtime import default_device
+from autotransfer.transfer.metrics import check_metric, class_weights, score, score_predictions
 
 HEADS = ("softmax", "svm", "torch")
 DEFAULT_C_GRID = (0.01, 0.1, 1.0, 10.0)
@@ -35,25 +37,31 @@ class TorchLinearHead:
     max_iter: int = 200
     device: torch.device = field(default_factory=default_device)
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> TorchLinearHead:
+    def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> TorchLinearHead:
+        """Fit on ``x`` (n, d) and labels ``y``; ``sample_weight`` (n,) weighs each image's loss.
+
+        ``class_weight="balanced"`` multiplies the sample weights by scikit-learn's balanced class
+        weights (n / (K * count of the class)); the loss is the weighted mean cross-entropy.
+        """
         self.classes_ = np.unique(y)
         self.mean_, self.scale_ = x.mean(0), x.std(0) + 1e-6
         inputs = torch.as_tensor((x - self.mean_) / self.scale_, dtype=torch.float32, device=self.device)
-        targets = torch.as_tensor(np.searchsorted(self.classes_, y), device=self.device)
-        weight = None
+        index = np.searchsorted(self.classes_, y)
+        targets = torch.as_tensor(index, device=self.device)
+        weights = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         if self.class_weight == "balanced":
-            counts = np.bincount(targets.cpu().numpy(), minlength=len(self.classes_))
-            weight = torch.as_tensor(
-                len(y) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32, device=self.device
-            )
+            weights = weights * class_weights(index, len(self.classes_))[index]
+        elif self.class_weight is not None:
+            raise AutoTransferError(f"class_weight must be 'balanced' or None, got {self.class_weight!r}.")
+        weight = torch.as_tensor(weights / weights.sum(), dtype=torch.float32, device=self.device)
         self.linear_ = torch.nn.Linear(x.shape[1], len(self.classes_)).to(self.device)
         optimizer = torch.optim.LBFGS(self.linear_.parameters(), max_iter=self.max_iter, line_search_fn="strong_wolfe")
         penalty = 1.0 / (self.C * len(y))
 
         def closure() -> torch.Tensor:
             optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(self.linear_(inputs), targets, weight=weight)
-            loss = loss + penalty * self.linear_.weight.pow(2).sum()
+            losses = torch.nn.functional.cross_entropy(self.linear_(inputs), targets, reduction="none")
+            loss = (losses * weight).sum() + penalty * self.linear_.weight.pow(2).sum()
             loss.backward()
             return loss
 
@@ -99,7 +107,12 @@ def make_head(
 
 @dataclass
 class ProbeResult:
-    """The best head found for one feature matrix, and every (head, C) tried."""
+    """The best head found for one feature matrix, and every (head, C) tried.
+
+    ``val_score`` is ``metric`` (higher is better) on the validation split, or its mean over the
+    folds when chosen by cross-validation (``cv_folds``); ``val_accuracy`` is the accuracy measured
+    the same way.
+    """
 
     head: str
     C: float
@@ -107,6 +120,51 @@ class ProbeResult:
     model: Pipeline | TorchLinearHead
     seconds: float
     tried: list[dict]
+    metric: str = "accuracy"
+    val_score: float = float("nan")
+    cv_folds: int = 0
+    class_weight: str | None = None
+
+
+def head_proba(model, x: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Class probabilities (n, len(classes)) of a fitted head, columns in the order of ``classes``.
+
+    Softmax heads give their own probabilities; the SVM's decision values go through a softmax
+    (binary: logits ``[0, z]``), which ranks like the SVM but is not calibrated. Classes the head
+    never saw get probability 0.
+    """
+    fitted = model.classes_ if isinstance(model, TorchLinearHead) else model.steps[-1][1].classes_
+    if hasattr(model, "predict_proba"):
+        proba = model.predict_proba(x)
+    else:
+        scores = np.asarray(model.decision_function(x), dtype=np.float64)
+        if scores.ndim == 1:
+            scores = np.stack([np.zeros_like(scores), scores], axis=1)
+        scores = scores - scores.max(1, keepdims=True)
+        proba = np.exp(scores) / np.exp(scores).sum(1, keepdims=True)
+    full = np.zeros((len(x), len(classes)))
+    full[:, np.searchsorted(classes, fitted)] = proba
+    return full
+
+
+def _evaluate(model, x: np.ndarray, y: np.ndarray, metric: str, classes: np.ndarray) -> tuple[float, float]:
+    """(metric, accuracy) of a fitted head on (x, y)."""
+    predicted = model.predict(x)
+    accuracy = float((predicted == y).mean())
+    if metric == "accuracy":
+        return accuracy, accuracy
+    index = np.searchsorted(classes, y)
+    if metric in ("balanced_accuracy", "f1_macro"):
+        return score_predictions(metric, index, np.searchsorted(classes, predicted)), accuracy
+    return score(metric, index, head_proba(model, x, classes), len(classes)), accuracy
+
+
+def _fit(kind: str, C: float, class_weight: str | None, seed: int, x: np.ndarray, y: np.ndarray):
+    model = make_head(kind, C, class_weight, seed, shape=x.shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # a capped solver is still a valid probe
+        model.fit(x, y)
+    return model
 
 
 def fit_probe(
@@ -119,30 +177,78 @@ def fit_probe(
     c_grid: tuple[float, ...] = DEFAULT_C_GRID,
     class_weight: str | None = None,
     seed: int = 0,
+    metric: str = "accuracy",
+    cv_folds: int = 0,
 ) -> ProbeResult:
-    """Fit every (head, C) on train, keep the best validation accuracy (ties: the simpler, smaller C)."""
+    """Fit every (head, C) and keep the best by ``metric`` (a name of autotransfer.transfer.metrics.METRICS).
+
+    Without ``cv_folds`` each head is fit on train and scored on val. With ``cv_folds=k`` (k >= 2;
+    for small data) train and val are pooled and each (head, C) is scored by its mean over a
+    seeded StratifiedKFold (k is lowered to the smallest class count, which must be >= 2); the
+    chosen one is then refit on all of train+val. Ties go to the earlier head of ``heads`` and
+    then the smaller C (the more regularised). ``class_weight="balanced"`` weighs classes inversely
+    to their frequency in every head.
+    """
     if len(np.unique(y_train)) < 2:
         raise AutoTransferError("A linear probe needs at least 2 classes in the training split.")
-    if len(y_val) == 0:
+    if not cv_folds and len(y_val) == 0:
         raise AutoTransferError(
             "The validation split is empty: there is nothing to choose the head on.",
-            fix="use more images per class, or a larger val_fraction.",
+            fix="use more images per class, or a larger val_fraction (or cv_folds).",
         )
+    if cv_folds == 1 or cv_folds < 0:
+        raise AutoTransferError(f"cv_folds must be 0 (use the validation split) or >= 2, got {cv_folds}.")
+    classes = np.unique(np.concatenate([y_train, y_val]))
+    check_metric(metric, len(classes))
     start = time.perf_counter()
-    best: tuple[float, str, float, object] | None = None
+    if cv_folds:
+        x_all, y_all = np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val])
+        smallest = int(np.bincount(np.searchsorted(classes, y_all)).min())
+        folds = min(cv_folds, smallest)
+        if folds < 2:
+            raise AutoTransferError(
+                f"Cross-validation needs at least 2 images of every class; one class has {smallest}.",
+                fix="add images to that class, or choose on the validation split (cv_folds=0).",
+            )
+        splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x_all, y_all))
+    best: tuple[float, float, str, float, object] | None = None
     tried = []
     for kind in heads:
         for C in sorted(c_grid):
-            model = make_head(kind, C, class_weight, seed, shape=x_train.shape)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)  # a capped solver is still a valid probe
-                model.fit(x_train, y_train)
-            accuracy = float(model.score(x_val, y_val))
-            tried.append({"head": kind, "C": C, "val_accuracy": accuracy})
-            if best is None or accuracy > best[0]:
-                best = (accuracy, kind, C, model)
-    accuracy, kind, C, model = best
-    return ProbeResult(kind, C, accuracy, model, time.perf_counter() - start, tried)
+            if cv_folds:
+                measured = [
+                    _evaluate(
+                        _fit(kind, C, class_weight, seed, x_all[fit], y_all[fit]),
+                        x_all[held],
+                        y_all[held],
+                        metric,
+                        classes,
+                    )
+                    for fit, held in splits
+                ]
+                value, accuracy = (float(np.mean(column)) for column in zip(*measured))
+                model = None
+            else:
+                model = _fit(kind, C, class_weight, seed, x_train, y_train)
+                value, accuracy = _evaluate(model, x_val, y_val, metric, classes)
+            tried.append({"head": kind, "C": C, "val_accuracy": accuracy, "val_score": value, "metric": metric})
+            if best is None or value > best[0]:
+                best = (value, accuracy, kind, C, model)
+    value, accuracy, kind, C, model = best
+    if cv_folds:
+        model = _fit(kind, C, class_weight, seed, x_all, y_all)
+    return ProbeResult(
+        kind,
+        C,
+        accuracy,
+        model,
+        time.perf_counter() - start,
+        tried,
+        metric,
+        value,
+        folds if cv_folds else 0,
+        class_weight,
+    )
 
 
 def as_linear(model: Pipeline | TorchLinearHead, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,15 +13,20 @@ what the images *mean* but hardly their statistics (colour inversion is the clea
 second, output-level signal is measured too: the entropy H of the pretrained ImageNet classifier's
 predictions on the sample (unfamiliar images get uncertain predictions).
 
-Both are calibrated per backbone and resolution with two references computed the same way: 20 real
-ImageNet photos (foolbox's; D_in, H_in) and uniform noise images (D_noise, H_noise):
+Both are calibrated per backbone and resolution on references measured the same way (cached):
+20 real ImageNet photos (foolbox's; D_in, H_in), 28 Open Clip Art drawings shipped in
+``references/`` (D_clip, H_clip) and uniform noise (D_noise, H_noise). Each signal is mapped
+piecewise-linearly onto a scale where photos are 1, clip art 0.5 and noise 0 (log distances, since
+distances span decades):
 
-    s_bn   = clip((log D_noise - log D) / (log D_noise - log D_in), 0, 1)   (log: distances span decades)
-    s_pred = clip((H_noise - H) / (H_noise - H_in), 0, 1)
+    s_bn   = ladder(log D; log D_in -> 1, log D_clip -> 0.5, log D_noise -> 0)
+    s_pred = ladder(H;     H_in -> 1,     H_clip -> 0.5,     H_noise -> 0)
     similarity = mean(s_bn, s_pred)        (s_bn alone when the weights have no ImageNet classifier)
 
-so 1 means "as close to ImageNet as real ImageNet photos" and 0 "as far as noise". The references
-are cached per model and size.
+Two more references, mildly shifted photos (blur + colour jitter) and grayscale handwritten digits,
+are measured as checkpoints: the profile reports where each lands (``reference_similarity``) and
+which one the dataset is nearest to. Without a clip-art reference (hand-given ``references``) the
+scale is the straight line from photos to noise.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageEnhance, ImageFilter
 from torch import nn
 
 from autotransfer.data.datasets import Dataset, load_dataset
@@ -44,14 +50,16 @@ from autotransfer.errors import AutoTransferError
 from autotransfer.files import write_text_atomic
 from autotransfer.models.features import model_fingerprint, normalisation, to_input
 from autotransfer.models.zoo import Backbone, classifier_prefixes, create_backbone
+from autotransfer.options import DEFAULT_PROFILE_BACKBONE
 from autotransfer.runtime import default_device
 from autotransfer.settings import cache_dir
+from autotransfer.transfer.metrics import majority_rate
 from autotransfer.transfer.strategies import QUADRANT_STRATEGIES, STRATEGIES
 from autotransfer.transfer.transferability import knn_accuracy, logme
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BACKBONE = "mobilenetv2_100"
+DEFAULT_BACKBONE = DEFAULT_PROFILE_BACKBONE
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
@@ -60,7 +68,7 @@ class Thresholds:
     """Where the strategy matrix is cut. See docs/profiler.md for why these defaults."""
 
     large_images_per_class: int = 300  # median images per class at or above this: "large"
-    similar_at: float = 0.6  # similarity at or above this: "similar"
+    similar_at: float = 0.75  # similarity at or above this: "similar" (between clip art 0.5 and mild shifts 0.9+)
 
 
 @dataclass
@@ -94,6 +102,8 @@ class DatasetProfile:
     thresholds: dict
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    reference_similarity: dict[str, float] = field(default_factory=dict)  # each reference on the same scale
+    nearest_reference: str | None = None  # the reference whose similarity is closest to the dataset's
 
     def to_json(self) -> dict:
         return _finite(asdict(self))
@@ -207,42 +217,113 @@ def _mean_distance(rows: list[dict]) -> float:
     return float(np.exp(np.mean([math.log(max(r["distance"], 1e-12)) for r in rows])))
 
 
+REFERENCES_DIR = Path(__file__).parent / "references"
+# name in the references dict -> what it stands for (docs/profiler.md). Anchors of the scale: photos 1, clip art
+# 0.5, noise 0; the other two are checkpoints that show where real transfer situations land on it.
+REFERENCE_NAMES = {
+    "imagenet_photos": "ImageNet photos (foolbox's 20)",
+    "photos_shifted": "the same photos blurred and colour-jittered (a mild shift)",
+    "clipart": "Open Clip Art drawings (28, two per category)",
+    "digits": "grayscale handwritten digits (scikit-learn's 8x8, upscaled)",
+    "noise": "uniform noise",
+}
+CLIPART_SCORE = 0.5  # where clip art sits on the scale, by definition
+
+
+def _shifted(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A mild, seeded shift of a photo: Gaussian blur (radius 1.5) and colour/brightness/contrast jitter."""
+    image = image.convert("RGB").filter(ImageFilter.GaussianBlur(1.5))
+    image = ImageEnhance.Color(image).enhance(rng.uniform(0.4, 0.7))
+    image = ImageEnhance.Brightness(image).enhance(rng.uniform(0.7, 1.3))
+    return ImageEnhance.Contrast(image).enhance(rng.uniform(0.6, 0.9))
+
+
+def reference_images(image_size: int) -> dict[str, np.ndarray]:
+    """The reference samples (uint8 N x S x S x 3) at ``image_size``, by name of REFERENCE_NAMES."""
+    from sklearn.datasets import load_digits
+
+    from autotransfer.data.images import ResizeRecipe, resize, to_rgb
+    from autotransfer.models.imagenet_check import imagenet_samples
+
+    recipe = ResizeRecipe(image_size, "crop", "bicubic")
+
+    def prepare(images) -> np.ndarray:
+        return np.stack([np.asarray(resize(to_rgb(image), recipe)) for image in images])
+
+    photos = [Image.open(path) for path, _ in imagenet_samples()]
+    rng = np.random.default_rng(0)
+    digits = np.round(load_digits().images[:64] / 16.0 * 255.0).astype(np.uint8)
+    return {
+        "imagenet_photos": prepare(photos),
+        "photos_shifted": prepare([_shifted(image, rng) for image in photos]),
+        "clipart": prepare([Image.open(path) for path in sorted(REFERENCES_DIR.glob("clipart_*.png"))]),
+        "digits": prepare([Image.fromarray(d, "L") for d in digits]),
+        "noise": rng.integers(0, 256, size=(32, image_size, image_size, 3), dtype=np.uint8),
+    }
+
+
 def reference_distances(backbone: Backbone, image_size: int) -> dict[str, float]:
-    """D and H of 20 real ImageNet photos and of uniform noise, for this model and size; cached."""
-    key = hashlib.blake2b(f"v2-{model_fingerprint(backbone.model)}-{image_size}".encode(), digest_size=12).hexdigest()
+    """D (mean BN distance) and H (``entropy_<name>``) of every reference, for this model and size; cached."""
+    key = hashlib.blake2b(f"v3-{model_fingerprint(backbone.model)}-{image_size}".encode(), digest_size=12).hexdigest()
     path = cache_dir() / "profile-references" / f"{key}.json"
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         pass
-    from autotransfer.data.images import DecodedImage, ResizeRecipe, decode_file
-    from autotransfer.models.imagenet_check import imagenet_samples
-
-    recipe = ResizeRecipe(image_size, "crop", "bicubic")
-    photos = [decode_file(p, recipe) for p, _ in imagenet_samples()]
-    photos = np.stack([d.pixels for d in photos if isinstance(d, DecodedImage)])
-    noise = np.random.default_rng(0).integers(0, 256, size=(32, image_size, image_size, 3), dtype=np.uint8)
-    on_photos, on_noise = measure_sample(backbone, photos), measure_sample(backbone, noise)
-    references = {"imagenet_photos": _mean_distance(on_photos.layers), "noise": _mean_distance(on_noise.layers)}
-    if on_photos.entropy is not None:
-        references.update({"entropy_imagenet_photos": on_photos.entropy, "entropy_noise": on_noise.entropy})
+    references: dict[str, float] = {}
+    for name, images in reference_images(image_size).items():
+        measured = measure_sample(backbone, images)
+        references[name] = _mean_distance(measured.layers)
+        if measured.entropy is not None:
+            references[f"entropy_{name}"] = measured.entropy
     write_text_atomic(path, json.dumps(references))
     return references
 
 
+def _ladder(value: float, near: float, middle: float | None, far: float) -> float:
+    """1 at ``near``, CLIPART_SCORE at ``middle`` (when given), 0 at ``far``: piecewise linear, clipped."""
+    if middle is None or not near < middle < far:  # two anchors (or an out-of-order middle): one straight line
+        return float(np.clip((far - value) / (far - near), 0.0, 1.0))
+    if value <= middle:
+        return float(np.clip(1.0 - (1.0 - CLIPART_SCORE) * (value - near) / (middle - near), CLIPART_SCORE, 1.0))
+    return float(np.clip(CLIPART_SCORE * (far - value) / (far - middle), 0.0, CLIPART_SCORE))
+
+
 def similarity_score(distance: float, references: dict[str, float]) -> float:
-    """s_bn of the module docstring."""
-    low, high = math.log(references["imagenet_photos"]), math.log(references["noise"])
-    return float(np.clip((high - math.log(max(distance, 1e-12))) / (high - low), 0.0, 1.0))
+    """s_bn of the module docstring (log distances; clip art's anchor is used when measured)."""
+    middle = references.get("clipart")
+    return _ladder(
+        math.log(max(distance, 1e-12)),
+        math.log(references["imagenet_photos"]),
+        None if middle is None else math.log(middle),
+        math.log(references["noise"]),
+    )
 
 
 def similarity_of(measure: SampleMeasure, references: dict[str, float]) -> tuple[float, dict[str, float]]:
     """The overall similarity and its parts (see the module docstring)."""
-    parts = {"bn_statistics": similarity_score(_mean_distance(measure.layers), references)}
-    if measure.entropy is not None and "entropy_noise" in references:
-        low, high = references["entropy_imagenet_photos"], references["entropy_noise"]
-        parts["imagenet_predictions"] = float(np.clip((high - measure.entropy) / (high - low), 0.0, 1.0))
+    return _similarity(_mean_distance(measure.layers), measure.entropy, references)
+
+
+def _similarity(distance: float, entropy: float | None, references: dict[str, float]) -> tuple[float, dict[str, float]]:
+    parts = {"bn_statistics": similarity_score(distance, references)}
+    if entropy is not None and "entropy_noise" in references:
+        parts["imagenet_predictions"] = _ladder(
+            entropy,
+            references["entropy_imagenet_photos"],
+            references.get("entropy_clipart"),
+            references["entropy_noise"],
+        )
     return float(np.mean(list(parts.values()))), parts
+
+
+def reference_similarities(references: dict[str, float]) -> dict[str, float]:
+    """Where each measured reference lands on the similarity scale (photos 1, clip art 0.5, noise 0)."""
+    return {
+        name: _similarity(references[name], references.get(f"entropy_{name}"), references)[0]
+        for name in REFERENCE_NAMES
+        if name in references
+    }
 
 
 def _group_of_layer(backbone: Backbone) -> dict[str, int]:
@@ -264,6 +345,77 @@ def group_distances(backbone: Backbone, rows: list[dict]) -> list[dict]:
         {"group": index, "name": names[index], "distance": _mean_distance(by_group[index])}
         for index in sorted(by_group)
     ]
+
+
+# --------------------------------------------------------------------------- resolution
+
+CPU_RESOLUTION = 128  # docs/profiler.md: 3x the throughput of 224 px on 2 cores, and the fine details mostly kept
+GPU_RESOLUTION = 224  # the pretrained weights' own size
+MIN_RESOLUTION = 64  # a stride-32 network's last feature map is 2x2 here; below it, 1x1
+
+
+def native_short_sides(data: str | Path | Dataset, sample: int = 512, seed: int = 0) -> list[int]:
+    """Short sides (pixels) of the images of ``data``: from a Dataset's records, or the headers of a seeded sample."""
+    if isinstance(data, Dataset):
+        return [min(r["width"], r["height"]) for r in data.records if "width" in r]
+    from autotransfer.data.sources import index_dataset
+
+    paths = index_dataset(data).paths
+    chosen = np.random.default_rng(seed).permutation(len(paths))[:sample]
+    sides = []
+    for i in chosen:
+        try:
+            with Image.open(paths[i]) as image:  # reads the header only
+                sides.append(min(image.size))
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue
+    return sides
+
+
+def choose_resolution(
+    sizes: str | Path | Dataset | list[int] | list[tuple[int, int]],
+    *,
+    device: str | torch.device | None = None,
+    choices: tuple[int, ...] | list[int] | None = None,
+) -> tuple[int, str]:
+    """The one resolution that both ``profile`` and ``fit`` measure/train at, and why (a sentence).
+
+    ``sizes``: a dataset (folder, CSV or Dataset) or its native sizes (short sides, or (width, height)).
+    The target is 128 px on a CPU and 224 px on a GPU, lowered to the median short side rounded up to a
+    multiple of 32 (never below 64) when the images are smaller: upscaling invents no detail. With
+    ``choices`` (the search space's resolutions) it is the largest choice at or below that target, or
+    the smallest choice when all are above it.
+    """
+    if isinstance(sizes, (str, Path, Dataset)):
+        sides = native_short_sides(sizes)
+    else:
+        sides = [min(s) if isinstance(s, (tuple, list)) else int(s) for s in sizes]
+    device = torch.device(device) if device is not None else default_device()
+    cap, where = (GPU_RESOLUTION, "GPU") if device.type == "cuda" else (CPU_RESOLUTION, "CPU")
+    median = float(np.median(sides)) if sides else float(cap)
+    target = min(cap, max(MIN_RESOLUTION, 32 * math.ceil(median / 32)))
+    reason = (
+        f"{target}px: {where} default"
+        if target == cap
+        else f"{target}px: images are small (median short side {median:.0f}px), upscaling adds no detail"
+    )
+    if choices:
+        below = [c for c in sorted(choices) if c <= target]
+        picked = below[-1] if below else min(choices)
+        if picked != target:
+            reason = f"{picked}px: the search space's resolution nearest below {reason}"
+        target = picked
+    return int(target), reason
+
+
+def profile_resolution(
+    sizes: str | Path | Dataset | list[int] | list[tuple[int, int]],
+    *,
+    device: str | torch.device | None = None,
+    choices: tuple[int, ...] | list[int] | None = None,
+) -> int:
+    """choose_resolution without the reason: the resolution ``profile`` and ``fit`` share."""
+    return choose_resolution(sizes, device=device, choices=choices)[0]
 
 
 # --------------------------------------------------------------------------- dataset statistics
@@ -370,7 +522,7 @@ def profile_dataset(
     data: str | Path | Dataset,
     *,
     backbone: str | Backbone = DEFAULT_BACKBONE,
-    image_size: int = 128,
+    image_size: int | None = None,
     sample_size: int = 256,
     seed: int = 0,
     thresholds: Thresholds = Thresholds(),
@@ -380,14 +532,17 @@ def profile_dataset(
 ) -> DatasetProfile:
     """Measure ``data`` and place it in the strategy matrix. Samples ``sample_size`` images (seeded).
 
-    ``references`` (D_in and D_noise) default to the cached measurement for this backbone and size.
+    ``image_size`` None: profile_resolution(data) (a Dataset is measured at the size it was decoded at).
+    ``references`` default to the cached measurement for this backbone and size (reference_distances).
     """
     start = time.perf_counter()
-    dataset = (
-        data
-        if isinstance(data, Dataset)
-        else load_dataset(data, image_size=image_size, seed=seed, show_progress=show_progress)
-    )
+    if isinstance(data, Dataset):
+        dataset, size_reason = data, f"{data.recipe.size}px: the size the dataset was decoded at"
+    else:
+        size_reason = f"{image_size}px: asked for"
+        if image_size is None:
+            image_size, size_reason = choose_resolution(data)
+        dataset = load_dataset(data, image_size=image_size, seed=seed, show_progress=show_progress)
     net = (
         backbone if isinstance(backbone, Backbone) else create_backbone(backbone, weights=weights, keep_classifier=True)
     )
@@ -403,11 +558,13 @@ def profile_dataset(
     overall = _mean_distance(layers)
     similarity, parts = similarity_of(measure, references)
     groups = group_distances(net, layers)
+    ladder = reference_similarities(references)
+    nearest = min(ladder, key=lambda name: abs(ladder[name] - similarity)) if ladder else None
     sample_labels = dataset.labels[sample]
     separability = {
         "knn_accuracy": knn_accuracy(pooled, sample_labels) if len(sample) > 2 else float("nan"),
         "logme": logme(pooled, sample_labels),
-        "chance": 1.0 / len(dataset.classes),
+        "chance": majority_rate(sample_labels),  # a constant guess of the sample's majority class
     }
     large = float(np.median(per_class)) >= thresholds.large_images_per_class
     similar = similarity >= thresholds.similar_at
@@ -426,6 +583,8 @@ def profile_dataset(
             "median_aspect": float(np.median(aspects)),
             "widest_aspect": float(max(aspects)),
             "tallest_aspect": float(min(aspects)),
+            "profiled_at": dataset.recipe.size,
+            "profiled_at_reason": size_reason,
         },
         "exact_duplicates": duplicates,
         "cross_split_duplicates": crossing,
@@ -450,6 +609,8 @@ def profile_dataset(
         similarity=similarity,
         similarity_parts=parts,
         references={**references, "dataset": overall, "entropy_dataset": measure.entropy},
+        reference_similarity=ladder,
+        nearest_reference=nearest,
         separability=separability,
         size_class="large" if large else "small",
         domain="similar" if similar else "different",

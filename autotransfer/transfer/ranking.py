@@ -41,6 +41,9 @@ class RankingConfig:
     batch_size: int = 64
     bf16: bool = True
     seed: int = 0
+    metric: str = "accuracy"  # what picks each tap's (head, C) (autotransfer.transfer.metrics.METRICS)
+    class_weights: tuple[str | None, ...] = (None,)  # tried in turn; (None, "balanced") on imbalanced data
+    cv_folds: int = 0  # > 1: choose by stratified k-fold CV on train+val (small data), else on val
 
 
 def _score_rows(train: np.ndarray, cap: int, seed: int) -> np.ndarray:
@@ -81,21 +84,30 @@ def rank_backbone(
         by_knn = sorted(rows, key=lambda r: -r["knn"])
         for row in by_knn[: config.probe_top or len(rows)]:
             values = np.asarray(features[row["tap"]])
-            probe = fit_probe(
-                values[train],
-                dataset.labels[train],
-                values[val],
-                dataset.labels[val],
-                heads=config.heads,
-                c_grid=config.c_grid,
-                seed=config.seed,
-            )
+            probes = [
+                fit_probe(
+                    values[train],
+                    dataset.labels[train],
+                    values[val],
+                    dataset.labels[val],
+                    heads=config.heads,
+                    c_grid=config.c_grid,
+                    seed=config.seed,
+                    class_weight=weight,
+                    metric=config.metric,
+                    cv_folds=config.cv_folds,
+                )
+                for weight in config.class_weights
+            ]
+            probe = max(probes, key=lambda p: p.val_score)  # ties: the earlier (unweighted) one
             row.update(
                 {
                     "probe_accuracy": probe.val_accuracy,
+                    "probe_score": probe.val_score,
                     "probe_head": probe.head,
                     "probe_C": probe.C,
-                    "probe_seconds": probe.seconds,
+                    "probe_class_weight": probe.class_weight,
+                    "probe_seconds": sum(p.seconds for p in probes),
                 }
             )
     return rows

@@ -1,0 +1,188 @@
+"""The choices a search space leaves to ``auto``: which backbones and which input resolutions, from
+the data (the images' native size), the machine (measured throughput of each backbone here, now,
+under whatever load there is) and the budget. A space file that lists them pins them instead.
+
+Rules (docs/search.md):
+- resolutions come from a ladder (64–224 px on a CPU, up to 448 on a GPU) that goes up to the images'
+  native shorter side and at least to 128 px (224 on a GPU); the cheap stage probes at the profile's
+  size (transfer/profile.py's ``profile_resolution``: the same for `profile` and `fit`) and at a
+  second size: the largest whose feature extraction fits the budget, or the next smaller one;
+- backbones are those whose weights are available (the user's weights directory, the offline zoo,
+  the hub when it is reachable), measured on 16 images, taken fastest-first while their extraction
+  cost fits; the reasons for every one left out are kept for the summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from autotransfer.errors import AutoTransferError
+from autotransfer.models.weights import OFFLINE_ZOO, hub_reachable, offline_weights_available
+from autotransfer.models.zoo import TORCHVISION_PREFIX, create_backbone
+from autotransfer.settings import user_weights_dir
+from autotransfer.transfer.profile import DEFAULT_BACKBONE, profile_resolution
+
+log = logging.getLogger(__name__)
+
+LADDER = (64, 96, 128, 160, 192, 224, 288, 384, 448)  # multiples of 32 up to 224, as the profile's sizes
+CPU_MAX, GPU_MAX = 224, 448  # px: what the device affords (shared/DESIGN.md: plan CPU runs at 64-128 px)
+LADDER_FLOOR, LADDER_FLOOR_GPU = 128, 224  # px: the ladder reaches at least this far, whatever the images' size
+EXTRACT_SHARE = 0.35  # of the budget, for extracting every (backbone, resolution) of the cheap stage
+MAX_BACKBONES = 3
+SHORT_BUDGET = 180.0  # seconds: below it, `auto` takes the profiler's backbone without timing others
+SAMPLE = 16  # images timed per backbone
+# Strong ImageNet backbones worth trying when the hub is reachable (timm names).
+HUB_BACKBONES = ("efficientnet_b0.ra_in1k", "convnext_tiny.fb_in22k_ft_in1k", "resnet50.a1_in1k")
+
+
+@dataclass
+class AutoChoice:
+    """What ``auto`` resolved to, and why (for the summary and ``profile.json``)."""
+
+    backbones: tuple[str, ...]
+    resolutions: tuple[int, ...]
+    native_side: int
+    profile_resolution: int
+    seconds_per_image: dict[str, float] = field(default_factory=dict)  # at the ladder's first rung
+    skipped: dict[str, str] = field(default_factory=dict)  # backbone -> why it was left out
+
+    def to_json(self) -> dict:
+        return {
+            "backbones": list(self.backbones),
+            "resolutions": list(self.resolutions),
+            "native_side": self.native_side,
+            "profile_resolution": self.profile_resolution,
+            "seconds_per_image": self.seconds_per_image,
+            "skipped": self.skipped,
+        }
+
+
+def native_side(paths: list, sample: int = 200, seed: int = 0) -> int:
+    """Median shorter side (pixels) of up to ``sample`` of the images, read from their headers only."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    chosen = [paths[i] for i in rng.choice(len(paths), size=min(sample, len(paths)), replace=False)]
+    sides = []
+    for path in chosen:
+        try:
+            with Image.open(path) as image:
+                sides.append(min(image.size))
+        except (OSError, ValueError):  # unreadable files are reported by the decoder, not here
+            continue
+    return int(np.median(sides)) if sides else 224
+
+
+def resolution_ladder(native: int, cuda: bool) -> tuple[int, ...]:
+    """The sizes worth trying for images of shorter side ``native``: the ladder up to the first rung at
+    or above ``native``, and at least to ``LADDER_FLOOR`` (small images may gain from upsampling:
+    pretrained filters expect ImageNet-sized objects; the probes measure whether they do)."""
+    top = GPU_MAX if cuda else CPU_MAX
+    above = [s for s in LADDER if s >= native]
+    cap = min(top, max(above[0] if above else top, LADDER_FLOOR_GPU if cuda else LADDER_FLOOR))
+    return tuple(s for s in LADDER if s <= cap)
+
+
+def choose_resolutions(
+    ladder: tuple[int, ...], first: int, seconds_per_image: float, n_images: int, budget: float
+) -> tuple[int, ...]:
+    """``first`` and a second size that tells whether resolution matters: the largest rung above it
+    whose extraction fits (``n_images`` at ``seconds_per_image`` measured at ``first``, scaled by
+    pixels, within ``EXTRACT_SHARE`` / 2 of the budget: the other half is for more backbones), or
+    else the rung below it (cheaper to fine-tune)."""
+
+    def cost(size: int) -> float:
+        return seconds_per_image * (size / first) ** 2 * n_images
+
+    above = [s for s in ladder if s > first and cost(first) + cost(s) <= EXTRACT_SHARE / 2 * budget]
+    below = [s for s in ladder if s < first]
+    second = above[-1] if above else (below[-1] if below else None)
+    return tuple(sorted({first, second} - {None}))
+
+
+def available_backbones(cuda: bool) -> list[str]:
+    """Backbones with ImageNet weights here, in the order they are tried: the user's weights
+    directory, the offline zoo, then (when reachable) strong hub models."""
+    names: list[str] = []
+    folder = user_weights_dir()
+    if folder and folder.is_dir():
+        names += sorted(p.stem for p in folder.iterdir() if p.suffix in (".safetensors", ".pth"))
+    # The offline zoo's members once fetched (`autotransfer zoo fetch`), and the profiler's own one.
+    names += [
+        n
+        for n in OFFLINE_ZOO
+        if not n.startswith(TORCHVISION_PREFIX) and (offline_weights_available(n) or n == DEFAULT_BACKBONE)
+    ]
+    if hub_reachable():
+        names += list(HUB_BACKBONES)
+    return list(dict.fromkeys(names))
+
+
+def seconds_per_image(name: str, pixels: np.ndarray, device: torch.device) -> float:
+    """Measured forward seconds per image of ``name`` on ``pixels`` (N x S x S x 3 uint8), after a warm-up."""
+    backbone = create_backbone(name, device=device)
+    batch = torch.from_numpy(np.array(pixels)).to(device).permute(0, 3, 1, 2).float()
+    with torch.inference_mode():
+        backbone.model.eval()(batch)
+        tic = time.perf_counter()
+        backbone.model(batch)
+    return (time.perf_counter() - tic) / len(batch)
+
+
+def resolve_auto(
+    backbones: tuple[str, ...],
+    resolutions: tuple[int, ...],
+    sample: np.ndarray,
+    native: int,
+    n_images: int,
+    budget: float,
+    device: torch.device,
+) -> AutoChoice:
+    """Fill in ``auto`` (an empty tuple) backbones and/or resolutions; keep what the space pins.
+
+    ``sample``: a few decoded images at ``profile_resolution([native])`` (transfer/profile.py, the one
+    rule `profile` and `fit` share); ``native``: the images' median
+    shorter side. Raises AutoTransferError when no backbone with weights can run here.
+    """
+    cuda = device.type == "cuda"
+    names = list(backbones) or available_backbones(cuda)
+    if not backbones and budget < SHORT_BUDGET:  # timing several backbones would eat the budget
+        names, skipped_all = [DEFAULT_BACKBONE], {n: "budget under 3 minutes: one backbone" for n in names}
+    else:
+        skipped_all = {}
+    measured: dict[str, float] = {}
+    skipped: dict[str, str] = {k: v for k, v in skipped_all.items() if k != DEFAULT_BACKBONE}
+    for name in names:
+        try:
+            measured[name] = seconds_per_image(name, sample[:SAMPLE], device)
+        except (AutoTransferError, RuntimeError, ValueError) as error:
+            skipped[name] = str(error).splitlines()[0][:200]
+    if not measured:
+        raise AutoTransferError(
+            "No backbone with ImageNet weights could run here: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()),
+            fix="run `autotransfer zoo fetch`, or put weights in $AUTOTRANSFER_WEIGHTS.",
+        )
+    first = profile_resolution([native], device=device)
+    fastest = min(measured, key=measured.get)
+    sizes = resolutions or choose_resolutions(
+        resolution_ladder(native, cuda), first, measured[fastest], n_images, budget
+    )
+    if backbones:
+        return AutoChoice(tuple(backbones), tuple(sizes), native, first, measured, skipped)
+    scale = sum((s / first) ** 2 for s in sizes) * n_images
+    chosen: list[str] = []
+    spent = 0.0
+    for name in sorted(measured, key=measured.get):
+        cost = measured[name] * scale
+        if chosen and (len(chosen) == MAX_BACKBONES or spent + cost > EXTRACT_SHARE * budget):
+            skipped[name] = f"extracting its features (about {cost:.0f} s here) does not fit the budget"
+            continue
+        chosen.append(name)
+        spent += cost
+    log.info("auto: backbones %s at %s px (native shorter side %d px)", chosen, list(sizes), native)
+    return AutoChoice(tuple(chosen), tuple(sizes), native, first, measured, skipped)

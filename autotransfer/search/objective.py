@@ -1,0 +1,31 @@
+"""What the search maximises and how it treats the classes, decided once per run from the training
+labels: the metric (``auto``: balanced accuracy from a 3:1 imbalance, else accuracy; the reason in
+words), whether class weighting is a searched choice (imbalanced data: probes try unweighted and
+balanced heads, fine-tuning trials sample it), and whether probes are chosen by k-fold CV (small data).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from autotransfer.transfer.metrics import IMBALANCED_AT, check_metric, choose_metric, imbalance
+
+SMALL_PER_CLASS = 50  # training images in the smallest class below this: choose probes by CV
+CV_FOLDS = 5
+
+
+def decide_objective(requested: str, train_labels: np.ndarray, classes: list[str]) -> dict:
+    """``{"metric", "reason", "class_weights", "cv_folds", "imbalance"}`` (JSON-ready) for the training
+    labels (class indices into ``classes``). Raises AutoTransferError for a metric these classes cannot use."""
+    train_labels = np.asarray(classes)[train_labels]
+    metric, reason = choose_metric(requested, train_labels)
+    check_metric(metric, len(classes))
+    ratio, _, smallest = imbalance(train_labels)
+    weights = ["none", "balanced"] if ratio >= IMBALANCED_AT else ["none"]
+    cv_folds = CV_FOLDS if smallest[1] < SMALL_PER_CLASS else 0
+    if cv_folds:
+        reason += f"; probes chosen by {CV_FOLDS}-fold cross-validation (smallest class {smallest[1]} training images)"
+    if len(weights) > 1:
+        reason += "; class weighting searched"
+    return {"metric": metric, "reason": reason, "class_weights": weights, "cv_folds": cv_folds,
+            "imbalance": round(float(ratio), 2)}  # fmt: skip

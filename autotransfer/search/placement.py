@@ -1,0 +1,81 @@
+"""The cheap stage corrects the profile: the recipe's question asked of the probes themselves.
+
+"Are the top features still relevant?" is measured directly: the best probe on the CNN codes (the
+``head`` tap) against the best probe on a lower tap, with a no-transfer baseline (a logistic
+regression on raw pixels) to tell whether the pretrained features help at all. The data is placed in
+the matrix again (its size axis as the profile measured it, its similar/different axis from this
+evidence) and the fine-tuning stage is seeded from the corrected quadrant.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from autotransfer.data.datasets import Dataset
+from autotransfer.transfer.metrics import score
+from autotransfer.transfer.strategies import QUADRANT_STRATEGIES
+
+PIXELS = 24  # side of the grey thumbnails of the pixel baseline
+TIE = 0.01  # the CNN codes count as "still relevant" within this of the best lower tap
+
+
+def pixel_baseline(dataset: Dataset, metric: str, seed: int = 0) -> float:
+    """``metric`` on val of a logistic regression on ``PIXELS`` x ``PIXELS`` grey pixels (train split)."""
+
+    def grey(rows: np.ndarray) -> np.ndarray:
+        images = [Image.fromarray(np.asarray(dataset.images[i])).convert("L").resize((PIXELS, PIXELS)) for i in rows]
+        return np.stack([np.asarray(image, dtype=np.float32).ravel() / 255.0 for image in images])
+
+    train, val = dataset.indices("train"), dataset.indices("val")
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=300, random_state=seed))
+    model.fit(grey(train), dataset.labels[train])
+    proba = np.zeros((len(val), len(dataset.classes)))
+    proba[:, model.classes_] = model.predict_proba(grey(val))
+    return score(metric, dataset.labels[val], proba, len(dataset.classes))
+
+
+def measured_placement(profile: dict, probe_records: list[dict], pixel_score: float | None) -> dict | None:
+    """The quadrant from the probes (``None`` without both a head-tap and a lower-tap probe).
+
+    ``profile``: the a-priori profile (its quadrant's size half is kept); ``probe_records``: finished
+    probe trials (``tap``, ``val_score``); ``pixel_score``: the no-transfer baseline on the same metric.
+    """
+    scored = [r for r in probe_records if r.get("val_score") is not None and r.get("tap")]
+    head = max((r["val_score"] for r in scored if r["tap"] == "head"), default=None)
+    mid = max((r["val_score"] for r in scored if r["tap"] != "head"), default=None)
+    if head is None or mid is None:
+        return None
+    size = profile.get("quadrant", "small-different").split("-")[0]
+    similar = head >= mid - TIE
+    quadrant = f"{size}-{'similar' if similar else 'different'}"
+    words = f"CNN codes {head:.3f} vs best lower tap {mid:.3f}: the top features are " + (
+        "still relevant (similar)" if similar else "too ImageNet-specific (different)"
+    )
+    if pixel_score is not None:
+        words += f"; no-transfer pixel baseline {pixel_score:.3f}"
+        if max(head, mid) <= pixel_score:
+            words += " (the pretrained features do not beat raw pixels: the data is far from ImageNet)"
+            quadrant = f"{size}-different"
+    a_priori = profile.get("quadrant")
+    return {
+        "quadrant": quadrant,
+        "a_priori": a_priori,
+        "differs": quadrant != a_priori,
+        "head_score": head,
+        "mid_score": mid,
+        "pixel_score": pixel_score,
+        "strategies": list(QUADRANT_STRATEGIES[quadrant]),
+        "rationale": words,
+    }
+
+
+def corrected_prior(profile: dict, placement: dict | None) -> dict:
+    """The profile's prior with its strategies taken from the measured quadrant (when there is one)."""
+    prior = dict(profile.get("prior", {}))
+    if placement is not None:
+        prior["strategies"] = placement["strategies"]
+    return prior

@@ -1,0 +1,83 @@
+"""`auto` backbones and resolutions: the rules on their own, and a weights directory with extra backbones."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_imagefolder
+from safetensors.torch import save_file
+
+from autotransfer.search import auto_space
+from autotransfer.search.auto_space import (
+    choose_resolutions,
+    native_side,
+    resolution_ladder,
+    resolve_auto,
+)
+from autotransfer.transfer.profile import profile_resolution
+
+
+@pytest.mark.parametrize(
+    ("native", "cuda", "ladder", "profile"),
+    [
+        (28, False, (64, 96, 128), 64),  # thumbnails: profiled near their size, probed up to 128 too
+        (300, False, (64, 96, 128, 160, 192, 224), 128),  # full-size images: up to 224 on a CPU
+        (100, False, (64, 96, 128), 128),
+        (300, True, (64, 96, 128, 160, 192, 224, 288, 384), 224),  # a GPU goes past 224 for larger images
+        (1000, True, (64, 96, 128, 160, 192, 224, 288, 384, 448), 224),
+    ],
+)
+def test_the_ladder_follows_the_images_and_the_device(native, cuda, ladder, profile):
+    assert resolution_ladder(native, cuda) == ladder
+    assert profile_resolution([native], device="cuda" if cuda else "cpu") == profile
+
+
+def test_the_second_size_is_the_largest_the_budget_affords():
+    ladder = resolution_ladder(300, False)
+    # 2000 images at 5 ms each at 128 px: 10 s; 224 px costs 3.06x that.
+    assert choose_resolutions(ladder, 128, 0.005, 2000, budget=600) == (128, 224)
+    assert choose_resolutions(ladder, 128, 0.005, 2000, budget=180) == (128, 160)
+    assert choose_resolutions(ladder, 128, 0.005, 2000, budget=60) == (96, 128)  # only a smaller one fits
+
+
+def test_native_side_reads_headers(tmp_path):
+    root = make_imagefolder(tmp_path / "d", {"a": 3, "b": 3}, size=(300, 200))
+    assert native_side(sorted(root.rglob("*.png"))) == 200
+
+
+def _weights_dir(tmp_path, names):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    from autotransfer.models.zoo import create_backbone
+
+    for name in names:
+        torch.manual_seed(0)
+        model = create_backbone(name, pretrained=False, keep_classifier=True).model
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / f"{name}.safetensors"))
+    return folder
+
+
+def test_backbones_come_from_the_weights_directory_and_are_timed_here(tmp_path, monkeypatch):
+    folder = _weights_dir(tmp_path, ["test_efficientnet", "test_resnet", "test_convnext"])
+    monkeypatch.setenv("AUTOTRANSFER_WEIGHTS", str(folder))
+    names = auto_space.available_backbones(cuda=False)
+    assert names[:3] == ["test_convnext", "test_efficientnet", "test_resnet"]  # the user's first, then the zoo
+    candidates = ["test_efficientnet", "test_resnet", "test_convnext", "no_such_model"]
+    monkeypatch.setattr(auto_space, "available_backbones", lambda cuda: candidates)
+    sample = np.random.default_rng(0).integers(0, 255, (16, 64, 64, 3), dtype=np.uint8)
+    choice = resolve_auto((), (), sample, 28, 200, budget=600, device=torch.device("cpu"))
+    assert set(choice.seconds_per_image) == {"test_efficientnet", "test_resnet", "test_convnext"}
+    assert "no_such_model" in choice.skipped  # with the reason it could not be created
+    assert 1 <= len(choice.backbones) <= auto_space.MAX_BACKBONES
+    fastest = min(choice.seconds_per_image, key=choice.seconds_per_image.get)
+    assert choice.backbones[0] == fastest and choice.resolutions == (64, 128) and choice.profile_resolution == 64
+    pinned = resolve_auto(("test_resnet",), (32,), sample, 28, 200, budget=600, device=torch.device("cpu"))
+    assert pinned.backbones == ("test_resnet",) and pinned.resolutions == (32,)
+
+
+def test_a_short_budget_times_one_backbone_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOTRANSFER_WEIGHTS", str(_weights_dir(tmp_path, ["test_efficientnet", "test_resnet"])))
+    monkeypatch.setattr(auto_space, "DEFAULT_BACKBONE", "test_efficientnet")
+    monkeypatch.setattr(auto_space, "available_backbones", lambda cuda: ["test_resnet", "test_efficientnet"])
+    sample = np.random.default_rng(0).integers(0, 255, (16, 64, 64, 3), dtype=np.uint8)
+    choice = resolve_auto((), (), sample, 28, 200, budget=60, device=torch.device("cpu"))
+    assert choice.backbones == ("test_efficientnet",) and "test_resnet" in choice.skipped

@@ -1,0 +1,141 @@
+"""Every write path of the command line, and every exit status: 0 done, 2 a mistake explained in one
+message (never a traceback), 130 interrupted. Also the summary `fit` prints after saving, with the
+missing cells of trials that never ran (issue 15.1: it crashed there with pd.NA)."""
+
+import io
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+from conftest import make_imagefolder
+from rich.console import Console
+from sample_run import records
+
+import autotransfer.cli as cli_module
+from autotransfer.errors import AutoTransferError
+from autotransfer.report.outputs import leaderboard
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-c", "from autotransfer.cli import main; main()", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=timeout,
+    )
+
+
+def one_clear_error(done, *expected):
+    assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr and done.stderr.count("Error:") == 1, done.stderr
+    for text in expected:
+        assert text in done.stderr, done.stderr
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory):
+    """A small saved pipeline (random-init test backbone; a probe head) and a folder of images."""
+    from autotransfer.data.datasets import load_dataset
+    from autotransfer.deploy.pipeline import Pipeline
+    from autotransfer.models.zoo import create_backbone
+    from autotransfer.transfer.finetune import FinetuneConfig, finetune
+
+    root = make_imagefolder(tmp_path_factory.mktemp("cli") / "d", {"a": 6, "b": 6})
+    dataset = load_dataset(root, image_size=32, show_progress=False)
+    torch.manual_seed(0)
+    backbone = create_backbone("test_efficientnet", pretrained=False)
+    config = FinetuneConfig(strategy="linear_probe", epochs=1, batch_size=8, bf16=False, warmup_epochs=0)
+    result = finetune(dataset, backbone, config)
+    pipeline = Pipeline.from_model(
+        backbone, result.model, classes=dataset.classes, recipe=dataset.recipe, frozen_groups=0,
+        head_type="linear", strategy="linear_probe", hyperparameters=result.config,
+        metrics={"val_accuracy": result.best_val_accuracy},
+    )  # fmt: skip
+    return pipeline.save(tmp_path_factory.mktemp("ck") / "pipeline"), root
+
+
+def test_fit_summary_prints_with_trials_that_never_ran(monkeypatch, tmp_path):
+    rows = records(finetune_finished=False)
+    board = leaderboard(rows, rows[1], None)
+    assert board["resolution"].isna().any() and board["trial"].dtype == "Int64"
+    buffer = io.StringIO()
+    monkeypatch.setattr(cli_module, "out", Console(file=buffer, width=160))
+    pipeline = SimpleNamespace(spec={"metrics": {"val_accuracy": 0.86}}, describe=lambda: "a probe")
+    result = SimpleNamespace(pipeline=pipeline, leaderboard=board, profile={}, run_dir=tmp_path, seconds=97.0)
+    cli_module._print_fit_summary(result, 120.0)
+    text = buffer.getvalue()
+    assert "Done in 97s of the 2m00s budget (4 probes, 0 fine-tuning trials (1 failed); 3 queued" in text
+    assert text.index("report.html") < text.index("leaderboard (top 8")  # where the report is comes first
+    assert "waiting" not in text  # trials that never ran are not in the table
+
+
+@pytest.mark.parametrize(
+    "raised,code,message",
+    [
+        (AutoTransferError("bad thing", where="here", fix="do this"), 2, "Where: here"),
+        (KeyboardInterrupt(), 130, "Interrupted"),
+        (OSError(28, "No space left on device"), 2, "The disk is full"),
+    ],
+)
+def test_exit_status_of_each_kind_of_ending(monkeypatch, capsys, raised, code, message):
+    def app():
+        raise raised
+
+    monkeypatch.setattr(cli_module, "app", app)
+    with pytest.raises(SystemExit) as ended:
+        cli_module.main()
+    assert ended.value.code == code and message in capsys.readouterr().err
+
+
+def test_export_to_unwritable_places(tmp_path, pipeline_dir):
+    folder, _ = pipeline_dir
+    (tmp_path / "afile").write_text("x")
+    one_clear_error(run_cli("export", folder, "--out", "/proc/x/model.onnx"), "Cannot write --out /proc/x/model.onnx")
+    one_clear_error(
+        run_cli("export", folder, "--out", tmp_path / "afile" / "m.onnx"),
+        f"{tmp_path / 'afile'} is a file, not a folder",
+    )
+    one_clear_error(run_cli("export", folder, "--out", tmp_path), "is a folder; a file name is needed")
+
+
+def test_predict_csv_that_cannot_be_written_prints_the_predictions_first(pipeline_dir):
+    folder, root = pipeline_dir
+    done = run_cli("predict", folder, root / "a", "--csv", "/proc/p.csv")
+    one_clear_error(done, "Cannot write --csv /proc/p.csv", "The predictions are printed above")
+    assert "6 image(s) classified" in done.stdout and "img_0.png" in done.stdout
+
+
+def test_predict_with_nothing_classified_fails_and_keeps_errors_out_of_the_label_column(tmp_path, pipeline_dir):
+    folder, root = pipeline_dir
+    (tmp_path / "empty.png").write_bytes(b"")
+    done = run_cli("predict", folder, tmp_path / "missing.png", tmp_path / "empty.png")
+    one_clear_error(done, "No image was classified: 2 input(s)")
+    assert "no such file" not in done.stdout and "skipped" in done.stderr and "missing.png" in done.stderr
+    partly = run_cli("predict", folder, root / "a" / "img_0.png", tmp_path / "missing.png", "--csv", tmp_path / "p.csv")
+    assert partly.returncode == 0, partly.stderr
+    assert "1 image(s) classified" in partly.stdout and "no such file" not in partly.stdout
+    assert pd.read_csv(tmp_path / "p.csv")["error"].notna().sum() == 1
+
+
+def test_outputs_of_fit_profile_and_bench_are_checked_first(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    blocked = tmp_path / "afile" / "run"
+    one_clear_error(run_cli("fit", tmp_path, "--out", tmp_path / "afile"), "is a file; a folder is needed")
+    one_clear_error(run_cli("fit", tmp_path, "--out", blocked), "is a file, not a folder")
+    one_clear_error(run_cli("profile", tmp_path, "--out", blocked / "p.json"), "is a file, not a folder")
+    one_clear_error(run_cli("bench", "--suite", "smoke", "--out", blocked), "is a file, not a folder")
+
+
+def test_unknown_backbone_in_a_space_file_names_the_nearest_and_where(tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("backbones: [mobilenetv2_10]\nresolutions: [32]\n")
+    data = make_imagefolder(tmp_path / "d", {"a": 2, "b": 2})
+    done = run_cli("fit", data, "--search-space", space, "--out", tmp_path / "run")
+    one_clear_error(
+        done, "Unknown backbone 'mobilenetv2_10'. Did you mean: mobilenetv2_100", f"Where: {space}, key backbones"
+    )

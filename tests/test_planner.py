@@ -1,0 +1,74 @@
+"""The budget planner, the strategy table and the candidate type: pure functions, no model."""
+
+import pytest
+
+from autotransfer.errors import AutoTransferError
+from autotransfer.search import planner
+from autotransfer.search.candidates import Candidate
+from autotransfer.search.records import best_record
+from autotransfer.transfer.strategies import FINETUNE_STRATEGIES, PROBE_STRATEGIES, QUADRANT_STRATEGIES, get_strategy
+
+
+def test_reserve_covers_saving_for_probes_and_the_refit_for_finetuning():
+    assert planner.reserve(None, 100, 20) == planner.reserve({"stage": "probe"}, 100, 20) == planner.SAVE_SECONDS + 3
+    finetuned = {"stage": "finetune", "epoch_seconds": 10.0, "best_epoch": 2}
+    # 3 epochs on train+val (1.2x the train split) of 10 s each, plus 3 s, plus saving
+    assert planner.reserve(finetuned, 100, 20) == pytest.approx(planner.SAVE_SECONDS + 10 * 1.2 * 3 + 3)
+
+
+def test_epoch_estimate_is_cheaper_frozen_and_dearer_augmented():
+    plain = planner.estimate_epoch_seconds(10.0, 1000, 800, freeze_fraction=0.0, augmented=False)
+    assert plain == pytest.approx(10.0 / 1000 * (3 * 800 + 200) + 0.5)
+    assert planner.estimate_epoch_seconds(10.0, 1000, 800, 0.5, False) < plain
+    assert planner.estimate_epoch_seconds(10.0, 1000, 800, 0.0, True) > plain
+
+
+@pytest.mark.parametrize(
+    ("left", "fits"),
+    [(planner.SAVE_SECONDS + 3 + planner.PROBE_SECONDS + 10, True), (planner.SAVE_SECONDS + 10, False)],
+)
+def test_a_probe_pair_starts_only_when_it_and_the_reserve_fit(left, fits):
+    assert planner.probe_pair_fits(left, planner.reserve(None, 0, 0), 10.0) is fits
+
+
+def test_trial_epoch_and_refit_rules():
+    assert planner.finetune_trial_fits(100, 20, 2, 40) and not planner.finetune_trial_fits(100, 30, 2, 40)
+    assert planner.next_epoch_fits(100, 50, 45) and not planner.next_epoch_fits(100, 50, 46)
+    assert planner.refit_fits(100, 70) and not planner.refit_fits(100, 80)
+    assert planner.cheap_share(True) == 0.5 and planner.cheap_share(False) == 1.0
+
+
+def test_candidate_round_trips_through_its_study_key():
+    candidate = Candidate("tv:alexnet", 224, "pool5")
+    assert candidate.key == "tv:alexnet@224/pool5" and Candidate.parse(candidate.key) == candidate
+    assert Candidate.parse("a@b@96/blocks.4").backbone == "a@b" and candidate.pair == "tv:alexnet@224"
+    with pytest.raises(ValueError):
+        Candidate.parse("no-resolution")
+
+
+def test_strategy_table_covers_the_recipe_matrix():
+    assert set(PROBE_STRATEGIES) == {"linear_probe", "mid_layer_probe"}
+    assert set(FINETUNE_STRATEGIES) == {"lp_ft", "finetune_top", "finetune_all", "train_all"}
+    assert all(get_strategy(s) for strategies in QUADRANT_STRATEGIES.values() for s in strategies)
+    assert get_strategy("linear_probe").frozen_groups(8, 3) == 8
+    assert get_strategy("finetune_top").frozen_groups(8, 3) == 3
+    assert get_strategy("train_all").frozen_groups(8, 3) == 0 and not get_strategy("train_all").tunes_backbone_lr
+    assert get_strategy("lp_ft").starts_from_probe
+    with pytest.raises(AutoTransferError, match="Unknown strategy"):
+        get_strategy("magic")
+
+
+def test_best_record_prefers_accuracy_then_the_cheaper_configuration(tmp_path):
+    (tmp_path / "best.json").write_text("{}")
+    rows = [
+        {"stage": "finetune", "trial": 0, "status": "complete", "val_accuracy": 0.9, "resolution": 64,
+         "checkpoint_dir": str(tmp_path)},
+        {"stage": "probe", "trial": 3, "status": "complete", "val_accuracy": 0.9, "resolution": 96},
+        {"stage": "probe", "trial": 1, "status": "complete", "val_accuracy": 0.9, "resolution": 64},
+        {"stage": "finetune", "trial": 1, "status": "complete", "val_accuracy": 0.95, "resolution": 64,
+         "checkpoint_dir": str(tmp_path / "gone")},  # its weights are missing: not usable
+        {"stage": "finetune", "trial": 2, "status": "fail", "val_accuracy": None},
+    ]  # fmt: skip
+    best = best_record(rows)
+    assert (best["stage"], best["trial"]) == ("probe", 1)
+    assert best_record([rows[-1]]) is None

@@ -1,0 +1,124 @@
+"""The run report: missing cells never break a table, and report.html says what happened (the chosen
+trial marked, trials counted as they ran, time against the budget, per-class metrics, confusion
+matrices, the most confident mistakes with embedded thumbnails, plots, a leaderboard per stage)."""
+
+import base64
+import io
+import re
+from html.parser import HTMLParser
+
+import pandas as pd
+import pytest
+from PIL import Image
+from sample_run import make_run
+
+from autotransfer.report.outputs import COLUMNS, leaderboard, trial_counts, write_outputs
+from autotransfer.report.terminal import cell_text, frame_table, is_missing
+
+
+class Page(HTMLParser):
+    """Images, the chosen rows and the sections of a report."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.images, self.chosen_rows, self.ids, self.in_chosen = [], [], [], False
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append(attrs)
+        if "id" in attrs:
+            self.ids.append(attrs["id"])
+        if tag == "tr" and "chosen" in (attrs.get("class") or "").split():
+            self.in_chosen = True
+            self.chosen_rows.append([])
+
+    def handle_endtag(self, tag):
+        if tag == "tr":
+            self.in_chosen = False
+
+    def handle_data(self, data):
+        if self.in_chosen and data.strip():
+            self.chosen_rows[-1].append(data.strip())
+
+
+@pytest.mark.parametrize("value", [pd.NA, None, float("nan"), pd.NaT])
+def test_missing_cells_format_as_empty(value):
+    assert is_missing(value) and cell_text(value) == ""
+
+
+def test_a_leaderboard_with_never_run_trials_renders_in_the_terminal():
+    """Issue 15.1: trials queued but never run have <NA> cells (Int64 columns); the summary table
+    evaluated `v != v` on pd.NA and `fit` died after saving."""
+    args = make_run.__globals__["records"](finetune_finished=False)
+    frame = leaderboard(args, args[1], None)
+    assert frame["resolution"].isna().any()  # <NA> in an Int64 column: the case that crashed
+    table = frame_table(frame[["stage", "trial", "resolution", "val_accuracy", "status"]], "top")
+    assert table.row_count == len(frame)
+    assert cell_text(frame["resolution"].iloc[-1]) == "" and cell_text(0.86) == "0.860"
+
+
+def test_report_of_a_full_run(tmp_path):
+    args = make_run(tmp_path / "run")
+    frame = write_outputs(**args)
+    text = (tmp_path / "run" / "report.html").read_text()
+    page = Page(text)
+    # the chosen trial is the marked row (not the second row of the table)
+    assert len(page.chosen_rows) == 1
+    assert page.chosen_rows[0][:3] == ["★", "1", "finetune_top"]
+    assert frame.loc[frame["chosen"], "trial"].tolist() == [1] and frame["chosen"].sum() == 1
+    # trials counted as they ran; the time against the budget
+    assert "4 probes, 2 fine-tuning trials (1 pruned, 1 failed); 1 queued trial not started (budget)" in text
+    assert "97s of 2m00s" in text
+    # metrics, per class and the confusion matrices of both splits
+    assert "val accuracy — classes are balanced" in text and "83.3%" in text  # test accuracy 20/24
+    for section in ("classes", "wrong", "search", "leaderboard"):
+        assert section in page.ids
+    assert text.count("<table class=confusion>") == 2
+    assert re.search(r'<td class="cm diag" style="[^"]*">6</td>', text)  # 6 cats seen as cats (validation)
+    # the gallery: the most confident mistakes first, thumbnails embedded and decodable
+    assert len(page.images) == 6
+    for image in page.images:
+        assert image["src"].startswith("data:image/png;base64,")
+        Image.open(io.BytesIO(base64.b64decode(image["src"].split(",", 1)[1]))).verify()
+    assert text.index("88.8%") < text.index("57.9%")
+    # plots are inline (one file), three of them
+    assert text.count("<svg") == 3 and "<script" not in text
+    # leaderboard: columns per stage, shared settings said once, all columns in the CSV
+    probes = text[text.index("<h3>Probes") : text.index("<h3>Fine-tuning")]
+    finetune = text[text.index("<h3>Fine-tuning") :]
+    assert "<th>C</th>" in probes and "freeze groups" not in probes
+    assert "<th>freeze groups</th>" in finetune and "<th>C</th>" not in finetune
+    assert "share backbone <b>mobilenetv2_100</b>" in probes
+    assert "1 queued trial(s) did not start" in finetune
+    assert list(pd.read_csv(tmp_path / "run" / "leaderboard.csv").columns) == COLUMNS
+
+
+def test_report_when_no_fine_tuning_trial_finished_and_no_test(tmp_path):
+    args = make_run(tmp_path / "run", with_test=False, finetune_finished=False)
+    write_outputs(**args)
+    text = (tmp_path / "run" / "report.html").read_text()
+    assert "4 probes, 0 fine-tuning trials (1 failed); 3 queued trials not started (budget)" in text
+    assert "no fine-tuning trial finished within the budget" in text  # said, not a flat line at 0
+    assert "no test split" in text and text.count("<table class=confusion>") == 1
+    assert Page(text).chosen_rows[0][:3] == ["★", "1", "mid_layer_probe"]
+
+
+def test_report_of_an_older_run_without_predictions_or_profile(tmp_path):
+    args = make_run(tmp_path / "run")
+    for name in ("predictions-val.csv", "predictions-test.csv", "profile.json"):
+        (tmp_path / "run" / name).unlink()
+    args["pipeline"].spec = {"metrics": {"val_accuracy": 0.9}}  # no classes, summary, per-class metrics
+    write_outputs(**args)
+    text = (tmp_path / "run" / "report.html").read_text()
+    assert "90.0%" in text and "Per class" not in text and "no profile" in text
+
+
+def test_trial_counts_skip_trials_that_never_ran():
+    frame = pd.DataFrame(
+        {"stage": ["probe", "probe", "finetune", "finetune"], "status": ["complete", "fail", "waiting", "pruned"]}
+    )
+    counts = trial_counts(frame)
+    assert counts["probe"]["ran"] == 1 and counts["finetune"]["ran"] == 1 and counts["finetune"]["not_started"] == 1
+    assert counts["text"] == "1 probe (1 failed), 1 fine-tuning trial (1 pruned); 1 queued trial not started (budget)"

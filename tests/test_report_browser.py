@@ -1,0 +1,75 @@
+"""report.html in a real browser (headless Chromium, Debian package `chromium`): it renders, every
+image loads, nothing is logged to the console, and no table runs off a 1280-px page. A screenshot
+is written (to $AUTOTRANSFER_REPORT_SCREENSHOT when set) for a person to look at."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from sample_run import make_run
+
+from autotransfer.report.outputs import write_outputs
+
+pytestmark = pytest.mark.slow
+
+PROBE = """<script>
+window.addEventListener("load", () => {
+  const images = [...document.images].map(i => ({ok: i.complete && i.naturalWidth > 0, alt: i.alt}));
+  const result = {images, svgs: document.querySelectorAll("svg").length,
+                  overflow: document.documentElement.scrollWidth - window.innerWidth,
+                  title: document.title};
+  const pre = document.createElement("pre");
+  pre.id = "probe";
+  pre.textContent = JSON.stringify(result);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def chromium() -> str:
+    found = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    if not found:
+        pytest.skip("no Chromium (apt-get install chromium)")
+    return found
+
+
+def browse(browser: str, page: Path, *args: str) -> subprocess.CompletedProcess:
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,900"]
+    flags += ["--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000", "--allow-file-access-from-files"]
+    return subprocess.run([browser, *flags, *args, page.as_uri()], capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.parametrize("finished", [True, False], ids=["full-run", "no-fine-tuning-no-test"])
+def test_report_renders_in_chromium(tmp_path, finished):
+    browser = chromium()
+    args = make_run(tmp_path / "run", with_test=finished, finetune_finished=finished)
+    write_outputs(**args)
+    report = tmp_path / "run" / "report.html"
+    probe = report.with_name("probe.html")  # the report has no script of its own; a copy gets the probe
+    probe.write_text(report.read_text().replace("</body>", PROBE + "</body>"))
+    done = browse(browser, probe, "--dump-dom")
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = re.search(r'<pre id="probe">(.*?)</pre>', done.stdout, re.S)
+    assert found, done.stdout[-2000:]
+    result = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert result["title"] == "autotransfer report"
+    assert result["images"] and all(i["ok"] for i in result["images"]), result["images"]
+    assert result["svgs"] == 3  # distance by depth, Pareto front, history
+    assert result["overflow"] <= 0, "the page is wider than the window"
+    console = [line for line in done.stderr.splitlines() if "CONSOLE" in line]
+    assert not console, console
+
+    shot = tmp_path / "report.png"
+    done = browse(browser, report, f"--screenshot={shot}", "--window-size=1280,4200")
+    assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1280, 4200) and len(image.getcolors(1 << 20) or range(1 << 20)) > 50  # not blank
+    target = os.environ.get("AUTOTRANSFER_REPORT_SCREENSHOT")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(target) / f"report-{'full' if finished else 'probes-only'}.png")
