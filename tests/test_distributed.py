@@ -18,7 +18,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import SPACE
+from conftest import SPACE, make_imagefolder
 from distributed_fixtures import RAY_DRIVER_ENV, postgres, ray_cluster  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.distributed
@@ -169,9 +169,10 @@ def test_a_resumed_ray_run_keeps_the_trials_it_recorded(fit_env, ray_cluster, tm
 def test_three_postgresql_workers_one_killed_mid_trial_lose_and_repeat_nothing(fit_env, postgres, tmp_path):  # noqa: F811
     url = postgres.database("three_workers").replace("postgresql+psycopg://", "postgresql://")  # the plain URL
     max_trials = 6
-    fit_env["space"].write_text(
-        SPACE.replace("max_trials: 3", f"max_trials: {max_trials}").replace("epochs: 2", "epochs: 4")
-    )
+    # Epochs long enough (1,200 images) for the kill to land mid-trial, and no pruning before the last epoch.
+    space = SPACE.replace("max_trials: 3", f"max_trials: {max_trials}").replace("epochs: 2", "epochs: 6")
+    fit_env["space"].write_text(space + "pruner: {min_epochs: 6}\n")
+    fit_env["data"] = make_imagefolder(tmp_path / "bigger", {"a": 400, "b": 400, "c": 400})
     grace = {"AUTOTRANSFER_HEARTBEAT_GRACE": "6"}
     outs = [tmp_path / f"run{i}" for i in range(3)]
     logs = [tmp_path / f"w{i}.log" for i in range(3)]
@@ -180,7 +181,7 @@ def test_three_postgresql_workers_one_killed_mid_trial_lose_and_repeat_nothing(f
     killed_trial = None
     deadline = time.monotonic() + 200
     while time.monotonic() < deadline and killed_trial is None and victim.poll() is None:
-        time.sleep(0.5)
+        time.sleep(0.2)
         for t in finetune_trials(url):
             mine = t.user_attrs.get("worker", "").endswith(f":{victim.pid}")
             if mine and t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("epochs_run", 0) >= 1:

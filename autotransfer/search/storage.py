@@ -223,6 +223,6 @@ def write_once(storage: optuna.storages.BaseStorage, write: Callable[[], T], whe
         raise WrittenByAnotherWorker(
             f"The final pipeline of this shared study is written by worker {value['worker']} "
             f"in {value['run_dir']}; this worker's trials are in the study.",
-            fix="nothing to do: use that run directory (or run fit again there if that worker died).",
+            fix="use that run directory; if that worker died before saving, run fit again there.",
         )
     return value
