@@ -43,9 +43,24 @@ def fit_command(env: dict, out: Path, budget: str, *extra: str) -> list[str]:
     ]
 
 
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_outlives_its_test():
+    yield
+    while _started:
+        process = _started.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def start_worker(command: list[str], log: Path, **env: str) -> subprocess.Popen:
     handle = open(log, "w")  # noqa: SIM115  (the child keeps it)
-    return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **env})
+    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **env})
+    _started.append(process)
+    return process
 
 
 def finetune_trials(storage: str) -> list[optuna.trial.FrozenTrial]:
@@ -169,14 +184,14 @@ def test_a_resumed_ray_run_keeps_the_trials_it_recorded(fit_env, ray_cluster, tm
 def test_three_postgresql_workers_one_killed_mid_trial_lose_and_repeat_nothing(fit_env, postgres, tmp_path):  # noqa: F811
     url = postgres.database("three_workers").replace("postgresql+psycopg://", "postgresql://")  # the plain URL
     max_trials = 6
-    # Epochs long enough (1,200 images) for the kill to land mid-trial, and no pruning before the last epoch.
+    # Epochs long enough (300 images) for the kill to land mid-trial, and no pruning before the last epoch.
     space = SPACE.replace("max_trials: 3", f"max_trials: {max_trials}").replace("epochs: 2", "epochs: 6")
     fit_env["space"].write_text(space + "pruner: {min_epochs: 6}\n")
-    fit_env["data"] = make_imagefolder(tmp_path / "bigger", {"a": 400, "b": 400, "c": 400})
+    fit_env["data"] = make_imagefolder(tmp_path / "bigger", {"a": 100, "b": 100, "c": 100})
     grace = {"AUTOTRANSFER_HEARTBEAT_GRACE": "6"}
     outs = [tmp_path / f"run{i}" for i in range(3)]
     logs = [tmp_path / f"w{i}.log" for i in range(3)]
-    workers = [start_worker(fit_command(fit_env, outs[i], "4m", "--storage", url), logs[i], **grace) for i in range(3)]
+    workers = [start_worker(fit_command(fit_env, outs[i], "6m", "--storage", url), logs[i], **grace) for i in range(3)]
     victim = workers[0]
     killed_trial = None
     deadline = time.monotonic() + 200
