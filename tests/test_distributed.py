@@ -184,10 +184,10 @@ def test_a_resumed_ray_run_keeps_the_trials_it_recorded(fit_env, ray_cluster, tm
 def test_three_postgresql_workers_one_killed_mid_trial_lose_and_repeat_nothing(fit_env, postgres, tmp_path):  # noqa: F811
     url = postgres.database("three_workers").replace("postgresql+psycopg://", "postgresql://")  # the plain URL
     max_trials = 6
-    # Epochs long enough (300 images) for the kill to land mid-trial, and no pruning before the last epoch.
+    # Epochs long enough (180 images) for the kill to land mid-trial, and no pruning before the last epoch.
     space = SPACE.replace("max_trials: 3", f"max_trials: {max_trials}").replace("epochs: 2", "epochs: 6")
     fit_env["space"].write_text(space + "pruner: {min_epochs: 6}\n")
-    fit_env["data"] = make_imagefolder(tmp_path / "bigger", {"a": 100, "b": 100, "c": 100})
+    fit_env["data"] = make_imagefolder(tmp_path / "bigger", {"a": 60, "b": 60, "c": 60})
     grace = {"AUTOTRANSFER_HEARTBEAT_GRACE": "6"}
     outs = [tmp_path / f"run{i}" for i in range(3)]
     logs = [tmp_path / f"w{i}.log" for i in range(3)]
