@@ -94,6 +94,7 @@ def leaderboard(records: list[dict], best: dict | None, test_accuracy: float | N
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
     for column in ("val_score", "val_accuracy", "seconds"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    frame["val_score"] = frame["val_score"].fillna(frame["val_accuracy"])  # runs from before the metric choice
     if best:
         frame["chosen"] = (frame["stage"] == best.get("stage")) & (frame["trial"] == best.get("trial")).fillna(False)
     else:
