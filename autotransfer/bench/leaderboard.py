@@ -20,12 +20,14 @@ from .contenders import FIXED
 from .suite import Suite
 
 CSV_COLUMNS = ["dataset", "per_class", "group", "seed", "contender", "title", "test_accuracy", "val_accuracy",
-               "seconds", "within_budget", "oracle", "regret", "rank", "what", "error"]
+               "seconds", "within_budget", "oracle", "regret", "rank", "what", "error", "status"]
 
 
 def cell_frame(records: list[dict], suite: Suite) -> pd.DataFrame:
     """One row per cell with the oracle, the normalised regret and the rank within its (group, seed)."""
     frame = pd.DataFrame(records)
+    derived = frame["error"].map(lambda e: "ok" if e is None or pd.isna(e) else "failed")  # cells from before `status`
+    frame["status"] = frame["status"].fillna(derived) if "status" in frame else derived
     frame["group"] = frame["dataset"] + " " + frame["per_class"].astype(str) + "/class"
     oracle_sources = frame["contender"].isin(list(FIXED)) | (frame["contender"] == "grid")
     oracles = {}
@@ -51,6 +53,7 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "mean": grouped["test_accuracy"].mean(), "std": grouped["test_accuracy"].std(ddof=0),
         "seeds": grouped["test_accuracy"].count(), "failed": grouped["error"].count(),
+        "not_installed": grouped["status"].agg(lambda s: int((s == "not installed").sum())),
         "seconds": grouped["seconds"].mean(), "regret": grouped["regret"].mean(), "rank": grouped["rank"].mean(),
     }).reset_index()
 
@@ -70,7 +73,7 @@ def _markdown(frame: pd.DataFrame) -> str:
 
 def render_markdown(frame: pd.DataFrame, suite: Suite, machine: str) -> str:
     table = summary(frame)
-    accuracy = _pivot(table, lambda r: "failed" if r.seeds == 0 else
+    accuracy = _pivot(table, lambda r: ("not installed" if r.not_installed else "failed") if r.seeds == 0 else
                       f"{r.mean:.3f} ± {r.std:.3f}" + (f" ({r.failed} failed)" if r.failed else ""))
     overall = table.groupby("title", sort=False).agg(rank=("rank", "mean"), regret=("regret", "mean"))
     accuracy["mean rank"] = overall["rank"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
@@ -88,7 +91,12 @@ def render_markdown(frame: pd.DataFrame, suite: Suite, machine: str) -> str:
     if frame["oracle"].notna().any():
         parts += ["## Normalised regret vs the oracle (0 = oracle, 1 = chance, < 0 beats the grid)", "",
                   _markdown(regret), ""]
-    failures = frame[frame["error"].notna()]
+    missing = frame[frame["status"] == "not installed"]
+    if len(missing):
+        parts += ["## Not installed (`make peers`)", ""] + [f"- {title}: {str(error).splitlines()[0]}" for title, error
+                                                            in dict(zip(missing["title"], missing["error"])).items()]
+        parts += [""]
+    failures = frame[frame["error"].notna() & (frame["status"] != "not installed")]
     if len(failures):
         parts += ["## Failed cells", ""] + [f"- {r.group} seed {r.seed}, {r.title}: {str(r.error).splitlines()[0]}"
                                              for r in failures.itertuples()] + [""]

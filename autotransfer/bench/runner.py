@@ -22,7 +22,7 @@ from ..budget import Deadline, format_duration
 from ..errors import AutoTransferError
 from ..files import write_text_atomic
 from ..search_space import load_search_space
-from .contenders import Cell, contender, title
+from .contenders import Cell, NotInstalled, contender, title
 from .data import split_folders
 from .suite import Suite
 
@@ -90,6 +90,7 @@ def run_suite(suite: Suite, out: Path, only: tuple[str, ...] | None = None) -> l
     for number, key in enumerate(todo, 1):
         record = _run_cell(suite, out, key)
         result = (f"test accuracy {record['test_accuracy']:.4f}" if record["error"] is None
+                  else record["error"].splitlines()[0] if record["status"] == "not installed"
                   else f"FAILED: {record['error'].splitlines()[0]}")
         log.info("[%d/%d] %s %d/class seed %d, %s: %s in %s", number, len(todo), key.dataset, key.per_class, key.seed,
                  title(key.contender), result, format_duration(record["seconds"]))
@@ -108,17 +109,19 @@ def _run_cell(suite: Suite, out: Path, key: CellKey) -> dict:
     record = {"dataset": key.dataset, "per_class": key.per_class, "seed": key.seed, "contender": key.contender,
               "title": title(key.contender), "n_classes": sum(1 for p in test_dir.iterdir() if p.is_dir()),
               "test_accuracy": None, "val_accuracy": None, "what": "", "configs": [], "error": None,
-              "settings": cell_settings(suite, key)}
+              "status": "ok", "settings": cell_settings(suite, key)}
     try:
         outcome = contender(key.contender, suite)(cell)
         record.update(test_accuracy=outcome.test_accuracy, val_accuracy=outcome.val_accuracy, what=outcome.what,
                       configs=outcome.configs)
     except KeyboardInterrupt:
         raise
+    except NotInstalled as error:  # a peer `make peers` could not set up: shown as such, never dropped
+        record.update(error=str(error), status="not installed")
     except AutoTransferError as error:
-        record["error"] = str(error)
+        record.update(error=str(error), status="failed")
     except Exception as error:  # a contender's own bug must not stop the suite: recorded, with its traceback
-        record["error"] = f"{type(error).__name__}: {error} (traceback in {work / 'error.txt'})"
+        record.update(error=f"{type(error).__name__}: {error} (traceback in {work / 'error.txt'})", status="failed")
         (work / "error.txt").write_text(traceback.format_exc())
     record["seconds"] = cell.deadline.elapsed()
     record["within_budget"] = record["seconds"] <= suite.budget * 1.05
