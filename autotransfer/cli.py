@@ -346,9 +346,9 @@ def bench(suite_name: str = typer.Option(..., "--suite", help="smoke, cpu-small 
         raise AutoTransferError("No cell of the suite has finished, so there is no leaderboard.")
     frame = write_leaderboard(records, suite, out_dir, describe_machine())
     out.print((out_dir / "leaderboard.md").read_text())
-    failed = int(frame["error"].notna().sum())
-    out.print(f"{len(frame)} cells ({failed} failed): {escape(str(out_dir / 'leaderboard.md'))}, leaderboard.csv, "
-              "report.html")
+    failed, missing = int((frame["status"] == "failed").sum()), int((frame["status"] == "not installed").sum())
+    out.print(f"{len(frame)} cells ({failed} failed" + (f", {missing} not installed: make peers" if missing else "") +
+              f"): {escape(str(out_dir / 'leaderboard.md'))}, leaderboard.csv, report.html")
 
 
 def _frame_table(frame, title: str) -> Table:

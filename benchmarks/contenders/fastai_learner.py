@@ -34,7 +34,7 @@ def main() -> int:
     dls = ImageDataLoaders.from_folder(args.train, valid_pct=0.2, seed=args.seed, item_tfms=Resize(args.size),
                                        batch_tfms=aug_transforms(size=args.size), bs=BATCH)
     learn = vision_learner(dls, _peer.BACKBONE, pretrained=True, metrics=accuracy,
-                           pretrained_cfg_overlay=dict(file=str(args.weights)))
+                           pretrained_cfg_overlay={"file": str(args.weights)})
     learn.path = args.out  # fastai writes next to its data otherwise
 
     # Time a few forward/backward passes of the whole model on one batch; the weights are put back after.
@@ -57,28 +57,35 @@ def main() -> int:
     class Deadline(Callback):
         """Stops before an epoch that would not finish in the budget (fastai has no budget of its own)."""
 
-        order = 100
+        order, fits, run_epochs, stopped = 100, 0, 0, False
+
+        def before_fit(self):
+            self.fits += 1  # fine_tune: fit 1 is the frozen epoch, fit 2 the whole model
+            if self.stopped:
+                raise CancelFitException()
 
         def before_epoch(self):
             self.tic = time.monotonic()
 
         def after_epoch(self):
-            self.run_epochs = getattr(self, "run_epochs", 0) + 1
-            if args.budget - _peer.elapsed() < (time.monotonic() - self.tic) + reserve:
+            self.run_epochs += 1
+            more = self.fits == 1 or self.epoch + 1 < self.n_epoch
+            if more and args.budget - _peer.elapsed() < (time.monotonic() - self.tic) + reserve:
                 self.stopped = True
                 raise CancelFitException()
 
     guard = Deadline()
-    learn.fine_tune(epochs, cbs=[guard])
-    val_accuracy = float(learn.validate()[1])
-    test_files, _ = _peer.image_files(args.test)
-    preds, targets = learn.get_preds(dl=dls.test_dl([Path(p) for p in test_files], with_labels=True))
+    _peer.log(f"fine_tune({epochs}): epochs of about {epoch_seconds:.1f} s, {reserve:.0f} s kept for the test")
+    with learn.no_bar():
+        learn.fine_tune(epochs, cbs=[guard])
+        val_accuracy = float(learn.validate()[1])
+        test_files, _ = _peer.image_files(args.test)
+        preds, targets = learn.get_preds(dl=dls.test_dl([Path(p) for p in test_files], with_labels=True))
     test_accuracy = float((preds.argmax(1) == targets).float().mean())
-    run = getattr(guard, "run_epochs", 0)
     _peer.answer(test_accuracy, f"fastai vision_learner + fine_tune: {_peer.BACKBONE} (offline ImageNet weights) at "
                  f"{args.size}px, Resize + aug_transforms, batch {BATCH}, base LR 2e-3 (no LR finder), "
-                 f"1 frozen + {epochs} planned epochs, {run} run" +
-                 (" (stopped for the budget)" if getattr(guard, "stopped", False) else ""), val_accuracy)
+                 f"1 frozen + {epochs} planned epochs, {guard.run_epochs} run" +
+                 (" (stopped for the budget)" if guard.stopped else ""), val_accuracy)
     return 0
 
 

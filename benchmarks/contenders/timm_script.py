@@ -46,7 +46,7 @@ def main() -> int:
 
     _peer.log("imported")
     model = timm.create_model(_peer.BACKBONE, pretrained=True, num_classes=len(classes),
-                              pretrained_cfg_overlay=dict(file=str(args.weights)))
+                              pretrained_cfg_overlay={"file": str(args.weights)})
     config = resolve_data_config(model=model)
     config.update(input_size=(3, args.size, args.size), crop_pct=1.0)  # no centre crop: small images lose too much
     train_tf = create_transform(**config, is_training=True)
@@ -63,7 +63,7 @@ def main() -> int:
             with Image.open(self.files[i]) as image:
                 return self.transform(image.convert("RGB")), int(self.ys[i])
 
-    loader = dict(num_workers=0)  # decoding small images in the main process beats worker processes on 2 cores
+    loader = {"num_workers": 0}  # decoding small images in the main process beats worker processes on 2 cores
     train = torch.utils.data.DataLoader(Images([p for p, v in zip(paths, val_mask) if not v], targets[~val_mask],
                                                train_tf), batch_size=BATCH, shuffle=True, drop_last=False, **loader)
     val = torch.utils.data.DataLoader(Images([p for p, v in zip(paths, val_mask) if v], targets[val_mask], eval_tf),
