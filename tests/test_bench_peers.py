@@ -65,6 +65,8 @@ def test_a_missing_peer_is_reported_as_not_installed_never_dropped(peer_suite, t
     assert "## Failed cells" not in markdown
     csv = pd.read_csv(out / "leaderboard.csv")
     assert (csv["status"] == "not installed").sum() == 4
+    write_leaderboard([r for r in records if r["status"] != "ok"], suite, out, "test machine")  # nothing to plot
+    assert "| absent (command) | not installed |" in (out / "leaderboard.md").read_text()
     # once installed, the cells run: not-installed ones are tried again like failed ones
     (peers / "absent" / "bin").mkdir(parents=True)
     os.symlink(sys.executable, peers / "absent" / "bin" / "python")
@@ -94,6 +96,10 @@ def test_cells_written_before_status_existed_still_make_a_leaderboard(peer_suite
 ])
 def test_epochs_that_fit_the_budget(left, epoch, reserve, expected):
     assert epochs_that_fit(left, epoch, reserve) == expected
+
+
+def test_epochs_that_fit_can_be_none_when_the_timed_batches_trained():
+    assert epochs_that_fit(10.0, 30.0, 5.0, least=0) == 0 and epochs_that_fit(100.0, 10.0, 5.0, least=0) == 9
 
 
 def test_builtin_suites_list_every_peer():

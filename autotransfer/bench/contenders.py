@@ -184,6 +184,8 @@ def run_command(cell: Cell, argv: tuple[str, ...]) -> Outcome:
     except FileNotFoundError as error:
         raise AutoTransferError(f"Cannot run {args[0]!r}: no such program.") from error
     except subprocess.TimeoutExpired as error:
+        for name, text in (("stdout.txt", error.stdout), ("stderr.txt", error.stderr)):  # what it said until then
+            (cell.work / name).write_text(text.decode(errors="replace") if isinstance(text, bytes) else text or "")
         raise AutoTransferError(f"{args[0]} ran past the budget ({cell.suite.budget:.0f} s) and was stopped."
                                 ) from error
     (cell.work / "stdout.txt").write_text(done.stdout)

@@ -112,6 +112,8 @@ def _plots(frame: pd.DataFrame) -> dict[str, str]:
     table = summary(frame).dropna(subset=["mean"])
     groups = list(dict.fromkeys(table["group"]))
     titles = list(dict.fromkeys(table["title"]))
+    if not groups:  # every cell failed or is not installed: nothing to plot
+        return {"accuracy": "<p>No finished cell.</p>", "rank": ""}
     colours = {t: plt.get_cmap("tab10")(i % 10) for i, t in enumerate(titles)}
     figure, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.8), squeeze=False)
     for axis, group in zip(axes[0], groups):

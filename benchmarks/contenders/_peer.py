@@ -85,15 +85,16 @@ def log(message: str) -> None:
     print(f"[{elapsed():6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-def epochs_that_fit(time_left: float, epoch_seconds: float, reserve: float, most: int = 100) -> int:
+def epochs_that_fit(time_left: float, epoch_seconds: float, reserve: float, least: int = 1, most: int = 100) -> int:
     """How many whole epochs fit in ``time_left`` seconds once ``reserve`` (prediction, saving) is kept aside.
 
-    ``epoch_seconds`` is measured (one short epoch, or a few batches scaled up). Always at least one:
-    a peer that trains nothing would not be the tool a user runs; its cell then shows the overrun.
+    ``epoch_seconds`` is measured (one short epoch, or a few batches scaled up). At least ``least``:
+    a peer that trains nothing would not be the tool a user runs (its cell then shows the overrun);
+    0 only where the timed batches already trained the model.
     """
     if epoch_seconds <= 0:
         return most
-    return max(1, min(most, math.floor((time_left - reserve) / epoch_seconds)))
+    return max(least, min(most, math.floor((time_left - reserve) / epoch_seconds)))
 
 
 def answer(test_accuracy: float, what: str, val_accuracy: float | None = None) -> None:
