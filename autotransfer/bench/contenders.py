@@ -26,7 +26,7 @@ from ..finetune import FinetuneConfig, TransferModel, finetune
 from ..pipeline import Pipeline
 from ..probes import fit_probe
 from ..zoo import Backbone, create_backbone
-from .suite import Suite
+from .suite import SUITES_DIR, Suite
 
 
 @dataclass
@@ -145,7 +145,7 @@ class NotInstalled(AutoTransferError):
 
 
 def peers_dir() -> Path:
-    return Path(os.environ.get(PEERS_ENV) or Path(__file__).resolve().parents[2] / ".peers").absolute()
+    return Path(os.environ.get(PEERS_ENV) or SUITES_DIR.parents[1] / ".peers").absolute()  # the repository root
 
 
 def _check_peer(program: str) -> None:
