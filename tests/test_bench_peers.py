@@ -113,10 +113,21 @@ def test_builtin_suites_list_every_peer():
 @pytest.mark.slow
 @pytest.mark.parametrize("peer", ["timm-script", "fastai", "autogluon"])
 def test_each_peer_on_real_weights(cli, tmp_path, monkeypatch, peer):
-    """Needs `make peers` (fastai, autogluon) and the offline zoo's mobilenetv2_100; about a minute each."""
+    """Needs `make peers` (fastai, autogluon) and the offline zoo's mobilenetv2_100; about two minutes each.
+
+    The smoke suite's peer command on its dataset, with a 90 s budget: imports alone take 5-15 s here.
+    """
+    import yaml
+
     monkeypatch.delenv("AUTOTRANSFER_CACHE")  # the real cache: offline ImageNet weights
-    result = cli(["bench", "--suite", "smoke", "--contenders", peer, "--out", str(tmp_path / "smoke")], timeout=600)
+    smoke = load_suite("smoke")
+    suite = tmp_path / "peer.yaml"
+    suite.write_text(yaml.safe_dump({
+        "datasets": [{"name": "digits", "per_class": [15], "test_per_class": 15}], "seeds": [0], "budget": "90s",
+        "fixed": {"backbone": smoke.fixed_backbone, "resolution": smoke.fixed_resolution},
+        "contenders": [peer], "commands": {peer: list(smoke.commands[peer])}}))
+    result = cli(["bench", "--suite", str(suite), "--out", str(tmp_path / "out")], timeout=600)
     assert result.exit_code == 0, result.output
-    cell = json.loads(next((tmp_path / "smoke" / "cells").glob(f"*--{peer}.json")).read_text())
+    cell = json.loads(next((tmp_path / "out" / "cells").glob(f"*--{peer}.json")).read_text())
     assert cell["status"] == "ok", cell["error"]
     assert 0 <= cell["test_accuracy"] <= 1 and "mobilenetv2_100" in cell["what"] and "64px" in cell["what"]
