@@ -128,6 +128,31 @@ def _probe(cell: Cell, mid_layer: bool, heads: tuple[str, ...]) -> Outcome:
     )
 
 
+CODES_RESOLUTION = 128  # px: the plain baseline of issue 16, penultimate features at a CPU-friendly size
+CODES_BACKBONES = ("mobilenetv2_100", "tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
+
+
+def run_codes_logreg(cell: Cell) -> Outcome:
+    """The plain baseline a practitioner writes first: logistic regression (scikit-learn, C on val) on
+    the 128-px penultimate features of each offline-zoo backbone, the best backbone by val kept."""
+    dataset = load_dataset(cell.train_dir, image_size=CODES_RESOLUTION, seed=cell.seed, show_progress=False)
+    train, val = dataset.indices("train"), dataset.indices("val")
+    best: tuple | None = None
+    for name in CODES_BACKBONES:
+        backbone = create_backbone(name)
+        features = extract_features(dataset, backbone, ["head"], show_progress=False)["head"]
+        probe = fit_probe(
+            features[train], dataset.labels[train], features[val], dataset.labels[val], heads=("softmax",),
+            seed=cell.seed,
+        )  # fmt: skip
+        if best is None or probe.val_accuracy > best[0].val_accuracy:
+            best = (probe, backbone)
+    probe, backbone = best
+    model = TransferModel(backbone, "head", len(dataset.classes)).set_linear_head(probe.model)
+    pipeline = _wrap(backbone, model, dataset, "linear_probe", probe.val_accuracy, len(backbone.depth_groups))
+    return _scored(cell, pipeline, f"logistic regression (C={probe.C:g}) on {backbone.name} codes at 128px")
+
+
 def _finetuned(cell: Cell, config: FinetuneConfig, label: str) -> Outcome:
     """Default-settings fine-tuning, stopped before an epoch that would overrun the budget."""
     dataset, backbone = _fixed_data(cell)
@@ -270,6 +295,7 @@ def run_command(cell: Cell, argv: tuple[str, ...]) -> Outcome:
 FIXED: dict[str, tuple[str, Callable[[Cell], Outcome]]] = {
     "codes_svm": ("CNN codes + linear SVM", lambda cell: _probe(cell, False, ("svm",))),
     "codes_softmax": ("CNN codes + softmax", lambda cell: _probe(cell, False, ("softmax",))),
+    "codes128_logreg": ("logistic regression on 128-px codes, best zoo backbone", run_codes_logreg),
     "mid_layer": ("mid-layer features + linear", lambda cell: _probe(cell, True, ("softmax",))),
     "finetune_all": (
         "fine-tune all, pretrained LR x0.01",

@@ -22,7 +22,9 @@ GRID_BACKBONES = ("mobilenetv2_100", "tf_efficientnet_lite0")
 GRID_RESOLUTIONS = (64, 96, 128)
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
-BUILTIN_CONTENDERS = ("fit", "codes_svm", "codes_softmax", "mid_layer", "finetune_all", "train_all", "one_lr", "grid")
+BUILTIN_CONTENDERS = (
+    "fit", "codes_svm", "codes_softmax", "codes128_logreg", "mid_layer", "finetune_all", "train_all", "one_lr", "grid",
+)  # fmt: skip
 _TOP_KEYS = {
     "description",
     "datasets",
