@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 DEMO_DATA := datasets/animal-mnist-50
 
-.PHONY: demo test test-slow setup
+.PHONY: demo test test-slow setup peers
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -21,3 +21,7 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+# The peer tools of `autotransfer bench` (fastai, AutoGluon) in their own venvs under .peers/; not part of `test`.
+peers: setup
+	@PY=$(PY) bash scripts/peers.sh

@@ -649,9 +649,11 @@ def bench(
         raise AutoTransferError("No cell of the suite has finished, so there is no leaderboard.")
     frame = write_leaderboard(records, suite, out_dir, describe_machine())
     out.print((out_dir / "leaderboard.md").read_text())
-    failed = int(frame["error"].notna().sum())
+    failed, missing = int((frame["status"] == "failed").sum()), int((frame["status"] == "not installed").sum())
     out.print(
-        f"{len(frame)} cells ({failed} failed): {escape(str(out_dir / 'leaderboard.md'))}, leaderboard.csv, report.html"
+        f"{len(frame)} cells ({failed} failed"
+        + (f", {missing} not installed: make peers" if missing else "")
+        + f"): {escape(str(out_dir / 'leaderboard.md'))}, leaderboard.csv, report.html"
     )
 
 

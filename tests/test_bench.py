@@ -243,7 +243,8 @@ def test_smoke_suite_on_real_weights(cli, tmp_path, monkeypatch):
     result = cli(["bench", "--suite", "smoke", "--out", str(tmp_path / "smoke")], timeout=900)
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(tmp_path / "smoke" / "leaderboard.csv")
-    assert len(frame) == len(load_suite("smoke").contenders) and frame["error"].isna().all()
+    ran = frame[frame["status"] != "not installed"]  # the peers need `make peers` (tests/test_bench_peers.py)
+    assert len(frame) == len(load_suite("smoke").contenders) and ran["error"].isna().all()
     fit = frame.set_index("contender").loc["fit"]
     assert fit["test_accuracy"] > 0.5 and fit["within_budget"]  # 10 classes: chance is 0.1
     assert "| autotransfer fit |" in (tmp_path / "smoke" / "leaderboard.md").read_text()

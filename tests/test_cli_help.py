@@ -13,7 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from autotransfer import __version__
-from autotransfer.cli import DEFAULTS, app
+from autotransfer.cli import app
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 HEAVY = ("torch", "timm", "torchvision", "pandas", "numpy", "optuna", "sklearn", "matplotlib")

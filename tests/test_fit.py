@@ -194,7 +194,8 @@ def test_bad_durations_are_explained(text):
 def test_built_in_search_spaces_load():
     for name in ("fast", "default", "thorough"):
         space = load_search_space(name)
-        assert space.backbones and space.finetune_strategies and space.ranges["head_lr"].log
+        assert space.finetune_strategies and space.ranges["head_lr"].log
+        assert bool(space.backbones) == bool(space.resolutions) == (name != "default")  # default: auto
 
 
 @pytest.mark.parametrize(

@@ -48,3 +48,10 @@ def test_fit_on_imbalanced_data_maximises_balanced_accuracy_and_reports_per_clas
     assert predictions[0] == "path,label,predicted,confidence" and len(predictions) > 3
     identity = json.loads((tmp_path / "run" / "run.json").read_text())
     assert identity["metric"] == "auto"
+
+
+def test_no_cross_validation_when_a_class_has_a_single_image():
+    labels = np.repeat([0, 1, 2], [10, 10, 1])
+    assert decide_objective("auto", labels, ["a", "b", "c"], pooled_labels=labels)["cv_folds"] == 0
+    pooled = np.repeat([0, 1, 2], [12, 12, 2])
+    assert decide_objective("auto", labels, ["a", "b", "c"], pooled_labels=pooled)["cv_folds"] == 5

@@ -61,13 +61,13 @@ def test_strategy_table_covers_the_recipe_matrix():
 def test_best_record_prefers_accuracy_then_the_cheaper_configuration(tmp_path):
     (tmp_path / "best.json").write_text("{}")
     rows = [
-        {"stage": "finetune", "trial": 0, "status": "complete", "val_accuracy": 0.9, "resolution": 64,
+        {"stage": "finetune", "trial": 0, "status": "complete", "val_score": 0.9, "resolution": 64,
          "checkpoint_dir": str(tmp_path)},
-        {"stage": "probe", "trial": 3, "status": "complete", "val_accuracy": 0.9, "resolution": 96},
-        {"stage": "probe", "trial": 1, "status": "complete", "val_accuracy": 0.9, "resolution": 64},
-        {"stage": "finetune", "trial": 1, "status": "complete", "val_accuracy": 0.95, "resolution": 64,
+        {"stage": "probe", "trial": 3, "status": "complete", "val_score": 0.9, "resolution": 96},
+        {"stage": "probe", "trial": 1, "status": "complete", "val_score": 0.9, "resolution": 64},
+        {"stage": "finetune", "trial": 1, "status": "complete", "val_score": 0.95, "resolution": 64,
          "checkpoint_dir": str(tmp_path / "gone")},  # its weights are missing: not usable
-        {"stage": "finetune", "trial": 2, "status": "fail", "val_accuracy": None},
+        {"stage": "finetune", "trial": 2, "status": "fail", "val_score": None},
     ]  # fmt: skip
     best = best_record(rows)
     assert (best["stage"], best["trial"]) == ("probe", 1)

@@ -8,6 +8,7 @@ returns an ``Outcome``; the runner times it.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -127,6 +128,31 @@ def _probe(cell: Cell, mid_layer: bool, heads: tuple[str, ...]) -> Outcome:
     )
 
 
+CODES_RESOLUTION = 128  # px: the plain baseline of issue 16, penultimate features at a CPU-friendly size
+CODES_BACKBONES = ("mobilenetv2_100", "tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
+
+
+def run_codes_logreg(cell: Cell) -> Outcome:
+    """The plain baseline a practitioner writes first: logistic regression (scikit-learn, C on val) on
+    the 128-px penultimate features of each offline-zoo backbone, the best backbone by val kept."""
+    dataset = load_dataset(cell.train_dir, image_size=CODES_RESOLUTION, seed=cell.seed, show_progress=False)
+    train, val = dataset.indices("train"), dataset.indices("val")
+    best: tuple | None = None
+    for name in CODES_BACKBONES:
+        backbone = create_backbone(name)
+        features = extract_features(dataset, backbone, ["head"], show_progress=False)["head"]
+        probe = fit_probe(
+            features[train], dataset.labels[train], features[val], dataset.labels[val], heads=("softmax",),
+            seed=cell.seed,
+        )  # fmt: skip
+        if best is None or probe.val_accuracy > best[0].val_accuracy:
+            best = (probe, backbone)
+    probe, backbone = best
+    model = TransferModel(backbone, "head", len(dataset.classes)).set_linear_head(probe.model)
+    pipeline = _wrap(backbone, model, dataset, "linear_probe", probe.val_accuracy, len(backbone.depth_groups))
+    return _scored(cell, pipeline, f"logistic regression (C={probe.C:g}) on {backbone.name} codes at 128px")
+
+
 def _finetuned(cell: Cell, config: FinetuneConfig, label: str) -> Outcome:
     """Default-settings fine-tuning, stopped before an epoch that would overrun the budget."""
     dataset, backbone = _fixed_data(cell)
@@ -186,11 +212,38 @@ def run_grid(cell: Cell) -> Outcome:
     )
 
 
+PEERS_ENV = "AUTOTRANSFER_PEERS"  # where `make peers` put the peers' virtual environments (default: ./.peers)
+
+
+class NotInstalled(AutoTransferError):
+    """A peer contender whose virtual environment `make peers` has not (or could not) set up."""
+
+
+def peers_dir() -> Path:
+    """The peers' virtual environments: ``$AUTOTRANSFER_PEERS``, else ``.peers`` in the current directory
+    (where `make peers` puts them when run from the repository)."""
+    return Path(os.environ.get(PEERS_ENV) or Path.cwd() / ".peers").absolute()
+
+
+def _check_peer(program: str) -> None:
+    """A program inside ``{peers}/<name>/`` runs only once scripts/peers.sh stamped that venv as installed."""
+    try:
+        name = Path(program).absolute().relative_to(peers_dir()).parts[0]
+    except (ValueError, IndexError):
+        return
+    if any((peers_dir() / name).glob(".installed-*")):
+        return
+    marker = peers_dir() / f"{name}.not-installed"
+    reason = marker.read_text().strip().splitlines()[0] if marker.is_file() else f"no venv {peers_dir() / name}"
+    raise NotInstalled(f"not installed: peer {name!r}: {reason}", fix="run `make peers` (scripts/peers.sh)")
+
+
 def run_command(cell: Cell, argv: tuple[str, ...]) -> Outcome:
     """An external tool: it gets the folders, the budget and the seed; its last JSON line is its answer.
 
     The arguments are filled in and run without a shell, so a path with spaces or quotes is one
-    argument and nothing in it is interpreted.
+    argument and nothing in it is interpreted. Every tool runs with the same allocator settings as
+    `fit` (glibc malloc without mmap churn) and with the model hubs off, so none waits on a network.
     """
     values = {
         "{python}": sys.executable,
@@ -199,18 +252,24 @@ def run_command(cell: Cell, argv: tuple[str, ...]) -> Outcome:
         "{budget}": f"{cell.suite.budget:.0f}",
         "{seed}": str(cell.seed),
         "{out}": str(cell.work),
+        "{peers}": str(peers_dir()),
+        "{resolution}": str(cell.suite.fixed_resolution),
     }
     args = []
     for arg in argv:
         for key, value in values.items():
             arg = arg.replace(key, value)
         args.append(arg)
+    _check_peer(args[0])
     cell.work.mkdir(parents=True, exist_ok=True)
+    env = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 30), "HF_HUB_OFFLINE": "1", **os.environ}
     try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=cell.deadline.left() + 30)
+        done = subprocess.run(args, capture_output=True, text=True, timeout=cell.deadline.left() + 30, env=env)
     except FileNotFoundError as error:
         raise AutoTransferError(f"Cannot run {args[0]!r}: no such program.") from error
     except subprocess.TimeoutExpired as error:
+        for name, text in (("stdout.txt", error.stdout), ("stderr.txt", error.stderr)):  # what it said until then
+            (cell.work / name).write_text(text.decode(errors="replace") if isinstance(text, bytes) else text or "")
         raise AutoTransferError(
             f"{args[0]} ran past the budget ({cell.suite.budget:.0f} s) and was stopped."
         ) from error
@@ -236,6 +295,7 @@ def run_command(cell: Cell, argv: tuple[str, ...]) -> Outcome:
 FIXED: dict[str, tuple[str, Callable[[Cell], Outcome]]] = {
     "codes_svm": ("CNN codes + linear SVM", lambda cell: _probe(cell, False, ("svm",))),
     "codes_softmax": ("CNN codes + softmax", lambda cell: _probe(cell, False, ("softmax",))),
+    "codes128_logreg": ("logistic regression on 128-px codes, best zoo backbone", run_codes_logreg),
     "mid_layer": ("mid-layer features + linear", lambda cell: _probe(cell, True, ("softmax",))),
     "finetune_all": (
         "fine-tune all, pretrained LR x0.01",

@@ -35,12 +35,15 @@ CSV_COLUMNS = [
     "rank",
     "what",
     "error",
+    "status",
 ]
 
 
 def cell_frame(records: list[dict], suite: Suite) -> pd.DataFrame:
     """One row per cell with the oracle, the normalised regret and the rank within its (group, seed)."""
     frame = pd.DataFrame(records)
+    derived = frame["error"].map(lambda e: "ok" if e is None or pd.isna(e) else "failed")  # cells from before `status`
+    frame["status"] = frame["status"].fillna(derived) if "status" in frame else derived
     frame["group"] = frame["dataset"] + " " + frame["per_class"].astype(str) + "/class"
     oracle_sources = frame["contender"].isin(list(FIXED)) | (frame["contender"] == "grid")
     oracles = {}
@@ -69,6 +72,7 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
             "std": grouped["test_accuracy"].std(ddof=0),
             "seeds": grouped["test_accuracy"].count(),
             "failed": grouped["error"].count(),
+            "not_installed": grouped["status"].agg(lambda s: int((s == "not installed").sum())),
             "seconds": grouped["seconds"].mean(),
             "regret": grouped["regret"].mean(),
             "rank": grouped["rank"].mean(),
@@ -97,7 +101,9 @@ def render_markdown(frame: pd.DataFrame, suite: Suite, machine: str) -> str:
     accuracy = _pivot(
         table,
         lambda r: (
-            "failed" if r.seeds == 0 else f"{r.mean:.3f} ± {r.std:.3f}" + (f" ({r.failed} failed)" if r.failed else "")
+            ("not installed" if r.not_installed else "failed")
+            if r.seeds == 0
+            else f"{r.mean:.3f} ± {r.std:.3f}" + (f" ({r.failed} failed)" if r.failed else "")
         ),
     )
     overall = table.groupby("title", sort=False).agg(rank=("rank", "mean"), regret=("regret", "mean"))
@@ -134,7 +140,14 @@ def render_markdown(frame: pd.DataFrame, suite: Suite, machine: str) -> str:
             _markdown(regret),
             "",
         ]
-    failures = frame[frame["error"].notna()]
+    missing = frame[frame["status"] == "not installed"]
+    if len(missing):
+        parts += ["## Not installed (`make peers`)", ""]
+        parts += [
+            f"- {title}: {str(error).splitlines()[0]}" for title, error in zip(missing["title"], missing["error"])
+        ]
+        parts += [""]
+    failures = frame[frame["error"].notna() & (frame["status"] != "not installed")]
     if len(failures):
         parts += (
             ["## Failed cells", ""]
@@ -153,6 +166,8 @@ def _plots(frame: pd.DataFrame) -> dict[str, str]:
     table = summary(frame).dropna(subset=["mean"])
     groups = list(dict.fromkeys(table["group"]))
     titles = list(dict.fromkeys(table["title"]))
+    if not groups:  # every cell failed or is not installed: nothing to plot
+        return {"accuracy": "<p>No finished cell.</p>", "rank": ""}
     colours = {t: plt.get_cmap("tab10")(i % 10) for i, t in enumerate(titles)}
     figure, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.8), squeeze=False)
     for axis, group in zip(axes[0], groups):

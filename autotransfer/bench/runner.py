@@ -18,7 +18,7 @@ import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from autotransfer.bench.contenders import Cell, contender, title
+from autotransfer.bench.contenders import Cell, NotInstalled, contender, title
 from autotransfer.bench.data import split_folders
 from autotransfer.bench.suite import Suite
 from autotransfer.budget import Deadline, format_duration
@@ -105,6 +105,8 @@ def run_suite(suite: Suite, out: Path, only: tuple[str, ...] | None = None) -> l
         result = (
             f"test accuracy {record['test_accuracy']:.4f}"
             if record["error"] is None
+            else record["error"].splitlines()[0]
+            if record["status"] == "not installed"
             else f"FAILED: {record['error'].splitlines()[0]}"
         )
         log.info(
@@ -143,6 +145,7 @@ def _run_cell(suite: Suite, out: Path, key: CellKey) -> dict:
         "what": "",
         "configs": [],
         "error": None,
+        "status": "ok",
         "settings": cell_settings(suite, key),
     }
     try:
@@ -155,10 +158,12 @@ def _run_cell(suite: Suite, out: Path, key: CellKey) -> dict:
         )
     except KeyboardInterrupt:
         raise
+    except NotInstalled as error:  # a peer `make peers` could not set up: shown as such, never dropped
+        record.update(error=str(error), status="not installed")
     except AutoTransferError as error:
-        record["error"] = str(error)
+        record.update(error=str(error), status="failed")
     except Exception as error:  # a contender's own bug must not stop the suite: recorded, with its traceback
-        record["error"] = f"{type(error).__name__}: {error} (traceback in {work / 'error.txt'})"
+        record.update(error=f"{type(error).__name__}: {error} (traceback in {work / 'error.txt'})", status="failed")
         (work / "error.txt").write_text(traceback.format_exc())
     record["seconds"] = cell.deadline.elapsed()
     record["within_budget"] = record["seconds"] <= suite.budget * 1.05

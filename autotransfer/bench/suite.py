@@ -16,8 +16,15 @@ from autotransfer.search.space import load_search_space
 from autotransfer.transfer.probes import HEADS
 from autotransfer.transfer.profile import DEFAULT_BACKBONE
 
+# Defaults of the grid (the oracle) and the fixed strategies when the suite's space says `auto`:
+# the offline zoo's backbones at the CPU sizes the engine considers.
+GRID_BACKBONES = ("mobilenetv2_100", "tf_efficientnet_lite0")
+GRID_RESOLUTIONS = (64, 96, 128)
+
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
-BUILTIN_CONTENDERS = ("fit", "codes_svm", "codes_softmax", "mid_layer", "finetune_all", "train_all", "one_lr", "grid")
+BUILTIN_CONTENDERS = (
+    "fit", "codes_svm", "codes_softmax", "codes128_logreg", "mid_layer", "finetune_all", "train_all", "one_lr", "grid",
+)  # fmt: skip
 _TOP_KEYS = {
     "description",
     "datasets",
@@ -99,6 +106,9 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
         budget = parse_duration(given.get("budget", "5m"))
     except AutoTransferError as error:
         raise check.fail("budget", given.get("budget"), error.what) from error
+    # A space that leaves backbones / resolutions to `auto` gives the fixed strategies and the grid these.
+    backbones = list(space.backbones) or list(GRID_BACKBONES)
+    resolutions = list(space.resolutions) or list(GRID_RESOLUTIONS)
     return Suite(
         name=path.stem,
         description=str(given.get("description", "")).strip(),
@@ -107,12 +117,10 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
         budget=budget,
         search_space=space_name,
         profile_backbone=check.text("profile_backbone", given.get("profile_backbone", DEFAULT_BACKBONE)),
-        fixed_backbone=check.text("fixed.backbone", fixed.get("backbone", space.backbones[0])),
-        fixed_resolution=check.integer("fixed.resolution", fixed.get("resolution", space.resolutions[0]), 16, 1024),
-        grid_backbones=check.choices("grid.backbones", grid.get("backbones", list(space.backbones)), str),
-        grid_resolutions=check.choices(
-            "grid.resolutions", grid.get("resolutions", list(space.resolutions)), int, positive=True
-        ),
+        fixed_backbone=check.text("fixed.backbone", fixed.get("backbone", backbones[0])),
+        fixed_resolution=check.integer("fixed.resolution", fixed.get("resolution", resolutions[0]), 16, 1024),
+        grid_backbones=check.choices("grid.backbones", grid.get("backbones", backbones), str),
+        grid_resolutions=check.choices("grid.resolutions", grid.get("resolutions", resolutions), int, positive=True),
         grid_heads=check.choices("grid.heads", grid.get("heads", list(space.probe_heads)), str, HEADS),
         grid_c=check.choices("grid.c_grid", grid.get("c_grid", list(space.c_grid)), float, positive=True),
         contenders=tuple(dict.fromkeys(contenders)),

@@ -94,6 +94,7 @@ def leaderboard(records: list[dict], best: dict | None, test_accuracy: float | N
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
     for column in ("val_score", "val_accuracy", "seconds"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    frame["val_score"] = frame["val_score"].fillna(frame["val_accuracy"])  # runs from before the metric choice
     if best:
         frame["chosen"] = (frame["stage"] == best.get("stage")) & (frame["trial"] == best.get("trial")).fillna(False)
     else:
@@ -182,19 +183,13 @@ def split_metrics(metrics: dict, split: str, predictions: pd.DataFrame | None, c
         return given
     if predictions is None or not len(predictions):
         return None
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, precision_recall_fscore_support
+    from autotransfer.transfer.metrics import classification_summary
 
-    truth, guess = predictions["label"], predictions["predicted"]
-    precision, recall, _, support = precision_recall_fscore_support(truth, guess, labels=classes, zero_division=0)
-    return {
-        "accuracy": float(accuracy_score(truth, guess)),
-        "balanced_accuracy": float(balanced_accuracy_score(truth, guess)),
-        "f1_macro": float(f1_score(truth, guess, labels=classes, average="macro", zero_division=0)),
-        "per_class": {
-            c: {"precision": float(p), "recall": float(r), "support": int(s)}
-            for c, p, r, s in zip(classes, precision, recall, support)
-        },
-    }
+    index = {name: i for i, name in enumerate(classes)}
+    known = predictions["label"].isin(index) & predictions["predicted"].isin(index)
+    truth = predictions.loc[known, "label"].map(index)
+    guess = predictions.loc[known, "predicted"].map(index)
+    return classification_summary(truth.to_numpy(), guess.to_numpy(), classes)
 
 
 def _classes(spec: dict, *frames: pd.DataFrame | None) -> list[str]:

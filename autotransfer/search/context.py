@@ -61,6 +61,20 @@ class RunContext:
         return len(dataset.indices("train")), len(dataset.indices("val"))
 
     def reserve(self, best: dict | None) -> float:
-        """Seconds to keep for the final refit and saving, given the best record so far."""
+        """Seconds to keep for the final refit, the evaluation and saving, given the best record so far."""
         finetuned = best is not None and best.get("stage") != "probe"
-        return planner.reserve(best, *(self.split_sizes(best["resolution"]) if finetuned else (0, 0)))
+        return planner.reserve(best, *(self.split_sizes(best["resolution"]) if finetuned else (0, 0))) + (
+            self.evaluation_seconds(best)
+        )
+
+    def evaluation_seconds(self, best: dict | None) -> float:
+        """Predicting val (the chosen configuration) and test (the final pipeline): two forward passes
+        over those images, from the throughput `auto` measured (0 when it measured none)."""
+        per_image = self.auto.get("seconds_per_image", {})
+        name = best["backbone"] if best and best.get("backbone") in per_image else next(iter(per_image), None)
+        if name is None or not self.resolutions:
+            return 0.0
+        resolution = best["resolution"] if best and "resolution" in best else min(self.resolutions)
+        dataset = self.dataset(resolution)
+        held_out = len(dataset) - len(dataset.indices("train"))
+        return 2 * planner.extraction_seconds(per_image[name], self.auto["profile_resolution"], resolution, held_out)

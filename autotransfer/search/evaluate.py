@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, precision_recall_fscore_support
 
 from autotransfer.data.datasets import Dataset
 from autotransfer.deploy.pipeline import Pipeline
 from autotransfer.files import write_text_atomic
+from autotransfer.transfer.metrics import classification_summary
 
 
 def split_probabilities(pipeline: Pipeline, dataset: Dataset, split: str, batch_size: int = 64) -> np.ndarray:
@@ -27,21 +27,6 @@ def split_probabilities(pipeline: Pipeline, dataset: Dataset, split: str, batch_
             batch = torch.from_numpy(pixels).to(pipeline.device).permute(0, 3, 1, 2)
             out.append(torch.softmax(net(batch).float(), dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(dataset.classes)))
-
-
-def classification_summary(labels: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dict:
-    """Accuracy, balanced accuracy, macro F1 and per-class precision / recall / support (class indices in)."""
-    index = list(range(len(classes)))
-    precision, recall, _, support = precision_recall_fscore_support(labels, predicted, labels=index, zero_division=0)
-    return {
-        "accuracy": float(accuracy_score(labels, predicted)),
-        "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)),
-        "f1_macro": float(f1_score(labels, predicted, labels=index, average="macro", zero_division=0)),
-        "per_class": {
-            name: {"precision": float(p), "recall": float(r), "support": int(s)}
-            for name, p, r, s in zip(classes, precision, recall, support)
-        },
-    }
 
 
 def write_predictions(path: Path, dataset: Dataset, split: str, probabilities: np.ndarray) -> None:

@@ -14,15 +14,19 @@ SMALL_PER_CLASS = 50  # training images in the smallest class below this: choose
 CV_FOLDS = 5
 
 
-def decide_objective(requested: str, train_labels: np.ndarray, classes: list[str]) -> dict:
+def decide_objective(
+    requested: str, train_labels: np.ndarray, classes: list[str], pooled_labels: np.ndarray | None = None
+) -> dict:
     """``{"metric", "reason", "class_weights", "cv_folds", "imbalance"}`` (JSON-ready) for the training
-    labels (class indices into ``classes``). Raises AutoTransferError for a metric these classes cannot use."""
+    labels (class indices into ``classes``); ``pooled_labels`` (train+val) are what CV would split: every
+    class needs 2 there. Raises AutoTransferError for a metric these classes cannot use."""
+    pooled = np.bincount(pooled_labels if pooled_labels is not None else train_labels, minlength=len(classes))
     train_labels = np.asarray(classes)[train_labels]
     metric, reason = choose_metric(requested, train_labels)
     check_metric(metric, len(classes))
     ratio, _, smallest = imbalance(train_labels)
     weights = ["none", "balanced"] if ratio >= IMBALANCED_AT else ["none"]
-    cv_folds = CV_FOLDS if smallest[1] < SMALL_PER_CLASS else 0
+    cv_folds = CV_FOLDS if smallest[1] < SMALL_PER_CLASS and pooled.min() >= 2 else 0
     if cv_folds:
         reason += f"; probes chosen by {CV_FOLDS}-fold cross-validation (smallest class {smallest[1]} training images)"
     if len(weights) > 1:

@@ -112,7 +112,9 @@ def choose_objective(context: RunContext, studies: Studies) -> None:
     if "objective" not in studies.probes.user_attrs:
         dataset = context.dataset(min(context.resolutions))
         train = dataset.labels[dataset.indices("train")]
-        studies.probes.set_user_attr("objective", decide_objective(context.settings.metric, train, dataset.classes))
+        pooled = dataset.labels[np.concatenate([dataset.indices("train"), dataset.indices("val")])]
+        objective = decide_objective(context.settings.metric, train, dataset.classes, pooled)
+        studies.probes.set_user_attr("objective", objective)
     context.objective = studies.probes.user_attrs["objective"]
     log.info("metric: %s", context.objective["reason"])
 
