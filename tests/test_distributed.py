@@ -228,3 +228,8 @@ def test_three_postgresql_workers_one_killed_mid_trial_lose_and_repeat_nothing(f
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in final) == 1
     assert sum("written by worker" in text for text in outputs) == 1
     assert "Traceback" not in "".join(outputs)
+    print(
+        f"3 PostgreSQL workers, one SIGKILLed in trial {killed_trial}: retried as trial {retry.number} by "
+        f"{retry.user_attrs['worker']}; {len(done)} of {max_trials} done, 0 lost, 0 run twice; one pipeline in "
+        f"{written[0].name}"
+    )
