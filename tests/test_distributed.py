@@ -146,7 +146,7 @@ def test_killing_a_ray_worker_node_mid_trial_retries_the_trial_within_the_budget
     assert len(retried) >= 1, summary  # FailureConfig started the interrupted trial again
     for trial in retried:  # ... on the surviving node, to the end
         assert trial.state.is_finished() and trial.user_attrs["node_id"] != worker_id, summary
-        assert trial.user_attrs.get("best_val_accuracy") is not None, summary
+        assert trial.user_attrs.get("best_val_score") is not None, summary
     assert len(trials) == 4 and all(t.state.is_finished() for t in trials), summary
     assert (out / "pipeline" / "pipeline.json").is_file()
     assert seconds <= budget * 1.05, f"{seconds:.0f}s for a {budget}s budget"
@@ -166,7 +166,7 @@ def test_a_resumed_ray_run_keeps_the_trials_it_recorded(fit_env, ray_cluster, tm
     kept: dict[int, float | None] = {}
     while time.monotonic() < deadline and driver.poll() is None:
         time.sleep(0.5)
-        kept = {t.number: t.user_attrs.get("best_val_accuracy") for t in finetune_trials(storage)}
+        kept = {t.number: t.user_attrs.get("best_val_score") for t in finetune_trials(storage)}
         if len(kept) >= 2:
             driver.send_signal(signal.SIGKILL)
             break
@@ -176,7 +176,7 @@ def test_a_resumed_ray_run_keeps_the_trials_it_recorded(fit_env, ray_cluster, tm
     log = (tmp_path / "second.log").read_text()
     assert code == 0, log[-3000:]
     trials = finetune_trials(storage)
-    assert {t.number: t.user_attrs.get("best_val_accuracy") for t in trials if t.number in kept} == kept
+    assert {t.number: t.user_attrs.get("best_val_score") for t in trials if t.number in kept} == kept
     assert len(trials) == 4
     assert f"{len(kept)} trial(s) kept from before" in (out / "fit.log").read_text()
 

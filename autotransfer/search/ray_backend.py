@@ -75,14 +75,16 @@ def _trainable(config: dict, context: dict) -> None:
         show_progress=False,
     )
     backbone = create_backbone(candidate.backbone, device=context["device"])
-    settings = config_for(config, context["space"], len(backbone.depth_groups), context["seed"])
+    settings = config_for(
+        config, context["space"], len(backbone.depth_groups), context["seed"], None, context["metric"]
+    )
     folder = Path(context["out"], "trials", f"ray-{tune.get_context().get_trial_id()}")
     node_id = ray.get_runtime_context().get_node_id()
     tic = time.perf_counter()
 
-    def report(epoch: int, accuracy: float) -> None:
+    def report(epoch: int, value: float) -> None:  # the run's metric on val (search/objective.py)
         metrics = {
-            "val_accuracy": accuracy,
+            "val_score": value,
             "epoch": epoch + 1,
             "checkpoint_dir": str(folder),
             "freeze_groups": settings.freeze_groups,
@@ -100,20 +102,25 @@ def _trainable(config: dict, context: dict) -> None:
 class _DefineSpace:
     """The define-by-run space for OptunaSearch (a class, because Ray pickles its searcher)."""
 
-    def __init__(self, space: SearchSpace, candidates: list[Candidate], ranges: dict[str, Range]) -> None:
-        self.space, self.candidates, self.ranges = space, candidates, ranges
+    def __init__(
+        self, space: SearchSpace, candidates: list[Candidate], ranges: dict[str, Range], class_weights: tuple
+    ) -> None:
+        self.space, self.candidates, self.ranges, self.class_weights = space, candidates, ranges, class_weights
 
     def __call__(self, trial) -> dict:
-        params = suggest(trial, self.space, self.candidates, self.ranges)
+        params = suggest(trial, self.space, self.candidates, self.ranges, self.class_weights)
         return {k: v for k, v in params.items() if k not in trial.params}  # fixed values travel as constants
 
 
-def _distributions(space: SearchSpace, candidates: list[Candidate], ranges: dict[str, Range], params: dict) -> dict:
+def _distributions(
+    space: SearchSpace, candidates: list[Candidate], ranges: dict[str, Range], params: dict, plan_class_weights: list
+) -> dict:
     fixed = {
         "candidate": [c.key for c in candidates],
         "strategy": list(space.finetune_strategies),
         "label_smoothing": list(space.label_smoothing),
         "augmentation": list(space.augmentation),
+        "class_weight": list(plan_class_weights),
     }
     out = {}
     for key in params:
@@ -142,7 +149,7 @@ def _record(study: optuna.Study, space: SearchSpace, plan: FinetunePlan, result,
     attrs.update(node_ids=nodes, ray_attempts=max(len(starts), 1 + getattr(result, "restarts", 0)))
     history = history.iloc[starts[-1] :] if starts else history
     candidate = Candidate.parse(params["candidate"])
-    best_row = history["val_accuracy"].idxmax()
+    best_row = history["val_score"].idxmax()
     last = history.iloc[-1]
     if "node_id" in history:
         attrs["node_id"] = str(last["node_id"])
@@ -152,7 +159,7 @@ def _record(study: optuna.Study, space: SearchSpace, plan: FinetunePlan, result,
         tap=candidate.tap,
         best_epoch=int(history["epoch"][best_row]) - 1,
         epochs_run=int(last["epoch"]),
-        best_val_accuracy=float(history["val_accuracy"].max()),
+        best_val_score=float(history["val_score"].max()),
         epoch_seconds=float(last["epoch_seconds"]),
         checkpoint_dir=str(last["checkpoint_dir"]),
         freeze_groups=int(last["freeze_groups"]),
@@ -161,20 +168,20 @@ def _record(study: optuna.Study, space: SearchSpace, plan: FinetunePlan, result,
     stopped_early = attrs["epochs_run"] < space.epochs
     if stopped_early:
         attrs["stopped"] = f"ASHA or budget stop after epoch {attrs['epochs_run']}"
-    distributions = _distributions(space, plan.candidates, plan.ranges, params)
+    distributions = _distributions(space, plan.candidates, plan.ranges, params, plan.objective["class_weights"])
     study.add_trial(
         optuna.trial.create_trial(
             state=optuna.trial.TrialState.PRUNED if stopped_early else optuna.trial.TrialState.COMPLETE,
-            value=None if stopped_early else attrs["best_val_accuracy"],
+            value=None if stopped_early else attrs["best_val_score"],
             params={k: v for k, v in params.items() if k in distributions},
             distributions=distributions,
             user_attrs={**attrs, **{k: v for k, v in params.items() if k not in distributions}},
-            intermediate_values={int(r["epoch"]): float(r["val_accuracy"]) for _, r in history.iterrows()},
+            intermediate_values={int(r["epoch"]): float(r["val_score"]) for _, r in history.iterrows()},
         )
     )
 
 
-_METRICS = ("val_accuracy", "epoch", "checkpoint_dir", "freeze_groups", "epoch_seconds", "node_id", "time_total_s")
+_METRICS = ("val_score", "epoch", "checkpoint_dir", "freeze_groups", "epoch_seconds", "node_id", "time_total_s")
 
 
 def _recorder(record):
@@ -264,14 +271,15 @@ class RayBackend:
             "out": str(context.out.resolve()),
             "cpus": settings.cpus_per_trial,
             "stop_at": time.time() + seconds,
+            "metric": plan.objective["metric"],
         }
         trainable = tune.with_resources(
             tune.with_parameters(_trainable, context=trial_context),
             {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
         )
         searcher = OptunaSearch(
-            space=_DefineSpace(space, plan.candidates, plan.ranges),
-            metric="val_accuracy",
+            space=_DefineSpace(space, plan.candidates, plan.ranges, tuple(plan.objective["class_weights"])),
+            metric="val_score",
             mode="max",
             seed=settings.seed,
         )
@@ -292,7 +300,7 @@ class RayBackend:
             tune_config=tune.TuneConfig(
                 search_alg=searcher,
                 scheduler=scheduler,
-                metric="val_accuracy",
+                metric="val_score",
                 mode="max",
                 num_samples=samples,
                 time_budget_s=seconds,
