@@ -393,25 +393,26 @@ def _print_fit_summary(result, budget: float) -> None:
         f"[bold green]Done[/] in {format_duration(result.seconds)} of the {format_duration(budget)} budget "
         f"({counts['text']}): {escape(result.pipeline.describe())}"
     )
-    scores = [f"validation accuracy {metrics['val_accuracy']:.4f}"] if "val_accuracy" in metrics else []
-    if "test_accuracy" in metrics:
-        scores.append(f"test accuracy {metrics['test_accuracy']:.4f}")
-    val = metrics.get("val") if isinstance(metrics.get("val"), dict) else {}
-    if "balanced_accuracy" in val:
-        scores.append(f"balanced accuracy {val['balanced_accuracy']:.4f}")
-    note = "" if metrics.get("refit_on_train_val", True) else " (not refit: the budget left no room)"
-    if metrics.get("metric") and metrics["metric"] != "val_accuracy":
-        note += f"; chosen by {metrics['metric']}" + (
-            f" ({metrics['metric_reason']})" if metrics.get("metric_reason") else ""
-        )
-    if scores:
-        out.print(", ".join(scores) + note)
-    per_class = val.get("per_class") or {}
-    if per_class:
-        out.print(
-            "recall per class (val): "
-            + ", ".join(f"{escape(str(name))} {row['recall']:.2f}" for name, row in per_class.items())
-        )
+    metric = metrics.get("metric", "accuracy")
+    if metrics.get("metric_reason"):
+        out.print(f"metric: {escape(metrics['metric_reason'])}")
+    if "val_score" in metrics:  # what the search compared: on the val split, or a CV mean on small data
+        how = "mean over cross-validation folds of train+val" if "cross-validation" in metrics.get(
+            "metric_reason", ""
+        ) else "validation split"  # fmt: skip
+        refit = "" if metrics.get("refit_on_train_val", True) else "; not refit on train+val: the budget left no room"
+        out.print(f"search score: {metric} {metrics['val_score']:.4f} ({how}){refit}")
+    for split, name in (("val", "held-out validation (the chosen configuration trained on train only)"),
+                        ("test", "test")):  # fmt: skip
+        summary = metrics.get(split) if isinstance(metrics.get(split), dict) else {}
+        if summary:
+            out.print(
+                f"{name}: accuracy {summary['accuracy']:.4f}, balanced accuracy {summary['balanced_accuracy']:.4f}, "
+                f"macro F1 {summary['f1_macro']:.4f}; recall per class "
+                + ", ".join(f"{escape(str(c))} {row['recall']:.2f}" for c, row in summary["per_class"].items())
+            )
+    if result.profile.get("measured_skipped"):
+        out.print(f"placement: not measured by the probes ({escape(result.profile['measured_skipped'])})")
     placement = result.profile.get("measured")
     if placement:
         verdict = "differs from" if placement.get("differs") else "agrees with"
@@ -434,19 +435,20 @@ def _print_fit_summary(result, budget: float) -> None:
     if "status" in board:
         board = board[board["status"].isin(("complete", "pruned"))]
     # Narrow enough for an 80-column terminal: the strategy names the stage; seconds to 0.1.
-    columns = {"strategy": "strategy", "backbone": "backbone", "resolution": "px", "tap": "tap"}
-    columns |= {"val_accuracy": "val acc", "seconds": "s", "status": "status"}
+    columns = {"chosen": "", "strategy": "strategy", "backbone": "backbone", "resolution": "px", "tap": "tap"}
+    columns |= {"val_score": metric.replace("balanced_accuracy", "bal. acc"), "seconds": "s", "status": "status"}
     table = Table(
         title="leaderboard (top 8 of the trials that ran; all in leaderboard.csv)", box=box.SIMPLE_HEAD, pad_edge=False
     )
     for name, header in columns.items():
         table.add_column(
-            header, no_wrap=True, justify="right" if name in ("resolution", "val_accuracy", "seconds") else "left"
+            header, no_wrap=True, justify="right" if name in ("resolution", "val_score", "seconds") else "left"
         )
     for row in board.head(8).to_dict("records"):
         seconds = "" if is_missing(row.get("seconds")) else f"{float(row['seconds']):.1f}"
         status = {"complete": "done"}.get(str(row.get("status")), cell_text(row.get("status")))
-        cells = {k: cell_text(row.get(k)) for k in columns} | {"seconds": seconds, "status": status}
+        chosen = "★" if not is_missing(row.get("chosen")) and bool(row["chosen"]) else ""
+        cells = {k: cell_text(row.get(k)) for k in columns} | {"seconds": seconds, "status": status, "chosen": chosen}
         table.add_row(*(escape(cells[k]) for k in columns))
     out.print(table)
     skipped = result.profile.get("skipped", [])

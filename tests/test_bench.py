@@ -55,7 +55,7 @@ def tool_suite(tmp_path, fit_env):
 def test_builtin_suites_load_and_cover_every_contender():
     smoke, small = load_suite("smoke"), load_suite("cpu-small")
     assert set(BUILTIN_CONTENDERS) <= set(smoke.contenders) and "pixels-logreg" in smoke.contenders
-    assert smoke.budget == 40 and small.budget == 120 and small.seeds == (0, 1)
+    assert smoke.budget == 60 and small.budget == 120 and small.seeds == (0, 1)
     assert {n for d in small.datasets for n in d.per_class} == {25, 250}
     assert len(plan(small)) == 2 * 2 * 2 * len(small.contenders)
 

@@ -17,7 +17,7 @@ def test_auto_metric_follows_the_class_balance():
     skewed = decide_objective("auto", np.repeat([0, 1, 2], [140, 60, 10]), ["ok", "scratch", "crack"])
     assert skewed["metric"] == "balanced_accuracy" and skewed["class_weights"] == ["none", "balanced"]
     assert "14:1" in skewed["reason"] and "'crack' 10" in skewed["reason"]  # names, not indices
-    assert skewed["cv_folds"] == 5  # the smallest class has fewer than 50 training images
+    assert skewed["cv_folds"] == 3  # the smallest class has fewer than 50 training images
     asked = decide_objective("f1_macro", np.repeat([0, 1], 60), ["a", "b"])
     assert asked["metric"] == "f1_macro" and "asked for" in asked["reason"]
 
@@ -54,4 +54,4 @@ def test_no_cross_validation_when_a_class_has_a_single_image():
     labels = np.repeat([0, 1, 2], [10, 10, 1])
     assert decide_objective("auto", labels, ["a", "b", "c"], pooled_labels=labels)["cv_folds"] == 0
     pooled = np.repeat([0, 1, 2], [12, 12, 2])
-    assert decide_objective("auto", labels, ["a", "b", "c"], pooled_labels=pooled)["cv_folds"] == 5
+    assert decide_objective("auto", labels, ["a", "b", "c"], pooled_labels=pooled)["cv_folds"] == 3

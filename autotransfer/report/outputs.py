@@ -557,11 +557,18 @@ def render_html(
     evaluated = (summaries.get("val") or {}).get("accuracy")
     val_note = ""
     if not is_missing(searched) and not is_missing(evaluated) and abs(float(searched) - float(evaluated)) >= 0.0005:
-        val_note = f"{_percent(evaluated)} on the predictions below (the configuration retrained on train)"
+        val_note = "held-out figures: the chosen configuration trained on train only"
+    search_score = metrics.get("val_score", searched)
+    how = "CV mean on train+val" if "cross-validation" in reason else "validation split"
     cards = [
-        ("validation accuracy", _percent(searched) if not is_missing(searched) else score("val", "accuracy"), val_note),
-        ("balanced accuracy (val)", score("val", "balanced_accuracy"), ""),
-        ("macro F1 (val)", score("val", "f1_macro"), ""),
+        (
+            f"search score: {metric_name} ({how})",
+            _percent(search_score) if not is_missing(search_score) else "–",
+            val_note,
+        ),
+        ("accuracy (held-out val)", score("val", "accuracy"), ""),
+        ("balanced accuracy (held-out val)", score("val", "balanced_accuracy"), ""),
+        ("macro F1 (held-out val)", score("val", "f1_macro"), ""),
         ("test accuracy", score("test", "accuracy") if has_test else "no test split", ""),
     ]
     fraction = min(1.0, elapsed / budget) if budget else None

@@ -20,10 +20,13 @@ def extraction_seconds(seconds_per_image: float, measured_at: int, resolution: i
     return seconds_per_image * (resolution / measured_at) ** 2 * n_images
 
 
-def pair_seconds(extraction: float, corrections: list[float]) -> float:
-    """A cheap-stage pair: its extraction times ``PROBE_OVERHEAD``, or times the mean ratio of actual to
+def pair_seconds(extraction: float, corrections: list[float], probe_fits: int = 1) -> float:
+    """A cheap-stage pair: its extraction times ``PROBE_OVERHEAD`` (grown by the probe fits per (head, C):
+    CV folds x class weightings, half an extraction each), or times the mean ratio of actual to
     estimated cost of the pairs already probed in this run (``corrections``), which tracks the load."""
-    return extraction * (sum(corrections) / len(corrections) if corrections else PROBE_OVERHEAD)
+    if corrections:
+        return extraction * sum(corrections) / len(corrections)
+    return extraction * PROBE_OVERHEAD * max(1.0, probe_fits / 2)
 
 
 def minimum_budget(elapsed: float, extract_seconds: float) -> float:

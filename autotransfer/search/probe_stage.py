@@ -77,6 +77,11 @@ def _record_probe_rows(study: optuna.Study, context: RunContext, name: str, reso
         )
 
 
+def probe_fits(objective: dict) -> int:
+    """Fits per (head, C) of one tap: CV folds (or one on the validation split) times class weightings."""
+    return max(1, objective.get("cv_folds", 0)) * len(objective.get("class_weights", ["none"]))
+
+
 def _extraction_estimate(context: RunContext, name: str, resolution: int) -> float | None:
     """Seconds to extract ``name``'s features at ``resolution`` from its throughput measured by `auto`."""
     per_image = context.auto.get("seconds_per_image", {}).get(name)
@@ -121,7 +126,7 @@ def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bo
             continue
         extraction = _extraction_estimate(context, name, resolution)
         if extraction is not None:  # the backbone's throughput was measured here (auto): the first pair too
-            expected = planner.pair_seconds(extraction, corrections)
+            expected = planner.pair_seconds(extraction, corrections, probe_fits(context.objective))
         else:
             expected = float(np.mean(per_pixel)) * resolution**2 if per_pixel else 0.0
         if not planner.probe_pair_fits(deadline.left(), context.reserve(None), expected):

@@ -33,7 +33,7 @@ from autotransfer.search.context import RunContext
 from autotransfer.search.finetune_stage import FinetunePlan, OptunaBackend, choose_candidates, prior_ranges
 from autotransfer.search.objective import decide_objective
 from autotransfer.search.placement import corrected_prior, measured_placement, pixel_baseline
-from autotransfer.search.probe_stage import finetune_first, run_probe_stage
+from autotransfer.search.probe_stage import finetune_first, probe_fits, run_probe_stage
 from autotransfer.search.records import best_record, records, trial_records
 from autotransfer.search.refit import build_pipeline
 from autotransfer.search.run_dir import RunDirectory
@@ -182,6 +182,8 @@ def placement_stage(context: RunContext, studies: Studies, profile: dict) -> dic
     if "measured" in profile:
         return profile["measured"]
     if context.deadline.left() < context.reserve(None) + PLACEMENT_SECONDS:
+        profile["measured_skipped"] = "the budget left no room for the pixel baseline"
+        log.info("measured placement skipped: %s", profile["measured_skipped"])
         return None
     dataset = context.dataset(min(context.resolutions))
     pixels = pixel_baseline(dataset, context.objective["metric"], context.settings.seed)
@@ -233,7 +235,8 @@ def check_minimum_budget(context: RunContext) -> None:
     measured_at = context.auto.get("profile_resolution", dataset.recipe.size)
     extraction = planner.extraction_seconds(per_image, measured_at, dataset.recipe.size, len(dataset))
     profiling = 0.0 if (context.out / "profile.json").exists() else extraction * min(1.0, PROFILE_SAMPLE / len(dataset))
-    needed = planner.minimum_budget(context.deadline.elapsed(), profiling + planner.pair_seconds(extraction, []))
+    pair = planner.pair_seconds(extraction, [], probe_fits(context.objective))
+    needed = planner.minimum_budget(context.deadline.elapsed(), profiling + pair)
     if needed > settings.time_budget:
         raise AutoTransferError(
             f"The time budget ({format_duration(settings.time_budget)}) is too small for {len(dataset)} "

@@ -67,7 +67,7 @@ GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 class Thresholds:
     """Where the strategy matrix is cut. See docs/profiler.md for why these defaults."""
 
-    large_images_per_class: int = 300  # median images per class at or above this: "large"
+    large_images_per_class: int = 200  # median images per class at or above this: "large" (docs/profiler.md)
     similar_at: float = 0.75  # similarity at or above this: "similar" (between clip art 0.5 and mild shifts 0.9+)
 
 
