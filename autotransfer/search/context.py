@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import optuna
 import torch
 
 from autotransfer.budget import Deadline
@@ -28,6 +29,7 @@ class RunContext:
     resolutions: tuple[int, ...] = ()
     auto: dict = field(default_factory=dict)  # AutoChoice.to_json() when the space left anything to `auto`
     objective: dict = field(default_factory=dict)  # search/objective.py: metric, why, class weights, CV folds
+    storage: optuna.storages.BaseStorage | None = None  # the run's Optuna storage (search/storage.py)
 
     def __post_init__(self) -> None:
         self.deadline = Deadline(self.settings.time_budget, self.settings.start)

@@ -145,7 +145,7 @@ def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bo
         tic = time.perf_counter()
         if context.settings.storage:  # workers sharing the study: each pair is probed by one of them
             work = partial(_probe_pair, study, context, config, name, resolution)
-            ran, holder = run_once(study._storage, _claim(pair), work, str(context.out))
+            ran, holder = run_once(context.storage, _claim(pair), work, str(context.out))
             if not ran:
                 log.info("candidate %s is probed by worker %s", pair, holder["worker"])
                 skipped.append(pair)
@@ -195,15 +195,15 @@ def _wait_for(study: optuna.Study, context: RunContext, config: RankingConfig, p
             if measured is not None:
                 context.extract_seconds[pair] = measured
             return
-        if claim_is_live(study._storage, _claim(pair)):
+        if claim_is_live(context.storage, _claim(pair)):
             if context.deadline.left() <= context.reserve(None):
                 return
             time.sleep(heartbeat_settings()[0])
             continue
         log.info("candidate %s: the worker probing it stopped; probing it here", pair)
         work = partial(_probe_pair, study, context, config, name, int(resolution))
-        ran, _ = run_once(study._storage, _claim(pair), work, str(context.out))
-        if not ran and not claim_is_live(study._storage, _claim(pair)):
+        ran, _ = run_once(context.storage, _claim(pair), work, str(context.out))
+        if not ran and not claim_is_live(context.storage, _claim(pair)):
             return  # finished elsewhere without a probe to record
 
 

@@ -93,8 +93,8 @@ def _open(context: RunContext, run_dir: RunDirectory) -> Studies:
     """The studies, interrupted trials queued again; a new run first checks that its budget can work."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     settings = context.settings
-    studies = open_studies(open_storage(settings.storage, settings.out), settings.space, settings.seed,
-                           settings.sampler, settings.pruner)  # fmt: skip
+    context.storage = open_storage(settings.storage, settings.out)
+    studies = open_studies(context.storage, settings.space, settings.seed, settings.sampler, settings.pruner)
     if run_dir.sole_owner and not settings.storage:
         retry_interrupted_trials(studies.finetune)
     resumed = len(studies.probes.trials) + len(studies.finetune.trials)
@@ -169,7 +169,7 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
         return pipeline, refit
 
     if context.settings.storage:  # workers sharing a study write one final pipeline between them
-        pipeline, refit = write_once(studies.finetune._storage, write, str(context.out.resolve()))
+        pipeline, refit = write_once(context.storage, write, str(context.out.resolve()))
     else:
         pipeline, refit = write()
     board = write_outputs(context.out, rows, best, pipeline, context.deadline.elapsed(), context.deadline.seconds)
