@@ -523,33 +523,21 @@ def _plot_figure(title: str, svg_text: str | None, caption: str, missing: str) -
     )
 
 
-def render_html(
-    frame: pd.DataFrame,
-    profile: dict,
-    pipeline_spec: dict,
-    elapsed: float,
-    budget: float | None = None,
-    out: Path | None = None,
-) -> str:
-    """The report of a run (``out``: the run directory, for the predictions CSVs)."""
+def _score(summaries: dict, metrics: dict, split: str, key: str) -> str:
+    """One held-out figure as a percentage, falling back to the spec's accuracy."""
+    summary = summaries.get(split) or {}
+    value = summary.get(key)
+    if is_missing(value) and key == "accuracy":
+        value = metrics.get(f"{split}_accuracy")
+    return _percent(value)
+
+
+def _summary_cards(metrics: dict, summaries: dict, elapsed: float, budget: float | None) -> str:
+    """The summary cards: search score, held-out metrics, test accuracy and time used."""
     from autotransfer.budget import format_duration
 
-    metrics = pipeline_spec.get("metrics") or {}
-    out = Path(out) if out is not None else None
-    predictions = {s: read_predictions(out, s) if out else None for s in ("val", "test")}
-    classes = _classes(pipeline_spec, *predictions.values())
-    summaries = {s: split_metrics(metrics, s, predictions[s], classes) for s in ("val", "test")}
-    counts = trial_counts(frame)
     metric_name = metrics.get("metric") or "val_accuracy"
     reason = metrics.get("metric_reason") or ""
-
-    def score(split: str, key: str) -> str:
-        summary = summaries.get(split) or {}
-        value = summary.get(key)
-        if is_missing(value) and key == "accuracy":
-            value = metrics.get(f"{split}_accuracy")
-        return _percent(value)
-
     has_test = summaries["test"] is not None or "test_accuracy" in metrics
     # The search's score of the chosen trial (as in the leaderboard); the per-class figures come from
     # the predictions of the chosen configuration trained on train only, which can differ a little.
@@ -566,10 +554,10 @@ def render_html(
             _percent(search_score) if not is_missing(search_score) else "–",
             val_note,
         ),
-        ("accuracy (held-out val)", score("val", "accuracy"), ""),
-        ("balanced accuracy (held-out val)", score("val", "balanced_accuracy"), ""),
-        ("macro F1 (held-out val)", score("val", "f1_macro"), ""),
-        ("test accuracy", score("test", "accuracy") if has_test else "no test split", ""),
+        ("accuracy (held-out val)", _score(summaries, metrics, "val", "accuracy"), ""),
+        ("balanced accuracy (held-out val)", _score(summaries, metrics, "val", "balanced_accuracy"), ""),
+        ("macro F1 (held-out val)", _score(summaries, metrics, "val", "f1_macro"), ""),
+        ("test accuracy", _score(summaries, metrics, "test", "accuracy") if has_test else "no test split", ""),
     ]
     fraction = min(1.0, elapsed / budget) if budget else None
     time_text = f"{format_duration(elapsed)} of {format_duration(budget)}" if budget else format_duration(elapsed)
@@ -587,6 +575,13 @@ def render_html(
         )
         + "</div>"
     )
+    return card_html
+
+
+def _fact_rows(metrics: dict, profile: dict, counts: dict, classes: list[str]) -> str:
+    """The facts table rows: selection metric, refit, trials, dataset and quadrant."""
+    metric_name = metrics.get("metric") or "val_accuracy"
+    reason = metrics.get("metric_reason") or ""
     refit = metrics.get("refit_on_train_val")
     facts = [
         ("selected by", f"{metric_name.replace('_', ' ')}" + (f" — {reason}" if reason else "")),
@@ -607,8 +602,13 @@ def render_html(
     ]
     if profile.get("quadrant"):
         facts.append(("quadrant", f"{profile['quadrant']} — {profile.get('rationale', '')}"))
-    fact_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
+    return "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
 
+
+def _prediction_sections(
+    summaries: dict, predictions: dict, classes: list[str], profile: dict, out: Path | None
+) -> list[str]:
+    """The per-class and most-confidently-wrong sections, where predictions exist."""
     sections = []
     per_class = per_class_table({s: summaries[s] for s in ("val", "test")})
     if per_class:
@@ -629,7 +629,11 @@ def render_html(
         sections.append(
             "<h2 id=wrong>Most confidently wrong (validation)</h2>" + wrong_gallery(predictions["val"], roots)
         )
+    return sections
 
+
+def _search_section(frame: pd.DataFrame, profile: dict) -> str:
+    """The search section: distance-by-depth, accuracy-against-cost and history plots."""
     plots = [
         _plot_figure(
             "Profile: domain distance by depth",
@@ -652,12 +656,21 @@ def render_html(
             "No trial finished.",
         ),
     ]
-    sections.append("<h2 id=search>Search</h2><div class=plots>" + "".join(plots) + "</div>")
+    return "<h2 id=search>Search</h2><div class=plots>" + "".join(plots) + "</div>"
+
+
+def _leaderboard_section(frame: pd.DataFrame) -> str:
+    """The leaderboard section: one table per stage."""
     boards = stage_board(frame, "probe") + stage_board(frame, "finetune")
-    sections.append(
+    return (
         "<h2 id=leaderboard>Leaderboard</h2><p class=muted>The chosen trial is marked ★. Only the columns that matter "
         "for each stage are shown; leaderboard.csv in the run directory has every column.</p>" + boards
     )
+
+
+def _data_sections(profile: dict) -> list[str]:
+    """The data-problems and skipped-files sections, where the profile has any."""
+    sections = []
     problems = "".join(f"<li>{html.escape(str(p))}</li>" for p in profile.get("problems", []))
     if problems:
         sections.append(f"<h2 id=data>Data problems</h2><ul class=problems>{problems}</ul>")
@@ -672,6 +685,19 @@ def render_html(
             f"<th>file</th><th>why</th></tr></thead><tbody>{rows}</tbody></table></div>"
             + ("<p class=muted>The first 200 are listed; skipped.csv has all.</p>" if len(skipped) > 200 else "")
         )
+    return sections
+
+
+def _assemble_page(
+    sections: list[str],
+    card_html: str,
+    fact_rows: str,
+    profile: dict,
+    pipeline_spec: dict,
+    out: Path | None,
+    has_test_predictions: bool,
+) -> str:
+    """The whole HTML page around the already rendered cards, facts and sections."""
     links = [("classes", "Per class"), ("wrong", "Mistakes"), ("search", "Search"), ("leaderboard", "Leaderboard")]
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in links if f"id={a}" in "".join(sections))
     summary = pipeline_spec.get("summary") or "(no description in the checkpoint)"
@@ -687,9 +713,33 @@ def render_html(
 <table class=facts>{fact_rows}</table>
 {"".join(sections)}
 <footer>Written by autotransfer. Everything in this page is in the run directory: leaderboard.csv,
-predictions-val.csv{", predictions-test.csv" if predictions["test"] is not None else ""}, profile.json,
+predictions-val.csv{", predictions-test.csv" if has_test_predictions else ""}, profile.json,
 skipped.csv and pipeline/.</footer>
 </main></body></html>"""
+
+
+def render_html(
+    frame: pd.DataFrame,
+    profile: dict,
+    pipeline_spec: dict,
+    elapsed: float,
+    budget: float | None = None,
+    out: Path | None = None,
+) -> str:
+    """The report of a run (``out``: the run directory, for the predictions CSVs)."""
+    metrics = pipeline_spec.get("metrics") or {}
+    out = Path(out) if out is not None else None
+    predictions = {s: read_predictions(out, s) if out else None for s in ("val", "test")}
+    classes = _classes(pipeline_spec, *predictions.values())
+    summaries = {s: split_metrics(metrics, s, predictions[s], classes) for s in ("val", "test")}
+    counts = trial_counts(frame)
+    card_html = _summary_cards(metrics, summaries, elapsed, budget)
+    fact_rows = _fact_rows(metrics, profile, counts, classes)
+    sections = _prediction_sections(summaries, predictions, classes, profile, out)
+    sections.append(_search_section(frame, profile))
+    sections.append(_leaderboard_section(frame))
+    sections.extend(_data_sections(profile))
+    return _assemble_page(sections, card_html, fact_rows, profile, pipeline_spec, out, predictions["test"] is not None)
 
 
 def write_outputs(out: Path, records: list[dict], best: dict, pipeline, elapsed: float, budget: float) -> pd.DataFrame:
