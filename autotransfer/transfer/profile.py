@@ -518,58 +518,36 @@ def _problems(profile: dict, counts: dict[str, int], leak_examples: list[str], s
     return problems
 
 
-def profile_dataset(
-    data: str | Path | Dataset,
-    *,
-    backbone: str | Backbone = DEFAULT_BACKBONE,
-    image_size: int | None = None,
-    sample_size: int = 256,
-    seed: int = 0,
-    thresholds: Thresholds = Thresholds(),
-    weights: str | Path | None = None,
-    references: dict[str, float] | None = None,
-    show_progress: bool = True,
-) -> DatasetProfile:
-    """Measure ``data`` and place it in the strategy matrix. Samples ``sample_size`` images (seeded).
-
-    ``image_size`` None: profile_resolution(data) (a Dataset is measured at the size it was decoded at).
-    ``references`` default to the cached measurement for this backbone and size (reference_distances).
-    """
-    start = time.perf_counter()
+def _load_for_profile(
+    data: str | Path | Dataset, image_size: int | None, seed: int, show_progress: bool
+) -> tuple[Dataset, str]:
+    """The dataset to profile and why it is at its size (``data`` may already be a Dataset)."""
     if isinstance(data, Dataset):
-        dataset, size_reason = data, f"{data.recipe.size}px: the size the dataset was decoded at"
-    else:
-        size_reason = f"{image_size}px: asked for"
-        if image_size is None:
-            image_size, size_reason = choose_resolution(data)
-        dataset = load_dataset(data, image_size=image_size, seed=seed, show_progress=show_progress)
-    net = (
-        backbone if isinstance(backbone, Backbone) else create_backbone(backbone, weights=weights, keep_classifier=True)
-    )
-    counts = dataset.counts()
-    per_class = list(counts.values())
-    selectable = np.flatnonzero(dataset.splits != "test")  # the test split is never looked at
+        return data, f"{data.recipe.size}px: the size the dataset was decoded at"
+    size_reason = f"{image_size}px: asked for"
+    if image_size is None:
+        image_size, size_reason = choose_resolution(data)
+    return load_dataset(data, image_size=image_size, seed=seed, show_progress=show_progress), size_reason
+
+
+def _draw_sample(dataset: Dataset, sample_size: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded sample of the non-test images (the test split is never looked at)."""
+    selectable = np.flatnonzero(dataset.splits != "test")
     rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(selectable, size=min(sample_size, len(selectable)), replace=False))
-    images = np.asarray(dataset.images[sample])
-    measure = measure_sample(net, images)
-    layers, pooled = measure.layers, measure.pooled
-    references = references or reference_distances(net, dataset.recipe.size)
-    overall = _mean_distance(layers)
-    similarity, parts = similarity_of(measure, references)
-    groups = group_distances(net, layers)
-    ladder = reference_similarities(references)
-    nearest = min(ladder, key=lambda name: abs(ladder[name] - similarity)) if ladder else None
-    sample_labels = dataset.labels[sample]
-    separability = {
-        "knn_accuracy": knn_accuracy(pooled, sample_labels) if len(sample) > 2 else float("nan"),
+    return np.sort(rng.choice(selectable, size=min(sample_size, len(selectable)), replace=False))
+
+
+def _separability(pooled: np.ndarray, sample_labels: np.ndarray, n_sample: int) -> dict[str, float]:
+    """kNN accuracy, LogME and the majority-class rate of the sample's pooled features."""
+    return {
+        "knn_accuracy": knn_accuracy(pooled, sample_labels) if n_sample > 2 else float("nan"),
         "logme": logme(pooled, sample_labels),
         "chance": majority_rate(sample_labels),  # a constant guess of the sample's majority class
     }
-    large = float(np.median(per_class)) >= thresholds.large_images_per_class
-    similar = similarity >= thresholds.similar_at
-    quadrant = f"{'large' if large else 'small'}-{'similar' if similar else 'different'}"
-    strategy = QUADRANT_STRATEGIES[quadrant][0]
+
+
+def _data_fields(dataset: Dataset, per_class: list[int], size_reason: str) -> tuple[dict, list[str], list[dict]]:
+    """Class balance, resolution and duplicate fields, with leak examples and the skipped files."""
     short_sides = [min(r["width"], r["height"]) for r in dataset.records]
     aspects = [r["width"] / r["height"] for r in dataset.records]
     duplicates, crossing, leak_examples = _duplicates(dataset)
@@ -589,12 +567,61 @@ def profile_dataset(
         "exact_duplicates": duplicates,
         "cross_split_duplicates": crossing,
     }
-    rationale = (
+    return fields, leak_examples, skipped
+
+
+def _rationale(
+    per_class: list[int], similarity: float, large: bool, similar: bool, thresholds: Thresholds, strategy: str
+) -> str:
+    """One line on why the data falls in its quadrant and which strategy that gives."""
+    return (
         f"median {np.median(per_class):.0f} images per class "
         f"({'>=' if large else '<'} {thresholds.large_images_per_class}: {'large' if large else 'small'}); "
         f"similarity {similarity:.2f} ({'>=' if similar else '<'} {thresholds.similar_at}: "
         f"{'similar' if similar else 'different'}) -> {STRATEGIES[strategy].text}"
     )
+
+
+def profile_dataset(
+    data: str | Path | Dataset,
+    *,
+    backbone: str | Backbone = DEFAULT_BACKBONE,
+    image_size: int | None = None,
+    sample_size: int = 256,
+    seed: int = 0,
+    thresholds: Thresholds = Thresholds(),
+    weights: str | Path | None = None,
+    references: dict[str, float] | None = None,
+    show_progress: bool = True,
+) -> DatasetProfile:
+    """Measure ``data`` and place it in the strategy matrix. Samples ``sample_size`` images (seeded).
+
+    ``image_size`` None: profile_resolution(data) (a Dataset is measured at the size it was decoded at).
+    ``references`` default to the cached measurement for this backbone and size (reference_distances).
+    """
+    start = time.perf_counter()
+    dataset, size_reason = _load_for_profile(data, image_size, seed, show_progress)
+    net = (
+        backbone if isinstance(backbone, Backbone) else create_backbone(backbone, weights=weights, keep_classifier=True)
+    )
+    counts = dataset.counts()
+    per_class = list(counts.values())
+    sample = _draw_sample(dataset, sample_size, seed)
+    images = np.asarray(dataset.images[sample])
+    measure = measure_sample(net, images)
+    layers, pooled = measure.layers, measure.pooled
+    references = references or reference_distances(net, dataset.recipe.size)
+    overall = _mean_distance(layers)
+    similarity, parts = similarity_of(measure, references)
+    groups = group_distances(net, layers)
+    ladder = reference_similarities(references)
+    nearest = min(ladder, key=lambda name: abs(ladder[name] - similarity)) if ladder else None
+    separability = _separability(pooled, dataset.labels[sample], len(sample))
+    large = float(np.median(per_class)) >= thresholds.large_images_per_class
+    similar = similarity >= thresholds.similar_at
+    quadrant = f"{'large' if large else 'small'}-{'similar' if similar else 'different'}"
+    strategy = QUADRANT_STRATEGIES[quadrant][0]
+    fields, leak_examples, skipped = _data_fields(dataset, per_class, size_reason)
     return DatasetProfile(
         n_images=len(dataset),
         n_classes=len(dataset.classes),
@@ -616,7 +643,7 @@ def profile_dataset(
         domain="similar" if similar else "different",
         quadrant=quadrant,
         recommended_strategy=strategy,
-        rationale=rationale,
+        rationale=_rationale(per_class, similarity, large, similar, thresholds, strategy),
         prior=strategy_prior(quadrant, net, groups),
         thresholds=asdict(thresholds),
         problems=_problems(fields, counts, leak_examples, skipped),
