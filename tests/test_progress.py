@@ -70,7 +70,7 @@ def test_live_view_on_a_terminal_keeps_one_line_per_trial():
     view = Console(file=io.StringIO(), width=120, color_system=None)
     view.print(progress._render())
     shown = view.file.getvalue()
-    assert "probes  1/3" in shown and "best so far" in shown and "val accuracy 0.8750" in shown
+    assert "probes  1/3" in shown and "best so far" in shown and "val score 0.8750" in shown
     assert "of 90s" in shown and "stage ETA" in shown
     progress.stage("fine-tuning")
     progress.trial(PRUNED, PROBE)

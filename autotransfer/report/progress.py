@@ -52,8 +52,10 @@ def describe_trial(record: dict) -> str:
     return text
 
 
-def _score(record: dict | None, key: str = "val_accuracy") -> float | None:
+def _score(record: dict | None, key: str = "val_score") -> float | None:
     value = (record or {}).get(key)
+    if key == "val_score" and is_missing(value):
+        value = (record or {}).get("val_accuracy")  # records of runs from before the metric choice
     if is_missing(value):
         return None
     try:
@@ -167,11 +169,12 @@ class Progress:
         grid.add_row("stage", stage)
         if self.total:
             grid.add_row("", ProgressBar(total=self.total, completed=min(self.done, self.total), width=40))
-        probes = max(self.finished.get("probes", 0), self.steps.get("probes", 0))
+        pairs, probes = self.steps.get("probes", 0), self.finished.get("probes", 0)
         finetune = self.finished.get("fine-tuning", 0)
         if probes or "probes" in self.totals:
             total = self.totals.get("probes")
-            grid.add_row("probes", f"{min(probes, total)}/{total} done" if total else f"{probes} done")
+            done = f"{min(pairs, total)}/{total} (backbone, size) pairs" if total else f"{pairs} pairs"
+            grid.add_row("probes", f"{done}, {probes} tap(s) probed")
         if finetune or self.current == "fine-tuning":
             running = f", trial {finetune + 1} running" if self.current == "fine-tuning" else ""
             grid.add_row("fine-tuning", f"{finetune} trial(s) finished{running}")
@@ -181,7 +184,8 @@ class Progress:
             grid.add_row(
                 "best so far",
                 Text.from_markup(
-                    (f"[bold green]val accuracy {value:.4f}[/] " if value is not None else "") + escape(which)
+                    (f"[bold green]val {self.best.get('metric', 'score')} {value:.4f}[/] " if value is not None else "")
+                    + escape(which)
                 ),
             )
         budget = max(self.budget_seconds, 1e-9)

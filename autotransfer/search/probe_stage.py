@@ -18,6 +18,7 @@ from autotransfer.errors import AutoTransferError
 from autotransfer.search import planner
 from autotransfer.search.candidates import Candidate
 from autotransfer.search.context import RunContext
+from autotransfer.search.records import best_record, trial_records
 from autotransfer.search.storage import claim_is_live, heartbeat_settings, run_once
 from autotransfer.transfer.ranking import RankingConfig, rank_backbone
 from autotransfer.transfer.strategies import STRATEGIES, probe_strategy
@@ -75,6 +76,9 @@ def _record_probe_rows(study: optuna.Study, context: RunContext, name: str, reso
             row["probe_head"],
             row["probe_C"],
         )
+        record = {"stage": "probe", "trial": len(study.trials) - 1, "status": "complete", **attrs,
+                  "val_score": row["probe_score"]}  # fmt: skip
+        context.progress.trial(record, best_record(trial_records("probe", study)))
 
 
 def probe_fits(objective: dict) -> int:
