@@ -328,6 +328,12 @@ def fit(
 ) -> None:
     """Find the best way to transfer an ImageNet network to DATA, within the time budget."""
     start = time.monotonic()
+    if not data.expanduser().exists():  # before the engine's imports: a typo is answered at once
+        raise AutoTransferError(
+            f"The dataset path does not exist: {data}",
+            where=str(data),
+            fix="pass an ImageFolder, split folders or a CSV.",
+        )
     from autotransfer.budget import format_duration
     from autotransfer.options import RunOptions
     from autotransfer.report.progress import Progress

@@ -222,98 +222,136 @@ def _recorder(record):
     return Recorder()
 
 
+def _ray_modules() -> SimpleNamespace:
+    """Ray, Tune, ASHA and Tune's Optuna searcher, or an AutoTransferError saying how to install them."""
+    try:
+        import ray
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler
+        from ray.tune.search.optuna import OptunaSearch
+    except ImportError as error:
+        raise AutoTransferError("The Ray backend needs Ray Tune.", fix="pip install 'autotransfer[ray]'.") from error
+    return SimpleNamespace(ray=ray, tune=tune, ASHAScheduler=ASHAScheduler, OptunaSearch=OptunaSearch)
+
+
+def _seconds_and_samples(plan: FinetunePlan, context: RunContext) -> tuple[float, int] | None:
+    """The seconds and trial count left for Ray, or None (logged) when there is no room for any."""
+    space = context.settings.space
+    seconds = context.deadline.left() - context.reserve(best_record(records(plan.studies)))
+    if seconds < MIN_SECONDS:
+        log.info("time budget: no room for Ray trials")
+        return None
+    done = sum(t.state.is_finished() for t in plan.studies.finetune.get_trials(deepcopy=False))
+    samples = space.max_trials - done
+    if samples <= 0:
+        log.info("fine-tuning: max_trials (%d) already in the study", space.max_trials)
+        return None
+    if done:
+        log.info("fine-tuning on Ray: %d trial(s) kept from before, %d to run", done, samples)
+    return seconds, samples
+
+
+def _init_ray(ray, settings) -> None:
+    """Start (or connect to) Ray unless it is already initialised, keeping a local cluster on loopback."""
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    if ray.is_initialized():
+        return
+    local = {} if settings.ray_address else {"num_cpus": os.cpu_count()}
+    loopback = _loopback_host(settings.ray_address)
+    if loopback:
+        _stay_on_loopback()
+        local["_node_ip_address"] = loopback
+    ray.init(
+        address=settings.ray_address,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+        **local,
+    )
+
+
+def _trial_context(plan: FinetunePlan, context: RunContext, seconds: float) -> dict:
+    """What each Ray trial needs to load the data and train (plain values, sent to the workers)."""
+    settings = context.settings
+    return {
+        "data": str(context.data.resolve()),
+        "seed": settings.seed,
+        "val_fraction": settings.val_fraction,
+        "device": settings.device or ("cuda" if settings.gpus_per_trial > 0 else "cpu"),
+        "space": settings.space,
+        "out": str(context.out.resolve()),
+        "cpus": settings.cpus_per_trial,
+        "stop_at": time.time() + seconds,
+        "metric": plan.objective["metric"],
+    }
+
+
+def _tuner(
+    modules: SimpleNamespace,
+    plan: FinetunePlan,
+    context: RunContext,
+    trial_context: dict,
+    budget: tuple[float, int],
+    record,
+):
+    """The Tune tuner: resourced trainable, Optuna searcher, ASHA scheduler and the recording callback."""
+    tune, (seconds, samples) = modules.tune, budget
+    settings, space = context.settings, context.settings.space
+    trainable = tune.with_resources(
+        tune.with_parameters(_trainable, context=trial_context),
+        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+    )
+    searcher = modules.OptunaSearch(
+        space=_DefineSpace(space, plan.candidates, plan.ranges, tuple(plan.objective["class_weights"])),
+        metric="val_score",
+        mode="max",
+        seed=settings.seed,
+    )
+    scheduler = modules.ASHAScheduler(
+        time_attr="epoch",
+        max_t=space.epochs,
+        grace_period=space.min_epochs,
+        reduction_factor=space.reduction_factor,
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            metric="val_score",
+            mode="max",
+            num_samples=samples,
+            time_budget_s=seconds,
+        ),
+        run_config=tune.RunConfig(
+            storage_path=str((context.out / "ray").resolve()),
+            name=f"finetune-{int(time.time())}",  # a resumed run starts a new experiment beside the old
+            failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
+            callbacks=[_recorder(record)],
+            verbose=0,
+        ),
+    )
+
+
 class RayBackend:
     """Fine-tuning trials as Ray Tune trials, recorded in ``plan.studies.finetune`` when they end."""
 
     def run(self, plan: FinetunePlan, context: RunContext) -> None:
-        try:
-            import ray
-            from ray import tune
-            from ray.tune.schedulers import ASHAScheduler
-            from ray.tune.search.optuna import OptunaSearch
-        except ImportError as error:
-            raise AutoTransferError(
-                "The Ray backend needs Ray Tune.", fix="pip install 'autotransfer[ray]'."
-            ) from error
-        settings, space = context.settings, context.settings.space
-        seconds = context.deadline.left() - context.reserve(best_record(records(plan.studies)))
-        if seconds < MIN_SECONDS:
-            log.info("time budget: no room for Ray trials")
+        modules = _ray_modules()
+        space = context.settings.space
+        budget = _seconds_and_samples(plan, context)
+        if budget is None:
             return
-        done = sum(t.state.is_finished() for t in plan.studies.finetune.get_trials(deepcopy=False))
-        samples = space.max_trials - done
-        if samples <= 0:
-            log.info("fine-tuning: max_trials (%d) already in the study", space.max_trials)
-            return
-        if done:
-            log.info("fine-tuning on Ray: %d trial(s) kept from before, %d to run", done, samples)
         context.progress.stage("fine-tuning", total=space.max_trials, detail="on Ray Tune")
-        os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-        if not ray.is_initialized():
-            local = {} if settings.ray_address else {"num_cpus": os.cpu_count()}
-            loopback = _loopback_host(settings.ray_address)
-            if loopback:
-                _stay_on_loopback()
-                local["_node_ip_address"] = loopback
-            ray.init(
-                address=settings.ray_address,
-                include_dashboard=False,
-                log_to_driver=False,
-                logging_level=logging.WARNING,
-                **local,
-            )
-        trial_context = {
-            "data": str(context.data.resolve()),
-            "seed": settings.seed,
-            "val_fraction": settings.val_fraction,
-            "device": settings.device or ("cuda" if settings.gpus_per_trial > 0 else "cpu"),
-            "space": space,
-            "out": str(context.out.resolve()),
-            "cpus": settings.cpus_per_trial,
-            "stop_at": time.time() + seconds,
-            "metric": plan.objective["metric"],
-        }
-        trainable = tune.with_resources(
-            tune.with_parameters(_trainable, context=trial_context),
-            {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
-        )
-        searcher = OptunaSearch(
-            space=_DefineSpace(space, plan.candidates, plan.ranges, tuple(plan.objective["class_weights"])),
-            metric="val_score",
-            mode="max",
-            seed=settings.seed,
-        )
-        scheduler = ASHAScheduler(
-            time_attr="epoch",
-            max_t=space.epochs,
-            grace_period=space.min_epochs,
-            reduction_factor=space.reduction_factor,
-        )
+        _init_ray(modules.ray, context.settings)
+        trial_context = _trial_context(plan, context, budget[0])
         recorded: set[str] = set()
 
         def record(result, trial_id: str) -> None:
             recorded.add(trial_id)
             _record(plan.studies.finetune, space, plan, result, trial_id)
 
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(
-                search_alg=searcher,
-                scheduler=scheduler,
-                metric="val_score",
-                mode="max",
-                num_samples=samples,
-                time_budget_s=seconds,
-            ),
-            run_config=tune.RunConfig(
-                storage_path=str((context.out / "ray").resolve()),
-                name=f"finetune-{int(time.time())}",  # a resumed run starts a new experiment beside the old
-                failure_config=tune.FailureConfig(max_failures=MAX_FAILURES),
-                callbacks=[_recorder(record)],
-                verbose=0,
-            ),
-        )
-        results = tuner.fit()
+        results = _tuner(modules, plan, context, trial_context, budget, record).fit()
         for result in results:  # the trials the callback did not see end (stopped by the time budget)
             trial_id = (result.metrics or {}).get("trial_id")
             if trial_id not in recorded:
