@@ -399,40 +399,8 @@ def _print_fit_summary(result, budget: float) -> None:
         f"[bold green]Done[/] in {format_duration(result.seconds)} of the {format_duration(budget)} budget "
         f"({counts['text']}): {escape(result.pipeline.describe())}"
     )
-    metric = metrics.get("metric", "accuracy")
-    if metrics.get("metric_reason"):
-        out.print(f"metric: {escape(metrics['metric_reason'])}")
-    if "val_score" in metrics:  # what the search compared: on the val split, or a CV mean on small data
-        how = "mean over cross-validation folds of train+val" if "cross-validation" in metrics.get(
-            "metric_reason", ""
-        ) else "validation split"  # fmt: skip
-        refit = "" if metrics.get("refit_on_train_val", True) else "; not refit on train+val: the budget left no room"
-        out.print(f"search score: {metric} {metrics['val_score']:.4f} ({how}){refit}")
-    for split, name in (("val", "held-out validation (the chosen configuration trained on train only)"),
-                        ("test", "test")):  # fmt: skip
-        summary = metrics.get(split) if isinstance(metrics.get(split), dict) else {}
-        if summary:
-            out.print(
-                f"{name}: accuracy {summary['accuracy']:.4f}, balanced accuracy {summary['balanced_accuracy']:.4f}, "
-                f"macro F1 {summary['f1_macro']:.4f}; recall per class "
-                + ", ".join(f"{escape(str(c))} {row['recall']:.2f}" for c, row in summary["per_class"].items())
-            )
-    if result.profile.get("measured_skipped"):
-        out.print(f"placement: not measured by the probes ({escape(result.profile['measured_skipped'])})")
-    placement = result.profile.get("measured")
-    if placement:
-        verdict = "differs from" if placement.get("differs") else "agrees with"
-        out.print(
-            f"placement: a priori {placement.get('a_priori')}, measured by the probes {placement['quadrant']} "
-            f"({verdict} the profile): {escape(placement.get('rationale', ''))}"
-        )
-    auto = result.profile.get("auto")
-    if auto:
-        skipped = "; ".join(f"{escape(k)}: {escape(v)}" for k, v in (auto.get("skipped") or {}).items())
-        out.print(
-            f"auto: backbones {', '.join(auto['backbones'])} at {', '.join(map(str, auto['resolutions']))} px "
-            f"(images' median shorter side {auto['native_side']} px)" + (f"; left out: {skipped}" if skipped else "")
-        )
+    _print_scores(metrics)
+    _print_search_choices(result.profile)
     out.print(
         f"pipeline: {escape(str(run_dir / 'pipeline'))}\nreport:   {escape(str(run_dir / 'report.html'))}\n"
         f"predict:  autotransfer predict {escape(str(run_dir))} IMAGES..."
@@ -442,6 +410,7 @@ def _print_fit_summary(result, budget: float) -> None:
         board = board[board["status"].isin(("complete", "pruned"))]
     # Narrow enough for an 80-column terminal: the strategy names the stage; seconds to 0.1.
     columns = {"chosen": "", "strategy": "strategy", "backbone": "backbone", "resolution": "px", "tap": "tap"}
+    metric = metrics.get("metric", "accuracy")
     columns |= {"val_score": metric.replace("balanced_accuracy", "bal. acc"), "seconds": "s", "status": "status"}
     table = Table(
         title="leaderboard (top 8 of the trials that ran; all in leaderboard.csv)", box=box.SIMPLE_HEAD, pad_edge=False
@@ -464,6 +433,48 @@ def _print_fit_summary(result, budget: float) -> None:
             f"{escape(str(run_dir / 'skipped.csv'))}): "
             + escape(", ".join(f"{Path(s['path']).name} ({s['reason']})" for s in skipped[:5]))
             + (", ..." if len(skipped) > 5 else "")
+        )
+
+
+def _print_scores(metrics: dict) -> None:
+    """The metric and why, the search score (val split or CV mean), the held-out and test figures."""
+    metric = metrics.get("metric", "accuracy")
+    if metrics.get("metric_reason"):
+        out.print(f"metric: {escape(metrics['metric_reason'])}")
+    if "val_score" in metrics:  # what the search compared: on the val split, or a CV mean on small data
+        how = "mean over cross-validation folds of train+val" if "cross-validation" in metrics.get(
+            "metric_reason", ""
+        ) else "validation split"  # fmt: skip
+        refit = "" if metrics.get("refit_on_train_val", True) else "; not refit on train+val: the budget left no room"
+        out.print(f"search score: {metric} {metrics['val_score']:.4f} ({how}){refit}")
+    for split, name in (("val", "held-out validation (the chosen configuration trained on train only)"),
+                        ("test", "test")):  # fmt: skip
+        summary = metrics.get(split) if isinstance(metrics.get(split), dict) else {}
+        if summary:
+            out.print(
+                f"{name}: accuracy {summary['accuracy']:.4f}, balanced accuracy {summary['balanced_accuracy']:.4f}, "
+                f"macro F1 {summary['f1_macro']:.4f}; recall per class "
+                + ", ".join(f"{escape(str(c))} {row['recall']:.2f}" for c, row in summary["per_class"].items())
+            )
+
+
+def _print_search_choices(profile: dict) -> None:
+    """Both placements (a priori and measured by the probes) and what `auto` chose, with reasons."""
+    if profile.get("measured_skipped"):
+        out.print(f"placement: not measured by the probes ({escape(profile['measured_skipped'])})")
+    placement = profile.get("measured")
+    if placement:
+        verdict = "differs from" if placement.get("differs") else "agrees with"
+        out.print(
+            f"placement: a priori {placement.get('a_priori')}, measured by the probes {placement['quadrant']} "
+            f"({verdict} the profile): {escape(placement.get('rationale', ''))}"
+        )
+    auto = profile.get("auto")
+    if auto:
+        skipped = "; ".join(f"{escape(k)}: {escape(v)}" for k, v in (auto.get("skipped") or {}).items())
+        out.print(
+            f"auto: backbones {', '.join(auto['backbones'])} at {', '.join(map(str, auto['resolutions']))} px "
+            f"(images' median shorter side {auto['native_side']} px)" + (f"; left out: {skipped}" if skipped else "")
         )
 
 
