@@ -83,11 +83,11 @@ weights.mkdir()
 model = create_backbone("test_efficientnet", pretrained=False, keep_classifier=True).model
 save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights / "test_efficientnet.safetensors"))
 net = create_backbone("test_efficientnet", keep_classifier=True)
-key = hashlib.blake2b(f"v2-{model_fingerprint(net.model)}-32".encode(), digest_size=12).hexdigest()
+key = hashlib.blake2b(f"v3-{model_fingerprint(net.model)}-32".encode(), digest_size=12).hexdigest()
 references = Path(os.environ["AUTOTRANSFER_CACHE"]) / "profile-references"
 references.mkdir(parents=True)
 # Stand-ins for the ImageNet/noise statistics (real ones need real weights), as tests/conftest.py.
-stand_ins = {"imagenet_photos": 0.5, "noise": 3.0, "entropy_imagenet_photos": 2.0, "entropy_noise": 6.0}
+stand_ins = {"imagenet_photos": 0.5, "clipart": 1.2, "noise": 3.0, "entropy_imagenet_photos": 2.0, "entropy_clipart": 4.0, "entropy_noise": 6.0}
 (references / f"{key}.json").write_text(json.dumps(stand_ins))
 Path("space.yaml").write_text(
     "backbones: [test_efficientnet]\nresolutions: [32]\nstrategies: [linear_probe, mid_layer_probe, finetune_top]\n"

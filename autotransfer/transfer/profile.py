@@ -282,6 +282,8 @@ def reference_distances(backbone: Backbone, image_size: int) -> dict[str, float]
 
 def _ladder(value: float, near: float, middle: float | None, far: float) -> float:
     """1 at ``near``, CLIPART_SCORE at ``middle`` (when given), 0 at ``far``: piecewise linear, clipped."""
+    if far <= near:  # degenerate references (the same statistics for photos and noise): no scale to place on
+        return 1.0 if value <= near else 0.0
     if middle is None or not near < middle < far:  # two anchors (or an out-of-order middle): one straight line
         return float(np.clip((far - value) / (far - near), 0.0, 1.0))
     if value <= middle:
