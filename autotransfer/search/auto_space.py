@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from autotransfer.errors import AutoTransferError
 from autotransfer.models.weights import OFFLINE_ZOO, hub_reachable, offline_weights_available
 from autotransfer.models.zoo import TORCHVISION_PREFIX, create_backbone
 from autotransfer.settings import user_weights_dir
-from autotransfer.transfer.profile import DEFAULT_BACKBONE, profile_resolution
+from autotransfer.transfer.profile import DEFAULT_BACKBONE, native_short_sides, profile_resolution
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +63,10 @@ class AutoChoice:
         }
 
 
-def native_side(paths: list, sample: int = 200, seed: int = 0) -> int:
-    """Median shorter side (pixels) of up to ``sample`` of the images, read from their headers only."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    chosen = [paths[i] for i in rng.choice(len(paths), size=min(sample, len(paths)), replace=False)]
-    sides = []
-    for path in chosen:
-        try:
-            with Image.open(path) as image:
-                sides.append(min(image.size))
-        except (OSError, ValueError):  # unreadable files are reported by the decoder, not here
-            continue
+def native_side(data: str | Path, sample: int = 200, seed: int = 0) -> int:
+    """Median shorter side (pixels) of up to ``sample`` of the images of ``data``, read from their headers
+    (transfer/profile.py's ``native_short_sides``); 224 when none can be read."""
+    sides = native_short_sides(data, sample=sample, seed=seed)
     return int(np.median(sides)) if sides else 224
 
 

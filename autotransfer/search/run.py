@@ -20,7 +20,6 @@ import optuna
 import pandas as pd
 
 from autotransfer.budget import format_duration
-from autotransfer.data.sources import index_dataset
 from autotransfer.deploy.pipeline import Pipeline
 from autotransfer.errors import AutoTransferError
 from autotransfer.files import disk_full_error, is_disk_full, write_text_atomic
@@ -128,8 +127,7 @@ def choose_space(context: RunContext, studies: Studies) -> None:
         return
     if "auto" not in studies.probes.user_attrs:
         context.progress.stage("profile", detail="choosing backbones and resolutions for this data and machine")
-        index = index_dataset(context.data)
-        native = native_side(index.paths, seed=context.settings.seed)
+        native = native_side(context.data, seed=context.settings.seed)
         first = profile_resolution([native], device=context.device or default_device())
         dataset = context.dataset(first)
         choice = resolve_auto(space.backbones, space.resolutions, np.asarray(dataset.images[:SAMPLE]), native,
