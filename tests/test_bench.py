@@ -202,6 +202,26 @@ def test_leaderboard_oracle_regret_and_ranks(tmp_path):
     text = render_markdown(frame, suite, "test machine")
     assert "| fit | 0.800 ± 0.100 | failed |" in text and "it broke" in text
     assert "## Normalised regret" in text
+    assert "Over budget" not in text
+
+
+def test_leaderboard_flags_cells_over_budget(tmp_path):
+    suite = _suite(tmp_path, "datasets: [{name: d, path: .., per_class: [10]}]\ncontenders: [fit, codes_svm, grid]")
+    records = [r for r in _records() if r["dataset"] == "d"]
+    records[0] = {**records[0], "seconds": 200.0, "within_budget": False}  # fit, seed 0
+    text = render_markdown(cell_frame(records, suite), suite, "test machine")
+    assert "| fit | 105 (over budget) |" in text
+    assert "## Over budget" in text and "- d 10/class seed 0, fit: 200 s" in text
+
+
+def test_leaderboard_files(tmp_path):
+    suite = _suite(
+        tmp_path,
+        """
+        datasets: [{name: d, path: .., per_class: [10]}, {name: e, path: .., per_class: [10]}]
+        contenders: [fit, codes_svm, grid]
+    """,
+    )
     write_leaderboard(_records(), suite, tmp_path, "test machine")
     assert len(pd.read_csv(tmp_path / "leaderboard.csv")) == 7
     assert (tmp_path / "report.html").read_text().count("<svg") == 2

@@ -74,6 +74,7 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
             "failed": grouped["error"].count(),
             "not_installed": grouped["status"].agg(lambda s: int((s == "not installed").sum())),
             "seconds": grouped["seconds"].mean(),
+            "over_budget": grouped["within_budget"].agg(lambda s: int((s == False).sum())),  # noqa: E712 (NaN: not run)
             "regret": grouped["regret"].mean(),
             "rank": grouped["rank"].mean(),
         }
@@ -110,7 +111,7 @@ def render_markdown(frame: pd.DataFrame, suite: Suite, machine: str) -> str:
     accuracy["mean rank"] = overall["rank"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
     if overall["regret"].notna().any():
         accuracy["mean regret"] = overall["regret"].map(lambda v: "" if pd.isna(v) else f"{v:+.3f}")
-    seconds = _pivot(table, lambda r: f"{r.seconds:.0f}")
+    seconds = _pivot(table, lambda r: f"{r.seconds:.0f}" + (" (over budget)" if r.over_budget else ""))
     regret = _pivot(table, lambda r: "" if pd.isna(r.regret) else f"{r.regret:+.3f}")
     seeds = ", ".join(map(str, suite.seeds))
     parts = [
@@ -147,6 +148,13 @@ def render_markdown(frame: pd.DataFrame, suite: Suite, machine: str) -> str:
             f"- {title}: {str(error).splitlines()[0]}" for title, error in zip(missing["title"], missing["error"])
         ]
         parts += [""]
+    over = frame[frame["within_budget"] == False]  # noqa: E712 (a column of bools and NaN)
+    if len(over):
+        parts += (
+            ["## Over budget (ended more than 5% after the budget)", ""]
+            + [f"- {r.group} seed {r.seed}, {r.title}: {r.seconds:.0f} s" for r in over.itertuples()]
+            + [""]
+        )
     failures = frame[frame["error"].notna() & (frame["status"] != "not installed")]
     if len(failures):
         parts += (
