@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from sample_run import make_run
 
-from autotransfer.report.outputs import COLUMNS, leaderboard, trial_counts, write_outputs
+from autotransfer.report.outputs import COLUMNS, leaderboard, thumbnail, trial_counts, write_outputs
 from autotransfer.report.terminal import cell_text, frame_table, is_missing
 
 
@@ -122,3 +122,15 @@ def test_trial_counts_skip_trials_that_never_ran():
     counts = trial_counts(frame)
     assert counts["probe"]["ran"] == 1 and counts["finetune"]["ran"] == 1 and counts["finetune"]["not_started"] == 1
     assert counts["text"] == "1 probe (1 failed), 1 fine-tuning trial (1 pruned); 1 queued trial not started (budget)"
+
+
+@pytest.mark.filterwarnings("error")
+def test_thumbnail_of_a_palette_image_with_transparency_bytes(tmp_path):
+    """Clip art PNGs keep per-entry palette alpha; PIL warns when such an image goes straight to RGB."""
+    image = Image.new("P", (40, 30), 1)
+    image.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0] * 85)
+    image.save(tmp_path / "clip.png", transparency=bytes([0, 128, 255] * 85))
+    url = thumbnail(tmp_path / "clip.png", [])
+    decoded = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert decoded.mode == "RGB" and max(decoded.size) > 0
+    assert decoded.getpixel((0, 0))[0] > 200  # entry 1 is half transparent red on white: light red

@@ -206,11 +206,13 @@ def thumbnail(path: str | Path, roots: list[Path], size: int = THUMBNAIL_PX) -> 
     """A data: URL of a PNG thumbnail of ``path`` (tried as given, then under each root), or None."""
     from PIL import Image, ImageOps
 
+    from autotransfer.data.images import to_rgb
+
     candidates = [Path(path)] + [root / path for root in roots if not Path(path).is_absolute()]
     for candidate in candidates:
         try:
             with Image.open(candidate) as image:
-                image = ImageOps.exif_transpose(image).convert("RGB")
+                image = to_rgb(ImageOps.exif_transpose(image))  # palette + transparency: composited, no warning
                 scale = size / max(image.size)
                 # Small images (digits, MNIST) are scaled up with crisp pixels, large ones down smoothly.
                 method = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS
