@@ -40,6 +40,15 @@ def test_probe_top_probes_only_the_taps_with_the_best_knn_score(tmp_path):
     probed = [r for r in rows if "probe_accuracy" in r]
     assert len(probed) == 2 and len(rows) > 2
     assert min(r["knn"] for r in probed) >= max(r["knn"] for r in rows if "probe_accuracy" not in r)
+    worst = min(rows, key=lambda r: r["knn"])["tap"]
+    torch.manual_seed(0)
+    rows = rank_backbone(
+        ds,
+        create_backbone("test_efficientnet", pretrained=False),
+        RankingConfig(c_grid=(1.0,), probe_top=2, also_probe=(worst, "no-such-tap")),
+        show_progress=False,
+    )
+    assert sorted(r["tap"] for r in rows if "probe_accuracy" in r) == sorted([t["tap"] for t in probed] + [worst])
 
 
 def test_test_split_is_never_used(tmp_path, monkeypatch):

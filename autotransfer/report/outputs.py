@@ -251,6 +251,15 @@ def distance_plot(profile: dict) -> str | None:
     return svg(figure)
 
 
+def _scatter_stages(axis, trials: pd.DataFrame, x: str) -> None:
+    """One marker and colour per stage: ``trials[x]`` against the validation score."""
+    for stage, marker, colour in (("probe", "o", "#3465a4"), ("finetune", "s", "#f57900")):
+        part = trials[trials["stage"] == stage]
+        if len(part):
+            axis.scatter(part[x], part["val_score"], marker=marker, alpha=0.75, color=colour,
+                         label=STAGE_NAMES[stage])  # fmt: skip
+
+
 def pareto_plot(frame: pd.DataFrame) -> str | None:
     done = frame.dropna(subset=["val_score", "seconds"])
     done = done[done["status"].isin(RAN)]
@@ -258,11 +267,7 @@ def pareto_plot(frame: pd.DataFrame) -> str | None:
         return None
     plt = _matplotlib()
     figure, axis = plt.subplots(figsize=(6.4, 3.6))
-    for stage, marker, colour in (("probe", "o", "#3465a4"), ("finetune", "s", "#f57900")):
-        part = done[done["stage"] == stage]
-        if len(part):
-            axis.scatter(part["seconds"], part["val_score"], marker=marker, alpha=0.75, color=colour,
-                         label=STAGE_NAMES[stage])  # fmt: skip
+    _scatter_stages(axis, done, "seconds")
     front = pareto_front(frame)
     axis.step(front["seconds"], front["val_score"], where="post", color="black", lw=1, label="Pareto front")
     chosen = done[done["chosen"]]
@@ -294,11 +299,7 @@ def history_plot(frame: pd.DataFrame) -> str | None:
     ran["at"] = ran["seconds"].fillna(0).cumsum()
     plt = _matplotlib()
     figure, axis = plt.subplots(figsize=(6.4, 3.3))
-    for stage, marker, colour in (("probe", "o", "#3465a4"), ("finetune", "s", "#f57900")):
-        part = ran[ran["stage"] == stage]
-        if len(part):
-            axis.scatter(part["at"], part["val_score"], marker=marker, alpha=0.75, color=colour,
-                         label=STAGE_NAMES[stage])  # fmt: skip
+    _scatter_stages(axis, ran, "at")
     axis.step(ran["at"], ran["val_score"].cummax(), where="post", color="black", lw=1, label="best so far")
     if not (ran["stage"] == "finetune").any():
         axis.set_title("no fine-tuning trial finished within the budget", fontsize=8, color="#555", loc="left")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -95,11 +96,13 @@ def _extraction_estimate(context: RunContext, name: str, resolution: int) -> flo
     return planner.extraction_seconds(per_image, context.auto["profile_resolution"], resolution, n_images)
 
 
-def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bool) -> None:
+def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bool, prior_taps: list[str]) -> None:
     """Probe every (backbone, resolution) pair, smallest images first, while the budget allows.
 
     ``finetune_first``: the profile recommends fine-tuning, so the probes may use at most
-    ``planner.cheap_share`` of the budget.
+    ``planner.cheap_share`` of the budget. Each pair probes its best taps by kNN and its head (the
+    measured placement compares the head with a lower tap); the profile backbone also probes
+    ``prior_taps``, the taps the profile names, so `profile` never names a tap `fit` did not try.
     """
     space, deadline = context.settings.space, context.deadline
     done = _probed_pairs(study)
@@ -136,6 +139,8 @@ def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bo
         if not planner.probe_pair_fits(deadline.left(), context.reserve(None), expected):
             log.info("time budget: cheap stage stops before %s (about %s)", pair, format_duration(expected))
             break
+        also = ("head", *prior_taps) if name == context.settings.profile_backbone else ("head",)
+        pair_config = replace(config, also_probe=also)
         probed_one = bool(per_pixel) or bool(done)  # fine-tuning needs at least one probed candidate
         if probed_one and deadline.elapsed() + expected > share * deadline.seconds:
             log.info(
@@ -148,7 +153,7 @@ def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bo
             break
         tic = time.perf_counter()
         if context.settings.storage:  # workers sharing the study: each pair is probed by one of them
-            work = partial(_probe_pair, study, context, config, name, resolution)
+            work = partial(_probe_pair, study, context, pair_config, name, resolution)
             ran, holder = run_once(context.storage, _claim(pair), work, str(context.out))
             if not ran:
                 log.info("candidate %s is probed by worker %s", pair, holder["worker"])
@@ -157,7 +162,7 @@ def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bo
                 continue
             probed = holder
         else:
-            probed = _probe_pair(study, context, config, name, resolution)
+            probed = _probe_pair(study, context, pair_config, name, resolution)
         if probed:
             per_pixel.append((time.perf_counter() - tic) / resolution**2)
             if extraction:

@@ -143,7 +143,8 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
     profile = profile_stage(context)
     log.info("profile: %s", profile.get("rationale", ""))
     prior = profile.get("prior", {})
-    run_probe_stage(studies.probes, context, finetune_first(space.strategies, space.max_trials, prior))
+    recommends_finetuning = finetune_first(space.strategies, space.max_trials, prior)
+    run_probe_stage(studies.probes, context, recommends_finetuning, prior.get("taps", []))
     prior = corrected_prior(profile, placement_stage(context, studies, profile))
     probed = studies.probes.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if space.finetune_strategies and space.max_trials and probed:

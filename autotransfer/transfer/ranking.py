@@ -30,6 +30,7 @@ class RankingConfig:
     ``probe_top`` (0: every tap) probes only the taps with the best kNN score, the proxy that
     tracked probe accuracy best on the offline datasets (benchmarks/results/features-cpu.md): a
     probe on a 1280-d tap of 2,000 images costs tens of seconds on 2 cores, the score a fraction.
+    ``also_probe``: taps probed whatever their kNN rank (names a backbone lacks are ignored).
     """
 
     pooling: str = "avg"
@@ -37,6 +38,7 @@ class RankingConfig:
     c_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
     probe: bool = True
     probe_top: int = 0
+    also_probe: tuple[str, ...] = ()
     max_score_samples: int = 3000
     batch_size: int = 64
     bf16: bool = True
@@ -82,7 +84,9 @@ def rank_backbone(
         rows.append(row)
     if config.probe:
         by_knn = sorted(rows, key=lambda r: -r["knn"])
-        for row in by_knn[: config.probe_top or len(rows)]:
+        chosen = by_knn[: config.probe_top or len(rows)]
+        chosen += [r for r in rows if r["tap"] in config.also_probe and r not in chosen]
+        for row in chosen:
             values = np.asarray(features[row["tap"]])
             probes = [
                 fit_probe(
