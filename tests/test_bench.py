@@ -209,6 +209,7 @@ def test_leaderboard_flags_cells_over_budget(tmp_path):
     suite = _suite(tmp_path, "datasets: [{name: d, path: .., per_class: [10]}]\ncontenders: [fit, codes_svm, grid]")
     records = [r for r in _records() if r["dataset"] == "d"]
     records[0] = {**records[0], "seconds": 200.0, "within_budget": False}  # fit, seed 0
+    records[2] = {**records[2], "seconds": 300.0, "within_budget": False}  # the grid has no budget: not flagged
     text = render_markdown(cell_frame(records, suite), suite, "test machine")
     assert "| fit | 105 (over budget) |" in text
     assert "## Over budget" in text and "- d 10/class seed 0, fit: 200 s" in text
