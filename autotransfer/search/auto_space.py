@@ -176,5 +176,7 @@ def resolve_auto(
             continue
         chosen.append(name)
         spent += cost
-    log.info("auto: backbones %s at %s px (native shorter side %d px)", chosen, list(sizes), native)
+    left_out = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+    log.info("auto: backbones %s at %s px (native shorter side %d px)%s", chosen, list(sizes), native,
+             f"; left out {left_out}" if left_out else "")  # fmt: skip
     return AutoChoice(tuple(chosen), tuple(sizes), native, first, measured, skipped)
