@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autotransfer.budget import Deadline
 from autotransfer.deploy.pipeline import Pipeline
 from autotransfer.models.features import extract_features
 from autotransfer.models.zoo import Backbone
@@ -62,8 +63,13 @@ def trial_model(context: RunContext, best: dict) -> FinalModel:
     return FinalModel(model.eval(), backbone, refit=False)
 
 
-def refit_finetune(context: RunContext, best: dict) -> FinalModel:
-    """The best trial's configuration again, on train+val, for as many epochs as its best one."""
+def refit_finetune(context: RunContext, best: dict) -> FinalModel | None:
+    """The best trial's configuration again, on train+val, for as many epochs as its best one.
+
+    None when the budget stops it before its last epoch (a load that came up after the estimate):
+    a partly trained refit is no better than the trial's own weights, which are kept instead.
+    The refit must leave the evaluation and saving their time, so its deadline is the run's less that.
+    """
     dataset = context.dataset(best["resolution"])
     splits = np.where(dataset.splits == "test", "test", "train")
     splits[dataset.indices("val")[:1]] = "val"  # the trainer reports on a val split: one image, not selected on
@@ -74,8 +80,17 @@ def refit_finetune(context: RunContext, best: dict) -> FinalModel:
     metric = context.objective["metric"]
     config = config_for(params, settings.space, len(backbone.depth_groups), settings.seed, epochs, metric)
     config = replace(config, keep="last", patience=config.epochs)
-    model = finetune(replace(dataset, splits=splits), backbone, config, device=context.device).model
-    return FinalModel(model, backbone, refit=True)
+    after = planner.SAVE_SECONDS + context.evaluation_seconds(best)
+    deadline = Deadline(context.deadline.seconds - after, context.deadline.start)
+    result = finetune(replace(dataset, splits=splits), backbone, config, device=context.device, deadline=deadline)
+    if len(result.history) < config.epochs:
+        log.info(
+            "time budget: the refit on train+val stopped after %d of %d epochs; keeping the trial's own weights",
+            len(result.history),
+            config.epochs,
+        )
+        return None
+    return FinalModel(result.model, backbone, refit=True)
 
 
 def final_model(context: RunContext, best: dict) -> FinalModel:
@@ -84,10 +99,10 @@ def final_model(context: RunContext, best: dict) -> FinalModel:
     n_train, n_val = context.split_sizes(best["resolution"])
     epochs = int(best.get("best_epoch", 0)) + 1
     refit = planner.refit_seconds(best.get("epoch_seconds") or 1.0, n_train, n_val, epochs)
-    if planner.refit_fits(context.deadline.left(), refit):
-        return refit_finetune(context, best)
-    log.info("time budget: keeping the trial's own weights (no room to refit on train+val)")
-    return trial_model(context, best)
+    if not planner.refit_fits(context.deadline.left() - context.evaluation_seconds(best), refit):
+        log.info("time budget: keeping the trial's own weights (no room to refit on train+val)")
+        return trial_model(context, best)
+    return refit_finetune(context, best) or trial_model(context, best)
 
 
 def summary_words(best: dict, n_groups: int) -> str:

@@ -1,0 +1,66 @@
+"""The final refit on train+val: bounded by the run's deadline less the evaluation and saving, and
+dropped for the trial's own weights when a load that came up after the estimate stops it early."""
+
+from types import SimpleNamespace
+
+import pytest
+from conftest import make_imagefolder
+
+from autotransfer.budget import Deadline
+from autotransfer.data.datasets import load_dataset
+from autotransfer.models.zoo import create_backbone
+from autotransfer.search import planner, refit
+from autotransfer.search.space import load_search_space
+
+BEST = {"stage": "finetune", "strategy": "finetune_all", "backbone": "test_efficientnet", "resolution": 32,
+        "tap": "head", "candidate": "test_efficientnet@32/head", "best_epoch": 2, "epoch_seconds": 1.0, "head_lr": 1e-3,
+        "backbone_lr_ratio": 0.1, "weight_decay": 1e-3}  # fmt: skip
+
+
+@pytest.fixture
+def context(tmp_path):
+    make_imagefolder(tmp_path / "d", {"a": 8, "b": 8})
+    dataset = load_dataset(tmp_path / "d", image_size=32, show_progress=False)
+    backbone = create_backbone("test_efficientnet", pretrained=False)
+    return SimpleNamespace(
+        dataset=lambda size: dataset,
+        backbone=lambda name: backbone,
+        settings=SimpleNamespace(space=load_search_space("default"), seed=0),
+        objective={"metric": "accuracy"},
+        evaluation_seconds=lambda best: 5.0,
+        split_sizes=lambda size: (len(dataset.indices("train")), len(dataset.indices("val"))),
+        deadline=Deadline(600.0),
+        device="cpu",
+    )
+
+
+def _fake_finetune(epochs_run: int, seen: dict):
+    def finetune(dataset, backbone, config, *, device, deadline):
+        seen.update(deadline=deadline, epochs=config.epochs, splits=set(dataset.splits))
+        return SimpleNamespace(model="refit model", history=[object()] * epochs_run)
+
+    return finetune
+
+
+def test_the_refit_trains_on_train_val_within_the_deadline_less_evaluation_and_saving(context, monkeypatch):
+    seen: dict = {}
+    monkeypatch.setattr(refit, "finetune", _fake_finetune(3, seen))
+    final = refit.final_model(context, BEST)
+    assert final.refit and final.model == "refit model"
+    assert seen["epochs"] == 3 and seen["splits"] == {"train", "val"}  # val: one image the trainer reports on
+    assert seen["deadline"].seconds == pytest.approx(600.0 - planner.SAVE_SECONDS - 5.0)
+    assert seen["deadline"].start == context.deadline.start
+
+
+def test_a_refit_the_budget_stopped_early_gives_way_to_the_trials_weights(context, monkeypatch):
+    monkeypatch.setattr(refit, "finetune", _fake_finetune(1, {}))
+    monkeypatch.setattr(refit, "trial_model", lambda context, best: "trial weights")
+    assert refit.final_model(context, BEST) == "trial weights"
+
+
+def test_no_refit_starts_when_its_estimate_does_not_fit(context, monkeypatch):
+    called = []
+    monkeypatch.setattr(refit, "finetune", lambda *a, **k: called.append(1))
+    monkeypatch.setattr(refit, "trial_model", lambda context, best: "trial weights")
+    context.deadline = Deadline(planner.SAVE_SECONDS + 5.0 + 1.0)  # the refit's ~4 s estimate x 1.2 does not fit
+    assert refit.final_model(context, BEST) == "trial weights" and not called
