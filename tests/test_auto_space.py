@@ -79,5 +79,19 @@ def test_a_short_budget_times_one_backbone_only(tmp_path, monkeypatch):
     monkeypatch.setattr(auto_space, "DEFAULT_BACKBONE", "test_efficientnet")
     monkeypatch.setattr(auto_space, "available_backbones", lambda cuda: ["test_resnet", "test_efficientnet"])
     sample = np.random.default_rng(0).integers(0, 255, (16, 64, 64, 3), dtype=np.uint8)
-    choice = resolve_auto((), (), sample, 28, 200, budget=60, device=torch.device("cpu"))
+    choice = resolve_auto((), (), sample, 28, 200, budget=auto_space.SHORT_BUDGET - 1, device=torch.device("cpu"))
     assert choice.backbones == ("test_efficientnet",) and "test_resnet" in choice.skipped
+
+
+def test_the_second_size_goes_to_the_best_backbone_of_the_first():
+    import optuna
+
+    from autotransfer.search.probe_stage import pair_order
+
+    study = optuna.create_study(direction="maximize")
+    order = pair_order(study, (224, 128), ("a", "b", "c"))
+    first = [next(order) for _ in range(3)]
+    assert first == [(128, "a"), (128, "b"), (128, "c")]  # the first size: auto's order (fastest first)
+    for name, score in (("a", 0.5), ("b", 0.7), ("b", 0.6), ("c", 0.6)):  # probes of the first size end
+        study.add_trial(optuna.trial.create_trial(value=score, user_attrs={"backbone": name}))
+    assert list(order) == [(224, "b"), (224, "c"), (224, "a")]

@@ -36,6 +36,21 @@ def _probed_pairs(study: optuna.Study) -> set[str]:
     }
 
 
+def pair_order(study: optuna.Study, resolutions: tuple[int, ...], backbones: tuple[str, ...]):
+    """(resolution, backbone) pairs, smallest size first; from the second size on, the backbones whose
+    probes scored best so far come first, so a budget that ends the stage spends the larger size on
+    the most promising backbone. Read lazily: each size sees the scores of the sizes before it."""
+    for i, resolution in enumerate(sorted(resolutions)):
+        best: dict[str, float] = {}
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            name = t.user_attrs.get("backbone")
+            if name is not None and t.value is not None:
+                best[name] = max(best.get(name, float("-inf")), t.value)
+        order = backbones if i == 0 else sorted(backbones, key=lambda b: -best.get(b, float("-inf")))
+        for name in order:
+            yield resolution, name
+
+
 def _measured_extract_seconds(study: optuna.Study, pair: str) -> float | None:
     for trial in study.get_trials(deepcopy=False):
         if trial.user_attrs.get("pair") == pair and "extract_seconds_pair" in trial.user_attrs:
@@ -117,13 +132,12 @@ def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bo
         class_weights=tuple(None if w == "none" else w for w in objective["class_weights"]),
         cv_folds=objective["cv_folds"],
     )
-    pairs = [(r, b) for r in sorted(context.resolutions) for b in context.backbones]
     share = planner.cheap_share(finetune_first)
-    context.progress.stage("probes", total=len(pairs))
+    context.progress.stage("probes", total=len(context.resolutions) * len(context.backbones))
     per_pixel: list[float] = []  # seconds / resolution^2 of each pair probed in this run
     skipped: list[str] = []  # pairs another worker sharing the storage probes
     corrections: list[float] = []  # actual / estimated seconds of each pair probed in this run
-    for resolution, name in pairs:
+    for resolution, name in pair_order(study, context.resolutions, context.backbones):
         pair = f"{name}@{resolution}"
         if pair in failed or pair in done:
             measured = _measured_extract_seconds(study, pair)

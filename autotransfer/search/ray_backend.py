@@ -132,7 +132,7 @@ def _distributions(
 
 
 def _record(study: optuna.Study, space: SearchSpace, plan: FinetunePlan, result, trial_id: str | None = None) -> None:
-    params = {k: v for k, v in result.config.items() if not k.startswith("_")}
+    params = {k: v for k, v in (result.config or {}).items() if not k.startswith("_")}  # None: never reported
     history = result.metrics_dataframe
     attrs = {"backend": "ray", "stage": "finetune", "strategy": params.get("strategy"), "ray_trial_id": trial_id}
     if result.error is not None or history is None or history.empty:
