@@ -256,7 +256,9 @@ def profile(
     data: Path = typer.Argument(..., help="ImageFolder, split folders, or CSV of path,label"),
     backbone: str = typer.Option("mobilenetv2_100", help="a BatchNorm backbone to measure with"),
     weights: Path | None = typer.Option(None, help="weights file or directory for the backbone"),
-    size: int = typer.Option(128, help="resolution the images are measured at (pixels)"),
+    size: int | None = typer.Option(
+        None, help="resolution the images are measured at (pixels); default: the size `fit` profiles at"
+    ),
     sample: int = typer.Option(256, help="images sampled (seeded) for the per-layer statistics"),
     seed: int = typer.Option(0),
     as_json: bool = typer.Option(False, "--json"),

@@ -103,3 +103,14 @@ def test_profile_and_rank_json(tmp_path, monkeypatch):
     assert {r["tap"] for r in document["candidates"]} >= {"head"} and len(document["agreement"]) == 3
     missing = run_cli("profile", str(root), "--backbone", "test_resnet", "--json")
     assert missing.returncode == 2 and "No pretrained weights found for test_resnet" in missing.stderr
+
+
+def test_profile_measures_at_the_size_fit_profiles_at(fit_env):
+    """Without --size, `profile` uses the rule `fit` profiles with (64 px for these 40x30 images), not 128."""
+    from autotransfer.transfer.profile import profile_resolution
+
+    done = run_cli("profile", str(fit_env["data"]), "--backbone", "test_efficientnet", "--json")
+    assert done.returncode == 0, done.stderr
+    resolution = json.loads(done.stdout)["resolution"]
+    assert resolution["profiled_at"] == profile_resolution(fit_env["data"]) == 64
+    assert "asked for" not in resolution["profiled_at_reason"]

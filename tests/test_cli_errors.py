@@ -131,6 +131,14 @@ def test_outputs_of_fit_profile_and_bench_are_checked_first(tmp_path):
     one_clear_error(run_cli("bench", "--suite", "smoke", "--out", blocked), "is a file, not a folder")
 
 
+def test_a_run_directory_that_cannot_be_created_is_one_clear_error(fit_env):
+    # /proc: it exists and root may "write" to it, but no folder can be made there
+    done = run_cli(
+        "fit", fit_env["data"], "--search-space", fit_env["space"], "--time-budget", "1m", "--out", "/proc/at"
+    )
+    one_clear_error(done, "Cannot write the run directory /proc/at")
+
+
 def test_unknown_backbone_in_a_space_file_names_the_nearest_and_where(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text("backbones: [mobilenetv2_10]\nresolutions: [32]\n")

@@ -51,8 +51,16 @@ class RunDirectory:
     def opened(self) -> Iterator[RunDirectory]:
         """Lock (shared use allowed, noted in ``sole_owner``), check identity, log to ``fit.log``."""
         self.created = not self.out.exists()
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / "run.lock", "w") as lock:
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            lock_file = open(self.out / "run.lock", "w")  # noqa: SIM115  (closed by the with below)
+        except OSError as error:  # /proc, a read-only mount, a file in the way: before any work is done
+            raise AutoTransferError(
+                f"Cannot write the run directory {self.out}: {error.strerror or error}.",
+                where=str(self.out),
+                fix="choose an --out in a folder you can write to.",
+            ) from error
+        with lock_file as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 self.sole_owner = True
