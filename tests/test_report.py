@@ -134,3 +134,22 @@ def test_thumbnail_of_a_palette_image_with_transparency_bytes(tmp_path):
     decoded = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
     assert decoded.mode == "RGB" and max(decoded.size) > 0
     assert decoded.getpixel((0, 0))[0] > 200  # entry 1 is half transparent red on white: light red
+
+
+def test_the_report_shows_both_placements_and_the_size_measured_at():
+    from autotransfer.report.outputs import _placement_rows
+
+    measured = {"quadrant": "small-similar", "differs": True, "rationale": "CNN codes 0.64 vs 0.63"}
+    profile = {"quadrant": "small-different", "rationale": "far from photos", "similarity": 0.49,
+               "resolution": {"profiled_at": 128}, "nearest_reference": "clipart",
+               "separability": {"knn_accuracy": 0.51, "chance": 0.10}, "measured": measured}  # fmt: skip
+    rows = dict(_placement_rows(profile))
+    assert rows["quadrant, a priori (profile)"].startswith("small-different — far from photos (similarity 0.49")
+    assert (
+        "at 128px" in rows["quadrant, a priori (profile)"]
+        and "chance 0.10 (majority class)" in rows["quadrant, a priori (profile)"]
+    )
+    assert rows["quadrant, measured (probes)"] == "small-similar — differs from the profile: CNN codes 0.64 vs 0.63"
+    skipped = dict(_placement_rows({**profile, "measured": None, "measured_skipped": "no lower tap probed"}))
+    assert skipped["quadrant, measured (probes)"] == "not measured: no lower tap probed"
+    assert _placement_rows({}) == []

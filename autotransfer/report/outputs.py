@@ -581,6 +581,38 @@ def _summary_cards(metrics: dict, summaries: dict, elapsed: float, budget: float
     return card_html
 
 
+def _placement_rows(profile: dict) -> list[tuple[str, str]]:
+    """The recipe's quadrant twice: from the profile (a priori, with what it measured and at which size)
+    and from the probes (measured), and whether they agree."""
+    if not profile.get("quadrant"):
+        return []
+    measured_at = (profile.get("resolution") or {}).get("profiled_at")
+    evidence = [f"similarity {profile['similarity']:.2f}" if profile.get("similarity") is not None else ""]
+    evidence.append(f"at {measured_at}px" if measured_at else "")
+    if profile.get("nearest_reference"):
+        evidence.append(f"nearest reference: {profile['nearest_reference']}")
+    separability = profile.get("separability") or {}
+    if separability.get("knn_accuracy") is not None and separability.get("chance") is not None:
+        evidence.append(
+            f"kNN {separability['knn_accuracy']:.2f} vs chance {separability['chance']:.2f} (majority class)"
+        )
+    rows = [
+        (
+            "quadrant, a priori (profile)",
+            f"{profile['quadrant']} — {profile.get('rationale', '')} ({', '.join(e for e in evidence if e)})",
+        )
+    ]
+    placement = profile.get("measured")
+    if placement:
+        verdict = "differs from the profile" if placement.get("differs") else "agrees with the profile"
+        rows.append(
+            ("quadrant, measured (probes)", f"{placement['quadrant']} — {verdict}: {placement.get('rationale', '')}")
+        )
+    elif profile.get("measured_skipped"):
+        rows.append(("quadrant, measured (probes)", f"not measured: {profile['measured_skipped']}"))
+    return rows
+
+
 def _fact_rows(metrics: dict, profile: dict, counts: dict, classes: list[str]) -> str:
     """The facts table rows: selection metric, refit, trials, dataset and quadrant."""
     metric_name = metrics.get("metric") or "val_accuracy"
@@ -603,8 +635,7 @@ def _fact_rows(metrics: dict, profile: dict, counts: dict, classes: list[str]) -
             + (f"; {len(profile.get('skipped', []))} file(s) skipped" if profile.get("skipped") else ""),
         ),
     ]
-    if profile.get("quadrant"):
-        facts.append(("quadrant", f"{profile['quadrant']} — {profile.get('rationale', '')}"))
+    facts += _placement_rows(profile)
     return "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
 
 

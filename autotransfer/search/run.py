@@ -38,7 +38,7 @@ from autotransfer.search.refit import build_pipeline
 from autotransfer.search.run_dir import RunDirectory
 from autotransfer.search.settings import SearchSettings
 from autotransfer.search.storage import Studies, open_storage, open_studies, retry_interrupted_trials, write_once
-from autotransfer.transfer.profile import profile_dataset, profile_resolution
+from autotransfer.transfer.profile import choose_resolution, profile_dataset, profile_resolution
 
 PLACEMENT_SECONDS = 5.0  # the pixel baseline: a logistic regression on grey thumbnails
 PROFILE_SAMPLE = 256  # images the profiler measures (profile_dataset's default sample_size)
@@ -210,13 +210,15 @@ def profile_stage(context: RunContext) -> dict:
     if path.exists():
         return json.loads(path.read_text())
     context.progress.stage("profile")
-    resolution = context.auto.get("profile_resolution") or profile_resolution(
-        context.data, device=context.device or default_device(), choices=context.resolutions
-    )
+    device = context.device or default_device()
+    if context.auto:  # the same rule on the native size auto read, so the same size as auto's probes
+        resolution, reason = choose_resolution([context.auto["native_side"]], device=device)
+    else:
+        resolution, reason = choose_resolution(context.data, device=device, choices=context.resolutions)
     dataset = context.dataset(resolution)
     result = profile_dataset(dataset, backbone=context.settings.profile_backbone, seed=context.settings.seed,
                              show_progress=False).to_json()  # fmt: skip
-    result["resolution"] = dataset.recipe.size
+    result["resolution"]["profiled_at_reason"] = reason
     if context.auto:
         result["auto"] = context.auto
     write_text_atomic(path, json.dumps(result, indent=2, default=str))
