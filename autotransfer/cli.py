@@ -444,9 +444,8 @@ def _print_scores(metrics: dict) -> None:
     if metrics.get("metric_reason"):
         out.print(f"metric: {escape(metrics['metric_reason'])}")
     if "val_score" in metrics:  # what the search compared: on the val split, or a CV mean on small data
-        how = "mean over cross-validation folds of train+val" if "cross-validation" in metrics.get(
-            "metric_reason", ""
-        ) else "validation split"  # fmt: skip
+        cross_validated = metrics.get("val_score_from") == "cross-validation"
+        how = "mean over cross-validation folds of train+val" if cross_validated else "validation split"
         refit = "" if metrics.get("refit_on_train_val", True) else "; not refit on train+val: the budget left no room"
         out.print(f"search score: {metric} {metrics['val_score']:.4f} ({how}){refit}")
     for split, name in (("val", "held-out validation (the chosen configuration trained on train only)"),

@@ -540,7 +540,6 @@ def _summary_cards(metrics: dict, summaries: dict, elapsed: float, budget: float
     from autotransfer.budget import format_duration
 
     metric_name = metrics.get("metric") or "val_accuracy"
-    reason = metrics.get("metric_reason") or ""
     has_test = summaries["test"] is not None or "test_accuracy" in metrics
     # The search's score of the chosen trial (as in the leaderboard); the per-class figures come from
     # the predictions of the chosen configuration trained on train only, which can differ a little.
@@ -550,10 +549,10 @@ def _summary_cards(metrics: dict, summaries: dict, elapsed: float, budget: float
     if not is_missing(searched) and not is_missing(evaluated) and abs(float(searched) - float(evaluated)) >= 0.0005:
         val_note = "held-out figures: the chosen configuration trained on train only"
     search_score = metrics.get("val_score", searched)
-    how = "CV mean on train+val" if "cross-validation" in reason else "validation split"
+    how = "CV mean on train+val" if metrics.get("val_score_from") == "cross-validation" else "validation split"
     cards = [
         (
-            f"search score: {metric_name} ({how})",
+            f"search score: {metric_name.replace('_', ' ')} ({how})",
             _percent(search_score) if not is_missing(search_score) else "–",
             val_note,
         ),
@@ -686,7 +685,7 @@ def _search_section(frame: pd.DataFrame, profile: dict) -> str:
         _plot_figure(
             "Search history",
             history_plot(frame),
-            "Validation accuracy of each trial in the order the stages ran, and the best so far.",
+            "Validation score (the run's metric) of each trial in the order the stages ran, and the best so far.",
             "No trial finished.",
         ),
     ]
