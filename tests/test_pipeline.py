@@ -152,6 +152,10 @@ def test_every_input_kind_gives_the_same_prediction(trained):
         np.testing.assert_allclose(pipeline.predict_proba(given), expected, atol=1e-5)
     assert len(pipeline.predict(root)) == len(dataset)
     assert pipeline.score(root, [p.parent.name for p in sorted(root.rglob("*.png"))]) >= 0.0
+    with pytest.raises(AutoTransferError, match="1 label\\(s\\) are not classes of this pipeline: 'nope'"):
+        pipeline.score(root, ["nope"] * len(dataset))
+    with pytest.raises(AutoTransferError, match="Class indices must lie in 0"):
+        pipeline.score(root, [99] * len(dataset))
     with pytest.raises(AutoTransferError, match="Cannot predict on a dict"):
         pipeline.predict({"x": 1})
 

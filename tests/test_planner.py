@@ -72,3 +72,18 @@ def test_best_record_prefers_accuracy_then_the_cheaper_configuration(tmp_path):
     best = best_record(rows)
     assert (best["stage"], best["trial"]) == ("probe", 1)
     assert best_record([rows[-1]]) is None
+
+
+def test_an_interrupted_trial_says_it_was_queued_again():
+    import optuna
+
+    from autotransfer.search.finetune_stage import retry_later
+    from autotransfer.search.records import trial_records
+
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask({"head_lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)})
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)  # what Optuna does on Ctrl-C before re-raising it
+    retry_later(study, {"number": trial.number, "params": trial.params})
+    rows = {r["trial"]: r for r in trial_records("finetune", study)}
+    assert rows[0]["status"] == "fail" and rows[0]["error"] == "interrupted; queued again as trial 1"
+    assert rows[1]["status"] == "waiting" and rows[1]["retry_of"] == 0

@@ -301,12 +301,26 @@ class Pipeline:
         return self.classes_[self.predict_proba(inputs, size, reduce).argmax(1)]
 
     def score(self, inputs: Any, y: Any, size: str | int = "native") -> float:
-        """Accuracy against ``y`` (class names, or class indices)."""
+        """Accuracy against ``y`` (class names, or class indices); labels that are not classes of this
+        pipeline raise AutoTransferError before anything is predicted."""
         y = np.asarray(y)
+        classes = np.asarray(self.classes_)
+        if np.issubdtype(y.dtype, np.integer):
+            if len(y) and (y.min() < 0 or y.max() >= len(classes)):
+                raise AutoTransferError(f"Class indices must lie in 0..{len(classes) - 1}; got {y.min()}..{y.max()}.")
+            truth = classes[y]
+        else:
+            truth = y.astype(str)
+        unknown = sorted(set(truth) - set(classes))
+        if unknown:  # a typo or another label set would otherwise count as plain mistakes
+            shown = ", ".join(map(str, classes[:10])) + (", ..." if len(classes) > 10 else "")
+            raise AutoTransferError(
+                f"{len(unknown)} label(s) are not classes of this pipeline: {', '.join(map(repr, unknown[:5]))}.",
+                fix=f"use its classes: {shown}.",
+            )
         predicted = self.predict(inputs, size)
-        if len(y) != len(predicted):
-            raise AutoTransferError(f"{len(predicted)} inputs but {len(y)} labels.")
-        truth = self.classes_[y] if np.issubdtype(y.dtype, np.integer) else y.astype(str)
+        if len(truth) != len(predicted):
+            raise AutoTransferError(f"{len(predicted)} inputs but {len(truth)} labels.")
         return float((predicted == truth).mean())
 
     def describe(self) -> str:

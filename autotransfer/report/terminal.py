@@ -78,7 +78,7 @@ def render_profile(console: Console, p: dict) -> None:
     summary.add_row("skipped files", str(len(p["skipped"])))
     summary.add_row(
         "similarity to ImageNet",
-        f"{p['similarity']:.2f}  (1 = like ImageNet photos, 0 = like noise; "
+        f"{p['similarity']:.2f}  (1 = like ImageNet photos, 0.5 = like clip art, 0 = like noise; "
         f"measured with {p['backbone']} at {p['image_size']}px on {p['sample_size']} images)",
     )
     sep = p["separability"]

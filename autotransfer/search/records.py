@@ -27,6 +27,12 @@ def trial_records(stage: str, study: optuna.Study) -> list[dict]:
         accuracy = t.user_attrs.get("val_accuracy", t.user_attrs.get("best_val_accuracy"))
         row["val_accuracy"] = accuracy if accuracy is not None else row["val_score"]
         rows.append(row)
+    # An interrupted trial (Ctrl-C, a full disk) was failed by Optuna and queued again: say so on its row.
+    trials = study.get_trials(deepcopy=False)
+    retries = {t.user_attrs["retry_of"]: t.number for t in trials if "retry_of" in t.user_attrs}
+    for row in rows:
+        if row["trial"] in retries and row["status"] == "fail" and not row.get("error"):
+            row["error"] = f"interrupted; queued again as trial {retries[row['trial']]}"
     return rows
 
 
