@@ -315,7 +315,8 @@ class Pipeline:
         if unknown:  # a typo or another label set would otherwise count as plain mistakes
             shown = ", ".join(map(str, classes[:10])) + (", ..." if len(classes) > 10 else "")
             raise AutoTransferError(
-                f"{len(unknown)} label(s) are not classes of this pipeline: {', '.join(map(repr, unknown[:5]))}.",
+                f"{len(unknown)} label(s) are not classes of this pipeline: "
+                + ", ".join(repr(str(u)) for u in unknown[:5]),
                 fix=f"use its classes: {shown}.",
             )
         predicted = self.predict(inputs, size)
