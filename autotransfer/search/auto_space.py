@@ -148,7 +148,7 @@ def resolve_auto(
     cuda = device.type == "cuda"
     names = list(backbones) or available_backbones(cuda)
     if not backbones and budget < SHORT_BUDGET:  # timing several backbones would eat the budget
-        names, skipped_all = [DEFAULT_BACKBONE], {n: "budget under 3 minutes: one backbone" for n in names}
+        names, skipped_all = [DEFAULT_BACKBONE], {n: f"budget under {SHORT_BUDGET:.0f} s: one backbone" for n in names}
     else:
         skipped_all = {}
     measured: dict[str, float] = {}
