@@ -1,12 +1,13 @@
 """Live progress of a search: a rich live view on a terminal, plain lines elsewhere, silence at verbose=0."""
 
 import io
+import logging
 import time
 
 import pandas as pd
 from rich.console import Console
 
-from autotransfer.report.progress import Progress
+from autotransfer.report.progress import TRIAL_LINE, Progress
 
 PROBE = {"stage": "probe", "trial": 0, "status": "complete", "strategy": "mid_layer_probe"}
 PROBE.update(backbone="mobilenetv2_100", resolution=64, tap="blocks.4", val_accuracy=0.875, seconds=2.5)
@@ -96,3 +97,23 @@ def test_a_notebook_gets_the_live_view_only_with_ipywidgets(monkeypatch):
     monkeypatch.setitem(sys.modules, "ipywidgets", types.ModuleType("ipywidgets"))
     assert _live_possible(notebook)
     assert not _live_possible(Console(file=io.StringIO(), force_terminal=False))
+
+
+def test_a_showing_progress_keeps_trial_log_lines_off_the_console_only():
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    log = logging.getLogger("autotransfer.test")
+    log.setLevel(logging.INFO)
+    try:
+        with Progress(60, verbose=1, console=Console(file=io.StringIO())):
+            log.info("probe x: val 0.9", extra=TRIAL_LINE)  # the progress view prints its own line for it
+            log.info("time budget: stopping")
+        log.info("probe y: val 0.8", extra=TRIAL_LINE)  # no progress view: the log line is the only one
+        with Progress(60, verbose=0):
+            log.info("probe z: val 0.7", extra=TRIAL_LINE)
+    finally:
+        root.removeHandler(handler)
+    assert seen == ["time budget: stopping", "probe y: val 0.8", "probe z: val 0.7"]

@@ -14,6 +14,7 @@ Three ways to show it, chosen from where the output goes:
 
 from __future__ import annotations
 
+import logging
 import time
 
 from rich.console import Console, Group
@@ -28,6 +29,15 @@ from autotransfer.report.terminal import is_missing
 STAGES = ("profile", "probes", "fine-tuning", "refit", "save")
 _RECORD_STAGE = {"probe": "probes", "finetune": "fine-tuning"}
 _STATUS_MARK = {"complete": "[green]✓[/]", "pruned": "[yellow]✂[/]", "fail": "[red]✗[/]"}
+TRIAL_LINE = {"trial_line": True}  # ``extra`` of a log record the progress view shows as its own line
+
+
+class _ShownByProgress(logging.Filter):
+    """Drops the log records a showing Progress prints itself (finished probes and trials), so the
+    console has each once; file logs (fit.log) keep them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "trial_line", False)
 
 
 def _live_possible(console: Console) -> bool:
@@ -86,6 +96,9 @@ class Progress:
         self.best: dict | None = None
         self.last_step = ""
         self.live = None
+        self._filter = _ShownByProgress() if verbose else None
+        for handler in logging.getLogger().handlers if self._filter else ():  # the console's, set up by the CLI
+            handler.addFilter(self._filter)
         if verbose and _live_possible(self.console):
             from rich.live import Live
 
@@ -128,6 +141,8 @@ class Progress:
         if self.live is not None:
             self.live.stop()
             self.live = None
+        for handler in logging.getLogger().handlers if self._filter else ():
+            handler.removeFilter(self._filter)
 
     def __enter__(self) -> Progress:
         return self

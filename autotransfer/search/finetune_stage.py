@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from autotransfer.budget import format_duration
 from autotransfer.files import is_disk_full
 from autotransfer.models.zoo import create_backbone
+from autotransfer.report.progress import TRIAL_LINE
 from autotransfer.search import planner
 from autotransfer.search.candidates import Candidate
 from autotransfer.search.context import RunContext
@@ -210,7 +211,7 @@ class OptunaBackend:
         except TrialPruned as stop:
             trial.set_user_attr("stopped", str(stop))
             trial.set_user_attr("seconds", time.perf_counter() - tic)
-            log.info("trial %d (%s) %s", trial.number, describe(params), stop)
+            log.info("trial %d (%s) %s", trial.number, describe(params), stop, extra=TRIAL_LINE)
             raise optuna.TrialPruned(str(stop)) from stop
         except KeyboardInterrupt:
             raise
@@ -225,6 +226,7 @@ class OptunaBackend:
             describe(params),
             value,
             format_duration(self.context.deadline.left()),
+            extra=TRIAL_LINE,
         )
         return value
 

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from autotransfer.budget import format_duration
 from autotransfer.errors import AutoTransferError
+from autotransfer.report.progress import TRIAL_LINE
 from autotransfer.search import planner
 from autotransfer.search.candidates import Candidate
 from autotransfer.search.context import RunContext
@@ -91,6 +92,7 @@ def _record_probe_rows(study: optuna.Study, context: RunContext, name: str, reso
             row["probe_score"],
             row["probe_head"],
             row["probe_C"],
+            extra=TRIAL_LINE,
         )
         record = {"stage": "probe", "trial": len(study.trials) - 1, "status": "complete", **attrs,
                   "val_score": row["probe_score"]}  # fmt: skip
