@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -68,7 +69,7 @@ class AutoTransfer(BaseEstimator):
     profile_ : dict
         The dataset profile (``run_dir_ / "profile.json"``): quadrant, distance by depth, prior.
     run_dir_ : pathlib.Path
-        The run directory: checkpoint, leaderboard, profile, report, study, log.
+        The run directory (absolute): checkpoint, leaderboard, profile, report, study, log.
     best_ : dict
         The chosen trial's record.
     """
@@ -127,7 +128,7 @@ class AutoTransfer(BaseEstimator):
         self.classes_: np.ndarray = result.pipeline.classes_
         self.leaderboard_: pd.DataFrame = result.leaderboard
         self.profile_: dict = result.profile
-        self.run_dir_ = result.run_dir
+        self.run_dir_ = Path(result.run_dir).absolute()
         self.best_: dict = result.best
         return self
 
