@@ -77,3 +77,19 @@ def test_real_weights_beat_random_weights_by_a_clear_margin(tmp_path, monkeypatc
     random = rank_backbone(ds, create_backbone("mobilenetv2_100", pretrained=False), config, show_progress=False)
     best = lambda rows: max(r["probe_accuracy"] for r in rows)  # noqa: E731
     assert best(pretrained) > best(random) + 0.15, (best(pretrained), best(random))
+
+
+def test_a_passed_deadline_stops_the_probes_after_the_first_tap(tmp_path):
+    from autotransfer.budget import Deadline
+
+    make_imagefolder(tmp_path / "d", {"a": 10, "b": 10, "c": 10})
+    ds = load_dataset(tmp_path / "d", image_size=32, show_progress=False)
+    torch.manual_seed(0)
+    rows = rank_backbone(
+        ds,
+        create_backbone("test_efficientnet", pretrained=False),
+        RankingConfig(c_grid=(1.0,), probe_top=3, deadline=Deadline(0.0)),
+        show_progress=False,
+    )
+    probed = [r for r in rows if "probe_accuracy" in r]
+    assert len(probed) == 1 and probed[0]["knn"] == max(r["knn"] for r in rows)  # the best by kNN still gets one

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from autotransfer.budget import Deadline
 from autotransfer.data.datasets import Dataset
 from autotransfer.models.features import extract_features
 from autotransfer.models.zoo import Backbone, create_backbone
@@ -31,6 +32,8 @@ class RankingConfig:
     tracked probe accuracy best on the offline datasets (benchmarks/results/features-cpu.md): a
     probe on a 1280-d tap of 2,000 images costs tens of seconds on 2 cores, the score a fraction.
     ``also_probe``: taps probed whatever their kNN rank (names a backbone lacks are ignored).
+    ``deadline``: no tap's probe starts after it has passed, once one tap is probed (the search's
+    budget under a load that came up after the pair's estimate).
     """
 
     pooling: str = "avg"
@@ -39,6 +42,7 @@ class RankingConfig:
     probe: bool = True
     probe_top: int = 0
     also_probe: tuple[str, ...] = ()
+    deadline: Deadline | None = None
     max_score_samples: int = 3000
     batch_size: int = 64
     bf16: bool = True
@@ -86,7 +90,10 @@ def rank_backbone(
         by_knn = sorted(rows, key=lambda r: -r["knn"])
         chosen = by_knn[: config.probe_top or len(rows)]
         chosen += [r for r in rows if r["tap"] in config.also_probe and r not in chosen]
-        for row in chosen:
+        for number, row in enumerate(chosen):
+            if number and config.deadline is not None and config.deadline.left() <= 0:
+                log.info("time budget: %d of %d taps of %s probed", number, len(chosen), backbone.name)
+                break
             values = np.asarray(features[row["tap"]])
             probes = [
                 fit_probe(
