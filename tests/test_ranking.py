@@ -27,27 +27,24 @@ def test_every_tap_gets_scores_and_a_probe(tmp_path):
     assert list(agreement["score"]) == ["logme", "knn", "hscore"]
 
 
-def test_probe_top_probes_only_the_taps_with_the_best_knn_score(tmp_path):
-    make_imagefolder(tmp_path / "d", {"a": 10, "b": 10, "c": 10})
-    ds = load_dataset(tmp_path / "d", image_size=32, show_progress=False)
+def _ranked(tmp_path, **config) -> list[dict]:
+    """rank_backbone on a 3-class folder with a random-weight test_efficientnet (seeded), C fixed."""
+    folder = tmp_path / "d"
+    if not folder.exists():
+        make_imagefolder(folder, {"a": 10, "b": 10, "c": 10})
+    ds = load_dataset(folder, image_size=32, show_progress=False)
     torch.manual_seed(0)
-    rows = rank_backbone(
-        ds,
-        create_backbone("test_efficientnet", pretrained=False),
-        RankingConfig(c_grid=(1.0,), probe_top=2),
-        show_progress=False,
-    )
+    backbone = create_backbone("test_efficientnet", pretrained=False)
+    return rank_backbone(ds, backbone, RankingConfig(c_grid=(1.0,), **config), show_progress=False)
+
+
+def test_probe_top_probes_only_the_taps_with_the_best_knn_score(tmp_path):
+    rows = _ranked(tmp_path, probe_top=2)
     probed = [r for r in rows if "probe_accuracy" in r]
     assert len(probed) == 2 and len(rows) > 2
     assert min(r["knn"] for r in probed) >= max(r["knn"] for r in rows if "probe_accuracy" not in r)
     worst = min(rows, key=lambda r: r["knn"])["tap"]
-    torch.manual_seed(0)
-    rows = rank_backbone(
-        ds,
-        create_backbone("test_efficientnet", pretrained=False),
-        RankingConfig(c_grid=(1.0,), probe_top=2, also_probe=(worst, "no-such-tap")),
-        show_progress=False,
-    )
+    rows = _ranked(tmp_path, probe_top=2, also_probe=(worst, "no-such-tap"))
     assert sorted(r["tap"] for r in rows if "probe_accuracy" in r) == sorted([t["tap"] for t in probed] + [worst])
 
 
@@ -82,14 +79,6 @@ def test_real_weights_beat_random_weights_by_a_clear_margin(tmp_path, monkeypatc
 def test_a_passed_deadline_stops_the_probes_after_the_first_tap(tmp_path):
     from autotransfer.budget import Deadline
 
-    make_imagefolder(tmp_path / "d", {"a": 10, "b": 10, "c": 10})
-    ds = load_dataset(tmp_path / "d", image_size=32, show_progress=False)
-    torch.manual_seed(0)
-    rows = rank_backbone(
-        ds,
-        create_backbone("test_efficientnet", pretrained=False),
-        RankingConfig(c_grid=(1.0,), probe_top=3, deadline=Deadline(0.0)),
-        show_progress=False,
-    )
+    rows = _ranked(tmp_path, probe_top=3, deadline=Deadline(0.0))
     probed = [r for r in rows if "probe_accuracy" in r]
     assert len(probed) == 1 and probed[0]["knn"] == max(r["knn"] for r in rows)  # the best by kNN still gets one
