@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from functools import partial
 
@@ -37,7 +38,9 @@ def _probed_pairs(study: optuna.Study) -> set[str]:
     }
 
 
-def pair_order(study: optuna.Study, resolutions: tuple[int, ...], backbones: tuple[str, ...]):
+def pair_order(
+    study: optuna.Study, resolutions: tuple[int, ...], backbones: tuple[str, ...]
+) -> Iterator[tuple[int, str]]:
     """(resolution, backbone) pairs, smallest size first; from the second size on, the backbones whose
     probes scored best so far come first, so a budget that ends the stage spends the larger size on
     the most promising backbone. Read lazily: each size sees the scores of the sizes before it."""
