@@ -15,7 +15,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from autotransfer.budget import Deadline, format_duration
+from autotransfer.budget import format_duration
 from autotransfer.errors import AutoTransferError
 from autotransfer.report.progress import TRIAL_LINE
 from autotransfer.search import planner
@@ -160,8 +160,7 @@ def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bo
             break
         also = ("head", *prior_taps) if name == context.settings.profile_backbone else ("head",)
         # taps stop being probed when only the reserve (refit, evaluation, saving) is left
-        until = Deadline(deadline.seconds - context.reserve(None), deadline.start)
-        pair_config = replace(config, also_probe=also, deadline=until)
+        pair_config = replace(config, also_probe=also, deadline=deadline.less(context.reserve(None)))
         probed_one = bool(per_pixel) or bool(done)  # fine-tuning needs at least one probed candidate
         if probed_one and deadline.elapsed() + expected > share * deadline.seconds:
             log.info(

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from autotransfer.budget import Deadline
 from autotransfer.deploy.pipeline import Pipeline
 from autotransfer.models.features import extract_features
 from autotransfer.models.zoo import Backbone
@@ -80,8 +79,7 @@ def refit_finetune(context: RunContext, best: dict) -> FinalModel | None:
     metric = context.objective["metric"]
     config = config_for(params, settings.space, len(backbone.depth_groups), settings.seed, epochs, metric)
     config = replace(config, keep="last", patience=config.epochs)
-    after = planner.SAVE_SECONDS + context.evaluation_seconds(best)
-    deadline = Deadline(context.deadline.seconds - after, context.deadline.start)
+    deadline = context.deadline.less(planner.SAVE_SECONDS + context.evaluation_seconds(best))
     result = finetune(replace(dataset, splits=splits), backbone, config, device=context.device, deadline=deadline)
     if len(result.history) < config.epochs:
         log.info(
