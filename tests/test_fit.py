@@ -258,3 +258,26 @@ def test_sampler_and_pruner_are_the_users_to_choose(fit_env):
     assert CountingSampler.calls == len(study.trials) == 3
     assert all(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
     assert all(t.user_attrs["epochs_run"] == 1 for t in study.trials)  # pruned after their first epoch
+
+
+def _context_timed_in_a_burst(fit_env, budget: float):
+    """A run context whose `auto` timed the backbone at 100 s per image (a burst of load)."""
+    from autotransfer.report.progress import Progress
+    from autotransfer.search.context import RunContext
+    from autotransfer.search.settings import SearchSettings
+
+    settings = SearchSettings(load_search_space(fit_env["space"]), budget, fit_env["out"],
+                              profile_backbone="test_efficientnet")  # fmt: skip
+    context = RunContext(fit_env["data"], settings, Progress(budget, verbose=0))
+    context.backbones, context.resolutions = ("test_efficientnet",), (32,)
+    context.auto = {"seconds_per_image": {"test_efficientnet": 100.0}, "profile_resolution": 32}
+    return context
+
+
+def test_a_budget_timed_in_a_burst_of_load_is_timed_again_before_it_is_refused(fit_env, monkeypatch):
+    from autotransfer.search import run
+
+    run.check_minimum_budget(_context_timed_in_a_burst(fit_env, 60.0))  # timed again: about 1 ms per image
+    monkeypatch.setattr(run, "seconds_per_image", lambda *args: 100.0)  # the load lasts
+    with pytest.raises(AutoTransferError, match="at least about"):
+        run.check_minimum_budget(_context_timed_in_a_burst(fit_env, 60.0))

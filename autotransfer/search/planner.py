@@ -29,9 +29,18 @@ def pair_seconds(extraction: float, corrections: list[float], probe_fits: int = 
     return extraction * PROBE_OVERHEAD * max(1.0, probe_fits / 2)
 
 
+def pair_needs(expected: float, extraction: float | None, first: bool) -> float:
+    """Seconds a cheap-stage pair must find left besides one probe and the reserve: its whole
+    ``expected`` cost, except the run's first pair, which needs only its ``extraction`` (when estimated)
+    because its taps stop at the deadline once one is probed (RankingConfig.deadline), so a run whose
+    budget passed ``minimum_budget`` always gets a candidate."""
+    return extraction if first and extraction is not None else expected
+
+
 def minimum_budget(elapsed: float, extract_seconds: float) -> float:
-    """Seconds a run needs at least: what already passed, one feature extraction, one probe, saving."""
-    return elapsed + extract_seconds + PROBE_SECONDS + SAVE_SECONDS
+    """Seconds a run needs at least: what already passed, one feature extraction, one probe, and the
+    probe stage's reserve (saving)."""
+    return elapsed + extract_seconds + PROBE_SECONDS + reserve(None, 0, 0)
 
 
 def refit_seconds(epoch_seconds: float, n_train: int, n_val: int, epochs: int) -> float:

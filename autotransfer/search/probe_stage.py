@@ -155,13 +155,14 @@ def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bo
             expected = planner.pair_seconds(extraction, corrections, probe_fits(context.objective))
         else:
             expected = float(np.mean(per_pixel)) * resolution**2 if per_pixel else 0.0
-        if not planner.probe_pair_fits(deadline.left(), context.reserve(None), expected):
-            log.info("time budget: cheap stage stops before %s (about %s)", pair, format_duration(expected))
+        probed_one = bool(per_pixel) or bool(done)  # fine-tuning needs at least one probed candidate
+        needed = planner.pair_needs(expected, extraction, first=not probed_one)
+        if not planner.probe_pair_fits(deadline.left(), context.reserve(None), needed):
+            log.info("time budget: cheap stage stops before %s (about %s)", pair, format_duration(needed))
             break
         also = ("head", *prior_taps) if name == context.settings.profile_backbone else ("head",)
         # taps stop being probed when only the reserve (refit, evaluation, saving) is left
         pair_config = replace(config, also_probe=also, deadline=deadline.less(context.reserve(None)))
-        probed_one = bool(per_pixel) or bool(done)  # fine-tuning needs at least one probed candidate
         if probed_one and deadline.elapsed() + expected > share * deadline.seconds:
             log.info(
                 "time budget: cheap stage stops before %s (about %s): the profile recommends "
