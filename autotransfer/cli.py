@@ -448,6 +448,8 @@ def _print_scores(metrics: dict) -> None:
         how = "mean over cross-validation folds of train+val" if cross_validated else "validation split"
         refit = "" if metrics.get("refit_on_train_val", True) else "; not refit on train+val: the budget left no room"
         out.print(f"search score: {metric} {metrics['val_score']:.4f} ({how}){refit}")
+    if metrics.get("selection"):
+        out.print(f"choice: {escape(metrics['selection'])}")
     for split, name in (("val", "held-out validation (the chosen configuration trained on train only)"),
                         ("test", "test")):  # fmt: skip
         summary = metrics.get(split) if isinstance(metrics.get(split), dict) else {}

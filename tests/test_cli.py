@@ -114,3 +114,25 @@ def test_profile_measures_at_the_size_fit_profiles_at(fit_env):
     resolution = json.loads(done.stdout)["resolution"]
     assert resolution["profiled_at"] == profile_resolution(fit_env["data"]) == 64
     assert "asked for" not in resolution["profiled_at_reason"]
+
+
+def test_the_summary_names_the_metric_the_search_score_the_choice_and_recall_per_class(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from autotransfer import cli as cli_module
+
+    console = Console(file=io.StringIO(), width=200)
+    monkeypatch.setattr(cli_module, "out", console)
+    per_class = {"ok": {"recall": 0.95}, "scratch": {"recall": 0.40}}
+    summary = {"accuracy": 0.9, "balanced_accuracy": 0.675, "f1_macro": 0.7, "per_class": per_class}
+    cli_module._print_scores({"metric": "balanced_accuracy", "metric_reason": "classes are imbalanced (14.0:1)",
+                              "val_score": 0.71, "val_score_from": "cross-validation", "test": summary,
+                              "selection": "one-standard-error rule (small data): kept the cheaper probe"})  # fmt: skip
+    text = console.file.getvalue()
+    assert "metric: classes are imbalanced (14.0:1)" in text
+    assert "search score: balanced_accuracy 0.7100 (mean over cross-validation folds of train+val)" in text
+    assert "choice: one-standard-error rule (small data)" in text
+    assert "test: accuracy 0.9000, balanced accuracy 0.6750, macro F1 0.7000" in text
+    assert "recall per class ok 0.95, scratch 0.40" in text

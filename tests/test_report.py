@@ -95,6 +95,15 @@ def test_report_of_a_full_run(tmp_path):
     assert list(pd.read_csv(tmp_path / "run" / "leaderboard.csv").columns) == COLUMNS
 
 
+def test_the_report_says_when_the_small_data_rule_chose_the_pipeline(tmp_path):
+    args = make_run(tmp_path / "run")
+    write_outputs(**args)
+    assert "<th>choice</th>" not in (tmp_path / "run" / "report.html").read_text()  # the plain maximum
+    args["pipeline"].spec["metrics"]["selection"] = "one-standard-error rule (small data): kept the cheaper probe"
+    write_outputs(**args)
+    assert "<th>choice</th><td>one-standard-error rule (small data)" in (tmp_path / "run" / "report.html").read_text()
+
+
 def test_report_when_no_fine_tuning_trial_finished_and_no_test(tmp_path):
     args = make_run(tmp_path / "run", with_test=False, finetune_finished=False)
     write_outputs(**args)

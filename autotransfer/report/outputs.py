@@ -627,6 +627,7 @@ def _fact_rows(metrics: dict, profile: dict, counts: dict, classes: list[str]) -
             if refit is False
             else "unknown",
         ),
+        *([("choice", metrics["selection"])] if metrics.get("selection") else []),
         ("trials", counts["text"]),
         (
             "dataset",

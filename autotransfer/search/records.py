@@ -48,12 +48,24 @@ def usable(record: dict) -> bool:
     return record["stage"] == "probe" or Path(record.get("checkpoint_dir", "-"), "best.json").exists()
 
 
-def best_record(rows: list[dict]) -> dict | None:
+def best_record(rows: list[dict], margin: float = 0.0) -> dict | None:
     """The best validation score; among equals the cheaper to run, decided by the trials' settings
     (never by their wall time, so the same seed picks the same pipeline): a probe before a fine-tuned
-    network, smaller inputs, then the earlier trial (for probes, the shallower tap)."""
-    return max(
-        (r for r in rows if usable(r)),
-        key=lambda r: (r["val_score"], r["stage"] == "probe", -r.get("resolution", 0), -r["trial"]),
-        default=None,
-    )
+    network, smaller inputs, then the earlier trial (for probes, the shallower tap).
+
+    ``margin`` > 0: the cheapest record whose score is within ``margin`` of the best, by the same
+    order, the higher score first among equally cheap ones (search/selection.py: the one-standard-error
+    rule on small data)."""
+    candidates = [r for r in rows if usable(r)]
+    if not candidates:
+        return None
+    if margin <= 0:
+        return max(candidates, key=lambda r: (r["val_score"], *_cost_order(r)))
+    top = max(r["val_score"] for r in candidates)
+    near = [r for r in candidates if r["val_score"] >= top - margin]
+    return max(near, key=lambda r: (*_cost_order(r)[:2], r["val_score"], -r["trial"]))
+
+
+def _cost_order(record: dict) -> tuple[bool, int, int]:
+    """Larger is cheaper: a probe, smaller inputs, the earlier trial."""
+    return record["stage"] == "probe", -record.get("resolution", 0), -record["trial"]

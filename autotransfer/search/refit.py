@@ -131,14 +131,17 @@ def to_pipeline(context: RunContext, best: dict, final: FinalModel, metrics: dic
     )
 
 
-def build_pipeline(context: RunContext, best: dict) -> tuple[Pipeline, bool]:
-    """The final pipeline (metrics included) and whether it was refit on train+val."""
+def build_pipeline(context: RunContext, best: dict, selection: str = "") -> tuple[Pipeline, bool]:
+    """The final pipeline (metrics included) and whether it was refit on train+val; ``selection``: why
+    ``best`` is not the top score, when the small-data rule chose it (search/selection.py)."""
     final = final_model(context, best)
     objective = context.objective
     cross_validated = best["stage"] == "probe" and bool(objective.get("cv_folds"))  # trials use the val split
     metrics = {"metric": objective["metric"], "metric_reason": objective["reason"], "val_score": best["val_score"],
                "val_score_from": "cross-validation" if cross_validated else "validation split",
                "val_accuracy": best["val_accuracy"], "refit_on_train_val": final.refit}  # fmt: skip
+    if selection:
+        metrics["selection"] = selection
     pipeline = to_pipeline(context, best, final, metrics)
     dataset = context.dataset(best["resolution"])
     if len(dataset.indices("val")):

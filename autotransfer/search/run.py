@@ -34,9 +34,10 @@ from autotransfer.search.finetune_stage import FinetunePlan, OptunaBackend, choo
 from autotransfer.search.objective import decide_objective
 from autotransfer.search.placement import corrected_prior, measured_placement, pixel_baseline
 from autotransfer.search.probe_stage import finetune_first, run_probe_stage
-from autotransfer.search.records import best_record, records, trial_records
+from autotransfer.search.records import records, trial_records
 from autotransfer.search.refit import build_pipeline
 from autotransfer.search.run_dir import RunDirectory
+from autotransfer.search.selection import choose_final
 from autotransfer.search.settings import SearchSettings
 from autotransfer.search.storage import Studies, open_storage, open_studies, retry_interrupted_trials, write_once
 from autotransfer.transfer.profile import choose_resolution, profile_dataset, profile_resolution
@@ -153,7 +154,9 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
         plan = FinetunePlan(studies, candidates, prior_ranges(space, prior), prior, context.objective)
         backend_for(context.settings.backend).run(plan, context)
     rows = records(studies)
-    best = best_record(rows)
+    best, selection = choose_final(rows, context.objective, context.split_sizes)
+    if selection:
+        log.info("final choice: %s", selection)
     if best is None:
         raise AutoTransferError("No trial finished within the time budget, so there is no pipeline to save.",
                                 where=str(context.out), fix="raise --time-budget (the finished work is kept: "
@@ -162,7 +165,7 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
     def write() -> tuple[Pipeline, bool]:
         log.info("final pipeline: from %s trial %s (val %.4f)", best["stage"], best["trial"], best["val_score"])
         context.progress.stage("refit", detail=f"{best['stage']} trial {best['trial']}")
-        pipeline, refit = build_pipeline(context, best)
+        pipeline, refit = build_pipeline(context, best, selection)
         context.progress.stage("save")
         pipeline.save(context.out / "pipeline")
         log.info("saved %s", context.out / "pipeline")

@@ -1,0 +1,57 @@
+"""The final choice on small data: the one-standard-error rule.
+
+With a few images per class, the best validation score is the maximum of many noisy estimates: a
+fine-tuned trial scored on 50 validation images, the best of a dozen, reads several points above what
+it does on new images, and beats cross-validated probes that are as good. The rule (Breiman et al.,
+*Classification and Regression Trees*, 1984, §3.4.3; Hastie et al., *The Elements of Statistical
+Learning*, §7.10) keeps the cheapest configuration whose score is within one standard error of the
+best one. The standard error is the binomial one, ``sqrt(s (1 - s) / n)``, of a proportion-like score
+``s`` measured on ``n`` images: exact for accuracy, an approximation for balanced accuracy and macro
+F1; ``log_loss`` and ``roc_auc`` are not proportions, so the plain maximum is kept for them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from autotransfer.search.records import best_record
+
+PROPORTION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro")
+
+
+def standard_error(score: float, n_images: int, metric: str) -> float:
+    """Binomial standard error of ``score`` (0-1) measured on ``n_images``; 0 for a metric that is not a
+    proportion (``log_loss``, ``roc_auc``) or an empty split."""
+    if metric not in PROPORTION_METRICS or n_images <= 0:
+        return 0.0
+    score = min(max(score, 0.0), 1.0)
+    return math.sqrt(score * (1.0 - score) / n_images)
+
+
+def choose_final(
+    rows: list[dict], objective: dict, split_sizes: Callable[[int], tuple[int, int]]
+) -> tuple[dict | None, str]:
+    """The record to build the final pipeline from, and a sentence saying why when the rule changed it.
+
+    ``objective``: the run's (search/objective.py); the rule applies only when probes are chosen by
+    cross-validation (small data). ``split_sizes(resolution)``: (train, val) image counts. A probe's
+    CV score was measured on train+val, a fine-tuned trial's on the val split.
+    """
+    plain = best_record(rows)
+    if plain is None or not objective.get("cv_folds"):
+        return plain, ""
+    n_train, n_val = split_sizes(int(plain["resolution"]))
+    scored_on = n_train + n_val if plain["stage"] == "probe" else n_val
+    margin = standard_error(plain["val_score"], scored_on, objective["metric"])
+    chosen = best_record(rows, margin=margin)
+    if chosen is None or chosen is plain:
+        return plain, ""
+    return chosen, (
+        f"one-standard-error rule (small data): kept the cheaper {_name(chosen)} ({chosen['val_score']:.4f}) "
+        f"over {_name(plain)} ({plain['val_score']:.4f} ± {margin:.4f} on {scored_on} images)"
+    )
+
+
+def _name(record: dict) -> str:
+    return f"{record['stage']} trial {record['trial']} ({record.get('strategy', '?')}, {record.get('resolution')} px)"
