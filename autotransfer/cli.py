@@ -639,7 +639,7 @@ def export(
 
 @app.command()
 def bench(
-    suite_name: str = typer.Option(..., "--suite", help="smoke, cpu-small (autotransfer/bench/suites) or a YAML file"),
+    suite_name: str = typer.Option(..., "--suite", help="smoke, cpu-small, cpu-peers, real-cpu (autotransfer/bench/suites) or a YAML file"),
     out_dir: Path | None = typer.Option(None, "--out", help="results folder (default runs/bench-<suite>)"),
     contenders: str | None = typer.Option(None, help="comma-separated subset of the suite's contenders"),
 ) -> None:
