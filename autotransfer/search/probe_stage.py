@@ -89,8 +89,9 @@ def _record_probe_rows(study: optuna.Study, context: RunContext, name: str, reso
         }
         study.add_trial(optuna.trial.create_trial(value=row["probe_score"], user_attrs=attrs))
         log.info(
-            "probe %s: val %s %.4f (%s, C=%g)",
+            "probe %s: %s %s %.4f (%s, C=%g)",
             candidate.key,
+            f"{context.objective['cv_folds']}-fold CV" if context.objective.get("cv_folds") else "val",
             attrs["metric"],
             row["probe_score"],
             row["probe_head"],
