@@ -10,7 +10,7 @@ import json
 import logging
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import typer
@@ -639,11 +639,15 @@ def export(
 
 @app.command()
 def bench(
-    suite_name: str = typer.Option(..., "--suite", help="smoke, cpu-small, cpu-peers, real-cpu (autotransfer/bench/suites) or a YAML file"),
+    suite_name: str = typer.Option(
+        ..., "--suite", help="smoke, cpu-small, cpu-peers, real-cpu (autotransfer/bench/suites) or a YAML file"
+    ),
     out_dir: Path | None = typer.Option(None, "--out", help="results folder (default runs/bench-<suite>)"),
     contenders: str | None = typer.Option(None, help="comma-separated subset of the suite's contenders"),
+    seeds: str | None = typer.Option(None, help="comma-separated subset of the suite's seeds, e.g. 0"),
 ) -> None:
-    """Run a benchmark suite: fit against the fixed strategies and baselines; resumable."""
+    """Run a benchmark suite: fit against the fixed strategies and baselines; resumable. The leaderboard
+    covers the contenders and seeds asked for: with all of them finished, it is only written again."""
     from autotransfer.bench.leaderboard import write_leaderboard
     from autotransfer.bench.runner import run_suite
     from autotransfer.bench.suite import load_suite
@@ -661,6 +665,17 @@ def bench(
                 f"--contenders: {', '.join(unknown)} not in suite {suite.name}.",
                 fix=f"choose from {', '.join(suite.contenders)}.",
             )
+    if seeds:
+        try:
+            chosen = tuple(int(seed) for seed in seeds.split(",") if seed.strip())
+        except ValueError:
+            chosen = ()
+        if not chosen or any(seed not in suite.seeds for seed in chosen):
+            raise AutoTransferError(
+                f"--seeds {seeds!r}: expected some of suite {suite.name}'s seeds.",
+                fix=f"choose from {', '.join(map(str, suite.seeds))}, comma-separated.",
+            )
+        suite = replace(suite, seeds=chosen)
     out_dir = out_dir or Path("runs") / f"bench-{suite.name}"
     try:
         records = run_suite(suite, out_dir, only)

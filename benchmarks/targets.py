@@ -1,6 +1,6 @@
 """The bench targets of issues 16 and 18, checked from `autotransfer bench` result CSVs.
 
-    python -m benchmarks.targets benchmarks/results/real-cpu/leaderboard.csv [more CSVs ...]
+    python -m benchmarks.targets benchmarks/results/real-cpu/leaderboard.csv [more CSVs ...] [--seeds 0 1]
 
 For each suite CSV (the bench's ``leaderboard.csv``) it prints, per dataset x regime: `fit`'s test
 accuracy (mean over the seeds that ran), the best of the recipe's fixed strategies, the 128-px codes
@@ -76,9 +76,11 @@ def standing(frame: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values("mean_rank")
 
 
-def report(csv: Path) -> None:
+def report(csv: Path, seeds: list[int] | None = None) -> None:
     frame = pd.read_csv(csv)
-    print(f"## {csv}")
+    if seeds is not None:  # compare on the seeds every contender ran (ranks are per dataset and seed)
+        frame = frame[frame["seed"].isin(seeds)]
+    print(f"## {csv}" + (f" (seeds {', '.join(map(str, seeds))})" if seeds is not None else ""))
     print()
     print(
         "| dataset | fit seeds | fit | best fixed strategy | fit − fixed (pts) | codes128 logreg "
@@ -106,9 +108,10 @@ def report(csv: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("csvs", nargs="+", type=Path, help="leaderboard.csv files written by autotransfer bench")
+    parser.add_argument("--seeds", type=int, nargs="+", help="only these seeds (default: every seed in the CSV)")
     args = parser.parse_args(argv)
     for csv in args.csvs:
-        report(csv)
+        report(csv, args.seeds)
     return 0
 
 

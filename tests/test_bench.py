@@ -111,6 +111,20 @@ def test_command_contenders_run_without_a_shell_resume_and_rerun_failures(tool_s
     assert len(log.read_text().splitlines()) == 8 + 4
 
 
+def test_bench_seeds_runs_and_reports_only_those_seeds_and_renders_without_running_when_done(tool_suite, tmp_path, cli):
+    _, log, _ = tool_suite
+    args = ["bench", "--suite", str(tmp_path / "suite.yaml"), "--contenders", "good", "--out", str(tmp_path / "o")]
+    result = cli([*args, "--seeds", "0"])
+    assert result.exit_code == 0, result.output
+    assert len(log.read_text().splitlines()) == 2  # per_class 4 and 6, seed 0 only
+    board = pd.read_csv(tmp_path / "o" / "leaderboard.csv")
+    assert set(board["seed"]) == {0} and len(board) == 2
+    assert cli([*args, "--seeds", "0"]).exit_code == 0 and len(log.read_text().splitlines()) == 2  # only rendered
+    result = cli([*args, "--seeds", "0,7"])
+    assert result.exit_code == 2 and "--seeds '0,7'" in result.output and "choose from 0, 1" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_a_changed_setting_reruns_only_the_cells_it_touches(tool_suite, tmp_path):
     suite, log, text = tool_suite
     out = tmp_path / "out"
