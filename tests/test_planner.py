@@ -31,15 +31,14 @@ def test_a_probe_pair_starts_only_when_it_and_the_reserve_fit(left, fits):
     assert planner.probe_pair_fits(left, planner.reserve(None, 0, 0), 10.0) is fits
 
 
-def test_the_first_pair_needs_only_its_extraction_so_a_budget_that_passed_the_minimum_gets_a_candidate():
-    extraction = 20.0
-    expected = planner.pair_seconds(extraction, [], probe_fits=6)  # 3 CV folds x 2 class weightings
-    assert expected == pytest.approx(extraction * planner.PROBE_OVERHEAD * 3)
-    assert planner.pair_needs(expected, extraction, first=True) == extraction
-    assert planner.pair_needs(expected, extraction, first=False) == expected
-    assert planner.pair_needs(expected, None, first=True) == expected  # not timed: no cheaper bound known
-    left = planner.minimum_budget(0.0, extraction)  # what check_minimum_budget lets start
-    assert planner.probe_pair_fits(left, planner.reserve(None, 0, 0), planner.pair_needs(expected, extraction, True))
+def test_the_first_pair_always_starts_so_a_budget_that_passed_the_minimum_gets_a_candidate():
+    expected = planner.pair_seconds(20.0, [], probe_fits=6)  # 3 CV folds x 2 class weightings
+    assert expected == pytest.approx(20.0 * planner.PROBE_OVERHEAD * 3)
+    assert planner.pair_needs(expected, first=True) == 0.0
+    assert planner.pair_needs(expected, first=False) == expected
+    reserve = planner.reserve(None, 0, 0)
+    assert planner.probe_pair_fits(reserve + planner.PROBE_SECONDS, reserve, planner.pair_needs(expected, True))
+    assert not planner.probe_pair_fits(reserve, reserve, planner.pair_needs(expected, True))  # nothing left
 
 
 def test_trial_epoch_and_refit_rules():

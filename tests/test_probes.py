@@ -5,6 +5,7 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
+from autotransfer.budget import Deadline
 from autotransfer.errors import AutoTransferError
 from autotransfer.transfer.probes import fit_probe, make_head
 from autotransfer.transfer.transferability import (
@@ -29,6 +30,16 @@ def test_probe_selects_a_head_that_generalises():
     result = fit_probe(x[:200], y[:200], x[200:], y[200:], heads=("softmax", "svm", "torch"))
     assert result.val_accuracy > 0.95 and result.head in ("softmax", "svm", "torch")
     assert len(result.tried) == 12 and max(t["val_accuracy"] for t in result.tried) == result.val_accuracy
+
+
+def test_a_passed_deadline_stops_the_grid_after_one_fit_and_keeps_it():
+    x, y = _blobs()
+    passed = Deadline(0.0, start=0.0)
+    for cv_folds in (0, 3):
+        result = fit_probe(x[:200], y[:200], x[200:], y[200:], heads=("softmax", "svm"), deadline=passed,
+                           cv_folds=cv_folds)  # fmt: skip
+        assert len(result.tried) == 1 and result.model is not None and result.C == 0.01  # the first of the grid
+    assert len(fit_probe(x[:200], y[:200], x[200:], y[200:], deadline=Deadline(3600.0)).tried) == 8
 
 
 def test_balanced_class_weights_help_the_minority_class():

@@ -41,6 +41,7 @@ EXTRACT_SHARE = 0.35  # of the budget, for extracting every (backbone, resolutio
 MAX_BACKBONES = 3
 SHORT_BUDGET = 60.0  # seconds: below it, `auto` takes the profiler's backbone without timing others (~2 s each)
 SAMPLE = 16  # images timed per backbone
+TIMING_ROUNDS = 3  # turns of timing every backbone; each keeps its fastest
 # Strong ImageNet backbones worth trying when the hub is reachable (timm names).
 HUB_BACKBONES = ("efficientnet_b0.ra_in1k", "convnext_tiny.fb_in22k_ft_in1k", "resnet50.a1_in1k")
 
@@ -119,19 +120,40 @@ def available_backbones(cuda: bool) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def seconds_per_image(name: str, pixels: np.ndarray, device: torch.device) -> float:
-    """Measured forward seconds per image of ``name`` on ``pixels`` (N x S x S x 3 uint8), after a warm-up:
-    the faster of two timed forwards, so a burst of load on one of them does not rank backbones wrongly."""
-    backbone = create_backbone(name, device=device)
+def time_backbones(
+    names: list[str], pixels: np.ndarray, device: torch.device, rounds: int = TIMING_ROUNDS
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Measured forward seconds per image of each backbone on ``pixels`` (N x S x S x 3 uint8), and
+    the reason for each that could not run. After a warm-up, the backbones are timed in turns,
+    ``rounds`` times, and each keeps its fastest: a burst of load then slows one turn of each rather
+    than every turn of one, so it does not rank backbones wrongly."""
     batch = torch.from_numpy(np.array(pixels)).to(device).permute(0, 3, 1, 2).float()
-    times = []
+    models: dict[str, torch.nn.Module] = {}
+    failed: dict[str, str] = {}
+    for name in names:
+        try:
+            model = create_backbone(name, device=device).model.eval()
+            with torch.inference_mode():
+                model(batch)
+            models[name] = model
+        except (AutoTransferError, RuntimeError, ValueError) as error:
+            failed[name] = str(error).splitlines()[0][:200]
+    times: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
-        backbone.model.eval()(batch)
-        for _ in range(2):
-            tic = time.perf_counter()
-            backbone.model(batch)
-            times.append(time.perf_counter() - tic)
-    return min(times) / len(batch)
+        for _ in range(rounds):
+            for name, model in models.items():
+                tic = time.perf_counter()
+                model(batch)
+                times[name].append(time.perf_counter() - tic)
+    return {name: min(t) / len(batch) for name, t in times.items()}, failed
+
+
+def seconds_per_image(name: str, pixels: np.ndarray, device: torch.device) -> float:
+    """``time_backbones`` of one backbone; raises what creating or running it raised."""
+    measured, failed = time_backbones([name], pixels, device)
+    if name in failed:
+        raise AutoTransferError(f"Backbone {name} could not run here: {failed[name]}")
+    return measured[name]
 
 
 def resolve_auto(
@@ -155,13 +177,9 @@ def resolve_auto(
         names, skipped_all = [DEFAULT_BACKBONE], {n: f"budget under {SHORT_BUDGET:.0f} s: one backbone" for n in names}
     else:
         skipped_all = {}
-    measured: dict[str, float] = {}
     skipped: dict[str, str] = {k: v for k, v in skipped_all.items() if k != DEFAULT_BACKBONE}
-    for name in names:
-        try:
-            measured[name] = seconds_per_image(name, sample[:SAMPLE], device)
-        except (AutoTransferError, RuntimeError, ValueError) as error:
-            skipped[name] = str(error).splitlines()[0][:200]
+    measured, failed = time_backbones(names, sample[:SAMPLE], device)
+    skipped.update(failed)
     if not measured:
         raise AutoTransferError(
             "No backbone with ImageNet weights could run here: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()),

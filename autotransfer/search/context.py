@@ -73,7 +73,8 @@ class RunContext:
         """Predicting val (the chosen configuration) and test (the final pipeline): two forward passes
         over those images, from the throughput `auto` measured (0 when it measured none)."""
         per_image = self.auto.get("seconds_per_image", {})
-        name = best["backbone"] if best and best.get("backbone") in per_image else next(iter(per_image), None)
+        ours = [n for n in self.backbones if n in per_image]  # before any trial: the first probed, the fastest
+        name = best["backbone"] if best and best.get("backbone") in per_image else next(iter(ours), None)
         if name is None or not self.resolutions:
             return 0.0
         resolution = best["resolution"] if best and "resolution" in best else min(self.resolutions)

@@ -29,12 +29,13 @@ def pair_seconds(extraction: float, corrections: list[float], probe_fits: int = 
     return extraction * PROBE_OVERHEAD * max(1.0, probe_fits / 2)
 
 
-def pair_needs(expected: float, extraction: float | None, first: bool) -> float:
+def pair_needs(expected: float, first: bool) -> float:
     """Seconds a cheap-stage pair must find left besides one probe and the reserve: its whole
-    ``expected`` cost, except the run's first pair, which needs only its ``extraction`` (when estimated)
-    because its taps stop at the deadline once one is probed (RankingConfig.deadline), so a run whose
-    budget passed ``minimum_budget`` always gets a candidate."""
-    return extraction if first and extraction is not None else expected
+    ``expected`` cost, except the run's first pair, which always starts (0): the minimum-budget check
+    already vouched for one extraction and one probe, its taps, class weightings and (head, C) stop at
+    the deadline once one is fit (RankingConfig.deadline), and without it the run has no candidate
+    at all. An estimate inflated by a burst of load must not turn a workable budget into an error."""
+    return 0.0 if first else expected
 
 
 def minimum_budget(elapsed: float, extract_seconds: float) -> float:

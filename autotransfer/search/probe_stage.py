@@ -157,7 +157,7 @@ def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bo
         else:
             expected = float(np.mean(per_pixel)) * resolution**2 if per_pixel else 0.0
         probed_one = bool(per_pixel) or bool(done)  # fine-tuning needs at least one probed candidate
-        needed = planner.pair_needs(expected, extraction, first=not probed_one)
+        needed = planner.pair_needs(expected, first=not probed_one)
         if not planner.probe_pair_fits(deadline.left(), context.reserve(None), needed):
             log.info("time budget: cheap stage stops before %s (about %s)", pair, format_duration(needed))
             break

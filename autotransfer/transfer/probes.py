@@ -20,6 +20,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
+from autotransfer.budget import Deadline
 from autotransfer.errors import AutoTransferError
 from autotransfer.runtime import default_device
 from autotransfer.transfer.metrics import check_metric, class_weights, score, score_predictions
@@ -179,6 +180,7 @@ def fit_probe(
     seed: int = 0,
     metric: str = "accuracy",
     cv_folds: int = 0,
+    deadline: Deadline | None = None,
 ) -> ProbeResult:
     """Fit every (head, C) and keep the best by ``metric`` (a name of autotransfer.transfer.metrics.METRICS).
 
@@ -187,7 +189,8 @@ def fit_probe(
     seeded StratifiedKFold (k is lowered to the smallest class count, which must be >= 2); the
     chosen one is then refit on all of train+val. Ties go to the earlier head of ``heads`` and
     then the smaller C (the more regularised). ``class_weight="balanced"`` weighs classes inversely
-    to their frequency in every head.
+    to their frequency in every head. ``deadline``: once one (head, C) is scored, no other starts
+    after it has passed (the search's time budget; a loaded machine can make each fit slow).
     """
     if len(np.unique(y_train)) < 2:
         raise AutoTransferError("A linear probe needs at least 2 classes in the training split.")
@@ -213,27 +216,28 @@ def fit_probe(
         splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x_all, y_all))
     best: tuple[float, float, str, float, object] | None = None
     tried = []
-    for kind in heads:
-        for C in sorted(c_grid):
-            if cv_folds:
-                measured = [
-                    _evaluate(
-                        _fit(kind, C, class_weight, seed, x_all[fit], y_all[fit]),
-                        x_all[held],
-                        y_all[held],
-                        metric,
-                        classes,
-                    )
-                    for fit, held in splits
-                ]
-                value, accuracy = (float(np.mean(column)) for column in zip(*measured))
-                model = None
-            else:
-                model = _fit(kind, C, class_weight, seed, x_train, y_train)
-                value, accuracy = _evaluate(model, x_val, y_val, metric, classes)
-            tried.append({"head": kind, "C": C, "val_accuracy": accuracy, "val_score": value, "metric": metric})
-            if best is None or value > best[0]:
-                best = (value, accuracy, kind, C, model)
+    for kind, C in ((kind, C) for kind in heads for C in sorted(c_grid)):
+        if tried and deadline is not None and deadline.left() <= 0:
+            break
+        if cv_folds:
+            measured = [
+                _evaluate(
+                    _fit(kind, C, class_weight, seed, x_all[fit], y_all[fit]),
+                    x_all[held],
+                    y_all[held],
+                    metric,
+                    classes,
+                )
+                for fit, held in splits
+            ]
+            value, accuracy = (float(np.mean(column)) for column in zip(*measured))
+            model = None
+        else:
+            model = _fit(kind, C, class_weight, seed, x_train, y_train)
+            value, accuracy = _evaluate(model, x_val, y_val, metric, classes)
+        tried.append({"head": kind, "C": C, "val_accuracy": accuracy, "val_score": value, "metric": metric})
+        if best is None or value > best[0]:
+            best = (value, accuracy, kind, C, model)
     value, accuracy, kind, C, model = best
     if cv_folds:
         model = _fit(kind, C, class_weight, seed, x_all, y_all)

@@ -32,8 +32,8 @@ class RankingConfig:
     tracked probe accuracy best on the offline datasets (benchmarks/results/features-cpu.md): a
     probe on a 1280-d tap of 2,000 images costs tens of seconds on 2 cores, the score a fraction.
     ``also_probe``: taps probed whatever their kNN rank (names a backbone lacks are ignored).
-    ``deadline``: no tap's probe starts after it has passed, once one tap is probed (the search's
-    budget under a load that came up after the pair's estimate).
+    ``deadline``: no tap's probe, class weighting or (head, C) starts after it has passed, once one
+    is fit (the search's budget under a load that came up after the pair's estimate).
     """
 
     pooling: str = "avg"
@@ -95,21 +95,25 @@ def rank_backbone(
                 log.info("time budget: %d of %d taps of %s probed", number, len(chosen), backbone.name)
                 break
             values = np.asarray(features[row["tap"]])
-            probes = [
-                fit_probe(
-                    values[train],
-                    dataset.labels[train],
-                    values[val],
-                    dataset.labels[val],
-                    heads=config.heads,
-                    c_grid=config.c_grid,
-                    seed=config.seed,
-                    class_weight=weight,
-                    metric=config.metric,
-                    cv_folds=config.cv_folds,
+            probes = []
+            for weight in config.class_weights:
+                if probes and config.deadline is not None and config.deadline.left() <= 0:
+                    break
+                probes.append(
+                    fit_probe(
+                        values[train],
+                        dataset.labels[train],
+                        values[val],
+                        dataset.labels[val],
+                        heads=config.heads,
+                        c_grid=config.c_grid,
+                        seed=config.seed,
+                        class_weight=weight,
+                        metric=config.metric,
+                        cv_folds=config.cv_folds,
+                        deadline=config.deadline,
+                    )
                 )
-                for weight in config.class_weights
-            ]
             probe = max(probes, key=lambda p: p.val_score)  # ties: the earlier (unweighted) one
             row.update(
                 {
