@@ -48,6 +48,15 @@ def test_probe_top_probes_only_the_taps_with_the_best_knn_score(tmp_path):
     assert sorted(r["tap"] for r in rows if "probe_accuracy" in r) == sorted([t["tap"] for t in probed] + [worst])
 
 
+def test_an_extraction_that_ends_past_the_deadline_probes_only_the_head_and_skips_the_scores(tmp_path):
+    from autotransfer.budget import Deadline
+
+    rows = _ranked(tmp_path, probe_top=2, also_probe=("head",), deadline=Deadline(0.0, start=0.0))
+    probed = [r for r in rows if "probe_accuracy" in r]
+    assert [r["tap"] for r in probed] == ["head"] and len(rows) > 1
+    assert all(np.isnan(r["knn"]) and np.isnan(r["logme"]) for r in rows)
+
+
 def test_test_split_is_never_used(tmp_path, monkeypatch):
     make_imagefolder(tmp_path / "d" / "train", {"a": 6, "b": 6})
     make_imagefolder(tmp_path / "d" / "test", {"a": 4, "b": 4}, seed=3)
@@ -76,9 +85,9 @@ def test_real_weights_beat_random_weights_by_a_clear_margin(tmp_path, monkeypatc
     assert best(pretrained) > best(random) + 0.15, (best(pretrained), best(random))
 
 
-def test_a_passed_deadline_stops_the_probes_after_the_first_tap(tmp_path):
+def test_a_passed_deadline_probes_one_tap_the_last_when_none_is_named(tmp_path):
     from autotransfer.budget import Deadline
 
     rows = _ranked(tmp_path, probe_top=3, deadline=Deadline(0.0))
     probed = [r for r in rows if "probe_accuracy" in r]
-    assert len(probed) == 1 and probed[0]["knn"] == max(r["knn"] for r in rows)  # the best by kNN still gets one
+    assert [r["tap"] for r in probed] == [rows[-1]["tap"]]  # the deepest tap: the CNN codes

@@ -67,7 +67,7 @@ def choose_candidates(studies: Studies, count: int) -> list[Candidate]:
     if "candidates" in studies.finetune.user_attrs:
         return [Candidate.parse(key) for key in studies.finetune.user_attrs["candidates"]]
     rows = studies.probes.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    rows = sorted(rows, key=lambda t: (-t.value, -t.user_attrs.get("logme", 0.0)))
+    rows = sorted(rows, key=lambda t: (-t.value, -np.nan_to_num(t.user_attrs.get("logme") or 0.0)))  # NaN: unscored
     chosen: list[Candidate] = []
     for trial in rows:
         candidate = Candidate.parse(trial.user_attrs["candidate"])

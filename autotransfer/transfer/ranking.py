@@ -74,6 +74,9 @@ def rank_backbone(
     extract_seconds = time.perf_counter() - start
     train, val = dataset.indices("train"), dataset.indices("val")
     scored = _score_rows(train, config.max_score_samples, config.seed)
+    # The extraction ended past the deadline (a loaded machine): no zero-cost scores, and only the
+    # first tap asked for by name (the head) is probed, so the run still gets its one candidate.
+    late = config.deadline is not None and config.deadline.left() <= 0
     rows = []
     for tap in backbone.taps:
         row = {
@@ -83,13 +86,18 @@ def rank_backbone(
             "extract_seconds": extract_seconds / len(backbone.taps),
         }
         tic = time.perf_counter()
-        row.update(all_scores(np.asarray(features[tap.name])[scored], dataset.labels[scored]))
+        if late:
+            row.update(dict.fromkeys(("logme", "knn", "hscore"), float("nan")))
+        else:
+            row.update(all_scores(np.asarray(features[tap.name])[scored], dataset.labels[scored]))
         row["score_seconds"] = time.perf_counter() - tic
         rows.append(row)
     if config.probe:
-        by_knn = sorted(rows, key=lambda r: -r["knn"])
+        by_knn = [] if late else sorted(rows, key=lambda r: -r["knn"])
         chosen = by_knn[: config.probe_top or len(rows)]
         chosen += [r for r in rows if r["tap"] in config.also_probe and r not in chosen]
+        if late:
+            chosen = sorted(chosen, key=lambda r: config.also_probe.index(r["tap"]))[:1] or rows[-1:]
         for number, row in enumerate(chosen):
             if number and config.deadline is not None and config.deadline.left() <= 0:
                 log.info("time budget: %d of %d taps of %s probed", number, len(chosen), backbone.name)
