@@ -281,3 +281,16 @@ def test_a_budget_timed_in_a_burst_of_load_is_timed_again_before_it_is_refused(f
     monkeypatch.setattr(run, "seconds_per_image", lambda *args: 100.0)  # the load lasts
     with pytest.raises(AutoTransferError, match="at least about"):
         run.check_minimum_budget(_context_timed_in_a_burst(fit_env, 60.0))
+
+
+def test_the_reserve_grows_with_the_load_the_probes_measured(fit_env):
+    from autotransfer.search import planner
+
+    context = _context_timed_in_a_burst(fit_env, 60.0)
+    context.auto["seconds_per_image"] = {"test_efficientnet": 0.01}
+    quiet, evaluation = context.reserve(None), context.evaluation_seconds(None)
+    assert evaluation > 0
+    context.slowdown = 3.0  # the last pair's extraction took 3x its estimate
+    assert context.reserve(None) == pytest.approx(quiet + 2 * (planner.SAVE_SECONDS + evaluation))
+    context.slowdown = 0.5  # faster than timed: never below the quiet estimate
+    assert context.reserve(None) == pytest.approx(quiet)

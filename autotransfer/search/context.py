@@ -28,6 +28,7 @@ class RunContext:
     backbones: tuple[str, ...] = ()  # the space's, or what `auto` chose (search/auto_space.py)
     resolutions: tuple[int, ...] = ()
     auto: dict = field(default_factory=dict)  # AutoChoice.to_json() when the space left anything to `auto`
+    slowdown: float = 1.0  # the last probed pair's extraction time over its estimate from `auto`'s timing (load)
     objective: dict = field(default_factory=dict)  # search/objective.py: metric, why, class weights, CV folds
     storage: optuna.storages.BaseStorage | None = None  # the run's Optuna storage (search/storage.py)
 
@@ -65,9 +66,10 @@ class RunContext:
     def reserve(self, best: dict | None) -> float:
         """Seconds to keep for the final refit, the evaluation and saving, given the best record so far."""
         finetuned = best is not None and best.get("stage") != "probe"
-        return planner.reserve(best, *(self.split_sizes(best["resolution"]) if finetuned else (0, 0))) + (
-            self.evaluation_seconds(best)
-        )
+        reserve = planner.reserve(best, *(self.split_sizes(best["resolution"]) if finetuned else (0, 0)))
+        # saving and evaluating are estimated on a quiet machine: a load the probes measured slows them alike
+        slow = max(1.0, self.slowdown)
+        return reserve + planner.SAVE_SECONDS * (slow - 1) + self.evaluation_seconds(best) * slow
 
     def evaluation_seconds(self, best: dict | None) -> float:
         """Predicting val (the chosen configuration) and test (the final pipeline): two forward passes

@@ -189,6 +189,7 @@ def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bo
             per_pixel.append((time.perf_counter() - tic) / resolution**2)
             if extraction:
                 corrections.append((time.perf_counter() - tic) / extraction)
+                context.slowdown = context.extract_seconds.get(pair, 0.0) / extraction
         context.progress.step(pair if probed else f"{pair} failed")
     for pair in skipped:
         _wait_for(study, context, config, pair)
