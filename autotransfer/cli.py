@@ -450,8 +450,11 @@ def _print_scores(metrics: dict) -> None:
         out.print(f"search score: {metric} {metrics['val_score']:.4f} ({how}){refit}")
     if metrics.get("selection"):
         out.print(f"choice: {escape(metrics['selection'])}")
-    for split, name in (("val", "held-out validation (the chosen configuration trained on train only)"),
-                        ("test", "test")):  # fmt: skip
+    # the val split chose the configuration unless probes were chosen by cross-validation: then it is not held out
+    chose_on_val = metrics.get("val_score_from") == "validation split"
+    val_name = ("validation split (the one the search chose on: optimistic)" if chose_on_val
+                else "held-out validation (the chosen configuration trained on train only)")  # fmt: skip
+    for split, name in (("val", val_name), ("test", "test")):
         summary = metrics.get(split) if isinstance(metrics.get(split), dict) else {}
         if summary:
             out.print(
@@ -649,7 +652,7 @@ def bench(
     """Run a benchmark suite: fit against the fixed strategies and baselines; resumable. The leaderboard
     covers the contenders and seeds asked for: with all of them finished, it is only written again."""
     from autotransfer.bench.leaderboard import write_leaderboard
-    from autotransfer.bench.runner import run_suite
+    from autotransfer.bench.runner import finished_records, run_suite
     from autotransfer.bench.suite import load_suite
     from autotransfer.machine import describe_machine
 
@@ -680,7 +683,14 @@ def bench(
     try:
         records = run_suite(suite, out_dir, only)
     except KeyboardInterrupt:
-        err.print(f"Interrupted. Finished cells are saved in {escape(str(out_dir))}; run the same command to go on.")
+        finished = finished_records(suite, out_dir, only)
+        if finished:  # the leaderboard of what finished, so the folder never shows an older run's
+            write_leaderboard(finished, suite, out_dir, describe_machine())
+        err.print(
+            f"Interrupted. {len(finished)} finished cell(s) are saved in {escape(str(out_dir))}"
+            + (" and in its leaderboard" if finished else "")
+            + "; run the same command to go on."
+        )
         sys.exit(130)
     if not records:
         raise AutoTransferError("No cell of the suite has finished, so there is no leaderboard.")

@@ -125,6 +125,22 @@ def test_bench_seeds_runs_and_reports_only_those_seeds_and_renders_without_runni
     assert "Traceback" not in result.output
 
 
+def test_an_interrupted_bench_writes_the_leaderboard_of_the_cells_that_finished(tool_suite, tmp_path, cli):
+    _, _, text = tool_suite
+    stop = f'["{sys.executable}", "-c", "import os, signal; os.kill(os.getppid(), signal.SIGINT)"]'
+    text = text.replace("contenders: [good, bad]", "contenders: [good, stop]").replace(
+        "commands:", f"commands:\n          stop: {stop}"
+    )
+    _suite(tmp_path, text)
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "leaderboard.md").write_text("# Benchmark suite `smoke` (an older run)")
+    result = cli(["bench", "--suite", str(tmp_path / "suite.yaml"), "--out", str(out)])
+    assert result.exit_code == 130 and "1 finished cell(s) are saved" in result.output, result.output
+    assert "older run" not in (out / "leaderboard.md").read_text()
+    assert len(pd.read_csv(out / "leaderboard.csv")) == 1
+
+
 def test_a_changed_setting_reruns_only_the_cells_it_touches(tool_suite, tmp_path):
     suite, log, text = tool_suite
     out = tmp_path / "out"

@@ -121,7 +121,12 @@ def run_suite(suite: Suite, out: Path, only: tuple[str, ...] | None = None) -> l
             format_duration(record["seconds"]),
         )
     lock.close()
-    return [record for key in cells if (record := stored(out, suite, key)) is not None]
+    return finished_records(suite, out, only)
+
+
+def finished_records(suite: Suite, out: Path, only: tuple[str, ...] | None = None) -> list[dict]:
+    """The records of the cells of ``suite`` (its ``only`` contenders) finished in ``out`` with the current settings."""
+    return [record for key in plan(suite, only) if (record := stored(out, suite, key)) is not None]
 
 
 def _run_cell(suite: Suite, out: Path, key: CellKey) -> dict:

@@ -197,7 +197,10 @@ def resolve_auto(
     spent = 0.0
     for name in sorted(measured, key=measured.get):
         cost = measured[name] * scale
-        if chosen and (len(chosen) == MAX_BACKBONES or spent + cost > EXTRACT_SHARE * budget):
+        if chosen and len(chosen) == MAX_BACKBONES:
+            skipped[name] = f"{MAX_BACKBONES} faster backbones are probed already (at most {MAX_BACKBONES})"
+            continue
+        if chosen and spent + cost > EXTRACT_SHARE * budget:
             skipped[name] = f"extracting its features (about {cost:.0f} s here) does not fit the budget"
             continue
         chosen.append(name)
