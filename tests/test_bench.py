@@ -119,6 +119,7 @@ def test_bench_seeds_runs_and_reports_only_those_seeds_and_renders_without_runni
     assert len(log.read_text().splitlines()) == 2  # per_class 4 and 6, seed 0 only
     board = pd.read_csv(tmp_path / "o" / "leaderboard.csv")
     assert set(board["seed"]) == {0} and len(board) == 2
+    assert "- good (command) (tiny 4/class seed 0): 9" in (tmp_path / "o" / "leaderboard.md").read_text()  # what it ran
     assert cli([*args, "--seeds", "0"]).exit_code == 0 and len(log.read_text().splitlines()) == 2  # only rendered
     result = cli([*args, "--seeds", "0,7"])
     assert result.exit_code == 2 and "--seeds '0,7'" in result.output and "choose from 0, 1" in result.output

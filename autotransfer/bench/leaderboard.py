@@ -142,6 +142,10 @@ def render_markdown(frame: pd.DataFrame, suite: Suite, machine: str) -> str:
             _markdown(regret),
             "",
         ]
+    chose = frame[frame["what"].fillna("").astype(str) != ""].drop_duplicates("title")  # the backbone each used
+    if len(chose):
+        parts += ["## What each contender ran (its first cell; every cell: report.html, leaderboard.csv)", ""]
+        parts += [f"- {r.title} ({r.group} seed {r.seed}): {r.what}" for r in chose.itertuples()] + [""]
     missing = frame[frame["status"] == "not installed"]
     if len(missing):
         parts += ["## Not installed (`make peers`)", ""]
