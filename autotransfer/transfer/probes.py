@@ -7,6 +7,7 @@ L-BFGS) for large data or a GPU. Class imbalance can be handled with balanced cl
 
 from __future__ import annotations
 
+import itertools
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -216,7 +217,7 @@ def fit_probe(
         splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x_all, y_all))
     best: tuple[float, float, str, float, object] | None = None
     tried = []
-    for kind, C in ((kind, C) for kind in heads for C in sorted(c_grid)):
+    for kind, C in itertools.product(heads, sorted(c_grid)):
         if tried and deadline is not None and deadline.left() <= 0:
             break
         if cv_folds:
