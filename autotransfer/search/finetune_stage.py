@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from autotransfer.budget import format_duration
+from autotransfer.cpu_threads import use_free_cpus
 from autotransfer.files import is_disk_full
 from autotransfer.models.zoo import create_backbone
 from autotransfer.report.progress import TRIAL_LINE
@@ -181,6 +182,7 @@ class OptunaBackend:
 
     def _one_trial(self, study: optuna.Study, best: dict | None) -> None:
         asked: dict = {}
+        use_free_cpus()
         try:
             study.optimize(lambda trial: self._objective(trial, best, asked), n_trials=1, catch=())
         except KeyboardInterrupt:

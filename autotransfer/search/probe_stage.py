@@ -16,6 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from autotransfer.budget import format_duration
+from autotransfer.cpu_threads import use_free_cpus
 from autotransfer.errors import AutoTransferError
 from autotransfer.report.progress import TRIAL_LINE
 from autotransfer.search import planner
@@ -151,6 +152,7 @@ def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bo
                 context.extract_seconds[pair] = measured
             context.progress.step(f"{pair} (done before)")
             continue
+        use_free_cpus()
         extraction = _extraction_estimate(context, name, resolution)
         if extraction is not None:  # the backbone's throughput was measured here (auto): the first pair too
             expected = planner.pair_seconds(extraction, corrections, probe_fits(context.objective))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autotransfer.cpu_threads import use_free_cpus
 from autotransfer.deploy.pipeline import Pipeline
 from autotransfer.models.features import extract_features
 from autotransfer.models.zoo import Backbone
@@ -134,6 +135,7 @@ def to_pipeline(context: RunContext, best: dict, final: FinalModel, metrics: dic
 def build_pipeline(context: RunContext, best: dict, selection: str = "") -> tuple[Pipeline, bool]:
     """The final pipeline (metrics included) and whether it was refit on train+val; ``selection``: why
     ``best`` is not the top score, when the small-data rule chose it (search/selection.py)."""
+    use_free_cpus()
     final = final_model(context, best)
     objective = context.objective
     cross_validated = best["stage"] == "probe" and bool(objective.get("cv_folds"))  # trials use the val split

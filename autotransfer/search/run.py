@@ -20,6 +20,7 @@ import optuna
 import pandas as pd
 
 from autotransfer.budget import format_duration
+from autotransfer.cpu_threads import use_free_cpus
 from autotransfer.data.datasets import Dataset
 from autotransfer.deploy.pipeline import Pipeline
 from autotransfer.errors import AutoTransferError
@@ -130,6 +131,7 @@ def choose_space(context: RunContext, studies: Studies) -> None:
     if "auto" not in studies.probes.user_attrs:
         context.progress.stage("profile", detail="choosing backbones and resolutions for this data and machine")
         native = native_side(context.data, seed=context.settings.seed)
+        use_free_cpus()  # time the backbones with the threads they will run with
         first = profile_resolution([native], device=context.device or default_device())
         dataset = context.dataset(first)
         choice = resolve_auto(space.backbones, space.resolutions, np.asarray(dataset.images[:SAMPLE]), native,
@@ -214,6 +216,7 @@ def profile_stage(context: RunContext) -> dict:
     if path.exists():
         return json.loads(path.read_text())
     context.progress.stage("profile")
+    use_free_cpus()
     device = context.device or default_device()
     if context.auto:  # the same rule on the native size auto read, so the same size as auto's probes
         resolution, reason = choose_resolution([context.auto["native_side"]], device=device)
@@ -242,6 +245,7 @@ def check_minimum_budget(context: RunContext) -> None:
     per_image = context.auto.get("seconds_per_image", {}).get(name)
     needed = _minimum_seconds(context, dataset, per_image, measured_at) if per_image else float("inf")
     if needed > settings.time_budget:
+        use_free_cpus()
         sample = np.asarray(dataset.images[:SAMPLE])
         per_image = min(per_image or float("inf"), seconds_per_image(name, sample, device))
         needed = _minimum_seconds(context, dataset, per_image, dataset.recipe.size)
