@@ -7,6 +7,7 @@ A scikit-learn estimator: the constructor stores its arguments as given (``get_p
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -16,10 +17,27 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 
 from autotransfer.deploy.pipeline import Pipeline
+from autotransfer.errors import AutoTransferError
 from autotransfer.options import DEFAULTS, RunOptions
 from autotransfer.report.progress import Progress
 from autotransfer.search.run import run
 from autotransfer.search.settings import SearchSettings, resolve_settings
+
+
+def in_python_terms(error: AutoTransferError) -> AutoTransferError:
+    """``error`` with the CLI's options (``--time-budget 8m``) written as this estimator's parameters
+    (``time_budget="8m"``), so an API user reads what to change in their own call."""
+
+    def rename(text: str | None) -> str | None:
+        def parameter(match: re.Match) -> str:
+            name = match[1].replace("-", "_")
+            if name not in RunOptions.__dataclass_fields__:
+                return match[0]
+            return f'{name}="{match[2]}"' if match[2] else f"{name}="
+
+        return re.sub(r"--([a-z][a-z-]*)(?: ([0-9][0-9a-z.]*[0-9a-z]))?", parameter, text) if text else text
+
+    return AutoTransferError(rename(error.what), where=error.where, fix=rename(error.fix))
 
 
 class AutoTransfer(BaseEstimator):
@@ -123,7 +141,10 @@ class AutoTransfer(BaseEstimator):
         """
         start = time.monotonic()
         settings = self._settings(start)
-        result = run(data, settings, Progress(settings.time_budget, verbose=self.verbose, start=start))
+        try:
+            result = run(data, settings, Progress(settings.time_budget, verbose=self.verbose, start=start))
+        except AutoTransferError as error:
+            raise in_python_terms(error) from error
         self.pipeline_: Pipeline = result.pipeline
         self.classes_: np.ndarray = result.pipeline.classes_
         self.leaderboard_: pd.DataFrame = result.leaderboard

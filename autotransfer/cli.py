@@ -402,7 +402,7 @@ def _print_fit_summary(result, budget: float) -> None:
         f"({counts['text']}): {escape(result.pipeline.describe())}"
     )
     _print_scores(metrics)
-    _print_search_choices(result.profile)
+    _print_search_choices(result.profile, result.records)
     out.print(
         f"pipeline: {escape(str(run_dir / 'pipeline'))}\nreport:   {escape(str(run_dir / 'report.html'))}\n"
         f"predict:  autotransfer predict {escape(str(run_dir))} IMAGES..."
@@ -462,10 +462,18 @@ def _print_scores(metrics: dict) -> None:
                 f"macro F1 {summary['f1_macro']:.4f}; recall per class "
                 + ", ".join(f"{escape(str(c))} {row['recall']:.2f}" for c, row in summary["per_class"].items())
             )
+            chance = 1.0 / max(1, len(summary["per_class"]))  # balanced accuracy of a constant or random guess
+            if summary["balanced_accuracy"] <= chance + 0.02:
+                out.print(
+                    f"[yellow]warning:[/] {split} balanced accuracy {summary['balanced_accuracy']:.4f} is at chance "
+                    f"level (1/{len(summary['per_class'])} = {chance:.4f}): the pipeline does not tell these classes "
+                    "apart. Check that each class folder holds its own images, or raise --time-budget."
+                )
 
 
-def _print_search_choices(profile: dict) -> None:
-    """Both placements (a priori and measured by the probes) and what `auto` chose, with reasons."""
+def _print_search_choices(profile: dict, records: list[dict]) -> None:
+    """Both placements (a priori and measured by the probes) and what `auto` chose, with reasons, and which
+    (backbone, size) pairs the budget let the probes reach (``records``: the search's, search/records.py)."""
     if profile.get("measured_skipped"):
         out.print(f"placement: not measured by the probes ({escape(profile['measured_skipped'])})")
     placement = profile.get("measured")
@@ -478,9 +486,14 @@ def _print_search_choices(profile: dict) -> None:
     auto = profile.get("auto")
     if auto:
         skipped = "; ".join(f"{escape(k)}: {escape(v)}" for k, v in (auto.get("skipped") or {}).items())
+        why_sizes = auto.get("resolutions_reason") or f"images' median shorter side {auto['native_side']} px"
+        probed = dict.fromkeys(f"{r['backbone']}@{r['resolution']}" for r in records
+                               if r.get("stage") == "probe" and r.get("status") == "complete")  # fmt: skip
+        planned = len(auto["backbones"]) * len(auto["resolutions"])
+        reached = f"; probed within the budget: {', '.join(probed) or 'none'}" if len(probed) < planned else ""
         out.print(
             f"auto: backbones {', '.join(auto['backbones'])} at {', '.join(map(str, auto['resolutions']))} px "
-            f"(images' median shorter side {auto['native_side']} px)" + (f"; left out: {skipped}" if skipped else "")
+            f"({escape(why_sizes)}){reached}" + (f"; left out: {skipped}" if skipped else "")
         )
 
 

@@ -105,7 +105,7 @@ class CpuThreads:
         self.last = now
         threads = free_threads(others, self.cpus, self.most)
         if threads != torch.get_num_threads():
-            log.info("torch threads: %d (other processes kept %.1f of %d CPUs busy)", threads, others, self.cpus)
+            log.info("compute threads: %d (other processes kept %.1f of %d CPUs busy)", threads, others, self.cpus)
             set_threads(threads)
         return threads
 

@@ -11,6 +11,7 @@ from autotransfer.search.auto_space import (
     choose_resolutions,
     native_side,
     resolution_ladder,
+    resolutions_reason,
     resolve_auto,
 )
 from autotransfer.transfer.profile import profile_resolution
@@ -37,6 +38,10 @@ def test_the_second_size_is_the_largest_the_budget_affords():
     assert choose_resolutions(ladder, 128, 0.005, 2000, budget=600) == (128, 224)
     assert choose_resolutions(ladder, 128, 0.005, 2000, budget=180) == (128, 160)
     assert choose_resolutions(ladder, 128, 0.005, 2000, budget=60) == (96, 128)  # only a smaller one fits
+    assert "224 px (the largest larger size whose" in resolutions_reason((128, 224), 128, 300, pinned=False)
+    assert "96 px (no larger size's extraction fits" in resolutions_reason((96, 128), 128, 300, pinned=False)
+    assert resolutions_reason((64,), 64, 28, pinned=False).endswith("only: no other size on the ladder")
+    assert resolutions_reason((96, 128), 128, 300, pinned=True) == "sizes pinned by the search space"
 
 
 def test_native_side_reads_headers(tmp_path):

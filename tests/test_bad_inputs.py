@@ -231,3 +231,15 @@ def test_labels_csv_with_missing_paths_duplicates_and_unknown_columns(tmp_path, 
     assert document["n_images"] == 12
     reasons = " ".join(s["reason"] for s in document["skipped"])
     assert "gone.png" in json.dumps(document["skipped"]) and "duplicate" in reasons, document["skipped"]
+
+
+def test_api_errors_name_the_estimators_parameters_not_the_clis_options(tmp_path):
+    from autotransfer.api import AutoTransfer, in_python_terms
+    from autotransfer.errors import AutoTransferError
+
+    error = in_python_terms(AutoTransferError("too small", fix="use --time-budget 8m14s or more, or --weights PATH."))
+    assert error.fix == 'use time_budget="8m14s" or more, or --weights PATH.'  # --weights is no parameter
+    data = make_imagefolder(tmp_path / "data", {"a": 4, "b": 4})
+    (tmp_path / "taken").write_text("a file where the run directory would go")
+    with pytest.raises(AutoTransferError, match="choose an out= in a folder you can write to"):
+        AutoTransfer(time_budget="1m", out=tmp_path / "taken").fit(data)

@@ -59,6 +59,7 @@ def test_a_missing_peer_is_reported_as_not_installed_never_dropped(peer_suite, t
     assert by[("good", 0)]["what"].endswith("--size 48")  # {resolution} is the suite's fixed resolution
     assert by[("broken", 1)]["status"] == "not installed" and "No matching distribution" in by[("broken", 1)]["error"]
     assert by[("absent", 0)]["status"] == "not installed" and str(peers / "absent") in by[("absent", 0)]["error"]
+    assert by[("absent", 0)]["within_budget"] is None and by[("good", 0)]["within_budget"] is True  # ran nothing
     frame = write_leaderboard(records, suite, out, "test machine")
     assert list(frame["status"]) == ["ok", "ok", "not installed", "not installed", "not installed", "not installed"]
     markdown = (out / "leaderboard.md").read_text()
@@ -67,6 +68,7 @@ def test_a_missing_peer_is_reported_as_not_installed_never_dropped(peer_suite, t
     assert "## Failed cells" not in markdown
     csv = pd.read_csv(out / "leaderboard.csv")
     assert (csv["status"] == "not installed").sum() == 4
+    assert csv.loc[csv["status"] == "not installed", "within_budget"].isna().all()
     write_leaderboard([r for r in records if r["status"] != "ok"], suite, out, "test machine")  # nothing to plot
     assert "| absent (command) | not installed |" in (out / "leaderboard.md").read_text()
     # once installed, the cells run: not-installed ones are tried again like failed ones

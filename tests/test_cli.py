@@ -136,3 +136,33 @@ def test_the_summary_names_the_metric_the_search_score_the_choice_and_recall_per
     assert "choice: one-standard-error rule (small data)" in text
     assert "test: accuracy 0.9000, balanced accuracy 0.6750, macro F1 0.7000" in text
     assert "recall per class ok 0.95, scratch 0.40" in text
+    assert "chance" not in text
+    guess = {"accuracy": 0.9, "balanced_accuracy": 0.5, "f1_macro": 0.47, "per_class": per_class}
+    cli_module._print_scores({"metric": "accuracy", "test": guess})
+    assert "warning: test balanced accuracy 0.5000 is at chance level (1/2 = 0.5000)" in console.file.getvalue()
+
+
+def test_the_summary_says_why_these_sizes_and_which_pairs_the_budget_let_the_probes_reach(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from autotransfer import cli as cli_module
+    from autotransfer.search.auto_space import resolutions_reason
+
+    console = Console(file=io.StringIO(), width=400)
+    monkeypatch.setattr(cli_module, "out", console)
+    auto = {"backbones": ["mobilenetv2_100", "tf_efficientnet_lite0"], "resolutions": [128, 224], "native_side": 300,
+            "resolutions_reason": resolutions_reason((128, 224), 128, 300, pinned=False),
+            "skipped": {"tf_efficientnet_lite2": "3 faster backbones are probed already (at most 3)"}}  # fmt: skip
+    probes = [{"stage": "probe", "status": "complete", "backbone": "mobilenetv2_100", "resolution": 128},
+              {"stage": "probe", "status": "complete", "backbone": "mobilenetv2_100", "resolution": 128},
+              {"stage": "probe", "status": "fail", "backbone": "tf_efficientnet_lite0", "resolution": 128}]  # fmt: skip
+    cli_module._print_search_choices({"auto": auto}, probes)
+    text = console.file.getvalue()
+    assert "at 128, 224 px (128 px (the profiler's size for images of 300 px on this device) and 224 px" in text
+    assert "probed within the budget: mobilenetv2_100@128; left out: tf_efficientnet_lite2: 3 faster" in text
+    every_pair = [dict(probes[0], backbone=b, resolution=s) for b in auto["backbones"] for s in (128, 224)]
+    console.file = io.StringIO()
+    cli_module._print_search_choices({"auto": auto}, every_pair)
+    assert "probed within the budget" not in console.file.getvalue()  # said only when the budget cut the plan

@@ -66,7 +66,9 @@ def test_fit_summary_prints_with_trials_that_never_ran(monkeypatch, tmp_path):
     buffer = io.StringIO()
     monkeypatch.setattr(cli_module, "out", Console(file=buffer, width=160))
     pipeline = SimpleNamespace(spec={"metrics": {"val_accuracy": 0.86}}, describe=lambda: "a probe")
-    result = SimpleNamespace(pipeline=pipeline, leaderboard=board, profile={}, run_dir=tmp_path, seconds=97.0)
+    result = SimpleNamespace(
+        pipeline=pipeline, leaderboard=board, profile={}, run_dir=tmp_path, seconds=97.0, records=rows
+    )
     cli_module._print_fit_summary(result, 120.0)
     text = buffer.getvalue()
     assert "Done in 97s of the 2m00s budget (4 probes, 0 fine-tuning trials (1 failed); 3 queued" in text

@@ -294,3 +294,19 @@ def test_the_reserve_grows_with_the_load_the_probes_measured(fit_env):
     assert context.reserve(None) == pytest.approx(quiet + 2 * (planner.SAVE_SECONDS + evaluation))
     context.slowdown = 0.5  # faster than timed: never below the quiet estimate
     assert context.reserve(None) == pytest.approx(quiet)
+
+
+def test_pairs_the_probes_left_for_fine_tuning_are_probed_with_the_time_it_leaves(fit_env, monkeypatch):
+    from autotransfer.search import planner, run
+
+    space = fit_env["space"]
+    text = space.read_text().replace("resolutions: [32]", "resolutions: [32, 40]")
+    space.write_text(text.replace("max_trials: 3", "max_trials: 1"))
+    monkeypatch.setattr(run, "finetune_first", lambda *args: True)  # the profile recommends fine-tuning
+    monkeypatch.setattr(planner, "cheap_share", lambda finetune_first: 1e-6 if finetune_first else 1.0)
+    _fit(fit_env).fit(fit_env["data"])
+    log = (fit_env["out"] / "fit.log").read_text()
+    assert "cheap stage stops before test_efficientnet@40" in log  # the first pass kept to its share
+    board = pd.read_csv(fit_env["out"] / "leaderboard.csv")
+    assert set(board.loc[board["stage"] == "probe", "resolution"]) == {32, 40}  # the second pass probed it
+    assert "fine-tuning: max_trials (1) reached" in log and log.index("max_trials (1) reached") < log.rindex("probe ")

@@ -165,11 +165,11 @@ def test_native_size_network_equals_the_trained_model(trained):
     pixels = np.asarray(dataset.images[:6])
     reference = _reference_logits(pipeline, pixels)
     with torch.no_grad():
-        converted = pipeline.network()(torch.from_numpy(pixels).permute(0, 3, 1, 2))
+        converted = pipeline.network()(torch.from_numpy(pixels.copy()).permute(0, 3, 1, 2))
     torch.testing.assert_close(converted, reference, atol=1e-5, rtol=1e-5)
 
 
-def test_a_twice_larger_image_gives_a_score_map_in_one_pass(trained):
+def test_a_twice_larger_image_gives_a_score_map_in_one_pass(trained, monkeypatch):
     pipeline, _, _, _ = trained
     net = pipeline.network()
     with torch.no_grad():
@@ -177,6 +177,13 @@ def test_a_twice_larger_image_gives_a_score_map_in_one_pass(trained):
         large = net.score_map(torch.zeros(1, 3, 2 * SIZE, 2 * SIZE))
     assert large.shape[:2] == (1, 3) and large.shape[2] == 2 * native.shape[2]
     big = colour_image(5, (3 * SIZE, 2 * SIZE))
+    from_numpy = torch.from_numpy
+
+    def writable_only(array: np.ndarray) -> torch.Tensor:  # torch warns (once per process) on read-only arrays
+        assert array.flags.writeable, "a read-only array reached torch.from_numpy"
+        return from_numpy(array)
+
+    monkeypatch.setattr(torch, "from_numpy", writable_only)
     for size in ("original", 2 * SIZE):
         probabilities = pipeline.predict_proba(big, size=size)
         assert probabilities.shape == (1, 3) and np.isclose(probabilities.sum(), 1.0)
@@ -210,7 +217,7 @@ def test_alexnet_fully_connected_layers_become_convolutions():
     assert isinstance(fc6, torch.nn.Conv2d) and fc6.kernel_size == (6, 6) and fc6.out_channels == 4096
     pixels = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     with torch.no_grad():
-        converted = net(torch.from_numpy(pixels).permute(0, 3, 1, 2))
+        converted = net(torch.from_numpy(pixels.copy()).permute(0, 3, 1, 2))
         large = net.score_map(torch.zeros(1, 3, 448, 448))
     torch.testing.assert_close(converted, _reference_logits(pipeline, pixels), atol=1e-5, rtol=1e-5)
     assert large.shape == (1, 4, 8, 8)  # 13x13 pool5 map, 6x6 window
@@ -220,7 +227,7 @@ def test_alexnet_trained_below_native_size_folds_its_adaptive_pool():
     pipeline = _alexnet_pipeline("fc6", "abc", 96)
     pixels = np.random.default_rng(1).integers(0, 256, (2, 96, 96, 3), dtype=np.uint8)
     with torch.no_grad():
-        converted = pipeline.network()(torch.from_numpy(pixels).permute(0, 3, 1, 2))
+        converted = pipeline.network()(torch.from_numpy(pixels.copy()).permute(0, 3, 1, 2))
     torch.testing.assert_close(converted, _reference_logits(pipeline, pixels), atol=1e-5, rtol=1e-5)
 
 

@@ -45,7 +45,9 @@ def cell_frame(records: list[dict], suite: Suite) -> pd.DataFrame:
     derived = frame["error"].map(lambda e: "ok" if e is None or pd.isna(e) else "failed")  # cells from before `status`
     frame["status"] = frame["status"].fillna(derived) if "status" in frame else derived
     frame["group"] = frame["dataset"] + " " + frame["per_class"].astype(str) + "/class"
-    frame["within_budget"] = frame["within_budget"].where(frame["contender"] != "grid")  # the grid has no budget
+    # the grid has no budget; a peer that is not installed ran nothing (cells written before this said True)
+    budgeted = (frame["contender"] != "grid") & (frame["status"] != "not installed")
+    frame["within_budget"] = frame["within_budget"].where(budgeted)
     oracle_sources = frame["contender"].isin(list(FIXED)) | (frame["contender"] == "grid")
     oracles = {}
     for (group, seed), part in frame.groupby(["group", "seed"]):

@@ -281,7 +281,8 @@ class Pipeline:
         return max(value, native)
 
     def _probabilities(self, net: ConvClassifier, pixels: np.ndarray) -> np.ndarray:
-        tensor = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device).permute(0, 3, 1, 2)
+        # PIL's arrays are read-only, which torch.from_numpy warns about: "W" copies those only
+        tensor = torch.from_numpy(np.require(pixels, requirements=("C", "W"))).to(self.device).permute(0, 3, 1, 2)
         with torch.inference_mode():
             return torch.softmax(net(tensor).float(), dim=1).cpu().numpy()
 

@@ -56,6 +56,7 @@ class AutoChoice:
     profile_resolution: int
     seconds_per_image: dict[str, float] = field(default_factory=dict)  # at the ladder's first rung
     skipped: dict[str, str] = field(default_factory=dict)  # backbone -> why it was left out
+    resolutions_reason: str = ""
 
     def to_json(self) -> dict:
         return {
@@ -65,6 +66,7 @@ class AutoChoice:
             "profile_resolution": self.profile_resolution,
             "seconds_per_image": self.seconds_per_image,
             "skipped": self.skipped,
+            "resolutions_reason": self.resolutions_reason,
         }
 
 
@@ -100,6 +102,21 @@ def choose_resolutions(
     below = [s for s in ladder if s < first]
     second = above[-1] if above else (below[-1] if below else None)
     return tuple(sorted({first, second} - {None}))
+
+
+def resolutions_reason(sizes: tuple[int, ...], first: int, native: int, pinned: bool) -> str:
+    """Why these sizes, in words (the summary's `auto` line)."""
+    if pinned:
+        return "sizes pinned by the search space"
+    start = f"{first} px (the profiler's size for images of {native} px on this device)"
+    second = next((s for s in sizes if s != first), None)
+    if second is None:
+        return f"{start} only: no other size on the ladder"
+    if second > first:
+        why = "the largest larger size whose feature extraction fits the budget"
+    else:
+        why = "no larger size's extraction fits the budget; the next smaller one is cheaper to fine-tune"
+    return f"{start} and {second} px ({why}): the probes at both tell whether resolution matters"
 
 
 def available_backbones(cuda: bool) -> list[str]:
@@ -190,8 +207,9 @@ def resolve_auto(
     sizes = resolutions or choose_resolutions(
         resolution_ladder(native, cuda), first, measured[fastest], n_images, budget
     )
+    why_sizes = resolutions_reason(tuple(sizes), first, native, pinned=bool(resolutions))
     if backbones:
-        return AutoChoice(tuple(backbones), tuple(sizes), native, first, measured, skipped)
+        return AutoChoice(tuple(backbones), tuple(sizes), native, first, measured, skipped, why_sizes)
     scale = (min(sizes) / first) ** 2 * n_images  # each backbone's first (smallest) size: breadth first
     chosen: list[str] = []
     spent = 0.0
@@ -208,4 +226,4 @@ def resolve_auto(
     left_out = "; ".join(f"{k}: {v}" for k, v in skipped.items())
     log.info("auto: backbones %s at %s px (native shorter side %d px)%s", chosen, list(sizes), native,
              f"; left out {left_out}" if left_out else "")  # fmt: skip
-    return AutoChoice(tuple(chosen), tuple(sizes), native, first, measured, skipped)
+    return AutoChoice(tuple(chosen), tuple(sizes), native, first, measured, skipped, why_sizes)

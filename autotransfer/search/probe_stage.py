@@ -118,13 +118,21 @@ def _extraction_estimate(context: RunContext, name: str, resolution: int) -> flo
     return planner.extraction_seconds(per_image, context.auto["profile_resolution"], resolution, n_images)
 
 
-def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bool, prior_taps: list[str]) -> None:
+def run_probe_stage(
+    study: optuna.Study,
+    context: RunContext,
+    finetune_first: bool,
+    prior_taps: list[str],
+    keep_for: dict | None = None,
+) -> None:
     """Probe every (backbone, resolution) pair, smallest images first, while the budget allows.
 
     ``finetune_first``: the profile recommends fine-tuning, so the probes may use at most
     ``planner.cheap_share`` of the budget. Each pair probes its best taps by kNN and its head (the
     measured placement compares the head with a lower tap); the profile backbone also probes
     ``prior_taps``, the taps the profile names, so `profile` never names a tap `fit` did not try.
+    ``keep_for``: the best record so far, whose refit the reserve keeps room for (a second pass, after
+    fine-tuning, over the pairs the first one left); pairs probed before are then passed over silently.
     """
     space, deadline = context.settings.space, context.deadline
     done = _probed_pairs(study)
@@ -140,7 +148,9 @@ def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bo
         cv_folds=objective["cv_folds"],
     )
     share = planner.cheap_share(finetune_first)
-    context.progress.stage("probes", total=len(context.resolutions) * len(context.backbones))
+    again = keep_for is not None
+    detail = "the pairs skipped before, in the time fine-tuning left" if again else ""
+    context.progress.stage("probes", total=len(context.resolutions) * len(context.backbones), detail=detail)
     per_pixel: list[float] = []  # seconds / resolution^2 of each pair probed in this run
     skipped: list[str] = []  # pairs another worker sharing the storage probes
     corrections: list[float] = []  # actual / estimated seconds of each pair probed in this run
@@ -150,7 +160,7 @@ def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bo
             measured = _measured_extract_seconds(study, pair)
             if measured is not None:
                 context.extract_seconds[pair] = measured
-            context.progress.step(f"{pair} (done before)")
+            context.progress.step("" if again else f"{pair} (done before)")
             continue
         use_free_cpus()
         extraction = _extraction_estimate(context, name, resolution)
@@ -160,12 +170,13 @@ def run_probe_stage(study: optuna.Study, context: RunContext, finetune_first: bo
             expected = float(np.mean(per_pixel)) * resolution**2 if per_pixel else 0.0
         probed_one = bool(per_pixel) or bool(done)  # fine-tuning needs at least one probed candidate
         needed = planner.pair_needs(expected, first=not probed_one)
-        if not planner.probe_pair_fits(deadline.left(), context.reserve(None), needed):
+        reserve = context.reserve(keep_for)
+        if not planner.probe_pair_fits(deadline.left(), reserve, needed):
             log.info("time budget: cheap stage stops before %s (about %s)", pair, format_duration(needed))
             break
         also = ("head", *prior_taps) if name == context.settings.profile_backbone else ("head",)
         # taps stop being probed when only the reserve (refit, evaluation, saving) is left
-        pair_config = replace(config, also_probe=also, deadline=deadline.less(context.reserve(None)))
+        pair_config = replace(config, also_probe=also, deadline=deadline.less(reserve))
         if probed_one and deadline.elapsed() + expected > share * deadline.seconds:
             log.info(
                 "time budget: cheap stage stops before %s (about %s): the profile recommends "

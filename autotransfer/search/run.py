@@ -35,7 +35,7 @@ from autotransfer.search.finetune_stage import FinetunePlan, OptunaBackend, choo
 from autotransfer.search.objective import decide_objective
 from autotransfer.search.placement import corrected_prior, measured_placement, pixel_baseline
 from autotransfer.search.probe_stage import finetune_first, run_probe_stage
-from autotransfer.search.records import records, trial_records
+from autotransfer.search.records import best_record, records, trial_records
 from autotransfer.search.refit import build_pipeline
 from autotransfer.search.run_dir import RunDirectory
 from autotransfer.search.selection import choose_final
@@ -155,6 +155,9 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
         candidates = choose_candidates(studies, space.candidates)
         plan = FinetunePlan(studies, candidates, prior_ranges(space, prior), prior, context.objective)
         backend_for(context.settings.backend).run(plan, context)
+        if recommends_finetuning:  # the probes kept to their share for fine-tuning: give them what it left
+            best_so_far = best_record(records(studies))
+            run_probe_stage(studies.probes, context, False, prior.get("taps", []), keep_for=best_so_far)
     rows = records(studies)
     best, selection = choose_final(rows, context.objective, context.split_sizes)
     if selection:
