@@ -1,6 +1,6 @@
 """The bench targets of issues 16 and 18, checked from `autotransfer bench` result CSVs.
 
-    python -m benchmarks.targets benchmarks/results/real-cpu/leaderboard.csv [more CSVs ...] [--seeds 0 1]
+    python -m benchmarks.targets benchmarks/results/real-cpu/leaderboard.csv [more CSVs ...] [--seeds 0,1]
 
 For each suite CSV (the bench's ``leaderboard.csv``) it prints, per dataset x regime: `fit`'s test
 accuracy (mean over the seeds that ran), the best of the recipe's fixed strategies, the 128-px codes
@@ -108,10 +108,17 @@ def report(csv: Path, seeds: list[int] | None = None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("csvs", nargs="+", type=Path, help="leaderboard.csv files written by autotransfer bench")
-    parser.add_argument("--seeds", type=int, nargs="+", help="only these seeds (default: every seed in the CSV)")
+    parser.add_argument("--seeds", nargs="+", help="only these seeds, e.g. 0 1 or 0,1 as `bench --seeds` takes them "
+                        "(default: every seed in the CSV)")  # fmt: skip
     args = parser.parse_args(argv)
+    seeds = None
+    if args.seeds:
+        try:
+            seeds = [int(seed) for text in args.seeds for seed in text.split(",") if seed]
+        except ValueError:
+            parser.error(f"--seeds takes whole numbers such as 0 1 or 0,1, got {' '.join(args.seeds)!r}")
     for csv in args.csvs:
-        report(csv, args.seeds)
+        report(csv, seeds)
     return 0
 
 
