@@ -3,9 +3,10 @@ CPUs other processes leave free.
 
 Why: torch, OpenMP and OpenBLAS run one thread per core by default, and two processes that both do so
 oversubscribe the cores; their threads then spin waiting on each other at every parallel op. Measured on
-2 cores (`python -m benchmarks.threads`): `auto`'s timing forward (16 images at 96 px) is about 40x
-slower beside a second 2-thread process, but 2x (its fair share) with one thread. A run that keeps
-every core's thread beside another heavy process overruns every estimate made in a quiet moment.
+2 cores (`python -m benchmarks.threads`): `auto`'s timing forward (16 images at 96 px) is 4.8x slower
+than on a quiet machine beside a second process running 2 threads, 2.4x (about its fair share) with one
+thread; beside a process without our allocator tuning the 2-thread forward was about 40x slower. A run
+that keeps every core's thread beside another heavy process overruns every estimate made in a quiet moment.
 
 psutil measures CPU time, torch and threadpoolctl set thread counts; nothing connects them, hence this
 module. ``AUTOTRANSFER_THREADS`` (or ``OMP_NUM_THREADS``) pins the count and turns the adjustment off.
@@ -58,7 +59,7 @@ def others_cpus(before: CpuSample, after: CpuSample) -> float:
 
 
 def free_threads(others: float, cpus: int, most: int) -> int:
-    """Threads for torch when other processes use ``others`` of ``cpus`` CPUs: the CPUs they leave,
+    """Compute threads when other processes use ``others`` of ``cpus`` CPUs: the CPUs they leave,
     rounded, at least 1 and at most ``most`` (torch's default: the physical cores)."""
     return max(1, min(most, round(cpus - others)))
 
@@ -78,7 +79,7 @@ def pinned_count(value: str) -> int:
 
 
 class CpuThreads:
-    """Sets torch's thread count from the load measured since the previous call."""
+    """Sets the compute threads (set_threads) from the load measured since the previous call."""
 
     def __init__(self) -> None:
         self.most = torch.get_num_threads()
@@ -91,7 +92,7 @@ class CpuThreads:
         return next((name for name in PINNING_VARIABLES if os.environ.get(name)), None)
 
     def adjust(self) -> int:
-        """Set and return torch's intra-op thread count (unchanged when pinned)."""
+        """Set and return the compute thread count (unchanged by the load when pinned)."""
         pinned = self.pinned()
         if pinned == "AUTOTRANSFER_THREADS":
             set_threads(pinned_count(os.environ[pinned]))

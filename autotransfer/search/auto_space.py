@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from autotransfer.cpu_threads import use_free_cpus
 from autotransfer.errors import AutoTransferError
 from autotransfer.models.weights import OFFLINE_ZOO, hub_reachable, offline_weights_available
 from autotransfer.models.zoo import TORCHVISION_PREFIX, create_backbone
@@ -143,7 +144,9 @@ def time_backbones(
     """Measured forward seconds per image of each backbone on ``pixels`` (N x S x S x 3 uint8), and
     the reason for each that could not run. After a warm-up, the backbones are timed in turns,
     ``rounds`` times, and each keeps its fastest: a burst of load then slows one turn of each rather
-    than every turn of one, so it does not rank backbones wrongly."""
+    than every turn of one, so it does not rank backbones wrongly. Timed with the threads the machine's
+    load leaves free (cpu_threads.py), the ones the run's extraction will use."""
+    use_free_cpus()
     batch = torch.from_numpy(np.array(pixels)).to(device).permute(0, 3, 1, 2).float()
     models: dict[str, torch.nn.Module] = {}
     failed: dict[str, str] = {}

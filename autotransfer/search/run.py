@@ -131,7 +131,6 @@ def choose_space(context: RunContext, studies: Studies) -> None:
     if "auto" not in studies.probes.user_attrs:
         context.progress.stage("profile", detail="choosing backbones and resolutions for this data and machine")
         native = native_side(context.data, seed=context.settings.seed)
-        use_free_cpus()  # time the backbones with the threads they will run with
         first = profile_resolution([native], device=context.device or default_device())
         dataset = context.dataset(first)
         choice = resolve_auto(space.backbones, space.resolutions, np.asarray(dataset.images[:SAMPLE]), native,
@@ -248,7 +247,6 @@ def check_minimum_budget(context: RunContext) -> None:
     per_image = context.auto.get("seconds_per_image", {}).get(name)
     needed = _minimum_seconds(context, dataset, per_image, measured_at) if per_image else float("inf")
     if needed > settings.time_budget:
-        use_free_cpus()
         sample = np.asarray(dataset.images[:SAMPLE])
         per_image = min(per_image or float("inf"), seconds_per_image(name, sample, device))
         needed = _minimum_seconds(context, dataset, per_image, dataset.recipe.size)
