@@ -43,9 +43,10 @@ pip_install() {
     --find-links "$WHEELHOUSE" ${PIP_FIND_LINKS:+--find-links "$PIP_FIND_LINKS"} -c constraints.txt "$wheel"
 }
 if ! pip_install 2>/dev/null; then
-  say "filling the wheelhouse from PyPI (once)"
-  "$WORK/venv/bin/python" -m pip download --quiet --disable-pip-version-check -d "$WHEELHOUSE" \
-    -c constraints.txt "$wheel"
+  # The project venv's pip fills it: the one `make setup` upgraded and just installed every dependency
+  # with (a fresh venv's bundled pip found no psutil on CI's indexes where that pip did).
+  say "filling the wheelhouse from the package indexes (once)"
+  "$PY" -m pip download --quiet --disable-pip-version-check -d "$WHEELHOUSE" -c constraints.txt "$wheel"
   pip_install
 fi
 
