@@ -81,6 +81,11 @@ class ConfigChecker:
             raise self.fail(key, value, f"expected an integer in {low}..{high}")
         return value
 
+    def flag(self, key: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(key, value, "expected true or false")
+        return value
+
     def text(self, key: str, value: Any) -> str:
         if not isinstance(value, str) or not value.strip():
             raise self.fail(key, value, "expected a non-empty string")

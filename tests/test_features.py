@@ -111,3 +111,13 @@ def test_bf16_features_agree_with_fp32(small):
     bf16 = extract_features(small, backbone, ["head"], bf16=True, use_cache=False, show_progress=False)["head"]
     cosine = (fp32 * bf16).sum(1) / (np.linalg.norm(fp32, axis=1) * np.linalg.norm(bf16, axis=1))
     assert cosine.min() > 0.99
+
+
+def test_a_combined_tap_gives_its_parts_side_by_side_and_caches_only_them(small, isolated_cache):
+    backbone = _backbone()
+    got = extract_features(small, backbone, ["blocks.2+head", "head"], bf16=False, show_progress=False)
+    parts = extract_features(small, backbone, ["blocks.2", "head"], bf16=False, show_progress=False)
+    np.testing.assert_array_equal(got["blocks.2+head"], np.hstack([parts["blocks.2"], parts["head"]]))
+    np.testing.assert_array_equal(got["head"], parts["head"])
+    cached = sorted(p.name.split("-")[0] for p in (isolated_cache / "features").rglob("*.npy"))
+    assert cached == ["blocks.2", "head"]

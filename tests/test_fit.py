@@ -296,6 +296,19 @@ def test_the_reserve_grows_with_the_load_the_probes_measured(fit_env):
     assert context.reserve(None) == pytest.approx(quiet)
 
 
+def test_the_reserve_keeps_a_refit_only_while_it_fits(fit_env):
+    """A fine-tuned best keeps room for its refit on train+val; once that refit no longer fits, the
+    refit is skipped anyway (refit.py), so only evaluating and saving are kept and the rest is used."""
+    context = _context_timed_in_a_burst(fit_env, 600.0)
+    context.auto["seconds_per_image"] = {"test_efficientnet": 0.01}
+    best = {"stage": "finetune", "resolution": 32, "backbone": "test_efficientnet", "best_epoch": 3,
+            "epoch_seconds": 20.0}  # fmt: skip
+    probe = context.reserve({**best, "stage": "probe"})
+    assert context.refit_fits(best) and context.reserve(best) > probe + 4 * 20.0
+    context.deadline.seconds = context.deadline.elapsed() + 60.0  # 60 s left: a 4-epoch refit needs more
+    assert not context.refit_fits(best) and context.reserve(best) == pytest.approx(probe)
+
+
 def test_pairs_the_probes_left_for_fine_tuning_are_probed_with_the_time_it_leaves(fit_env, monkeypatch):
     from autotransfer.search import planner, run
 

@@ -21,7 +21,7 @@ from autotransfer.data.images import ResizeRecipe
 from autotransfer.deploy.export import export
 from autotransfer.deploy.pipeline import Pipeline, _clear_dead_saves
 from autotransfer.errors import AutoTransferError
-from autotransfer.models.features import normalisation, to_input
+from autotransfer.models.features import extract_features, normalisation, to_input
 from autotransfer.models.zoo import create_backbone
 from autotransfer.transfer.finetune import FinetuneConfig, TransferModel, finetune
 from autotransfer.transfer.probes import as_linear
@@ -213,7 +213,7 @@ def _alexnet_pipeline(tap: str, classes: str, size: int) -> Pipeline:
 def test_alexnet_fully_connected_layers_become_convolutions():
     pipeline = _alexnet_pipeline("head", "wxyz", 224)
     net = pipeline.network()
-    fc6 = net.trunk[1]
+    fc6 = net.trunk.trunk[1]  # the classifier trunk, listed (one map)
     assert isinstance(fc6, torch.nn.Conv2d) and fc6.kernel_size == (6, 6) and fc6.out_channels == 4096
     pixels = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
     with torch.no_grad():
@@ -304,3 +304,75 @@ def test_cli_export_and_onnx_labels_agree_with_predict(trained, tmp_path, cli):
     onnx_labels = session.run(None, {"images": pixels})[0].argmax(1)
     assert list(Pipeline.load(folder).predict(root)) == [dataset.classes[i] for i in onnx_labels]
     assert cli(["predict", str(tmp_path / "nowhere"), str(root)]).exit_code == 2
+
+
+COMBINED = "blocks.2+blocks.4+head"  # strides 8, 32, 32 of test_efficientnet: maps of two sizes
+
+
+@pytest.fixture(scope="module")
+def combined(trained, tmp_path_factory):
+    """A probe pipeline on three taps' pooled features side by side (ranking.py's combined row)."""
+    _, _, root, dataset = trained
+    backbone = create_backbone("test_efficientnet", pretrained=False)
+    features = extract_features(dataset, backbone, [COMBINED], bf16=False, show_progress=False)[COMBINED]
+    head = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=500)).fit(features, dataset.labels)
+    model = TransferModel(backbone, COMBINED, len(dataset.classes)).set_linear_head(head).eval()
+    pipeline = Pipeline.from_model(
+        backbone,
+        model,
+        classes=dataset.classes,
+        recipe=dataset.recipe,
+        frozen_groups=len(backbone.depth_groups),
+        head_type="softmax",
+        strategy="mid_layer_probe",
+        hyperparameters={},
+        metrics={},
+    )
+    return pipeline, pipeline.save(tmp_path_factory.mktemp("combined") / "pipeline"), features, head
+
+
+def test_a_combined_tap_pipeline_is_the_probe_on_concatenated_features(combined, trained):
+    pipeline, folder, features, head = combined
+    assert features.shape[1] == 32 + 64 + 256
+    spec = json.loads((folder / "pipeline.json").read_text())
+    assert spec["tap"] == {"name": COMBINED, "module": "blocks.2+blocks.4+bn2"} and spec["head"]["in_features"] == 352
+    dataset = trained[3]
+    pixels = np.asarray(dataset.images[:6])
+    expected = head.predict_proba(features[:6])
+    loaded = Pipeline.load(folder, device="cpu")
+    with torch.no_grad():
+        logits = loaded.network()(torch.from_numpy(pixels.copy()).permute(0, 3, 1, 2))
+    np.testing.assert_allclose(torch.softmax(logits, 1).numpy(), expected, atol=1e-4)
+    np.testing.assert_allclose(loaded.predict_proba(dataset.paths[:6]), expected, atol=1e-4)
+
+
+def test_a_combined_tap_slides_over_larger_images(combined):
+    """Mean reduction: the sum of each part's mean score equals the head on the larger image's pooled
+    taps (exact whatever the maps' sizes); the score map is on the finest part's grid."""
+    pipeline, _, _, _ = combined
+    images = torch.randint(0, 256, (2, 3, 3 * SIZE + 8, 2 * SIZE), dtype=torch.uint8)
+    net = pipeline.network()
+    mean, std = normalisation(pipeline.backbone, torch.device("cpu"))
+    with torch.no_grad():
+        reference = pipeline.model((images.float() / 255 - mean) / std)
+        torch.testing.assert_close(net(images), reference, atol=1e-4, rtol=1e-4)
+        scores = net.score_map(images)
+    assert scores.shape == (2, 3, 13, 8)  # blocks.2, stride 8, on 104 x 64 px
+    assert pipeline.predict_proba(colour_image(1, (3 * SIZE, 2 * SIZE)), size="original", reduce="max").shape == (1, 3)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_a_combined_tap_exports(combined, tmp_path, fmt):
+    _, folder, _, _ = combined
+    pipeline = Pipeline.load(folder, device="cpu")
+    path = export(pipeline, fmt, tmp_path / f"model.{fmt}")
+    images = torch.randint(0, 256, (3, 3, SIZE + 9, SIZE + 21), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = pipeline.network(resize_to=SIZE)(images).numpy()
+    if fmt == "onnx":
+        import onnxruntime
+
+        got = onnxruntime.InferenceSession(str(path)).run(None, {"images": images.numpy()})[0]
+    else:
+        got = torch.jit.load(str(path))(images).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)

@@ -47,3 +47,23 @@ def test_the_corrected_quadrant_changes_the_first_fine_tuning_trials():
     corrected = _first_seed(corrected_prior(PROFILE, placement))
     assert a_priori["strategy"] == "finetune_all"  # large-similar: fine-tune the whole network
     assert corrected["strategy"] == "train_all"  # large-different: pretrained init, train everything
+
+
+def test_a_combined_tap_is_not_a_lower_tap():
+    """A combined tap holds the CNN codes too: the placement compares single taps only."""
+    probes = [*_probes(head=0.80, mid=0.78), {"tap": "blocks.4+head", "val_score": 0.90}]
+    placement = measured_placement(PROFILE, probes, pixel_score=0.40)
+    assert placement["quadrant"] == "large-similar" and "best lower tap 0.780" in placement["rationale"]
+
+
+def test_fine_tuning_candidates_are_single_taps():
+    """A combined tap that tops the probes stays a probe: fine-tuning gets the best single tap of its pair."""
+    from types import SimpleNamespace
+
+    from autotransfer.search.finetune_stage import choose_candidates
+
+    probes = optuna.create_study(direction="maximize")
+    for key, value in [("m@64/blocks.4+head", 0.9), ("m@64/head", 0.8), ("m@64/blocks.4", 0.7), ("n@64/head", 0.6)]:
+        probes.add_trial(optuna.trial.create_trial(value=value, user_attrs={"candidate": key}))
+    studies = SimpleNamespace(probes=probes, finetune=optuna.create_study(direction="maximize"))
+    assert [c.key for c in choose_candidates(studies, 2)] == ["m@64/head", "n@64/head"]

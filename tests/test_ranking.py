@@ -91,3 +91,14 @@ def test_a_passed_deadline_probes_one_tap_the_last_when_none_is_named(tmp_path):
     rows = _ranked(tmp_path, probe_top=3, deadline=Deadline(0.0))
     probed = [r for r in rows if "probe_accuracy" in r]
     assert [r["tap"] for r in probed] == [rows[-1]["tap"]]  # the deepest tap: the CNN codes
+
+
+def test_combine_taps_adds_the_probed_taps_side_by_side(tmp_path):
+    rows = _ranked(tmp_path, probe_top=2, also_probe=("head",), combine_taps=True)
+    probed = [r for r in rows[:-1] if "probe_accuracy" in r]
+    combined = rows[-1]
+    names = [t.name for t in create_backbone("test_efficientnet", pretrained=False, device="meta").taps]
+    assert combined["tap"] == "+".join(sorted((r["tap"] for r in probed), key=names.index))
+    assert combined["channels"] == sum(r["channels"] for r in probed) and combined["extract_seconds"] == 0.0
+    assert 0 <= combined["probe_score"] <= 1 and np.isfinite(combined["knn"])
+    assert "+" not in "".join(r["tap"] for r in _ranked(tmp_path, probe_top=2, also_probe=("head",)))

@@ -95,3 +95,18 @@ def test_known_backbones_describe_quickly_without_weights():
         assert required in names
     row = describe_known("tv:alexnet")
     assert row["taps"][-1] == "head" and row["depth_groups"] == 7 and row["weights_available"] is False
+
+
+def test_a_combined_tap_is_its_parts_in_the_networks_order():
+    backbone = create_backbone("test_efficientnet", pretrained=False, device="meta")
+    name = backbone.combined_tap(["head", "blocks.2", "blocks.4", "head"])
+    assert name == "blocks.2+blocks.4+head"
+    assert [t.module for t in backbone.tap_parts(name)] == ["blocks.2", "blocks.4", "bn2"]
+    assert [t.name for t in backbone.tap_parts("head")] == ["head"]
+    with pytest.raises(AutoTransferError, match="no tap point named 'blocks.9'"):
+        backbone.tap_parts("blocks.2+blocks.9")
+    with pytest.raises(AutoTransferError, match="distinct convolutional taps"):
+        backbone.tap_parts("head+head")
+    alexnet = create_backbone("tv:alexnet", pretrained=False, device="meta")
+    with pytest.raises(AutoTransferError, match="distinct convolutional taps"):
+        alexnet.tap_parts("pool5+head")  # fc7, a vector layer, has no map to slide over larger images

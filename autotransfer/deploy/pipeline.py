@@ -28,7 +28,7 @@ from autotransfer.deploy.predict_inputs import load_inputs, to_pixels
 from autotransfer.errors import AutoTransferError
 from autotransfer.models.fully_conv import ConvClassifier, conv_trunk
 from autotransfer.models.wheel_assets import sha256_file
-from autotransfer.models.zoo import Backbone, create_backbone
+from autotransfer.models.zoo import COMBINED_TAP, Backbone, create_backbone
 from autotransfer.runtime import default_device
 from autotransfer.transfer.finetune import TransferModel
 
@@ -132,10 +132,7 @@ class Pipeline:
                 "source": backbone.source,
                 "weights": backbone.weights.describe() if backbone.weights else "random init",
             },
-            "tap": {
-                "name": next(t.name for t in backbone.taps if t.module == model.tap_name),
-                "module": model.tap_name,
-            },
+            "tap": {"name": model.tap, "module": COMBINED_TAP.join(model.tap_modules)},
             "frozen_groups": frozen_groups,
             "n_depth_groups": len(backbone.depth_groups),
             "head": {"type": head_type, "in_features": model.head.in_features},

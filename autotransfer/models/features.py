@@ -24,7 +24,7 @@ from torch import nn
 from autotransfer.data.datasets import Dataset
 from autotransfer.errors import AutoTransferError
 from autotransfer.files import replacing
-from autotransfer.models.zoo import Backbone
+from autotransfer.models.zoo import COMBINED_TAP, Backbone
 from autotransfer.runtime import autocast, bf16_supported, default_device
 from autotransfer.settings import cache_dir
 
@@ -157,10 +157,20 @@ def extract_features(
     use_cache: bool = True,
     show_progress: bool = True,
 ) -> dict[str, np.ndarray]:
-    """Pooled features (N x C float32, dataset order) for each tap; cached taps are read, not computed."""
+    """Pooled features (N x C float32, dataset order) for each tap; cached taps are read, not computed.
+
+    A combined tap (``"a+b"``, ``Backbone.tap_parts``) gives its parts' features side by side
+    (N x (C_a + C_b)); only the parts are computed and cached."""
     if pooling not in POOLINGS:
         raise AutoTransferError(f"Unknown pooling {pooling!r}.", fix=f"use one of {', '.join(POOLINGS)}.")
     taps = taps or [t.name for t in backbone.taps]
+    combined = {t: [p.name for p in backbone.tap_parts(t)] for t in taps if COMBINED_TAP in t}
+    if combined:
+        single = [t for t in taps if t not in combined]
+        parts = list(dict.fromkeys(single + [p for names in combined.values() for p in names]))
+        kwargs = dict(pooling=pooling, batch_size=batch_size, bf16=bf16, device=device, cache_root=cache_root)
+        found = extract_features(dataset, backbone, parts, **kwargs, use_cache=use_cache, show_progress=show_progress)
+        return {t: np.hstack([found[p] for p in combined[t]]) if t in combined else found[t] for t in taps}
     device = torch.device(device) if device is not None else default_device()
     extractor = FeatureExtractor(backbone, device, batch_size, bf16)
     precision = "bf16" if extractor.use_bf16 else "fp32"

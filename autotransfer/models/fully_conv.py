@@ -8,6 +8,11 @@ k x k x C map) becomes a k x k convolution and the next ones 1x1 convolutions.
 
 timm's fx feature extractor gives the trunk up to a convolutional tap as a plain module (no hooks),
 which is what TorchScript and ONNX export need.
+
+A combined tap (several taps' pooled features concatenated, ``Backbone.tap_parts``) splits its head
+into one 1x1 convolution per part: the logits are the sum of each part's mean score, exactly the
+head on the concatenated pooled features, whatever the maps' sizes. The score map adds the parts'
+maps once the coarser ones are resized (bilinear) to the finest one.
 """
 
 from __future__ import annotations
@@ -21,15 +26,31 @@ from autotransfer.models.zoo import Backbone
 REDUCTIONS = ("mean", "max")
 
 
-class _TapOutput(nn.Module):
-    """The fx feature extractor returns a dict: unwrap its single entry."""
+class _TapOutputs(nn.Module):
+    """The fx feature extractor returns a dict: its entries as a list, in the taps' order.
+    ``channels``: each map's."""
 
-    def __init__(self, extractor: nn.Module) -> None:
+    def __init__(self, extractor: nn.Module, channels: list[int]) -> None:
         super().__init__()
         self.extractor = extractor
+        self.channels = channels
+        self.keys = [f"tap{i}" for i in range(len(channels))]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.extractor(x)["tap"]
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outputs = self.extractor(x)
+        return [outputs[key] for key in self.keys]
+
+
+class _Listed(nn.Module):
+    """A one-output trunk as a list of one map, like ``_TapOutputs``."""
+
+    def __init__(self, trunk: nn.Module, channels: int) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.channels = [channels]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [self.trunk(x)]
 
 
 def conv_from_linear(linear: nn.Linear) -> nn.Conv2d:
@@ -91,20 +112,23 @@ def _classifier_trunk(backbone: Backbone, tap_module: str, train_size: int) -> n
 
 
 def conv_trunk(backbone: Backbone, tap: str, train_size: int) -> nn.Module:
-    """Normalised images -> the tap's feature map (B, C, h, w), for any input size."""
-    spec = backbone.tap(tap)
-    if spec.stride is None:
-        return _classifier_trunk(backbone, spec.module, train_size)
+    """Normalised images -> the feature map of each part of ``tap``, a list of (B, C_i, h_i, w_i), for
+    any input size."""
+    parts = backbone.tap_parts(tap)
+    if parts[0].stride is None:  # a vector layer is never part of a combination
+        return _Listed(_classifier_trunk(backbone, parts[0].module, train_size), parts[0].channels)
     from timm.models import create_feature_extractor
 
-    return _TapOutput(create_feature_extractor(backbone.model, {spec.module: "tap"}))
+    nodes = {part.module: f"tap{i}" for i, part in enumerate(parts)}
+    return _TapOutputs(create_feature_extractor(backbone.model, nodes), [part.channels for part in parts])
 
 
 class ConvClassifier(nn.Module):
-    """Pixels in, class scores out: normalisation, the convolutional trunk, the head as a 1x1 conv,
-    and a mean (or max) over the score map.
+    """Pixels in, class scores out: normalisation, the convolutional trunk, the head as 1x1 convs
+    (one per map the trunk gives), and a mean (or max) over the score map.
 
-    Input: NCHW images with values in 0..255 (uint8 or float), of any size the trunk accepts. With
+    ``trunk``: normalised images -> a list of maps, with their ``channels`` (``conv_trunk``). Input:
+    NCHW images with values in 0..255 (uint8 or float), of any size the trunk accepts. With
     ``resize_to`` set, the graph first resizes them (bilinear, antialiased) to that square size, so an
     exported model can take raw images.
     """
@@ -122,22 +146,46 @@ class ConvClassifier(nn.Module):
         if reduce not in REDUCTIONS:
             raise AutoTransferError(f"Unknown reduction {reduce!r}.", fix=f"use one of {', '.join(REDUCTIONS)}.")
         self.trunk = trunk
-        self.head = conv_from_linear(head)
+        self.heads = nn.ModuleList(conv_from_linear(part) for part in _split_columns(head, trunk.channels))
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
         self.reduce = reduce
         self.resize_to = resize_to
 
-    def score_map(self, images: torch.Tensor) -> torch.Tensor:
-        """Class scores at every position of the tap's map: (B, classes, h, w)."""
+    def _part_scores(self, images: torch.Tensor) -> list[torch.Tensor]:
         x = images.float()
         if self.resize_to is not None:
             x = nn.functional.interpolate(
                 x, size=(self.resize_to, self.resize_to), mode="bilinear", align_corners=False, antialias=True
             )
         x = (x - self.mean) / self.std
-        return self.head(self.trunk(x).float())
+        return [head(part.float()) for head, part in zip(self.heads, self.trunk(x))]
+
+    def score_map(self, images: torch.Tensor) -> torch.Tensor:
+        """Class scores at every position of the (finest) tap's map: (B, classes, h, w)."""
+        parts = self._part_scores(images)
+        size = max((p.shape[-2:] for p in parts), key=lambda hw: hw[0] * hw[1])
+        return sum(
+            p if p.shape[-2:] == size else nn.functional.interpolate(p, size=size, mode="bilinear") for p in parts
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        scores = self.score_map(images)
-        return scores.amax(dim=(2, 3)) if self.reduce == "max" else scores.mean(dim=(2, 3))
+        if self.reduce == "max":
+            return self.score_map(images).amax(dim=(2, 3))
+        return sum(part.mean(dim=(2, 3)) for part in self._part_scores(images))  # exact for any map sizes
+
+
+def _split_columns(head: nn.Linear, widths: list[int]) -> list[nn.Linear]:
+    """``head`` (on concatenated pooled features of ``widths`` channels each) as one linear layer per
+    part, the bias on the first: their outputs sum to the head's."""
+    if sum(widths) != head.in_features:
+        raise AutoTransferError(f"A head of {head.in_features} inputs does not read maps of {widths} channels.")
+    parts, start = [], 0
+    for i, width in enumerate(widths):
+        part = nn.Linear(width, head.out_features, bias=True)
+        with torch.no_grad():
+            part.weight.copy_(head.weight[:, start : start + width])
+            part.bias.copy_(head.bias if i == 0 else torch.zeros_like(head.bias))
+        parts.append(part)
+        start += width
+    return parts

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 TORCHVISION_PREFIX = "tv:"
 
 
+COMBINED_TAP = "+"  # joins the tap names of a combined tap: "blocks.4+blocks.6+head"
+
+
 @dataclass(frozen=True)
 class Tap:
     """A layer whose output can be used as features. ``stride`` is None for vector (FC) layers."""
@@ -77,6 +80,25 @@ class Backbone:
         raise AutoTransferError(
             f"{self.name} has no tap point named {name!r}.", fix=f"use one of: {', '.join(t.name for t in self.taps)}"
         )
+
+    def tap_parts(self, name: str) -> list[Tap]:
+        """The taps of ``name``: one, or several for a combined tap ``"a+b"`` (their pooled features
+        concatenated, shallowest first: multi-layer features, Evci et al., *Head2Toe*, ICML 2022).
+
+        Raises AutoTransferError for an unknown part, a repeated part, or a vector (FC) layer in a
+        combination (its output has no map to slide over images of any size)."""
+        parts = [self.tap(part) for part in name.split(COMBINED_TAP)]
+        if len(parts) > 1 and (any(p.stride is None for p in parts) or len({p.name for p in parts}) < len(parts)):
+            raise AutoTransferError(
+                f"{name!r} is not a combination of distinct convolutional taps of {self.name}.",
+                fix="combine taps with a spatial map, each once, as 'a+b'.",
+            )
+        return parts
+
+    def combined_tap(self, names: list[str]) -> str:
+        """The combined tap of ``names``, in the network's order (see ``tap_parts``)."""
+        order = [t.name for t in self.taps]
+        return COMBINED_TAP.join(sorted(set(names), key=order.index))
 
     def describe(self) -> dict:
         return {

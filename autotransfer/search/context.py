@@ -63,10 +63,20 @@ class RunContext:
         dataset = self.dataset(resolution)
         return len(dataset.indices("train")), len(dataset.indices("val"))
 
+    def refit_fits(self, best: dict) -> bool:
+        """Whether retraining the fine-tuned ``best`` on train+val, evaluating and saving fit in the time left."""
+        n_train, n_val = self.split_sizes(best["resolution"])
+        epochs = int(best.get("best_epoch", 0)) + 1
+        refit = planner.refit_seconds(best.get("epoch_seconds") or 1.0, n_train, n_val, epochs)
+        return planner.refit_fits(self.deadline.left() - self.evaluation_seconds(best), refit)
+
     def reserve(self, best: dict | None) -> float:
-        """Seconds to keep for the final refit, the evaluation and saving, given the best record so far."""
-        finetuned = best is not None and best.get("stage") != "probe"
-        reserve = planner.reserve(best, *(self.split_sizes(best["resolution"]) if finetuned else (0, 0)))
+        """Seconds to keep for the final refit, the evaluation and saving, given the best record so far.
+
+        A fine-tuned best whose refit no longer fits keeps its own weights (refit.py): only evaluating
+        and saving are kept then, so the time left goes to more trials or probes instead of idling."""
+        refit = best is not None and best.get("stage") != "probe" and self.refit_fits(best)
+        reserve = planner.reserve(best, *self.split_sizes(best["resolution"])) if refit else planner.reserve(None, 0, 0)
         # saving and evaluating are estimated on a quiet machine: a load the probes measured slows them alike
         slow = max(1.0, self.slowdown)
         return reserve + planner.SAVE_SECONDS * (slow - 1) + self.evaluation_seconds(best) * slow

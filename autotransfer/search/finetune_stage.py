@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from autotransfer.budget import format_duration
 from autotransfer.cpu_threads import use_free_cpus
 from autotransfer.files import is_disk_full
-from autotransfer.models.zoo import create_backbone
+from autotransfer.models.zoo import COMBINED_TAP, create_backbone
 from autotransfer.report.progress import TRIAL_LINE
 from autotransfer.search import planner
 from autotransfer.search.candidates import Candidate
@@ -64,7 +64,8 @@ class FinetuneBackend(Protocol):
 
 def choose_candidates(studies: Studies, count: int) -> list[Candidate]:
     """The top ``count`` (backbone, resolution, tap) of the cheap stage, one tap per (backbone,
-    resolution): variety beats near-duplicates. Fixed once chosen, so a resumed run keeps them."""
+    resolution): variety beats near-duplicates. A combined tap stays a probe: fine-tuning puts its
+    head on one tap. Fixed once chosen, so a resumed run keeps them."""
     if "candidates" in studies.finetune.user_attrs:
         return [Candidate.parse(key) for key in studies.finetune.user_attrs["candidates"]]
     rows = studies.probes.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -72,7 +73,7 @@ def choose_candidates(studies: Studies, count: int) -> list[Candidate]:
     chosen: list[Candidate] = []
     for trial in rows:
         candidate = Candidate.parse(trial.user_attrs["candidate"])
-        if all(c.pair != candidate.pair for c in chosen):
+        if COMBINED_TAP not in candidate.tap and all(c.pair != candidate.pair for c in chosen):
             chosen.append(candidate)
         if len(chosen) == count:
             break

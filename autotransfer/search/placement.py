@@ -19,6 +19,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from autotransfer.data.datasets import Dataset
+from autotransfer.models.zoo import COMBINED_TAP
 from autotransfer.transfer.metrics import score
 from autotransfer.transfer.strategies import QUADRANT_STRATEGIES
 
@@ -49,7 +50,9 @@ def measured_placement(profile: dict, probe_records: list[dict], pixel_score: fl
     ``profile``: the a-priori profile (its quadrant's size half is kept); ``probe_records``: finished
     probe trials (``tap``, ``val_score``); ``pixel_score``: the no-transfer baseline on the same metric.
     """
+    # single taps only: a combined tap ("a+b+head", ranking.py) holds the codes and lower taps alike
     scored = [r for r in probe_records if r.get("val_score") is not None and r.get("tap")]
+    scored = [r for r in scored if COMBINED_TAP not in r["tap"]]
     head = max((r["val_score"] for r in scored if r["tap"] == "head"), default=None)
     mid = max((r["val_score"] for r in scored if r["tap"] != "head"), default=None)
     if head is None or mid is None:

@@ -86,7 +86,7 @@ def _record_probe_rows(study: optuna.Study, context: RunContext, name: str, reso
             "logme": row["logme"],
             "knn": row["knn"],
             "seconds": row["extract_seconds"] + row["score_seconds"] + row["probe_seconds"],
-            "extract_seconds_pair": row["extract_seconds"] * len(rows),
+            "extract_seconds_pair": sum(r["extract_seconds"] for r in rows),
         }
         study.add_trial(optuna.trial.create_trial(value=row["probe_score"], user_attrs=attrs))
         log.info(
@@ -146,6 +146,7 @@ def run_probe_stage(
         metric=objective["metric"],
         class_weights=tuple(None if w == "none" else w for w in objective["class_weights"]),
         cv_folds=objective["cv_folds"],
+        combine_taps=space.probe_combine_taps,
     )
     share = planner.cheap_share(finetune_first)
     again = keep_for is not None
@@ -226,7 +227,7 @@ def _probe_pair(study: optuna.Study, context: RunContext, config: RankingConfig,
         log.info("candidate %s was probed by another worker meanwhile", pair)
         return False
     _record_probe_rows(study, context, name, resolution, rows)
-    context.extract_seconds[pair] = rows[0]["extract_seconds"] * len(rows) if rows else 0.0
+    context.extract_seconds[pair] = sum(r["extract_seconds"] for r in rows)
     return True
 
 

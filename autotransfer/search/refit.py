@@ -13,7 +13,7 @@ import numpy as np
 from autotransfer.cpu_threads import use_free_cpus
 from autotransfer.deploy.pipeline import Pipeline
 from autotransfer.models.features import extract_features
-from autotransfer.models.zoo import Backbone
+from autotransfer.models.zoo import COMBINED_TAP, Backbone
 from autotransfer.search import planner
 from autotransfer.search.context import RunContext
 from autotransfer.search.evaluate import evaluate_split
@@ -95,10 +95,7 @@ def refit_finetune(context: RunContext, best: dict) -> FinalModel | None:
 def final_model(context: RunContext, best: dict) -> FinalModel:
     if best["stage"] == "probe":
         return probe_model(context, best, ("train", "val"))
-    n_train, n_val = context.split_sizes(best["resolution"])
-    epochs = int(best.get("best_epoch", 0)) + 1
-    refit = planner.refit_seconds(best.get("epoch_seconds") or 1.0, n_train, n_val, epochs)
-    if not planner.refit_fits(context.deadline.left() - context.evaluation_seconds(best), refit):
+    if not context.refit_fits(best):
         log.info("time budget: keeping the trial's own weights (no room to refit on train+val)")
         return trial_model(context, best)
     return refit_finetune(context, best) or trial_model(context, best)
@@ -107,8 +104,10 @@ def final_model(context: RunContext, best: dict) -> FinalModel:
 def summary_words(best: dict, n_groups: int) -> str:
     if best["stage"] == "probe":
         kind = {"softmax": "softmax", "svm": "linear SVM"}.get(best["head"], best["head"])
+        parts = best["tap"].split(COMBINED_TAP)
+        taps = f"tap `{parts[0]}`" if len(parts) == 1 else "taps " + " + ".join(f"`{p}`" for p in parts) + " together"
         return (
-            f"{best['strategy']}: {kind} (C={best['C']:g}) on tap `{best['tap']}` of {best['backbone']} "
+            f"{best['strategy']}: {kind} (C={best['C']:g}) on {taps} of {best['backbone']} "
             f"at {best['resolution']}px, backbone frozen"
         )
     return describe({k: v for k, v in best.items() if _present(v)}, n_groups)

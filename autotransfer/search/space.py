@@ -47,6 +47,7 @@ class SearchSpace:
     augmentation: tuple[str, ...] = AUGMENTATIONS
     min_epochs: int = 1
     reduction_factor: int = 3
+    probe_combine_taps: bool = True
 
     @property
     def finetune_strategies(self) -> tuple[str, ...]:
@@ -60,7 +61,7 @@ class SearchSpace:
 
 _RANGES = ("head_lr", "backbone_lr_ratio", "layer_decay", "freeze_fraction", "weight_decay")
 _TOP_KEYS = {"backbones", "resolutions", "strategies", "probe", "finetune", "pruner"}
-_PROBE_KEYS = {"heads", "c_grid", "top_taps"}
+_PROBE_KEYS = {"heads", "c_grid", "top_taps", "combine_taps"}
 _FINETUNE_KEYS = {"candidates", "max_trials", "epochs", "batch_size", "label_smoothing", "augmentation", *_RANGES}
 _PRUNER_KEYS = {"min_epochs", "reduction_factor"}
 _BOUNDS = {
@@ -122,6 +123,7 @@ def load_search_space(name_or_path: str | os.PathLike = "default") -> SearchSpac
         probe_heads=check.choices("probe.heads", probe["heads"], str, HEADS),
         c_grid=check.choices("probe.c_grid", probe["c_grid"], float, positive=True),
         probe_top_taps=check.integer("probe.top_taps", probe["top_taps"], 0, 1000),
+        probe_combine_taps=check.flag("probe.combine_taps", probe["combine_taps"]),
         candidates=check.integer("finetune.candidates", finetune["candidates"], 1, 100),
         max_trials=check.integer("finetune.max_trials", finetune["max_trials"], 0, 100_000),
         epochs=check.integer("finetune.epochs", finetune["epochs"], 1, 1000),

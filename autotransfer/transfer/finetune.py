@@ -96,7 +96,7 @@ class FinetuneConfig:
             raise AutoTransferError(f"epochs and batch_size must be >= 1 (got {self.epochs}, {self.batch_size}).")
         get_strategy(self.strategy)  # raises for an unknown name
         check_metric(self.metric)
-        backbone.tap(self.tap)
+        backbone.tap_parts(self.tap)
         n = len(backbone.depth_groups)
         if not 0 <= self.freeze_groups <= n:
             raise AutoTransferError(f"freeze_groups={self.freeze_groups} is outside 0..{n} for {backbone.name}.")
@@ -138,13 +138,18 @@ class FinetuneResult:
 
 
 class TransferModel(nn.Module):
-    """Backbone cut at ``tap`` + global pooling + a new linear head."""
+    """Backbone cut at ``tap`` + global average pooling + a new linear head.
+
+    A combined tap (``"a+b"``, ``Backbone.tap_parts``): the head reads the parts' pooled features
+    concatenated, (B, C_a + C_b), from one forward pass that stops after the deepest part."""
 
     def __init__(self, backbone: Backbone, tap: str, n_classes: int) -> None:
         super().__init__()
+        parts = backbone.tap_parts(tap)
         self.backbone = backbone.model
-        self.tap_name = backbone.tap(tap).module
-        self.head = nn.Linear(backbone.tap(tap).channels, n_classes)
+        self.tap = tap
+        self.tap_modules = [part.module for part in parts]
+        self.head = nn.Linear(sum(part.channels for part in parts), n_classes)
         self.frozen_modules: list[nn.Module] = []
 
     def set_linear_head(self, fitted) -> TransferModel:
@@ -156,8 +161,8 @@ class TransferModel(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        output = outputs_until(self.backbone, x, [self.tap_name])[self.tap_name]
-        return self.head(pool(output, "avg").float())
+        outputs = outputs_until(self.backbone, x, self.tap_modules)
+        return self.head(torch.cat([pool(outputs[m], "avg").float() for m in self.tap_modules], dim=1))
 
     def train(self, mode: bool = True) -> TransferModel:
         super().train(mode)
@@ -232,7 +237,8 @@ def skipped_prefix(model: nn.Module, names: list[str]):
 def prefix_units(backbone: Backbone, freeze_groups: int, tap: str) -> list[str]:
     """The units called, in forward order, up to the last one holding frozen parameters.
 
-    The unit holding the tap is never part of it: its hook must still fire.
+    The unit holding the tap (for a combined tap, its shallowest part) is never part of it: its hook
+    must still fire.
     """
     frozen = {p.rsplit(".", 1)[0] for g in range(freeze_groups) for p in backbone.depth_groups[g].params}
     units = _units(backbone.model)
@@ -246,8 +252,8 @@ def prefix_units(backbone: Backbone, freeze_groups: int, tap: str) -> list[str]:
         for hook in hooks:
             hook.remove()
     holding = [i for i, n in enumerate(called) if any(f == n or f.startswith(n + ".") for f in frozen)]
-    tap_module = backbone.tap(tap).module
-    tap_unit = [i for i, n in enumerate(called) if tap_module == n or tap_module.startswith(n + ".")]
+    modules = [part.module for part in backbone.tap_parts(tap)]
+    tap_unit = [i for i, n in enumerate(called) if any(m == n or m.startswith(n + ".") for m in modules)]
     end = holding[-1] + 1 if holding else 0
     return called[: min(end, tap_unit[0]) if tap_unit else end]
 

@@ -34,6 +34,9 @@ class RankingConfig:
     ``also_probe``: taps probed whatever their kNN rank (names a backbone lacks are ignored).
     ``deadline``: no tap's probe, class weighting or (head, C) starts after it has passed, once one
     is fit (the search's budget under a load that came up after the pair's estimate).
+    ``combine_taps``: also probe the probed convolutional taps together, their pooled features side by
+    side (one more row, tap ``"a+b+c"``; ``Backbone.tap_parts``): the linear head weighs every depth
+    at once, at no extraction cost (multi-layer features, Evci et al., *Head2Toe*, ICML 2022).
     """
 
     pooling: str = "avg"
@@ -50,6 +53,7 @@ class RankingConfig:
     metric: str = "accuracy"  # what picks each tap's (head, C) (autotransfer.transfer.metrics.METRICS)
     class_weights: tuple[str | None, ...] = (None,)  # tried in turn; (None, "balanced") on imbalanced data
     cv_folds: int = 0  # > 1: choose by stratified k-fold CV on train+val (small data), else on val
+    combine_taps: bool = False
 
 
 def _score_rows(train: np.ndarray, cap: int, seed: int) -> np.ndarray:
@@ -72,8 +76,7 @@ def rank_backbone(
         show_progress=show_progress,
     )
     extract_seconds = time.perf_counter() - start
-    train, val = dataset.indices("train"), dataset.indices("val")
-    scored = _score_rows(train, config.max_score_samples, config.seed)
+    scored = _score_rows(dataset.indices("train"), config.max_score_samples, config.seed)
     # The extraction ended past the deadline (a loaded machine): no zero-cost scores, and only the
     # first tap asked for by name (the head) is probed, so the run still gets its one candidate.
     late = config.deadline is not None and config.deadline.left() <= 0
@@ -99,41 +102,71 @@ def rank_backbone(
         if late:
             chosen = sorted(chosen, key=lambda r: config.also_probe.index(r["tap"]))[:1] or rows[-1:]
         for number, row in enumerate(chosen):
-            if number and config.deadline is not None and config.deadline.left() <= 0:
+            if number and _past(config.deadline):
                 log.info("time budget: %d of %d taps of %s probed", number, len(chosen), backbone.name)
                 break
-            values = np.asarray(features[row["tap"]])
-            probes = []
-            for weight in config.class_weights:
-                if probes and config.deadline is not None and config.deadline.left() <= 0:
-                    break
-                probes.append(
-                    fit_probe(
-                        values[train],
-                        dataset.labels[train],
-                        values[val],
-                        dataset.labels[val],
-                        heads=config.heads,
-                        c_grid=config.c_grid,
-                        seed=config.seed,
-                        class_weight=weight,
-                        metric=config.metric,
-                        cv_folds=config.cv_folds,
-                        deadline=config.deadline,
-                    )
-                )
-            probe = max(probes, key=lambda p: p.val_score)  # ties: the earlier (unweighted) one
-            row.update(
-                {
-                    "probe_accuracy": probe.val_accuracy,
-                    "probe_score": probe.val_score,
-                    "probe_head": probe.head,
-                    "probe_C": probe.C,
-                    "probe_class_weight": probe.class_weight,
-                    "probe_seconds": sum(p.seconds for p in probes),
-                }
-            )
+            row.update(_probe(np.asarray(features[row["tap"]]), dataset, config))
+        spatial = [r["tap"] for r in chosen if "probe_score" in r and backbone.tap(r["tap"]).stride is not None]
+        if config.combine_taps and len(spatial) > 1 and not _past(config.deadline):
+            rows.append(_combined_row(backbone, spatial, features, dataset, scored, config))
     return rows
+
+
+def _past(deadline: Deadline | None) -> bool:
+    return deadline is not None and deadline.left() <= 0
+
+
+def _probe(values: np.ndarray, dataset: Dataset, config: RankingConfig) -> dict:
+    """The best linear probe of ``values`` (N x C, dataset order) over heads, C and class weightings."""
+    train, val = dataset.indices("train"), dataset.indices("val")
+    probes = []
+    for weight in config.class_weights:
+        if probes and _past(config.deadline):
+            break
+        probes.append(
+            fit_probe(
+                values[train],
+                dataset.labels[train],
+                values[val],
+                dataset.labels[val],
+                heads=config.heads,
+                c_grid=config.c_grid,
+                seed=config.seed,
+                class_weight=weight,
+                metric=config.metric,
+                cv_folds=config.cv_folds,
+                deadline=config.deadline,
+            )
+        )
+    probe = max(probes, key=lambda p: p.val_score)  # ties: the earlier (unweighted) one
+    return {
+        "probe_accuracy": probe.val_accuracy,
+        "probe_score": probe.val_score,
+        "probe_head": probe.head,
+        "probe_C": probe.C,
+        "probe_class_weight": probe.class_weight,
+        "probe_seconds": sum(p.seconds for p in probes),
+    }
+
+
+def _combined_row(
+    backbone: Backbone,
+    taps: list[str],
+    features: dict[str, np.ndarray],
+    dataset: Dataset,
+    scored: np.ndarray,
+    config: RankingConfig,
+) -> dict:
+    """The row of ``taps`` probed together (features concatenated); its extraction cost is its parts'."""
+    name = backbone.combined_tap(taps)
+    parts = backbone.tap_parts(name)
+    values = np.hstack([np.asarray(features[part.name]) for part in parts])
+    row = {"backbone": backbone.name, "tap": name, "channels": values.shape[1], "extract_seconds": 0.0}
+    tic = time.perf_counter()
+    row.update(all_scores(values[scored], dataset.labels[scored]))
+    row["score_seconds"] = time.perf_counter() - tic
+    row.update(_probe(values, dataset, config))
+    return row
 
 
 def rank_candidates(
