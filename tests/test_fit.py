@@ -309,6 +309,23 @@ def test_the_reserve_keeps_a_refit_only_while_it_fits(fit_env):
     assert not context.refit_fits(best) and context.reserve(best) == pytest.approx(probe)
 
 
+@pytest.mark.parametrize("combine", [True, False])
+def test_the_best_pairs_taps_are_probed_together_once(fit_env, combine):
+    space = fit_env["space"]
+    text = space.read_text().replace("strategies: [linear_probe, mid_layer_probe, lp_ft, finetune_top, finetune_all]",
+                                     "strategies: [linear_probe, mid_layer_probe]")  # fmt: skip
+    space.write_text(text.replace("top_taps: 0}", f"top_taps: 0, combine_taps: {str(combine).lower()}}}"))
+    _fit(fit_env).fit(fit_env["data"])
+    board = pd.read_csv(fit_env["out"] / "leaderboard.csv")
+    combined = board[board["tap"].str.contains("+", regex=False)]
+    if not combine:
+        assert combined.empty
+        return
+    taps = "blocks.0+blocks.1+blocks.2+blocks.3+blocks.4+head"  # every probed tap of the one pair, in order
+    assert list(combined["tap"]) == [taps] and list(combined["strategy"]) == ["mid_layer_probe"]
+    assert f"probe test_efficientnet@32/{taps}" in (fit_env["out"] / "fit.log").read_text()
+
+
 def test_pairs_the_probes_left_for_fine_tuning_are_probed_with_the_time_it_leaves(fit_env, monkeypatch):
     from autotransfer.search import planner, run
 

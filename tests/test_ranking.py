@@ -93,12 +93,17 @@ def test_a_passed_deadline_probes_one_tap_the_last_when_none_is_named(tmp_path):
     assert [r["tap"] for r in probed] == [rows[-1]["tap"]]  # the deepest tap: the CNN codes
 
 
-def test_combine_taps_adds_the_probed_taps_side_by_side(tmp_path):
-    rows = _ranked(tmp_path, probe_top=2, also_probe=("head",), combine_taps=True)
-    probed = [r for r in rows[:-1] if "probe_accuracy" in r]
-    combined = rows[-1]
-    names = [t.name for t in create_backbone("test_efficientnet", pretrained=False, device="meta").taps]
-    assert combined["tap"] == "+".join(sorted((r["tap"] for r in probed), key=names.index))
-    assert combined["channels"] == sum(r["channels"] for r in probed) and combined["extract_seconds"] == 0.0
-    assert 0 <= combined["probe_score"] <= 1 and np.isfinite(combined["knn"])
-    assert "+" not in "".join(r["tap"] for r in _ranked(tmp_path, probe_top=2, also_probe=("head",)))
+def test_probe_combined_probes_the_taps_side_by_side(tmp_path):
+    from autotransfer.transfer.ranking import probe_combined
+
+    rows = _ranked(tmp_path, probe_top=2, also_probe=("head",))
+    probed = [r for r in rows if "probe_accuracy" in r]
+    folder = tmp_path / "d"
+    ds = load_dataset(folder, image_size=32, show_progress=False)
+    torch.manual_seed(0)
+    backbone = create_backbone("test_efficientnet", pretrained=False)
+    row = probe_combined(ds, backbone, [r["tap"] for r in probed], RankingConfig(c_grid=(1.0,)))
+    names = [t.name for t in backbone.taps]
+    assert row["tap"] == "+".join(sorted((r["tap"] for r in probed), key=names.index))
+    assert row["channels"] == sum(r["channels"] for r in probed) and 0 <= row["probe_score"] <= 1
+    assert np.isnan(row["knn"]) and row["probe_head"] == probed[0]["probe_head"]

@@ -63,7 +63,16 @@ def _measured_extract_seconds(study: optuna.Study, pair: str) -> float | None:
     return None
 
 
-def _record_probe_rows(study: optuna.Study, context: RunContext, name: str, resolution: int, rows: list[dict]) -> None:
+def record_probe_rows(
+    study: optuna.Study,
+    context: RunContext,
+    name: str,
+    resolution: int,
+    rows: list[dict],
+    extract_seconds_pair: float | None,
+) -> None:
+    """Each probed row of ``name`` at ``resolution`` as a complete trial of the probes study;
+    ``extract_seconds_pair``: the pair's whole extraction (None: rows that extracted nothing new)."""
     pair = f"{name}@{resolution}"
     for row in rows:
         strategy = probe_strategy(row["tap"])
@@ -86,8 +95,10 @@ def _record_probe_rows(study: optuna.Study, context: RunContext, name: str, reso
             "logme": row["logme"],
             "knn": row["knn"],
             "seconds": row["extract_seconds"] + row["score_seconds"] + row["probe_seconds"],
-            "extract_seconds_pair": sum(r["extract_seconds"] for r in rows),
+            "probe_seconds": row["probe_seconds"],
         }
+        if extract_seconds_pair is not None:
+            attrs["extract_seconds_pair"] = extract_seconds_pair
         study.add_trial(optuna.trial.create_trial(value=row["probe_score"], user_attrs=attrs))
         log.info(
             "probe %s: %s %s %.4f (%s, C=%g)",
@@ -118,6 +129,21 @@ def _extraction_estimate(context: RunContext, name: str, resolution: int) -> flo
     return planner.extraction_seconds(per_image, context.auto["profile_resolution"], resolution, n_images)
 
 
+def ranking_config(context: RunContext) -> RankingConfig:
+    """The probes of this run: the space's heads, C grid and taps, the objective's metric, class
+    weightings and CV folds."""
+    space, objective = context.settings.space, context.objective
+    return RankingConfig(
+        heads=space.probe_heads,
+        c_grid=space.c_grid,
+        seed=context.settings.seed,
+        probe_top=space.probe_top_taps,
+        metric=objective["metric"],
+        class_weights=tuple(None if w == "none" else w for w in objective["class_weights"]),
+        cv_folds=objective["cv_folds"],
+    )
+
+
 def run_probe_stage(
     study: optuna.Study,
     context: RunContext,
@@ -134,20 +160,10 @@ def run_probe_stage(
     ``keep_for``: the best record so far, whose refit the reserve keeps room for (a second pass, after
     fine-tuning, over the pairs the first one left); pairs probed before are then passed over silently.
     """
-    space, deadline = context.settings.space, context.deadline
+    deadline = context.deadline
     done = _probed_pairs(study)
     failed = {t.user_attrs.get("pair") for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
-    objective = context.objective
-    config = RankingConfig(
-        heads=space.probe_heads,
-        c_grid=space.c_grid,
-        seed=context.settings.seed,
-        probe_top=space.probe_top_taps,
-        metric=objective["metric"],
-        class_weights=tuple(None if w == "none" else w for w in objective["class_weights"]),
-        cv_folds=objective["cv_folds"],
-        combine_taps=space.probe_combine_taps,
-    )
+    config = ranking_config(context)
     share = planner.cheap_share(finetune_first)
     again = keep_for is not None
     detail = "the pairs skipped before, in the time fine-tuning left" if again else ""
@@ -190,7 +206,7 @@ def run_probe_stage(
         tic = time.perf_counter()
         if context.settings.storage:  # workers sharing the study: each pair is probed by one of them
             work = partial(_probe_pair, study, context, pair_config, name, resolution)
-            ran, holder = run_once(context.storage, _claim(pair), work, str(context.out))
+            ran, holder = run_once(context.storage, claim(pair), work, str(context.out))
             if not ran:
                 log.info("candidate %s is probed by worker %s", pair, holder["worker"])
                 skipped.append(pair)
@@ -209,7 +225,7 @@ def run_probe_stage(
         _wait_for(study, context, config, pair)
 
 
-def _claim(pair: str) -> str:
+def claim(pair: str) -> str:
     return f"probe-claim:{pair}"
 
 
@@ -226,8 +242,8 @@ def _probe_pair(study: optuna.Study, context: RunContext, config: RankingConfig,
     if pair in _probed_pairs(study):  # a worker sharing the storage was quicker
         log.info("candidate %s was probed by another worker meanwhile", pair)
         return False
-    _record_probe_rows(study, context, name, resolution, rows)
     context.extract_seconds[pair] = sum(r["extract_seconds"] for r in rows)
+    record_probe_rows(study, context, name, resolution, rows, context.extract_seconds[pair])
     return True
 
 
@@ -241,15 +257,15 @@ def _wait_for(study: optuna.Study, context: RunContext, config: RankingConfig, p
             if measured is not None:
                 context.extract_seconds[pair] = measured
             return
-        if claim_is_live(context.storage, _claim(pair)):
+        if claim_is_live(context.storage, claim(pair)):
             if context.deadline.left() <= context.reserve(None):
                 return
             time.sleep(heartbeat_settings()[0])
             continue
         log.info("candidate %s: the worker probing it stopped; probing it here", pair)
         work = partial(_probe_pair, study, context, config, name, int(resolution))
-        ran, _ = run_once(context.storage, _claim(pair), work, str(context.out))
-        if not ran and not claim_is_live(context.storage, _claim(pair)):
+        ran, _ = run_once(context.storage, claim(pair), work, str(context.out))
+        if not ran and not claim_is_live(context.storage, claim(pair)):
             return  # finished elsewhere without a probe to record
 
 

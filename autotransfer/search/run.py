@@ -30,6 +30,7 @@ from autotransfer.report.progress import Progress
 from autotransfer.runtime import default_device, tune_allocator
 from autotransfer.search import planner
 from autotransfer.search.auto_space import SAMPLE, native_side, resolve_auto, seconds_per_image
+from autotransfer.search.combined_probe import probe_best_pair_combined
 from autotransfer.search.context import RunContext
 from autotransfer.search.finetune_stage import FinetunePlan, OptunaBackend, choose_candidates, prior_ranges
 from autotransfer.search.objective import decide_objective
@@ -148,6 +149,8 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
     prior = profile.get("prior", {})
     recommends_finetuning = finetune_first(space.strategies, space.max_trials, prior)
     run_probe_stage(studies.probes, context, recommends_finetuning, prior.get("taps", []))
+    cheap_until = planner.cheap_share(recommends_finetuning) * context.deadline.seconds
+    probe_best_pair_combined(studies.probes, context, None, cheap_until)
     prior = corrected_prior(profile, placement_stage(context, studies, profile))
     probed = studies.probes.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if space.finetune_strategies and space.max_trials and probed:
@@ -157,6 +160,7 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
         if recommends_finetuning:  # the probes kept to their share for fine-tuning: give them what it left
             best_so_far = best_record(records(studies))
             run_probe_stage(studies.probes, context, False, prior.get("taps", []), keep_for=best_so_far)
+            probe_best_pair_combined(studies.probes, context, best_record(records(studies)), context.deadline.seconds)
     rows = records(studies)
     best, selection = choose_final(rows, context.objective, context.split_sizes)
     if selection:

@@ -34,9 +34,6 @@ class RankingConfig:
     ``also_probe``: taps probed whatever their kNN rank (names a backbone lacks are ignored).
     ``deadline``: no tap's probe, class weighting or (head, C) starts after it has passed, once one
     is fit (the search's budget under a load that came up after the pair's estimate).
-    ``combine_taps``: also probe the probed convolutional taps together, their pooled features side by
-    side (one more row, tap ``"a+b+c"``; ``Backbone.tap_parts``): the linear head weighs every depth
-    at once, at no extraction cost (multi-layer features, Evci et al., *Head2Toe*, ICML 2022).
     """
 
     pooling: str = "avg"
@@ -53,7 +50,6 @@ class RankingConfig:
     metric: str = "accuracy"  # what picks each tap's (head, C) (autotransfer.transfer.metrics.METRICS)
     class_weights: tuple[str | None, ...] = (None,)  # tried in turn; (None, "balanced") on imbalanced data
     cv_folds: int = 0  # > 1: choose by stratified k-fold CV on train+val (small data), else on val
-    combine_taps: bool = False
 
 
 def _score_rows(train: np.ndarray, cap: int, seed: int) -> np.ndarray:
@@ -106,9 +102,6 @@ def rank_backbone(
                 log.info("time budget: %d of %d taps of %s probed", number, len(chosen), backbone.name)
                 break
             row.update(_probe(np.asarray(features[row["tap"]]), dataset, config))
-        spatial = [r["tap"] for r in chosen if "probe_score" in r and backbone.tap(r["tap"]).stride is not None]
-        if config.combine_taps and len(spatial) > 1 and not _past(config.deadline):
-            rows.append(_combined_row(backbone, spatial, features, dataset, scored, config))
     return rows
 
 
@@ -149,22 +142,20 @@ def _probe(values: np.ndarray, dataset: Dataset, config: RankingConfig) -> dict:
     }
 
 
-def _combined_row(
-    backbone: Backbone,
-    taps: list[str],
-    features: dict[str, np.ndarray],
-    dataset: Dataset,
-    scored: np.ndarray,
-    config: RankingConfig,
-) -> dict:
-    """The row of ``taps`` probed together (features concatenated); its extraction cost is its parts'."""
+def probe_combined(dataset: Dataset, backbone: Backbone, taps: list[str], config: RankingConfig) -> dict:
+    """A row like ``rank_backbone``'s for ``taps`` probed together: their pooled features side by side
+    (tap ``"a+b+c"``, ``Backbone.tap_parts``), so the linear head weighs every depth at once
+    (multi-layer features, Evci et al., *Head2Toe*, ICML 2022). The parts' features come from the
+    cache (no extraction when they were probed); no zero-cost scores (NaN): nothing is ranked by them."""
     name = backbone.combined_tap(taps)
-    parts = backbone.tap_parts(name)
-    values = np.hstack([np.asarray(features[part.name]) for part in parts])
-    row = {"backbone": backbone.name, "tap": name, "channels": values.shape[1], "extract_seconds": 0.0}
     tic = time.perf_counter()
-    row.update(all_scores(values[scored], dataset.labels[scored]))
-    row["score_seconds"] = time.perf_counter() - tic
+    values = np.asarray(
+        extract_features(dataset, backbone, [name], pooling=config.pooling, batch_size=config.batch_size,
+                         bf16=config.bf16, show_progress=False)[name]
+    )  # fmt: skip
+    row = {"backbone": backbone.name, "tap": name, "channels": values.shape[1],
+           "extract_seconds": time.perf_counter() - tic, "score_seconds": 0.0}  # fmt: skip
+    row.update(dict.fromkeys(SCORES, float("nan")))
     row.update(_probe(values, dataset, config))
     return row
 
