@@ -6,7 +6,7 @@ data this beats the best single tap when no single depth holds everything that s
 classes: on gray clip art (tf_efficientnet_lite0, 128 px), `blocks.4+blocks.6+head` scored 0.657 on
 test where the best single tap scored 0.629. The parts' features are cached, so the probe costs only
 its fits; it runs once, for the pair whose single-tap probe scored best, when its estimate fits the
-budget, with that probe's class weighting (one weighting: half the fits of a pair's tap).
+budget, with that probe's class weighting only (a single tap's probe tries each weighting).
 """
 
 from __future__ import annotations
