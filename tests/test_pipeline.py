@@ -246,9 +246,11 @@ def test_probe_heads_fold_into_one_linear_layer(kind):
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_export_matches_pytorch(trained, tmp_path, fmt):
-    pipeline, folder, _, _ = trained
-    path = export(Pipeline.load(folder, device="cpu"), fmt, tmp_path / f"model.{fmt}")
+@pytest.mark.parametrize("which", ["trained", "combined"])  # one tap; three taps' features side by side
+def test_export_matches_pytorch(request, tmp_path, fmt, which):
+    _, folder, *_ = request.getfixturevalue(which)
+    pipeline = Pipeline.load(folder, device="cpu")
+    path = export(pipeline, fmt, tmp_path / f"model.{fmt}")
     images = torch.randint(0, 256, (3, 3, SIZE + 9, SIZE + 21), dtype=torch.uint8)
     with torch.no_grad():
         expected = pipeline.network(resize_to=SIZE)(images).numpy()
@@ -359,20 +361,3 @@ def test_a_combined_tap_slides_over_larger_images(combined):
         scores = net.score_map(images)
     assert scores.shape == (2, 3, 13, 8)  # blocks.2, stride 8, on 104 x 64 px
     assert pipeline.predict_proba(colour_image(1, (3 * SIZE, 2 * SIZE)), size="original", reduce="max").shape == (1, 3)
-
-
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_a_combined_tap_exports(combined, tmp_path, fmt):
-    _, folder, _, _ = combined
-    pipeline = Pipeline.load(folder, device="cpu")
-    path = export(pipeline, fmt, tmp_path / f"model.{fmt}")
-    images = torch.randint(0, 256, (3, 3, SIZE + 9, SIZE + 21), dtype=torch.uint8)
-    with torch.no_grad():
-        expected = pipeline.network(resize_to=SIZE)(images).numpy()
-    if fmt == "onnx":
-        import onnxruntime
-
-        got = onnxruntime.InferenceSession(str(path)).run(None, {"images": images.numpy()})[0]
-    else:
-        got = torch.jit.load(str(path))(images).numpy()
-    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
