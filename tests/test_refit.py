@@ -1,6 +1,7 @@
 """The final refit on train+val: bounded by the run's deadline less the evaluation and saving, and
 dropped for the trial's own weights when a load that came up after the estimate stops it early."""
 
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -10,6 +11,7 @@ from autotransfer.budget import Deadline
 from autotransfer.data.datasets import load_dataset
 from autotransfer.models.zoo import create_backbone
 from autotransfer.search import planner, refit
+from autotransfer.search.context import RunContext
 from autotransfer.search.space import load_search_space
 
 BEST = {"stage": "finetune", "strategy": "finetune_all", "backbone": "test_efficientnet", "resolution": 32,
@@ -22,7 +24,7 @@ def context(tmp_path):
     make_imagefolder(tmp_path / "d", {"a": 8, "b": 8})
     dataset = load_dataset(tmp_path / "d", image_size=32, show_progress=False)
     backbone = create_backbone("test_efficientnet", pretrained=False)
-    return SimpleNamespace(
+    context = SimpleNamespace(
         dataset=lambda size: dataset,
         backbone=lambda name: backbone,
         settings=SimpleNamespace(space=load_search_space("default"), seed=0),
@@ -32,6 +34,8 @@ def context(tmp_path):
         deadline=Deadline(600.0),
         device="cpu",
     )
+    context.refit_fits = partial(RunContext.refit_fits, context)  # the real estimate, on this stand-in
+    return context
 
 
 def _fake_finetune(epochs_run: int, seen: dict):
