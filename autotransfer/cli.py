@@ -569,8 +569,9 @@ def predict(
     import numpy as np
 
     from autotransfer.deploy.pipeline import Pipeline
+    from autotransfer.runtime import checked_device
 
-    pipeline = Pipeline.load(checkpoint, device=device)
+    pipeline = Pipeline.load(checkpoint, device=checked_device(device))
     results = pipeline.predictions([str(p) for p in inputs], size=size, reduce=reduce)
     rows = []
     for result in results:

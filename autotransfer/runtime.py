@@ -18,6 +18,27 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def checked_device(name: str | None) -> str | None:
+    """``name`` (``cpu``, ``cuda``, ``cuda:1``; None: the default) if this machine has it; raises
+    AutoTransferError otherwise, before any work starts."""
+    from autotransfer.errors import AutoTransferError
+
+    if name is None:
+        return None
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise AutoTransferError(f"Unknown device {name!r}.", fix="use cpu or cuda (cuda:N for another GPU).") from None
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise AutoTransferError(
+            f"Device {name!r} is not available: this machine's torch sees {torch.cuda.device_count()} CUDA GPU(s).",
+            fix="leave --device out (CUDA when present, else the CPU), or use --device cpu.",
+        )
+    if device.type not in ("cpu", "cuda"):
+        raise AutoTransferError(f"Device {name!r} is not supported.", fix="use cpu or cuda.")
+    return name
+
+
 def bf16_supported(device: torch.device) -> bool:
     """bf16 autocast pays off on GPUs with bf16 and on CPUs with native bf16 (AVX512-BF16/AMX)."""
     if device.type == "cuda":

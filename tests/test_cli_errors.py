@@ -149,3 +149,12 @@ def test_unknown_backbone_in_a_space_file_names_the_nearest_and_where(tmp_path):
     one_clear_error(
         done, "Unknown backbone 'mobilenetv2_10'. Did you mean: mobilenetv2_100", f"Where: {space}, key backbones"
     )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with CUDA has the device")
+def test_a_device_this_machine_lacks_is_one_clear_error(tmp_path, pipeline_dir):
+    data = make_imagefolder(tmp_path / "d", {"a": 4, "b": 4})
+    one_clear_error(run_cli("fit", data, "--device", "cuda", "--out", tmp_path / "run"), "'cuda' is not available")
+    assert not (tmp_path / "run").exists()
+    one_clear_error(run_cli("predict", pipeline_dir, data / "a", "--device", "cuda"), "'cuda' is not available")
+    one_clear_error(run_cli("predict", pipeline_dir, data / "a", "--device", "tpu"), "Unknown device 'tpu'")

@@ -14,6 +14,7 @@ import optuna
 from autotransfer.budget import parse_duration
 from autotransfer.errors import AutoTransferError
 from autotransfer.options import BACKENDS, DEFAULTS, RunOptions
+from autotransfer.runtime import checked_device
 from autotransfer.search.space import SearchSpace, load_search_space
 from autotransfer.transfer.metrics import check_metric
 
@@ -65,7 +66,7 @@ def resolve_settings(
         storage=options.storage,
         seed=options.seed,
         val_fraction=options.val_fraction,
-        device=options.device,
+        device=checked_device(options.device),
         backend=options.backend,
         ray_address=options.ray_address,
         cpus_per_trial=options.cpus_per_trial,
