@@ -447,7 +447,10 @@ def _print_scores(metrics: dict) -> None:
         cross_validated = metrics.get("val_score_from") == "cross-validation"
         how = "mean over cross-validation folds of train+val" if cross_validated else "validation split"
         refit = "" if metrics.get("refit_on_train_val", True) else "; not refit on train+val: the budget left no room"
-        out.print(f"search score: {metric} {metrics['val_score']:.4f} ({how}){refit}")
+        score = f"{metric} {metrics['val_score']:.4f}"
+        if metric == "log_loss":  # searched as "higher is better" (metrics.py): say the loss itself
+            score = f"log_loss {-metrics['val_score']:.4f} (lower is better; maximised as its negative)"
+        out.print(f"search score: {score} ({how}){refit}")
     if metrics.get("selection"):
         out.print(f"choice: {escape(metrics['selection'])}")
     # the val split chose the configuration unless probes were chosen by cross-validation: then it is not held out

@@ -140,6 +140,8 @@ def test_the_summary_names_the_metric_the_search_score_the_choice_and_recall_per
     guess = {"accuracy": 0.9, "balanced_accuracy": 0.5, "f1_macro": 0.47, "per_class": per_class}
     cli_module._print_scores({"metric": "accuracy", "test": guess})
     assert "warning: test balanced accuracy 0.5000 is at chance level (1/2 = 0.5000)" in console.file.getvalue()
+    cli_module._print_scores({"metric": "log_loss", "val_score": -0.25, "val_score_from": "validation split"})
+    assert "search score: log_loss 0.2500 (lower is better; maximised as its negative)" in console.file.getvalue()
 
 
 def test_the_summary_says_why_these_sizes_and_which_pairs_the_budget_let_the_probes_reach(monkeypatch):
@@ -154,7 +156,7 @@ def test_the_summary_says_why_these_sizes_and_which_pairs_the_budget_let_the_pro
     monkeypatch.setattr(cli_module, "out", console)
     auto = {"backbones": ["mobilenetv2_100", "tf_efficientnet_lite0"], "resolutions": [128, 224], "native_side": 300,
             "resolutions_reason": resolutions_reason((128, 224), 128, 300, pinned=False),
-            "skipped": {"tf_efficientnet_lite2": "3 faster backbones are probed already (at most 3)"}}  # fmt: skip
+            "skipped": {"tf_efficientnet_lite2": "3 faster backbones are candidates already (at most 3)"}}  # fmt: skip
     probes = [{"stage": "probe", "status": "complete", "backbone": "mobilenetv2_100", "resolution": 128},
               {"stage": "probe", "status": "complete", "backbone": "mobilenetv2_100", "resolution": 128},
               {"stage": "probe", "status": "fail", "backbone": "tf_efficientnet_lite0", "resolution": 128}]  # fmt: skip

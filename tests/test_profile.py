@@ -75,7 +75,9 @@ def test_statistics_duplicates_leakage_and_grayscale(tmp_path, tiny_net):
 def test_test_split_is_never_sampled(tmp_path, tiny_net):
     make_imagefolder(tmp_path / "d" / "train", {"a": 3, "b": 3})
     make_imagefolder(tmp_path / "d" / "test", {"a": 50, "b": 50}, seed=2)
-    assert _profile(tmp_path / "d", tiny_net, sample_size=500).sample_size == 6
+    profile = _profile(tmp_path / "d", tiny_net, sample_size=500)
+    assert profile.sample_size == 6 and profile.n_images == 6  # nor counted: it never steers the search
+    assert profile.images_per_class == {"a": 3, "b": 3}
 
 
 def test_quadrant_size_follows_the_documented_threshold(tmp_path, tiny_net):

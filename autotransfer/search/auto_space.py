@@ -219,7 +219,7 @@ def resolve_auto(
     for name in sorted(measured, key=measured.get):
         cost = measured[name] * scale
         if chosen and len(chosen) == MAX_BACKBONES:
-            skipped[name] = f"{MAX_BACKBONES} faster backbones are probed already (at most {MAX_BACKBONES})"
+            skipped[name] = f"{MAX_BACKBONES} faster backbones are candidates already (at most {MAX_BACKBONES})"
             continue
         if chosen and spent + cost > EXTRACT_SHARE * budget:
             skipped[name] = f"extracting its features (about {cost:.0f} s here) does not fit the budget"

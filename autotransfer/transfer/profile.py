@@ -550,8 +550,9 @@ def _separability(pooled: np.ndarray, sample_labels: np.ndarray, n_sample: int) 
 
 def _data_fields(dataset: Dataset, per_class: list[int], size_reason: str) -> tuple[dict, list[str], list[dict]]:
     """Class balance, resolution and duplicate fields, with leak examples and the skipped files."""
-    short_sides = [min(r["width"], r["height"]) for r in dataset.records]
-    aspects = [r["width"] / r["height"] for r in dataset.records]
+    learning = [r for r, split in zip(dataset.records, dataset.splits) if split != "test"]  # never steered by test
+    short_sides = [min(r["width"], r["height"]) for r in learning]
+    aspects = [r["width"] / r["height"] for r in learning]
     duplicates, crossing, leak_examples = _duplicates(dataset)
     skipped = [{"path": s.path, "reason": s.reason} for s in dataset.skipped]
     fields = {
@@ -606,7 +607,8 @@ def profile_dataset(
     net = (
         backbone if isinstance(backbone, Backbone) else create_backbone(backbone, weights=weights, keep_classifier=True)
     )
-    counts = dataset.counts()
+    test = dataset.counts("test")
+    counts = {c: n - test[c] for c, n in dataset.counts().items()}  # the test split never steers the search
     per_class = list(counts.values())
     sample = _draw_sample(dataset, sample_size, seed)
     images = np.asarray(dataset.images[sample])
@@ -625,10 +627,10 @@ def profile_dataset(
     strategy = QUADRANT_STRATEGIES[quadrant][0]
     fields, leak_examples, skipped = _data_fields(dataset, per_class, size_reason)
     return DatasetProfile(
-        n_images=len(dataset),
+        n_images=sum(per_class),
         n_classes=len(dataset.classes),
         images_per_class=counts,
-        grayscale_share=float(_is_gray(dataset).mean()),
+        grayscale_share=float(_is_gray(dataset)[dataset.splits != "test"].mean()),
         skipped=skipped,
         backbone=net.name,
         image_size=dataset.recipe.size,
