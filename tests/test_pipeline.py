@@ -263,6 +263,8 @@ def test_export_matches_pytorch(request, tmp_path, fmt, which):
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
     meta = json.loads((tmp_path / f"model.{fmt}.json").read_text())
     assert meta["classes"] == ["a", "b", "c"]
+    assert meta["in_graph"].startswith(f"the whole image resized to {SIZE}x{SIZE}")
+    assert meta["before_the_graph"].startswith("crop each image to its centred square")  # trained on crops
 
 
 def test_cli_predict_reports_bad_files_and_goes_on(trained, tmp_path, cli):

@@ -51,6 +51,18 @@ def _export_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path) -> Non
         )
 
 
+def _caller_step(preprocess: dict) -> str:
+    """What a caller does before the graph so that it sees what ``predict`` sees: the graph's resize is
+    a square one (an in-graph centre crop needs data-dependent slicing, which torch.export's dynamic
+    sizes refuse), so images of a pipeline trained on centre crops are cropped to a square first."""
+    if preprocess["resize_mode"] != "crop":
+        return "nothing: the pipeline was trained on whole images squashed to a square"
+    return (
+        "crop each image to its centred square (side = its shorter side), as `autotransfer predict` does; "
+        "fed whole, a non-square image is squashed and its labels can differ from predict's"
+    )
+
+
 def export(pipeline: Pipeline, fmt: str, out: str | os.PathLike) -> Path:
     """Write the model to ``out`` (and ``out`` + ``.json`` with classes and preprocessing)."""
     if fmt not in FORMATS:
@@ -68,9 +80,12 @@ def export(pipeline: Pipeline, fmt: str, out: str | os.PathLike) -> Path:
             traced.save(str(partial))
         else:
             _export_onnx(net, example, partial)
+    pre = pipeline.spec["preprocess"]
     meta = {
         "format": fmt,
         "input": "uint8 images, N x 3 x H x W (RGB, 0..255)",
+        "in_graph": f"the whole image resized to {pre['size']}x{pre['size']} (bilinear, antialiased), normalised",
+        "before_the_graph": _caller_step(pre),
         "output": "logits, N x classes",
         "classes": pipeline.spec["classes"],
         "preprocess": pipeline.spec["preprocess"],
