@@ -345,6 +345,8 @@ def fit(
 
     if out_dir is None and resume:
         out_dir = _latest_run(data)
+    elif resume and not (Path(out_dir) / "run.json").exists():
+        out.print(f"--resume: nothing to resume in {out_dir} (no earlier run there): starting a new run")
     if out_dir is not None:
         _prepare_output(out_dir, "--out", directory=True)
     options = RunOptions(

@@ -158,3 +158,10 @@ def test_a_device_this_machine_lacks_is_one_clear_error(tmp_path, pipeline_dir):
     assert not (tmp_path / "run").exists()
     one_clear_error(run_cli("predict", pipeline_dir, data / "a", "--device", "cuda"), "'cuda' is not available")
     one_clear_error(run_cli("predict", pipeline_dir, data / "a", "--device", "tpu"), "Unknown device 'tpu'")
+
+
+def test_resume_with_no_earlier_run_says_it_starts_anew(tmp_path):
+    data = make_imagefolder(tmp_path / "d", {"a": 4, "b": 4})
+    done = run_cli("fit", data, "--resume", "--out", tmp_path / "fresh", "--time-budget", "1s")
+    assert "--resume: nothing to resume in" in " ".join(done.stdout.split()), done.stdout
+    one_clear_error(done, "time budget")

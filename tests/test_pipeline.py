@@ -156,6 +156,8 @@ def test_every_input_kind_gives_the_same_prediction(trained):
         pipeline.score(root, ["nope"] * len(dataset))
     with pytest.raises(AutoTransferError, match="Class indices must lie in 0"):
         pipeline.score(root, [99] * len(dataset))
+    with pytest.raises(AutoTransferError, match="Nothing to score"):
+        pipeline.score([], [])
     with pytest.raises(AutoTransferError, match="Cannot predict on a dict"):
         pipeline.predict({"x": 1})
 

@@ -302,6 +302,8 @@ class Pipeline:
         """Accuracy against ``y`` (class names, or class indices); labels that are not classes of this
         pipeline raise AutoTransferError before anything is predicted."""
         y = np.asarray(y)
+        if not len(y):
+            raise AutoTransferError("Nothing to score: no labels given.", fix="pass the inputs and their labels.")
         classes = np.asarray(self.classes_)
         if np.issubdtype(y.dtype, np.integer):
             if len(y) and (y.min() < 0 or y.max() >= len(classes)):
