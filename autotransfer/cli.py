@@ -496,6 +496,10 @@ def _print_search_choices(profile: dict, records: list[dict]) -> None:
                                if r.get("stage") == "probe" and r.get("status") == "complete")  # fmt: skip
         planned = len(auto["backbones"]) * len(auto["resolutions"])
         reached = f"; probed within the budget: {', '.join(probed) or 'none'}" if len(probed) < planned else ""
+        sizes = sorted({int(pair.rsplit("@", 1)[1]) for pair in probed})
+        if len(sizes) == 1 and len(auto["resolutions"]) > 1:  # the summary must not promise a comparison
+            reached += (f" (only {sizes[0]} px: whether another size helps was not measured; a larger "
+                        "--time-budget probes both)")  # fmt: skip
         out.print(
             f"auto: backbones {', '.join(auto['backbones'])} at {', '.join(map(str, auto['resolutions']))} px "
             f"({escape(why_sizes)}){reached}" + (f"; left out: {skipped}" if skipped else "")

@@ -163,7 +163,8 @@ def test_the_summary_says_why_these_sizes_and_which_pairs_the_budget_let_the_pro
     cli_module._print_search_choices({"auto": auto}, probes)
     text = console.file.getvalue()
     assert "at 128, 224 px (128 px (the profiler's size for images of 300 px on this device) and 224 px" in text
-    assert "probed within the budget: mobilenetv2_100@128; left out: tf_efficientnet_lite2: 3 faster" in text
+    assert "probed within the budget: mobilenetv2_100@128 (only 128 px: whether another size helps was not" in text
+    assert "left out: tf_efficientnet_lite2: 3 faster" in text
     every_pair = [dict(probes[0], backbone=b, resolution=s) for b in auto["backbones"] for s in (128, 224)]
     console.file = io.StringIO()
     cli_module._print_search_choices({"auto": auto}, every_pair)
