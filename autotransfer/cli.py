@@ -578,9 +578,8 @@ def predict(
     import numpy as np
 
     from autotransfer.deploy.pipeline import Pipeline
-    from autotransfer.runtime import checked_device
 
-    pipeline = Pipeline.load(checkpoint, device=checked_device(device))
+    pipeline = Pipeline.load(checkpoint, device=device)
     results = pipeline.predictions([str(p) for p in inputs], size=size, reduce=reduce)
     rows = []
     for result in results:

@@ -18,9 +18,9 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def checked_device(name: str | None) -> str | None:
+def checked_device(name: str | torch.device | None) -> str | torch.device | None:
     """``name`` (``cpu``, ``cuda``, ``cuda:1``; None: the default) if this machine has it; raises
-    AutoTransferError otherwise, before any work starts."""
+    AutoTransferError otherwise, before any work starts (run settings and ``Pipeline.load`` call it)."""
     from autotransfer.errors import AutoTransferError
 
     if name is None:

@@ -29,7 +29,7 @@ from autotransfer.errors import AutoTransferError
 from autotransfer.models.fully_conv import ConvClassifier, conv_trunk
 from autotransfer.models.wheel_assets import sha256_file
 from autotransfer.models.zoo import COMBINED_TAP, Backbone, create_backbone
-from autotransfer.runtime import default_device
+from autotransfer.runtime import checked_device, default_device
 from autotransfer.transfer.finetune import TransferModel
 
 FORMAT = "autotransfer-pipeline"
@@ -182,7 +182,9 @@ class Pipeline:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> Pipeline:
-        """Verify and load a checkpoint (or a run directory's). Never executes code from the files."""
+        """Verify and load a checkpoint (or a run directory's). Never executes code from the files.
+        A ``device`` this machine lacks raises AutoTransferError before anything is read."""
+        device = checked_device(device)
         folder = checkpoint_dir(path)
         try:
             spec = json.loads((folder / SPEC_FILE).read_text())

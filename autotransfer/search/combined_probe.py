@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from functools import partial
 
 import optuna
 from optuna.trial import TrialState
@@ -42,11 +41,12 @@ def probe_best_pair_combined(study: optuna.Study, context: RunContext, keep_for:
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     probes = [t for t in trials if t.user_attrs.get("stage") == "probe" and "tap" in t.user_attrs]
     singles = [t for t in probes if COMBINED_TAP not in t.user_attrs["tap"]]
+    combined_pairs = {t.user_attrs["pair"] for t in probes if COMBINED_TAP in t.user_attrs["tap"]}
     if not singles or not context.settings.space.probe_combine_taps:
         return
     best = max(singles, key=lambda t: t.value)
     pair = best.user_attrs["pair"]
-    if any(t.user_attrs["pair"] == pair for t in probes if t not in singles):
+    if pair in combined_pairs:
         return
     name, resolution = best.user_attrs["backbone"], int(best.user_attrs["resolution"])
     backbone = context.backbone(name)
@@ -72,6 +72,6 @@ def probe_best_pair_combined(study: optuna.Study, context: RunContext, keep_for:
         return True
 
     if context.settings.storage:  # workers sharing the study: one of them probes it
-        run_once(context.storage, claim(f"{pair}/combined"), partial(work), str(context.out))
+        run_once(context.storage, claim(f"{pair}/combined"), work, str(context.out))
     else:
         work()

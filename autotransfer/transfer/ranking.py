@@ -75,7 +75,7 @@ def rank_backbone(
     scored = _score_rows(dataset.indices("train"), config.max_score_samples, config.seed)
     # The extraction ended past the deadline (a loaded machine): no zero-cost scores, and only the
     # first tap asked for by name (the head) is probed, so the run still gets its one candidate.
-    late = config.deadline is not None and config.deadline.left() <= 0
+    late = _past(config.deadline)
     rows = []
     for tap in backbone.taps:
         row = {
