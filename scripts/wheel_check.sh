@@ -4,18 +4,17 @@
 # `autotransfer fit`, `predict` and `export` from that install, outside the source tree, on a few
 # generated 40x30 PNGs in three class folders.
 #
-# Fast on the second run: dependencies come from a local wheelhouse ($AUTOTRANSFER_WHEELHOUSE,
-# default ~/.cache/autotransfer/wheelhouse; plus pip's own PIP_FIND_LINKS), filled from PyPI only
-# when something is missing. No model hub: the backbone is timm's tiny `test_efficientnet` with
+# No package index: the clean venv installs only the wheel and borrows its dependencies from the
+# project venv (`make setup` resolves the same requirements from the indexes); a script then checks
+# every requirement the wheel declares is met. (Filling a local wheelhouse with `pip download`
+# found no psutil on CI where `make setup` had just installed it.) No model hub: the backbone is timm's tiny `test_efficientnet` with
 # weights saved as safetensors and given through AUTOTRANSFER_WEIGHTS, as tests/conftest.py's fit_env.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PY=${PYTHON:-$ROOT/.venv/bin/python}
-WHEELHOUSE=${AUTOTRANSFER_WHEELHOUSE:-$HOME/.cache/autotransfer/wheelhouse}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/autotransfer-wheel.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
-mkdir -p "$WHEELHOUSE"
 say() { printf '[wheel check] %s\n' "$*"; }
 
 say "building the wheel"
@@ -36,19 +35,37 @@ if missing or leaked:
     sys.exit(f"wheel: missing {missing}, not ours to ship {leaked[:5]}")
 EOF
 
-say "installing it in a clean venv"
+say "installing it in a clean venv that borrows the project venv's dependencies"
 "$PY" -m venv "$WORK/venv"
-pip_install() {
-  "$WORK/venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-index \
-    --find-links "$WHEELHOUSE" ${PIP_FIND_LINKS:+--find-links "$PIP_FIND_LINKS"} -c constraints.txt "$wheel"
-}
-if ! pip_install 2>/dev/null; then
-  # The project venv's pip fills it: the one `make setup` upgraded and just installed every dependency
-  # with (a fresh venv's bundled pip found no psutil on CI's indexes where that pip did).
-  say "filling the wheelhouse from the package indexes (once)"
-  "$PY" -m pip download --quiet --disable-pip-version-check -d "$WHEELHOUSE" -c constraints.txt "$wheel"
-  pip_install
-fi
+# A path line in a .pth file puts the project venv's site-packages after the clean venv's own; its own
+# .pth files (the editable install of this source tree among them) are not run.
+deps=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+echo "$deps" >"$("$WORK/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/project-deps.pth"
+"$WORK/venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-index --no-deps "$wheel"
+(cd "$WORK" && "$WORK/venv/bin/python" -) <<'EOF'
+"""Every requirement the wheel declares (extras aside) is met, and autotransfer is the wheel's copy."""
+import sys
+from importlib.metadata import PackageNotFoundError, requires, version
+
+from packaging.requirements import Requirement
+
+import autotransfer
+
+assert autotransfer.__file__.startswith(sys.prefix), autotransfer.__file__  # the wheel, not the source tree
+unmet = []
+for line in requires("autotransfer") or []:
+    requirement = Requirement(line)
+    if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+        continue
+    try:
+        found = version(requirement.name)
+    except PackageNotFoundError:
+        found = None
+    if found is None or not requirement.specifier.contains(found, prereleases=True):
+        unmet.append(f"{requirement} (found {found})")
+if unmet:
+    sys.exit(f"wheel: requirements not met: {unmet}")
+EOF
 
 say "running autotransfer from the install"
 cd "$WORK"
