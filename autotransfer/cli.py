@@ -490,20 +490,11 @@ def _print_search_choices(profile: dict, records: list[dict]) -> None:
         )
     auto = profile.get("auto")
     if auto:
-        skipped = "; ".join(f"{escape(k)}: {escape(v)}" for k, v in (auto.get("skipped") or {}).items())
-        why_sizes = auto.get("resolutions_reason") or f"images' median shorter side {auto['native_side']} px"
-        probed = dict.fromkeys(f"{r['backbone']}@{r['resolution']}" for r in records
-                               if r.get("stage") == "probe" and r.get("status") == "complete")  # fmt: skip
-        planned = len(auto["backbones"]) * len(auto["resolutions"])
-        reached = f"; probed within the budget: {', '.join(probed) or 'none'}" if len(probed) < planned else ""
-        sizes = sorted({int(pair.rsplit("@", 1)[1]) for pair in probed})
-        if len(sizes) == 1 and len(auto["resolutions"]) > 1:  # the summary must not promise a comparison
-            reached += (f" (only {sizes[0]} px: whether another size helps was not measured; a larger "
-                        "--time-budget probes both)")  # fmt: skip
-        out.print(
-            f"auto: backbones {', '.join(auto['backbones'])} at {', '.join(map(str, auto['resolutions']))} px "
-            f"({escape(why_sizes)}){reached}" + (f"; left out: {skipped}" if skipped else "")
-        )
+        from autotransfer.report.search_choices import describe_auto
+
+        probed = [(r["backbone"], r["resolution"]) for r in records
+                  if r.get("stage") == "probe" and r.get("status") == "complete"]  # fmt: skip
+        out.print(f"auto: {escape(describe_auto(auto, probed))}")
 
 
 def _check_space_backbones(search_space: str, backbones) -> None:

@@ -104,6 +104,33 @@ def test_the_report_says_when_the_small_data_rule_chose_the_pipeline(tmp_path):
     assert "<th>choice</th><td>one-standard-error rule (small data)" in (tmp_path / "run" / "report.html").read_text()
 
 
+def test_the_report_names_the_metric_the_test_balanced_accuracy_and_what_auto_chose(tmp_path):
+    """The fresh-user trial: the cost chart was titled "accuracy" whatever the metric, the test cards had no
+    balanced accuracy, and only the terminal said which backbones and sizes `auto` chose and why."""
+    import json
+
+    from autotransfer.search.auto_space import resolutions_reason
+
+    args = make_run(tmp_path / "run")
+    profile = json.loads((tmp_path / "run" / "profile.json").read_text())
+    profile["auto"] = {"backbones": ["mobilenetv2_100", "tf_efficientnet_lite0"], "resolutions": [64, 96],
+                       "native_side": 300, "resolutions_reason": resolutions_reason((64, 96), 64, 300, pinned=False),
+                       "skipped": {"resnet50": "too slow for the budget"}}  # fmt: skip
+    (tmp_path / "run" / "profile.json").write_text(json.dumps(profile))
+    args["pipeline"].spec["metrics"]["metric"] = "balanced_accuracy"
+    write_outputs(**args)
+    text = (tmp_path / "run" / "report.html").read_text()
+    assert "Validation balanced accuracy against cost" in text and "Accuracy against cost" not in text
+    # the card is the mean of the per-class recalls of the test predictions
+    test = pd.read_csv(tmp_path / "run" / "predictions-test.csv")
+    recall = (test["label"] == test["predicted"]).groupby(test["label"]).mean().mean()
+    assert re.search(rf"test balanced accuracy</div><div[^>]*>{recall * 100:.1f}%", text)
+    row = re.search(r"<th>backbones and sizes \(auto\)</th><td>([^<]*)</td>", text).group(1)
+    assert row.startswith("backbones mobilenetv2_100, tf_efficientnet_lite0 at 64, 96 px (")
+    assert "probed within the budget: mobilenetv2_100@64, mobilenetv2_100@96" in row  # lite0 never probed
+    assert "left out: resnet50: too slow for the budget" in row
+
+
 def test_report_when_no_fine_tuning_trial_finished_and_no_test(tmp_path):
     args = make_run(tmp_path / "run", with_test=False, finetune_finished=False)
     write_outputs(**args)

@@ -4,7 +4,7 @@ The HTML is one file (plots are inline SVG from matplotlib, thumbnails are base6
 order: the chosen pipeline and its metrics against the budget; per-class precision / recall and
 the confusion matrix (validation, and test when there is a test split), from the run's
 ``predictions-<split>.csv`` and ``pipeline.spec["metrics"]``; the most confidently wrong validation
-images; the profile's distance-by-depth curve; accuracy against cost with the Pareto front; the
+images; the profile's distance-by-depth curve; the run's metric against cost with the Pareto front; the
 search history of both stages; and a leaderboard per stage with the columns that matter (every
 column is in ``leaderboard.csv``). Runs written by older versions lack some of these inputs: each
 section is left out, or says what is missing, rather than failing.
@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from autotransfer.files import write_text_atomic
+from autotransfer.report.search_choices import describe_auto
 from autotransfer.report.terminal import cell_text, is_missing
 
 log = logging.getLogger(__name__)
@@ -560,6 +561,11 @@ def _summary_cards(metrics: dict, summaries: dict, elapsed: float, budget: float
         ("balanced accuracy (held-out val)", _score(summaries, metrics, "val", "balanced_accuracy"), ""),
         ("macro F1 (held-out val)", _score(summaries, metrics, "val", "f1_macro"), ""),
         ("test accuracy", _score(summaries, metrics, "test", "accuracy") if has_test else "no test split", ""),
+        *(
+            [("test balanced accuracy", _score(summaries, metrics, "test", "balanced_accuracy"), "")]
+            if summaries["test"] is not None
+            else []
+        ),
     ]
     fraction = min(1.0, elapsed / budget) if budget else None
     time_text = f"{format_duration(elapsed)} of {format_duration(budget)}" if budget else format_duration(elapsed)
@@ -612,8 +618,9 @@ def _placement_rows(profile: dict) -> list[tuple[str, str]]:
     return rows
 
 
-def _fact_rows(metrics: dict, profile: dict, counts: dict, classes: list[str]) -> str:
-    """The facts table rows: selection metric, refit, trials, dataset and quadrant."""
+def _fact_rows(metrics: dict, profile: dict, counts: dict, classes: list[str], frame: pd.DataFrame) -> str:
+    """The facts table rows: selection metric, refit, trials, dataset, what ``auto`` chose and why (``frame``:
+    the leaderboard, for the pairs the probes reached) and quadrant."""
     metric_name = metrics.get("metric") or "val_accuracy"
     reason = metrics.get("metric_reason") or ""
     refit = metrics.get("refit_on_train_val")
@@ -635,6 +642,10 @@ def _fact_rows(metrics: dict, profile: dict, counts: dict, classes: list[str]) -
             + (f"; {len(profile.get('skipped', []))} file(s) skipped" if profile.get("skipped") else ""),
         ),
     ]
+    if profile.get("auto"):
+        probes = frame[(frame["stage"] == "probe") & (frame["status"] == "complete")]
+        probed = list(zip(probes["backbone"], probes["resolution"], strict=True))
+        facts.append(("backbones and sizes (auto)", describe_auto(profile["auto"], probed)))
     facts += _placement_rows(profile)
     return "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
 
@@ -666,8 +677,9 @@ def _prediction_sections(
     return sections
 
 
-def _search_section(frame: pd.DataFrame, profile: dict) -> str:
-    """The search section: distance-by-depth, accuracy-against-cost and history plots."""
+def _search_section(frame: pd.DataFrame, profile: dict, metric: str) -> str:
+    """The search section: distance-by-depth, score-against-cost (``metric``: the run's, e.g.
+    "balanced_accuracy") and history plots."""
     plots = [
         _plot_figure(
             "Profile: domain distance by depth",
@@ -677,10 +689,10 @@ def _search_section(frame: pd.DataFrame, profile: dict) -> str:
             "The run has no profile (profile.json missing or without distances).",
         ),
         _plot_figure(
-            "Accuracy against cost",
+            f"Validation {metric.replace('_', ' ')} against cost",
             pareto_plot(frame),
-            "Every trial that ran; the black line is the Pareto front (no other trial is both more accurate and "
-            "cheaper); the red ring is the chosen one.",
+            f"Every trial that ran, scored by the run's metric ({metric.replace('_', ' ')}); the black line is the "
+            "Pareto front (no other trial both scores higher and costs less); the red ring is the chosen one.",
             "No trial finished.",
         ),
         _plot_figure(
@@ -768,9 +780,9 @@ def render_html(
     summaries = {s: split_metrics(metrics, s, predictions[s], classes) for s in ("val", "test")}
     counts = trial_counts(frame)
     card_html = _summary_cards(metrics, summaries, elapsed, budget)
-    fact_rows = _fact_rows(metrics, profile, counts, classes)
+    fact_rows = _fact_rows(metrics, profile, counts, classes, frame)
     sections = _prediction_sections(summaries, predictions, classes, profile, out)
-    sections.append(_search_section(frame, profile))
+    sections.append(_search_section(frame, profile, metrics.get("metric") or "accuracy"))
     sections.append(_leaderboard_section(frame))
     sections.extend(_data_sections(profile))
     return _assemble_page(sections, card_html, fact_rows, profile, pipeline_spec, out, predictions["test"] is not None)
