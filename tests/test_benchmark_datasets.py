@@ -25,22 +25,22 @@ def test_real_offline_datasets(tmp_path, name):
     assert len(ds.classes) == 10 and len(ds) == 30 and not ds.skipped
 
 
-def _fileset(tmp_path, gray=False, balanced=False):
-    """Two classes of generated RGBA files; class 'a' holds a family of 6 numbered variants."""
+def _fileset(tmp_path, gray=False, balanced=False, sizes=(("a", 20), ("b", 8))):
+    """Classes of generated RGBA files (two by default); class 'a' holds a family of 6 numbered variants."""
     import numpy as np
     from conftest import colour_image
 
     from autotransfer.data.offline_datasets import FileSet
 
     paths, labels, groups = [], [], []
-    for label, (name, n) in enumerate((("a", 20), ("b", 8))):
+    for label, (name, n) in enumerate(sizes):
         for i in range(n):
             path = tmp_path / "src" / name / f"{name}{i}_{i:02d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             colour_image(100 * label + i, (60, 50), "RGBA").save(path)
             family = "family" if name == "a" and i < 6 else path.stem
             paths, labels, groups = paths + [path], labels + [label], groups + [family]
-    return FileSet(paths, np.array(labels), ["a", "b"], groups, balanced=balanced, gray=gray)
+    return FileSet(paths, np.array(labels), [name for name, _ in sizes], groups, balanced=balanced, gray=gray)
 
 
 def test_file_datasets_keep_families_out_of_train_cap_and_convert(tmp_path, monkeypatch):
@@ -67,8 +67,22 @@ def test_file_datasets_keep_families_out_of_train_cap_and_convert(tmp_path, monk
     even = build("files-even", tmp_path / "out", per_class=6, test_per_class=2)
     assert sorted(p.name for p in (even / "train").iterdir()) == ["a", "b"]
     assert all(len(list(c.iterdir())) == 6 for c in (even / "train").iterdir())
-    fewer = build("files-even", tmp_path / "out", per_class=7, test_per_class=2)  # 'b' has 6 left: dropped
-    assert [p.name for p in (fewer / "train").iterdir()] == ["a"]
+    with pytest.raises(ValueError, match="only 1 class"):  # 'b' has 6 left: dropped, and one class is no dataset
+        build("files-even", tmp_path / "out", per_class=7, test_per_class=2)
+
+
+def test_a_balanced_set_names_the_classes_it_leaves_out(tmp_path, monkeypatch, capsys):
+    """The fresh-user trial: `openclipart-fewshot --per-class 100` silently kept 9 of 14 classes."""
+    from autotransfer.data import offline_datasets
+
+    sizes = (("a", 20), ("b", 8), ("c", 12))
+    monkeypatch.setitem(offline_datasets.LOADERS, "files-even", lambda: _fileset(tmp_path, balanced=True, sizes=sizes))
+    for _ in range(2):  # built, then found complete: said both times
+        assert offline_datasets.main(["files-even", "--per-class", "7", "--test-per-class", "2",
+                                      "--out", str(tmp_path / "out")]) == 0  # fmt: skip
+        printed = capsys.readouterr()
+        assert sorted(p.name for p in (tmp_path / "out" / "files-even-7-test2" / "train").iterdir()) == ["a", "c"]
+        assert "note: kept 2 of 3 classes: left out, with fewer than 7 training images: b (6)" in printed.err
 
 
 @pytest.mark.slow

@@ -218,7 +218,8 @@ def build(name: str, out: Path, per_class: int | None = None, test_per_class: in
 
     For one seed the test images are the same whatever ``per_class`` is, so regimes share a test set.
     ``per_class`` caps the training images of each class (file datasets keep their imbalance under
-    the cap, except the balanced ones, see FileSet).
+    the cap, except the balanced ones, see FileSet: the classes they leave out are named in
+    ``.complete``, and main() prints them). ValueError when fewer than two classes would be left.
     """
     suffix = f"-{per_class}" if per_class else "-all"
     target = out / (
@@ -230,8 +231,19 @@ def build(name: str, out: Path, per_class: int | None = None, test_per_class: in
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=out))
+    note = ""
     if isinstance(loaded, FileSet):
-        _write_files(loaded, staging, per_class, test_per_class, rng)
+        left_out = _write_files(loaded, staging, per_class, test_per_class, rng)
+        kept = len(loaded.classes) - len(left_out)
+        if left_out:
+            note = (f"kept {kept} of {len(loaded.classes)} classes: left out, with fewer than {per_class} training "
+                    "images: " + ", ".join(f"{k} ({v})" for k, v in left_out.items()) + "\n")  # fmt: skip
+        if kept < 2:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise ValueError(
+                f"{name} --per-class {per_class}: only {kept} class(es) have that many training images; "
+                "give a smaller --per-class."
+            )
     else:
         images, labels, classes = loaded
         for label, members in zip(np.unique(labels), _pick(labels, None, rng)):
@@ -243,15 +255,19 @@ def build(name: str, out: Path, per_class: int | None = None, test_per_class: in
                 folder.mkdir(parents=True, exist_ok=True)
                 for row in rows:
                     Image.fromarray(images[row]).save(folder / f"{row:05d}.png")
-    (staging / ".complete").write_text(f"{name} per_class={per_class} test_per_class={test_per_class} seed={seed}\n")
+    (staging / ".complete").write_text(
+        f"{name} per_class={per_class} test_per_class={test_per_class} seed={seed}\n" + note
+    )
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target
 
 
-def _write_files(files: FileSet, staging: Path, per_class: int | None, test_per_class: int, rng) -> None:
-    """Split each class by near-duplicate family (test first), cap train, and copy or gray-convert the files."""
+def _write_files(files: FileSet, staging: Path, per_class: int | None, test_per_class: int, rng) -> dict[str, int]:
+    """Split each class by near-duplicate family (test first), cap train, and copy or gray-convert the files.
+    Returns the classes a balanced set left out: name -> the training images it had (fewer than ``per_class``)."""
     groups = np.asarray(files.groups)
+    left_out = {}
     for label, name in enumerate(files.classes):
         members = np.flatnonzero(files.labels == label)
         families = rng.permutation(np.unique(groups[members]))
@@ -260,6 +276,7 @@ def _write_files(files: FileSet, staging: Path, per_class: int | None, test_per_
         train = order[test_per_class:]
         train = train[~np.isin(groups[train], groups[test])]  # a family cut by the test boundary stays out of train
         if files.balanced and per_class is not None and len(train) < per_class:
+            left_out[name] = len(train)
             continue
         train = train if per_class is None else train[:per_class]
         for split, rows in (("test", test), ("train", train)):
@@ -273,6 +290,7 @@ def _write_files(files: FileSet, staging: Path, per_class: int | None, test_per_
                         to_rgb(image).convert("L").save(target)
                 else:
                     shutil.copyfile(source, target)
+    return left_out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,7 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("datasets"))
     args = parser.parse_args(argv)
-    print(build(args.name, args.out, args.per_class, args.test_per_class, args.seed))
+    try:
+        target = build(args.name, args.out, args.per_class, args.test_per_class, args.seed)
+    except ValueError as error:
+        parser.error(str(error))
+    print(target)
+    for line in (target / ".complete").read_text().splitlines()[1:]:  # what the set left out, if anything
+        print(f"note: {line}", file=sys.stderr)
     return 0
 
 
