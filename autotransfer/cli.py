@@ -569,6 +569,7 @@ def predict(
     import numpy as np
 
     from autotransfer.deploy.pipeline import Pipeline
+    from autotransfer.deploy.predict_inputs import non_image_files
 
     pipeline = Pipeline.load(checkpoint, device=device)
     results = pipeline.predictions([str(p) for p in inputs], size=size, reduce=reduce)
@@ -614,6 +615,11 @@ def predict(
         )
     if failed:
         err.print(f"{len(failed)} input(s) could not be read and were skipped.")
+    ignored = non_image_files(inputs)
+    if ignored:
+        names = ", ".join(str(p) for p in ignored[:5]) + (", ..." if len(ignored) > 5 else "")
+        err.print(f"note: {len(ignored)} file(s) in the folders given are not images by name and were not read: "
+                  f"{escape(names)}", highlight=False)  # fmt: skip
 
 
 def _write_predictions_csv(path: Path, rows: list[dict]) -> None:

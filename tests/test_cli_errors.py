@@ -112,6 +112,21 @@ def test_predict_csv_that_cannot_be_written_prints_the_predictions_first(pipelin
     assert "6 image(s) classified" in done.stdout and "img_0.png" in done.stdout
 
 
+def test_predict_names_the_files_of_a_folder_it_did_not_read(tmp_path, pipeline_dir):
+    """The fresh-user trial: a notes.txt in a folder was passed over in silence."""
+    import shutil
+
+    folder, root = pipeline_dir
+    images = shutil.copytree(root / "a", tmp_path / "images")
+    (images / "notes.txt").write_text("x")
+    (images / ".hidden.txt").write_text("x")  # hidden: never meant as data, not named
+    done = run_cli("predict", folder, images)
+    assert done.returncode == 0, done.stderr
+    assert "6 image(s) classified" in done.stdout
+    assert "note: 1 file(s) in the folders given are not images by name and were not read" in done.stderr
+    assert "notes.txt" in done.stderr and ".hidden" not in done.stderr
+
+
 def test_predict_with_nothing_classified_fails_and_keeps_errors_out_of_the_label_column(tmp_path, pipeline_dir):
     folder, root = pipeline_dir
     (tmp_path / "empty.png").write_bytes(b"")

@@ -54,6 +54,18 @@ def _from_path(path: Path) -> list[Loaded]:
     return [Loaded(str(path), None, opened)] if isinstance(opened, str) else [Loaded(str(path), opened.image)]
 
 
+def non_image_files(paths: list[str | os.PathLike]) -> list[Path]:
+    """The files below the folders among ``paths`` that a folder's expansion leaves out because their names
+    are not images' (notes.txt, labels.csv), for a note to the user; hidden files are not counted."""
+    found = []
+    for folder in (Path(p) for p in paths if Path(p).is_dir()):
+        for path in sorted(folder.rglob("*")):
+            hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
+            if not hidden and path.suffix.lower() not in IMAGE_EXTENSIONS and path.is_file():
+                found.append(path)
+    return found
+
+
 def load_inputs(inputs: Any) -> list[Loaded]:
     """Flatten ``inputs`` into named images, in the order given."""
     if isinstance(inputs, (str, os.PathLike)):
