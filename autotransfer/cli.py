@@ -667,14 +667,19 @@ def bench(
     out_dir: Path | None = typer.Option(None, "--out", help="results folder (default runs/bench-<suite>)"),
     contenders: str | None = typer.Option(None, help="comma-separated subset of the suite's contenders"),
     seeds: str | None = typer.Option(None, help="comma-separated subset of the suite's seeds, e.g. 0"),
+    metric: str = typer.Option(
+        "accuracy",
+        help="what the leaderboard ranks by: accuracy | balanced_accuracy | f1_macro (every cell records all three)",
+    ),
 ) -> None:
     """Run a benchmark suite: fit against the fixed strategies and baselines; resumable. The leaderboard
     covers the contenders and seeds asked for: with all of them finished, it is only written again."""
-    from autotransfer.bench.leaderboard import write_leaderboard
+    from autotransfer.bench.leaderboard import check_bench_metric, write_leaderboard
     from autotransfer.bench.runner import finished_records, run_suite
     from autotransfer.bench.suite import load_suite
     from autotransfer.machine import describe_machine
 
+    check_bench_metric(metric)
     if out_dir is not None:
         _prepare_output(out_dir, "--out", directory=True)
     suite = load_suite(suite_name)
@@ -704,7 +709,7 @@ def bench(
     except KeyboardInterrupt:
         finished = finished_records(suite, out_dir, only)
         if finished:  # the leaderboard of what finished, so the folder never shows an older run's
-            write_leaderboard(finished, suite, out_dir, describe_machine())
+            write_leaderboard(finished, suite, out_dir, describe_machine(), metric)
         err.print(
             f"Interrupted. {len(finished)} finished cell(s) are saved in {escape(str(out_dir))}"
             + (" and in its leaderboard" if finished else "")
@@ -713,7 +718,7 @@ def bench(
         sys.exit(130)
     if not records:
         raise AutoTransferError("No cell of the suite has finished, so there is no leaderboard.")
-    frame = write_leaderboard(records, suite, out_dir, describe_machine())
+    frame = write_leaderboard(records, suite, out_dir, describe_machine(), metric)
     out.print((out_dir / "leaderboard.md").read_text())
     failed, missing = int((frame["status"] == "failed").sum()), int((frame["status"] == "not installed").sum())
     out.print(

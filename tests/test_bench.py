@@ -7,6 +7,7 @@ import textwrap
 import pandas as pd
 import pytest
 
+from autotransfer.bench.contenders import BENCH_METRICS
 from autotransfer.bench.leaderboard import cell_frame, render_markdown, write_leaderboard
 from autotransfer.bench.runner import plan, run_suite
 from autotransfer.bench.suite import BUILTIN_CONTENDERS, load_suite
@@ -95,6 +96,7 @@ def test_command_contenders_run_without_a_shell_resume_and_rerun_failures(tool_s
     good = [r for r in records if r["contender"] == "good"]
     bad = [r for r in records if r["contender"] == "bad"]
     assert all(r["test_accuracy"] == 0.5 and r["error"] is None and r["what"] == "9" for r in good)  # 3 classes x 3
+    assert all(r["test_scores"] == {"accuracy": 0.5} for r in good)  # no test_predictions: accuracy only
     assert all(r["test_accuracy"] is None and "tool failed on purpose" in r["error"] for r in bad)
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(calls) == 8 and all(c["--test"].startswith(str(out)) for c in calls)
@@ -136,9 +138,11 @@ def test_an_interrupted_bench_writes_the_leaderboard_of_the_cells_that_finished(
     out = tmp_path / "o"
     out.mkdir()
     (out / "leaderboard.md").write_text("# Benchmark suite `smoke` (an older run)")
-    result = cli(["bench", "--suite", str(tmp_path / "suite.yaml"), "--out", str(out)])
+    result = cli(["bench", "--suite", str(tmp_path / "suite.yaml"), "--out", str(out), "--metric", "balanced_accuracy"])
     assert result.exit_code == 130 and "1 finished cell(s) are saved" in result.output, result.output
-    assert "older run" not in (out / "leaderboard.md").read_text()
+    markdown = (out / "leaderboard.md").read_text()
+    assert "older run" not in markdown
+    assert "## Test balanced accuracy" in markdown and "| good (command) | not recorded |" in markdown  # no predictions
     assert len(pd.read_csv(out / "leaderboard.csv")) == 1
 
 
@@ -259,6 +263,82 @@ def test_leaderboard_files(tmp_path):
     assert (tmp_path / "report.html").read_text().count("<svg") == 2
 
 
+def _scored_records() -> list[dict]:
+    """One (group, seed) where accuracy and balanced accuracy disagree, and a cell from before test_scores."""
+
+    def cell(contender: str, scores: dict | None, configs: list[dict] = ()) -> dict:
+        record = {**_records()[0], "contender": contender, "title": contender, "configs": list(configs)}
+        record["test_accuracy"] = scores["accuracy"]
+        return {**record, "test_scores": scores} if "balanced_accuracy" in scores else record
+
+    grid_configs = [
+        {"test_accuracy": 0.85, "test_scores": {"accuracy": 0.85, "balanced_accuracy": 0.7, "f1_macro": 0.72}},
+        {"test_accuracy": 0.7, "test_scores": {"accuracy": 0.7, "balanced_accuracy": 0.75, "f1_macro": 0.74}},
+    ]
+    return [
+        cell("fit", {"accuracy": 0.9, "balanced_accuracy": 0.6, "f1_macro": 0.62}),
+        cell("codes_svm", {"accuracy": 0.8, "balanced_accuracy": 0.8, "f1_macro": 0.79}),
+        cell("mid_layer", {"accuracy": 0.95}),  # written before cells recorded test_scores
+        cell("grid", grid_configs[0]["test_scores"], grid_configs),
+    ]
+
+
+def test_the_leaderboard_ranks_by_the_chosen_metric(tmp_path):
+    suite = _suite(
+        tmp_path, "datasets: [{name: d, path: .., per_class: [10]}]\ncontenders: [fit, codes_svm, mid_layer, grid]"
+    )
+    by_accuracy = cell_frame(_scored_records(), suite).set_index("contender")
+    assert by_accuracy["rank"].to_dict() == {"mid_layer": 1, "fit": 2, "grid": 3, "codes_svm": 4}
+    assert by_accuracy.loc["fit", "oracle"] == pytest.approx(0.95) and set(by_accuracy["metric"]) == {"accuracy"}
+    frame = cell_frame(_scored_records(), suite, "balanced_accuracy")
+    balanced = frame.set_index("contender")
+    assert balanced["rank"].dropna().to_dict() == {"codes_svm": 1, "grid": 2, "fit": 3}
+    assert pd.isna(balanced.loc["mid_layer", "rank"]) and pd.isna(balanced.loc["mid_layer", "test_balanced_accuracy"])
+    assert balanced.loc["mid_layer", "test_accuracy"] == 0.95  # still in the CSV
+    # oracle: the best balanced accuracy of the grid's configurations (0.75) or a fixed strategy (0.8)
+    assert balanced.loc["fit", "oracle"] == pytest.approx(0.8)
+    assert balanced.loc["fit", "regret"] == pytest.approx((0.8 - 0.6) / (0.8 - 0.5))
+    assert cell_frame(_scored_records(), suite, "f1_macro").set_index("contender")["rank"].dropna().to_dict() == {
+        "codes_svm": 1, "grid": 2, "fit": 3
+    }  # fmt: skip
+    text = render_markdown(frame, suite, "test machine")
+    assert "## Test balanced accuracy" in text and "Test balanced accuracy on held-out images" in text
+    assert "## Test accuracy" not in text
+    assert "| codes_svm | 0.800 ± 0.000 | 1.00 | +0.000 |" in text and "| fit | 0.600 ± 0.000 | 3.00 | +0.667 |" in text
+    assert "| mid_layer | not recorded |  |  |" in text and "## Failed cells" not in text
+    assert (
+        "## Not recorded: test balanced accuracy" in text
+        and "1 finished cell(s) have no test balanced accuracy" in text
+    )
+    assert "ran before the bench recorded it, or come from a peer that printed no test_predictions" in text
+    assert "- mid_layer: 1 cell(s)" in text
+    write_leaderboard(_scored_records(), suite, tmp_path, "test machine", metric="f1_macro")
+    csv = pd.read_csv(tmp_path / "leaderboard.csv").set_index("contender")
+    assert set(csv["metric"]) == {"f1_macro"} and csv.loc["fit", "test_f1_macro"] == 0.62
+    assert pd.isna(csv.loc["mid_layer", "test_f1_macro"]) and pd.isna(csv.loc["mid_layer", "test_balanced_accuracy"])
+    assert "## Test macro F1" in (tmp_path / "leaderboard.md").read_text()
+    assert "Macro F1 against wall time" in (tmp_path / "report.html").read_text()
+
+
+def test_no_oracle_for_a_metric_the_grid_did_not_record(tmp_path):
+    suite = _suite(
+        tmp_path, "datasets: [{name: d, path: .., per_class: [10]}]\ncontenders: [fit, codes_svm, mid_layer, grid]"
+    )
+    records = _scored_records()
+    records[3] = {**records[3], "configs": [{"test_accuracy": 0.85}]}  # a grid cell from before test_scores
+    balanced = cell_frame(records, suite, "balanced_accuracy")
+    assert balanced["oracle"].isna().all() and balanced["regret"].isna().all()  # the fixed ones alone are no oracle
+    assert cell_frame(records, suite)["oracle"].notna().all()  # accuracy: as before
+
+
+@pytest.mark.parametrize("metric, why", [("roc_auc", "it needs class probabilities"), ("auc", "no such metric")])
+def test_bench_metric_must_be_a_label_metric(cli, tmp_path, metric, why):
+    result = cli(["bench", "--suite", "smoke", "--metric", metric, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and result.output.count("Error:") == 1 and "Traceback" not in result.output
+    assert f"cannot rank by {metric!r}: {why}" in result.output
+    assert "accuracy, balanced_accuracy or f1_macro" in result.output
+
+
 def test_every_builtin_contender_end_to_end_on_a_tiny_model(tmp_path, fit_env):
     """fit, the fixed strategies and the grid on a random-weight timm model: cheap, but the real code."""
     suite = _suite(
@@ -276,6 +356,11 @@ def test_every_builtin_contender_end_to_end_on_a_tiny_model(tmp_path, fit_env):
     for name, record in records.items():
         assert record["error"] is None, (name, record["error"])
         assert 0.0 <= record["test_accuracy"] <= 1.0 and record["what"]
+        assert set(record["test_scores"]) == set(BENCH_METRICS), name
+        assert record["test_scores"]["accuracy"] == record["test_accuracy"], name
+    for config in records["grid"]["configs"]:
+        assert set(config["test_scores"]) == set(BENCH_METRICS)
+        assert config["test_scores"]["accuracy"] == config["test_accuracy"]
     taps = create_backbone("test_efficientnet").taps
     assert [c["tap"] for c in records["grid"]["configs"]] == [t.name for t in taps]  # every tap, one size
     assert "test_efficientnet" in records["codes_svm"]["what"]

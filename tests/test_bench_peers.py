@@ -4,6 +4,7 @@ import json
 import os
 import sys
 import textwrap
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from autotransfer.bench.leaderboard import write_leaderboard
 from autotransfer.bench.runner import run_suite
 from autotransfer.bench.suite import load_suite
-from benchmarks.contenders._peer import epochs_that_fit
+from benchmarks.contenders._peer import answer, epochs_that_fit
 
 TOOL = textwrap.dedent("""
     import json, sys
@@ -56,6 +57,7 @@ def test_a_missing_peer_is_reported_as_not_installed_never_dropped(peer_suite, t
     assert len(records) == 6
     by = {(r["contender"], r["seed"]): r for r in records}
     assert by[("good", 0)]["status"] == "ok" and by[("good", 0)]["test_accuracy"] == 0.75
+    assert by[("good", 0)]["test_scores"] == {"accuracy": 0.75}  # no test_predictions: accuracy only
     assert by[("good", 0)]["what"].endswith("--size 48")  # {resolution} is the suite's fixed resolution
     assert by[("broken", 1)]["status"] == "not installed" and "No matching distribution" in by[("broken", 1)]["error"]
     assert by[("absent", 0)]["status"] == "not installed" and str(peers / "absent") in by[("absent", 0)]["error"]
@@ -87,6 +89,90 @@ def test_cells_written_before_status_existed_still_make_a_leaderboard(peer_suite
         record.pop("status")
     frame = write_leaderboard(records, suite, out, "test machine")
     assert set(frame["status"]) == {"ok", "failed"}
+
+
+# A peer that reads the test folder with the peers' own helper and answers with its predictions:
+# right on every other image, the first class otherwise. --mode breaks its answer on purpose.
+PREDICTING_PEER = textwrap.dedent("""
+    import pathlib, sys
+    sys.path.insert(0, {root!r})
+    from benchmarks.contenders import _peer
+    args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+    paths, labels = _peer.image_files(pathlib.Path(args["--test"]))
+    first = sorted(labels)[0]
+    predicted = [label if i % 2 == 0 else first for i, label in enumerate(labels)]
+    predictions = dict(zip(paths, predicted))
+    accuracy = sum(p == t for p, t in zip(predicted, labels)) / len(labels)
+    mode = args.get("--mode")
+    if mode == "unknown":
+        predictions["elsewhere/cat.png"] = first
+    elif mode == "missing":
+        predictions.pop(paths[-1])
+    elif mode == "disagrees":
+        accuracy = 1.0
+    _peer.answer(accuracy, "predicting peer", None, predictions)
+""")
+
+
+def _predicting_suite(tmp_path, fit_env, mode: str) -> Path:
+    tool = tmp_path / "peer.py"
+    tool.write_text(PREDICTING_PEER.format(root=str(Path(__file__).resolve().parents[1])))
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(
+        textwrap.dedent(f"""
+        datasets:
+          - {{name: tiny, path: {fit_env["data"]}, per_class: [4], test_per_class: 3}}
+        seeds: [0]
+        budget: 30s
+        contenders: [peer]
+        commands:
+          peer: ["{sys.executable}", "{tool}", --test, "{{test}}", --mode, {mode}]
+    """)
+    )
+    return suite_file
+
+
+def test_a_peer_with_test_predictions_is_scored_on_every_metric(tmp_path, fit_env, cli):
+    out = tmp_path / "out"
+    suite_file = _predicting_suite(tmp_path, fit_env, "good")
+    result = cli(["bench", "--suite", str(suite_file), "--out", str(out), "--metric", "f1_macro"])
+    assert result.exit_code == 0, result.output
+    cell = json.loads(next((out / "cells").glob("*--peer.json")).read_text())
+    # 3 classes x 3 test images a, a, a, b, b, b, c, c, c predicted a, a, a, a, b, a, c, a, c
+    f1 = (2 * 0.5 * 1 / 1.5 + 2 * 1 * (1 / 3) / (4 / 3) + 2 * 1 * (2 / 3) / (5 / 3)) / 3  # per class 2PR/(P+R)
+    assert cell["test_scores"] == pytest.approx({"accuracy": 6 / 9, "balanced_accuracy": 6 / 9, "f1_macro": f1})
+    assert cell["test_accuracy"] == pytest.approx(6 / 9)
+    csv = pd.read_csv(out / "leaderboard.csv")
+    assert list(csv["metric"]) == ["f1_macro"] and csv["test_f1_macro"][0] == pytest.approx(f1)
+    assert f"| peer (command) | {f1:.3f} ± 0.000 |" in (out / "leaderboard.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "mode, message",
+    [
+        ("unknown", "test_predictions do not match the test folder: 'elsewhere/cat.png' is not a held-out file"),
+        ("missing", "test_predictions do not match the test folder: no prediction for "),
+        ("disagrees", "its test_accuracy 1.0000 disagrees with the accuracy of its test_predictions (0.6667)"),
+    ],
+)
+def test_test_predictions_that_do_not_fit_the_test_folder_fail_the_cell(tmp_path, fit_env, mode, message):
+    (record,) = run_suite(load_suite(_predicting_suite(tmp_path, fit_env, mode)), tmp_path / "out")
+    assert record["status"] == "failed" and record["test_scores"] == {} and message in record["error"], record["error"]
+    if mode == "missing":
+        assert (
+            record["error"]
+            .splitlines()[0]
+            .endswith(".png' (0 unknown path(s), 1 held-out file(s) without a prediction).")
+        )
+
+
+def test_answer_prints_predictions_as_test_predictions(capsys):
+    predictions = {"t/a/1.png": "a", "t/b/2.png": "a"}
+    answer(0.5, "w", 0.25, predictions)
+    line = {"test_accuracy": 0.5, "what": "w", "val_accuracy": 0.25, "test_predictions": predictions}
+    assert json.loads(capsys.readouterr().out) == line
+    answer(0.5, "w")
+    assert "test_predictions" not in json.loads(capsys.readouterr().out)
 
 
 @pytest.mark.parametrize(

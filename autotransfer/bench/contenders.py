@@ -2,7 +2,8 @@
 
 Every contender gets the cell's train folder (it makes its own validation split from it), the
 budget and the seed; none sees the test folder except to score its final answer once. A contender
-returns an ``Outcome``; the runner times it.
+returns an ``Outcome``: its test scores under each of ``BENCH_METRICS`` (the label-only metrics, so
+computable from any tool's predicted class names); the runner times it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from autotransfer.errors import AutoTransferError
 from autotransfer.models.features import extract_features
 from autotransfer.models.zoo import Backbone, create_backbone
 from autotransfer.transfer.finetune import FinetuneConfig, TransferModel, finetune
+from autotransfer.transfer.metrics import score_predictions
 from autotransfer.transfer.probes import fit_probe
 from autotransfer.transfer.strategies import probe_strategy
 
@@ -44,22 +46,44 @@ class Cell:
     deadline: Deadline
 
 
+# The metrics every cell records (AutoGluon's names): label-only, since a peer gives class names, not probabilities.
+BENCH_METRICS = ("accuracy", "balanced_accuracy", "f1_macro")
+
+
 @dataclass
 class Outcome:
-    test_accuracy: float
+    """A contender's answer on the held-out files of a cell.
+
+    ``test_scores`` maps each of ``BENCH_METRICS`` to its value in 0..1; a command-line tool that
+    printed no ``test_predictions`` gives only ``accuracy``. ``configs`` is the grid's: every
+    configuration with its ``test_accuracy`` and ``test_scores``.
+    """
+
+    test_scores: dict[str, float]
     what: str
     val_accuracy: float | None = None
-    configs: list[dict] = field(default_factory=list)  # the grid: every configuration with its test accuracy
+    configs: list[dict] = field(default_factory=list)
+
+    @property
+    def test_accuracy(self) -> float:
+        return self.test_scores["accuracy"]
+
+
+def label_scores(y_true: Sequence, y_pred: Sequence) -> dict[str, float]:
+    """``{metric: score}`` of hard predictions ``y_pred`` against ``y_true`` (same length) for ``BENCH_METRICS``."""
+    return {name: score_predictions(name, y_true, y_pred) for name in BENCH_METRICS}
 
 
 def held_out_files(cell: Cell) -> tuple[list[str], list[str]]:
+    """(paths, class names) of the cell's test folder, in ``index_dataset``'s order."""
     index = index_dataset(cell.test_dir)
     return [str(p) for p in index.paths], list(index.labels)
 
 
 def _scored(cell: Cell, pipeline: Pipeline, what: str) -> Outcome:
     paths, labels = held_out_files(cell)
-    return Outcome(pipeline.score(paths, labels), what, pipeline.spec["metrics"].get("val_accuracy"))
+    scores = label_scores(labels, pipeline.predict(paths))
+    return Outcome(scores, what, pipeline.spec["metrics"].get("val_accuracy"))
 
 
 def run_fit(cell: Cell) -> Outcome:
@@ -167,7 +191,7 @@ def run_grid(cell: Cell) -> Outcome:
     """Every backbone x resolution x tap of the grid with the best (head, C) on val: no budget.
 
     Its answer is the configuration with the best validation accuracy; every configuration's test
-    accuracy is kept, so the leaderboard's oracle is the best any of them reaches.
+    scores are kept, so the leaderboard's oracle is the best any of them reaches, per metric.
     """
     suite, test_dir = cell.suite, cell.test_dir
     configs = []
@@ -191,6 +215,7 @@ def run_grid(cell: Cell) -> Outcome:
                     c_grid=suite.grid_c,
                     seed=cell.seed,
                 )
+                scores = label_scores(test_labels, probe.model.predict(test_features[tap]))
                 configs.append(
                     {
                         "backbone": name,
@@ -199,12 +224,13 @@ def run_grid(cell: Cell) -> Outcome:
                         "head": probe.head,
                         "C": probe.C,
                         "val_accuracy": probe.val_accuracy,
-                        "test_accuracy": probe.model.score(test_features[tap], test_labels),
+                        "test_accuracy": scores["accuracy"],
+                        "test_scores": scores,
                     }
                 )
     best = max(configs, key=lambda c: c["val_accuracy"])
     return Outcome(
-        best["test_accuracy"],
+        best["test_scores"],
         f"{best['head']} (C={best['C']:g}) on `{best['tap']}` of {best['backbone']} "
         f"at {best['resolution']}px, best of {len(configs)} by val",
         best["val_accuracy"],
@@ -238,8 +264,52 @@ def _check_peer(program: str) -> None:
     raise NotInstalled(f"not installed: peer {name!r}: {reason}", fix="run `make peers` (scripts/peers.sh)")
 
 
+def _command_scores(cell: Cell, command: str, accuracy: float, predictions: object) -> dict[str, float]:
+    """A tool's test scores: ``BENCH_METRICS`` of its ``test_predictions`` when it printed them, else only accuracy.
+
+    ``predictions`` maps each held-out file's path to the class name the tool predicts for it (None:
+    not printed). Paths are compared as absolute paths (``os.path.abspath``: relative ones are taken
+    from the runner's directory, where the tool ran; symbolic links are not followed, the test
+    images being links). AutoTransferError, naming a path, if a held-out file has no prediction or
+    a path is not a held-out file, and if the tool's ``test_accuracy`` disagrees with its predictions.
+    """
+    if predictions is None:
+        return {"accuracy": accuracy}
+    if not isinstance(predictions, dict) or not all(isinstance(name, str) for name in predictions.values()):
+        raise AutoTransferError(
+            f"{command}: test_predictions is not an object of test file path -> predicted class name.",
+            fix='print e.g. {"test_accuracy": 0.5, "test_predictions": {"test/cat/1.png": "cat", ...}}.',
+        )
+    paths, labels = held_out_files(cell)
+    held_out = [os.path.abspath(path) for path in paths]
+    predicted = {os.path.abspath(path): name for path, name in predictions.items()}
+    known = set(held_out)
+    unknown = sorted(path for path in predictions if os.path.abspath(path) not in known)
+    missing = [path for path, absolute in zip(paths, held_out) if absolute not in predicted]
+    if unknown or missing:
+        first = f"{unknown[0]!r} is not a held-out file" if unknown else f"no prediction for {missing[0]!r}"
+        raise AutoTransferError(
+            f"{command}: test_predictions do not match the test folder: {first} "
+            f"({len(unknown)} unknown path(s), {len(missing)} held-out file(s) without a prediction).",
+            where=str(cell.test_dir),
+            fix="predict every image of --test once, keyed by its path under --test.",
+        )
+    scores = label_scores(labels, [predicted[path] for path in held_out])
+    if abs(scores["accuracy"] - accuracy) > 1e-6:
+        raise AutoTransferError(
+            f"{command}: its test_accuracy {accuracy:.4f} disagrees with the accuracy of its "
+            f"test_predictions ({scores['accuracy']:.4f}).",
+            fix="compute test_accuracy from the same predictions it prints.",
+        )
+    return scores
+
+
 def run_command(cell: Cell, argv: tuple[str, ...]) -> Outcome:
     """An external tool: it gets the folders, the budget and the seed; its last JSON line is its answer.
+
+    The answer has ``test_accuracy`` (0..1) and optionally ``what``, ``val_accuracy`` and
+    ``test_predictions`` ({test file path: predicted class name}), from which every one of
+    ``BENCH_METRICS`` is computed (``_command_scores``); without them the cell records accuracy only.
 
     The arguments are filled in and run without a shell, so a path with spaces or quotes is one
     argument and nothing in it is interpreted. Every tool runs with the same allocator settings as
@@ -285,7 +355,9 @@ def run_command(cell: Cell, argv: tuple[str, ...]) -> Outcome:
             continue
         accuracy = answer.get("test_accuracy") if isinstance(answer, dict) else None
         if isinstance(accuracy, (int, float)) and 0.0 <= accuracy <= 1.0:
-            return Outcome(float(accuracy), str(answer.get("what", " ".join(argv))), answer.get("val_accuracy"))
+            command = f"{' '.join(args[:3])} ..."
+            scores = _command_scores(cell, command, float(accuracy), answer.get("test_predictions"))
+            return Outcome(scores, str(answer.get("what", " ".join(argv))), answer.get("val_accuracy"))
     raise AutoTransferError(
         f"{' '.join(args[:3])} ... printed no JSON line with a test_accuracy in 0..1.",
         fix='print e.g. {"test_accuracy": 0.91} as its last line.',

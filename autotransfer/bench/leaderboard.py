@@ -1,9 +1,17 @@
 """Finished cells -> ``leaderboard.csv`` (one row per cell), ``leaderboard.md`` and ``report.html``.
 
-Groups are (dataset, regime); contenders are compared within a group over the suite's seeds. The
-oracle of a (group, seed) is the best test accuracy of any configuration the grid tried or any
-fixed strategy reached; normalised regret is ``(oracle - accuracy) / (oracle - chance)``, so 0 is
-the oracle, 1 is guessing, and a negative regret beats every configuration of the grid.
+Groups are (dataset, regime); contenders are compared within a group over the suite's seeds by one
+metric, ``accuracy``, ``balanced_accuracy`` or ``f1_macro`` on the held-out images (the CSV keeps
+all three). The oracle of a (group, seed) is the best test score of any configuration the grid
+tried or any fixed strategy reached; normalised regret is ``(oracle - score) / (oracle - chance)``,
+so 0 is the oracle, 1 is guessing, and a negative regret beats every configuration of the grid.
+Chance is ``1 / n_classes`` for all three metrics: a uniform random guess scores about 1/K in
+accuracy, balanced accuracy and macro F1 alike on a balanced test set, as the bench's are
+(``test_per_class`` images of every class).
+
+A finished cell without the chosen metric (it ran before the bench recorded it, or is a
+command-line tool that printed no ``test_predictions``) is "not recorded": it is left out of
+means, ranks and regret, and the markdown counts it.
 """
 
 from __future__ import annotations
@@ -14,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from autotransfer.bench.contenders import FIXED
+from autotransfer.bench.contenders import BENCH_METRICS, FIXED
 from autotransfer.bench.suite import Suite
+from autotransfer.errors import AutoTransferError
 from autotransfer.files import write_text_atomic
 from autotransfer.report.outputs import svg
 
@@ -27,9 +36,12 @@ CSV_COLUMNS = [
     "contender",
     "title",
     "test_accuracy",
+    "test_balanced_accuracy",
+    "test_f1_macro",
     "val_accuracy",
     "seconds",
     "within_budget",
+    "metric",
     "oracle",
     "regret",
     "rank",
@@ -39,43 +51,99 @@ CSV_COLUMNS = [
 ]
 
 
-def cell_frame(records: list[dict], suite: Suite) -> pd.DataFrame:
-    """One row per cell with the oracle, the normalised regret and the rank within its (group, seed)."""
-    frame = pd.DataFrame(records)
-    derived = frame["error"].map(lambda e: "ok" if e is None or pd.isna(e) else "failed")  # cells from before `status`
-    frame["status"] = frame["status"].fillna(derived) if "status" in frame else derived
-    frame["group"] = frame["dataset"] + " " + frame["per_class"].astype(str) + "/class"
-    # the grid has no budget; a peer that is not installed ran nothing (cells written before this said True)
-    budgeted = (frame["contender"] != "grid") & (frame["status"] != "not installed")
-    frame["within_budget"] = frame["within_budget"].where(budgeted)
-    oracle_sources = frame["contender"].isin(list(FIXED)) | (frame["contender"] == "grid")
+METRIC_NAMES = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "f1_macro": "macro F1"}
+PROBABILITY_METRICS = ("roc_auc", "log_loss")  # the search's, which need class probabilities
+
+
+def check_bench_metric(name: str) -> str:
+    """``name`` if the leaderboard can rank by it (one of ``BENCH_METRICS``); AutoTransferError otherwise."""
+    if name in BENCH_METRICS:
+        return name
+    why = (
+        "it needs class probabilities, and the peer contenders give only class names"
+        if name in PROBABILITY_METRICS
+        else "no such metric"
+    )
+    raise AutoTransferError(
+        f"The bench cannot rank by {name!r}: {why}.", fix="use --metric accuracy, balanced_accuracy or f1_macro."
+    )
+
+
+def _config_score(config: dict, metric: str) -> float | None:
+    """A grid configuration's test score under ``metric``; None if it ran before the grid kept ``test_scores``."""
+    return (config.get("test_scores") or {"accuracy": config["test_accuracy"]}).get(metric)
+
+
+def _oracles(frame: pd.DataFrame, column: str, metric: str) -> dict[tuple[str, int], float]:
+    """Per (group, seed) with a grid cell: the best ``metric`` of the grid's configurations and the fixed strategies.
+
+    No entry where the grid's configurations did not record the metric: the fixed strategies alone are no oracle.
+    """
+    sources = frame["contender"].isin(list(FIXED)) | (frame["contender"] == "grid")
     oracles = {}
     for (group, seed), part in frame.groupby(["group", "seed"]):
         if not (part["contender"] == "grid").any():
             continue
-        grid_configs = [c["test_accuracy"] for rows in part["configs"] for c in rows]
-        reached = part.loc[oracle_sources[part.index], "test_accuracy"].dropna().tolist()
-        oracles[(group, seed)] = max(grid_configs + reached)
+        grid = [_config_score(config, metric) for rows in part["configs"] for config in rows]
+        scores = grid + part.loc[sources[part.index], column].dropna().tolist()
+        if scores and None not in grid:
+            oracles[(group, seed)] = max(scores)
+    return oracles
+
+
+def cell_frame(records: list[dict], suite: Suite, metric: str = "accuracy") -> pd.DataFrame:
+    """One row per cell (``CSV_COLUMNS``) with its test scores, and the oracle, the normalised regret and the
+    rank within its (group, seed) under ``metric`` (one of ``BENCH_METRICS``; NaN where a cell has no such score).
+    """
+    column = f"test_{check_bench_metric(metric)}"
+    frame = pd.DataFrame(records)
+    derived = frame["error"].map(lambda e: "ok" if e is None or pd.isna(e) else "failed")  # cells from before `status`
+    frame["status"] = frame["status"].fillna(derived) if "status" in frame else derived
+    # cells written before the bench recorded test_scores, and failed ones, have none: NaN
+    scores = frame["test_scores"] if "test_scores" in frame else pd.Series([{}] * len(frame), index=frame.index)
+    scores = scores.map(lambda value: value if isinstance(value, dict) else {})
+    for name in BENCH_METRICS[1:]:  # accuracy: every finished cell has test_accuracy
+        frame[f"test_{name}"] = scores.map(lambda value, name=name: value.get(name, np.nan)).astype(float)
+    frame["group"] = frame["dataset"] + " " + frame["per_class"].astype(str) + "/class"
+    # the grid has no budget; a peer that is not installed ran nothing (cells written before this said True)
+    budgeted = (frame["contender"] != "grid") & (frame["status"] != "not installed")
+    frame["within_budget"] = frame["within_budget"].where(budgeted)
+    frame["metric"] = metric
+    oracles = _oracles(frame, column, metric)
     frame["oracle"] = [oracles.get((g, s), np.nan) for g, s in zip(frame["group"], frame["seed"])]
     chance = 1.0 / frame["n_classes"]
-    frame["regret"] = (frame["oracle"] - frame["test_accuracy"]) / (frame["oracle"] - chance)
-    frame["rank"] = frame.groupby(["group", "seed"])["test_accuracy"].rank(ascending=False, method="average")
+    frame["regret"] = (frame["oracle"] - frame[column]) / (frame["oracle"] - chance)
+    frame["rank"] = frame.groupby(["group", "seed"])[column].rank(ascending=False, method="average")
     order = {name: i for i, name in enumerate(suite.contenders)}
     groups = [f"{d.name} {n}/class" for d in suite.datasets for n in d.per_class]
     frame["_g"], frame["_c"] = frame["group"].map(groups.index), frame["contender"].map(order)
     return frame.sort_values(["_g", "_c", "seed"])[CSV_COLUMNS].reset_index(drop=True)
 
 
+def _metric(frame: pd.DataFrame) -> str:
+    """The metric a ``cell_frame`` ranks by."""
+    return str(frame["metric"].iloc[0])
+
+
+def _not_recorded(frame: pd.DataFrame) -> pd.Series:
+    """Finished cells without a score under the frame's metric (bool per row)."""
+    return (frame["status"] == "ok") & frame[f"test_{_metric(frame)}"].isna()
+
+
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per (group, contender): mean and std of test accuracy over seeds, wall time, regret, rank."""
-    grouped = frame.groupby(["group", "title"], sort=False)
+    """Per (group, contender): mean and std over seeds of the frame's metric, wall time, regret, rank, and
+    counts of failed, not installed and not recorded cells."""
+    grouped = frame.assign(score=frame[f"test_{_metric(frame)}"], not_recorded=_not_recorded(frame)).groupby(
+        ["group", "title"], sort=False
+    )
     return pd.DataFrame(
         {
-            "mean": grouped["test_accuracy"].mean(),
-            "std": grouped["test_accuracy"].std(ddof=0),
-            "seeds": grouped["test_accuracy"].count(),
+            "mean": grouped["score"].mean(),
+            "std": grouped["score"].std(ddof=0),
+            "seeds": grouped["score"].count(),
             "failed": grouped["error"].count(),
             "not_installed": grouped["status"].agg(lambda s: int((s == "not installed").sum())),
+            "not_recorded": grouped["not_recorded"].sum(),
             "seconds": grouped["seconds"].mean(),
             "over_budget": grouped["within_budget"].agg(lambda s: int((s == False).sum())),  # noqa: E712 (NaN: not run)
             "regret": grouped["regret"].mean(),
@@ -100,20 +168,47 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(frame: pd.DataFrame, suite: Suite, machine: str) -> str:
-    table = summary(frame)
-    accuracy = _pivot(
-        table,
-        lambda r: (
-            ("not installed" if r.not_installed else "failed")
-            if r.seeds == 0
-            else f"{r.mean:.3f} ± {r.std:.3f}" + (f" ({r.failed} failed)" if r.failed else "")
-        ),
+def _score_text(row: tuple) -> str:
+    """A ``summary`` row's cell of the markdown table: mean ± std, or why there is none."""
+    if row.seeds == 0 and row.not_installed:
+        return "not installed"
+    if row.seeds == 0 and not row.not_recorded:
+        return "failed"
+    if row.seeds == 0:
+        return "not recorded" + (f" ({row.failed} failed)" if row.failed else "")
+    notes = [f"{n} {what}" for n, what in ((row.failed, "failed"), (row.not_recorded, "not recorded")) if n]
+    return f"{row.mean:.3f} ± {row.std:.3f}" + (f" ({', '.join(notes)})" if notes else "")
+
+
+def _not_recorded_section(frame: pd.DataFrame) -> list[str]:
+    """Markdown lines counting the finished cells without the frame's metric, per contender (none: no lines)."""
+    missing = frame[_not_recorded(frame)]
+    if not len(missing):
+        return []
+    name = METRIC_NAMES[_metric(frame)]
+    return (
+        [
+            f"## Not recorded: test {name}",
+            "",
+            f"{len(missing)} finished cell(s) have no test {name}: they ran before the bench recorded it, or come "
+            'from a peer that printed no test_predictions. They show as "not recorded" and are left out of means, '
+            "ranks and regret; their test accuracy is in leaderboard.csv.",
+            "",
+        ]
+        + [f"- {title}: {n} cell(s)" for title, n in missing.groupby("title", sort=False).size().items()]
+        + [""]
     )
+
+
+def render_markdown(frame: pd.DataFrame, suite: Suite, machine: str) -> str:
+    """``leaderboard.md``: the frame's metric per contender and group, wall time, regret, and every cell's problems."""
+    table = summary(frame)
+    name = METRIC_NAMES[_metric(frame)]
+    scores = _pivot(table, _score_text)
     overall = table.groupby("title", sort=False).agg(rank=("rank", "mean"), regret=("regret", "mean"))
-    accuracy["mean rank"] = overall["rank"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
+    scores["mean rank"] = overall["rank"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
     if overall["regret"].notna().any():
-        accuracy["mean regret"] = overall["regret"].map(lambda v: "" if pd.isna(v) else f"{v:+.3f}")
+        scores["mean regret"] = overall["regret"].map(lambda v: "" if pd.isna(v) else f"{v:+.3f}")
     seconds = _pivot(table, lambda r: f"{r.seconds:.0f}" + (" (over budget)" if r.over_budget else ""))
     regret = _pivot(table, lambda r: "" if pd.isna(r.regret) else f"{r.regret:+.3f}")
     seeds = ", ".join(map(str, suite.seeds))
@@ -125,13 +220,14 @@ def render_markdown(frame: pd.DataFrame, suite: Suite, machine: str) -> str:
         f"Machine: {machine}",
         "",
         f"Budget {suite.budget:.0f} s per contender and cell; seeds {seeds}; search space `{suite.search_space}`; "
-        f"fixed strategies on {suite.fixed_backbone} at {suite.fixed_resolution}px. Test accuracy on held-out "
+        f"fixed strategies on {suite.fixed_backbone} at {suite.fixed_resolution}px. Test {name} on held-out "
         "images no contender saw (mean ± std over seeds); rank 1 is best within a dataset and seed.",
         "",
-        "## Test accuracy",
+        f"## Test {name}",
         "",
-        _markdown(accuracy),
+        _markdown(scores),
         "",
+        *_not_recorded_section(frame),
         "## Wall time (s, mean over seeds)",
         "",
         _markdown(seconds),
@@ -179,10 +275,11 @@ def _plots(frame: pd.DataFrame) -> dict[str, str]:
     import matplotlib.pyplot as plt
 
     table = summary(frame).dropna(subset=["mean"])
+    name = METRIC_NAMES[_metric(frame)]
     groups = list(dict.fromkeys(table["group"]))
     titles = list(dict.fromkeys(table["title"]))
     if not groups:  # every cell failed or is not installed: nothing to plot
-        return {"accuracy": "<p>No finished cell.</p>", "rank": ""}
+        return {"score": "<p>No finished cell.</p>", "rank": ""}
     colours = {t: plt.get_cmap("tab10")(i % 10) for i, t in enumerate(titles)}
     figure, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.8), squeeze=False)
     for axis, group in zip(axes[0], groups):
@@ -192,9 +289,9 @@ def _plots(frame: pd.DataFrame) -> dict[str, str]:
         axis.set_xscale("log")
         axis.set_title(group)
         axis.set_xlabel("wall time (s, log)")
-        axis.set_ylabel("test accuracy")
+        axis.set_ylabel(f"test {name}")
     axes[0][-1].legend(fontsize=7, loc="lower right")
-    plots = {"accuracy": svg(figure)}
+    plots = {"score": svg(figure)}
     ranks = table.pivot(index="title", columns="group", values="rank").reindex(index=titles, columns=groups)
     figure, axis = plt.subplots(figsize=(1.3 * len(groups) + 4, 0.35 * len(titles) + 1.5))
     image = axis.imshow(ranks.to_numpy(dtype=float), cmap="viridis_r", aspect="auto")
@@ -218,16 +315,20 @@ def render_html(frame: pd.DataFrame, suite: Suite, machine: str) -> str:
         if r.what
     )
     name = html.escape(suite.name)
+    metric = METRIC_NAMES[_metric(frame)]
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>autotransfer bench: {name}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1600px}} table{{border-collapse:collapse;font-size:12px}}
 td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}}</style></head><body>
 <h1>Benchmark suite {name}</h1><p>{html.escape(suite.description)}</p><p>{html.escape(machine)}</p>
-<h2>Accuracy against wall time</h2>{plots["accuracy"]}<h2>Ranks</h2>{plots["rank"]}
+<h2>{html.escape(metric[0].upper() + metric[1:])} against wall time</h2>{plots["score"]}<h2>Ranks</h2>{plots["rank"]}
 <h2>Every cell</h2>{table}<h2>What each contender chose</h2><ul>{what}</ul></body></html>"""
 
 
-def write_leaderboard(records: list[dict], suite: Suite, out: Path, machine: str) -> pd.DataFrame:
-    frame = cell_frame(records, suite)
+def write_leaderboard(
+    records: list[dict], suite: Suite, out: Path, machine: str, metric: str = "accuracy"
+) -> pd.DataFrame:
+    """Write ``out``'s leaderboard.csv, leaderboard.md and report.html, ranked by ``metric``; return the cell frame."""
+    frame = cell_frame(records, suite, metric)
     write_text_atomic(out / "leaderboard.csv", frame.to_csv(index=False))
     write_text_atomic(out / "leaderboard.md", render_markdown(frame, suite, machine))
     write_text_atomic(out / "report.html", render_html(frame, suite, machine))

@@ -146,6 +146,7 @@ def _run_cell(suite: Suite, out: Path, key: CellKey) -> dict:
         "title": title(key.contender),
         "n_classes": sum(1 for p in test_dir.iterdir() if p.is_dir()),
         "test_accuracy": None,
+        "test_scores": {},  # BENCH_METRICS -> score; a tool without test_predictions: accuracy only
         "val_accuracy": None,
         "what": "",
         "configs": [],
@@ -157,6 +158,7 @@ def _run_cell(suite: Suite, out: Path, key: CellKey) -> dict:
         outcome = contender(key.contender, suite)(cell)
         record.update(
             test_accuracy=outcome.test_accuracy,
+            test_scores=outcome.test_scores,
             val_accuracy=outcome.val_accuracy,
             what=outcome.what,
             configs=outcome.configs,

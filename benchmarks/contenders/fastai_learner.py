@@ -89,6 +89,7 @@ def main() -> int:
         test_files, _ = _peer.image_files(args.test)
         preds, targets = learn.get_preds(dl=dls.test_dl([Path(p) for p in test_files], with_labels=True))
     test_accuracy = float((preds.argmax(1) == targets).float().mean())
+    predicted = [str(dls.vocab[i]) for i in preds.argmax(1).tolist()]  # test_dl keeps test_files' order
     _peer.answer(
         test_accuracy,
         f"fastai vision_learner + fine_tune: {_peer.BACKBONE} (offline ImageNet weights) at "
@@ -96,6 +97,7 @@ def main() -> int:
         f"1 frozen + {epochs} planned epochs, {guard.run_epochs} run"
         + (" (stopped for the budget)" if guard.stopped else ""),
         val_accuracy,
+        dict(zip(test_files, predicted)),
     )
     return 0
 
