@@ -1,9 +1,9 @@
 """Export a pipeline to ONNX or TorchScript, preprocessing included.
 
-The exported graph takes uint8 images (N x 3 x H x W, any batch and any size), resizes them to the
-training size (bilinear, antialiased: a square resize, so crop first if the images are far from
-square), normalises them, and returns class logits in the pipeline's class order. The class names
-and preprocessing are written next to the file as JSON, so a consumer needs nothing else.
+The exported graph takes uint8 images (N x 3 x H x W, any batch and any size), resizes them as in
+training (deploy/graph_resize.py: the centred square of a pipeline trained on centre crops, as
+``predict`` does), normalises them, and returns class logits in the pipeline's class order. The class
+names and preprocessing are written next to the file as JSON, so a consumer needs nothing else.
 """
 
 from __future__ import annotations
@@ -51,18 +51,6 @@ def _export_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path) -> Non
         )
 
 
-def _caller_step(preprocess: dict) -> str:
-    """What a caller does before the graph so that it sees what ``predict`` sees: the graph's resize is
-    a square one (an in-graph centre crop needs data-dependent slicing, which torch.export's dynamic
-    sizes refuse), so images of a pipeline trained on centre crops are cropped to a square first."""
-    if preprocess["resize_mode"] != "crop":
-        return "nothing: the pipeline was trained on whole images squashed to a square"
-    return (
-        "crop each image to its centred square (side = its shorter side), as `autotransfer predict` does; "
-        "fed whole, a non-square image is squashed and its labels can differ from predict's"
-    )
-
-
 def export(pipeline: Pipeline, fmt: str, out: str | os.PathLike) -> Path:
     """Write the model to ``out`` (and ``out`` + ``.json`` with classes and preprocessing)."""
     if fmt not in FORMATS:
@@ -70,22 +58,24 @@ def export(pipeline: Pipeline, fmt: str, out: str | os.PathLike) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     pipeline = Pipeline(pipeline.backbone, pipeline.model.to("cpu"), pipeline.spec)
-    net = pipeline.network(resize_to=pipeline.spec["preprocess"]["size"])
+    net = pipeline.network(with_resize=True)
+    in_graph = f"{net.resize.describe()}, normalised"
     example = _example(pipeline)
     with replacing(out) as partial, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic are expected here
         if fmt == "torchscript":
+            # tracing would freeze the resize's size arithmetic at the example's size: that step is scripted
+            net.resize = torch.jit.script(net.resize)
             with torch.no_grad():
                 traced = torch.jit.trace(net, example)
             traced.save(str(partial))
         else:
             _export_onnx(net, example, partial)
-    pre = pipeline.spec["preprocess"]
     meta = {
         "format": fmt,
         "input": "uint8 images, N x 3 x H x W (RGB, 0..255)",
-        "in_graph": f"the whole image resized to {pre['size']}x{pre['size']} (bilinear, antialiased), normalised",
-        "before_the_graph": _caller_step(pre),
+        "in_graph": in_graph,
+        "before_the_graph": "nothing: images of any size, as they are",
         "output": "logits, N x classes",
         "classes": pipeline.spec["classes"],
         "preprocess": pipeline.spec["preprocess"],

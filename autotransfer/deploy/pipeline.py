@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from autotransfer.data.images import ResizeRecipe
+from autotransfer.deploy.graph_resize import GraphResize
 from autotransfer.deploy.predict_inputs import load_inputs, to_pixels
 from autotransfer.errors import AutoTransferError
 from autotransfer.models.fully_conv import ConvClassifier, conv_trunk
@@ -233,11 +234,13 @@ class Pipeline:
         p = self.spec["preprocess"]
         return ResizeRecipe(p["size"], p["resize_mode"], p["interpolation"])
 
-    def network(self, reduce: str = "mean", resize_to: int | None = None) -> ConvClassifier:
-        """The fully-convolutional classifier (pixels 0..255 in, logits out) of this pipeline."""
+    def network(self, reduce: str = "mean", with_resize: bool = False) -> ConvClassifier:
+        """The fully-convolutional classifier (pixels 0..255 in, logits out) of this pipeline; with
+        ``with_resize``, the training resize (centre crop or squash) is its first step (for export)."""
         p = self.spec["preprocess"]
         trunk = conv_trunk(self.backbone, self.spec["tap"]["name"], p["size"])
-        net = ConvClassifier(trunk, self.model.head, p["mean"], p["std"], reduce, resize_to)
+        resize = GraphResize(p["size"], p["resize_mode"] == "crop", p.get("interpolation", "bilinear"))
+        net = ConvClassifier(trunk, self.model.head, p["mean"], p["std"], reduce, resize if with_resize else None)
         return net.to(self.device).eval().requires_grad_(False)
 
     def predictions(

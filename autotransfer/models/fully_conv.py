@@ -140,7 +140,7 @@ class ConvClassifier(nn.Module):
         mean: tuple[float, ...],
         std: tuple[float, ...],
         reduce: str = "mean",
-        resize_to: int | None = None,
+        resize: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if reduce not in REDUCTIONS:
@@ -150,14 +150,12 @@ class ConvClassifier(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
         self.reduce = reduce
-        self.resize_to = resize_to
+        self.resize = resize
 
     def _part_scores(self, images: torch.Tensor) -> list[torch.Tensor]:
         x = images.float()
-        if self.resize_to is not None:
-            x = nn.functional.interpolate(
-                x, size=(self.resize_to, self.resize_to), mode="bilinear", align_corners=False, antialias=True
-            )
+        if self.resize is not None:
+            x = self.resize(x)
         x = (x - self.mean) / self.std
         return [head(part.float()) for head, part in zip(self.heads, self.trunk(x))]
 
