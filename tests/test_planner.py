@@ -97,3 +97,21 @@ def test_an_interrupted_trial_says_it_was_queued_again():
     rows = {r["trial"]: r for r in trial_records("finetune", study)}
     assert rows[0]["status"] == "fail" and rows[0]["error"] == "interrupted; queued again as trial 1"
     assert rows[1]["status"] == "waiting" and rows[1]["retry_of"] == 0
+
+
+def test_a_fine_tuning_epoch_is_estimated_per_strategy_never_below_one_measured_on_its_candidate():
+    """The fresh-user trial: an `lp_ft` epoch (partly frozen) measured on a candidate stood for that
+    candidate's `finetune_all` epochs; one then took 53 s with 49 s left (7.8% over the budget)."""
+    from types import SimpleNamespace
+
+    from autotransfer.search.finetune_stage import epoch_estimate
+
+    data = type("Data", (), {"__len__": lambda self: 1000, "indices": lambda self, split: range(800)})()
+    key = Candidate("tf_efficientnet_lite1", 224, "blocks.5").key
+    context = SimpleNamespace(dataset=lambda resolution: data, extract_seconds={})
+    full = {"candidate": key, "strategy": "finetune_all"}
+    planned = epoch_estimate(context, full, {})
+    assert planned == pytest.approx(planner.estimate_epoch_seconds(0.02 * 1000, 1000, 800, 0.0, False))
+    assert epoch_estimate(context, full, {(key, "lp_ft"): planned / 4}) == planned  # a cheaper strategy's epoch
+    assert epoch_estimate(context, full, {(key, "lp_ft"): planned * 2}) == planned * 2  # never below a measured one
+    assert epoch_estimate(context, full, {(key, "finetune_all"): 7.0, (key, "lp_ft"): 9.0}) == 7.0  # its own

@@ -132,16 +132,24 @@ def seed_trials(study: optuna.Study, space: SearchSpace, plan: FinetunePlan) -> 
         study.enqueue_trial(params, user_attrs={"seeded_by": "profile prior"}, skip_if_exists=True)
 
 
-def epoch_estimate(context: RunContext, params: dict, measured: dict[str, float]) -> float:
-    """Seconds per epoch of ``params``: measured on its candidate when a trial ran it, else estimated."""
-    if params["candidate"] in measured:
-        return measured[params["candidate"]]
+def epoch_estimate(context: RunContext, params: dict, measured: dict[tuple[str, str], float]) -> float:
+    """Seconds per epoch of ``params``: measured when a trial ran its candidate with its strategy; else the
+    planner's estimate, never below an epoch measured on the same candidate with another strategy.
+
+    ``measured``: (candidate key, strategy) -> seconds per epoch. Keyed by the strategy too because a
+    partly frozen epoch is far cheaper: an `lp_ft` epoch once stood for a `finetune_all` one, whose
+    first epoch then took 53 s with 49 s left (the fresh-user trial, 7.8% over the budget)."""
+    key = (params["candidate"], params.get("strategy", ""))
+    if key in measured:
+        return measured[key]
     candidate = Candidate.parse(params["candidate"])
     dataset = context.dataset(candidate.resolution)
     extract = context.extract_seconds.get(candidate.pair, 0.02 * len(dataset))
     augmented = params.get("augmentation", "none") == "randaugment"
     n_train = len(dataset.indices("train"))
-    return planner.estimate_epoch_seconds(extract, len(dataset), n_train, params.get("freeze_fraction", 0.0), augmented)
+    estimate = planner.estimate_epoch_seconds(extract, len(dataset), n_train, params.get("freeze_fraction", 0.0),
+                                              augmented)  # fmt: skip
+    return max([estimate, *(seconds for (other, _), seconds in measured.items() if other == params["candidate"])])
 
 
 class OptunaBackend:
@@ -149,12 +157,15 @@ class OptunaBackend:
 
     def run(self, plan: FinetunePlan, context: RunContext) -> None:
         self.plan, self.context = plan, context
-        self.measured: dict[str, float] = {}
+        self.measured: dict[tuple[str, str], float] = {}
+        self.first_epoch_too_long = False
         study, space = plan.studies.finetune, context.settings.space
         seed_trials(study, space, plan)
         for t in study.get_trials(deepcopy=False):
             if "epoch_seconds" in t.user_attrs:
-                self.measured[t.params.get("candidate", "")] = t.user_attrs["epoch_seconds"]
+                self.measured[t.params.get("candidate", ""), t.params.get("strategy", "")] = t.user_attrs[
+                    "epoch_seconds"
+                ]
         context.progress.stage("fine-tuning", total=space.max_trials)
         while True:
             done, running, waiting = unfinished_trials(study)
@@ -180,6 +191,8 @@ class OptunaBackend:
                 )
                 return
             self._one_trial(study, best)
+            if self.first_epoch_too_long:  # the sampled trial's first epoch did not fit: nor would the next's
+                return
 
     def _one_trial(self, study: optuna.Study, best: dict | None) -> None:
         asked: dict = {}
@@ -200,7 +213,7 @@ class OptunaBackend:
             return
         trial = study.trials[number]
         if "epoch_seconds" in trial.user_attrs:
-            self.measured[asked["params"]["candidate"]] = trial.user_attrs["epoch_seconds"]
+            self.measured[asked["params"]["candidate"], asked["params"]["strategy"]] = trial.user_attrs["epoch_seconds"]
         record = next(r for r in trial_records("finetune", study) if r["trial"] == number)
         self.context.progress.trial(record, best_record(records(self.plan.studies)))
 
@@ -260,6 +273,13 @@ class OptunaBackend:
         trial.set_user_attr("checkpoint_dir", str(folder))
         progress = {"best": -float("inf"), "tic": time.perf_counter()}
         reserve = context.reserve(best)
+        first_epoch = epoch_estimate(context, params, self.measured)  # this trial's strategy and augmentation
+        if not planner.next_epoch_fits(context.deadline.left(), reserve, first_epoch):
+            self.first_epoch_too_long = True
+            raise OutOfTime(
+                f"time budget: not started (an epoch needs about {format_duration(first_epoch)}, "
+                f"{format_duration(max(0.0, context.deadline.left() - reserve))} left before the reserve)"
+            )
 
         def report(epoch: int, value: float) -> None:
             if value > progress["best"]:  # as the trainer keeps it: the first epoch with the best score
