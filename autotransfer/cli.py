@@ -464,7 +464,9 @@ def _print_scores(metrics: dict) -> None:
         if summary:
             out.print(
                 f"{name}: accuracy {summary['accuracy']:.4f}, balanced accuracy {summary['balanced_accuracy']:.4f}, "
-                f"macro F1 {summary['f1_macro']:.4f}; recall per class "
+                f"macro F1 {summary['f1_macro']:.4f}"
+                + "".join(f", {name} {summary[name]:.4f}" for name in ("roc_auc", "log_loss") if name in summary)
+                + "; recall per class "
                 + ", ".join(f"{escape(str(c))} {row['recall']:.2f}" for c, row in summary["per_class"].items())
             )
             chance = 1.0 / max(1, len(summary["per_class"]))  # balanced accuracy of a constant or random guess

@@ -340,3 +340,20 @@ def test_pairs_the_probes_left_for_fine_tuning_are_probed_with_the_time_it_leave
     board = pd.read_csv(fit_env["out"] / "leaderboard.csv")
     assert set(board.loc[board["stage"] == "probe", "resolution"]) == {32, 40}  # the second pass probed it
     assert "fine-tuning: max_trials (1) reached" in log and log.index("max_trials (1) reached") < log.rindex("probe ")
+
+
+@pytest.mark.parametrize("metric", ["log_loss", "roc_auc"])
+def test_a_probability_metric_is_reported_on_the_test_split(fit_env, metric):
+    """The fresh-user trial: with --metric roc_auc, no held-out ROC AUC appeared anywhere."""
+    import json
+
+    from conftest import make_imagefolder
+
+    root = fit_env["data"].parent / "two"
+    make_imagefolder(root / "train", {"a": 12, "b": 12})
+    make_imagefolder(root / "test", {"a": 4, "b": 4}, seed=1)
+    _fit(fit_env, budget="1m", metric=metric).fit(root)
+    spec = json.loads((fit_env["out"] / "pipeline" / "pipeline.json").read_text())
+    assert spec["metrics"]["metric"] == metric
+    value = spec["metrics"]["test"][metric]
+    assert 0.0 <= value <= 1.0 if metric == "roc_auc" else value > 0.0  # log_loss: the loss itself

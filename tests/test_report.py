@@ -189,3 +189,25 @@ def test_the_report_shows_both_placements_and_the_size_measured_at():
     skipped = dict(_placement_rows({**profile, "measured": None, "measured_skipped": "no lower tap probed"}))
     assert skipped["quadrant, measured (probes)"] == "not measured: no lower tap probed"
     assert _placement_rows({}) == []
+
+
+def test_the_cards_say_when_the_val_split_chose_and_show_the_metric_asked_for_on_test(tmp_path):
+    """The fresh-user trial: cards called the val split "held-out" when the search chose on it, and a
+    run asked for macro F1 or log loss showed neither on the test split."""
+    args = make_run(tmp_path / "run")
+    metrics = args["pipeline"].spec["metrics"]
+    metrics.update(metric="f1_macro", val_score=0.8, val_score_from="validation split")
+    write_outputs(**args)
+    text = (tmp_path / "run" / "report.html").read_text()
+    assert "accuracy (val split)" in text and "held-out val" not in text
+    assert "the split the search chose on: optimistic" in text
+    assert re.search(r"test f1 macro</div><div[^>]*>\d+\.\d%", text)
+    metrics.update(metric="log_loss", val_score=-0.3125, val_score_from="cross-validation")
+    per_class = {c: {"precision": 0.9, "recall": 0.875, "support": 8} for c in ("cat", "dog", "fox")}
+    metrics["test"] = {"accuracy": 0.875, "balanced_accuracy": 0.875, "f1_macro": 0.87, "log_loss": 0.41,
+                       "per_class": per_class}  # fmt: skip
+    write_outputs(**args)
+    text = (tmp_path / "run" / "report.html").read_text()
+    assert "accuracy (held-out val)" in text
+    assert re.search(r"search score: log loss \(CV mean on train\+val\)</div><div[^>]*>0\.3125", text)
+    assert re.search(r"test log loss</div><div[^>]*>0\.4100</div><div class=note>lower is better", text)

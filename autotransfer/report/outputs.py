@@ -546,27 +546,40 @@ def _summary_cards(metrics: dict, summaries: dict, elapsed: float, budget: float
     # the predictions of the chosen configuration trained on train only, which can differ a little.
     searched = metrics.get("val_accuracy")
     evaluated = (summaries.get("val") or {}).get("accuracy")
-    val_note = ""
+    notes = []
     if not is_missing(searched) and not is_missing(evaluated) and abs(float(searched) - float(evaluated)) >= 0.0005:
-        val_note = "held-out figures: the chosen configuration trained on train only"
+        notes.append("the chosen configuration retrained on train only")
+    # the val split is held out only when the search chose by cross-validation (as the terminal summary says)
+    chosen_on_val = metrics.get("val_score_from") == "validation split"
+    if chosen_on_val:
+        notes.append("the split the search chose on: optimistic")
+    val, val_note = ("val split" if chosen_on_val else "held-out val"), "; ".join(notes)
     search_score = metrics.get("val_score", searched)
     how = "CV mean on train+val" if metrics.get("val_score_from") == "cross-validation" else "validation split"
+    if is_missing(search_score):
+        search_text = "–"
+    elif metric_name == "log_loss":  # searched as its negative (higher is better): shown as the loss
+        search_text = f"{-float(search_score):.4f}"
+    else:
+        search_text = _percent(search_score)
     cards = [
         (
             f"search score: {metric_name.replace('_', ' ')} ({how})",
-            _percent(search_score) if not is_missing(search_score) else "–",
-            val_note,
+            search_text,
+            "lower is better" if metric_name == "log_loss" else "",
         ),
-        ("accuracy (held-out val)", _score(summaries, metrics, "val", "accuracy"), ""),
-        ("balanced accuracy (held-out val)", _score(summaries, metrics, "val", "balanced_accuracy"), ""),
-        ("macro F1 (held-out val)", _score(summaries, metrics, "val", "f1_macro"), ""),
+        (f"accuracy ({val})", _score(summaries, metrics, "val", "accuracy"), val_note),
+        (f"balanced accuracy ({val})", _score(summaries, metrics, "val", "balanced_accuracy"), ""),
+        (f"macro F1 ({val})", _score(summaries, metrics, "val", "f1_macro"), ""),
         ("test accuracy", _score(summaries, metrics, "test", "accuracy") if has_test else "no test split", ""),
-        *(
-            [("test balanced accuracy", _score(summaries, metrics, "test", "balanced_accuracy"), "")]
-            if summaries["test"] is not None
-            else []
-        ),
     ]
+    test = summaries["test"] or {}
+    if test:
+        cards.append(("test balanced accuracy", _percent(test.get("balanced_accuracy")), ""))
+    if metric_name in ("f1_macro", "roc_auc") and not is_missing(test.get(metric_name)):  # the metric asked for
+        cards.append((f"test {metric_name.replace('_', ' ')}", _percent(test[metric_name]), ""))
+    if metric_name == "log_loss" and not is_missing(test.get("log_loss")):
+        cards.append(("test log loss", f"{test['log_loss']:.4f}", "lower is better"))
     fraction = min(1.0, elapsed / budget) if budget else None
     time_text = f"{format_duration(elapsed)} of {format_duration(budget)}" if budget else format_duration(elapsed)
     card_html = "".join(

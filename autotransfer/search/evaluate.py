@@ -13,7 +13,7 @@ import torch
 from autotransfer.data.datasets import Dataset
 from autotransfer.deploy.pipeline import Pipeline
 from autotransfer.files import write_text_atomic
-from autotransfer.transfer.metrics import classification_summary
+from autotransfer.transfer.metrics import classification_summary, score
 
 
 def split_probabilities(pipeline: Pipeline, dataset: Dataset, split: str, batch_size: int = 64) -> np.ndarray:
@@ -45,8 +45,15 @@ def write_predictions(path: Path, dataset: Dataset, split: str, probabilities: n
     write_text_atomic(path, frame.to_csv(index=False))
 
 
-def evaluate_split(pipeline: Pipeline, dataset: Dataset, split: str, out: Path) -> dict:
-    """Predict ``split``, write ``out/predictions-<split>.csv``, return its classification summary."""
+def evaluate_split(pipeline: Pipeline, dataset: Dataset, split: str, out: Path, metric: str = "accuracy") -> dict:
+    """Predict ``split``, write ``out/predictions-<split>.csv``, return its classification summary; a
+    ``metric`` that needs probabilities (roc_auc, log_loss: the run's, when it is one) is added under
+    its name (log_loss as the loss itself, lower is better)."""
     probabilities = split_probabilities(pipeline, dataset, split)
     write_predictions(out / f"predictions-{split}.csv", dataset, split, probabilities)
-    return classification_summary(dataset.labels[dataset.indices(split)], probabilities.argmax(1), dataset.classes)
+    labels = dataset.labels[dataset.indices(split)]
+    summary = classification_summary(labels, probabilities.argmax(1), dataset.classes)
+    if metric in ("roc_auc", "log_loss") and len(np.unique(labels)) > 1:
+        value = score(metric, labels, probabilities, len(dataset.classes))
+        summary[metric] = -value if metric == "log_loss" else value  # score() maximises: log_loss negated
+    return summary

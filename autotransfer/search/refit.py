@@ -150,8 +150,8 @@ def build_pipeline(context: RunContext, best: dict, selection: str = "") -> tupl
         if chosen is None and final.refit:
             chosen = trial_model(context, best)
         validating = to_pipeline(context, best, chosen, {}) if chosen is not None else pipeline
-        metrics["val"] = evaluate_split(validating, dataset, "val", context.out)
+        metrics["val"] = evaluate_split(validating, dataset, "val", context.out, objective["metric"])
     if len(dataset.indices("test")):
-        metrics["test"] = evaluate_split(pipeline, dataset, "test", context.out)
+        metrics["test"] = evaluate_split(pipeline, dataset, "test", context.out, objective["metric"])
         metrics["test_accuracy"] = metrics["test"]["accuracy"]
     return pipeline, final.refit
