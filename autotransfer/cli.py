@@ -617,6 +617,13 @@ def predict(
         )
     if failed:
         err.print(f"{len(failed)} input(s) could not be read and were skipped.")
+    if size != "native" and classified:
+        err.print(
+            f"note: --size {escape(str(size))} classifies each image at its own aspect ratio and scale, not as in "
+            f"training ({pipeline.spec['preprocess']['size']} px, {pipeline.spec['preprocess']['resize_mode']}): "
+            "answers can differ from the default --size native's; check them on labelled images first.",
+            highlight=False,
+        )
     ignored = non_image_files(inputs)
     if ignored:
         names = ", ".join(str(p) for p in ignored[:5]) + (", ..." if len(ignored) > 5 else "")

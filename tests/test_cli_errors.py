@@ -125,6 +125,9 @@ def test_predict_names_the_files_of_a_folder_it_did_not_read(tmp_path, pipeline_
     assert "6 image(s) classified" in done.stdout
     assert "note: 1 file(s) in the folders given are not images by name and were not read" in done.stderr
     assert "notes.txt" in done.stderr and ".hidden" not in done.stderr
+    assert "note: --size" not in done.stderr
+    at_size = run_cli("predict", folder, images / "img_0.png", "--size", "48")
+    assert at_size.returncode == 0 and "note: --size 48 classifies each image at its own aspect ratio" in at_size.stderr
 
 
 def test_predict_with_nothing_classified_fails_and_keeps_errors_out_of_the_label_column(tmp_path, pipeline_dir):
@@ -180,3 +183,12 @@ def test_resume_with_no_earlier_run_says_it_starts_anew(tmp_path):
     done = run_cli("fit", data, "--resume", "--out", tmp_path / "fresh", "--time-budget", "1s")
     assert "--resume: nothing to resume in" in " ".join(done.stdout.split()), done.stdout
     one_clear_error(done, "time budget")
+
+
+def test_predict_on_a_run_stopped_before_saving_says_how_to_finish_it(tmp_path, pipeline_dir):
+    """The fresh-user trial: predict or export on an interrupted run said only "No pipeline checkpoint"."""
+    _, root = pipeline_dir
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "run.json").write_text("{}")
+    for command in (("predict", tmp_path / "run", root / "a"), ("export", tmp_path / "run", "--out", tmp_path / "m")):
+        one_clear_error(run_cli(*command), "has no pipeline yet: its fit stopped before saving one", "--resume")

@@ -272,7 +272,7 @@ def test_export_matches_pytorch(request, tmp_path, fmt, which):
     meta = json.loads((tmp_path / f"model.{fmt}.json").read_text())
     assert meta["classes"] == ["a", "b", "c"]
     assert meta["in_graph"].startswith(f"the shorter side resized to {SIZE} px")  # trained on centre crops
-    assert meta["before_the_graph"].startswith("nothing")
+    assert meta["before_the_graph"].startswith("images of any size as 3-channel RGB; an image with transparency")
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])

@@ -75,7 +75,11 @@ def export(pipeline: Pipeline, fmt: str, out: str | os.PathLike) -> Path:
         "format": fmt,
         "input": "uint8 images, N x 3 x H x W (RGB, 0..255)",
         "in_graph": in_graph,
-        "before_the_graph": "nothing: images of any size, as they are",
+        "before_the_graph": (
+            "images of any size as 3-channel RGB; an image with transparency (RGBA, a palette with alpha) "
+            "composited on white first, as predict does (a plain convert('RGB') drops the alpha and keeps "
+            "whatever colour lies under it, often black)"
+        ),
         "output": "logits, N x classes",
         "classes": pipeline.spec["classes"],
         "preprocess": pipeline.spec["preprocess"],
