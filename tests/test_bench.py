@@ -304,7 +304,7 @@ def test_the_leaderboard_ranks_by_the_chosen_metric(tmp_path):
     text = render_markdown(frame, suite, "test machine")
     assert "## Test balanced accuracy" in text and "Test balanced accuracy on held-out images" in text
     assert "## Test accuracy" not in text
-    assert "| codes_svm | 0.800 ± 0.000 | 1.00 | +0.000 |" in text and "| fit | 0.600 ± 0.000 | 3.00 | +0.667 |" in text
+    assert "| codes_svm | 0.800 | 1.00 | +0.000 |" in text and "| fit | 0.600 | 3.00 | +0.667 |" in text
     assert "| mid_layer | not recorded |  |  |" in text and "## Failed cells" not in text
     assert (
         "## Not recorded: test balanced accuracy" in text

@@ -68,3 +68,14 @@ def test_no_refit_starts_when_its_estimate_does_not_fit(context, monkeypatch):
     monkeypatch.setattr(refit, "trial_model", lambda context, best: "trial weights")
     context.deadline = Deadline(planner.SAVE_SECONDS + 5.0 + 1.0)  # the refit's ~4 s estimate x 1.2 does not fit
     assert refit.final_model(context, BEST) == "trial weights" and not called
+
+
+def test_the_summary_names_the_class_weighting_of_a_chosen_probe():
+    """The fresh-user trial: a probe chosen with balanced class weights said so only in the report's CSV."""
+    from autotransfer.search.refit import summary_words
+
+    best = {"stage": "probe", "strategy": "linear_probe", "head": "softmax", "C": 1.0, "tap": "head",
+            "backbone": "mobilenetv2_100", "resolution": 128}  # fmt: skip
+    assert summary_words(best, 9).endswith("at 128px, backbone frozen")
+    assert summary_words({**best, "class_weight": float("nan")}, 9).endswith("backbone frozen")
+    assert summary_words({**best, "class_weight": "balanced"}, 9).endswith("backbone frozen, balanced class weights")

@@ -177,7 +177,8 @@ def _score_text(row: tuple) -> str:
     if row.seeds == 0:
         return "not recorded" + (f" ({row.failed} failed)" if row.failed else "")
     notes = [f"{n} {what}" for n, what in ((row.failed, "failed"), (row.not_recorded, "not recorded")) if n]
-    return f"{row.mean:.3f} ± {row.std:.3f}" + (f" ({', '.join(notes)})" if notes else "")
+    spread = f" ± {row.std:.3f}" if row.seeds > 1 else ""  # one seed has no spread to show
+    return f"{row.mean:.3f}{spread}" + (f" ({', '.join(notes)})" if notes else "")
 
 
 def _not_recorded_section(frame: pd.DataFrame) -> list[str]:
@@ -209,7 +210,12 @@ def render_markdown(frame: pd.DataFrame, suite: Suite, machine: str) -> str:
     scores["mean rank"] = overall["rank"].map(lambda v: "" if pd.isna(v) else f"{v:.2f}")
     if overall["regret"].notna().any():
         scores["mean regret"] = overall["regret"].map(lambda v: "" if pd.isna(v) else f"{v:+.3f}")
-    seconds = _pivot(table, lambda r: f"{r.seconds:.0f}" + (" (over budget)" if r.over_budget else ""))
+    seconds = _pivot(
+        table,
+        lambda r: (
+            "" if r.not_installed and r.seeds == 0 else f"{r.seconds:.0f}" + (" (over budget)" if r.over_budget else "")
+        ),
+    )
     regret = _pivot(table, lambda r: "" if pd.isna(r.regret) else f"{r.regret:+.3f}")
     seeds = ", ".join(map(str, suite.seeds))
     parts = [
@@ -221,7 +227,8 @@ def render_markdown(frame: pd.DataFrame, suite: Suite, machine: str) -> str:
         "",
         f"Budget {suite.budget:.0f} s per contender and cell; seeds {seeds}; search space `{suite.search_space}`; "
         f"fixed strategies on {suite.fixed_backbone} at {suite.fixed_resolution}px. Test {name} on held-out "
-        "images no contender saw (mean ± std over seeds); rank 1 is best within a dataset and seed.",
+        "images no contender saw (mean ± std over seeds, the mean alone with one seed); rank 1 is best within a "
+        "dataset and seed.",
         "",
         f"## Test {name}",
         "",

@@ -106,9 +106,11 @@ def summary_words(best: dict, n_groups: int) -> str:
         kind = {"softmax": "softmax", "svm": "linear SVM"}.get(best["head"], best["head"])
         parts = best["tap"].split(COMBINED_TAP)
         taps = f"tap `{parts[0]}`" if len(parts) == 1 else "taps " + " + ".join(f"`{p}`" for p in parts) + " together"
+        weighted = _present(best.get("class_weight")) and best["class_weight"] != "none"
         return (
             f"{best['strategy']}: {kind} (C={best['C']:g}) on {taps} of {best['backbone']} "
             f"at {best['resolution']}px, backbone frozen"
+            + (f", {best['class_weight']} class weights" if weighted else "")
         )
     return describe({k: v for k, v in best.items() if _present(v)}, n_groups)
 
