@@ -12,18 +12,23 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s)?", re.IGNORECASE)
 _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, None: 1.0}
 
 
+POSITIVE = "write e.g. 90s, 10m or 2h."
+
+
 def parse_duration(text: str | float | int) -> float:
     """Seconds in ``text``: ``90``, ``90s``, ``10m``, ``2h``, ``1h30m``."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         seconds = float(text)
     else:
         value = str(text).strip()
+        if value.startswith("-"):
+            raise AutoTransferError(f"The time budget must be positive, got {text!r}.", fix=POSITIVE)
         parts = _PART.findall(value)
         if not value or "".join(n + (u or "") for n, u in parts).lower() != value.replace(" ", "").lower():
             raise AutoTransferError(f"Cannot read the time budget {text!r}.", fix="write e.g. 90s, 10m, 2h or 1h30m.")
         seconds = sum(float(n) * _UNIT[u.lower() if u else None] for n, u in parts)
     if seconds <= 0:
-        raise AutoTransferError(f"The time budget must be positive, got {text!r}.")
+        raise AutoTransferError(f"The time budget must be positive, got {text!r}.", fix=POSITIVE)
     return seconds
 
 

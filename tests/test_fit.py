@@ -184,10 +184,14 @@ def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "ten minutes", "-5m", "0"])
-def test_bad_durations_are_explained(text):
-    with pytest.raises(AutoTransferError):
+@pytest.mark.parametrize(
+    ("text", "what"),
+    [("", "Cannot read"), ("ten minutes", "Cannot read"), ("-5m", "must be positive"), ("0", "must be positive")],
+)
+def test_bad_durations_are_explained(text, what):
+    with pytest.raises(AutoTransferError, match=what) as caught:
         parse_duration(text)
+    assert caught.value.fix.startswith("write e.g. 90s, 10m")
     assert format_duration(5400) == "1h30m"
 
 

@@ -588,7 +588,8 @@ def _summary_cards(metrics: dict, summaries: dict, elapsed: float, budget: float
         for k, v, n in cards
     )
     card_html += (
-        f'<div class=card><div class=label>time used of the budget</div><div class="value small">{time_text}</div>'
+        "<div class=card><div class=label>time used of the budget, when this page was written</div>"
+        f'<div class="value small">{time_text}</div>'
         + (
             f'<div class=timebar><span style="width:{fraction * 100:.0f}%"></span></div>'
             if fraction is not None
