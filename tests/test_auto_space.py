@@ -100,3 +100,17 @@ def test_the_second_size_goes_to_the_best_backbone_of_the_first():
     for name, score in (("a", 0.5), ("b", 0.7), ("b", 0.6), ("c", 0.6)):  # probes of the first size end
         study.add_trial(optuna.trial.create_trial(value=score, user_attrs={"backbone": name}))
     assert list(order) == [(224, "b"), (224, "c"), (224, "a")]
+
+
+def test_a_backbone_left_out_for_the_extraction_share_says_which_share(monkeypatch):
+    """The fresh-user trial: "extracting its features (about 26 s here) does not fit the budget" read as
+    wrong beside a 180 s budget; the rule is the backbones' cumulative share of it."""
+    monkeypatch.setattr(auto_space, "available_backbones", lambda cuda: ["fast_net", "slow_net"])
+    monkeypatch.setattr(
+        auto_space, "time_backbones", lambda names, sample, device: ({"fast_net": 0.01, "slow_net": 1.0}, {})
+    )
+    sample = np.random.default_rng(0).integers(0, 255, (16, 64, 64, 3), dtype=np.uint8)
+    choice = resolve_auto((), (), sample, 64, 200, budget=120, device=torch.device("cpu"))
+    assert choice.backbones == ("fast_net",)
+    reason = choice.skipped["slow_net"]
+    assert "past its share of the budget (35%: 42 s; the faster ones take" in reason, reason

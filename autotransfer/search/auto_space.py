@@ -219,10 +219,15 @@ def resolve_auto(
     for name in sorted(measured, key=measured.get):
         cost = measured[name] * scale
         if chosen and len(chosen) == MAX_BACKBONES:
-            skipped[name] = f"{MAX_BACKBONES} faster backbones are candidates already (at most {MAX_BACKBONES})"
+            skipped[name] = (f"{MAX_BACKBONES} backbones that timed faster on this machine now are candidates "
+                             f"already (at most {MAX_BACKBONES})")  # fmt: skip
             continue
         if chosen and spent + cost > EXTRACT_SHARE * budget:
-            skipped[name] = f"extracting its features (about {cost:.0f} s here) does not fit the budget"
+            skipped[name] = (
+                f"extracting its features (about {cost:.0f} s here) would take the backbones' extraction past "
+                f"its share of the budget ({EXTRACT_SHARE:.0%}: {EXTRACT_SHARE * budget:.0f} s; the faster ones "
+                f"take {spent:.0f} s)"
+            )
             continue
         chosen.append(name)
         spent += cost
