@@ -405,6 +405,10 @@ def _print_fit_summary(result, budget: float) -> None:
     )
     _print_scores(metrics)
     _print_search_choices(result.profile, result.records)
+    from autotransfer.cpu_threads import load_note
+
+    if load_note(result.profile.get("machine_load")):
+        out.print(f"[yellow]note:[/] {escape(load_note(result.profile['machine_load']))}")
     out.print(
         f"pipeline: {escape(str(run_dir / 'pipeline'))}\nreport:   {escape(str(run_dir / 'report.html'))}\n"
         f"predict:  autotransfer predict {escape(str(run_dir))} IMAGES..."

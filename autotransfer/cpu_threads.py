@@ -85,6 +85,7 @@ class CpuThreads:
         self.most = torch.get_num_threads()
         self.cpus = psutil.cpu_count() or 1
         self.last: CpuSample | None = None
+        self.busiest = 0.0  # the most CPUs other processes kept busy over one measured window
 
     @staticmethod
     def pinned() -> str | None:
@@ -104,6 +105,7 @@ class CpuThreads:
         now = take_sample()
         others = others_cpus(self.last, now)
         self.last = now
+        self.busiest = max(self.busiest, others)
         threads = free_threads(others, self.cpus, self.most)
         if threads != torch.get_num_threads():
             log.info("compute threads: %d (other processes kept %.1f of %d CPUs busy)", threads, others, self.cpus)
@@ -112,6 +114,25 @@ class CpuThreads:
 
 
 _threads: CpuThreads | None = None
+
+
+def busiest_load() -> dict | None:
+    """``{"others_busy": CPUs, "cpus": N}``: the most CPUs other processes kept busy over one window
+    since this process first measured (None before any measurement, or when threads are pinned)."""
+    if _threads is None or _threads.last is None:
+        return None
+    return {"others_busy": round(_threads.busiest, 1), "cpus": _threads.cpus}
+
+
+def load_note(load: dict | None) -> str:
+    """What a busy machine did to the search, for the summary and the report ("" when it stayed quiet:
+    other processes never kept half a CPU busy)."""
+    if not load or load["others_busy"] < 0.5:
+        return ""
+    return (
+        f"other processes kept up to {load['others_busy']:.1f} of {load['cpus']} CPUs busy during this run: "
+        "compute threads followed them, so the budget bought fewer candidates and trials than on a quiet machine"
+    )
 
 
 def use_free_cpus() -> int:

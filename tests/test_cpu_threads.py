@@ -48,6 +48,12 @@ def test_a_second_process_halves_the_threads_and_its_end_restores_them(monkeypat
     assert threads.adjust() == 1 and torch.get_num_threads() == 1  # others kept 1 of 2 CPUs busy
     assert all(pool["num_threads"] == 1 for pool in threadpool_info())  # scikit-learn's BLAS and OpenMP too
     assert threads.adjust() == 2 and torch.get_num_threads() == 2  # then none
+    assert threads.busiest == pytest.approx(1.0)  # the busiest window is kept for the summary
+    monkeypatch.setattr(cpu_threads, "_threads", threads)
+    load = cpu_threads.busiest_load()
+    assert load == {"others_busy": 1.0, "cpus": 2}
+    assert cpu_threads.load_note(load).startswith("other processes kept up to 1.0 of 2 CPUs busy during this run")
+    assert cpu_threads.load_note({"others_busy": 0.3, "cpus": 2}) == "" and cpu_threads.load_note(None) == ""
 
 
 def test_the_environment_pins_the_count(monkeypatch):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from autotransfer.cpu_threads import load_note
 from autotransfer.files import write_text_atomic
 from autotransfer.report.search_choices import describe_auto
 from autotransfer.report.terminal import cell_text, is_missing
@@ -656,6 +657,8 @@ def _fact_rows(metrics: dict, profile: dict, counts: dict, classes: list[str], f
             + (f"; {len(profile.get('skipped', []))} file(s) skipped" if profile.get("skipped") else ""),
         ),
     ]
+    if load_note(profile.get("machine_load")):
+        facts.append(("machine load", load_note(profile["machine_load"])))
     if profile.get("auto"):
         probes = frame[(frame["stage"] == "probe") & (frame["status"] == "complete")]
         probed = list(zip(probes["backbone"], probes["resolution"], strict=True))

@@ -20,7 +20,7 @@ import optuna
 import pandas as pd
 
 from autotransfer.budget import format_duration
-from autotransfer.cpu_threads import use_free_cpus
+from autotransfer.cpu_threads import busiest_load, use_free_cpus
 from autotransfer.data.datasets import Dataset
 from autotransfer.deploy.pipeline import Pipeline
 from autotransfer.errors import AutoTransferError
@@ -183,6 +183,8 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
         pipeline, refit = write_once(context.storage, write, str(context.out.resolve()))
     else:
         pipeline, refit = write()
+    profile["machine_load"] = busiest_load()  # the summary and the report say when a busy machine cut the search
+    write_text_atomic(context.out / "profile.json", json.dumps(profile, indent=2, default=str))
     board = write_outputs(context.out, rows, best, pipeline, context.deadline.elapsed(), context.deadline.seconds)
     return SearchResult(pipeline, board, profile, context.out, best, refit, context.deadline.elapsed(), rows)
 
