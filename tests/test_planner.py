@@ -115,3 +115,27 @@ def test_a_fine_tuning_epoch_is_estimated_per_strategy_never_below_one_measured_
     assert epoch_estimate(context, full, {(key, "lp_ft"): planned / 4}) == planned  # a cheaper strategy's epoch
     assert epoch_estimate(context, full, {(key, "lp_ft"): planned * 2}) == planned * 2  # never below a measured one
     assert epoch_estimate(context, full, {(key, "finetune_all"): 7.0, (key, "lp_ft"): 9.0}) == 7.0  # its own
+
+
+def test_a_stopped_trial_scores_its_best_epoch_and_never_shows_another_metric_as_accuracy(tmp_path):
+    """The second fresh-user trial: a trial the budget stopped showed its last epoch's macro F1 (0.5398) as
+    both its score and its accuracy; its kept best epoch scored 0.5415 with accuracy 0.5536."""
+    import json
+
+    import optuna
+
+    from autotransfer.search.records import trial_records
+
+    study = optuna.create_study(direction="maximize")
+    (tmp_path / "best.json").write_text(json.dumps({"best_epoch": 4, "val_accuracy": 0.5536, "val_score": 0.5415}))
+    for checkpoint in (tmp_path, tmp_path / "missing"):
+        trial = study.ask()
+        for epoch, value in enumerate([0.50, 0.5415, 0.5398], 1):
+            trial.report(value, epoch)
+        trial.set_user_attr("best_val_score", 0.5415)
+        trial.set_user_attr("metric", "f1_macro")
+        trial.set_user_attr("checkpoint_dir", str(checkpoint))
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)  # Optuna keeps the last epoch's 0.5398
+    rows = trial_records("finetune", study)
+    assert [r["val_score"] for r in rows] == [0.5415, 0.5415]
+    assert rows[0]["val_accuracy"] == 0.5536 and rows[1]["val_accuracy"] is None  # not the F1 score

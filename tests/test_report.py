@@ -158,6 +158,8 @@ def test_trial_counts_skip_trials_that_never_ran():
     counts = trial_counts(frame)
     assert counts["probe"]["ran"] == 1 and counts["finetune"]["ran"] == 1 and counts["finetune"]["not_started"] == 1
     assert counts["text"] == "1 probe (1 failed), 1 fine-tuning trial (1 pruned); 1 queued trial not started (budget)"
+    frame["stopped"] = [None, None, None, "time budget: stopped after epoch 6"]  # the second fresh-user trial
+    assert trial_counts(frame)["text"].startswith("1 probe (1 failed), 1 fine-tuning trial (1 stopped by the budget)")
 
 
 @pytest.mark.filterwarnings("error")

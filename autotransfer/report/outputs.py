@@ -108,14 +108,19 @@ def leaderboard(records: list[dict], best: dict | None, test_accuracy: float | N
 
 
 def trial_counts(frame: pd.DataFrame) -> dict:
-    """Trials per stage and status; ``text``: "3 probes, 2 fine-tuning trials (1 pruned, 1 failed);
-    1 queued trial not started" -- counting only trials that ran as trials."""
+    """Trials per stage and status; ``text``: "3 probes, 2 fine-tuning trials (1 pruned, 1 stopped by the
+    budget, 1 failed); 1 queued trial not started" -- counting only trials that ran as trials. A trial the
+    budget stopped is an Optuna pruned trial whose ``stopped`` starts with "time budget"."""
     status = frame["status"].astype(str) if "status" in frame else pd.Series([""] * len(frame))
     stage = frame["stage"].astype(str) if "stage" in frame else pd.Series([""] * len(frame))
+    stopped = frame["stopped"] if "stopped" in frame else pd.Series([None] * len(frame))
+    stopped = stopped.astype(object).fillna("").astype(str)
+    by_budget = (status == "pruned") & stopped.str.startswith("time budget")
     counts = {
         s: {
             "ran": int(((stage == s) & status.isin(RAN)).sum()),
-            "pruned": int(((stage == s) & (status == "pruned")).sum()),
+            "pruned": int(((stage == s) & (status == "pruned") & ~by_budget).sum()),
+            "stopped by the budget": int(((stage == s) & by_budget).sum()),
             "failed": int(((stage == s) & (status == "fail")).sum()),
             "not_started": int(((stage == s) & ~status.isin((*RAN, "fail"))).sum()),
         }
@@ -126,7 +131,7 @@ def trial_counts(frame: pd.DataFrame) -> dict:
     if probe["failed"]:
         text += f" ({probe['failed']} failed)"
     text += f", {finetune['ran']} fine-tuning trial{'s' * (finetune['ran'] != 1)}"
-    details = [f"{finetune[k]} {k}" for k in ("pruned", "failed") if finetune[k]]
+    details = [f"{finetune[k]} {k}" for k in ("pruned", "stopped by the budget", "failed") if finetune[k]]
     if details:
         text += f" ({', '.join(details)})"
     queued = probe["not_started"] + finetune["not_started"]

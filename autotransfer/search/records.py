@@ -7,6 +7,7 @@ pruned trial's best epoch counts) and ``val_accuracy``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import optuna
@@ -22,10 +23,12 @@ def trial_records(stage: str, study: optuna.Study) -> list[dict]:
         if state == "running":
             continue
         row = {"stage": stage, "trial": t.number, "status": state, **t.params, **t.user_attrs}
-        score = t.value if t.value is not None else t.user_attrs.get("best_val_score")
+        # Optuna keeps a pruned (or budget-stopped) trial's last epoch as its value; its checkpoint is the best epoch's
+        best_epoch = t.user_attrs.get("best_val_score") if state == "pruned" else None
+        score = best_epoch if best_epoch is not None else t.value
+        score = score if score is not None else t.user_attrs.get("best_val_score")
         row["val_score"] = score if score is not None else t.user_attrs.get("best_val_accuracy")  # older studies
-        accuracy = t.user_attrs.get("val_accuracy", t.user_attrs.get("best_val_accuracy"))
-        row["val_accuracy"] = accuracy if accuracy is not None else row["val_score"]
+        row["val_accuracy"] = _accuracy(row)
         rows.append(row)
     # An interrupted trial (Ctrl-C, a full disk) was failed by Optuna and queued again: say so on its row.
     trials = study.get_trials(deepcopy=False)
@@ -34,6 +37,21 @@ def trial_records(stage: str, study: optuna.Study) -> list[dict]:
         if row["trial"] in retries and row["status"] == "fail" and not row.get("error"):
             row["error"] = f"interrupted; queued again as trial {retries[row['trial']]}"
     return rows
+
+
+def _accuracy(row: dict) -> float | None:
+    """The trial's validation accuracy: recorded by the trial, else its best epoch's (``best.json`` of a
+    fine-tuning trial the pruner or the budget stopped), else its score when the metric is accuracy; None
+    rather than another metric's score (a stopped trial once showed its macro F1 as its accuracy)."""
+    accuracy = row.get("val_accuracy", row.get("best_val_accuracy"))
+    if accuracy is None and row.get("checkpoint_dir"):
+        try:
+            accuracy = json.loads(Path(row["checkpoint_dir"], "best.json").read_text()).get("val_accuracy")
+        except (OSError, ValueError):
+            accuracy = None
+    if accuracy is None and row.get("metric", "accuracy") == "accuracy":
+        accuracy = row["val_score"]
+    return accuracy
 
 
 def records(studies: Studies) -> list[dict]:
