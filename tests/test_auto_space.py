@@ -86,6 +86,7 @@ def test_a_short_budget_times_one_backbone_only(tmp_path, monkeypatch):
     sample = np.random.default_rng(0).integers(0, 255, (16, 64, 64, 3), dtype=np.uint8)
     choice = resolve_auto((), (), sample, 28, 200, budget=auto_space.SHORT_BUDGET - 1, device=torch.device("cpu"))
     assert choice.backbones == ("test_efficientnet",) and "test_resnet" in choice.skipped
+    assert choice.skipped["test_resnet"].startswith("59 s were left for the search, under 60 s: one backbone")
 
 
 def test_the_second_size_goes_to_the_best_backbone_of_the_first():

@@ -194,7 +194,9 @@ def resolve_auto(
     cuda = device.type == "cuda"
     names = list(backbones) or available_backbones(cuda)
     if not backbones and budget < SHORT_BUDGET:  # timing several backbones would eat the budget
-        names, skipped_all = [DEFAULT_BACKBONE], {n: f"budget under {SHORT_BUDGET:.0f} s: one backbone" for n in names}
+        why = (f"{budget:.0f} s were left for the search, under {SHORT_BUDGET:.0f} s: one backbone, the others not "
+               f"timed (a --time-budget of {SHORT_BUDGET + 30:.0f}s or more times them all)")  # fmt: skip
+        names, skipped_all = [DEFAULT_BACKBONE], dict.fromkeys(names, why)
     else:
         skipped_all = {}
     skipped: dict[str, str] = {k: v for k, v in skipped_all.items() if k != DEFAULT_BACKBONE}
