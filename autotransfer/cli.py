@@ -378,7 +378,7 @@ def fit(
         return
     except KeyboardInterrupt:
         err.print(
-            f"Interrupted. Finished trials are saved in {settings.out}; run the same command with "
+            f"Interrupted. Trials that finished (if any) are saved in {settings.out}; run the same command with "
             f"--out {settings.out} (or --resume) to continue."
         )
         sys.exit(130)
@@ -669,7 +669,7 @@ def export(
         if is_disk_full(error):
             raise disk_full_error(error, out_file) from error
         raise _output_error(out_file, "--out", error) from error
-    out.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {path.name}.json")
+    out.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {path}.json")
 
 
 @app.command()

@@ -191,4 +191,8 @@ def test_predict_on_a_run_stopped_before_saving_says_how_to_finish_it(tmp_path, 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "run.json").write_text("{}")
     for command in (("predict", tmp_path / "run", root / "a"), ("export", tmp_path / "run", "--out", tmp_path / "m")):
-        one_clear_error(run_cli(*command), "has no pipeline yet: its fit stopped before saving one", "--resume")
+        one_clear_error(
+            run_cli(*command),
+            "has no pipeline yet: its fit stopped before saving one",
+            f"--out {tmp_path / 'run'} --resume",
+        )

@@ -53,7 +53,7 @@ def _run_until(args, log, pattern: str, count: int, delay: float, sig: int) -> i
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=120)
     if sig == signal.SIGINT and process.returncode != 0:
-        assert process.returncode == 130 and "Finished trials are saved" in stderr, stderr[-2000:]
+        assert process.returncode == 130 and "Trials that finished (if any) are saved" in stderr, stderr[-2000:]
     return process.returncode  # 0: it finished before the signal arrived (a tiny model is quick)
 
 

@@ -203,7 +203,7 @@ def test_the_cards_say_when_the_val_split_chose_and_show_the_metric_asked_for_on
     text = (tmp_path / "run" / "report.html").read_text()
     assert "accuracy (val split)" in text and "held-out val" not in text
     assert "the split the search chose on: optimistic" in text
-    assert re.search(r"test f1 macro</div><div[^>]*>\d+\.\d%", text)
+    assert re.search(r"test macro F1</div><div[^>]*>\d+\.\d%", text)
     metrics.update(metric="log_loss", val_score=-0.3125, val_score_from="cross-validation")
     per_class = {c: {"precision": 0.9, "recall": 0.875, "support": 8} for c in ("cat", "dog", "fox")}
     metrics["test"] = {"accuracy": 0.875, "balanced_accuracy": 0.875, "f1_macro": 0.87, "log_loss": 0.41,

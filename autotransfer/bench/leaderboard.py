@@ -242,7 +242,8 @@ def render_markdown(frame: pd.DataFrame, suite: Suite, machine: str) -> str:
     ]
     if frame["oracle"].notna().any():
         parts += [
-            "## Normalised regret vs the oracle (0 = oracle, 1 = chance, < 0 beats the grid)",
+            "## Normalised regret vs the oracle (0 = oracle, 1 = chance, "
+            "< 0 beats every grid configuration and fixed strategy)",
             "",
             _markdown(regret),
             "",

@@ -76,9 +76,9 @@ def export(pipeline: Pipeline, fmt: str, out: str | os.PathLike) -> Path:
         "input": "uint8 images, N x 3 x H x W (RGB, 0..255)",
         "in_graph": in_graph,
         "before_the_graph": (
-            "images of any size as 3-channel RGB; an image with transparency (RGBA, a palette with alpha) "
-            "composited on white first, as predict does (a plain convert('RGB') drops the alpha and keeps "
-            "whatever colour lies under it, often black)"
+            "images of any size as 3-channel RGB; an image with transparency (RGBA, gray + alpha, a palette "
+            "with alpha) composited on white first, as predict does (a plain convert('RGB') drops the alpha "
+            "and keeps whatever colour lies under it, often black)"
         ),
         "output": "logits, N x classes",
         "classes": pipeline.spec["classes"],

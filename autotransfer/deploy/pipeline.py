@@ -59,10 +59,14 @@ def checkpoint_dir(path: str | os.PathLike) -> Path:
         if (candidate / SPEC_FILE).is_file():
             return candidate
     if (path / "run.json").is_file():  # a run directory whose fit stopped before saving (Ctrl-C, an error)
+        try:
+            data = json.loads((path / "run.json").read_text()).get("data") or "DATA"
+        except (OSError, ValueError):
+            data = "DATA"
         raise AutoTransferError(
             f"The run in {path} has no pipeline yet: its fit stopped before saving one.",
             where=str(path),
-            fix="finish it with `autotransfer fit DATA --out RUN --resume` (the trials it ran are kept).",
+            fix=f"finish it with `autotransfer fit {data} --out {path} --resume` (the trials it ran are kept).",
         )
     raise AutoTransferError(
         f"No pipeline checkpoint at {path} ({SPEC_FILE} not found there or in pipeline/).",

@@ -583,7 +583,9 @@ def _summary_cards(metrics: dict, summaries: dict, elapsed: float, budget: float
     if test:
         cards.append(("test balanced accuracy", _percent(test.get("balanced_accuracy")), ""))
     if metric_name in ("f1_macro", "roc_auc") and not is_missing(test.get(metric_name)):  # the metric asked for
-        cards.append((f"test {metric_name.replace('_', ' ')}", _percent(test[metric_name]), ""))
+        cards.append(
+            ({"f1_macro": "test macro F1", "roc_auc": "test ROC AUC"}[metric_name], _percent(test[metric_name]), "")
+        )
     if metric_name == "log_loss" and not is_missing(test.get("log_loss")):
         cards.append(("test log loss", f"{test['log_loss']:.4f}", "lower is better"))
     fraction = min(1.0, elapsed / budget) if budget else None
