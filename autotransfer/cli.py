@@ -446,6 +446,8 @@ def _print_fit_summary(result, budget: float) -> None:
 
 def _print_scores(metrics: dict) -> None:
     """The metric and why, the search score (val split or CV mean), the held-out and test figures."""
+    from autotransfer.transfer.metrics import PROBABILITY_METRICS
+
     metric = metrics.get("metric", "accuracy")
     if metrics.get("metric_reason"):
         out.print(f"metric: {escape(metrics['metric_reason'])}")
@@ -469,7 +471,7 @@ def _print_scores(metrics: dict) -> None:
             out.print(
                 f"{name}: accuracy {summary['accuracy']:.4f}, balanced accuracy {summary['balanced_accuracy']:.4f}, "
                 f"macro F1 {summary['f1_macro']:.4f}"
-                + "".join(f", {name} {summary[name]:.4f}" for name in ("roc_auc", "log_loss") if name in summary)
+                + "".join(f", {name} {summary[name]:.4f}" for name in PROBABILITY_METRICS if name in summary)
                 + "; recall per class "
                 + ", ".join(f"{escape(str(c))} {row['recall']:.2f}" for c, row in summary["per_class"].items())
             )

@@ -27,7 +27,7 @@ from autotransfer.errors import AutoTransferError
 from autotransfer.models.features import extract_features
 from autotransfer.models.zoo import Backbone, create_backbone
 from autotransfer.transfer.finetune import FinetuneConfig, TransferModel, finetune
-from autotransfer.transfer.metrics import score_predictions
+from autotransfer.transfer.metrics import LABEL_METRICS, score_predictions
 from autotransfer.transfer.probes import fit_probe
 from autotransfer.transfer.strategies import probe_strategy
 
@@ -47,7 +47,7 @@ class Cell:
 
 
 # The metrics every cell records (AutoGluon's names): label-only, since a peer gives class names, not probabilities.
-BENCH_METRICS = ("accuracy", "balanced_accuracy", "f1_macro")
+BENCH_METRICS = LABEL_METRICS
 
 
 @dataclass

@@ -27,6 +27,7 @@ from autotransfer.bench.suite import Suite
 from autotransfer.errors import AutoTransferError
 from autotransfer.files import write_text_atomic
 from autotransfer.report.outputs import svg
+from autotransfer.transfer.metrics import PROBABILITY_METRICS
 
 CSV_COLUMNS = [
     "dataset",
@@ -52,7 +53,6 @@ CSV_COLUMNS = [
 
 
 METRIC_NAMES = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "f1_macro": "macro F1"}
-PROBABILITY_METRICS = ("roc_auc", "log_loss")  # the search's, which need class probabilities
 
 
 def check_bench_metric(name: str) -> str:

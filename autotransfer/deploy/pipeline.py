@@ -249,8 +249,12 @@ class Pipeline:
         ``with_resize``, the training resize (centre crop or squash) is its first step (for export)."""
         p = self.spec["preprocess"]
         trunk = conv_trunk(self.backbone, self.spec["tap"]["name"], p["size"])
-        resize = GraphResize(p["size"], p["resize_mode"] == "crop", p.get("interpolation", "bilinear"))
-        net = ConvClassifier(trunk, self.model.head, p["mean"], p["std"], reduce, resize if with_resize else None)
+        resize = (
+            GraphResize(p["size"], p["resize_mode"] == "crop", p.get("interpolation", "bilinear"))
+            if with_resize
+            else None
+        )
+        net = ConvClassifier(trunk, self.model.head, p["mean"], p["std"], reduce, resize)
         return net.to(self.device).eval().requires_grad_(False)
 
     def predictions(

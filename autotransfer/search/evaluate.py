@@ -13,7 +13,7 @@ import torch
 from autotransfer.data.datasets import Dataset
 from autotransfer.deploy.pipeline import Pipeline
 from autotransfer.files import write_text_atomic
-from autotransfer.transfer.metrics import classification_summary, score
+from autotransfer.transfer.metrics import PROBABILITY_METRICS, classification_summary, score
 
 
 def split_probabilities(pipeline: Pipeline, dataset: Dataset, split: str, batch_size: int = 64) -> np.ndarray:
@@ -53,7 +53,7 @@ def evaluate_split(pipeline: Pipeline, dataset: Dataset, split: str, out: Path, 
     write_predictions(out / f"predictions-{split}.csv", dataset, split, probabilities)
     labels = dataset.labels[dataset.indices(split)]
     summary = classification_summary(labels, probabilities.argmax(1), dataset.classes)
-    if metric in ("roc_auc", "log_loss") and len(np.unique(labels)) > 1:
+    if metric in PROBABILITY_METRICS and len(np.unique(labels)) > 1:
         value = score(metric, labels, probabilities, len(dataset.classes))
         summary[metric] = -value if metric == "log_loss" else value  # score() maximises: log_loss negated
     return summary

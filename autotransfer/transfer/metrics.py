@@ -21,7 +21,9 @@ from sklearn import metrics as skm
 
 from autotransfer.errors import AutoTransferError
 
-METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "log_loss")
+LABEL_METRICS = ("accuracy", "balanced_accuracy", "f1_macro")  # computable from hard predictions
+PROBABILITY_METRICS = ("roc_auc", "log_loss")  # need class probabilities
+METRICS = LABEL_METRICS + PROBABILITY_METRICS
 IMBALANCED_AT = 3.0  # largest/smallest class count at or above this: "imbalanced" (auto -> balanced_accuracy)
 
 
