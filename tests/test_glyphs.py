@@ -59,3 +59,24 @@ def test_glyphs_build_from_the_pinned_debian_font_packages(tmp_path):
     counts = ds.counts()
     assert len(ds.classes) == 10 and not ds.skipped and len(ds.indices("test")) == 400
     assert min(counts.values()) >= 470  # 485 fonts; a few lack a letter or repeat another font
+
+
+def test_a_debian_package_whose_sha256_differs_from_the_pin_is_not_unpacked(tmp_path, monkeypatch):
+    import subprocess
+
+    from autotransfer.data import debian
+    from autotransfer.errors import AutoTransferError
+
+    monkeypatch.setenv("AUTOTRANSFER_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def fake_run(argv, cwd=None, **kwargs):  # "apt-get download" leaves a .deb of other content
+        calls.append(argv)
+        (Path(cwd) / "fonts-x_1.0_all.deb").write_bytes(b"other content")
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(debian.subprocess, "run", fake_run)
+    with pytest.raises(AutoTransferError, match="not the pinned"):
+        debian.debian_package("fonts-x", version="1.0", sha256="0" * 64)
+    assert calls == [["apt-get", "download", "fonts-x=1.0"]]  # never dpkg-deb
+    assert not (tmp_path / "cache" / "debian" / "fonts-x").exists()
