@@ -559,30 +559,37 @@ def _latest_run(data: Path) -> Path:
     return runs[-1]
 
 
+def _reflowed(command):
+    """typer's rich help keeps a docstring's line breaks and then wraps the lines again, so a paragraph
+    breaks mid-phrase at any terminal width: each paragraph is joined into one line first."""
+    import inspect
+
+    paragraphs = inspect.cleandoc(command.__doc__ or "").split("\n\n")
+    command.__doc__ = "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
+    return command
+
+
 @app.command()
+@_reflowed
 def predict(
-    checkpoint: Path = typer.Argument(..., help="run directory of `fit`, or a checkpoint directory"),
+    checkpoint: Path = typer.Argument(..., metavar="RUN", help="run directory of `fit`, or a checkpoint directory"),
     inputs: list[Path] = typer.Argument(
-        ..., help="image files and/or folders (walked recursively; symbolic links followed, loops visited once)"
+        ..., metavar="IMAGES", help="image files and folders (recursive; links followed, loops once)"
     ),
-    as_json: bool = typer.Option(
-        False, "--json", help="JSON Lines on stdout: one object per image, printed as soon as its batch is done"
-    ),
-    csv_file: Path | None = typer.Option(
-        None, "--csv", help="also write the rows to this CSV, batch by batch (with the --top-k columns)"
-    ),
-    top_k: int = typer.Option(
-        1, "--top-k", min=1, help="how many classes to list per image (at most the pipeline's number of classes)"
-    ),
-    size: str = typer.Option("native", help="native (training resize) | original | N (shorter side, px)"),
-    reduce: str = typer.Option("mean", help="how the class-score map of a large image is reduced: mean | max"),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="images decoded and classified at a time"),
-    device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when present)"),
+    as_json: bool = typer.Option(False, "--json", help="JSON Lines on stdout, one object per image"),
+    csv_file: Path | None = typer.Option(None, "--csv", metavar="FILE", help="also write the rows to this CSV"),
+    top_k: int = typer.Option(1, "--top-k", min=1, metavar="K", help="classes listed per image (clamped to all)"),
+    size: str = typer.Option("native", metavar="SIZE", help="native | original | N (shorter side in px)"),
+    reduce: str = typer.Option("mean", metavar="mean|max", help="how a large image's score map is reduced"),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, metavar="N", help="images decoded at a time"),
+    device: str | None = typer.Option(None, metavar="DEVICE", help="cpu or cuda (default: cuda when present)"),
 ) -> None:
     """Classify images with a trained pipeline; unreadable files are reported and skipped.
 
-    Images are decoded, classified and written in batches (memory does not grow with their number;
-    large JPEGs are decoded near the size the network needs). A progress bar shows on a terminal.
+    Images are decoded, classified and written in batches: memory does not grow with their number,
+    large JPEGs are decoded near the size the network needs, --json lines and --csv rows appear as
+    each batch is done (with the --top-k columns), and a progress bar shows on a terminal. Folders
+    are walked as `fit` walks them: symbolic links are followed, a link loop is visited once.
 
     Exit status: 0 when at least one image was classified, 2 when none was (or the CSV could not
     be written; the rows before the failure are kept).

@@ -23,7 +23,8 @@ from autotransfer.data.images import ResizeRecipe, open_rgb, read_file, resize, 
 from autotransfer.data.sources import SkippedFile, walk_images
 from autotransfer.errors import AutoTransferError
 
-_NOT_AN_IMAGE = "not an image file"  # the reason data/sources.py gives to files whose names are not images'
+_NOT_AN_IMAGE = "not an image file"  # the reasons data/sources.py gives: a note, not a row
+_VISITED = "folder already visited"  # a link loop, or a folder linked twice: its images are listed once
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def _from_path(path: Path, not_images: list[Path]) -> list[Source]:
         skipped: list[SkippedFile] = []
         found = [Source(str(p), path=p) for p in walk_images(path, skipped)]
         # a broken link or a pipe with an image's name gets its own error row, not silence
-        found += [Source(s.path, error=s.reason) for s in skipped if not s.reason.startswith(_NOT_AN_IMAGE)]
+        found += [Source(s.path, error=s.reason) for s in skipped if not s.reason.startswith((_NOT_AN_IMAGE, _VISITED))]
         not_images += [Path(s.path) for s in skipped if s.reason.startswith(_NOT_AN_IMAGE)]
         if not found:
             return [Source(str(path), error="directory holds no image files")]
