@@ -370,6 +370,10 @@ def fit(
         f"fit {escape(str(data))}: search space [bold]{settings.space.name}[/], budget "
         f"{format_duration(settings.time_budget)}, run directory {escape(str(settings.out))}"
     )
+    from autotransfer.data.cache_index import cache_limit, evictable_bytes
+
+    cache_limit()  # a malformed AUTOTRANSFER_CACHE_LIMIT is refused before any work
+    cached_before = evictable_bytes()
     progress = Progress(settings.time_budget, verbose=0 if quiet else 1, start=start, console=err)
     try:
         result = run(data, settings, progress)
@@ -385,6 +389,27 @@ def fit(
     finally:
         progress.close()
     _print_fit_summary(result, settings.time_budget)
+    _print_cache_growth(cached_before, settings.out / "fit.log")
+
+
+def _print_cache_growth(before: int, log_file: Path) -> None:
+    """What the run added to the cache, in the summary and at the end of fit.log; then the size limit."""
+    from autotransfer.data.cache_index import enforce_limit, evictable_bytes, format_bytes
+    from autotransfer.settings import cache_dir
+
+    added = evictable_bytes() - before
+    line = (f"cache: {'+' if added >= 0 else '-'}{format_bytes(abs(added))} of decoded images and features in "
+            f"{cache_dir()} (`autotransfer cache` lists them, `autotransfer cache clear` removes them)")  # fmt: skip
+    evicted = enforce_limit()
+    if evicted.removed:
+        line += (f"; {len(evicted.removed)} least recently used entr{'y' if len(evicted.removed) == 1 else 'ies'} "
+                 f"evicted ({format_bytes(evicted.freed)}, AUTOTRANSFER_CACHE_LIMIT)")  # fmt: skip
+    out.print(escape(line), highlight=False)
+    try:
+        with open(log_file, "a") as handle:
+            handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} INFO autotransfer.cli: {line}\n")
+    except OSError:
+        pass  # the summary above has it; the log is a copy
 
 
 def _print_fit_summary(result, budget: float) -> None:
@@ -677,6 +702,78 @@ def _print_prediction_table(pipeline, rows: list, k: int) -> None:
         detail = ", ".join(f"{name} {p:.3f}" for name, p in row.top_k) if k > 1 else f"{row.probability:.3f}"
         table.add_row(escape(row.path), escape(row.label), escape(detail))
     out.print(table)
+
+
+cache_app = typer.Typer(
+    context_settings=HELP_OPTIONS,
+    help="What the cache holds (decoded images and features per dataset folder and size) and clearing it.",
+)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.callback(invoke_without_command=True)
+def _cache_default(
+    context: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="`cache --json`: as `cache list --json`"),
+) -> None:
+    """`autotransfer cache` alone lists, as `cache list` does."""
+    if context.invoked_subcommand is None:
+        cache_list(as_json=as_json)
+
+
+@cache_app.command("list")
+@_reflowed
+def cache_list(as_json: bool = typer.Option(False, "--json", help="print a JSON list instead of a table")) -> None:
+    """List the cache: per dataset folder and size, its decoded images and features, their size and
+    last use (least recent first), and what is never evicted (weights, downloaded wheels).
+
+    With AUTOTRANSFER_CACHE_LIMIT (e.g. 50GB) set, `fit` evicts the least recently used entries beyond
+    it; an entry a running process uses is never removed."""
+    from dataclasses import asdict
+
+    from autotransfer.data.cache_index import cache_limit, format_bytes, list_cache
+
+    listing = list_cache()
+    if as_json:
+        rows = [asdict(e) | {"bytes": e.bytes} for e in listing.entries]
+        print(json.dumps({"root": str(listing.root), "entries": rows, "never_evicted": listing.other}, indent=2))
+        return
+    table = Table(title=f"autotransfer cache at {escape(str(listing.root))}")
+    for column in ("dataset folder", "size", "images", "decoded", "features", "last use", "in use"):
+        table.add_column(
+            column, overflow="fold", justify="right" if column in ("images", "decoded", "features") else "left"
+        )
+    for e in listing.entries:
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)) if e.last_used else "?"
+        table.add_row(escape(e.dataset or "(not recorded)"), e.recipe, str(e.images), format_bytes(e.decoded_bytes),
+                      format_bytes(e.feature_bytes), used, "yes" if e.in_use else "")  # fmt: skip
+    out.print(table if listing.entries else "No decoded images or features are cached.")
+    limit = cache_limit()
+    out.print(
+        f"decoded images and features: {format_bytes(listing.evictable_bytes)}"
+        + (f" (limit {format_bytes(limit)}, AUTOTRANSFER_CACHE_LIMIT)" if limit else " (no limit set)")
+        + "; never evicted: "
+        + (", ".join(f"{escape(name)} {format_bytes(size)}" for name, size in listing.other.items()) or "nothing")
+    )
+
+
+@cache_app.command("clear")
+@_reflowed
+def cache_clear(
+    older_than: str | None = typer.Option(
+        None, "--older-than", metavar="AGE", help="only entries last used longer ago, e.g. 30d, 12h, 2w"
+    ),
+) -> None:
+    """Remove cached decoded images and features (all, or those unused for --older-than). Entries in use
+    by a running process are kept; weights are never removed here."""
+    from autotransfer.data.cache_index import clear, format_bytes, parse_age
+
+    removal = clear(older_than=parse_age(older_than) if older_than else None)
+    out.print(f"removed {len(removal.removed)} entr{'y' if len(removal.removed) == 1 else 'ies'}, "
+              f"freed {format_bytes(removal.freed)}")  # fmt: skip
+    if removal.kept_in_use:
+        out.print(f"kept {len(removal.kept_in_use)} in use by a running process: "
+                  + ", ".join(escape(e.dataset or e.name) for e in removal.kept_in_use[:5]))  # fmt: skip
 
 
 @app.command()
