@@ -70,7 +70,7 @@ def confusion_png(matrix: np.ndarray) -> str:
     dpi = 100
     side = max(5.0, n / dpi * 1.15)  # inches: the axes get at least n pixels
     figure, axis = plt.subplots(figsize=(side + 1.2, side), dpi=dpi)
-    image = axis.imshow(shares, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    image = axis.imshow(shares, cmap="Blues", vmin=0, vmax=1, interpolation="none")
     axis.set_xlabel("predicted class (index)")
     axis.set_ylabel("true class (index)")
     figure.colorbar(image, ax=axis, fraction=0.04, label="share of the true class")
