@@ -110,7 +110,10 @@ def lease(entry: Path) -> bool:
     try:
         descriptor = os.open(entry / LAST_USED, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:
-        return False
+        try:  # a cache this user cannot write (shared, read-only): used as it is, a lock still taken
+            descriptor = os.open(entry / LAST_USED, os.O_RDONLY)
+        except OSError:
+            return entry.is_dir()
     fcntl.flock(descriptor, fcntl.LOCK_SH)  # waits only while a removal of this very entry is under way
     try:
         same = os.path.samestat(os.fstat(descriptor), os.stat(entry / LAST_USED))
@@ -119,7 +122,8 @@ def lease(entry: Path) -> bool:
     if not same:  # removed while we waited: the lock is on a file that is gone
         os.close(descriptor)
         return False
-    os.utime(descriptor)
+    with contextlib.suppress(OSError):
+        os.utime(descriptor)
     _LEASES[key] = descriptor
     return True
 

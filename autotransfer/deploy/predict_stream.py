@@ -51,7 +51,10 @@ def stream_predictions(
     keep_aspect = False if size == "native" else pipeline.shorter_side(size)
     net = pipeline.network(reduce)
     recipe = pipeline.recipe
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+    workers = min(8, os.cpu_count() or 1)
+    if keep_aspect is not False:  # one image per forward pass, each possibly at full size: a short lookahead
+        batch_size = min(batch_size, workers)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
 
         def submit(start: int) -> list[Future]:
             chunk = sources[start : start + batch_size]
