@@ -370,6 +370,10 @@ def fit(
         f"fit {escape(str(data))}: search space [bold]{settings.space.name}[/], budget "
         f"{format_duration(settings.time_budget)}, run directory {escape(str(settings.out))}"
     )
+    from autotransfer.data.cache_index import cache_limit, evictable_bytes
+
+    cache_limit()  # a malformed AUTOTRANSFER_CACHE_LIMIT is refused before any work
+    cached_before = evictable_bytes()
     progress = Progress(settings.time_budget, verbose=0 if quiet else 1, start=start, console=err)
     try:
         result = run(data, settings, progress)
@@ -385,6 +389,27 @@ def fit(
     finally:
         progress.close()
     _print_fit_summary(result, settings.time_budget)
+    _print_cache_growth(cached_before, settings.out / "fit.log")
+
+
+def _print_cache_growth(before: int, log_file: Path) -> None:
+    """What the run added to the cache, in the summary and at the end of fit.log; then the size limit."""
+    from autotransfer.data.cache_index import enforce_limit, evictable_bytes, format_bytes
+    from autotransfer.settings import cache_dir
+
+    added = evictable_bytes() - before
+    line = (f"cache: {'+' if added >= 0 else '-'}{format_bytes(abs(added))} of decoded images and features in "
+            f"{cache_dir()} (`autotransfer cache` lists them, `autotransfer cache clear` removes them)")  # fmt: skip
+    evicted = enforce_limit()
+    if evicted.removed:
+        line += (f"; {len(evicted.removed)} least recently used entr{'y' if len(evicted.removed) == 1 else 'ies'} "
+                 f"evicted ({format_bytes(evicted.freed)}, AUTOTRANSFER_CACHE_LIMIT)")  # fmt: skip
+    out.print(escape(line), highlight=False)
+    try:
+        with open(log_file, "a") as handle:
+            handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} INFO autotransfer.cli: {line}\n")
+    except OSError:
+        pass  # the summary above has it; the log is a copy
 
 
 def _print_fit_summary(result, budget: float) -> None:
@@ -446,6 +471,7 @@ def _print_fit_summary(result, budget: float) -> None:
 
 def _print_scores(metrics: dict) -> None:
     """The metric and why, the search score (val split or CV mean), the held-out and test figures."""
+    from autotransfer.report.terminal import recall_summary
     from autotransfer.transfer.metrics import PROBABILITY_METRICS
 
     metric = metrics.get("metric", "accuracy")
@@ -472,8 +498,8 @@ def _print_scores(metrics: dict) -> None:
                 f"{name}: accuracy {summary['accuracy']:.4f}, balanced accuracy {summary['balanced_accuracy']:.4f}, "
                 f"macro F1 {summary['f1_macro']:.4f}"
                 + "".join(f", {name} {summary[name]:.4f}" for name in PROBABILITY_METRICS if name in summary)
-                + "; recall per class "
-                + ", ".join(f"{escape(str(c))} {row['recall']:.2f}" for c, row in summary["per_class"].items())
+                + "; "
+                + escape(recall_summary(summary["per_class"]))
             )
             chance = 1.0 / max(1, len(summary["per_class"]))  # balanced accuracy of a constant or random guess
             if summary["balanced_accuracy"] <= chance + 0.02:
@@ -558,64 +584,93 @@ def _latest_run(data: Path) -> Path:
     return runs[-1]
 
 
+def _reflowed(command):
+    """typer's rich help keeps a docstring's line breaks and then wraps the lines again, so a paragraph
+    breaks mid-phrase at any terminal width: each paragraph is joined into one line first."""
+    import inspect
+
+    paragraphs = inspect.cleandoc(command.__doc__ or "").split("\n\n")
+    command.__doc__ = "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
+    return command
+
+
 @app.command()
+@_reflowed
 def predict(
-    checkpoint: Path = typer.Argument(..., help="run directory of `fit`, or a checkpoint directory"),
-    inputs: list[Path] = typer.Argument(..., help="image files and/or directories"),
-    as_json: bool = typer.Option(False, "--json", help="one JSON object per image on stdout"),
-    csv_file: Path | None = typer.Option(None, "--csv", help="also write the predictions to this CSV"),
-    top_k: int = typer.Option(1, "--top-k", min=1, help="how many classes to list per image"),
-    size: str = typer.Option("native", help="native (training resize) | original | N (shorter side, px)"),
-    reduce: str = typer.Option("mean", help="how the class-score map of a large image is reduced: mean|max"),
-    device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when present)"),
+    checkpoint: Path = typer.Argument(..., metavar="RUN", help="run directory of `fit`, or a checkpoint directory"),
+    inputs: list[Path] = typer.Argument(
+        ..., metavar="IMAGES", help="image files and folders (recursive; links followed, loops once)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="JSON Lines on stdout, one object per image"),
+    csv_file: Path | None = typer.Option(None, "--csv", metavar="FILE", help="also write the rows to this CSV"),
+    top_k: int = typer.Option(1, "--top-k", min=1, metavar="K", help="classes listed per image (clamped to all)"),
+    size: str = typer.Option("native", metavar="SIZE", help="native | original | N (shorter side in px)"),
+    reduce: str = typer.Option("mean", metavar="mean|max", help="how a large image's score map is reduced"),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, metavar="N", help="images decoded at a time"),
+    device: str | None = typer.Option(None, metavar="DEVICE", help="cpu or cuda (default: cuda when present)"),
 ) -> None:
     """Classify images with a trained pipeline; unreadable files are reported and skipped.
 
+    Images are decoded, classified and written in batches: memory does not grow with their number,
+    large JPEGs are decoded near the size the network needs, --json lines and --csv rows appear as
+    each batch is done (with the --top-k columns), and a progress bar shows on a terminal. Folders
+    are walked as `fit` walks them: symbolic links are followed, a link loop is visited once.
+
     Exit status: 0 when at least one image was classified, 2 when none was (or the CSV could not
-    be written; the predictions are printed first).
+    be written; the rows before the failure are kept).
     """
-    import numpy as np
+    from rich.progress import Progress
 
     from autotransfer.deploy.pipeline import Pipeline
-    from autotransfer.deploy.predict_inputs import non_image_files
+    from autotransfer.deploy.predict_inputs import list_inputs
+    from autotransfer.deploy.predict_rows import CsvRows, clamp_top_k, json_line, prediction_row
+    from autotransfer.deploy.predict_stream import stream_predictions
 
-    pipeline = Pipeline.load(checkpoint, device=device)
-    results = pipeline.predictions([str(p) for p in inputs], size=size, reduce=reduce)
-    rows = []
-    for result in results:
-        row: dict = {"path": result.name}
-        if result.error:
-            row["error"] = result.error
-        else:
-            order = np.argsort(-result.probabilities)[:top_k]
-            row.update(
-                label=str(pipeline.classes_[order[0]]), probability=round(float(result.probabilities[order[0]]), 6)
-            )
-            if top_k > 1:
-                row["top_k"] = [
-                    {"label": str(pipeline.classes_[i]), "probability": round(float(result.probabilities[i]), 6)}
-                    for i in order
-                ]
-        rows.append(row)
-    failed = [r for r in rows if "error" in r]
-    classified = [r for r in rows if "error" not in r]
-    if as_json:
-        for row in rows:
-            print(json.dumps(row))
-    else:
-        if classified:
-            table = Table(title=f"{len(classified)} image(s) classified by {escape(pipeline.describe())}")
-            for column in ("path", "label", "probability" if top_k == 1 else f"top {top_k}"):
-                table.add_column(column, overflow="fold")
-            for row in classified:
-                detail = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in row.get("top_k", []))
-                table.add_row(escape(row["path"]), escape(row["label"]), detail or f"{row['probability']:.3f}")
-            out.print(table)
-        for row in failed:
-            err.print(f"[yellow]skipped[/] {escape(row['path'])}: {escape(row['error'])}", highlight=False)
     if csv_file is not None:
-        _write_predictions_csv(csv_file, rows)
-    if not classified:
+        _prepare_output(csv_file, "--csv")
+    pipeline = Pipeline.load(checkpoint, device=device)
+    sources = list_inputs([str(p) for p in inputs])
+    k = clamp_top_k(top_k, len(pipeline.classes_))
+    if k < top_k:
+        err.print(f"note: --top-k {top_k} is more than the pipeline's {k} classes: listing all {k}.")
+    stream = stream_predictions(pipeline, sources.items, size=size, reduce=reduce, batch_size=batch_size)
+    table_rows, failed, n_classified = [], [], 0  # with --json nothing is kept for a table
+    csv_handle = None
+    try:
+        if csv_file is not None:
+            csv_handle = open(csv_file, "w", newline="")  # noqa: SIM115 (closed below; rows flushed per batch)
+            writer = CsvRows(csv_handle, k)
+        show = err.is_terminal and not (as_json and out.is_terminal)
+        with Progress(console=err, transient=True, disable=not show) as progress:
+            task = progress.add_task("Classifying", total=len(sources.items))
+            for number, result in enumerate(stream, 1):
+                row = prediction_row(result, pipeline.classes_, k)
+                if row.error:
+                    failed.append(row)
+                else:
+                    n_classified += 1
+                    if not as_json:
+                        table_rows.append(row)
+                if as_json:
+                    print(json_line(row), flush=number % batch_size == 0)
+                if csv_handle is not None:
+                    writer.write(row)
+                    if number % batch_size == 0:
+                        writer.flush()
+                progress.advance(task)
+    except OSError as error:
+        if is_disk_full(error):
+            raise disk_full_error(error, csv_file or Path.cwd()) from error
+        raise _output_error(csv_file, "--csv", error, " The rows before the failure are kept.") from error
+    finally:
+        sys.stdout.flush()
+        if csv_handle is not None:
+            csv_handle.close()
+    if not as_json:
+        _print_prediction_table(pipeline, table_rows, k)
+        for row in failed:
+            err.print(f"[yellow]skipped[/] {escape(row.path)}: {escape(row.error)}", highlight=False)
+    if not n_classified:
         raise AutoTransferError(
             f"No image was classified: {len(failed)} input(s), none readable as an image.",
             where=", ".join(str(p) for p in inputs[:3]) + (", ..." if len(inputs) > 3 else ""),
@@ -623,35 +678,102 @@ def predict(
         )
     if failed:
         err.print(f"{len(failed)} input(s) could not be read and were skipped.")
-    if size != "native" and classified:
+    if size != "native":
         err.print(
             f"note: --size {escape(str(size))} classifies each image at its own aspect ratio and scale, not as in "
             f"training ({pipeline.spec['preprocess']['size']} px, {pipeline.spec['preprocess']['resize_mode']}): "
             "answers can differ from the default --size native's; check them on labelled images first.",
             highlight=False,
         )
-    ignored = non_image_files(inputs)
+    ignored = sources.not_images
     if ignored:
         names = ", ".join(str(p) for p in ignored[:5]) + (", ..." if len(ignored) > 5 else "")
         err.print(f"note: {len(ignored)} file(s) in the folders given are not images by name and were not read: "
                   f"{escape(names)}", highlight=False)  # fmt: skip
 
 
-def _write_predictions_csv(path: Path, rows: list[dict]) -> None:
-    import csv
+def _print_prediction_table(pipeline, rows: list, k: int) -> None:
+    if not rows:
+        return
+    table = Table(title=f"{len(rows)} image(s) classified by {escape(pipeline.describe())}")
+    for column in ("path", "label", "probability" if k == 1 else f"top {k}"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        detail = ", ".join(f"{name} {p:.3f}" for name, p in row.top_k) if k > 1 else f"{row.probability:.3f}"
+        table.add_row(escape(row.path), escape(row.label), escape(detail))
+    out.print(table)
 
-    from autotransfer.files import replacing
 
-    try:
-        with replacing(path) as partial, open(partial, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["path", "label", "probability", "error"], extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-    except OSError as error:
-        if is_disk_full(error):
-            raise disk_full_error(error, path) from error
-        note = " The predictions are printed above; nothing else was lost."
-        raise _output_error(path, "--csv", error, note) from error
+cache_app = typer.Typer(
+    context_settings=HELP_OPTIONS,
+    help="What the cache holds (decoded images and features per dataset folder and size) and clearing it.",
+)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.callback(invoke_without_command=True)
+def _cache_default(
+    context: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="`cache --json`: as `cache list --json`"),
+) -> None:
+    """`autotransfer cache` alone lists, as `cache list` does."""
+    if context.invoked_subcommand is None:
+        cache_list(as_json=as_json)
+
+
+@cache_app.command("list")
+@_reflowed
+def cache_list(as_json: bool = typer.Option(False, "--json", help="print a JSON list instead of a table")) -> None:
+    """List the cache: per dataset folder and size, its decoded images and features, their size and
+    last use (least recent first), and what is never evicted (weights, downloaded wheels).
+
+    With AUTOTRANSFER_CACHE_LIMIT (e.g. 50GB) set, `fit` evicts the least recently used entries beyond
+    it; an entry a running process uses is never removed."""
+    from dataclasses import asdict
+
+    from autotransfer.data.cache_index import cache_limit, format_bytes, list_cache
+
+    listing = list_cache()
+    if as_json:
+        rows = [asdict(e) | {"bytes": e.bytes} for e in listing.entries]
+        print(json.dumps({"root": str(listing.root), "entries": rows, "never_evicted": listing.other}, indent=2))
+        return
+    table = Table(title=f"autotransfer cache at {escape(str(listing.root))}")
+    for column in ("dataset folder", "size", "images", "decoded", "features", "last use", "in use"):
+        table.add_column(
+            column, overflow="fold", justify="right" if column in ("images", "decoded", "features") else "left"
+        )
+    for e in listing.entries:
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)) if e.last_used else "?"
+        table.add_row(escape(e.dataset or "(not recorded)"), e.recipe, str(e.images), format_bytes(e.decoded_bytes),
+                      format_bytes(e.feature_bytes), used, "yes" if e.in_use else "")  # fmt: skip
+    out.print(table if listing.entries else "No decoded images or features are cached.")
+    limit = cache_limit()
+    out.print(
+        f"decoded images and features: {format_bytes(listing.evictable_bytes)}"
+        + (f" (limit {format_bytes(limit)}, AUTOTRANSFER_CACHE_LIMIT)" if limit else " (no limit set)")
+        + "; never evicted: "
+        + (", ".join(f"{escape(name)} {format_bytes(size)}" for name, size in listing.other.items()) or "nothing")
+    )
+
+
+@cache_app.command("clear")
+@_reflowed
+def cache_clear(
+    older_than: str | None = typer.Option(
+        None, "--older-than", metavar="AGE", help="only entries last used longer ago, e.g. 30d, 12h, 2w"
+    ),
+) -> None:
+    """Remove cached decoded images and features (all, or those unused for --older-than). Entries in use
+    by a running process are kept; weights are never removed here."""
+    from autotransfer.data.cache_index import clear, format_bytes, parse_age
+
+    removal = clear(older_than=parse_age(older_than) if older_than else None)
+    out.print(f"removed {len(removal.removed)} entr{'y' if len(removal.removed) == 1 else 'ies'}, "
+              f"freed {format_bytes(removal.freed)}")  # fmt: skip
+    if removal.kept_in_use:
+        out.print(f"kept {len(removal.kept_in_use)} in use by a running process: "
+                  + ", ".join(escape(e.dataset or e.name) for e in removal.kept_in_use[:5]))  # fmt: skip
 
 
 @app.command()

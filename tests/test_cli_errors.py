@@ -105,11 +105,12 @@ def test_export_to_unwritable_places(tmp_path, pipeline_dir):
     one_clear_error(run_cli("export", folder, "--out", tmp_path), "is a folder; a file name is needed")
 
 
-def test_predict_csv_that_cannot_be_written_prints_the_predictions_first(pipeline_dir):
+def test_predict_csv_that_cannot_be_written_is_refused_before_any_image(pipeline_dir):
+    """The CSV is written row by row as batches finish (issue 27.3), so it is opened before any work."""
     folder, root = pipeline_dir
     done = run_cli("predict", folder, root / "a", "--csv", "/proc/p.csv")
-    one_clear_error(done, "Cannot write --csv /proc/p.csv", "The predictions are printed above")
-    assert "6 image(s) classified" in done.stdout and "img_0.png" in done.stdout
+    one_clear_error(done, "Cannot write --csv /proc/p.csv")
+    assert "classified" not in done.stdout
 
 
 def test_predict_names_the_files_of_a_folder_it_did_not_read(tmp_path, pipeline_dir):

@@ -45,7 +45,7 @@ def readme_synopsis() -> dict[tuple[str, ...], str]:
         text = line.split("#", 1)[0]
         if text.startswith(".venv/bin/autotransfer "):
             words = text.split()[1:]
-            name = tuple(words[:2]) if words[0] == "zoo" else (words[0],)
+            name = tuple(words[:2]) if words[0] in ("zoo", "cache") else (words[0],)
             current = name
             entries[current] = entries.get(current, "") + " " + text
         elif text.startswith(" ") and current:

@@ -5,7 +5,9 @@ entry is keyed by a fingerprint of the files (resolved path, size, modification 
 recipe, so a changed, added or removed file, or another resolution, gives a new entry. Decoding
 failures are stored too, so corrupt files are reported again without being re-read. Entries are
 written to a temporary folder and renamed into place: a crash or a concurrent run never leaves a
-half-written entry. The whole cache is safe to delete.
+half-written entry. Opening an entry marks its last use and holds it in use for the process's life
+(data/cache_index.py: `autotransfer cache` lists, clears and evicts entries). The whole cache is safe
+to delete.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from rich.progress import Progress
 
+from autotransfer.data.cache_index import LAST_USED, enforce_limit, lease
 from autotransfer.data.images import DecodedImage, ResizeRecipe, decode_file
 from autotransfer.errors import AutoTransferError
 from autotransfer.files import is_disk_full
@@ -57,12 +60,22 @@ def files_fingerprint(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def _source_folder(paths: list[Path]) -> str:
+    """The folder the files came from (their deepest common folder), for `autotransfer cache`'s listing."""
+    try:
+        return os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths]) if paths else ""
+    except ValueError:  # paths on different drives
+        return ""
+
+
 def _entry_dir(paths: list[Path], recipe: ResizeRecipe, root: Path | None) -> Path:
     base = (root or cache_dir()) / "decoded"
     return base / f"{files_fingerprint(paths)[:24]}-{recipe.key()}-v{FORMAT_VERSION}"
 
 
 def _load(entry: Path, n_files: int) -> DecodedImages | None:
+    if not lease(entry):  # marks the last use; removed meanwhile (cache clear): rebuild
+        return None
     try:
         records = json.loads((entry / "records.json").read_text())["records"]
         pixels = np.load(entry / "images.npy", mmap_mode="r")
@@ -131,7 +144,9 @@ def decode_all(
         pixels.flush()
         _drop_failed_rows(staging, pixels, [r.get("reason") is None for r in records])
         del pixels
-        (staging / "records.json").write_text(json.dumps({"recipe": recipe.key(), "records": records}))
+        header = {"recipe": recipe.key(), "source": _source_folder(paths), "records": records}
+        (staging / "records.json").write_text(json.dumps(header))
+        (staging / LAST_USED).touch()
         try:
             os.rename(staging, entry)  # atomic; fails if a concurrent run finished first
         except OSError:
@@ -149,4 +164,5 @@ def decode_all(
     if loaded is None:
         raise RuntimeError(f"decode cache entry {entry} could not be read back")
     loaded.cache_hit = False
+    enforce_limit()  # AUTOTRANSFER_CACHE_LIMIT: least recently used entries go, never one in use (this one)
     return loaded

@@ -55,8 +55,9 @@ class DatasetIndex:
         return len(self.paths)
 
 
-def _walk_images(folder: Path, skipped: list[SkippedFile]) -> list[Path]:
-    """Every image file below ``folder``, in a stable order; follows symlinks but not loops."""
+def walk_images(folder: Path, skipped: list[SkippedFile]) -> list[Path]:
+    """Every image file below ``folder``, in a stable order; follows symbolic links (to folders and files)
+    but visits a folder reached twice (a link loop) once. Every command lists folders with this walk."""
     found: list[Path] = []
     seen_dirs: set[str] = set()
     for current, dirs, files in os.walk(
@@ -97,7 +98,7 @@ def _index_imagefolder(folder: Path, split: str | None, index: DatasetIndex) -> 
     ):
         index.skipped.append(SkippedFile(str(loose), "file outside any class folder"))
     for class_dir in classes:
-        images = _walk_images(class_dir, index.skipped)
+        images = walk_images(class_dir, index.skipped)
         if not images:
             raise AutoTransferError(
                 f"Class {class_dir.name!r} has no image files.",

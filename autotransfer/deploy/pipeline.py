@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ from safetensors.torch import load_file, save_file
 
 from autotransfer.data.images import ResizeRecipe
 from autotransfer.deploy.graph_resize import GraphResize
-from autotransfer.deploy.predict_inputs import load_inputs, to_pixels
+from autotransfer.deploy.predict_inputs import list_inputs
+from autotransfer.deploy.predict_stream import BATCH_SIZE, Prediction, stream_predictions
 from autotransfer.errors import AutoTransferError
 from autotransfer.models.fully_conv import ConvClassifier, conv_trunk
 from autotransfer.models.wheel_assets import sha256_file
@@ -73,15 +74,6 @@ def checkpoint_dir(path: str | os.PathLike) -> Path:
         where=str(path),
         fix="pass a run directory of `autotransfer fit` or a checkpoint directory.",
     )
-
-
-@dataclass
-class Prediction:
-    """One input's result: class probabilities, or why it could not be read."""
-
-    name: str
-    probabilities: np.ndarray | None
-    error: str | None = None
 
 
 def _clear_dead_saves(target: Path) -> None:
@@ -258,33 +250,33 @@ class Pipeline:
         return net.to(self.device).eval().requires_grad_(False)
 
     def predictions(
-        self, inputs: Any, size: str | int = "native", reduce: str = "mean", batch_size: int = 32
+        self, inputs: Any, size: str | int = "native", reduce: str = "mean", batch_size: int = BATCH_SIZE
     ) -> list[Prediction]:
         """Probabilities per input; unreadable inputs carry their reason instead (nothing is dropped).
+        ``iter_predictions`` gives the same one at a time (memory bounded whatever the number of inputs)."""
+        return list(self.iter_predictions(inputs, size, reduce, batch_size))
 
-        ``size``: "native" resizes every image as in training (one batch); "original" keeps each image's
-        size (upscaled to at least the training size); an int sets the shorter side. Larger images are
-        classified by sliding the network over them (mean or max of the class-score map).
+    def iter_predictions(
+        self,
+        inputs: Any,
+        size: str | int = "native",
+        reduce: str = "mean",
+        batch_size: int = BATCH_SIZE,
+        *,
+        draft: bool = True,
+    ) -> Iterator[Prediction]:
+        """One Prediction per input, in order, decoded and classified ``batch_size`` at a time.
+
+        ``size``: "native" resizes every image as in training; "original" keeps each image's size
+        (upscaled to at least the training size); an int sets the shorter side. Larger images are
+        classified by sliding the network over them (mean or max of the class-score map). ``draft``:
+        JPEGs are decoded at a reduced scale near the size needed (deploy/predict_inputs.py).
         """
-        net = self.network(reduce)
-        loaded = load_inputs(inputs)
-        results: list[Prediction | None] = [
-            Prediction(item.name, None, item.error) if item.error else None for item in loaded
-        ]
-        pending = [(i, item) for i, item in enumerate(loaded) if item.error is None]
-        if size == "native":
-            for start in range(0, len(pending), batch_size):
-                chunk = pending[start : start + batch_size]
-                pixels = np.stack([to_pixels(item.image, self.recipe) for _, item in chunk])
-                for (i, item), row in zip(chunk, self._probabilities(net, pixels)):
-                    results[i] = Prediction(item.name, row)
-        else:
-            for i, item in pending:
-                pixels = to_pixels(item.image, self.recipe, keep_aspect=self._shorter_side(size))
-                results[i] = Prediction(item.name, self._probabilities(net, pixels[None])[0])
-        return results
+        sources = list_inputs(inputs).items
+        return stream_predictions(self, sources, size=size, reduce=reduce, batch_size=batch_size, draft=draft)
 
-    def _shorter_side(self, size: str | int) -> int | None:
+    def shorter_side(self, size: str | int) -> int | None:
+        """The shorter side ``size`` asks for (None: each image's own), checked."""
         native = self.spec["preprocess"]["size"]
         if size == "original":
             return None
@@ -296,7 +288,8 @@ class Pipeline:
             raise AutoTransferError(f"size {value} is outside 16..4096 pixels.")
         return max(value, native)
 
-    def _probabilities(self, net: ConvClassifier, pixels: np.ndarray) -> np.ndarray:
+    def probabilities(self, net: ConvClassifier, pixels: np.ndarray) -> np.ndarray:
+        """Class probabilities of a batch of uint8 NHWC pixels."""
         # PIL's arrays are read-only, which torch.from_numpy warns about: "W" copies those only
         tensor = torch.from_numpy(np.require(pixels, requirements=("C", "W"))).to(self.device).permute(0, 3, 1, 2)
         with torch.inference_mode():
@@ -304,14 +297,20 @@ class Pipeline:
 
     def predict_proba(self, inputs: Any, size: str | int = "native", reduce: str = "mean") -> np.ndarray:
         """(n_inputs, n_classes) probabilities, columns in ``classes_`` order. Unreadable inputs raise."""
-        results = self.predictions(inputs, size, reduce)
-        bad = [r for r in results if r.error]
+        sources = list_inputs(inputs).items
+        probabilities = np.zeros((len(sources), len(self.classes_)), dtype=np.float32)
+        bad = []
+        for row, result in enumerate(stream_predictions(self, sources, size=size, reduce=reduce)):
+            if result.error:
+                bad.append(result)
+            else:
+                probabilities[row] = result.probabilities
         if bad:
             raise AutoTransferError(
                 f"{len(bad)} input(s) could not be read: " + "; ".join(f"{r.name}: {r.error}" for r in bad[:5]),
                 fix="remove them, or use `autotransfer predict`, which reports and skips them.",
             )
-        return np.stack([r.probabilities for r in results]) if results else np.zeros((0, len(self.classes_)))
+        return probabilities
 
     def predict(self, inputs: Any, size: str | int = "native", reduce: str = "mean") -> np.ndarray:
         """Class names, one per input."""

@@ -23,6 +23,7 @@ import pandas as pd
 
 from autotransfer.cpu_threads import load_note
 from autotransfer.files import write_text_atomic
+from autotransfer.report.confusion import confusion_view
 from autotransfer.report.search_choices import describe_auto
 from autotransfer.report.terminal import cell_text, is_missing
 
@@ -362,31 +363,6 @@ def per_class_table(summaries: dict[str, dict]) -> str:
     )
 
 
-def confusion_table(predictions: pd.DataFrame, classes: list[str], title: str) -> str:
-    """The confusion matrix (rows: true class, columns: predicted) as a shaded table."""
-    from sklearn.metrics import confusion_matrix
-
-    matrix = confusion_matrix(predictions["label"].astype(str), predictions["predicted"].astype(str), labels=classes)
-    top = max(1, int(matrix.max()))
-    head = "".join(f"<th class=rot><span>{html.escape(c)}</span></th>" for c in classes)
-    rows = []
-    for i, name in enumerate(classes):
-        cells = []
-        for j in range(len(classes)):
-            n = int(matrix[i, j])
-            alpha = n / top
-            colour = f"rgba(52,101,164,{alpha:.2f})" if i == j else f"rgba(204,0,0,{alpha:.2f})"
-            ink = "#fff" if alpha > 0.55 else "#222"
-            style = f' style="background:{colour};color:{ink}"' if n else ""
-            cells.append(f'<td class="cm{" diag" if i == j else ""}"{style}>{n if n else ""}</td>')
-        rows.append(f"<tr><th>{html.escape(name)}</th>{''.join(cells)}</tr>")
-    return (
-        f"<figure class=cmwrap><figcaption><b>{html.escape(title)}</b> ({len(predictions)} images): rows are "
-        f"the true class, columns the predicted one</figcaption><table class=confusion><thead><tr>"
-        f"<th class=corner>true \\ predicted</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></figure>"
-    )
-
-
 def wrong_gallery(predictions: pd.DataFrame, roots: list[Path], limit: int = GALLERY_SIZE) -> str:
     """The validation images the chosen pipeline gets wrong with the most confidence."""
     wrong = predictions[predictions["label"].astype(str) != predictions["predicted"].astype(str)]
@@ -511,6 +487,8 @@ overflow:hidden}.bar span{display:block;height:100%}
 .confusion th.rot{height:70px;vertical-align:bottom;text-align:center;padding:0}
 .confusion th.rot span{writing-mode:vertical-rl;transform:rotate(180deg);white-space:nowrap}
 .confusion th.corner{font-size:11px;color:var(--muted);vertical-align:bottom}
+.cmimage{max-width:100%;image-rendering:pixelated}
+.topconf td,.topconf th{padding:2px 8px;text-align:left}
 .gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(140px,1fr));gap:12px}
 .tile{margin:0;background:var(--soft);border-radius:6px;padding:8px;text-align:center;font-size:12px}
 .tile img{width:112px;height:112px;object-fit:contain;image-rendering:pixelated;background:#fff;border-radius:4px}
@@ -682,7 +660,7 @@ def _prediction_sections(
     per_class = per_class_table({s: summaries[s] for s in ("val", "test")})
     if per_class:
         matrices = "".join(
-            confusion_table(predictions[s], classes, "validation" if s == "val" else "test")
+            confusion_view(predictions[s], classes, "validation" if s == "val" else "test")
             for s in ("val", "test")
             if predictions[s] is not None and len(predictions[s])
         )

@@ -111,3 +111,16 @@ def render_profile(console: Console, p: dict) -> None:
     console.print(groups)
     for problem in p["problems"]:
         console.print(f"[yellow]problem:[/] {problem}")
+
+
+WORST_CLASSES = 10  # the terminal lists every class's recall up to this many classes, else the lowest
+
+
+def recall_summary(per_class: dict[str, dict], limit: int = WORST_CLASSES) -> str:
+    """Recall per class when there are at most ``limit`` classes, else the ``limit`` lowest (ties by
+    name); the full list is in report.html. Plain text (the caller escapes it for rich)."""
+    ranked = sorted(per_class.items(), key=lambda item: (float(item[1]["recall"]), str(item[0])))
+    if len(per_class) <= limit:
+        return "recall per class " + ", ".join(f"{c} {row['recall']:.2f}" for c, row in per_class.items())
+    worst = ", ".join(f"{c} {row['recall']:.2f}" for c, row in ranked[:limit])
+    return f"lowest recall ({limit} of {len(per_class)} classes; all in report.html): {worst}"
