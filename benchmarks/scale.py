@@ -2,7 +2,8 @@
 
     python -m benchmarks.scale trial DIR [DIR ...] [--code OLD_PACKAGE_PARENT] [--ram-cap-gib 3]
         peak RSS of one fine-tuning trial with the cached frozen prefix (tf_efficientnet_lite0,
-        finetune_top with 2 frozen groups, 128 px, no augmentation, 1 epoch)
+        finetune_top with 2 frozen groups, 128 px, no augmentation, 1 epoch; ``--steps K``: the
+        prefix cache built whole, then K training and K validation batches of 64)
     python -m benchmarks.scale stages DIR [DIR ...]
         seconds of each O(N) stage (index, fingerprint, decode, feature extraction, probe) and the
         extraction's peak RSS
@@ -84,6 +85,12 @@ def run_trial(data: str, options: dict) -> dict:
             prefix_cache.RAM_FRACTION = min(prefix_cache.RAM_FRACTION, cap * GIB / prefix_cache.available_memory())
     except ImportError:  # the version before prefix_cache.py
         pass
+    steps = options.get("steps")
+    if steps:  # the prefix cache is built whole; training and validation stop after `steps` batches
+        import autotransfer.transfer.finetune as ft
+
+        for name in ("_train_epoch", "_evaluate"):
+            setattr(ft, name, _limited(getattr(ft, name), steps * 64))
     peak = AnonPeak()
     tic = time.perf_counter()
     config = FinetuneConfig(strategy="finetune_top", freeze_groups=2, epochs=1, bf16=False, warmup_epochs=0)
@@ -96,6 +103,26 @@ def run_trial(data: str, options: dict) -> dict:
         "cached_prefix": result.used_cached_prefix,
         "val_accuracy": float(np.round(result.best_val_accuracy, 4)),
     }
+
+
+class _First:
+    """The first ``limit`` images of a split's batches (any version's batch class)."""
+
+    def __init__(self, batches, limit: int) -> None:
+        self._batches, self._limit = batches, limit
+
+    def __len__(self) -> int:
+        return min(len(self._batches), self._limit)
+
+    def __getattr__(self, name: str):
+        return getattr(self._batches, name)
+
+
+def _limited(function, limit: int):
+    def call(model, batches, *args, **kwargs):
+        return function(model, _First(batches, limit), *args, **kwargs)
+
+    return call
 
 
 def run_stages(data: str, options: dict) -> dict:
@@ -168,6 +195,7 @@ def main() -> None:
     parser.add_argument("data", nargs="+")
     parser.add_argument("--code", help="a folder holding another version of the autotransfer package")
     parser.add_argument("--ram-cap-gib", type=float, help="trial: cap of the in-RAM prefix cache")
+    parser.add_argument("--steps", type=int, help="trial: train and validate on this many batches only")
     parser.add_argument("--size", type=int, default=64, help="stages: the decode resolution")
     args = parser.parse_args()
     from autotransfer.machine import describe_machine
@@ -185,7 +213,9 @@ def main() -> None:
         print("\n| images | 0 workers img/s | 1 worker img/s |")
         print("|---:|---:|---:|")
     for data in args.data:
-        r = _child(args.what, data, {"ram_cap_gib": args.ram_cap_gib, "size": args.size}, args.code)
+        r = _child(
+            args.what, data, {"ram_cap_gib": args.ram_cap_gib, "size": args.size, "steps": args.steps}, args.code
+        )
         if args.what == "trial":
             print(f"| {label} | {r['images']} | {_gib(r['max_rss'])} | {_gib(r['anon_peak'])} | {r['seconds']:.0f} "
                   f"| {r['cached_prefix']} | {r['val_accuracy']} |", flush=True)  # fmt: skip
