@@ -99,3 +99,15 @@ def test_the_plan_sizes_the_cache_from_one_forward_pass(data, tmp_path):
     plan = prefix_cache.plan_prefix_cache(Holder(), unit, sample, 1000, tmp_path, use_bf16=False)
     out = model.bn1(model.conv_stem(sample))
     assert plan.shape == tuple(out.shape[1:]) and plan.bytes_needed == 1000 * out[0].numel() * 4
+
+
+def test_a_disk_that_fills_up_before_the_memory_map_is_reserved_skips_the_cache(data, monkeypatch, tmp_path):
+    import errno
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(prefix_cache, "available_memory", lambda: 0)
+    monkeypatch.setattr(prefix_cache.os, "posix_fallocate", full)
+    result = finetune(data, _net(), _quick(freeze_groups=2, epochs=1), checkpoint_dir=tmp_path / "trial")
+    assert not result.used_cached_prefix and len(result.history) == 1

@@ -13,6 +13,7 @@ Files are written to a temporary name and renamed: concurrent runs never see a p
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -152,6 +153,15 @@ def _cache_folder(dataset: Dataset, backbone: Backbone, root: Path | None) -> Pa
     )
 
 
+def _feature_file(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """A float32 ``.npy`` memory map at ``path``, its disk blocks reserved first: a full disk raises
+    ENOSPC here rather than killing the process (SIGBUS) on a write into the map."""
+    array = np.lib.format.open_memmap(path, "w+", np.float32, shape)
+    with open(path, "r+b") as handle:
+        os.posix_fallocate(handle.fileno(), 0, os.path.getsize(path))
+    return array
+
+
 def extract_features(
     dataset: Dataset,
     backbone: Backbone,
@@ -195,7 +205,7 @@ def extract_features(
     if missing and use_cache:  # written straight into the cache files (memory maps), renamed when complete
         with ExitStack() as partials:
             paths = {t: partials.enter_context(replacing(files[t])) for t in missing}
-            allocate = lambda tap, shape: np.lib.format.open_memmap(paths[tap], "w+", np.float32, shape)  # noqa: E731
+            allocate = lambda tap, shape: _feature_file(paths[tap], shape)  # noqa: E731
             for values in extractor.run(dataset.images, missing, pooling, show_progress, allocate).values():
                 if isinstance(values, np.memmap):
                     values.flush()

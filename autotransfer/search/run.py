@@ -132,9 +132,9 @@ def choose_space(context: RunContext, studies: Studies) -> None:
         context.progress.stage("profile", detail="choosing backbones and resolutions for this data and machine")
         native = native_side(context.data, seed=context.settings.seed)
         first = profile_resolution([native], device=context.device or default_device())
-        dataset = context.dataset(first)
-        choice = resolve_auto(space.backbones, space.resolutions, np.asarray(dataset.images[:SAMPLE]), native,
-                              len(dataset), context.deadline.left(), context.device or default_device())  # fmt: skip
+        sample = context.sample_pixels(first, SAMPLE)  # nothing decoded whole before the budget check
+        choice = resolve_auto(space.backbones, space.resolutions, sample, native, context.n_images(),
+                              context.deadline.left(), context.device or default_device())  # fmt: skip
         studies.probes.set_user_attr("auto", choice.to_json())
     context.auto = studies.probes.user_attrs["auto"]
     context.backbones = tuple(context.auto["backbones"])

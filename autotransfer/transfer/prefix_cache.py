@@ -13,6 +13,7 @@ Activations computed in bf16 are stored in bf16 (as uint16 bits: NumPy has no bf
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import numpy as np
 import psutil
 import torch
 
+from autotransfer.files import is_disk_full
 from autotransfer.models.features import outputs_until
 from autotransfer.runtime import autocast
 from autotransfer.transfer.batches import Batches, ImageRows, image_input
@@ -85,6 +87,8 @@ class PrefixCache(torch.utils.data.Dataset):
         shape = (n, *plan.shape)
         if plan.place == "disk":  # an unlinked temporary file (the map keeps it): nothing is left after a crash
             with tempfile.TemporaryFile(dir=plan.folder) as handle:
+                # blocks reserved first: a full disk raises ENOSPC here, not SIGBUS in a write to the map
+                os.posix_fallocate(handle.fileno(), 0, int(np.prod(shape)) * np.dtype(dtype).itemsize)
                 self.array = np.memmap(handle, dtype=dtype, mode="w+", shape=shape)
         else:
             self.array = np.empty(shape, dtype)
@@ -133,6 +137,13 @@ def build_prefix_caches(
         log.info("frozen-prefix cache %s", plan.reason)
         if plan.place is None:
             return None
-        return [PrefixCache(plan, len(s)).fill(model, units[-1], s, batch_size, use_bf16) for s in sources]
+        try:
+            caches = [PrefixCache(plan, len(s)) for s in sources]
+        except OSError as error:  # the disk filled up since it was measured
+            if not is_disk_full(error):
+                raise
+            log.info("frozen-prefix cache skipped: %s (%s)", error, plan.folder)
+            return None
+        return [cache.fill(model, units[-1], s, batch_size, use_bf16) for cache, s in zip(caches, sources)]
     finally:
         model.train(was_training)
