@@ -145,6 +145,9 @@ def run_stages(data: str, options: dict) -> dict:
     tic = time.perf_counter()
     dataset = load_dataset(index, image_size=options.get("size", 64), show_progress=False)
     times["decode"] = time.perf_counter() - tic  # a cache hit when the folder was decoded before
+    if options.get("no_model"):
+        return {"images": len(dataset), "cache_hit": dataset.cache_hit, "extract_anon_peak": float("nan"),
+                "extract": float("nan"), "probe": float("nan"), **times}  # fmt: skip
     peak = AnonPeak()
     tic = time.perf_counter()
     features = extract_features(dataset, create_backbone(BACKBONE), ["head"], bf16=False, device="cpu",
@@ -197,6 +200,7 @@ def main() -> None:
     parser.add_argument("--ram-cap-gib", type=float, help="trial: cap of the in-RAM prefix cache")
     parser.add_argument("--steps", type=int, help="trial: train and validate on this many batches only")
     parser.add_argument("--size", type=int, default=64, help="stages: the decode resolution")
+    parser.add_argument("--no-model", action="store_true", help="stages: index, fingerprint and decode only")
     args = parser.parse_args()
     from autotransfer.machine import describe_machine
 
@@ -214,7 +218,10 @@ def main() -> None:
         print("|---:|---:|---:|")
     for data in args.data:
         r = _child(
-            args.what, data, {"ram_cap_gib": args.ram_cap_gib, "size": args.size, "steps": args.steps}, args.code
+            args.what,
+            data,
+            {"ram_cap_gib": args.ram_cap_gib, "size": args.size, "steps": args.steps, "no_model": args.no_model},
+            args.code,
         )
         if args.what == "trial":
             print(f"| {label} | {r['images']} | {_gib(r['max_rss'])} | {_gib(r['anon_peak'])} | {r['seconds']:.0f} "

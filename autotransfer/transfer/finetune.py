@@ -8,8 +8,9 @@
 - LP-FT: the head is first trained alone on cached tap features, then everything trainable is
   fine-tuned starting from that head;
 - a cached frozen prefix: when the lowest groups are frozen and there is no augmentation, their
-  output is computed once and training runs only the layers above (checked equal to the full
-  forward before it is used);
+  output is computed once and training runs only the layers above (transfer/prefix_cache.py: checked
+  equal to the full forward before it is used, bounded in memory);
+- batches streamed from the decode cache by index (transfer/batches.py), never a split copied whole;
 - AdamW or SGD from timm's optimizer factory, cosine schedule with warm-up from timm's scheduler
   factory, label smoothing, optional flips and mixup (timm), gradient clipping, bf16 autocast,
   channels_last, early stopping, a per-epoch ``report`` hook for pruning, the best epoch kept.
@@ -36,14 +37,20 @@ from autotransfer.budget import Deadline
 from autotransfer.data.datasets import Dataset
 from autotransfer.errors import AutoTransferError
 from autotransfer.files import replacing, write_text_atomic
-from autotransfer.models.features import extract_features, normalisation, outputs_until, pool, to_input
+from autotransfer.models.features import extract_features, normalisation, outputs_until, pool
 from autotransfer.models.zoo import Backbone
 from autotransfer.runtime import autocast, bf16_supported, default_device
 from autotransfer.settings import cache_dir
 from autotransfer.transfer.batches import Batches, ImageRows, image_input, pil_transform
 from autotransfer.transfer.metrics import check_metric, class_weights
 from autotransfer.transfer.metrics import score as score_metric
-from autotransfer.transfer.prefix_cache import build_prefix_caches, prefix_input
+from autotransfer.transfer.prefix_cache import (
+    build_prefix_caches,
+    prefix_input,
+    prefix_matches,
+    prefix_units,
+    skipped_prefix,
+)
 from autotransfer.transfer.probes import as_linear, fit_probe
 from autotransfer.transfer.strategies import get_strategy
 
@@ -215,54 +222,6 @@ def _freeze(model: TransferModel, backbone: Backbone, config: FinetuneConfig) ->
     model.frozen_modules = [] if config.train_bn_stats else _group_modules(backbone, frozen)
 
 
-def _units(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Top-level modules, with Sequential containers opened one level: the candidates to skip."""
-    units = []
-    for name, child in model.named_children():
-        if isinstance(child, nn.Sequential):
-            units += [(f"{name}.{sub}", m) for sub, m in child.named_children()]
-        else:
-            units.append((name, child))
-    return units
-
-
-@contextmanager
-def skipped_prefix(model: nn.Module, names: list[str]):
-    """Temporarily replace the named units by Identity, so the model takes their output as input."""
-    saved = {name: model.get_submodule(name) for name in names}
-    for name in names:
-        model.set_submodule(name, nn.Identity())
-    try:
-        yield
-    finally:
-        for name, module in saved.items():
-            model.set_submodule(name, module)
-
-
-def prefix_units(backbone: Backbone, freeze_groups: int, tap: str) -> list[str]:
-    """The units called, in forward order, up to the last one holding frozen parameters.
-
-    The unit holding the tap (for a combined tap, its shallowest part) is never part of it: its hook
-    must still fire.
-    """
-    frozen = {p.rsplit(".", 1)[0] for g in range(freeze_groups) for p in backbone.depth_groups[g].params}
-    units = _units(backbone.model)
-    called: list[str] = []
-    hooks = [m.register_forward_pre_hook(lambda _m, _i, n=n: called.append(n)) for n, m in units]
-    size = backbone.preprocess.input_size
-    try:
-        with torch.no_grad():
-            backbone.model(torch.zeros(1, 3, size, size, device=next(backbone.model.parameters()).device))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    holding = [i for i, n in enumerate(called) if any(f == n or f.startswith(n + ".") for f in frozen)]
-    modules = [part.module for part in backbone.tap_parts(tap)]
-    tap_unit = [i for i, n in enumerate(called) if any(m == n or m.startswith(n + ".") for m in modules)]
-    end = holding[-1] + 1 if holding else 0
-    return called[: min(end, tap_unit[0]) if tap_unit else end]
-
-
 def _is_oom(error: BaseException) -> bool:
     """GPU (CUDA OOM) or host (torch's CPU allocator, Python's MemoryError) out of memory."""
     message = str(error).lower()
@@ -404,7 +363,7 @@ def _inputs(
         )  # fmt: skip
     if caches is not None:
         sample = np.asarray(dataset.images[val_rows[:4]])
-        if _prefix_matches(
+        if prefix_matches(
             model, units, sample, caches[1].__getitems__(list(range(len(sample)))), mean, std, device, use_bf16
         ):
             train, val = (Batches(c, prefix_input, device, seed=config.seed) for c in caches)
@@ -608,23 +567,6 @@ def _after_epoch(
         )
         return True
     return False
-
-
-def _prefix_matches(
-    model: TransferModel, units: list[str], images: np.ndarray, cached: torch.Tensor, mean, std, device, use_bf16: bool
-) -> bool:
-    """Whether skipping the prefix and feeding its cached output gives the full model's logits.
-
-    Run under the same precision as training; bf16 rounds the cached activations once more, hence
-    the looser tolerance there.
-    """
-    model.eval()
-    tolerance = 5e-2 if use_bf16 else 1e-4
-    with torch.inference_mode(), autocast(device, use_bf16):
-        full = model(to_input(images, mean, std, device)).float()
-        with skipped_prefix(model.backbone, units):
-            short = model(prefix_input(cached.to(device))).float()
-    return bool(torch.allclose(full, short, rtol=tolerance, atol=tolerance))
 
 
 def _train_epoch(

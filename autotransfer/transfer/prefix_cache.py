@@ -1,5 +1,10 @@
 """The output of a frozen prefix, computed once per training run, in bounded memory.
 
+The prefix: the model's top-level units (Sequential containers opened one level) in call order, up
+to the last one holding frozen parameters (prefix_units); during training they are swapped for
+``nn.Identity`` (skipped_prefix) and the cached output is the model's input, once prefix_matches has
+checked that this reproduces the full forward.
+
 When the lowest groups are frozen and there is no augmentation, their output does not change during
 training: it is computed once and training runs only the layers above. That output is large (with
 two frozen groups of MobileNet/EfficientNet about 5x the decoded image), so its size is planned
@@ -16,15 +21,18 @@ import logging
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import psutil
 import torch
+from torch import nn
 
 from autotransfer.files import is_disk_full
-from autotransfer.models.features import outputs_until
+from autotransfer.models.features import outputs_until, to_input
+from autotransfer.models.zoo import Backbone
 from autotransfer.runtime import autocast
 from autotransfer.transfer.batches import Batches, ImageRows, image_input
 
@@ -120,6 +128,71 @@ class PrefixCache(torch.utils.data.Dataset):
 def prefix_input(batch: torch.Tensor) -> torch.Tensor:
     """A cached batch on the device -> the input of the layers above the prefix."""
     return batch.float().contiguous(memory_format=torch.channels_last)
+
+
+def _units(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Top-level modules, with Sequential containers opened one level: the candidates to skip."""
+    units = []
+    for name, child in model.named_children():
+        if isinstance(child, nn.Sequential):
+            units += [(f"{name}.{sub}", m) for sub, m in child.named_children()]
+        else:
+            units.append((name, child))
+    return units
+
+
+@contextmanager
+def skipped_prefix(model: nn.Module, names: list[str]):
+    """Temporarily replace the named units by Identity, so the model takes their output as input."""
+    saved = {name: model.get_submodule(name) for name in names}
+    for name in names:
+        model.set_submodule(name, nn.Identity())
+    try:
+        yield
+    finally:
+        for name, module in saved.items():
+            model.set_submodule(name, module)
+
+
+def prefix_units(backbone: Backbone, freeze_groups: int, tap: str) -> list[str]:
+    """The units called, in forward order, up to the last one holding frozen parameters.
+
+    The unit holding the tap (for a combined tap, its shallowest part) is never part of it: its hook
+    must still fire.
+    """
+    frozen = {p.rsplit(".", 1)[0] for g in range(freeze_groups) for p in backbone.depth_groups[g].params}
+    units = _units(backbone.model)
+    called: list[str] = []
+    hooks = [m.register_forward_pre_hook(lambda _m, _i, n=n: called.append(n)) for n, m in units]
+    size = backbone.preprocess.input_size
+    try:
+        with torch.no_grad():
+            backbone.model(torch.zeros(1, 3, size, size, device=next(backbone.model.parameters()).device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    holding = [i for i, n in enumerate(called) if any(f == n or f.startswith(n + ".") for f in frozen)]
+    modules = [part.module for part in backbone.tap_parts(tap)]
+    tap_unit = [i for i, n in enumerate(called) if any(m == n or m.startswith(n + ".") for m in modules)]
+    end = holding[-1] + 1 if holding else 0
+    return called[: min(end, tap_unit[0]) if tap_unit else end]
+
+
+def prefix_matches(
+    model, units: list[str], images: np.ndarray, cached: torch.Tensor, mean, std, device, use_bf16: bool
+) -> bool:
+    """Whether skipping the prefix and feeding its cached output gives the full model's logits.
+
+    Run under the same precision as training; bf16 rounds the cached activations once more, hence
+    the looser tolerance there.
+    """
+    model.eval()
+    tolerance = 5e-2 if use_bf16 else 1e-4
+    with torch.inference_mode(), autocast(device, use_bf16):
+        full = model(to_input(images, mean, std, device)).float()
+        with skipped_prefix(model.backbone, units):
+            short = model(prefix_input(cached.to(device))).float()
+    return bool(torch.allclose(full, short, rtol=tolerance, atol=tolerance))
 
 
 def build_prefix_caches(
