@@ -21,7 +21,8 @@ from autotransfer.data.offline_datasets import build
 from autotransfer.machine import describe_machine
 from autotransfer.models.zoo import create_backbone
 from autotransfer.runtime import tune_allocator
-from autotransfer.transfer.finetune import FinetuneConfig, finetune, prefix_units, skipped_prefix
+from autotransfer.transfer.finetune import FinetuneConfig, finetune
+from autotransfer.transfer.prefix_cache import prefix_units, skipped_prefix
 from benchmarks.features import WORK
 
 BACKBONE = "mobilenetv2_100"

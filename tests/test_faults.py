@@ -143,12 +143,12 @@ def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(fit_env, mon
 
 
 def test_disk_full_while_caching_features_is_one_message_and_a_rerun_finishes(fit_env, monkeypatch, isolated_cache):
-    def full(stream, array):
-        stream.write(b"\x93NUMPY partial")
+    def full(path, shape):
+        path.write_bytes(b"\x93NUMPY partial")
         _no_space()
 
     with monkeypatch.context() as patch:
-        patch.setattr("autotransfer.models.features.np.save", full)
+        patch.setattr("autotransfer.models.features._feature_file", full)
         with pytest.raises(AutoTransferError) as caught:
             AutoTransfer(
                 time_budget="3m",

@@ -14,8 +14,8 @@ from autotransfer.transfer.finetune import (
     TrialPruned,
     finetune,
     param_groups,
-    prefix_units,
 )
+from autotransfer.transfer.prefix_cache import prefix_units
 
 
 @pytest.fixture(scope="module")

@@ -62,15 +62,21 @@ def load_dataset(
     seed: int = 0,
     cache_root: Path | None = None,
     show_progress: bool = True,
+    fingerprint: str | None = None,
 ) -> Dataset:
-    """Index ``source``, decode it (through the decode cache) and split it; warn about skipped files."""
+    """Index ``source``, decode it (through the decode cache) and split it; warn about skipped files.
+
+    ``fingerprint``: the files' fingerprint (decode_cache.files_fingerprint) of an index given as
+    ``source``, when the caller has it: a run indexes and fingerprints its folder once."""
     if image_size < 8 or image_size > 1024:
         raise AutoTransferError(f"image_size must be between 8 and 1024 pixels, got {image_size}.")
     if resize_mode not in ("crop", "squash"):
         raise AutoTransferError(f"resize_mode must be 'crop' or 'squash', got {resize_mode!r}.")
     index = source if isinstance(source, DatasetIndex) else index_dataset(source)
     recipe = ResizeRecipe(image_size, resize_mode, interpolation)
-    decoded = decode_all(index.paths, recipe, cache_root=cache_root, show_progress=show_progress)
+    decoded = decode_all(
+        index.paths, recipe, cache_root=cache_root, show_progress=show_progress, fingerprint=fingerprint
+    )
     ok = decoded.ok
     skipped = list(index.skipped) + [
         SkippedFile(str(p), r["reason"]) for p, r in zip(index.paths, decoded.records) if r.get("reason")

@@ -68,9 +68,9 @@ def _source_folder(paths: list[Path]) -> str:
         return ""
 
 
-def _entry_dir(paths: list[Path], recipe: ResizeRecipe, root: Path | None) -> Path:
+def _entry_dir(paths: list[Path], recipe: ResizeRecipe, root: Path | None, fingerprint: str | None = None) -> Path:
     base = (root or cache_dir()) / "decoded"
-    return base / f"{files_fingerprint(paths)[:24]}-{recipe.key()}-v{FORMAT_VERSION}"
+    return base / f"{(fingerprint or files_fingerprint(paths))[:24]}-{recipe.key()}-v{FORMAT_VERSION}"
 
 
 def _load(entry: Path, n_files: int) -> DecodedImages | None:
@@ -113,9 +113,12 @@ def decode_all(
     cache_root: Path | None = None,
     workers: int | None = None,
     show_progress: bool = True,
+    fingerprint: str | None = None,
 ) -> DecodedImages:
-    """Pixels for ``paths`` at ``recipe``: from the cache when it is there, else decoded now and cached."""
-    entry = _entry_dir(paths, recipe, cache_root)
+    """Pixels for ``paths`` at ``recipe``: from the cache when it is there, else decoded now and cached.
+
+    ``fingerprint``: ``files_fingerprint(paths)`` when the caller computed it already (one stat per file)."""
+    entry = _entry_dir(paths, recipe, cache_root, fingerprint)
     cached = _load(entry, len(paths)) if entry.exists() else None
     if cached is not None:
         return cached

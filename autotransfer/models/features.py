@@ -13,6 +13,9 @@ Files are written to a temporary name and renamed: concurrent runs never see a p
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +32,7 @@ from autotransfer.runtime import autocast, bf16_supported, default_device
 from autotransfer.settings import cache_dir
 
 POOLINGS = ("avg", "max", "avgmax")
+Allocate = Callable[[str, tuple[int, int]], np.ndarray]  # (tap, (N, D)) -> a float32 array to fill
 
 
 class _StopForward(Exception):
@@ -118,16 +122,26 @@ class FeatureExtractor:
             return {modules[m]: pool(out, pooling).float() for m, out in outputs.items()}
 
     def run(
-        self, images: np.ndarray, taps: list[str], pooling: str = "avg", show_progress: bool = False
+        self,
+        images: np.ndarray,
+        taps: list[str],
+        pooling: str = "avg",
+        show_progress: bool = False,
+        allocate: Allocate | None = None,
     ) -> dict[str, np.ndarray]:
-        outputs: dict[str, list[np.ndarray]] = {t: [] for t in taps}
+        """Pooled features per tap, each batch written into an array allocated after the first batch
+        (``allocate(tap, shape)``: in RAM by default, a memory-mapped file where the caller wants one)."""
+        allocate = allocate or (lambda _tap, shape: np.empty(shape, np.float32))
+        outputs: dict[str, np.ndarray] = {}
         with Progress(transient=True, disable=not show_progress) as progress:
             task = progress.add_task(f"{self.backbone.name}: features of {len(images)} images", total=len(images))
             for start in range(0, len(images), self.batch_size):
                 for tap, values in self.batch(images[start : start + self.batch_size], taps, pooling).items():
-                    outputs[tap].append(values.cpu().numpy())
+                    if tap not in outputs:
+                        outputs[tap] = allocate(tap, (len(images), values.shape[1]))
+                    outputs[tap][start : start + len(values)] = values.cpu().numpy()
                 progress.advance(task, min(self.batch_size, len(images) - start))
-        return {t: np.concatenate(v).astype(np.float32, copy=False) for t, v in outputs.items()}
+        return {t: outputs[t] if t in outputs else np.empty((0, 0), np.float32) for t in taps}
 
 
 def _cache_folder(dataset: Dataset, backbone: Backbone, root: Path | None) -> Path:
@@ -139,9 +153,13 @@ def _cache_folder(dataset: Dataset, backbone: Backbone, root: Path | None) -> Pa
     )
 
 
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    with replacing(path) as partial, open(partial, "wb") as stream:
-        np.save(stream, array)
+def _feature_file(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """A float32 ``.npy`` memory map at ``path``, its disk blocks reserved first: a full disk raises
+    ENOSPC here rather than killing the process (SIGBUS) on a write into the map."""
+    array = np.lib.format.open_memmap(path, "w+", np.float32, shape)
+    with open(path, "r+b") as handle:
+        os.posix_fallocate(handle.fileno(), 0, os.path.getsize(path))
+    return array
 
 
 def extract_features(
@@ -184,10 +202,14 @@ def extract_features(
             except (OSError, ValueError):
                 continue  # missing or damaged: computed below
     missing = [t for t in taps if t not in features]
-    if missing:
-        computed = extractor.run(dataset.images, missing, pooling, show_progress)
-        for tap, values in computed.items():
-            if use_cache:
-                _save_atomic(files[tap], values)
-            features[tap] = values
+    if missing and use_cache:  # written straight into the cache files (memory maps), renamed when complete
+        with ExitStack() as partials:
+            paths = {t: partials.enter_context(replacing(files[t])) for t in missing}
+            allocate = lambda tap, shape: _feature_file(paths[tap], shape)  # noqa: E731
+            for values in extractor.run(dataset.images, missing, pooling, show_progress, allocate).values():
+                if isinstance(values, np.memmap):
+                    values.flush()
+        features.update({t: np.load(files[t], mmap_mode="r") for t in missing})
+    elif missing:
+        features.update(extractor.run(dataset.images, missing, pooling, show_progress))
     return {t: features[t] for t in taps}

@@ -6,11 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import optuna
 import torch
 
 from autotransfer.budget import Deadline
 from autotransfer.data.datasets import Dataset, load_dataset
+from autotransfer.data.decode_cache import files_fingerprint
+from autotransfer.data.images import DecodedImage, ResizeRecipe, decode_file
+from autotransfer.data.sources import DatasetIndex, index_dataset
 from autotransfer.models.zoo import Backbone, create_backbone
 from autotransfer.report.progress import Progress
 from autotransfer.search import planner
@@ -31,6 +35,7 @@ class RunContext:
     slowdown: float = 1.0  # the last probed pair's extraction time over its estimate from `auto`'s timing (load)
     objective: dict = field(default_factory=dict)  # search/objective.py: metric, why, class weights, CV folds
     storage: optuna.storages.BaseStorage | None = None  # the run's Optuna storage (search/storage.py)
+    _index: tuple[DatasetIndex, str] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.deadline = Deadline(self.settings.time_budget, self.settings.start)
@@ -43,24 +48,53 @@ class RunContext:
     def device(self) -> torch.device | None:
         return torch.device(self.settings.device) if self.settings.device else None
 
+    def index(self) -> tuple[DatasetIndex, str]:
+        """The folder's index and files fingerprint: one walk and one stat per file for the whole run."""
+        if self._index is None:
+            index = index_dataset(self.data)
+            self._index = index, files_fingerprint(index.paths)
+        return self._index
+
     def dataset(self, resolution: int) -> Dataset:
         """The data decoded at ``resolution`` px (cached on disk and here), split with the run's seed."""
         if resolution not in self.datasets:
+            index, fingerprint = self.index()
             self.datasets[resolution] = load_dataset(
-                self.data,
+                index,
                 image_size=resolution,
                 seed=self.settings.seed,
                 val_fraction=self.settings.val_fraction,
                 show_progress=False,
+                fingerprint=fingerprint,
             )
         return self.datasets[resolution]
+
+    def _decoded(self, resolution: int) -> Dataset:
+        """A decoded dataset for counting: ``resolution``'s, else any other (the same files, labels and
+        splits: decoding failures do not depend on the size), so no resolution is decoded only to count it."""
+        return self.datasets.get(resolution) or next(iter(self.datasets.values()), None) or self.dataset(resolution)
+
+    def n_images(self) -> int:
+        """Images of the run: the decodable ones once any resolution is decoded, else the files indexed."""
+        if self.datasets:
+            return len(next(iter(self.datasets.values())))
+        return len(self.index()[0])
+
+    def sample_pixels(self, resolution: int, n: int) -> np.ndarray:
+        """Up to ``n`` images at ``resolution`` (uint8 NHWC): from the decoded data, else decoded now."""
+        if resolution in self.datasets:
+            return np.asarray(self.datasets[resolution].images[:n])
+        recipe = ResizeRecipe(resolution)
+        decoded = [decode_file(p, recipe) for p in self.index()[0].paths[: 2 * n]]
+        good = [d.pixels for d in decoded if isinstance(d, DecodedImage)][:n]
+        return np.stack(good) if good else np.zeros((1, resolution, resolution, 3), np.uint8)
 
     def backbone(self, name: str) -> Backbone:
         return create_backbone(name, device=self.device or "cpu")
 
     def split_sizes(self, resolution: int) -> tuple[int, int]:
         """(train, val) image counts."""
-        dataset = self.dataset(resolution)
+        dataset = self._decoded(resolution)
         return len(dataset.indices("train")), len(dataset.indices("val"))
 
     def refit_fits(self, best: dict) -> bool:
@@ -90,6 +124,6 @@ class RunContext:
         if name is None or not self.resolutions:
             return 0.0
         resolution = best["resolution"] if best and "resolution" in best else min(self.resolutions)
-        dataset = self.dataset(resolution)
+        dataset = self._decoded(resolution)
         held_out = len(dataset) - len(dataset.indices("train"))
         return 2 * planner.extraction_seconds(per_image[name], self.auto["profile_resolution"], resolution, held_out)

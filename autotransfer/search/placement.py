@@ -24,17 +24,24 @@ from autotransfer.transfer.metrics import score
 from autotransfer.transfer.strategies import QUADRANT_STRATEGIES
 
 PIXELS = 24  # side of the grey thumbnails of the pixel baseline
+BASELINE_TRAIN, BASELINE_VAL = 4000, 2000  # images the baseline fits and scores on at most (seeded samples)
 TIE = 0.01  # the CNN codes count as "still relevant" within this of the best lower tap
 
 
 def pixel_baseline(dataset: Dataset, metric: str, seed: int = 0) -> float:
-    """``metric`` on val of a logistic regression on ``PIXELS`` x ``PIXELS`` grey pixels (train split)."""
+    """``metric`` on val of a logistic regression on ``PIXELS`` x ``PIXELS`` grey pixels (train split).
+
+    Fit on at most ``BASELINE_TRAIN`` train images and scored on at most ``BASELINE_VAL`` val images
+    (seeded samples): its cost stays within run.PLACEMENT_SECONDS whatever the dataset's size."""
 
     def grey(rows: np.ndarray) -> np.ndarray:
         images = [Image.fromarray(np.asarray(dataset.images[i])).convert("L").resize((PIXELS, PIXELS)) for i in rows]
         return np.stack([np.asarray(image, dtype=np.float32).ravel() / 255.0 for image in images])
 
+    rng = np.random.default_rng(seed)
     train, val = dataset.indices("train"), dataset.indices("val")
+    train = np.sort(rng.choice(train, BASELINE_TRAIN, replace=False)) if len(train) > BASELINE_TRAIN else train
+    val = np.sort(rng.choice(val, BASELINE_VAL, replace=False)) if len(val) > BASELINE_VAL else val
     model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=300, random_state=seed))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # a capped solver is still a valid baseline

@@ -125,7 +125,7 @@ def _extraction_estimate(context: RunContext, name: str, resolution: int) -> flo
     per_image = context.auto.get("seconds_per_image", {}).get(name)
     if per_image is None:
         return None
-    n_images = len(context.dataset(resolution))
+    n_images = context.n_images()  # the same at every resolution: none is decoded only to count it
     return planner.extraction_seconds(per_image, context.auto["profile_resolution"], resolution, n_images)
 
 

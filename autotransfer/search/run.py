@@ -21,7 +21,6 @@ import pandas as pd
 
 from autotransfer.budget import format_duration
 from autotransfer.cpu_threads import busiest_load, use_free_cpus
-from autotransfer.data.datasets import Dataset
 from autotransfer.deploy.pipeline import Pipeline
 from autotransfer.errors import AutoTransferError
 from autotransfer.files import disk_full_error, is_disk_full, write_text_atomic
@@ -102,11 +101,11 @@ def _open(context: RunContext, run_dir: RunDirectory) -> Studies:
         retry_interrupted_trials(studies.finetune)
     resumed = len(studies.probes.trials) + len(studies.finetune.trials)
     choose_space(context, studies)
-    choose_objective(context, studies)
     if resumed:
         log.info("resuming: %d trial(s) already in the study", resumed)
     else:
-        check_minimum_budget(context)
+        check_minimum_budget(context)  # before choose_objective decodes the first resolution
+    choose_objective(context, studies)
     return studies
 
 
@@ -133,9 +132,9 @@ def choose_space(context: RunContext, studies: Studies) -> None:
         context.progress.stage("profile", detail="choosing backbones and resolutions for this data and machine")
         native = native_side(context.data, seed=context.settings.seed)
         first = profile_resolution([native], device=context.device or default_device())
-        dataset = context.dataset(first)
-        choice = resolve_auto(space.backbones, space.resolutions, np.asarray(dataset.images[:SAMPLE]), native,
-                              len(dataset), context.deadline.left(), context.device or default_device())  # fmt: skip
+        sample = context.sample_pixels(first, SAMPLE)  # nothing decoded whole before the budget check
+        choice = resolve_auto(space.backbones, space.resolutions, sample, native, context.n_images(),
+                              context.deadline.left(), context.device or default_device())  # fmt: skip
         studies.probes.set_user_attr("auto", choice.to_json())
     context.auto = studies.probes.user_attrs["auto"]
     context.backbones = tuple(context.auto["backbones"])
@@ -246,27 +245,28 @@ def check_minimum_budget(context: RunContext) -> None:
     bound is timed again once, so a burst of load while `auto` timed the backbones does not refuse a
     budget that works."""
     settings = context.settings
-    dataset = context.dataset(min(context.resolutions))
+    size, n_images = min(context.resolutions), context.n_images()  # counted from the index: nothing decoded
     name = context.backbones[0]
     device = context.device or default_device()
-    measured_at = context.auto.get("profile_resolution", dataset.recipe.size)
+    measured_at = context.auto.get("profile_resolution", size)
     per_image = context.auto.get("seconds_per_image", {}).get(name)
-    needed = _minimum_seconds(context, dataset, per_image, measured_at) if per_image else float("inf")
+    needed = _minimum_seconds(context, n_images, size, per_image, measured_at) if per_image else float("inf")
     if needed > settings.time_budget:
-        sample = np.asarray(dataset.images[:SAMPLE])
+        sample = context.sample_pixels(size, SAMPLE)
         per_image = min(per_image or float("inf"), seconds_per_image(name, sample, device))
-        needed = _minimum_seconds(context, dataset, per_image, dataset.recipe.size)
+        needed = _minimum_seconds(context, n_images, size, per_image, size)
     if needed > settings.time_budget:
         raise AutoTransferError(
-            f"The time budget ({format_duration(settings.time_budget)}) is too small for {len(dataset)} "
+            f"The time budget ({format_duration(settings.time_budget)}) is too small for {n_images} "
             f"images: extracting their features once, one linear probe and saving need at least about "
             f"{format_duration(needed)} on this machine.",
             fix=f"use --time-budget {format_duration(needed * 1.5)} or more, or fewer images.",
         )
 
 
-def _minimum_seconds(context: RunContext, dataset: Dataset, per_image: float, measured_at: int) -> float:
-    """The run's lower bound (planner.minimum_budget) at ``per_image`` seconds measured at ``measured_at`` px."""
-    extraction = planner.extraction_seconds(per_image, measured_at, dataset.recipe.size, len(dataset))
-    profiling = 0.0 if (context.out / "profile.json").exists() else extraction * min(1.0, PROFILE_SAMPLE / len(dataset))
+def _minimum_seconds(context: RunContext, n_images: int, size: int, per_image: float, measured_at: int) -> float:
+    """The run's lower bound (planner.minimum_budget) for ``n_images`` at ``size`` px, at ``per_image``
+    seconds measured at ``measured_at`` px."""
+    extraction = planner.extraction_seconds(per_image, measured_at, size, n_images)
+    profiling = 0.0 if (context.out / "profile.json").exists() else extraction * min(1.0, PROFILE_SAMPLE / n_images)
     return planner.minimum_budget(context.deadline.elapsed(), profiling + extraction)

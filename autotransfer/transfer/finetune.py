@@ -8,8 +8,9 @@
 - LP-FT: the head is first trained alone on cached tap features, then everything trainable is
   fine-tuned starting from that head;
 - a cached frozen prefix: when the lowest groups are frozen and there is no augmentation, their
-  output is computed once and training runs only the layers above (checked equal to the full
-  forward before it is used);
+  output is computed once and training runs only the layers above (transfer/prefix_cache.py: checked
+  equal to the full forward before it is used, bounded in memory);
+- batches streamed from the decode cache by index (transfer/batches.py), never a split copied whole;
 - AdamW or SGD from timm's optimizer factory, cosine schedule with warm-up from timm's scheduler
   factory, label smoothing, optional flips and mixup (timm), gradient clipping, bf16 autocast,
   channels_last, early stopping, a per-epoch ``report`` hook for pruning, the best epoch kept.
@@ -36,15 +37,26 @@ from autotransfer.budget import Deadline
 from autotransfer.data.datasets import Dataset
 from autotransfer.errors import AutoTransferError
 from autotransfer.files import replacing, write_text_atomic
-from autotransfer.models.features import extract_features, normalisation, outputs_until, pool, to_input
+from autotransfer.models.features import extract_features, normalisation, outputs_until, pool
 from autotransfer.models.zoo import Backbone
 from autotransfer.runtime import autocast, bf16_supported, default_device
+from autotransfer.settings import cache_dir
+from autotransfer.transfer.batches import Batches, ImageRows, image_input, pil_transform
 from autotransfer.transfer.metrics import check_metric, class_weights
 from autotransfer.transfer.metrics import score as score_metric
+from autotransfer.transfer.prefix_cache import (
+    build_prefix_caches,
+    prefix_input,
+    prefix_matches,
+    prefix_units,
+    skipped_prefix,
+)
 from autotransfer.transfer.probes import as_linear, fit_probe
 from autotransfer.transfer.strategies import get_strategy
 
 log = logging.getLogger(__name__)
+
+FINITE_CHECK_EVERY = 32  # updates between checks that the loss is finite (each waits for the device)
 
 
 class TrialPruned(Exception):
@@ -210,100 +222,12 @@ def _freeze(model: TransferModel, backbone: Backbone, config: FinetuneConfig) ->
     model.frozen_modules = [] if config.train_bn_stats else _group_modules(backbone, frozen)
 
 
-def _units(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Top-level modules, with Sequential containers opened one level: the candidates to skip."""
-    units = []
-    for name, child in model.named_children():
-        if isinstance(child, nn.Sequential):
-            units += [(f"{name}.{sub}", m) for sub, m in child.named_children()]
-        else:
-            units.append((name, child))
-    return units
-
-
-@contextmanager
-def skipped_prefix(model: nn.Module, names: list[str]):
-    """Temporarily replace the named units by Identity, so the model takes their output as input."""
-    saved = {name: model.get_submodule(name) for name in names}
-    for name in names:
-        model.set_submodule(name, nn.Identity())
-    try:
-        yield
-    finally:
-        for name, module in saved.items():
-            model.set_submodule(name, module)
-
-
-def prefix_units(backbone: Backbone, freeze_groups: int, tap: str) -> list[str]:
-    """The units called, in forward order, up to the last one holding frozen parameters.
-
-    The unit holding the tap (for a combined tap, its shallowest part) is never part of it: its hook
-    must still fire.
-    """
-    frozen = {p.rsplit(".", 1)[0] for g in range(freeze_groups) for p in backbone.depth_groups[g].params}
-    units = _units(backbone.model)
-    called: list[str] = []
-    hooks = [m.register_forward_pre_hook(lambda _m, _i, n=n: called.append(n)) for n, m in units]
-    size = backbone.preprocess.input_size
-    try:
-        with torch.no_grad():
-            backbone.model(torch.zeros(1, 3, size, size, device=next(backbone.model.parameters()).device))
-    finally:
-        for hook in hooks:
-            hook.remove()
-    holding = [i for i, n in enumerate(called) if any(f == n or f.startswith(n + ".") for f in frozen)]
-    modules = [part.module for part in backbone.tap_parts(tap)]
-    tap_unit = [i for i, n in enumerate(called) if any(m == n or m.startswith(n + ".") for m in modules)]
-    end = holding[-1] + 1 if holding else 0
-    return called[: min(end, tap_unit[0]) if tap_unit else end]
-
-
-def _prefix_activations(
-    model: TransferModel, units: list[str], images: np.ndarray, mean, std, device, batch_size: int, use_bf16: bool
-) -> torch.Tensor:
-    """Output of the last prefix unit for every image, computed once (eval mode, no grad)."""
-    outputs = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode(), autocast(device, use_bf16):
-            for start in range(0, len(images), batch_size):
-                x = to_input(images[start : start + batch_size], mean, std, device)
-                outputs.append(outputs_until(model.backbone, x, [units[-1]])[units[-1]].float().cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(outputs)
-
-
 def _is_oom(error: BaseException) -> bool:
     """GPU (CUDA OOM) or host (torch's CPU allocator, Python's MemoryError) out of memory."""
     message = str(error).lower()
     return isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)) or (
         isinstance(error, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
     )
-
-
-class _Batches:
-    """Inputs for training: raw uint8 images (normalised on the fly) or cached prefix activations."""
-
-    def __init__(
-        self, images: np.ndarray | None, cached: torch.Tensor | None, mean, std, device, augment: Callable | None = None
-    ) -> None:
-        self.images, self.cached, self.mean, self.std, self.device = images, cached, mean, std, device
-        self.augment = augment
-
-    def __len__(self) -> int:
-        return len(self.cached) if self.cached is not None else len(self.images)
-
-    def get(self, rows: np.ndarray) -> torch.Tensor:
-        if self.cached is not None:
-            return self.cached[torch.as_tensor(rows)].to(self.device).contiguous(memory_format=torch.channels_last)
-        images = self.images[rows]
-        if self.augment is not None:  # timm's PIL transforms, image by image
-            from PIL import Image
-
-            images = np.stack([np.asarray(self.augment(Image.fromarray(image))) for image in images])
-        return to_input(images, self.mean, self.std, self.device)
 
 
 @contextmanager
@@ -333,25 +257,28 @@ def _randaugment(spec: str, mean: tuple[float, float, float]) -> Callable:
 
 
 def _evaluate(
-    model: nn.Module, batches: _Batches, labels: torch.Tensor, batch_size: int, device, use_bf16: bool, metric: str
+    model: nn.Module, batches: Batches, labels: torch.Tensor, batch_size: int, device, use_bf16: bool, metric: str
 ) -> tuple[float, float, float]:
-    """Validation loss, accuracy and ``metric`` (higher is better)."""
+    """Validation loss, accuracy and ``metric`` (higher is better); sums stay on the device until the end."""
     model.eval()
-    correct, total_loss, probabilities = 0, 0.0, []
+    n = max(len(batches), 1)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    total_loss = torch.zeros((), device=device)
+    probabilities = []  # val x classes, kept only for a metric other than accuracy
     with torch.inference_mode(), autocast(device, use_bf16):
-        for start in range(0, len(batches), batch_size):
-            rows = np.arange(start, min(start + batch_size, len(batches)))
-            logits = model(batches.get(rows)).float()
-            target = labels[rows].to(device)
-            total_loss += float(nn.functional.cross_entropy(logits, target, reduction="sum"))
-            correct += int((logits.argmax(1) == target).sum())
-            probabilities.append(torch.softmax(logits, 1).cpu().numpy())
-    accuracy = correct / max(len(batches), 1)
-    if metric == "accuracy" or not probabilities:
-        return total_loss / max(len(batches), 1), accuracy, accuracy
-    proba = np.concatenate(probabilities)
+        for rows, inputs in batches.iterate(np.arange(len(batches)), batch_size):
+            logits = model(inputs).float()
+            target = labels[rows].to(device, non_blocking=True)
+            total_loss += nn.functional.cross_entropy(logits, target, reduction="sum")
+            correct += (logits.argmax(1) == target).sum()
+            if metric != "accuracy":
+                probabilities.append(torch.softmax(logits, 1))
+    accuracy = int(correct) / n
+    if not probabilities:
+        return float(total_loss) / n, accuracy, accuracy
+    proba = torch.cat(probabilities).cpu().numpy()
     value = score_metric(metric, labels.numpy(), proba, proba.shape[1])
-    return total_loss / max(len(batches), 1), accuracy, value
+    return float(total_loss) / n, accuracy, value
 
 
 def linear_probe_head(dataset: Dataset, backbone: Backbone, config: FinetuneConfig, device) -> nn.Linear:
@@ -402,17 +329,19 @@ def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict] | None
 class _Inputs:
     """What an epoch reads: batches of train / val inputs (images, or the cached frozen prefix's output)."""
 
-    train: _Batches
-    val: _Batches
+    train: Batches
+    val: Batches
     labels_train: torch.Tensor
     labels_val: torch.Tensor
     prefix_units: list[str]  # skipped during training (their output is cached); empty when not cached
 
 
 def _inputs(
-    dataset: Dataset, backbone: Backbone, model: TransferModel, config: FinetuneConfig, device, use_bf16
-) -> _Inputs:
-    """Train/val batches; with a frozen prefix and no augmentation, its output is computed once here."""
+    dataset: Dataset, backbone: Backbone, model: TransferModel, config: FinetuneConfig, device, use_bf16,
+    folder: Path | None = None,
+) -> _Inputs:  # fmt: skip
+    """Train/val batches read from the decode cache by index; with a frozen prefix and no augmentation,
+    its output is computed once here (prefix_cache.py: in RAM, memory-mapped in ``folder``, or skipped)."""
     train_rows, val_rows = dataset.indices("train"), dataset.indices("val")
     if len(val_rows) == 0:
         raise AutoTransferError(
@@ -424,23 +353,28 @@ def _inputs(
     augmented = config.flip or bool(config.randaugment) or config.mixup > 0
     cacheable = config.cache_prefix and frozen > 0 and not config.train_bn_stats and not augmented
     units = prefix_units(backbone, frozen, config.tap) if cacheable else []
-    train_images = np.asarray(dataset.images[train_rows])
-    val_images = np.asarray(dataset.images[val_rows])
-    used_cache = False
-    if units:
-        cached_train = _prefix_activations(model, units, train_images, mean, std, device, config.batch_size, use_bf16)
-        cached_val = _prefix_activations(model, units, val_images, mean, std, device, config.batch_size, use_bf16)
-        used_cache = _prefix_matches(model, units, val_images[:4], cached_val[:4], mean, std, device, use_bf16)
-        if not used_cache:
-            log.info("cached prefix does not reproduce the full forward for %s; training without it", backbone.name)
-    augment = _randaugment(config.randaugment, backbone.preprocess.mean) if config.randaugment else None
-    train = _Batches(
-        None if used_cache else train_images, cached_train if used_cache else None, mean, std, device, augment
-    )
-    val = _Batches(None if used_cache else val_images, cached_val if used_cache else None, mean, std, device)
     labels_train = torch.as_tensor(dataset.labels[train_rows])
     labels_val = torch.as_tensor(dataset.labels[val_rows])
-    return _Inputs(train, val, labels_train, labels_val, units if used_cache else [])
+    caches = None
+    if units:
+        caches = build_prefix_caches(
+            model, units, [train_rows, val_rows], dataset.images, mean=mean, std=std, device=device,
+            batch_size=config.batch_size, use_bf16=use_bf16, folder=folder or cache_dir() / "prefix",
+        )  # fmt: skip
+    if caches is not None:
+        sample = np.asarray(dataset.images[val_rows[:4]])
+        if prefix_matches(
+            model, units, sample, caches[1].__getitems__(list(range(len(sample)))), mean, std, device, use_bf16
+        ):
+            train, val = (Batches(c, prefix_input, device, seed=config.seed) for c in caches)
+            return _Inputs(train, val, labels_train, labels_val, units)
+        log.info("cached prefix does not reproduce the full forward for %s; training without it", backbone.name)
+    augment = _randaugment(config.randaugment, backbone.preprocess.mean) if config.randaugment else None
+    prepare = image_input(mean, std)
+    transform = pil_transform(augment) if augment is not None else None
+    train = Batches(ImageRows(dataset.images, train_rows, transform), prepare, device, seed=config.seed)
+    val = Batches(ImageRows(dataset.images, val_rows), prepare, device, seed=config.seed)
+    return _Inputs(train, val, labels_train, labels_val, [])
 
 
 def _optimisation(
@@ -542,7 +476,7 @@ def finetune(
     _freeze(model, backbone, config)
     groups, group_lrs = param_groups(model, backbone, config)
     log.debug("learning rates: %s", ", ".join(f"{k} {v:.2e}" for k, v in group_lrs.items()))
-    inputs = _inputs(dataset, backbone, model, config, device, use_bf16)
+    inputs = _inputs(dataset, backbone, model, config, device, use_bf16, checkpoint_dir)
     steps_per_epoch = math.ceil(len(inputs.labels_train) / config.batch_size)
     optimizer, scheduler, mixup, criterion = _optimisation(
         groups, config, steps_per_epoch, dataset.labels[dataset.indices("train")], len(dataset.classes), device
@@ -635,26 +569,9 @@ def _after_epoch(
     return False
 
 
-def _prefix_matches(
-    model: TransferModel, units: list[str], images: np.ndarray, cached: torch.Tensor, mean, std, device, use_bf16: bool
-) -> bool:
-    """Whether skipping the prefix and feeding its cached output gives the full model's logits.
-
-    Run under the same precision as training; bf16 rounds the cached activations once more, hence
-    the looser tolerance there.
-    """
-    model.eval()
-    tolerance = 5e-2 if use_bf16 else 1e-4
-    with torch.inference_mode(), autocast(device, use_bf16):
-        full = model(to_input(images, mean, std, device)).float()
-        with skipped_prefix(model.backbone, units):
-            short = model(cached.to(device).contiguous(memory_format=torch.channels_last)).float()
-    return bool(torch.allclose(full, short, rtol=tolerance, atol=tolerance))
-
-
 def _train_epoch(
     model,
-    batches: _Batches,
+    batches: Batches,
     labels: torch.Tensor,
     optimizer,
     scheduler,
@@ -667,12 +584,13 @@ def _train_epoch(
     use_bf16: bool,
     updates: int,
 ) -> tuple[float, int]:
+    """One pass over the train split; the loss stays on the device and is checked every few updates."""
     model.train()
     order = rng.permutation(len(batches))
-    total, seen = 0.0, 0
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        inputs, target = batches.get(rows), labels[rows].to(device)
+    total = torch.zeros((), device=device)
+    checked = updates
+    for rows, inputs in batches.iterate(order, batch_size):
+        target = labels[rows].to(device, non_blocking=True)
         if config.flip:
             flips = torch.as_tensor(rng.random(len(rows)) < 0.5, device=device)
             inputs = torch.where(flips.view(-1, 1, 1, 1), inputs.flip(3), inputs)
@@ -680,11 +598,6 @@ def _train_epoch(
             inputs, target = mixup(inputs, target)
         with autocast(device, use_bf16):
             loss = criterion(model(inputs).float(), target)
-        value = float(loss.detach())
-        if not math.isfinite(value):  # diverged: stop now rather than train on garbage for the epochs left
-            raise NonFiniteLoss(
-                f"the training loss became {value} at update {updates + 1} (learning rate too high for this model?)"
-            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip:
@@ -692,6 +605,19 @@ def _train_epoch(
         optimizer.step()
         updates += 1
         scheduler.step_update(updates)
-        total += value * len(rows)
-        seen += len(rows)
-    return total / max(seen, 1), updates
+        total += loss.detach() * len(rows)
+        if updates - checked >= FINITE_CHECK_EVERY:
+            _check_finite(total, checked, updates)
+            checked = updates
+    _check_finite(total, checked, updates)
+    return float(total) / max(len(order), 1), updates
+
+
+def _check_finite(total: torch.Tensor, since: int, updates: int) -> None:
+    """Stop a diverged run (NaN or infinite loss) rather than train on garbage for the epochs left."""
+    value = float(total)  # the one host synchronisation, every FINITE_CHECK_EVERY updates
+    if not math.isfinite(value):
+        raise NonFiniteLoss(
+            f"the training loss became {value} between updates {since + 1} and {updates} "
+            "(learning rate too high for this model?)"
+        )

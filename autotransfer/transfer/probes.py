@@ -28,6 +28,33 @@ from autotransfer.transfer.metrics import check_metric, class_weights, score, sc
 
 HEADS = ("softmax", "svm", "torch")
 DEFAULT_C_GRID = (0.01, 0.1, 1.0, 10.0)
+MAX_ITER = 300  # of every head's solver
+# For estimates only: the multiply-adds a solver iteration costs per (sample, feature, class) (a
+# forward and a gradient pass, line-search evaluations included) and the rate of a 2-core CPU.
+FLOP_PER_ITER, FLOPS = 8.0, 2e10
+SELECT_SECONDS = 20.0  # one (head, C) fit above this estimate: selection runs on a stratified subsample
+MIN_ITER = 10
+
+
+def fit_seconds(n: int, d: int, c: int, max_iter: int = MAX_ITER) -> float:
+    """Estimated seconds of one capped solver run on ``n`` x ``d`` features and ``c`` classes: the cost
+    grows with the class count (1,000 classes: 100x the cost of 10)."""
+    return max_iter * FLOP_PER_ITER * n * d * max(c, 2) / FLOPS
+
+
+def selection_rows(y: np.ndarray, d: int, c: int, seed: int) -> np.ndarray:
+    """Positions of a seeded, stratified subsample of ``y`` whose fit costs about ``SELECT_SECONDS``
+    (every class keeps its share, and at least 2 images where it has them); all of them when cheap."""
+    wanted = int(SELECT_SECONDS * FLOPS / (MAX_ITER * FLOP_PER_ITER * d * max(c, 2)))
+    if wanted >= len(y):
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    keep = []
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        k = min(len(members), max(2, round(len(members) * wanted / len(y))))
+        keep.append(rng.choice(members, k, replace=False))
+    return np.sort(np.concatenate(keep))
 
 
 @dataclass
@@ -36,7 +63,7 @@ class TorchLinearHead:
 
     C: float = 1.0
     class_weight: str | None = None
-    max_iter: int = 200
+    max_iter: int = 200  # L-BFGS iterations
     device: torch.device = field(default_factory=default_device)
 
     def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> TorchLinearHead:
@@ -83,9 +110,15 @@ class TorchLinearHead:
 
 
 def make_head(
-    kind: str, C: float, class_weight: str | None = None, seed: int = 0, shape: tuple[int, int] | None = None
+    kind: str,
+    C: float,
+    class_weight: str | None = None,
+    seed: int = 0,
+    shape: tuple[int, int] | None = None,
+    max_iter: int = MAX_ITER,
 ):
-    """A fresh, unfitted head of ``kind`` with inverse regularisation strength ``C``.
+    """A fresh, unfitted head of ``kind`` with inverse regularisation strength ``C`` (``max_iter``: the
+    solver's cap, lowered by fit_probe where a full run would pass the deadline).
 
     ``shape`` is (samples, features) of the data it will be fit on: it picks the SVM's solver.
     liblinear's dual solver is used unless samples outnumber features more than 20:1, where
@@ -95,15 +128,15 @@ def make_head(
     """
     if kind == "softmax":
         return make_pipeline(
-            StandardScaler(), LogisticRegression(C=C, max_iter=300, class_weight=class_weight, random_state=seed)
+            StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, class_weight=class_weight, random_state=seed)
         )
     if kind == "svm":
         dual = "auto" if shape is None else bool(shape[0] <= 20 * shape[1])
         return make_pipeline(
-            StandardScaler(), LinearSVC(C=C, class_weight=class_weight, random_state=seed, dual=dual, max_iter=300)
+            StandardScaler(), LinearSVC(C=C, class_weight=class_weight, random_state=seed, dual=dual, max_iter=max_iter)
         )
     if kind == "torch":
-        return TorchLinearHead(C=C, class_weight=class_weight)
+        return TorchLinearHead(C=C, class_weight=class_weight, max_iter=min(200, max_iter))
     raise AutoTransferError(f"Unknown head type {kind!r}.", fix=f"use one of {', '.join(HEADS)}.")
 
 
@@ -161,12 +194,22 @@ def _evaluate(model, x: np.ndarray, y: np.ndarray, metric: str, classes: np.ndar
     return score(metric, index, head_proba(model, x, classes), len(classes)), accuracy
 
 
-def _fit(kind: str, C: float, class_weight: str | None, seed: int, x: np.ndarray, y: np.ndarray):
-    model = make_head(kind, C, class_weight, seed, shape=x.shape)
+def _fit(
+    kind: str, C: float, class_weight: str | None, seed: int, x: np.ndarray, y: np.ndarray, max_iter: int = MAX_ITER
+):
+    model = make_head(kind, C, class_weight, seed, shape=x.shape, max_iter=max_iter)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # a capped solver is still a valid probe
         model.fit(x, y)
     return model
+
+
+def _iterations(deadline: Deadline | None, seconds: float) -> int:
+    """The solver's cap for a fit estimated at ``seconds`` (with ``MAX_ITER``): lowered so that it ends
+    by the deadline, never below ``MIN_ITER``."""
+    if deadline is None or seconds <= deadline.left():
+        return MAX_ITER
+    return max(MIN_ITER, int(MAX_ITER * max(deadline.left(), 0.0) / seconds))
 
 
 def fit_probe(
@@ -191,7 +234,10 @@ def fit_probe(
     chosen one is then refit on all of train+val. Ties go to the earlier head of ``heads`` and
     then the smaller C (the more regularised). ``class_weight="balanced"`` weighs classes inversely
     to their frequency in every head. ``deadline``: once one (head, C) is scored, no other starts
-    after it has passed (the search's time budget; a loaded machine can make each fit slow).
+    whose estimated cost (fit_seconds: samples x features x classes) passes it, and the first one's
+    solver is capped to end by it (the search's time budget; 1,000 classes make each fit slow).
+    When one fit of all samples would take more than ``SELECT_SECONDS``, the (head, C) are compared
+    on a stratified subsample and the chosen one is refit on all of them (if that fits the deadline).
     """
     if len(np.unique(y_train)) < 2:
         raise AutoTransferError("A linear probe needs at least 2 classes in the training split.")
@@ -205,27 +251,36 @@ def fit_probe(
     classes = np.unique(np.concatenate([y_train, y_val]))
     check_metric(metric, len(classes))
     start = time.perf_counter()
+    x_fit, y_fit = (
+        (np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val])) if cv_folds else (x_train, y_train)
+    )
+    # (head, C) chosen on a stratified subsample when one fit of everything would be long; the
+    # chosen one is refit on everything below
+    pick = selection_rows(y_fit, x_fit.shape[1], len(classes), seed)
+    subsampled = len(pick) < len(y_fit)
+    x_sel, y_sel = (x_fit[pick], y_fit[pick]) if subsampled else (x_fit, y_fit)
     if cv_folds:
-        x_all, y_all = np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val])
-        smallest = int(np.bincount(np.searchsorted(classes, y_all)).min())
+        smallest = int(np.bincount(np.searchsorted(classes, y_sel)).min())
         folds = min(cv_folds, smallest)
         if folds < 2:
             raise AutoTransferError(
                 f"Cross-validation needs at least 2 images of every class; one class has {smallest}.",
                 fix="add images to that class, or choose on the validation split (cv_folds=0).",
             )
-        splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x_all, y_all))
+        splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x_sel, y_sel))
+    per_fit = fit_seconds(len(y_sel), x_fit.shape[1], len(classes)) * (folds if cv_folds else 1)
     best: tuple[float, float, str, float, object] | None = None
     tried = []
     for kind, C in itertools.product(heads, sorted(c_grid)):
-        if tried and deadline is not None and deadline.left() <= 0:
+        iterations = _iterations(deadline, per_fit)
+        if tried and iterations < MAX_ITER:  # would pass the deadline: what is scored so far stands
             break
         if cv_folds:
             measured = [
                 _evaluate(
-                    _fit(kind, C, class_weight, seed, x_all[fit], y_all[fit]),
-                    x_all[held],
-                    y_all[held],
+                    _fit(kind, C, class_weight, seed, x_sel[fit], y_sel[fit], iterations),
+                    x_sel[held],
+                    y_sel[held],
                     metric,
                     classes,
                 )
@@ -234,14 +289,18 @@ def fit_probe(
             value, accuracy = (float(np.mean(column)) for column in zip(*measured))
             model = None
         else:
-            model = _fit(kind, C, class_weight, seed, x_train, y_train)
+            model = _fit(kind, C, class_weight, seed, x_sel, y_sel, iterations)
             value, accuracy = _evaluate(model, x_val, y_val, metric, classes)
-        tried.append({"head": kind, "C": C, "val_accuracy": accuracy, "val_score": value, "metric": metric})
+        tried.append({"head": kind, "C": C, "val_accuracy": accuracy, "val_score": value, "metric": metric,
+                      "rows": len(y_sel), "max_iter": iterations})  # fmt: skip
         if best is None or value > best[0]:
             best = (value, accuracy, kind, C, model)
     value, accuracy, kind, C, model = best
-    if cv_folds:
-        model = _fit(kind, C, class_weight, seed, x_all, y_all)
+    refit = fit_seconds(len(y_fit), x_fit.shape[1], len(classes))
+    if model is None or (subsampled and (deadline is None or refit <= deadline.left())):
+        model = _fit(kind, C, class_weight, seed, x_fit, y_fit, _iterations(deadline, refit))
+        if not cv_folds:
+            value, accuracy = _evaluate(model, x_val, y_val, metric, classes)
     return ProbeResult(
         kind,
         C,
