@@ -52,6 +52,7 @@ class RunContext:
                 seed=self.settings.seed,
                 val_fraction=self.settings.val_fraction,
                 show_progress=False,
+                warn=not self.datasets,  # skipped files and label conflicts: said once, not once per size
             )
         return self.datasets[resolution]
 
