@@ -717,7 +717,12 @@ def bench(
     ),
 ) -> None:
     """Run a benchmark suite: fit against the fixed strategies and baselines; resumable. The leaderboard
-    covers the contenders and seeds asked for: with all of them finished, it is only written again."""
+    covers the contenders and seeds asked for: with all of them finished, it is only written again.
+
+    Exit status: 0 when every cell finished (peers that are not installed and cells at chance level are
+    reported, not failures), 1 when a cell failed (the leaderboard is still written), 2 for a usage error.
+    Runs from any directory: command contenders and the peers' folder are found in the repository.
+    """
     from autotransfer.bench.leaderboard import check_bench_metric, write_leaderboard
     from autotransfer.bench.runner import finished_records, run_suite
     from autotransfer.bench.suite import load_suite
@@ -765,11 +770,21 @@ def bench(
     frame = write_leaderboard(records, suite, out_dir, describe_machine(), metric)
     out.print((out_dir / "leaderboard.md").read_text())
     failed, missing = int((frame["status"] == "failed").sum()), int((frame["status"] == "not installed").sum())
+    suspect = int(frame["at_chance"].sum())
     out.print(
         f"{len(frame)} cells ({failed} failed"
         + (f", {missing} not installed: make peers" if missing else "")
+        + (f", {suspect} at chance level: suspect" if suspect else "")
         + f"): {escape(str(out_dir / 'leaderboard.md'))}, leaderboard.csv, report.html"
     )
+    if failed:  # the leaderboard is written, but the suite did not do what was asked
+        err.print(
+            f"[bold red]Failed:[/] {failed} of {len(frame)} cells (each with its error under 'Failed cells' in "
+            f"{escape(str(out_dir / 'leaderboard.md'))}); the others are kept: run the same command to try the "
+            "failed ones again.",
+            highlight=False,
+        )
+        sys.exit(1)
 
 
 def _configure_logging() -> None:
