@@ -194,6 +194,7 @@ def inspect(
         "n_classes": len(dataset.classes),
         "splits": {s: dataset.counts(s) for s in ("train", "val", "test") if len(dataset.indices(s))},
         "skipped": [{"path": s.path, "reason": s.reason} for s in dataset.skipped],
+        "label_conflicts": [conflict.to_json() for conflict in dataset.conflicts],
         "decode_cache": {"hit": dataset.cache_hit, "seconds": round(seconds, 3), "size": size},
     }
     if as_json:
@@ -209,6 +210,7 @@ def inspect(
     out.print(
         f"decoded at {size}px in {seconds:.2f}s ({'cache hit' if dataset.cache_hit else 'decoded and cached'}); "
         f"{len(dataset.skipped)} file(s) skipped"
+        + (f", [yellow]{len(dataset.conflicts)} label conflict(s)[/] (listed above)" if dataset.conflicts else "")
     )
 
 

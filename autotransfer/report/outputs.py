@@ -503,7 +503,8 @@ white-space:nowrap}
 .board tr.chosen td{background:#e8f0fb;font-weight:600}
 .board tr.status-fail td{color:#a40000}.board tr.status-pruned td{color:#555}
 .star{color:#c4a000;margin-right:4px}
-.note{color:var(--muted);font-size:12px}
+.board th{white-space:normal;vertical-align:bottom}
+.note{color:var(--muted);font-size:12px;display:inline-block;min-width:14em;white-space:normal}
 .scroll{overflow-x:auto;max-width:100%}
 .bar{display:inline-block;width:70px;height:8px;background:#e3e7eb;border-radius:4px;vertical-align:middle;
 overflow:hidden}.bar span{display:block;height:100%}
