@@ -53,8 +53,8 @@ def check_budget_floor(seconds: float) -> float:
         raise AutoTransferError(
             f"The time budget ({format_duration(seconds)}) is too small: any run needs at least "
             f"{format_duration(floor)} for one linear probe and saving, plus the feature extraction of its images.",
-            fix="use --time-budget 1m or more for a small dataset (fit names the minimum for yours once it has "
-            "timed the images).",
+            fix="raise --time-budget: with one above that, fit times your images and names their minimum if it "
+            "is still short.",
         )
     return seconds
 
