@@ -414,3 +414,22 @@ def test_the_fast_space_leaves_the_stop_to_the_budget():
     fast, default = load_search_space("fast"), load_search_space("default")
     assert fast.max_trials >= default.max_trials and fast.epochs <= default.epochs
     assert fast.probe_heads == ("torch",)
+
+
+def test_skipped_files_and_label_conflicts_are_said_once_per_run_whatever_the_sizes_decoded(fit_env, caplog):
+    """The fresh-user trial: "Skipped 2 file(s)" was printed twice (the data is decoded at several sizes)."""
+    from autotransfer.report.progress import Progress
+    from autotransfer.search.context import RunContext
+    from autotransfer.search.settings import SearchSettings
+
+    data = fit_env["data"]
+    (data / "a" / "broken.png").write_bytes(b"not an image")
+    (data / "c" / "also-a.png").write_bytes((data / "a" / "img_0.png").read_bytes())
+    settings = SearchSettings(load_search_space(fit_env["space"]), 60.0, fit_env["out"])
+    context = RunContext(data, settings, Progress(60.0, verbose=0))
+    with caplog.at_level("WARNING", logger="autotransfer"):
+        for size in (32, 48, 32):
+            assert len(context.dataset(size).conflicts) == 1
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum(m.startswith("Skipped 1 file(s)") for m in messages) == 1
+    assert sum(m.startswith("1 label conflict(s)") for m in messages) == 1
