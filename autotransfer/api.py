@@ -54,7 +54,9 @@ class AutoTransfer(BaseEstimator):
     backend : {"optuna", "ray"}, default "optuna"
         Where fine-tuning trials run: this process, or Ray Tune (local, or ``ray_address``).
     out : path, optional
-        The run directory (resumable); default ``runs/<timestamp>``.
+        The run directory; default ``runs/<timestamp>``. An unfinished run there is resumed; a finished
+        one (pipeline saved) is loaded into the attributes below and not searched again (a new search
+        needs another ``out``).
     storage : str, optional
         Optuna storage URL shared by workers (``postgresql://…``); default SQLite in ``out``.
     seed : int, default 0
