@@ -408,9 +408,10 @@ def _where_lines(run_dir: Path) -> str:
     )
 
 
-def _print_fit_summary(result, budget: float, console: Console) -> None:
+def _print_fit_summary(result, budget: float, console: Console | None = None) -> None:
     """Where everything is first (so that it is seen whatever follows), then the chosen pipeline and
     the leaderboard's top rows of trials that ran."""
+    console = out if console is None else console  # the terminal, or fit.log's console
     from rich import box
 
     from autotransfer.budget import format_duration
@@ -462,8 +463,9 @@ def _print_fit_summary(result, budget: float, console: Console) -> None:
         )
 
 
-def _print_scores(metrics: dict, console: Console) -> None:
+def _print_scores(metrics: dict, console: Console | None = None) -> None:
     """The metric and why, the search score (val split or CV mean), the held-out and test figures."""
+    console = out if console is None else console  # the terminal, or fit.log's console
     from autotransfer.transfer.metrics import PROBABILITY_METRICS
 
     metric = metrics.get("metric", "accuracy")
@@ -502,9 +504,10 @@ def _print_scores(metrics: dict, console: Console) -> None:
                 )
 
 
-def _print_search_choices(profile: dict, records: list[dict], console: Console) -> None:
+def _print_search_choices(profile: dict, records: list[dict], console: Console | None = None) -> None:
     """Both placements (a priori and measured by the probes) and what `auto` chose, with reasons, and which
     (backbone, size) pairs the budget let the probes reach (``records``: the search's, search/records.py)."""
+    console = out if console is None else console  # the terminal, or fit.log's console
     if profile.get("measured_skipped"):
         console.print(f"placement: not measured by the probes ({escape(profile['measured_skipped'])})")
     placement = profile.get("measured")
