@@ -4,7 +4,7 @@
     python -m benchmarks.startup --source before=/path/to/old/src --source after=.
 
 Each source is a folder holding the `autotransfer` package; it is put first on PYTHONPATH, so one
-virtual environment times several versions of the code. Per command: the median wall time of
+virtual environment times several versions of the code. Per command: the median wall and CPU time of
 ``--repeats`` runs after one warm-up run (which also fills `zoo list`'s description cache), and for
 the import of ``autotransfer.cli`` the cumulative time `python -X importtime` reports and whether
 torch was imported.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -37,16 +38,20 @@ def _env(source: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")])}
 
 
-def wall_seconds(source: Path, args: list[str], repeats: int) -> float:
-    """Median wall time of ``python -m autotransfer.cli ARGS`` (its exit code is not looked at)."""
+def timed(source: Path, args: list[str], repeats: int) -> tuple[float, float]:
+    """Median (wall, CPU) seconds of ``python -m autotransfer.cli ARGS`` (its exit code is not looked at).
+    CPU time (user + system of the child) is what a busy shared machine distorts least."""
     command = [sys.executable, "-m", "autotransfer.cli", *args]
     subprocess.run(command, env=_env(source), cwd=NEUTRAL, capture_output=True)  # warm-up: file and zoo-list caches
-    times = []
+    walls, cpus = [], []
     for _ in range(repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         tic = time.perf_counter()
         subprocess.run(command, env=_env(source), cwd=NEUTRAL, capture_output=True)
-        times.append(time.perf_counter() - tic)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - tic)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def cli_import(source: Path) -> tuple[float, bool]:
@@ -64,16 +69,18 @@ def main() -> None:
     args = parser.parse_args()
     sources = [item.split("=", 1) for item in args.source] or [["this checkout", str(REPO)]]
     print(describe_machine())
-    print(f"\nmedian of {args.repeats} runs after a warm-up (seconds)\n")
+    print(f"load average at the start: {os.getloadavg()[0]:.1f}")
+    print(f"\nmedian of {args.repeats} runs after a warm-up: wall seconds / CPU seconds\n")
     print("| command | " + " | ".join(label for label, _ in sources) + " |")
     print("|---|" + "---|" * len(sources))
     for name, command in COMMANDS.items():
-        cells = [f"{wall_seconds(Path(folder).resolve(), command, args.repeats):.2f}" for _, folder in sources]
-        print(f"| `{name}` | " + " | ".join(cells) + " |")
+        cells = [timed(Path(folder).resolve(), command, args.repeats) for _, folder in sources]
+        print(f"| `{name}` | " + " | ".join(f"{wall:.2f} / {cpu:.2f}" for wall, cpu in cells) + " |")
     imports = [cli_import(Path(folder).resolve()) for _, folder in sources]
-    print("| `import autotransfer.cli` (-X importtime) | " + " | ".join(f"{s:.2f}" for s, _ in imports) + " |")
+    print("| `import autotransfer.cli` (-X importtime, s) | " + " | ".join(f"{s:.2f}" for s, _ in imports) + " |")
     print("| torch imported by `import autotransfer.cli` | " + " | ".join("yes" if t else "no" for _, t in imports)
           + " |")  # fmt: skip
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

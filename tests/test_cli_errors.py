@@ -175,8 +175,9 @@ def test_a_device_this_machine_lacks_is_one_clear_error(tmp_path, pipeline_dir):
     data = make_imagefolder(tmp_path / "d", {"a": 4, "b": 4})
     one_clear_error(run_cli("fit", data, "--device", "cuda", "--out", tmp_path / "run"), "'cuda' is not available")
     assert not (tmp_path / "run").exists()
-    one_clear_error(run_cli("predict", pipeline_dir, data / "a", "--device", "cuda"), "'cuda' is not available")
-    one_clear_error(run_cli("predict", pipeline_dir, data / "a", "--device", "tpu"), "Unknown device 'tpu'")
+    checkpoint, _ = pipeline_dir
+    one_clear_error(run_cli("predict", checkpoint, data / "a", "--device", "cuda"), "'cuda' is not available")
+    one_clear_error(run_cli("predict", checkpoint, data / "a", "--device", "tpu"), "Unknown device 'tpu'")
 
 
 def test_resume_with_no_earlier_run_says_it_starts_anew(tmp_path):
