@@ -283,8 +283,10 @@ def test_a_budget_timed_in_a_burst_of_load_is_timed_again_before_it_is_refused(f
 
     run.check_minimum_budget(_context_timed_in_a_burst(fit_env, 60.0))  # timed again: about 1 ms per image
     monkeypatch.setattr(run, "seconds_per_image", lambda *args: 100.0)  # the load lasts
-    with pytest.raises(AutoTransferError, match="at least about"):
+    with pytest.raises(AutoTransferError, match="need at least") as caught:
         run.check_minimum_budget(_context_timed_in_a_burst(fit_env, 60.0))
+    minimum = caught.value.what.split("need at least ")[1].split()[0]  # one number, the same in the fix
+    assert f"use --time-budget {minimum} or more" in caught.value.fix and "about" not in caught.value.what
 
 
 def test_the_reserve_grows_with_the_load_the_probes_measured(fit_env):
