@@ -15,7 +15,9 @@ import numpy as np
 import optuna
 import pandas as pd
 from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
+from autotransfer.data.sources import check_data_path
 from autotransfer.deploy.pipeline import Pipeline
 from autotransfer.errors import AutoTransferError
 from autotransfer.options import DEFAULTS, RunOptions
@@ -52,7 +54,9 @@ class AutoTransfer(BaseEstimator):
     backend : {"optuna", "ray"}, default "optuna"
         Where fine-tuning trials run: this process, or Ray Tune (local, or ``ray_address``).
     out : path, optional
-        The run directory (resumable); default ``runs/<timestamp>``.
+        The run directory; default ``runs/<timestamp>``. An unfinished run there is resumed; a finished
+        one (pipeline saved) is loaded into the attributes below and not searched again (a new search
+        needs another ``out``).
     storage : str, optional
         Optuna storage URL shared by workers (``postgresql://…``); default SQLite in ``out``.
     seed : int, default 0
@@ -140,8 +144,9 @@ class AutoTransfer(BaseEstimator):
         Raises AutoTransferError for bad data, a budget too small, or a run directory holding another search.
         """
         start = time.monotonic()
-        settings = self._settings(start)
         try:
+            check_data_path(data)  # before anything is printed: a typo is the only line
+            settings = self._settings(start)
             result = run(data, settings, Progress(settings.time_budget, verbose=self.verbose, start=start))
         except AutoTransferError as error:
             raise in_python_terms(error) from error
@@ -154,13 +159,34 @@ class AutoTransfer(BaseEstimator):
         return self
 
     def predict(self, inputs) -> np.ndarray:
-        """Class names, one per input (paths, a folder, PIL images, arrays, tensors)."""
+        """Class names, one per input (paths, a folder, PIL images, arrays, tensors), in the order of
+        ``predict_proba``'s rows. Raises scikit-learn's NotFittedError before ``fit``."""
+        check_is_fitted(self, "pipeline_")
         return self.pipeline_.predict(inputs)
 
     def predict_proba(self, inputs) -> np.ndarray:
-        """(n_inputs, n_classes) probabilities, columns in ``classes_`` order."""
+        """(n_inputs, n_classes) probabilities, columns in ``classes_`` order.
+
+        Rows follow the inputs as given; a folder contributes its image files, recursively, sorted by
+        path. ``predict_proba_frame`` returns the same rows labelled with the file each one is."""
+        check_is_fitted(self, "pipeline_")
         return self.pipeline_.predict_proba(inputs)
+
+    def predict_proba_frame(self, inputs) -> pd.DataFrame:
+        """``predict_proba`` as a DataFrame: one row per image, indexed by its path (``path``; arrays and
+        PIL images by their position), one column per class of ``classes_``. Unreadable inputs raise."""
+        check_is_fitted(self, "pipeline_")
+        results = self.pipeline_.predictions(inputs)
+        bad = [r for r in results if r.error]
+        if bad:
+            raise AutoTransferError(
+                f"{len(bad)} input(s) could not be read: " + "; ".join(f"{r.name}: {r.error}" for r in bad[:5]),
+                fix="remove them, or use `autotransfer predict`, which reports and skips them.",
+            )
+        rows = np.stack([r.probabilities for r in results]) if results else np.zeros((0, len(self.classes_)))
+        return pd.DataFrame(rows, columns=list(self.classes_), index=pd.Index([r.name for r in results], name="path"))
 
     def score(self, inputs, y) -> float:
         """Accuracy against ``y`` (class names or indices)."""
+        check_is_fitted(self, "pipeline_")
         return self.pipeline_.score(inputs, y)

@@ -84,9 +84,9 @@ def _root(
 @zoo_app.command("list")
 def zoo_list(as_json: bool = typer.Option(False, "--json", help="print a JSON list instead of a table")) -> None:
     """One row per known backbone: source, offline weights, native resolution, taps, depth groups."""
-    from autotransfer.models.zoo import describe_known, known_backbones
+    from autotransfer.models.zoo_table import known_rows
 
-    rows = [describe_known(name) for name in known_backbones()]
+    rows = known_rows()
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -194,6 +194,7 @@ def inspect(
         "n_classes": len(dataset.classes),
         "splits": {s: dataset.counts(s) for s in ("train", "val", "test") if len(dataset.indices(s))},
         "skipped": [{"path": s.path, "reason": s.reason} for s in dataset.skipped],
+        "label_conflicts": [conflict.to_json() for conflict in dataset.conflicts],
         "decode_cache": {"hit": dataset.cache_hit, "seconds": round(seconds, 3), "size": size},
     }
     if as_json:
@@ -209,6 +210,7 @@ def inspect(
     out.print(
         f"decoded at {size}px in {seconds:.2f}s ({'cache hit' if dataset.cache_hit else 'decoded and cached'}); "
         f"{len(dataset.skipped)} file(s) skipped"
+        + (f", [yellow]{len(dataset.conflicts)} label conflict(s)[/] (listed above)" if dataset.conflicts else "")
     )
 
 
@@ -302,9 +304,16 @@ def fit(
     search_space: str = typer.Option(
         str(DEFAULTS["search_space"]), "--search-space", help="fast | default | thorough | a YAML file"
     ),
-    out_dir: Path | None = typer.Option(None, "--out", help="run directory (default runs/<timestamp>)"),
+    out_dir: Path | None = typer.Option(
+        None,
+        "--out",
+        help="run directory (default runs/<timestamp>); an unfinished one continues its search, a finished one "
+        "(pipeline saved) is reported and not searched again",
+    ),
     resume: bool = typer.Option(
-        False, "--resume/--no-resume", help="continue the latest run in runs/ of this data (with no --out)"
+        False,
+        "--resume/--no-resume",
+        help="continue the latest run in runs/ of this data (with no --out); a finished run is not searched again",
     ),
     storage: str | None = typer.Option(
         DEFAULTS["storage"], help="Optuna storage URL shared by workers (default: SQLite in the run directory)"
@@ -330,12 +339,9 @@ def fit(
 ) -> None:
     """Find the best way to transfer an ImageNet network to DATA, within the time budget."""
     start = time.monotonic()
-    if not data.expanduser().exists():  # before the engine's imports: a typo is answered at once
-        raise AutoTransferError(
-            f"The dataset path does not exist: {data}",
-            where=str(data),
-            fix="pass an ImageFolder, split folders or a CSV.",
-        )
+    from autotransfer.data.sources import check_data_path
+
+    check_data_path(data)  # before the engine's imports: a typo is answered at once
     from autotransfer.budget import format_duration
     from autotransfer.options import RunOptions
     from autotransfer.report.progress import Progress
@@ -388,7 +394,15 @@ def fit(
         sys.exit(130)
     finally:
         progress.close()
-    _print_fit_summary(result, settings.time_budget)
+    if result.already_finished:  # the note (search/finished.py) is logged; where to find what it saved
+        out.print(_where_lines(result.run_dir))
+        return
+    _print_fit_summary(result, settings.time_budget, out)
+    try:  # the log keeps the summary too: the terminal's scrollback is gone tomorrow
+        with open(result.run_dir / "fit.log", "a") as log_file:
+            _print_fit_summary(result, settings.time_budget, Console(file=log_file, width=160, no_color=True))
+    except OSError as error:
+        err.print(f"note: the summary could not be added to fit.log ({escape(str(error))})")
     _print_cache_growth(cached_before, settings.out / "fit.log")
 
 
@@ -412,9 +426,17 @@ def _print_cache_growth(before: int, log_file: Path) -> None:
         pass  # the summary above has it; the log is a copy
 
 
-def _print_fit_summary(result, budget: float) -> None:
+def _where_lines(run_dir: Path) -> str:
+    return (
+        f"pipeline: {escape(str(run_dir / 'pipeline'))}\nreport:   {escape(str(run_dir / 'report.html'))}\n"
+        f"predict:  autotransfer predict {escape(str(run_dir))} IMAGES..."
+    )
+
+
+def _print_fit_summary(result, budget: float, console: Console | None = None) -> None:
     """Where everything is first (so that it is seen whatever follows), then the chosen pipeline and
     the leaderboard's top rows of trials that ran."""
+    console = out if console is None else console  # the terminal, or fit.log's console
     from rich import box
 
     from autotransfer.budget import format_duration
@@ -424,20 +446,17 @@ def _print_fit_summary(result, budget: float) -> None:
     run_dir = result.run_dir
     metrics = result.pipeline.spec.get("metrics", {})
     counts = trial_counts(result.leaderboard)
-    out.print(
+    console.print(
         f"[bold green]Done[/] in {format_duration(result.seconds)} of the {format_duration(budget)} budget "
         f"({counts['text']}): {escape(result.pipeline.describe())}"
     )
-    _print_scores(metrics)
-    _print_search_choices(result.profile, result.records)
+    _print_scores(metrics, console)
+    _print_search_choices(result.profile, result.records, console)
     from autotransfer.cpu_threads import load_note
 
     if load_note(result.profile.get("machine_load")):
-        out.print(f"[yellow]note:[/] {escape(load_note(result.profile['machine_load']))}")
-    out.print(
-        f"pipeline: {escape(str(run_dir / 'pipeline'))}\nreport:   {escape(str(run_dir / 'report.html'))}\n"
-        f"predict:  autotransfer predict {escape(str(run_dir))} IMAGES..."
-    )
+        console.print(f"[yellow]note:[/] {escape(load_note(result.profile['machine_load']))}")
+    console.print(_where_lines(run_dir))
     board = result.leaderboard
     if "status" in board:
         board = board[board["status"].isin(("complete", "pruned"))]
@@ -458,10 +477,10 @@ def _print_fit_summary(result, budget: float) -> None:
         chosen = "★" if not is_missing(row.get("chosen")) and bool(row["chosen"]) else ""
         cells = {k: cell_text(row.get(k)) for k in columns} | {"seconds": seconds, "status": status, "chosen": chosen}
         table.add_row(*(escape(cells[k]) for k in columns))
-    out.print(table)
+    console.print(table)
     skipped = result.profile.get("skipped", [])
     if skipped:
-        out.print(
+        console.print(
             f"[yellow]{len(skipped)} file(s) skipped[/] (each with its reason in "
             f"{escape(str(run_dir / 'skipped.csv'))}): "
             + escape(", ".join(f"{Path(s['path']).name} ({s['reason']})" for s in skipped[:5]))
@@ -469,14 +488,15 @@ def _print_fit_summary(result, budget: float) -> None:
         )
 
 
-def _print_scores(metrics: dict) -> None:
+def _print_scores(metrics: dict, console: Console | None = None) -> None:
     """The metric and why, the search score (val split or CV mean), the held-out and test figures."""
     from autotransfer.report.terminal import recall_summary
+    console = out if console is None else console  # the terminal, or fit.log's console
     from autotransfer.transfer.metrics import PROBABILITY_METRICS
 
     metric = metrics.get("metric", "accuracy")
     if metrics.get("metric_reason"):
-        out.print(f"metric: {escape(metrics['metric_reason'])}")
+        console.print(f"metric: {escape(metrics['metric_reason'])}")
     if "val_score" in metrics:  # what the search compared: on the val split, or a CV mean on small data
         cross_validated = metrics.get("val_score_from") == "cross-validation"
         how = "mean over cross-validation folds of train+val" if cross_validated else "validation split"
@@ -484,9 +504,9 @@ def _print_scores(metrics: dict) -> None:
         score = f"{metric} {metrics['val_score']:.4f}"
         if metric == "log_loss":  # searched as "higher is better" (metrics.py): say the loss itself
             score = f"log_loss {-metrics['val_score']:.4f} (lower is better; maximised as its negative)"
-        out.print(f"search score: {score} ({how}){refit}")
+        console.print(f"search score: {score} ({how}){refit}")
     if metrics.get("selection"):
-        out.print(f"choice: {escape(metrics['selection'])}")
+        console.print(f"choice: {escape(metrics['selection'])}")
     # the val split chose the configuration unless probes were chosen by cross-validation: then it is not held out
     chose_on_val = metrics.get("val_score_from") == "validation split"
     val_name = ("validation split (the one the search chose on: optimistic)" if chose_on_val
@@ -494,7 +514,7 @@ def _print_scores(metrics: dict) -> None:
     for split, name in (("val", val_name), ("test", "test")):
         summary = metrics.get(split) if isinstance(metrics.get(split), dict) else {}
         if summary:
-            out.print(
+            console.print(
                 f"{name}: accuracy {summary['accuracy']:.4f}, balanced accuracy {summary['balanced_accuracy']:.4f}, "
                 f"macro F1 {summary['f1_macro']:.4f}"
                 + "".join(f", {name} {summary[name]:.4f}" for name in PROBABILITY_METRICS if name in summary)
@@ -503,22 +523,23 @@ def _print_scores(metrics: dict) -> None:
             )
             chance = 1.0 / max(1, len(summary["per_class"]))  # balanced accuracy of a constant or random guess
             if summary["balanced_accuracy"] <= chance + 0.02:
-                out.print(
+                console.print(
                     f"[yellow]warning:[/] {split} balanced accuracy {summary['balanced_accuracy']:.4f} is at chance "
                     f"level (1/{len(summary['per_class'])} = {chance:.4f}): the pipeline does not tell these classes "
                     "apart. Check that each class folder holds its own images, or raise --time-budget."
                 )
 
 
-def _print_search_choices(profile: dict, records: list[dict]) -> None:
+def _print_search_choices(profile: dict, records: list[dict], console: Console | None = None) -> None:
     """Both placements (a priori and measured by the probes) and what `auto` chose, with reasons, and which
     (backbone, size) pairs the budget let the probes reach (``records``: the search's, search/records.py)."""
+    console = out if console is None else console  # the terminal, or fit.log's console
     if profile.get("measured_skipped"):
-        out.print(f"placement: not measured by the probes ({escape(profile['measured_skipped'])})")
+        console.print(f"placement: not measured by the probes ({escape(profile['measured_skipped'])})")
     placement = profile.get("measured")
     if placement:
         verdict = "differs from" if placement.get("differs") else "agrees with"
-        out.print(
+        console.print(
             f"placement: a priori {placement.get('a_priori')}, measured by the probes {placement['quadrant']} "
             f"({verdict} the profile): {escape(placement.get('rationale', ''))}"
         )
@@ -528,7 +549,7 @@ def _print_search_choices(profile: dict, records: list[dict]) -> None:
 
         probed = [(r["backbone"], r["resolution"]) for r in records
                   if r.get("stage") == "probe" and r.get("status") == "complete"]  # fmt: skip
-        out.print(f"auto: {escape(describe_auto(auto, probed))}")
+        console.print(f"auto: {escape(describe_auto(auto, probed))}")
 
 
 def _check_space_backbones(search_space: str, backbones) -> None:
@@ -594,6 +615,17 @@ def _reflowed(command):
     return command
 
 
+def _check_checkpoint_path(path: Path) -> None:
+    """A checkpoint path that does not exist, answered before torch is imported (seconds); every other
+    check of a checkpoint (a run without a pipeline, a damaged file) is Pipeline.load's."""
+    if not path.exists():
+        raise AutoTransferError(
+            f"No pipeline checkpoint at {path}: the path does not exist.",
+            where=str(path),
+            fix="pass a run directory of `autotransfer fit` or a checkpoint directory.",
+        )
+
+
 @app.command()
 @_reflowed
 def predict(
@@ -619,6 +651,7 @@ def predict(
     Exit status: 0 when at least one image was classified, 2 when none was (or the CSV could not
     be written; the rows before the failure are kept).
     """
+    _check_checkpoint_path(checkpoint)
     from rich.progress import Progress
 
     from autotransfer.deploy.pipeline import Pipeline
@@ -783,6 +816,7 @@ def export(
     out_file: Path = typer.Option(..., "--out", help="file to write (a .json with classes goes next to it)"),
 ) -> None:
     """Export a pipeline, preprocessing included (uint8 images of any size in, logits out)."""
+    _check_checkpoint_path(checkpoint)
     _prepare_output(out_file, "--out")
     from autotransfer.deploy.export import export as export_pipeline
     from autotransfer.deploy.pipeline import Pipeline
@@ -810,7 +844,12 @@ def bench(
     ),
 ) -> None:
     """Run a benchmark suite: fit against the fixed strategies and baselines; resumable. The leaderboard
-    covers the contenders and seeds asked for: with all of them finished, it is only written again."""
+    covers the contenders and seeds asked for: with all of them finished, it is only written again.
+
+    Exit status: 0 when every cell finished (peers that are not installed and cells at chance level are
+    reported, not failures), 1 when a cell failed (the leaderboard is still written), 2 for a usage error.
+    Runs from any directory: command contenders and the peers' folder are found in the repository.
+    """
     from autotransfer.bench.leaderboard import check_bench_metric, write_leaderboard
     from autotransfer.bench.runner import finished_records, run_suite
     from autotransfer.bench.suite import load_suite
@@ -858,11 +897,21 @@ def bench(
     frame = write_leaderboard(records, suite, out_dir, describe_machine(), metric)
     out.print((out_dir / "leaderboard.md").read_text())
     failed, missing = int((frame["status"] == "failed").sum()), int((frame["status"] == "not installed").sum())
+    suspect = int(frame["at_chance"].sum())
     out.print(
         f"{len(frame)} cells ({failed} failed"
         + (f", {missing} not installed: make peers" if missing else "")
+        + (f", {suspect} at chance level: suspect" if suspect else "")
         + f"): {escape(str(out_dir / 'leaderboard.md'))}, leaderboard.csv, report.html"
     )
+    if failed:  # the leaderboard is written, but the suite did not do what was asked
+        err.print(
+            f"[bold red]Failed:[/] {failed} of {len(frame)} cells (each with its error under 'Failed cells' in "
+            f"{escape(str(out_dir / 'leaderboard.md'))}); the others are kept: run the same command to try the "
+            "failed ones again.",
+            highlight=False,
+        )
+        sys.exit(1)
 
 
 def _configure_logging() -> None:

@@ -385,3 +385,68 @@ def test_smoke_suite_on_real_weights(cli, tmp_path, monkeypatch):
     fit = frame.set_index("contender").loc["fit"]
     assert fit["test_accuracy"] > 0.5 and fit["within_budget"]  # 10 classes: chance is 0.1
     assert "| autotransfer fit |" in (tmp_path / "smoke" / "leaderboard.md").read_text()
+
+
+def test_bench_runs_command_contenders_from_any_directory_and_fails_with_exit_1(tmp_path, fit_env):
+    """The fresh-user trial: outside the repository root `python -m benchmarks.contenders...` could not be
+    imported, the peers were looked for in ./.peers, and a suite with failed cells exited 0."""
+    import subprocess
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        textwrap.dedent(f"""
+        datasets:
+          - {{name: tiny, path: {fit_env["data"]}, per_class: [6], test_per_class: 3}}
+        seeds: [0]
+        budget: 60s
+        contenders: [pixels, broken]
+        commands:
+          pixels: "{{python}} -m benchmarks.contenders.pixels_logreg --train {{train}} --test {{test}} --seed {{seed}}"
+          broken: ["{sys.executable}", "-c", "import sys; sys.exit('broken on purpose')"]
+    """)
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from autotransfer.cli import main; main()",
+            "bench",
+            "--suite",
+            str(suite),
+            "--out",
+            "o",
+        ],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    board = pd.read_csv(elsewhere / "o" / "leaderboard.csv").set_index("contender")
+    assert board.loc["pixels", "status"] == "ok", board.loc["pixels", "error"]  # benchmarks/ found from elsewhere
+    assert board.loc["broken", "status"] == "failed"
+    assert done.returncode == 1, done.stderr
+    assert "Failed: 1 of 2 cells" in " ".join(done.stderr.split()) and "Traceback" not in done.stderr
+
+
+def test_peers_are_looked_for_in_the_repository_not_the_current_directory(tmp_path, monkeypatch):
+    from autotransfer.bench.contenders import REPOSITORY, peers_dir
+
+    monkeypatch.delenv("AUTOTRANSFER_PEERS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert REPOSITORY is not None and peers_dir() == REPOSITORY / ".peers"
+    monkeypatch.setenv("AUTOTRANSFER_PEERS", str(tmp_path / "mine"))
+    assert peers_dir() == tmp_path / "mine"
+
+
+def test_a_cell_at_chance_level_is_flagged_as_suspect(tmp_path):
+    """The smoke suite's "fine-tune all, pretrained LR x0.01" scored 0.120 on 10 classes and was ranked as a result."""
+    suite = _suite(tmp_path, "datasets: [{name: d, path: .., per_class: [10], test_per_class: 15}]\ncontenders: [fit]")
+    base = {**_records()[0], "n_classes": 10, "title": "fit"}
+    records = [{**base, "seed": 0, "test_accuracy": 0.12}, {**base, "seed": 1, "test_accuracy": 0.9}]
+    frame = cell_frame(records, suite)
+    assert frame.set_index("seed")["at_chance"].to_dict() == {0: True, 1: False}
+    text = render_markdown(frame, suite, "test machine")
+    assert "1 at chance: suspect" in text and "## At chance level (suspect)" in text
+    assert "- d 10/class seed 0, fit: 0.120 on 10 classes (chance 0.100)" in text

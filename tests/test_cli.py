@@ -169,3 +169,17 @@ def test_the_summary_says_why_these_sizes_and_which_pairs_the_budget_let_the_pro
     console.file = io.StringIO()
     cli_module._print_search_choices({"auto": auto}, every_pair)
     assert "probed within the budget" not in console.file.getvalue()  # said only when the budget cut the plan
+
+
+def test_inspect_warns_of_the_same_image_in_two_classes(tmp_path):
+    root = make_imagefolder(tmp_path / "d", {"a": 4, "b": 4})
+    (root / "b" / "also-a.png").write_bytes((root / "a" / "img_0.png").read_bytes())
+    result = run_cli("inspect", str(root), "--size", "16")
+    text = " ".join((result.stdout + result.stderr).split())
+    assert (
+        result.returncode == 0 and "1 label conflict(s): the same image (same bytes) is in more than one class" in text
+    )
+    assert f"{root / 'a' / 'img_0.png'} (a) = {root / 'b' / 'also-a.png'} (b)" in text
+    document = json.loads(run_cli("inspect", str(root), "--size", "16", "--json").stdout)
+    assert document["label_conflicts"] == [{"paths": [str(root / "a" / "img_0.png"), str(root / "b" / "also-a.png")],
+                                            "labels": ["a", "b"]}]  # fmt: skip

@@ -4,6 +4,7 @@ missing cells of trials that never ran (issue 15.1: it crashed there with pd.NA)
 
 import io
 import os
+import re
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -175,8 +176,9 @@ def test_a_device_this_machine_lacks_is_one_clear_error(tmp_path, pipeline_dir):
     data = make_imagefolder(tmp_path / "d", {"a": 4, "b": 4})
     one_clear_error(run_cli("fit", data, "--device", "cuda", "--out", tmp_path / "run"), "'cuda' is not available")
     assert not (tmp_path / "run").exists()
-    one_clear_error(run_cli("predict", pipeline_dir, data / "a", "--device", "cuda"), "'cuda' is not available")
-    one_clear_error(run_cli("predict", pipeline_dir, data / "a", "--device", "tpu"), "Unknown device 'tpu'")
+    checkpoint, _ = pipeline_dir
+    one_clear_error(run_cli("predict", checkpoint, data / "a", "--device", "cuda"), "'cuda' is not available")
+    one_clear_error(run_cli("predict", checkpoint, data / "a", "--device", "tpu"), "Unknown device 'tpu'")
 
 
 def test_resume_with_no_earlier_run_says_it_starts_anew(tmp_path):
@@ -197,3 +199,60 @@ def test_predict_on_a_run_stopped_before_saving_says_how_to_finish_it(tmp_path, 
             "has no pipeline yet: its fit stopped before saving one",
             f"--out {tmp_path / 'run'} --resume",
         )
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgresql://user@db.example/runs", ("driver for postgresql", "pip install 'autotransfer[postgres]'")),
+        ("postgresql//user@db.example/runs", ("is malformed", "write it as e.g. sqlite:///study.db")),
+        ("postgresql://user@db.example:port/runs", ("is malformed",)),
+    ],
+)
+def test_a_storage_url_names_the_missing_driver_or_the_malformed_url(tmp_path, url, expected):
+    """The fresh-user trial: both said "Failed to import DB access module ... check the --storage URL"."""
+    pytest.importorskip("sqlalchemy")
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") or importlib.util.find_spec("psycopg2"):
+        pytest.skip("a PostgreSQL driver is installed here")
+    data = make_imagefolder(tmp_path / "d", {"a": 4, "b": 4})
+    done = run_cli("fit", data, "--storage", url, "--out", tmp_path / "run")
+    one_clear_error(done, *expected)
+    assert "Failed to import" not in done.stderr and not (tmp_path / "run").exists()
+
+
+def test_a_budget_below_any_run_is_refused_at_once_with_one_number(tmp_path):
+    """The fresh-user trial: `--time-budget 1s` took 8 s and quoted "about 23s" and then "34s or more"."""
+    data = make_imagefolder(tmp_path / "d", {"a": 4, "b": 4})
+    done = run_cli("fit", data, "--time-budget", "1s", "--out", tmp_path / "run")
+    one_clear_error(done, "The time budget (1s) is too small")
+    assert len(set(re.findall(r"\b\d+(?:m\d+)?s\b", done.stderr)) - {"1s"}) == 1, done.stderr  # one minimum
+    assert not (tmp_path / "run").exists()  # refused before the run directory or any decoding
+
+
+def test_an_unknown_profile_backbone_is_refused_before_any_work(tmp_path):
+    """The fresh-user trial: `--profile-backbone nosuchnet` failed after 6 s of profiling, leaving a run folder."""
+    data = make_imagefolder(tmp_path / "d", {"a": 4, "b": 4})
+    done = run_cli("fit", data, "--profile-backbone", "nosuchnet", "--out", tmp_path / "run")
+    one_clear_error(done, "Unknown backbone 'nosuchnet'", "--profile-backbone")
+    assert not (tmp_path / "run").exists()
+
+
+def test_importing_the_cli_does_not_import_torch():
+    """Start-up: `predict` on a missing checkpoint took 3.5 s and `zoo list` 5 s, mostly importing torch."""
+    probe = "import sys, autotransfer.cli; print(sorted({'torch', 'timm', 'optuna', 'pandas', 'sklearn', "
+    probe += "'matplotlib'} & {name.split('.')[0] for name in sys.modules}))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_predict_and_export_on_a_missing_checkpoint_answer_before_importing_torch(tmp_path):
+    probe = (
+        "import sys\nfrom autotransfer.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n"
+        "    print('torch' in sys.modules, e.code)"
+    )
+    for command in (["predict", str(tmp_path / "none"), "x.png"], ["export", str(tmp_path / "none"), "--out", "m"]):
+        done = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True, text=True, timeout=120)
+        assert done.stdout.strip() == "False 2", done.stdout + done.stderr
+        assert "No pipeline checkpoint at" in done.stderr and "does not exist" in done.stderr

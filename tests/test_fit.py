@@ -283,8 +283,10 @@ def test_a_budget_timed_in_a_burst_of_load_is_timed_again_before_it_is_refused(f
 
     run.check_minimum_budget(_context_timed_in_a_burst(fit_env, 60.0))  # timed again: about 1 ms per image
     monkeypatch.setattr(run, "seconds_per_image", lambda *args: 100.0)  # the load lasts
-    with pytest.raises(AutoTransferError, match="at least about"):
+    with pytest.raises(AutoTransferError, match="need at least") as caught:
         run.check_minimum_budget(_context_timed_in_a_burst(fit_env, 60.0))
+    minimum = caught.value.what.split("need at least ")[1].split()[0]  # one number, the same in the fix
+    assert f"use --time-budget {minimum} or more" in caught.value.fix and "about" not in caught.value.what
 
 
 def test_the_reserve_grows_with_the_load_the_probes_measured(fit_env):
@@ -361,3 +363,75 @@ def test_a_probability_metric_is_reported_on_the_test_split(fit_env, metric):
     assert spec["metrics"]["metric"] == metric
     value = spec["metrics"]["test"][metric]
     assert 0.0 <= value <= 1.0 if metric == "roc_auc" else value > 0.0  # log_loss: the loss itself
+
+
+def test_a_finished_run_is_reported_not_searched_again_and_the_outputs_say_things_once(fit_env, cli):
+    """The fresh-user trial: `--resume` on a finished run started a second full search without a word; "Skipped
+    2 file(s)" was printed twice, a label conflict passed unnoticed, and fit.log had no final summary."""
+    data = fit_env["data"]
+    (data / "a" / "broken.png").write_bytes(b"not an image")
+    (data / "b" / "broken.jpg").write_bytes(b"nope")
+    (data / "c" / "also-a.png").write_bytes((data / "a" / "img_0.png").read_bytes())
+    args = ["fit", str(data), "--search-space", str(fit_env["space"]), "--out", str(fit_env["out"]),
+            "--profile-backbone", "test_efficientnet", "--time-budget", "3m"]  # fmt: skip
+    first = cli(args)
+    assert first.exit_code == 0, first.output
+    said = " ".join(first.output.split())
+    assert said.count("Skipped 2 file(s)") == 1 and said.count("1 label conflict(s)") == 1
+    assert f"{data / 'a' / 'img_0.png'} (a) = {data / 'c' / 'also-a.png'} (c)" in said
+    log = (fit_env["out"] / "fit.log").read_text()
+    assert "Done in" in log and "leaderboard (top 8" in log and "search score:" in log
+    storage = f"sqlite:///{fit_env['out'] / 'study.db'}"
+    trials = len(optuna.load_study(study_name="finetune", storage=storage).trials)
+
+    again = cli([*args[:-1], "10m", "--resume"])  # a larger budget does not start a second search either
+    assert again.exit_code == 0, again.output
+    assert "holds a finished run (its pipeline is saved): nothing was searched again" in " ".join(again.output.split())
+    assert "give another --out" in again.output and "Done in" not in again.output
+    assert len(optuna.load_study(study_name="finetune", storage=storage).trials) == trials
+    estimator = _fit(fit_env, budget="10m").fit(data)  # the API: the same answer, the saved run's attributes
+    assert estimator.classes_.tolist() == ["a", "b", "c"] and estimator.best_["chosen"]
+    assert len(optuna.load_study(study_name="finetune", storage=storage).trials) == trials
+    frame = estimator.predict_proba_frame(data / "c")
+    assert frame.index.name == "path" and list(frame.columns) == ["a", "b", "c"]
+    assert list(frame.index) == sorted(str(p) for p in (data / "c").glob("*.png"))  # the documented order
+    assert (frame.to_numpy() == estimator.predict_proba(data / "c")).all()
+
+
+def test_the_estimator_before_fit_raises_not_fitted_and_a_missing_path_prints_nothing(tmp_path, capsys):
+    from sklearn.exceptions import NotFittedError
+
+    estimator = AutoTransfer()
+    for method in (estimator.predict, estimator.predict_proba, estimator.predict_proba_frame):
+        with pytest.raises(NotFittedError):
+            method(tmp_path)
+    with pytest.raises(AutoTransferError, match="The dataset path does not exist"):
+        AutoTransfer(out=tmp_path / "run").fit(tmp_path / "no-such-folder")
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == "" and not (tmp_path / "run").exists()
+
+
+def test_the_fast_space_leaves_the_stop_to_the_budget():
+    """The fresh-user trial: `search_space="fast"` with a 1-minute budget stopped after 18 s at max_trials (8)."""
+    fast, default = load_search_space("fast"), load_search_space("default")
+    assert fast.max_trials >= default.max_trials and fast.epochs <= default.epochs
+    assert fast.probe_heads == ("torch",)
+
+
+def test_skipped_files_and_label_conflicts_are_said_once_per_run_whatever_the_sizes_decoded(fit_env, caplog):
+    """The fresh-user trial: "Skipped 2 file(s)" was printed twice (the data is decoded at several sizes)."""
+    from autotransfer.report.progress import Progress
+    from autotransfer.search.context import RunContext
+    from autotransfer.search.settings import SearchSettings
+
+    data = fit_env["data"]
+    (data / "a" / "broken.png").write_bytes(b"not an image")
+    (data / "c" / "also-a.png").write_bytes((data / "a" / "img_0.png").read_bytes())
+    settings = SearchSettings(load_search_space(fit_env["space"]), 60.0, fit_env["out"])
+    context = RunContext(data, settings, Progress(60.0, verbose=0))
+    with caplog.at_level("WARNING", logger="autotransfer"):
+        for size in (32, 48, 32):
+            assert len(context.dataset(size).conflicts) == 1
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum(m.startswith("Skipped 1 file(s)") for m in messages) == 1
+    assert sum(m.startswith("1 label conflict(s)") for m in messages) == 1

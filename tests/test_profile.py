@@ -191,3 +191,14 @@ def test_profile_picks_and_records_its_resolution_and_majority_chance(tmp_path, 
     from autotransfer.transfer.profile import choose_resolution
 
     assert choose_resolution(root)[0] == 64  # read from the headers, before anything is decoded
+
+
+def test_the_same_image_in_two_classes_is_a_label_conflict_not_a_plain_duplicate(tmp_path, tiny_net):
+    """The fresh-user trial: `profile` called it a plain duplicate (and fit/inspect said nothing: tests/test_cli.py)."""
+    root = make_imagefolder(tmp_path / "d", {"a": 6, "b": 6})
+    (root / "b" / "also-a.png").write_bytes((root / "a" / "img_0.png").read_bytes())
+    p = _profile(root, tiny_net)
+    assert p.exact_duplicates == 0
+    assert p.label_conflicts == [{"paths": [str(root / "a" / "img_0.png"), str(root / "b" / "also-a.png")],
+                                  "labels": ["a", "b"]}]  # fmt: skip
+    assert any(problem.startswith("1 label conflict(s)") and "also-a.png (b)" in problem for problem in p.problems)

@@ -213,3 +213,39 @@ def test_the_cards_say_when_the_val_split_chose_and_show_the_metric_asked_for_on
     assert "accuracy (held-out val)" in text
     assert re.search(r"search score: log loss \(CV mean on train\+val\)</div><div[^>]*>0\.3125", text)
     assert re.search(r"test log loss</div><div[^>]*>0\.4100</div><div class=note>lower is better", text)
+
+
+def test_the_report_explains_a_chosen_trial_off_the_pareto_front(tmp_path):
+    """The fresh-user trial: the ★ sat off the Pareto front drawn on the same chart, a tie at half its cost listed
+    above it, and why it was chosen was said only in the terminal."""
+    args = make_run(tmp_path / "run")
+    rows = args["records"]
+    tie = {**rows[5], "trial": 4, "seconds": 10.0}  # the ★ (trial 1, 21.5 s) scored 0.9 too, at twice the cost
+    args["records"] = [*rows, tie]
+    frame = write_outputs(**args)
+    text = (tmp_path / "run" / "report.html").read_text()
+    assert frame.loc[0, "chosen"] and frame.loc[0, "trial"] == 1  # the ★ first among equal scores
+    why = text[text.index("<h3 id=why>") :]
+    assert "Why the ★ trial" in why and "fine-tuning trial 1 (finetune_top)" in why
+    assert "not on the Pareto front: fine-tuning trial 4 (finetune_top) scored 0.9000 in 10.0 s" in why
+    assert "never by their measured seconds" in why and "scored on the validation split" in why
+    assert "chosen (★), off the front: see why below" in text  # the plot's legend says so too
+    args["records"] = rows  # no tie: on the front, nothing to excuse
+    args["pipeline"].spec["metrics"] |= {"selection": "one-standard-error rule (small data): kept the cheaper X",
+                                         "val_score_from": "cross-validation"}  # fmt: skip
+    write_outputs(**args)
+    text = (tmp_path / "run" / "report.html").read_text()
+    assert "It was chosen by the one-standard-error rule (small data)" in text
+    assert "mean over cross-validation folds of train+val" in text
+    assert "not on the Pareto front" not in text and "chosen (★)" in text
+
+
+def test_the_distance_chart_names_the_profiling_backbone_when_another_is_chosen(tmp_path):
+    args = make_run(tmp_path / "run")
+    for row in args["records"]:
+        if row["stage"] == "finetune":
+            row["backbone"] = "tf_efficientnet_lite0"
+    write_outputs(**args)
+    text = (tmp_path / "run" / "report.html").read_text()
+    assert "Profile: domain distance by depth of mobilenetv2_100" in text
+    assert "the chosen pipeline uses tf_efficientnet_lite0" in text

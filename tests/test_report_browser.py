@@ -22,6 +22,7 @@ window.addEventListener("load", () => {
   const images = [...document.images].map(i => ({ok: i.complete && i.naturalWidth > 0, alt: i.alt}));
   const result = {images, svgs: document.querySelectorAll("svg").length,
                   overflow: document.documentElement.scrollWidth - window.innerWidth,
+                  clipped: [...document.querySelectorAll(".scroll")].map(e => e.scrollWidth - e.clientWidth),
                   title: document.title};
   const pre = document.createElement("pre");
   pre.id = "probe";
@@ -61,6 +62,7 @@ def test_report_renders_in_chromium(tmp_path, finished):
     assert result["images"] and all(i["ok"] for i in result["images"]), result["images"]
     assert result["svgs"] == 3  # distance by depth, Pareto front, history
     assert result["overflow"] <= 0, "the page is wider than the window"
+    assert all(hidden <= 0 for hidden in result["clipped"]), f"a table hides columns at 1280 px: {result['clipped']}"
     console = [line for line in done.stderr.splitlines() if "CONSOLE" in line]
     assert not console, console
 

@@ -238,7 +238,11 @@ def run_grid(cell: Cell) -> Outcome:
     )
 
 
-PEERS_ENV = "AUTOTRANSFER_PEERS"  # where `make peers` put the peers' virtual environments (default: ./.peers)
+PEERS_ENV = "AUTOTRANSFER_PEERS"  # where `make peers` put the peers' virtual environments (default: <repo>/.peers)
+# The source checkout this package runs from (an editable install), found by its benchmarks/ folder;
+# None for an installed wheel, which carries no benchmarks/ and no `make peers`.
+_ROOT = Path(__file__).resolve().parents[2]
+REPOSITORY = _ROOT if (_ROOT / "benchmarks" / "contenders").is_dir() else None
 
 
 class NotInstalled(AutoTransferError):
@@ -246,9 +250,27 @@ class NotInstalled(AutoTransferError):
 
 
 def peers_dir() -> Path:
-    """The peers' virtual environments: ``$AUTOTRANSFER_PEERS``, else ``.peers`` in the current directory
-    (where `make peers` puts them when run from the repository)."""
-    return Path(os.environ.get(PEERS_ENV) or Path.cwd() / ".peers").absolute()
+    """The peers' virtual environments: ``$AUTOTRANSFER_PEERS``, else ``.peers`` in the repository
+    (where `make peers` puts them), whatever the current directory; without a checkout, ``./.peers``."""
+    default = (REPOSITORY or Path.cwd()) / ".peers"
+    return Path(os.environ.get(PEERS_ENV) or default).absolute()
+
+
+def _command_env(args: list[str]) -> dict[str, str]:
+    """The environment of a command contender: the allocator settings `fit` uses, the hubs off, and the
+    repository on PYTHONPATH, so ``python -m benchmarks.contenders.X`` runs from any directory."""
+    uses_benchmarks = any(arg.startswith("benchmarks.") for arg in args)
+    if uses_benchmarks and REPOSITORY is None:
+        raise AutoTransferError(
+            f"{' '.join(args[:3])} ... needs the repository's benchmarks/ folder, which this installation of "
+            "autotransfer does not have (it is not a source checkout).",
+            fix="run the bench from a clone of the repository (`make setup`), or leave this contender out "
+            "with --contenders.",
+        )
+    env = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 30), "HF_HUB_OFFLINE": "1", **os.environ}
+    if uses_benchmarks:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPOSITORY), os.environ.get("PYTHONPATH")) if p)
+    return env
 
 
 def _check_peer(program: str) -> None:
@@ -313,7 +335,8 @@ def run_command(cell: Cell, argv: tuple[str, ...]) -> Outcome:
 
     The arguments are filled in and run without a shell, so a path with spaces or quotes is one
     argument and nothing in it is interpreted. Every tool runs with the same allocator settings as
-    `fit` (glibc malloc without mmap churn) and with the model hubs off, so none waits on a network.
+    `fit` (glibc malloc without mmap churn) and with the model hubs off, so none waits on a network;
+    the repository's ``benchmarks`` package is importable whatever the current directory.
     """
     values = {
         "{python}": sys.executable,
@@ -331,8 +354,8 @@ def run_command(cell: Cell, argv: tuple[str, ...]) -> Outcome:
             arg = arg.replace(key, value)
         args.append(arg)
     _check_peer(args[0])
+    env = _command_env(args)
     cell.work.mkdir(parents=True, exist_ok=True)
-    env = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(1 << 30), "HF_HUB_OFFLINE": "1", **os.environ}
     try:
         done = subprocess.run(args, capture_output=True, text=True, timeout=cell.deadline.left() + 30, env=env)
     except FileNotFoundError as error:

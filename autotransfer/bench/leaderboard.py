@@ -49,6 +49,8 @@ CSV_COLUMNS = [
     "what",
     "error",
     "status",
+    "n_classes",
+    "at_chance",
 ]
 
 
@@ -112,12 +114,23 @@ def cell_frame(records: list[dict], suite: Suite, metric: str = "accuracy") -> p
     oracles = _oracles(frame, column, metric)
     frame["oracle"] = [oracles.get((g, s), np.nan) for g, s in zip(frame["group"], frame["seed"])]
     chance = 1.0 / frame["n_classes"]
+    tested = frame["dataset"].map({d.name: d.test_per_class for d in suite.datasets}) * frame["n_classes"]
+    frame["at_chance"] = (frame["status"] == "ok") & at_chance(frame[column], frame["n_classes"], tested)
     frame["regret"] = (frame["oracle"] - frame[column]) / (frame["oracle"] - chance)
     frame["rank"] = frame.groupby(["group", "seed"])[column].rank(ascending=False, method="average")
     order = {name: i for i, name in enumerate(suite.contenders)}
     groups = [f"{d.name} {n}/class" for d in suite.datasets for n in d.per_class]
     frame["_g"], frame["_c"] = frame["group"].map(groups.index), frame["contender"].map(order)
     return frame.sort_values(["_g", "_c", "seed"])[CSV_COLUMNS].reset_index(drop=True)
+
+
+def at_chance(score: pd.Series, n_classes: pd.Series, n_test: pd.Series) -> pd.Series:
+    """Whether each score is no better than guessing: within 1.5 standard errors of a uniform random
+    guess (1/K) on ``n_test`` images (0.137 for 10 classes and 150 images). A trained contender there
+    learned nothing: too few steps for the budget, or a bug; the leaderboard flags it as suspect."""
+    chance = 1.0 / n_classes
+    margin = 1.5 * np.sqrt(chance * (1.0 - chance) / n_test.clip(lower=1))
+    return (score <= chance + margin).fillna(False).astype(bool)
 
 
 def _metric(frame: pd.DataFrame) -> str:
@@ -146,6 +159,7 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
             "not_recorded": grouped["not_recorded"].sum(),
             "seconds": grouped["seconds"].mean(),
             "over_budget": grouped["within_budget"].agg(lambda s: int((s == False).sum())),  # noqa: E712 (NaN: not run)
+            "at_chance": grouped["at_chance"].sum(),
             "regret": grouped["regret"].mean(),
             "rank": grouped["rank"].mean(),
         }
@@ -176,7 +190,15 @@ def _score_text(row: tuple) -> str:
         return "failed"
     if row.seeds == 0:
         return "not recorded" + (f" ({row.failed} failed)" if row.failed else "")
-    notes = [f"{n} {what}" for n, what in ((row.failed, "failed"), (row.not_recorded, "not recorded")) if n]
+    notes = [
+        f"{n} {what}"
+        for n, what in (
+            (row.failed, "failed"),
+            (row.not_recorded, "not recorded"),
+            (row.at_chance, "at chance: suspect"),
+        )
+        if n
+    ]
     spread = f" ± {row.std:.3f}" if row.seeds > 1 else ""  # one seed has no spread to show
     return f"{row.mean:.3f}{spread}" + (f" ({', '.join(notes)})" if notes else "")
 
@@ -264,6 +286,24 @@ def render_markdown(frame: pd.DataFrame, suite: Suite, machine: str) -> str:
         parts += (
             ["## Over budget (ended more than 5% after the budget)", ""]
             + [f"- {r.group} seed {r.seed}, {r.title}: {r.seconds:.0f} s" for r in over.itertuples()]
+            + [""]
+        )
+    suspect = frame[frame["at_chance"]]
+    if len(suspect):
+        parts += (
+            [
+                "## At chance level (suspect)",
+                "",
+                f"These cells' test {name} is within 1.5 standard errors of guessing (1/classes): the contender "
+                "learned nothing it could use. Too few training steps within the budget, or a bug: see its "
+                "folder under work/.",
+                "",
+            ]
+            + [
+                f"- {r.group} seed {r.seed}, {r.title}: {getattr(r, f'test_{_metric(frame)}'):.3f} on "
+                f"{r.n_classes} classes (chance {1 / r.n_classes:.3f}); {r.what}"
+                for r in suspect.itertuples()
+            ]
             + [""]
         )
     failures = frame[frame["error"].notna() & (frame["status"] != "not installed")]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from autotransfer.data.conflicts import LabelConflict, describe_conflicts, label_conflicts
 from autotransfer.data.decode_cache import decode_all
 from autotransfer.data.images import ResizeRecipe
 from autotransfer.data.sources import (
@@ -40,6 +41,7 @@ class Dataset:
     recipe: ResizeRecipe
     cache_hit: bool
     fingerprint: str  # of the files and the resize recipe: keys every cache built on this dataset
+    conflicts: list[LabelConflict] = field(default_factory=list)  # same bytes in two classes (data/conflicts.py)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -63,8 +65,10 @@ def load_dataset(
     cache_root: Path | None = None,
     show_progress: bool = True,
     fingerprint: str | None = None,
+    warn: bool = True,
 ) -> Dataset:
-    """Index ``source``, decode it (through the decode cache) and split it; warn about skipped files.
+    """Index ``source``, decode it (through the decode cache) and split it; warn about skipped files and
+    label conflicts (``warn=False``: a caller that loads the same files again at another size, once said).
 
     ``fingerprint``: the files' fingerprint (decode_cache.files_fingerprint) of an index given as
     ``source``, when the caller has it: a run indexes and fingerprints its folder once."""
@@ -81,7 +85,7 @@ def load_dataset(
     skipped = list(index.skipped) + [
         SkippedFile(str(p), r["reason"]) for p, r in zip(index.paths, decoded.records) if r.get("reason")
     ]
-    if skipped:
+    if skipped and warn:
         log.warning(describe_skipped(skipped))
     labels = [label for label, good in zip(index.labels, ok) if good]
     check_classes(labels, str(index.root))
@@ -96,17 +100,23 @@ def load_dataset(
     label_ids = np.array([classes.index(label) for label in labels], dtype=np.int64)
     keep = np.flatnonzero(ok)
     given = [index.given_splits[i] for i in keep]
+    records = [decoded.records[i] for i in keep]
+    paths = [index.paths[i] for i in keep]
+    conflicts = label_conflicts(paths, labels, records)
+    if conflicts and warn:
+        log.warning(describe_conflicts(conflicts))
     return Dataset(
         root=index.root,
         layout=index.layout,
         classes=classes,
-        paths=[index.paths[i] for i in keep],
+        paths=paths,
         images=decoded.pixels,
         labels=label_ids,
         splits=split_indices(label_ids, given, val_fraction=val_fraction, seed=seed),
-        records=[decoded.records[i] for i in keep],
+        records=records,
         skipped=skipped,
         recipe=recipe,
         cache_hit=decoded.cache_hit,
         fingerprint=decoded.location.name,
+        conflicts=conflicts,
     )

@@ -174,8 +174,8 @@ def _index_csv(csv_path: Path, index: DatasetIndex) -> None:
         index.given_splits.append(split)
 
 
-def index_dataset(source: str | os.PathLike) -> DatasetIndex:
-    """List the images and labels of ``source`` (folder or CSV); raise a clear error if unusable."""
+def check_data_path(source: str | os.PathLike) -> Path:
+    """``source`` as a path, or one clear error when it does not exist (cheap: `fit` asks before any import)."""
     root = Path(source).expanduser()
     if not root.exists():
         raise AutoTransferError(
@@ -183,6 +183,12 @@ def index_dataset(source: str | os.PathLike) -> DatasetIndex:
             where=str(root),
             fix="give a folder of class sub-folders, or a CSV with path,label columns.",
         )
+    return root
+
+
+def index_dataset(source: str | os.PathLike) -> DatasetIndex:
+    """List the images and labels of ``source`` (folder or CSV); raise a clear error if unusable."""
+    root = check_data_path(source)
     if root.is_file():
         if root.suffix.lower() != ".csv":
             raise AutoTransferError(

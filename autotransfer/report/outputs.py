@@ -23,6 +23,7 @@ import pandas as pd
 
 from autotransfer.cpu_threads import load_note
 from autotransfer.files import write_text_atomic
+from autotransfer.report.choice import explain_choice
 from autotransfer.report.confusion import confusion_view
 from autotransfer.report.search_choices import describe_auto
 from autotransfer.report.terminal import cell_text, is_missing
@@ -104,7 +105,10 @@ def leaderboard(records: list[dict], best: dict | None, test_accuracy: float | N
         frame["chosen"] = False
     frame["chosen"] = frame["chosen"].astype(bool)
     frame["test_accuracy"] = [test_accuracy if chosen else None for chosen in frame["chosen"]]
-    frame = frame[COLUMNS].sort_values(["val_score", "seconds"], ascending=[False, True], na_position="last")
+    # the chosen trial first among equal scores: the choice ranks ties by settings, not seconds (report/choice.py)
+    frame = frame[COLUMNS].sort_values(
+        ["val_score", "chosen", "seconds"], ascending=[False, False, True], na_position="last"
+    )
     return frame.reset_index(drop=True)
 
 
@@ -280,8 +284,9 @@ def pareto_plot(frame: pd.DataFrame) -> str | None:
     axis.step(front["seconds"], front["val_score"], where="post", color="black", lw=1, label="Pareto front")
     chosen = done[done["chosen"]]
     if len(chosen):
+        label = "chosen (★)" if chosen.index[0] in front.index else "chosen (★), off the front: see why below"
         axis.scatter(chosen["seconds"], chosen["val_score"], s=180, facecolors="none", edgecolors="#cc0000",
-                     linewidths=1.5, label="chosen")  # fmt: skip
+                     linewidths=1.5, label=label)  # fmt: skip
     axis.set_xscale("log")
     from matplotlib.ticker import FuncFormatter, LogLocator
 
@@ -474,7 +479,8 @@ white-space:nowrap}
 .board tr.chosen td{background:#e8f0fb;font-weight:600}
 .board tr.status-fail td{color:#a40000}.board tr.status-pruned td{color:#555}
 .star{color:#c4a000;margin-right:4px}
-.note{color:var(--muted);font-size:12px}
+.board th{white-space:normal;vertical-align:bottom}
+.note{color:var(--muted);font-size:12px;display:inline-block;min-width:14em;white-space:normal}
 .scroll{overflow-x:auto;max-width:100%}
 .bar{display:inline-block;width:70px;height:8px;background:#e3e7eb;border-radius:4px;vertical-align:middle;
 overflow:hidden}.bar span{display:block;height:100%}
@@ -679,15 +685,20 @@ def _prediction_sections(
     return sections
 
 
-def _search_section(frame: pd.DataFrame, profile: dict, metric: str) -> str:
-    """The search section: distance-by-depth, score-against-cost (``metric``: the run's, e.g.
-    "balanced_accuracy") and history plots."""
+def _search_section(frame: pd.DataFrame, profile: dict, metrics: dict) -> str:
+    """The search section: distance-by-depth (of the profiling backbone, said so), score-against-cost
+    (the run's metric, e.g. "balanced_accuracy") and history plots, then why the chosen trial."""
+    metric = metrics.get("metric") or "accuracy"
+    profiled = str(profile.get("backbone") or "the profiling backbone")
+    chosen = frame.loc[frame["chosen"], "backbone"]
+    other = "" if not len(chosen) or chosen.iloc[0] == profiled else f" (the chosen pipeline uses {chosen.iloc[0]})"
     plots = [
         _plot_figure(
-            "Profile: domain distance by depth",
+            f"Profile: domain distance by depth of {profiled}",
             distance_plot(profile),
-            "How far each depth group's activations on this data are from ImageNet's (higher = more different); "
-            "a distance that grows with depth suggests features from a lower tap and fine-tuning the top.",
+            f"Measured with the profiling backbone, {profiled}{other}: how far each depth group's activations on "
+            "this data are from ImageNet's (higher = more different); a distance that grows with depth suggests "
+            "features from a lower tap and fine-tuning the top.",
             "The run has no profile (profile.json missing or without distances).",
         ),
         _plot_figure(
@@ -704,15 +715,17 @@ def _search_section(frame: pd.DataFrame, profile: dict, metric: str) -> str:
             "No trial finished.",
         ),
     ]
-    return "<h2 id=search>Search</h2><div class=plots>" + "".join(plots) + "</div>"
+    why = explain_choice(frame, pareto_front(frame), metrics)
+    return "<h2 id=search>Search</h2><div class=plots>" + "".join(plots) + "</div>" + why
 
 
 def _leaderboard_section(frame: pd.DataFrame) -> str:
     """The leaderboard section: one table per stage."""
     boards = stage_board(frame, "probe") + stage_board(frame, "finetune")
     return (
-        "<h2 id=leaderboard>Leaderboard</h2><p class=muted>The chosen trial is marked ★. Only the columns that matter "
-        "for each stage are shown; leaderboard.csv in the run directory has every column.</p>" + boards
+        "<h2 id=leaderboard>Leaderboard</h2><p class=muted>The chosen trial is marked ★ "
+        "(<a href=#why>why this one</a>). Only the columns that matter for each stage are shown; "
+        "leaderboard.csv in the run directory has every column.</p>" + boards
     )
 
 
@@ -784,7 +797,7 @@ def render_html(
     card_html = _summary_cards(metrics, summaries, elapsed, budget)
     fact_rows = _fact_rows(metrics, profile, counts, classes, frame)
     sections = _prediction_sections(summaries, predictions, classes, profile, out)
-    sections.append(_search_section(frame, profile, metrics.get("metric") or "accuracy"))
+    sections.append(_search_section(frame, profile, metrics))
     sections.append(_leaderboard_section(frame))
     sections.extend(_data_sections(profile))
     return _assemble_page(sections, card_html, fact_rows, profile, pipeline_spec, out, predictions["test"] is not None)

@@ -74,7 +74,12 @@ def render_profile(console: Console, p: dict) -> None:
         f"({res['min_short_side']:.0f}-{res['max_short_side']:.0f}), aspect median {res['median_aspect']:.2f}",
     )
     summary.add_row("grayscale", f"{p['grayscale_share']:.0%}")
-    summary.add_row("duplicates", f"{p['exact_duplicates']} exact, {p['cross_split_duplicates']} across splits")
+    conflicts = len(p.get("label_conflicts", []))
+    summary.add_row(
+        "duplicates",
+        f"{p['exact_duplicates']} exact, {p['cross_split_duplicates']} across splits"
+        + (f", [bold red]{conflicts} label conflict(s)[/] (same image in two classes)" if conflicts else ""),
+    )
     summary.add_row("skipped files", str(len(p["skipped"])))
     summary.add_row(
         "similarity to ImageNet",

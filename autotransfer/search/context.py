@@ -66,6 +66,7 @@ class RunContext:
                 val_fraction=self.settings.val_fraction,
                 show_progress=False,
                 fingerprint=fingerprint,
+                warn=not self.datasets,  # skipped files and label conflicts: said once, not once per size
             )
         return self.datasets[resolution]
 

@@ -73,6 +73,7 @@ def _trainable(config: dict, context: dict) -> None:
         seed=context["seed"],
         val_fraction=context["val_fraction"],
         show_progress=False,
+        warn=False,  # the driver said it when it loaded the data; each trial would repeat it
     )
     backbone = create_backbone(candidate.backbone, device=context["device"])
     settings = config_for(

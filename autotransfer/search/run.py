@@ -32,6 +32,7 @@ from autotransfer.search.auto_space import SAMPLE, native_side, resolve_auto, se
 from autotransfer.search.combined_probe import probe_best_pair_combined
 from autotransfer.search.context import RunContext
 from autotransfer.search.finetune_stage import FinetunePlan, OptunaBackend, choose_candidates, prior_ranges
+from autotransfer.search.finished import is_finished, load_finished
 from autotransfer.search.objective import decide_objective
 from autotransfer.search.placement import corrected_prior, measured_placement, pixel_baseline
 from autotransfer.search.probe_stage import finetune_first, run_probe_stage
@@ -61,6 +62,7 @@ class SearchResult:
     refit: bool
     seconds: float
     records: list[dict]
+    already_finished: bool = False  # the run directory held a finished run: loaded, not searched (finished.py)
 
 
 def run(data: str | Path, settings: SearchSettings, progress: Progress | None = None) -> SearchResult:
@@ -78,6 +80,11 @@ def run(data: str | Path, settings: SearchSettings, progress: Progress | None = 
     started = False
     try:
         with run_dir.opened():
+            if is_finished(settings.out):
+                saved = load_finished(settings.out, settings.device)
+                return SearchResult(saved.pipeline, saved.leaderboard, saved.profile, settings.out, saved.best,
+                                    bool(saved.pipeline.spec.get("metrics", {}).get("refit_on_train_val")),
+                                    0.0, saved.leaderboard.to_dict("records"), already_finished=True)  # fmt: skip
             studies = _open(context, run_dir)
             started = True
             return _stages(context, studies)
@@ -256,11 +263,12 @@ def check_minimum_budget(context: RunContext) -> None:
         per_image = min(per_image or float("inf"), seconds_per_image(name, sample, device))
         needed = _minimum_seconds(context, n_images, size, per_image, size)
     if needed > settings.time_budget:
+        enough = format_duration(needed * 1.5)  # one number in the message and the fix: the bound plus room for load
         raise AutoTransferError(
             f"The time budget ({format_duration(settings.time_budget)}) is too small for {n_images} "
-            f"images: extracting their features once, one linear probe and saving need at least about "
-            f"{format_duration(needed)} on this machine.",
-            fix=f"use --time-budget {format_duration(needed * 1.5)} or more, or fewer images.",
+            f"images: extracting their features once, one linear probe and saving, with room for load, need at "
+            f"least {enough} on this machine.",
+            fix=f"use --time-budget {enough} or more, or fewer images.",
         )
 
 

@@ -77,8 +77,47 @@ class Studies:
     finetune: optuna.Study
 
 
+DRIVER_EXTRAS = {"postgresql": "pip install 'autotransfer[postgres]' (psycopg 3)"}
+
+
+def check_storage_url(url: str) -> None:
+    """Before any work: a malformed ``--storage`` URL, or one whose database driver is not installed,
+    is one message saying which (SQLAlchemy's ``make_url`` parses it, the dialect imports its driver)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    shown = _hide_password(url)
+    example = "e.g. sqlite:///study.db or postgresql://user:password@host:5432/db"
+    try:
+        parsed = make_url(storage_url(url))
+    except (ArgumentError, ValueError) as error:
+        raise AutoTransferError(
+            f"The --storage URL {shown!r} is malformed: {error}.", fix=f"write it as {example}."
+        ) from error
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError as error:
+        raise AutoTransferError(
+            f"The --storage URL {shown!r} names an unknown database {parsed.drivername!r}.",
+            fix=f"use sqlite or postgresql, {example}.",
+        ) from error
+    try:
+        dialect.import_dbapi()
+    except ImportError as error:
+        backend = parsed.get_backend_name()
+        driver = getattr(error, "name", None) or parsed.get_driver_name()
+        install = DRIVER_EXTRAS.get(backend, f"install the Python package {driver!r}")
+        raise AutoTransferError(
+            f"The database driver for {backend} URLs ({driver}) is not installed, so --storage {shown!r} "
+            "cannot be opened.",
+            fix=f"{install}.",
+        ) from error
+
+
 def open_storage(url: str | None, out: Path) -> optuna.storages.RDBStorage:
     """The run's storage; raises AutoTransferError for a bad URL or an unreachable server."""
+    if url:
+        check_storage_url(url)
     url = storage_url(url or f"sqlite:///{out.resolve() / 'study.db'}")
     kwargs = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if url.startswith("sqlite") else {}
     heartbeat, grace = heartbeat_settings()

@@ -105,6 +105,7 @@ class DatasetProfile:
     seconds: float = 0.0
     reference_similarity: dict[str, float] = field(default_factory=dict)  # each reference on the same scale
     nearest_reference: str | None = None  # the reference whose similarity is closest to the dataset's
+    label_conflicts: list[dict] = field(default_factory=list)  # same bytes in two classes: paths and labels
 
     def to_json(self) -> dict:
         return _finite(asdict(self))
@@ -446,10 +447,13 @@ def _gray_share(dataset: Dataset, seed: int) -> float:
 
 
 def _duplicates(dataset: Dataset) -> tuple[int, int, list[str]]:
+    """(extra copies of images filed under one class, groups crossing splits, leak examples); images in
+    two classes are label conflicts (data/conflicts.py), counted there and not as plain duplicates."""
+    conflicting = {conflict.content_hash for conflict in dataset.conflicts}
     groups: dict[str, list[int]] = defaultdict(list)
     for i, record in enumerate(dataset.records):
         groups[record["content_hash"]].append(i)
-    repeated = [g for g in groups.values() if len(g) > 1]
+    repeated = [g for h, g in groups.items() if len(g) > 1 and h not in conflicting]
     extra_copies = sum(len(g) - 1 for g in repeated)
     crossing = [g for g in repeated if len({dataset.splits[i] for i in g}) > 1]
     examples = [" = ".join(str(dataset.paths[i]) for i in g[:2]) for g in crossing[:3]]
@@ -509,8 +513,15 @@ def _problems(profile: dict, counts: dict[str, int], leak_examples: list[str], s
             f"Classes are imbalanced {profile['class_balance']['imbalance_ratio']:.0f}:1; "
             "class weights or more images of the small classes help."
         )
+    if profile["label_conflicts"]:
+        conflicts = profile["label_conflicts"]
+        problems.append(
+            f"{len(conflicts)} label conflict(s): the same image (same bytes) in more than one class, e.g. "
+            + "; ".join(" = ".join(f"{p} ({c})" for p, c in zip(x["paths"], x["labels"])) for x in conflicts[:3])
+            + ". Keep each image in its one class."
+        )
     if profile["exact_duplicates"]:
-        problems.append(f"{profile['exact_duplicates']} exact duplicate image(s) (same bytes).")
+        problems.append(f"{profile['exact_duplicates']} exact duplicate image(s) (same bytes, same class).")
     if profile["cross_split_duplicates"]:
         problems.append(
             f"{profile['cross_split_duplicates']} duplicate(s) cross train/val/test (leakage), e.g. "
@@ -575,6 +586,7 @@ def _data_fields(dataset: Dataset, per_class: list[int], size_reason: str) -> tu
         },
         "exact_duplicates": duplicates,
         "cross_split_duplicates": crossing,
+        "label_conflicts": [conflict.to_json() for conflict in dataset.conflicts],
     }
     return fields, leak_examples, skipped
 

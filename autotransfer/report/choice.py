@@ -1,0 +1,70 @@
+"""Why the chosen (★) trial: the rule that picked it, where its score was measured, and how it sits
+against the Pareto front the report draws.
+
+The front is drawn over measured seconds, while the choice never looks at wall time (the same seed
+must pick the same pipeline whatever the machine's load, search/records.py): among equal scores it
+takes the cheaper settings (a probe before a fine-tuned network, smaller inputs, the earlier trial),
+and on small data the one-standard-error rule keeps the cheapest trial within one standard error of
+the best (search/selection.py). So the ★ can sit off the front; the report says when and why.
+"""
+
+from __future__ import annotations
+
+import html
+
+import pandas as pd
+
+TIE_RULE = (
+    "equal scores are ranked by the trials' settings (a probe before a fine-tuned network, smaller inputs, the "
+    "earlier trial), never by their measured seconds, so that the same seed picks the same pipeline on a busy "
+    "machine as on a quiet one"
+)
+
+
+def _name(row: pd.Series) -> str:
+    return f"{row['stage'].replace('finetune', 'fine-tuning')} trial {row['trial']} ({row.get('strategy', '?')})"
+
+
+def off_front_reason(frame: pd.DataFrame, front: pd.DataFrame) -> str | None:
+    """None when the chosen trial is on the front (or there is none); else a sentence naming the trials
+    on the front that score at least as well for less time."""
+    chosen = frame[frame["chosen"]]
+    if not len(chosen) or chosen.index[0] in front.index:
+        return None
+    row = chosen.iloc[0]
+    better = front[(front["val_score"] >= row["val_score"]) & (front["seconds"] < row["seconds"])]
+    if not len(better):
+        return None
+    other = better.iloc[0]
+    return (
+        f"The ★ trial is not on the Pareto front: {_name(other)} scored {other['val_score']:.4f} in "
+        f"{other['seconds']:.1f} s, the ★ {row['val_score']:.4f} in {row['seconds']:.1f} s."
+    )
+
+
+def explain_choice(frame: pd.DataFrame, front: pd.DataFrame, metrics: dict) -> str:
+    """The "Why the ★ trial" paragraph of the report (HTML), or "" when no trial was chosen."""
+    chosen = frame[frame["chosen"]]
+    if not len(chosen):
+        return ""
+    row = chosen.iloc[0]
+    metric = str(metrics.get("metric") or "accuracy").replace("_", " ")
+    if metrics.get("val_score_from") == "cross-validation":
+        measured = (
+            "probes on this small dataset are scored by the mean over cross-validation folds of train+val, "
+            "fine-tuned trials on the validation split"
+        )
+    else:
+        measured = "every trial is scored on the validation split"
+    if metrics.get("selection"):
+        rule = f"It was chosen by the {metrics['selection']}."
+    else:
+        rule = f"It has the highest validation {metric}; {TIE_RULE}."
+    parts = [f"<b>{html.escape(_name(row))}</b>, validation {html.escape(metric)} {row['val_score']:.4f}. ",
+             html.escape(rule), f" Scores: {html.escape(measured)}."]  # fmt: skip
+    off = off_front_reason(frame, front)
+    if off:
+        why = TIE_RULE if not metrics.get("selection") else "the rule above compares settings, not measured seconds"
+        parts.append(f" {html.escape(off)} The front is drawn over measured seconds, which vary with the machine's "
+                     f"load, while {html.escape(why)}.")  # fmt: skip
+    return "<h3 id=why>Why the ★ trial</h3><p class=why>" + "".join(parts) + "</p>"
