@@ -491,6 +491,7 @@ def _print_fit_summary(result, budget: float, console: Console | None = None) ->
 def _print_scores(metrics: dict, console: Console | None = None) -> None:
     """The metric and why, the search score (val split or CV mean), the held-out and test figures."""
     from autotransfer.report.terminal import recall_summary
+
     console = out if console is None else console  # the terminal, or fit.log's console
     from autotransfer.transfer.metrics import PROBABILITY_METRICS
 
