@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ from autotransfer.files import replacing, write_text_atomic
 from autotransfer.models.features import extract_features, normalisation, outputs_until, pool, to_input
 from autotransfer.models.zoo import Backbone
 from autotransfer.runtime import autocast, bf16_supported, default_device
+from autotransfer.transfer.augment import apply_to_batch, build_transform
 from autotransfer.transfer.metrics import check_metric, class_weights
 from autotransfer.transfer.metrics import score as score_metric
 from autotransfer.transfer.probes import as_linear, fit_probe
@@ -72,7 +74,9 @@ class FinetuneConfig:
     batch_size: int = 64
     label_smoothing: float = 0.1
     flip: bool = False
-    randaugment: str | None = None  # a timm RandAugment spec, e.g. "rand-m9-mstd0.5"
+    randaugment: str | None = None  # a timm RandAugment spec, e.g. "rand-m9-mstd0.5" (its magnitude is used)
+    crop_scale: float | None = None  # random-resized crops of (crop_scale..1) of the image, back to its size
+    rotate: float = 0.0  # degrees of random rotation (and vertical flips): only without a canonical orientation
     mixup: float = 0.0
     grad_clip: float | None = 1.0
     # "auto": bf16 autocast on GPUs only. On the AVX-512-BF16 CPUs we build on it speeds up ResNet
@@ -106,6 +110,12 @@ class FinetuneConfig:
             raise AutoTransferError(f"keep must be 'best' or 'last', got {self.keep!r}.")
         if self.class_weight not in (None, "balanced"):
             raise AutoTransferError(f"class_weight must be 'balanced' or None, got {self.class_weight!r}.")
+        if self.crop_scale is not None and not 0 < self.crop_scale <= 1 or not 0 <= self.rotate <= 180:
+            raise AutoTransferError(
+                f"Need 0 < crop_scale <= 1 and 0 <= rotate <= 180 (got {self.crop_scale}, {self.rotate})."
+            )
+        if self.randaugment:
+            _randaugment_magnitude(self.randaugment)
         if self.optimizer not in ("adamw", "sgd"):
             raise AutoTransferError(f"Unknown optimizer {self.optimizer!r}.", fix="use adamw or sgd.")
         return self
@@ -299,10 +309,8 @@ class _Batches:
         if self.cached is not None:
             return self.cached[torch.as_tensor(rows)].to(self.device).contiguous(memory_format=torch.channels_last)
         images = self.images[rows]
-        if self.augment is not None:  # timm's PIL transforms, image by image
-            from PIL import Image
-
-            images = np.stack([np.asarray(self.augment(Image.fromarray(image))) for image in images])
+        if self.augment is not None:  # transfer/augment.py: one uint8 CHW tensor at a time
+            images = apply_to_batch(self.augment, images)
         return to_input(images, self.mean, self.std, self.device)
 
 
@@ -310,7 +318,7 @@ class _Batches:
 def seeded_global_rngs(seed: int) -> Iterator[None]:
     """Seed Python's and NumPy's global generators for one training run, then give the caller's back.
 
-    timm's RandAugment and Mixup draw from these globals (not from a generator we can pass), so
+    timm's Mixup draws from these globals (not from a generator we can pass), so
     without this a trial's augmentations depend on whatever ran before it in the process.
     """
     saved_python, saved_numpy = random.getstate(), np.random.get_state()
@@ -323,13 +331,20 @@ def seeded_global_rngs(seed: int) -> Iterator[None]:
         np.random.set_state(saved_numpy)
 
 
-def _randaugment(spec: str, mean: tuple[float, float, float]) -> Callable:
-    from timm.data.auto_augment import rand_augment_transform
+def _randaugment_magnitude(spec: str) -> int:
+    """torchvision's RandAugment magnitude (0-30) for a timm spec's ``m`` (0-10), e.g. "rand-m9-mstd0.5" -> 27."""
+    match = re.match(r"rand(?:-[a-z]+\d*(?:\.\d+)?)*?-m(\d+)", spec)
+    if not spec.startswith("rand") or match is None:
+        raise AutoTransferError(f"Bad RandAugment spec {spec!r}: no magnitude", fix="use e.g. 'rand-m9-mstd0.5'.")
+    return min(30, round(int(match.group(1)) * 3))
 
-    try:
-        return rand_augment_transform(spec, {"img_mean": tuple(int(255 * m) for m in mean)})
-    except (AssertionError, ValueError, KeyError) as error:
-        raise AutoTransferError(f"Bad RandAugment spec {spec!r}: {error}", fix="use e.g. 'rand-m9-mstd0.5'.") from error
+
+def _augmentation(config: FinetuneConfig, size: int) -> Callable | None:
+    """The per-image training transform the config asks for (transfer/augment.py), or None."""
+    magnitude = _randaugment_magnitude(config.randaugment) if config.randaugment else None
+    return build_transform(
+        size=size, flip=config.flip, crop_scale=config.crop_scale, rotate=config.rotate, randaugment_magnitude=magnitude
+    )
 
 
 def _evaluate(
@@ -421,7 +436,10 @@ def _inputs(
         )
     mean, std = normalisation(backbone, device)
     frozen = config.frozen_groups(len(backbone.depth_groups))
-    augmented = config.flip or bool(config.randaugment) or config.mixup > 0
+    # Augmentation changes every image every epoch, so no prefix output can be cached (the epoch estimate
+    # of search/planner.py counts the frozen prefix's forward then).
+    augmented = config.flip or bool(config.randaugment) or config.crop_scale is not None or config.rotate > 0
+    augmented = augmented or config.mixup > 0
     cacheable = config.cache_prefix and frozen > 0 and not config.train_bn_stats and not augmented
     units = prefix_units(backbone, frozen, config.tap) if cacheable else []
     train_images = np.asarray(dataset.images[train_rows])
@@ -433,7 +451,7 @@ def _inputs(
         used_cache = _prefix_matches(model, units, val_images[:4], cached_val[:4], mean, std, device, use_bf16)
         if not used_cache:
             log.info("cached prefix does not reproduce the full forward for %s; training without it", backbone.name)
-    augment = _randaugment(config.randaugment, backbone.preprocess.mean) if config.randaugment else None
+    augment = _augmentation(config, int(train_images.shape[1]))
     train = _Batches(
         None if used_cache else train_images, cached_train if used_cache else None, mean, std, device, augment
     )
@@ -673,9 +691,6 @@ def _train_epoch(
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         inputs, target = batches.get(rows), labels[rows].to(device)
-        if config.flip:
-            flips = torch.as_tensor(rng.random(len(rows)) < 0.5, device=device)
-            inputs = torch.where(flips.view(-1, 1, 1, 1), inputs.flip(3), inputs)
         if mixup is not None and len(rows) % 2 == 0:
             inputs, target = mixup(inputs, target)
         with autocast(device, use_bf16):
