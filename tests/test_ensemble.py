@@ -15,6 +15,7 @@ from autotransfer.deploy.pipeline import Pipeline
 from autotransfer.errors import AutoTransferError
 from autotransfer.models.zoo import create_backbone
 from autotransfer.search.ensemble_selection import greedy_selection, worth_it
+from autotransfer.search.ensemble_stage import candidates
 from autotransfer.transfer.finetune import FinetuneConfig, finetune
 
 
@@ -128,3 +129,14 @@ def test_an_exported_ensemble_is_one_graph_with_the_same_labels(ensemble, tmp_pa
         got.append(torch.softmax(torch.as_tensor(np.asarray(run(pixels))).double(), 1).numpy()[0])
     assert list(np.array(got).argmax(1)) == list(expected.argmax(1))
     np.testing.assert_allclose(np.array(got), expected, atol=5e-4)
+
+
+def test_ensemble_candidates_are_diverse_best_first(tmp_path):
+    def probe(trial, backbone, tap, score):
+        return {"stage": "probe", "trial": trial, "status": "complete", "backbone": backbone, "resolution": 64,
+                "tap": tap, "val_score": score}  # fmt: skip
+
+    rows = [probe(0, "a", "head", 0.9), probe(1, "a", "head", 0.85), probe(2, "b", "head", 0.8),
+            probe(3, "a", "blocks.3", 0.7), probe(4, "c", "head", None)]  # fmt: skip
+    chosen = candidates(rows, rows[0])
+    assert [r["trial"] for r in chosen] == [0, 2, 3]  # the same (backbone, size, tap) once; unscored left out
