@@ -264,9 +264,10 @@ def test_sampler_and_pruner_are_the_users_to_choose(fit_env):
     assert isinstance(estimator.get_params()["sampler"], CountingSampler)  # a scikit-learn parameter like the others
     estimator.fit(fit_env["data"])
     study = optuna.load_study(study_name="finetune", storage=f"sqlite:///{fit_env['out'] / 'study.db'}")
-    assert CountingSampler.calls == len(study.trials) == 3
-    assert all(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
-    assert all(t.user_attrs["epochs_run"] == 1 for t in study.trials)  # pruned after their first epoch
+    searched = [t for t in study.trials if not t.user_attrs.get("seeded_by", "").startswith("leftover")]
+    assert CountingSampler.calls == len(study.trials) and len(searched) == 3  # + the best one, longer (leftover time)
+    assert all(t.state == optuna.trial.TrialState.PRUNED for t in searched)
+    assert all(t.user_attrs["epochs_run"] == 1 for t in searched)  # pruned after their first epoch
 
 
 def _context_timed_in_a_burst(fit_env, budget: float):

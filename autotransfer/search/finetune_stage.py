@@ -280,6 +280,10 @@ class OptunaBackend:
         best = best_record(records(self.plan.studies))
         if best is None or best["stage"] != "finetune" or not best.get("epoch_seconds"):
             return
+        why = f"leftover time (trial {best['trial']})"
+        runs = [t.user_attrs.get("seeded_by") for t in study.get_trials(deepcopy=False)]
+        if str(best.get("seeded_by", "")).startswith("leftover") or why in runs:  # done already (a resumed run)
+            return
         left, budget = context.deadline.left(), context.deadline.seconds
         if not planner.unused_too_much(left, budget, context.reserve(best)):
             return
@@ -292,7 +296,6 @@ class OptunaBackend:
         params = {k: best[k] for k in HYPERPARAMETERS if k in best and best[k] == best[k] and best[k] is not None}
         log.info("leftover time (%s): trial %d's configuration again for %d epochs", format_duration(left),
                  best["trial"], epochs)  # fmt: skip
-        why = f"leftover time (trial {best['trial']})"
         study.enqueue_trial(params, user_attrs={"epochs": epochs, "seeded_by": why})
         self._one_trial(study, best)
 
@@ -389,6 +392,8 @@ class OptunaBackend:
                 f"{format_duration(max(0.0, context.deadline.left() - reserve))} left before the reserve)"
             )
         prunable = "epochs" not in trial.user_attrs  # the leftover run of the best configuration is not pruned
+        # our pruner waits for the epochs that judge a trial; a pruner of the user's own decides alone
+        judged_from = self.judge if context.settings.pruner is None else 1
 
         def report(epoch: int, value: float) -> None:
             if value > progress["best"]:  # as the trainer keeps it: the first epoch with the best score
@@ -399,7 +404,7 @@ class OptunaBackend:
             trial.set_user_attr("epoch_seconds", per_epoch)
             trial.set_user_attr("epochs_run", epoch + 1)
             trial.report(value, epoch + 1)
-            if prunable and epoch + 1 >= self.judge and trial.should_prune():
+            if prunable and epoch + 1 >= judged_from and trial.should_prune():
                 raise TrialPruned(f"pruned after epoch {epoch + 1}")
             if not planner.next_epoch_fits(context.deadline.left(), reserve, per_epoch):
                 raise OutOfTime(f"time budget: stopped after epoch {epoch + 1}")
