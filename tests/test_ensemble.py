@@ -140,3 +140,28 @@ def test_ensemble_candidates_are_diverse_best_first(tmp_path):
             probe(3, "a", "blocks.3", 0.7), probe(4, "c", "head", None)]  # fmt: skip
     chosen = candidates(rows, rows[0])
     assert [r["trial"] for r in chosen] == [0, 2, 3]  # the same (backbone, size, tap) once; unscored left out
+
+
+def test_a_run_saves_the_ensemble_when_selection_says_it_wins(fit_env, monkeypatch):
+    """The wiring from the search to the saved pipeline: with the gain test forced, `fit` saves an
+    ensemble of its best configurations, which reloads and predicts; `--no-ensemble` keeps one."""
+    from autotransfer import AutoTransfer
+    from autotransfer.search import ensemble_stage
+
+    monkeypatch.setattr(ensemble_stage, "worth_it", lambda choice, n_val: True)
+    monkeypatch.setattr(ensemble_stage, "greedy_selection", lambda probabilities, scorer: _halves(probabilities))
+    estimator = AutoTransfer(time_budget="3m", search_space=fit_env["space"], out=fit_env["out"],
+                             profile_backbone="test_efficientnet", verbose=0)  # fmt: skip
+    estimator.fit(fit_env["data"])
+    spec = json.loads((fit_env["out"] / "pipeline" / "pipeline.json").read_text())
+    assert spec["kind"] == "ensemble" and len(spec["members"]) == 2
+    loaded = Pipeline.load(fit_env["out"], device="cpu")
+    assert isinstance(loaded, EnsemblePipeline)
+    assert list(loaded.predict(fit_env["data"])) == list(estimator.predict(fit_env["data"]))
+    assert "test" in spec["metrics"] or "val" in spec["metrics"]
+
+
+def _halves(probabilities):
+    from autotransfer.search.ensemble_selection import EnsembleChoice
+
+    return EnsembleChoice({0: 0.5, 1: 0.5}, score=1.0, single_score=0.5)

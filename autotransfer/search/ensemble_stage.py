@@ -33,10 +33,12 @@ MAX_FINETUNED = 3  # of them, fine-tuned trials at most (the rest: probes, one p
 
 @dataclass
 class Ensemble:
-    """The chosen members (records, best first) and the selection's weights and scores."""
+    """The chosen members (records, best first), the selection's weights and scores, and the members'
+    validation probabilities (trained on train only) the selection used."""
 
     members: list[dict]
     choice: EnsembleChoice
+    val_probabilities: list[np.ndarray]
 
 
 def candidates(rows: list[dict], best: dict, count: int = MAX_CANDIDATES) -> list[dict]:
@@ -69,7 +71,8 @@ def member_pipeline(context: RunContext, record: dict, splits: tuple[str, ...]) 
 def choose_ensemble(context: RunContext, rows: list[dict], best: dict | None) -> Ensemble | None:
     """The ensemble that beats ``best`` alone on validation, or None (turned off, no validation split,
     fewer than two candidates, no gain, or no time: each candidate starts only when its validation
-    forward, timed on the first, fits before the final pipeline's reserve)."""
+    forward and the test forward of every member so far, timed on the slowest, fit before the final
+    pipeline's reserve)."""
     settings = context.settings
     if best is None or not (settings.ensemble and settings.space.ensemble):
         return None
@@ -82,7 +85,7 @@ def choose_ensemble(context: RunContext, rows: list[dict], best: dict | None) ->
     metric = context.objective["metric"]
     probabilities, members, cost = [], [], 0.0
     for record in pool:
-        if context.deadline.left() < context.reserve(best) + 2 * cost * len(pool):
+        if context.deadline.left() < context.reserve(best) + cost * (len(members) + 2):
             log.info("ensemble: no time for more candidates (%s left)", format_duration(context.deadline.left()))
             break
         tic = time.perf_counter()
@@ -101,7 +104,8 @@ def choose_ensemble(context: RunContext, rows: list[dict], best: dict | None) ->
     weights = {j: choice.weights[i] for j, i in enumerate(choice.members)}
     log.info("ensemble: %d members, %.4f on validation against %.4f for the best alone", len(picked), choice.score,
              choice.single_score)  # fmt: skip
-    return Ensemble(picked, EnsembleChoice(weights, choice.score, choice.single_score))
+    picked_probabilities = [probabilities[i] for i in choice.members]
+    return Ensemble(picked, EnsembleChoice(weights, choice.score, choice.single_score), picked_probabilities)
 
 
 def build_ensemble(context: RunContext, ensemble: Ensemble) -> EnsemblePipeline:
@@ -117,14 +121,16 @@ def build_ensemble(context: RunContext, ensemble: Ensemble) -> EnsemblePipeline:
                "val_accuracy": None, "refit_on_train_val": all(r["stage"] == "probe" for r in ensemble.members),
                "selection": f"greedy ensemble selection (Caruana et al. 2004): {ensemble.choice.score:.4f} on "
                             f"validation against {ensemble.choice.single_score:.4f} for the best alone"}  # fmt: skip
-    for split, pipelines in (("val", [member_pipeline(context, r, ("train",)) for r in ensemble.members]),
-                             ("test", members)):  # fmt: skip
+    for split in ("val", "test"):
         if not len(dataset.indices(split)):
             continue
-        probabilities = sum(
-            w * split_probabilities(p, context.dataset(r["resolution"]), split)
-            for w, p, r in zip(weights, pipelines, ensemble.members)
-        )
+        if split == "val":  # the members trained on train only, as the selection saw them
+            probabilities = sum(w * p for w, p in zip(weights, ensemble.val_probabilities))
+        else:
+            probabilities = sum(
+                w * split_probabilities(p, context.dataset(r["resolution"]), split)
+                for w, p, r in zip(weights, members, ensemble.members)
+            )
         write_predictions(context.out / f"predictions-{split}.csv", dataset, split, probabilities)
         labels = dataset.labels[dataset.indices(split)]
         metrics[split] = classification_summary(labels, np.asarray(probabilities).argmax(1), dataset.classes)
