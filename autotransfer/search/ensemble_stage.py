@@ -85,7 +85,8 @@ def choose_ensemble(context: RunContext, rows: list[dict], best: dict | None) ->
     metric = context.objective["metric"]
     probabilities, members, cost = [], [], 0.0
     for record in pool:
-        if context.deadline.left() < context.reserve(best) + cost * (len(members) + 2):
+        expected = max(cost, context.evaluation_seconds(record))  # before any was timed: two held-out forwards
+        if context.deadline.left() < context.reserve(best) + expected * (len(members) + 2):
             log.info("ensemble: no time for more candidates (%s left)", format_duration(context.deadline.left()))
             break
         tic = time.perf_counter()
