@@ -33,6 +33,8 @@ def build_transform(
     *, size: int, flip: bool, crop_scale: float | None, rotate: float, randaugment_magnitude: int | None
 ) -> Transform | None:
     """The training transform for images of ``size`` px, or None when the config asks for no augmentation."""
+    if not (flip or crop_scale is not None or rotate or randaugment_magnitude is not None):
+        return None  # without importing torchvision's transforms (a Ray worker then never loads them)
     from torchvision.transforms import v2
 
     steps: list = []
@@ -44,7 +46,7 @@ def build_transform(
         steps += [v2.RandomVerticalFlip(), v2.RandomRotation(rotate)]
     if randaugment_magnitude is not None:
         steps.append(v2.RandAugment(magnitude=randaugment_magnitude))
-    return v2.Compose(steps) if steps else None
+    return v2.Compose(steps)
 
 
 def canonical_orientation(images: np.ndarray, threshold: float = ORIENTATION_THRESHOLD, blocks: int = 4) -> bool:
