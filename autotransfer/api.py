@@ -75,6 +75,8 @@ class AutoTransfer(BaseEstimator):
         What the search maximises: ``auto`` (balanced accuracy when the training classes are
         imbalanced from 3:1, else accuracy), ``accuracy``, ``balanced_accuracy``, ``f1_macro``,
         ``roc_auc`` (two classes) or ``log_loss``.
+    ensemble : bool, default True
+        Average the best few configurations' probabilities when validation says it beats the best one.
     sampler, pruner : Optuna sampler / pruner, optional
         For the fine-tuning study; default ``TPESampler(seed=seed)`` and ``HyperbandPruner`` over epochs.
     verbose : int, default 1
@@ -111,6 +113,7 @@ class AutoTransfer(BaseEstimator):
         gpus_per_trial: float = DEFAULTS.gpus_per_trial,
         profile_backbone: str = DEFAULTS.profile_backbone,
         metric: str = DEFAULTS.metric,
+        ensemble: bool = DEFAULTS.ensemble,
         sampler: optuna.samplers.BaseSampler | None = None,
         pruner: optuna.pruners.BasePruner | None = None,
         verbose: int = 1,
@@ -128,6 +131,7 @@ class AutoTransfer(BaseEstimator):
         self.gpus_per_trial = gpus_per_trial
         self.profile_backbone = profile_backbone
         self.metric = metric
+        self.ensemble = ensemble
         self.sampler = sampler
         self.pruner = pruner
         self.verbose = verbose

@@ -335,6 +335,11 @@ def fit(
         help="auto | accuracy | balanced_accuracy | f1_macro | roc_auc | log_loss (auto: balanced accuracy "
         "when the classes are imbalanced from 3:1)",
     ),
+    ensemble: bool = typer.Option(
+        DEFAULTS["ensemble"],
+        "--ensemble/--no-ensemble",
+        help="average the best few configurations when validation says it beats the best one alone",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no live progress, only the summary"),
 ) -> None:
     """Find the best way to transfer an ImageNet network to DATA, within the time budget."""
@@ -369,6 +374,7 @@ def fit(
         gpus_per_trial=gpus_per_trial,
         profile_backbone=profile_backbone,
         metric=metric,
+        ensemble=ensemble,
     )
     settings = resolve_settings(options, start=start)
     _check_space_backbones(search_space, settings.space.backbones)

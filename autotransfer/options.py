@@ -31,6 +31,8 @@ class RunOptions:
     metric : what the search maximises: ``auto`` (balanced accuracy when the training classes are
         imbalanced from 3:1, else accuracy), ``accuracy``, ``balanced_accuracy``, ``f1_macro``,
         ``roc_auc`` (two classes) or ``log_loss`` (AutoGluon's names).
+    ensemble : average the best few configurations' probabilities when validation says it beats the best
+        one alone (the space's ``ensemble`` key can turn it off too); ``False``: always one configuration.
     """
 
     time_budget: str | float = "10m"
@@ -46,6 +48,7 @@ class RunOptions:
     gpus_per_trial: float = 0.0
     profile_backbone: str = DEFAULT_PROFILE_BACKBONE
     metric: str = "auto"
+    ensemble: bool = True
 
 
 DEFAULTS = RunOptions()

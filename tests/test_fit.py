@@ -43,7 +43,10 @@ def test_fit_returns_a_pipeline_and_a_complete_run_directory(fit_env):
     assert set(board["stage"]) == {"probe", "finetune"}
     assert board["chosen"].sum() == 1 and len(board) == len(estimator.leaderboard_)
     assert {"linear_probe", "mid_layer_probe"} <= set(board["strategy"])
-    assert (board[board["stage"] == "finetune"].shape[0]) == 3
+    finetuned = board[board["stage"] == "finetune"]
+    leftover = finetuned["epochs_why"].fillna("").str.startswith("leftover")
+    assert (~leftover).sum() == 3  # max_trials; then most of the budget was left: the best configuration, longer
+    assert leftover.sum() == 1 and finetuned.loc[leftover, "epochs_planned"].item() > 2
     assert estimator.profile_["quadrant"] and estimator.run_dir_ == out
     assert estimator.classes_.tolist() == ["a", "b", "c"] and estimator.best_["val_accuracy"] is not None
     assert estimator.predict(fit_env["data"]).shape == (36,) and estimator.predict_proba(fit_env["data"]).shape == (
@@ -58,11 +61,13 @@ def test_fit_returns_a_pipeline_and_a_complete_run_directory(fit_env):
     assert estimator.get_params()["time_budget"] == "3m"  # the sklearn parameter contract
 
 
-def test_the_profile_prior_seeds_the_first_fine_tuning_trials(fit_env):
+def test_the_recipe_then_the_profile_prior_seed_the_first_fine_tuning_trials(fit_env):
     _fit(fit_env).fit(fit_env["data"])
     study = optuna.load_study(study_name="finetune", storage=f"sqlite:///{fit_env['out'] / 'study.db'}")
     first = study.trials[0]
-    assert first.user_attrs.get("seeded_by") == "profile prior"
+    assert first.user_attrs.get("seeded_by", "").startswith("recipe")
+    assert first.params["strategy"] == "lp_ft" and first.params["augmentation"] == "crop"  # augmentation on
+    assert study.trials[1].user_attrs.get("seeded_by") == "profile prior"
     assert study.user_attrs["candidates"] and first.params["candidate"] == study.user_attrs["candidates"][0]
 
 
@@ -259,9 +264,10 @@ def test_sampler_and_pruner_are_the_users_to_choose(fit_env):
     assert isinstance(estimator.get_params()["sampler"], CountingSampler)  # a scikit-learn parameter like the others
     estimator.fit(fit_env["data"])
     study = optuna.load_study(study_name="finetune", storage=f"sqlite:///{fit_env['out'] / 'study.db'}")
-    assert CountingSampler.calls == len(study.trials) == 3
-    assert all(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
-    assert all(t.user_attrs["epochs_run"] == 1 for t in study.trials)  # pruned after their first epoch
+    searched = [t for t in study.trials if not t.user_attrs.get("seeded_by", "").startswith("leftover")]
+    assert CountingSampler.calls == len(study.trials) and len(searched) == 3  # + the best one, longer (leftover time)
+    assert all(t.state == optuna.trial.TrialState.PRUNED for t in searched)
+    assert all(t.user_attrs["epochs_run"] == 1 for t in searched)  # pruned after their first epoch
 
 
 def _context_timed_in_a_burst(fit_env, budget: float):

@@ -139,3 +139,45 @@ def test_a_stopped_trial_scores_its_best_epoch_and_never_shows_another_metric_as
     rows = trial_records("finetune", study)
     assert [r["val_score"] for r in rows] == [0.5415, 0.5415]
     assert rows[0]["val_accuracy"] == 0.5536 and rows[1]["val_accuracy"] is None  # not the F1 score
+
+
+def test_a_trial_too_short_to_be_judged_is_not_started():
+    """1,600 training images in batches of 32 are 50 updates an epoch: two epochs (100 updates) judge a
+    trial; 400 images need 8, capped by the epochs a trial may have."""
+    assert planner.epochs_to_judge(min_epochs=1, n_train=1600, batch_size=32, max_epochs=8) == 2
+    assert planner.epochs_to_judge(min_epochs=1, n_train=400, batch_size=32, max_epochs=20) == 8
+    assert planner.epochs_to_judge(min_epochs=1, n_train=400, batch_size=32, max_epochs=6) == 6
+    assert planner.epochs_to_judge(min_epochs=3, n_train=100_000, batch_size=32, max_epochs=8) == 3
+    judge, epoch, reserve = 2, 30.0, 20.0
+    assert not planner.finetune_trial_fits(reserve + 1.5 * epoch, reserve, judge, epoch)  # one epoch would fit
+    assert planner.finetune_trial_fits(reserve + 2 * epoch, reserve, judge, epoch)
+
+
+def test_the_search_grows_with_the_budget():
+    """A longer budget: more epochs per trial, more trials, more backbones, larger sizes on a CPU."""
+    shapes = [
+        planner.scaled_plan(b, epochs=8, max_trials=40, max_backbones=3, cuda=False) for b in (180, 600, 1800, 7200)
+    ]
+    assert [s.epochs for s in shapes] == [8, 8, 14, 28]
+    assert [s.max_trials for s in shapes] == [40, 40, 120, 480]
+    assert [s.max_backbones for s in shapes] == [3, 3, 4, 6]
+    assert [s.max_resolution for s in shapes] == [224, 224, 288, 448]
+    assert (
+        planner.scaled_plan(10 * 3600, epochs=8, max_trials=40, max_backbones=3, cuda=False).epochs
+        == planner.MAX_EPOCHS
+    )
+    fixed = planner.scaled_plan(7200, epochs=8, max_trials=40, max_backbones=3, cuda=False, grow=False)
+    assert (fixed.epochs, fixed.max_trials, fixed.max_backbones, fixed.max_resolution) == (8, 40, 3, 224)
+
+
+def test_a_trial_gets_a_third_of_the_time_left_but_never_fewer_epochs_than_judge_it():
+    assert planner.trial_epochs(max_epochs=20, judge=2, left=910.0, reserve_seconds=10.0, epoch_seconds=10.0) == 20
+    assert planner.trial_epochs(max_epochs=20, judge=2, left=310.0, reserve_seconds=10.0, epoch_seconds=10.0) == 10
+    assert planner.trial_epochs(max_epochs=20, judge=2, left=40.0, reserve_seconds=10.0, epoch_seconds=10.0) == 2
+
+
+def test_leftover_time_goes_to_more_epochs_when_over_a_tenth_of_the_budget_would_be_unused():
+    assert planner.unused_too_much(left=100.0, budget=600.0, reserve_seconds=20.0)  # 80 s > 60 s
+    assert not planner.unused_too_much(left=70.0, budget=600.0, reserve_seconds=20.0)
+    assert planner.leftover_epochs(left=105.0, reserve_seconds=12.0, epoch_seconds=10.0) == 8  # 93 s, 11 s each
+    assert planner.leftover_epochs(left=10.0, reserve_seconds=12.0, epoch_seconds=10.0) == 0

@@ -1,4 +1,5 @@
-"""Export a pipeline to ONNX or TorchScript, preprocessing included.
+"""Export a pipeline (or an ensemble of them, deploy/ensemble.py: one graph) to ONNX or TorchScript,
+preprocessing included.
 
 The exported graph takes uint8 images (N x 3 x H x W, any batch and any size), resizes them as in
 training (deploy/graph_resize.py: the centred square of a pipeline trained on centre crops, as
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from autotransfer.deploy.ensemble import EnsembleNet, EnsemblePipeline
 from autotransfer.deploy.pipeline import Pipeline
 from autotransfer.errors import AutoTransferError
 from autotransfer.files import replacing
@@ -57,15 +59,22 @@ def export(pipeline: Pipeline, fmt: str, out: str | os.PathLike) -> Path:
         raise AutoTransferError(f"Unknown export format {fmt!r}.", fix=f"use one of {', '.join(FORMATS)}.")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    pipeline = Pipeline(pipeline.backbone, pipeline.model.to("cpu"), pipeline.spec)
-    net = pipeline.network(with_resize=True)
-    in_graph = f"{net.resize.describe()}, normalised"
+    if isinstance(pipeline, EnsemblePipeline):  # one graph: every member, its own resize, probabilities averaged
+        pipeline = pipeline.to_cpu()
+        net = pipeline.network()
+        resizes = [m.resize for m in net.nets]
+        in_graph = "each member: " + "; ".join(r.describe() for r in resizes) + ", normalised; probabilities averaged"
+    else:
+        pipeline = Pipeline(pipeline.backbone, pipeline.model.to("cpu"), pipeline.spec)
+        net = pipeline.network(with_resize=True)
+        in_graph = f"{net.resize.describe()}, normalised"
     example = _example(pipeline)
     with replacing(out) as partial, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic are expected here
         if fmt == "torchscript":
             # tracing would freeze the resize's size arithmetic at the example's size: that step is scripted
-            net.resize = torch.jit.script(net.resize)
+            for member in net.nets if isinstance(net, EnsembleNet) else [net]:
+                member.resize = torch.jit.script(member.resize)
             with torch.no_grad():
                 traced = torch.jit.trace(net, example)
             traced.save(str(partial))
@@ -80,7 +89,9 @@ def export(pipeline: Pipeline, fmt: str, out: str | os.PathLike) -> Path:
             "with alpha) composited on white first, as predict does (a plain convert('RGB') drops the alpha "
             "and keeps whatever colour lies under it, often black)"
         ),
-        "output": "logits, N x classes",
+        "output": "log of the members' averaged probabilities, N x classes (softmax gives the average)"
+        if isinstance(pipeline, EnsemblePipeline)
+        else "logits, N x classes",
         "classes": pipeline.spec["classes"],
         "preprocess": pipeline.spec["preprocess"],
         "pipeline_hash": pipeline.spec.get("content_hash"),

@@ -206,6 +206,10 @@ class Pipeline:
                 where=str(folder),
                 fix="upgrade autotransfer.",
             )
+        if spec.get("kind") == "ensemble":  # several pipelines averaged (deploy/ensemble.py)
+            from autotransfer.deploy.ensemble import EnsemblePipeline
+
+            return EnsemblePipeline.load_folder(folder, spec, device)
         tensors = folder / TENSORS_FILE
         if not tensors.is_file():
             raise AutoTransferError(f"{TENSORS_FILE} is missing.", where=str(folder))

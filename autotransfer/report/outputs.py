@@ -48,6 +48,8 @@ COLUMNS = [
     "label_smoothing",
     "augmentation",
     "epochs_run",
+    "epochs_planned",
+    "epochs_why",  # search/finetune_stage.py: how many epochs the trial got and why
     "class_weight",
     "metric",
     "val_score",

@@ -39,7 +39,7 @@ LADDER = (64, 96, 128, 160, 192, 224, 288, 384, 448)  # multiples of 32 up to 22
 CPU_MAX, GPU_MAX = 224, 448  # px: what the device affords (shared/DESIGN.md: plan CPU runs at 64-128 px)
 LADDER_FLOOR, LADDER_FLOOR_GPU = 128, 224  # px: the ladder reaches at least this far, whatever the images' size
 EXTRACT_SHARE = 0.35  # of the budget, for extracting every (backbone, resolution) of the cheap stage
-MAX_BACKBONES = 3
+MAX_BACKBONES = 3  # at the reference budget; planner.scaled_plan adds one per doubling of the budget
 SHORT_BUDGET = 60.0  # seconds: below it, `auto` takes the profiler's backbone without timing others (~2 s each)
 SAMPLE = 16  # images timed per backbone
 TIMING_ROUNDS = 3  # turns of timing every backbone; each keeps its fastest
@@ -78,11 +78,12 @@ def native_side(data: str | Path, sample: int = 200, seed: int = 0) -> int:
     return int(np.median(sides)) if sides else 224
 
 
-def resolution_ladder(native: int, cuda: bool) -> tuple[int, ...]:
+def resolution_ladder(native: int, cuda: bool, top: int | None = None) -> tuple[int, ...]:
     """The sizes worth trying for images of shorter side ``native``: the ladder up to the first rung at
     or above ``native``, and at least to ``LADDER_FLOOR`` (small images may gain from upsampling:
-    pretrained filters expect ImageNet-sized objects; the probes measure whether they do)."""
-    top = GPU_MAX if cuda else CPU_MAX
+    pretrained filters expect ImageNet-sized objects; the probes measure whether they do). ``top``: the
+    largest size the budget affords (search/planner.py's ``scaled_plan``; default the device's)."""
+    top = top or (GPU_MAX if cuda else CPU_MAX)
     above = [s for s in LADDER if s >= native]
     cap = min(top, max(above[0] if above else top, LADDER_FLOOR_GPU if cuda else LADDER_FLOOR))
     return tuple(s for s in LADDER if s <= cap)
@@ -184,12 +185,17 @@ def resolve_auto(
     n_images: int,
     budget: float,
     device: torch.device,
+    *,
+    max_backbones: int = MAX_BACKBONES,
+    max_resolution: int | None = None,
 ) -> AutoChoice:
     """Fill in ``auto`` (an empty tuple) backbones and/or resolutions; keep what the space pins.
 
     ``sample``: a few decoded images at ``profile_resolution([native])`` (transfer/profile.py, the one
     rule `profile` and `fit` share); ``native``: the images' median
-    shorter side. Raises AutoTransferError when no backbone with weights can run here.
+    shorter side. ``max_backbones`` and ``max_resolution`` grow with the budget (planner.scaled_plan): at
+    long budgets the slower, stronger backbones are not dropped and the sizes reach the images' native one.
+    Raises AutoTransferError when no backbone with weights can run here.
     """
     cuda = device.type == "cuda"
     names = list(backbones) or available_backbones(cuda)
@@ -210,7 +216,7 @@ def resolve_auto(
     first = profile_resolution([native], device=device)
     fastest = min(measured, key=measured.get)
     sizes = resolutions or choose_resolutions(
-        resolution_ladder(native, cuda), first, measured[fastest], n_images, budget
+        resolution_ladder(native, cuda, max_resolution), first, measured[fastest], n_images, budget
     )
     why_sizes = resolutions_reason(tuple(sizes), first, native, pinned=bool(resolutions))
     if backbones:
@@ -220,9 +226,9 @@ def resolve_auto(
     spent = 0.0
     for name in sorted(measured, key=measured.get):
         cost = measured[name] * scale
-        if chosen and len(chosen) == MAX_BACKBONES:
-            skipped[name] = (f"{MAX_BACKBONES} backbones that timed faster on this machine now are candidates "
-                             f"already (at most {MAX_BACKBONES})")  # fmt: skip
+        if chosen and len(chosen) == max_backbones:
+            skipped[name] = (f"{max_backbones} backbones that timed faster on this machine now are candidates "
+                             f"already (at most {max_backbones} at this budget)")  # fmt: skip
             continue
         if chosen and spent + cost > EXTRACT_SHARE * budget:
             skipped[name] = (

@@ -22,7 +22,9 @@ from autotransfer.cpu_threads import use_free_cpus
 from autotransfer.files import is_disk_full
 from autotransfer.models.zoo import COMBINED_TAP, create_backbone
 from autotransfer.report.progress import TRIAL_LINE
+from autotransfer.runtime import default_device
 from autotransfer.search import planner
+from autotransfer.search.auto_space import MAX_BACKBONES
 from autotransfer.search.candidates import Candidate
 from autotransfer.search.context import RunContext
 from autotransfer.search.records import best_record, records, trial_records
@@ -34,7 +36,7 @@ from autotransfer.search.storage import (
     unfinished_trials,
     worker_name,
 )
-from autotransfer.search.trials import config_for, describe, suggest
+from autotransfer.search.trials import HYPERPARAMETERS, config_for, describe, frozen_groups, suggest
 from autotransfer.transfer.finetune import TrialPruned, finetune
 from autotransfer.transfer.strategies import FINETUNE_STRATEGIES, STRATEGIES
 
@@ -93,8 +95,59 @@ def prior_ranges(space: SearchSpace, prior: dict) -> dict[str, Range]:
     return ranges
 
 
+RECIPE_HEAD_LR = 1e-3  # fastai's fine_tune: base_lr 2e-3, halved for the unfrozen epochs; timm's AdamW fine-tunes
+RECIPE_BACKBONE_RATIO = 0.1  # the top pretrained group at a tenth of the head's LR (a small pretrained-layer LR)
+RECIPE_LOWEST_RATIO = 0.01  # the lowest trained group at a hundredth: fastai's slice(lr / 100, lr)
+RECIPE_WEIGHT_DECAY = 0.05  # timm's AdamW recipes
+RECIPE_AUGMENTATION = "crop"  # flips + random-resized crops (+ rotations without a canonical orientation)
+
+
+def recipe_params(
+    first: Candidate, space: SearchSpace, ranges: dict[str, Range], n_groups: int, imbalanced: bool
+) -> dict:
+    """The first fine-tuning trial: a known-good recipe of the field, adapted to the data.
+
+    - LP-FT (Kumar et al., ICLR 2022, "Fine-Tuning can Distort Pretrained Features and Underperform
+      Out-of-Distribution"): the head starts from the linear probe, then the network is fine-tuned from it;
+      only the lowest depth groups the space allows (``freeze_fraction``'s low end) stay frozen;
+    - discriminative learning rates (fastai's ``fine_tune``: ``slice(base_lr / 100, base_lr)``): the head at
+      ``RECIPE_HEAD_LR``, the top pretrained group at a tenth of it, geometrically down to a hundredth;
+    - AdamW with weight decay 0.05, label smoothing 0.1, one epoch of warm-up and a cosine schedule
+      (timm's train recipes; ``config_for``);
+    - augmentation on: flips and random-resized crops (timm's and fastai's default train transforms),
+      rotations where the images have no canonical orientation (the run's objective, objective.py);
+    - balanced class weights (weighted cross-entropy) when the classes are imbalanced.
+    Each value is clipped into the space's ranges; values the space does not offer fall back to its first.
+    """
+
+    def clip(key: str, value: float) -> float:
+        return float(min(max(value, ranges[key].low), ranges[key].high))
+
+    strategy = "lp_ft" if "lp_ft" in space.finetune_strategies else space.finetune_strategies[0]
+    params = {
+        "candidate": first.key,
+        "strategy": strategy,
+        "head_lr": clip("head_lr", RECIPE_HEAD_LR),
+        "weight_decay": clip("weight_decay", RECIPE_WEIGHT_DECAY),
+        "label_smoothing": 0.1 if 0.1 in space.label_smoothing else space.label_smoothing[-1],
+        "augmentation": RECIPE_AUGMENTATION if RECIPE_AUGMENTATION in space.augmentation else space.augmentation[-1],
+    }
+    if STRATEGIES[strategy].freezes == "lower":
+        params["freeze_fraction"] = clip("freeze_fraction", ranges["freeze_fraction"].low)
+    if STRATEGIES[strategy].tunes_backbone_lr:
+        trained = max(1, n_groups - frozen_groups(params, n_groups))
+        decay = (RECIPE_LOWEST_RATIO / RECIPE_BACKBONE_RATIO) ** (1 / max(trained - 1, 1))
+        params["backbone_lr_ratio"] = clip("backbone_lr_ratio", RECIPE_BACKBONE_RATIO)
+        params["layer_decay"] = clip("layer_decay", decay)
+    if imbalanced:
+        params["class_weight"] = "balanced"
+    return params
+
+
 def seed_trials(study: optuna.Study, space: SearchSpace, plan: FinetunePlan) -> None:
-    """The quadrant's recommended fine-tuning strategies on the best candidate come first.
+    """The recipe first (``recipe_params``), then the quadrant's recommended fine-tuning strategies on the
+    best candidate, with the prior's freeze depth and LRs and the recipe's augmentation: the search explores
+    around them.
 
     Only into an empty study: a resumed run, or a worker that joins one sharing the storage, would
     otherwise queue seeds again (for candidates it may have ranked on fewer probes) that nobody runs.
@@ -102,15 +155,17 @@ def seed_trials(study: optuna.Study, space: SearchSpace, plan: FinetunePlan) -> 
     if study.trials:
         return
     prior, ranges, first = plan.prior, plan.ranges, plan.candidates[0]
-    wanted = [s for s in prior.get("strategies", []) if s in FINETUNE_STRATEGIES]
-    wanted.insert(1, "lp_ft")  # the probe's head as the start: the safest fine-tuning on small data
-    wanted += [s for s in space.finetune_strategies if s not in wanted]
     n_groups = len(create_backbone(first.backbone, device="meta", pretrained=False).depth_groups)
+    imbalanced = len(plan.objective["class_weights"]) > 1
+    recipe = recipe_params(first, space, ranges, n_groups, imbalanced)
+    study.enqueue_trial(recipe, user_attrs={"seeded_by": "recipe (LP-FT, augmentation, discriminative LRs)"})
+    wanted = [s for s in prior.get("strategies", []) if s in FINETUNE_STRATEGIES]
+    wanted += [s for s in space.finetune_strategies if s not in wanted]
 
     def clip(key: str, value: float) -> float:
         return float(min(max(value, ranges[key].low), ranges[key].high))
 
-    for name in [s for s in wanted if s in space.finetune_strategies][:3]:
+    for name in [s for s in wanted if s in space.finetune_strategies][:2]:
         strategy = STRATEGIES[name]
         params = {
             "candidate": first.key,
@@ -118,7 +173,7 @@ def seed_trials(study: optuna.Study, space: SearchSpace, plan: FinetunePlan) -> 
             "head_lr": clip("head_lr", float(np.sqrt(np.prod(prior.get("head_lr", [1e-3, 1e-2]))))),
             "weight_decay": clip("weight_decay", 0.05),
             "label_smoothing": space.label_smoothing[-1],
-            "augmentation": "none" if "none" in space.augmentation else space.augmentation[0],
+            "augmentation": recipe["augmentation"],
         }
         if strategy.freezes == "lower":
             partial = [g for g in prior.get("freeze_groups", []) if 0 < g < n_groups]
@@ -127,7 +182,7 @@ def seed_trials(study: optuna.Study, space: SearchSpace, plan: FinetunePlan) -> 
             ratio = float(np.sqrt(np.prod(prior.get("backbone_lr_ratio", [0.01, 0.1]))))
             params["backbone_lr_ratio"] = clip("backbone_lr_ratio", ratio)
             params["layer_decay"] = clip("layer_decay", float(np.mean(prior.get("layer_decay", [0.8, 0.9]))))
-        if len(plan.objective["class_weights"]) > 1:  # imbalanced: the seeds weight the classes
+        if imbalanced:  # the seeds weight the classes
             params["class_weight"] = "balanced"
         study.enqueue_trial(params, user_attrs={"seeded_by": "profile prior"}, skip_if_exists=True)
 
@@ -145,11 +200,19 @@ def epoch_estimate(context: RunContext, params: dict, measured: dict[tuple[str, 
     candidate = Candidate.parse(params["candidate"])
     dataset = context.dataset(candidate.resolution)
     extract = context.extract_seconds.get(candidate.pair, 0.02 * len(dataset))
-    augmented = params.get("augmentation", "none") == "randaugment"
+    augmented = params.get("augmentation", "none") != "none"  # no cached frozen prefix then (finetune.py)
     n_train = len(dataset.indices("train"))
     estimate = planner.estimate_epoch_seconds(extract, len(dataset), n_train, params.get("freeze_fraction", 0.0),
                                               augmented)  # fmt: skip
     return max([estimate, *(seconds for (other, _), seconds in measured.items() if other == params["candidate"])])
+
+
+def search_shape(context: RunContext) -> planner.SearchShape:
+    """How far this run's search grows with its budget (planner.scaled_plan), on this run's device."""
+    space = context.settings.space
+    cuda = (context.device or default_device()).type == "cuda"
+    return planner.scaled_plan(context.deadline.seconds, epochs=space.epochs, max_trials=space.max_trials,
+                               max_backbones=MAX_BACKBONES, cuda=cuda, grow=space.grow_with_budget)  # fmt: skip
 
 
 class OptunaBackend:
@@ -160,39 +223,81 @@ class OptunaBackend:
         self.measured: dict[tuple[str, str], float] = {}
         self.first_epoch_too_long = False
         study, space = plan.studies.finetune, context.settings.space
+        self.shape = search_shape(context)
+        n_train = len(context.dataset(plan.candidates[0].resolution).indices("train"))
+        self.judge = planner.epochs_to_judge(space.min_epochs, n_train, space.batch_size, self.shape.epochs)
+        if context.settings.pruner is None:  # successive halving over epochs, from the epochs that judge a trial
+            study.pruner = optuna.pruners.HyperbandPruner(
+                min_resource=self.judge, max_resource=self.shape.epochs, reduction_factor=space.reduction_factor
+            )
+        log.info("fine-tuning: trials judged after %d epoch(s) (%d optimizer updates or the pruner's first rung); %s",
+                 self.judge, planner.JUDGE_UPDATES, self.shape.why or "search shape fixed")  # fmt: skip
         seed_trials(study, space, plan)
         for t in study.get_trials(deepcopy=False):
             if "epoch_seconds" in t.user_attrs:
                 self.measured[t.params.get("candidate", ""), t.params.get("strategy", "")] = t.user_attrs[
                     "epoch_seconds"
                 ]
-        context.progress.stage("fine-tuning", total=space.max_trials)
+        context.progress.stage("fine-tuning", total=self.shape.max_trials)
+        self._search(study)
+        self._use_leftover(study)
+
+    def _search(self, study: optuna.Study) -> None:
+        context, max_trials = self.context, self.shape.max_trials
         while True:
             done, running, waiting = unfinished_trials(study)
-            if done >= space.max_trials:
-                log.info("fine-tuning: max_trials (%d) reached", space.max_trials)
+            if done >= max_trials:
+                log.info("fine-tuning: max_trials (%d) reached", max_trials)
                 return
-            if done + running >= space.max_trials and not waiting:
+            if done + running >= max_trials and not waiting:
                 # Workers sharing the study run the last trials. Wait for them: a dead worker's trial
                 # is failed after the grace period (heartbeats) and queued again, and this worker runs it.
                 if not wait_for_others(study, context):
                     return
                 continue
-            best = best_record(records(plan.studies))
+            best = best_record(records(self.plan.studies))
             estimates = (epoch_estimate(context, {"candidate": c.key, "strategy": "finetune_all"}, self.measured)
-                         for c in plan.candidates)  # fmt: skip
+                         for c in self.plan.candidates)  # fmt: skip
             need_epoch = max(estimates, default=0.0)
             reserve = context.reserve(best)
-            if not planner.finetune_trial_fits(context.deadline.left(), reserve, space.min_epochs, need_epoch):
+            if not planner.finetune_trial_fits(context.deadline.left(), reserve, self.judge, need_epoch):
                 log.info(
-                    "time budget: no room for another fine-tuning trial (%s left, %s needed)",
+                    "time budget: no room for another fine-tuning trial (%s left, %s needed to judge one)",
                     format_duration(context.deadline.left()),
-                    format_duration(reserve + space.min_epochs * need_epoch),
+                    format_duration(reserve + self.judge * need_epoch),
                 )
                 return
             self._one_trial(study, best)
             if self.first_epoch_too_long:  # the sampled trial's first epoch did not fit: nor would the next's
                 return
+
+    def _use_leftover(self, study: optuna.Study) -> None:
+        """The search ended with more than ``planner.UNUSED_SHARE`` of the budget left: train the best
+        fine-tuned configuration again for as many epochs as fit together with their refit on train+val
+        (it replaces the best when it scores higher). A probe as the best leaves the time to the probes
+        run after fine-tuning and to the ensemble (search/run.py)."""
+        context = self.context
+        best = best_record(records(self.plan.studies))
+        if best is None or best["stage"] != "finetune" or not best.get("epoch_seconds"):
+            return
+        why = f"leftover time (trial {best['trial']})"
+        runs = [t.user_attrs.get("seeded_by") for t in study.get_trials(deepcopy=False)]
+        if str(best.get("seeded_by", "")).startswith("leftover") or why in runs:  # done already (a resumed run)
+            return
+        left, budget = context.deadline.left(), context.deadline.seconds
+        if not planner.unused_too_much(left, budget, context.reserve(best)):
+            return
+        n_train, n_val = context.split_sizes(best["resolution"])
+        per_epoch = best["epoch_seconds"] * (1 + (n_train + n_val) / max(n_train, 1))  # trained, then refit
+        epochs = min(planner.MAX_EPOCHS, planner.leftover_epochs(left, context.reserve(None), per_epoch))
+        if epochs <= int(best.get("epochs_run") or 0):
+            log.info("leftover time (%s) buys no more epochs than trial %d had", format_duration(left), best["trial"])
+            return
+        params = {k: best[k] for k in HYPERPARAMETERS if k in best and best[k] == best[k] and best[k] is not None}
+        log.info("leftover time (%s): trial %d's configuration again for %d epochs", format_duration(left),
+                 best["trial"], epochs)  # fmt: skip
+        study.enqueue_trial(params, user_attrs={"epochs": epochs, "seeded_by": why})
+        self._one_trial(study, best)
 
     def _one_trial(self, study: optuna.Study, best: dict | None) -> None:
         asked: dict = {}
@@ -237,25 +342,31 @@ class OptunaBackend:
             raise
         trial.set_user_attr("seconds", time.perf_counter() - tic)
         log.info(
-            "trial %d (%s): val %.4f, %s left",
+            "trial %d (%s): val %.4f after %s of %s epochs (%s), %s left",
             trial.number,
             describe(params),
             value,
+            trial.user_attrs.get("epochs_run"),
+            trial.user_attrs.get("epochs_planned"),
+            trial.user_attrs.get("epochs_why"),
             format_duration(self.context.deadline.left()),
             extra=TRIAL_LINE,
         )
         return value
 
     def _train(self, trial: optuna.Trial, params: dict, best: dict | None) -> float:
-        """Train one configuration; report each epoch to the pruner and to the budget."""
+        """Train one configuration for the epochs it gets (said in ``epochs_why``); report each epoch to
+        the pruner (from the epochs it needs to be judged on) and to the budget."""
         context = self.context
         candidate = Candidate.parse(params["candidate"])
         dataset = context.dataset(candidate.resolution)
         backbone = context.backbone(candidate.backbone)
         metric = self.plan.objective["metric"]
-        config = config_for(
-            params, context.settings.space, len(backbone.depth_groups), context.settings.seed, None, metric
-        )
+        reserve = context.reserve(best)
+        first_epoch = epoch_estimate(context, params, self.measured)  # this trial's strategy and augmentation
+        epochs, why = self._epochs(trial, context.deadline.left(), reserve, first_epoch)
+        config = config_for(params, context.settings.space, len(backbone.depth_groups), context.settings.seed, epochs,
+                            metric, rotate=float(self.plan.objective.get("rotate", 0.0)))  # fmt: skip
         attrs = {
             "backbone": candidate.backbone,
             "resolution": candidate.resolution,
@@ -266,20 +377,23 @@ class OptunaBackend:
             "n_groups": len(backbone.depth_groups),
             "metric": metric,
             "worker": worker_name(),  # host:pid, so a shared study shows who ran what
+            "epochs_planned": epochs,
+            "epochs_why": why,
         }
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         folder = context.out / "trials" / f"{trial.number:04d}"
         trial.set_user_attr("checkpoint_dir", str(folder))
         progress = {"best": -float("inf"), "tic": time.perf_counter()}
-        reserve = context.reserve(best)
-        first_epoch = epoch_estimate(context, params, self.measured)  # this trial's strategy and augmentation
         if not planner.next_epoch_fits(context.deadline.left(), reserve, first_epoch):
             self.first_epoch_too_long = True
             raise OutOfTime(
                 f"time budget: not started (an epoch needs about {format_duration(first_epoch)}, "
                 f"{format_duration(max(0.0, context.deadline.left() - reserve))} left before the reserve)"
             )
+        prunable = "epochs" not in trial.user_attrs  # the leftover run of the best configuration is not pruned
+        # our pruner waits for the epochs that judge a trial; a pruner of the user's own decides alone
+        judged_from = self.judge if context.settings.pruner is None else 1
 
         def report(epoch: int, value: float) -> None:
             if value > progress["best"]:  # as the trainer keeps it: the first epoch with the best score
@@ -290,7 +404,7 @@ class OptunaBackend:
             trial.set_user_attr("epoch_seconds", per_epoch)
             trial.set_user_attr("epochs_run", epoch + 1)
             trial.report(value, epoch + 1)
-            if trial.should_prune():
+            if prunable and epoch + 1 >= judged_from and trial.should_prune():
                 raise TrialPruned(f"pruned after epoch {epoch + 1}")
             if not planner.next_epoch_fits(context.deadline.left(), reserve, per_epoch):
                 raise OutOfTime(f"time budget: stopped after epoch {epoch + 1}")
@@ -299,6 +413,16 @@ class OptunaBackend:
         trial.set_user_attr("best_epoch", result.best_epoch)
         trial.set_user_attr("best_val_accuracy", result.best_val_accuracy)
         return result.best_val_score
+
+    def _epochs(self, trial: optuna.Trial, left: float, reserve: float, epoch_seconds: float) -> tuple[int, str]:
+        """The epochs one trial gets, and why (for the leaderboard and the summary)."""
+        if "epochs" in trial.user_attrs:
+            return int(trial.user_attrs["epochs"]), "leftover time: the best configuration, longer"
+        epochs = planner.trial_epochs(self.shape.epochs, self.judge, left, reserve, epoch_seconds)
+        judged = f"judged after {self.judge}"
+        if epochs < self.shape.epochs:
+            return epochs, f"{judged}; a third of the time left affords {epochs} of {self.shape.epochs}"
+        return epochs, f"{judged}; {epochs}, the most this budget gives a trial"
 
 
 def retry_later(study: optuna.Study, asked: dict) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from autotransfer.transfer.augment import canonical_orientation
 from autotransfer.transfer.metrics import IMBALANCED_AT, check_metric, choose_metric, imbalance
 
 SMALL_PER_CLASS = 50  # training images in the smallest class below this: choose probes by CV
@@ -33,3 +34,15 @@ def decide_objective(
         reason += "; class weighting searched"
     return {"metric": metric, "reason": reason, "class_weights": weights, "cv_folds": cv_folds,
             "imbalance": round(float(ratio), 2)}  # fmt: skip
+
+
+ROTATION_DEGREES = 30.0  # fastai's aug_transforms(max_rotate=10) is for upright photos; top-down images take more
+
+
+def decide_rotation(images: np.ndarray) -> dict:
+    """``{"rotate", "orientation"}``: degrees of random rotation (with vertical flips) the crop augmentations
+    add, and why. Nothing in the profile measures orientation, so a cheap check on a sample decides
+    (transfer/augment.py's ``canonical_orientation``: does the mean image change when turned by 90 degrees?)."""
+    if canonical_orientation(images):
+        return {"rotate": 0.0, "orientation": "the images' mean changes when turned: upright, no rotations"}
+    return {"rotate": ROTATION_DEGREES, "orientation": "no canonical orientation: rotations and vertical flips on"}

@@ -77,7 +77,13 @@ def _trainable(config: dict, context: dict) -> None:
     )
     backbone = create_backbone(candidate.backbone, device=context["device"])
     settings = config_for(
-        config, context["space"], len(backbone.depth_groups), context["seed"], None, context["metric"]
+        config,
+        context["space"],
+        len(backbone.depth_groups),
+        context["seed"],
+        None,
+        context["metric"],
+        rotate=context.get("rotate", 0.0),
     )
     folder = Path(context["out"], "trials", f"ray-{tune.get_context().get_trial_id()}")
     node_id = ray.get_runtime_context().get_node_id()
@@ -284,6 +290,7 @@ def _trial_context(plan: FinetunePlan, context: RunContext, seconds: float) -> d
         "cpus": settings.cpus_per_trial,
         "stop_at": time.time() + seconds,
         "metric": plan.objective["metric"],
+        "rotate": float(plan.objective.get("rotate", 0.0)),
     }
 
 

@@ -78,7 +78,9 @@ def refit_finetune(context: RunContext, best: dict) -> FinalModel | None:
     settings = context.settings
     epochs = int(best.get("best_epoch", 0)) + 1
     metric = context.objective["metric"]
-    config = config_for(params, settings.space, len(backbone.depth_groups), settings.seed, epochs, metric)
+    rotate = float(context.objective.get("rotate", 0.0))
+    n_groups = len(backbone.depth_groups)
+    config = config_for(params, settings.space, n_groups, settings.seed, epochs, metric, rotate=rotate)
     config = replace(config, keep="last", patience=config.epochs)
     deadline = context.deadline.less(planner.SAVE_SECONDS + context.evaluation_seconds(best))
     result = finetune(replace(dataset, splits=splits), backbone, config, device=context.device, deadline=deadline)

@@ -31,9 +31,16 @@ from autotransfer.search import planner
 from autotransfer.search.auto_space import SAMPLE, native_side, resolve_auto, seconds_per_image
 from autotransfer.search.combined_probe import probe_best_pair_combined
 from autotransfer.search.context import RunContext
-from autotransfer.search.finetune_stage import FinetunePlan, OptunaBackend, choose_candidates, prior_ranges
+from autotransfer.search.ensemble_stage import build_ensemble, choose_ensemble
+from autotransfer.search.finetune_stage import (
+    FinetunePlan,
+    OptunaBackend,
+    choose_candidates,
+    prior_ranges,
+    search_shape,
+)
 from autotransfer.search.finished import is_finished, load_finished
-from autotransfer.search.objective import decide_objective
+from autotransfer.search.objective import decide_objective, decide_rotation
 from autotransfer.search.placement import corrected_prior, measured_placement, pixel_baseline
 from autotransfer.search.probe_stage import finetune_first, run_probe_stage
 from autotransfer.search.records import best_record, records, trial_records
@@ -46,6 +53,7 @@ from autotransfer.transfer.profile import choose_resolution, profile_dataset, pr
 
 PLACEMENT_SECONDS = 5.0  # the pixel baseline: a logistic regression on grey thumbnails
 PROFILE_SAMPLE = 256  # images the profiler measures (profile_dataset's default sample_size)
+SAMPLE_ORIENTATION = 256  # training images whose mean decides whether rotations are on (objective.py)
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +131,9 @@ def choose_objective(context: RunContext, studies: Studies) -> None:
         train = dataset.labels[dataset.indices("train")]
         pooled = dataset.labels[np.concatenate([dataset.indices("train"), dataset.indices("val")])]
         objective = decide_objective(context.settings.metric, train, dataset.classes, pooled)
+        rows = dataset.indices("train")
+        rows = rows[np.linspace(0, len(rows) - 1, num=min(len(rows), SAMPLE_ORIENTATION)).astype(int)]  # every class
+        objective.update(decide_rotation(np.asarray(dataset.images[np.sort(rows)])))
         studies.probes.set_user_attr("objective", objective)
     context.objective = studies.probes.user_attrs["objective"]
     log.info("metric: %s", context.objective["reason"])
@@ -140,8 +151,10 @@ def choose_space(context: RunContext, studies: Studies) -> None:
         native = native_side(context.data, seed=context.settings.seed)
         first = profile_resolution([native], device=context.device or default_device())
         sample = context.sample_pixels(first, SAMPLE)  # nothing decoded whole before the budget check
+        shape = search_shape(context)  # at long budgets more backbones and larger sizes (planner.scaled_plan)
         choice = resolve_auto(space.backbones, space.resolutions, sample, native, context.n_images(),
-                              context.deadline.left(), context.device or default_device())  # fmt: skip
+                              context.deadline.left(), context.device or default_device(),
+                              max_backbones=shape.max_backbones, max_resolution=shape.max_resolution)  # fmt: skip
         studies.probes.set_user_attr("auto", choice.to_json())
     context.auto = studies.probes.user_attrs["auto"]
     context.backbones = tuple(context.auto["backbones"])
@@ -176,10 +189,16 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
                                 where=str(context.out), fix="raise --time-budget (the finished work is kept: "
                                 "run the same command again to continue).")  # fmt: skip
 
+    ensemble = choose_ensemble(context, rows, best)
+
     def write() -> tuple[Pipeline, bool]:
-        log.info("final pipeline: from %s trial %s (val %.4f)", best["stage"], best["trial"], best["val_score"])
-        context.progress.stage("refit", detail=f"{best['stage']} trial {best['trial']}")
-        pipeline, refit = build_pipeline(context, best, selection)
+        if ensemble is not None:
+            log.info("final pipeline: an ensemble of %d configurations", len(ensemble.members))
+            pipeline, refit = build_ensemble(context, ensemble), False
+        else:
+            log.info("final pipeline: from %s trial %s (val %.4f)", best["stage"], best["trial"], best["val_score"])
+            context.progress.stage("refit", detail=f"{best['stage']} trial {best['trial']}")
+            pipeline, refit = build_pipeline(context, best, selection)
         context.progress.stage("save")
         pipeline.save(context.out / "pipeline")
         log.info("saved %s", context.out / "pipeline")
@@ -189,6 +208,10 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
         pipeline, refit = write_once(context.storage, write, str(context.out.resolve()))
     else:
         pipeline, refit = write()
+    unused = max(0.0, context.deadline.left())
+    profile["budget_unused"] = {"seconds": round(unused, 1), "share": round(unused / context.deadline.seconds, 3)}
+    log.info("budget: %s of %s unused (%.0f%%)", format_duration(unused), format_duration(context.deadline.seconds),
+             100 * unused / context.deadline.seconds)  # fmt: skip
     profile["machine_load"] = busiest_load()  # the summary and the report say when a busy machine cut the search
     write_text_atomic(context.out / "profile.json", json.dumps(profile, indent=2, default=str))
     board = write_outputs(context.out, rows, best, pipeline, context.deadline.elapsed(), context.deadline.seconds)

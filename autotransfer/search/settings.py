@@ -40,6 +40,7 @@ class SearchSettings:
     gpus_per_trial: float = DEFAULTS.gpus_per_trial
     profile_backbone: str = DEFAULTS.profile_backbone
     metric: str = DEFAULTS.metric
+    ensemble: bool = DEFAULTS.ensemble
     sampler: optuna.samplers.BaseSampler | None = None
     pruner: optuna.pruners.BasePruner | None = None
     start: float = field(default_factory=time.monotonic)
@@ -94,6 +95,7 @@ def resolve_settings(
         gpus_per_trial=options.gpus_per_trial,
         profile_backbone=options.profile_backbone,
         metric=check_metric(options.metric) if options.metric != "auto" else "auto",
+        ensemble=bool(options.ensemble),
         sampler=sampler,
         pruner=pruner,
         start=start if start is not None else time.monotonic(),

@@ -18,7 +18,7 @@ from autotransfer.transfer.probes import HEADS
 from autotransfer.transfer.strategies import FINETUNE_STRATEGIES, STRATEGIES
 
 SPACES_DIR = Path(__file__).resolve().parent / "spaces"
-AUGMENTATIONS = ("none", "flip", "randaugment")
+AUGMENTATIONS = ("none", "flip", "crop", "randaugment")  # search/trials.py: what each turns on
 AUTO = "auto"  # backbones / resolutions chosen from the data, the machine and the budget (search/auto_space.py)
 
 
@@ -48,6 +48,8 @@ class SearchSpace:
     min_epochs: int = 1
     reduction_factor: int = 3
     probe_combine_taps: bool = True
+    ensemble: bool = True  # search/ensemble_selection.py: average the best few when validation says it wins
+    grow_with_budget: bool = True  # search/planner.py's scaled_plan: epochs, trials, sizes, backbones grow
 
     @property
     def finetune_strategies(self) -> tuple[str, ...]:
@@ -60,7 +62,7 @@ class SearchSpace:
 
 
 _RANGES = ("head_lr", "backbone_lr_ratio", "layer_decay", "freeze_fraction", "weight_decay")
-_TOP_KEYS = {"backbones", "resolutions", "strategies", "probe", "finetune", "pruner"}
+_TOP_KEYS = {"backbones", "resolutions", "strategies", "probe", "finetune", "pruner", "ensemble", "grow_with_budget"}
 _PROBE_KEYS = {"heads", "c_grid", "top_taps", "combine_taps"}
 _FINETUNE_KEYS = {"candidates", "max_trials", "epochs", "batch_size", "label_smoothing", "augmentation", *_RANGES}
 _PRUNER_KEYS = {"min_epochs", "reduction_factor"}
@@ -133,4 +135,6 @@ def load_search_space(name_or_path: str | os.PathLike = "default") -> SearchSpac
         augmentation=check.choices("finetune.augmentation", finetune["augmentation"], str, AUGMENTATIONS),
         min_epochs=check.integer("pruner.min_epochs", pruner["min_epochs"], 1, 1000),
         reduction_factor=check.integer("pruner.reduction_factor", pruner["reduction_factor"], 2, 10),
+        ensemble=check.flag("ensemble", merged["ensemble"]),
+        grow_with_budget=check.flag("grow_with_budget", merged["grow_with_budget"]),
     )

@@ -70,13 +70,28 @@ def frozen_groups(params: dict, n_groups: int) -> int:
     return min(n_groups - 1, max(1, round(params["freeze_fraction"] * n_groups)))
 
 
+# What each ``augmentation`` choice turns on (transfer/augment.py). ``crop`` is the recipe's: flips and
+# random-resized crops, as timm's train transforms and fastai's ``aug_transforms`` do by default.
+CROP_SCALE = 0.35  # fastai's RandomResizedCrop(min_scale=0.35); timm's 0.08 is for training from scratch
+RANDAUGMENT = "rand-m7-mstd0.5"  # timm's fine-tuning recipes use m7-m9; the milder end for short runs
+
+
 def config_for(
-    params: dict, space: SearchSpace, n_groups: int, seed: int, epochs: int | None = None, metric: str = "accuracy"
+    params: dict,
+    space: SearchSpace,
+    n_groups: int,
+    seed: int,
+    epochs: int | None = None,
+    metric: str = "accuracy",
+    *,
+    rotate: float = 0.0,
 ) -> FinetuneConfig:
     """The FinetuneConfig a trial's parameters describe, for a backbone of ``n_groups`` depth groups;
-    ``metric`` picks its best epoch."""
+    ``metric`` picks its best epoch; ``rotate``: degrees of random rotation that the crop augmentations add
+    (non-zero only for images without a canonical orientation: the run's objective, search/objective.py)."""
     augmentation = params.get("augmentation", "none")
     epochs = epochs or space.epochs
+    cropped = augmentation in ("crop", "randaugment")
     return FinetuneConfig(
         strategy=params["strategy"],
         tap=Candidate.parse(params["candidate"]).tap,
@@ -86,12 +101,14 @@ def config_for(
         layer_decay=params.get("layer_decay", 1.0),
         weight_decay=params["weight_decay"],
         label_smoothing=params.get("label_smoothing", 0.1),
-        flip=augmentation in ("flip", "randaugment"),
-        randaugment="rand-m7-mstd0.5" if augmentation == "randaugment" else None,
+        flip=augmentation in ("flip", "crop", "randaugment"),
+        randaugment=RANDAUGMENT if augmentation == "randaugment" else None,
+        crop_scale=CROP_SCALE if cropped else None,
+        rotate=rotate if cropped else 0.0,
         epochs=epochs,
         warmup_epochs=1 if epochs > 2 else 0,
         batch_size=space.batch_size,
-        patience=max(2, space.epochs // 3),
+        patience=max(2, epochs // 3),
         seed=seed,
         class_weight=None if params.get("class_weight", "none") == "none" else params["class_weight"],
         metric=metric,

@@ -132,14 +132,3 @@ def image_input(mean: torch.Tensor, std: torch.Tensor) -> Callable[[torch.Tensor
         return x.sub_(mean).div_(std).contiguous(memory_format=torch.channels_last)
 
     return prepare
-
-
-def pil_transform(augment: Callable) -> Transform:
-    """A PIL image transform (timm's RandAugment) as a ``Transform`` on one uint8 CHW tensor."""
-    from PIL import Image
-
-    def transform(image: torch.Tensor) -> torch.Tensor:
-        out = augment(Image.fromarray(image.permute(1, 2, 0).numpy()))
-        return torch.from_numpy(np.asarray(out).copy()).permute(2, 0, 1)
-
-    return transform

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,7 +42,8 @@ from autotransfer.models.features import extract_features, normalisation, output
 from autotransfer.models.zoo import Backbone
 from autotransfer.runtime import autocast, bf16_supported, default_device
 from autotransfer.settings import cache_dir
-from autotransfer.transfer.batches import Batches, ImageRows, image_input, pil_transform
+from autotransfer.transfer.augment import build_transform
+from autotransfer.transfer.batches import Batches, ImageRows, image_input
 from autotransfer.transfer.metrics import check_metric, class_weights
 from autotransfer.transfer.metrics import score as score_metric
 from autotransfer.transfer.prefix_cache import (
@@ -84,7 +86,9 @@ class FinetuneConfig:
     batch_size: int = 64
     label_smoothing: float = 0.1
     flip: bool = False
-    randaugment: str | None = None  # a timm RandAugment spec, e.g. "rand-m9-mstd0.5"
+    randaugment: str | None = None  # a timm RandAugment spec, e.g. "rand-m9-mstd0.5" (its magnitude is used)
+    crop_scale: float | None = None  # random-resized crops of (crop_scale..1) of the image, back to its size
+    rotate: float = 0.0  # degrees of random rotation (and vertical flips): only without a canonical orientation
     mixup: float = 0.0
     grad_clip: float | None = 1.0
     # "auto": bf16 autocast on GPUs only. On the AVX-512-BF16 CPUs we build on it speeds up ResNet
@@ -118,6 +122,12 @@ class FinetuneConfig:
             raise AutoTransferError(f"keep must be 'best' or 'last', got {self.keep!r}.")
         if self.class_weight not in (None, "balanced"):
             raise AutoTransferError(f"class_weight must be 'balanced' or None, got {self.class_weight!r}.")
+        if self.crop_scale is not None and not 0 < self.crop_scale <= 1 or not 0 <= self.rotate <= 180:
+            raise AutoTransferError(
+                f"Need 0 < crop_scale <= 1 and 0 <= rotate <= 180 (got {self.crop_scale}, {self.rotate})."
+            )
+        if self.randaugment:
+            _randaugment_magnitude(self.randaugment)
         if self.optimizer not in ("adamw", "sgd"):
             raise AutoTransferError(f"Unknown optimizer {self.optimizer!r}.", fix="use adamw or sgd.")
         return self
@@ -234,7 +244,7 @@ def _is_oom(error: BaseException) -> bool:
 def seeded_global_rngs(seed: int) -> Iterator[None]:
     """Seed Python's and NumPy's global generators for one training run, then give the caller's back.
 
-    timm's RandAugment and Mixup draw from these globals (not from a generator we can pass), so
+    timm's Mixup draws from these globals (not from a generator we can pass), so
     without this a trial's augmentations depend on whatever ran before it in the process.
     """
     saved_python, saved_numpy = random.getstate(), np.random.get_state()
@@ -247,13 +257,20 @@ def seeded_global_rngs(seed: int) -> Iterator[None]:
         np.random.set_state(saved_numpy)
 
 
-def _randaugment(spec: str, mean: tuple[float, float, float]) -> Callable:
-    from timm.data.auto_augment import rand_augment_transform
+def _randaugment_magnitude(spec: str) -> int:
+    """torchvision's RandAugment magnitude (0-30) for a timm spec's ``m`` (0-10), e.g. "rand-m9-mstd0.5" -> 27."""
+    match = re.match(r"rand(?:-[a-z]+\d*(?:\.\d+)?)*?-m(\d+)", spec)
+    if not spec.startswith("rand") or match is None:
+        raise AutoTransferError(f"Bad RandAugment spec {spec!r}: no magnitude", fix="use e.g. 'rand-m9-mstd0.5'.")
+    return min(30, round(int(match.group(1)) * 3))
 
-    try:
-        return rand_augment_transform(spec, {"img_mean": tuple(int(255 * m) for m in mean)})
-    except (AssertionError, ValueError, KeyError) as error:
-        raise AutoTransferError(f"Bad RandAugment spec {spec!r}: {error}", fix="use e.g. 'rand-m9-mstd0.5'.") from error
+
+def _augmentation(config: FinetuneConfig, size: int) -> Callable | None:
+    """The per-image training transform the config asks for (transfer/augment.py), or None."""
+    magnitude = _randaugment_magnitude(config.randaugment) if config.randaugment else None
+    return build_transform(
+        size=size, flip=config.flip, crop_scale=config.crop_scale, rotate=config.rotate, randaugment_magnitude=magnitude
+    )
 
 
 def _evaluate(
@@ -350,7 +367,10 @@ def _inputs(
         )
     mean, std = normalisation(backbone, device)
     frozen = config.frozen_groups(len(backbone.depth_groups))
-    augmented = config.flip or bool(config.randaugment) or config.mixup > 0
+    # Augmentation changes every image every epoch, so no prefix output can be cached (the epoch estimate
+    # of search/planner.py counts the frozen prefix's forward then).
+    augmented = config.flip or bool(config.randaugment) or config.crop_scale is not None or config.rotate > 0
+    augmented = augmented or config.mixup > 0
     cacheable = config.cache_prefix and frozen > 0 and not config.train_bn_stats and not augmented
     units = prefix_units(backbone, frozen, config.tap) if cacheable else []
     labels_train = torch.as_tensor(dataset.labels[train_rows])
@@ -369,9 +389,8 @@ def _inputs(
             train, val = (Batches(c, prefix_input, device, seed=config.seed) for c in caches)
             return _Inputs(train, val, labels_train, labels_val, units)
         log.info("cached prefix does not reproduce the full forward for %s; training without it", backbone.name)
-    augment = _randaugment(config.randaugment, backbone.preprocess.mean) if config.randaugment else None
+    transform = _augmentation(config, int(dataset.images.shape[1]))  # per image, in the streaming Dataset
     prepare = image_input(mean, std)
-    transform = pil_transform(augment) if augment is not None else None
     train = Batches(ImageRows(dataset.images, train_rows, transform), prepare, device, seed=config.seed)
     val = Batches(ImageRows(dataset.images, val_rows), prepare, device, seed=config.seed)
     return _Inputs(train, val, labels_train, labels_val, [])
@@ -591,9 +610,6 @@ def _train_epoch(
     checked = updates
     for rows, inputs in batches.iterate(order, batch_size):
         target = labels[rows].to(device, non_blocking=True)
-        if config.flip:
-            flips = torch.as_tensor(rng.random(len(rows)) < 0.5, device=device)
-            inputs = torch.where(flips.view(-1, 1, 1, 1), inputs.flip(3), inputs)
         if mixup is not None and len(rows) % 2 == 0:
             inputs, target = mixup(inputs, target)
         with autocast(device, use_bf16):

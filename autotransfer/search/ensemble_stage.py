@@ -1,0 +1,141 @@
+"""The ensemble stage: after the search, the best few diverse configurations (probes of other backbones,
+sizes and taps; fine-tuned trials) are combined by greedy ensemble selection on their validation
+probabilities (search/ensemble_selection.py), and the average replaces the single best configuration
+when it beats it on validation. Members are trained on train only while they are chosen (their
+validation probabilities are honest); the saved ensemble's probes are refit on train+val, its fine-tuned
+members keep their trials' weights (a refit each would cost a training run per member).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from autotransfer.budget import format_duration
+from autotransfer.deploy.ensemble import EnsemblePipeline
+from autotransfer.deploy.pipeline import Pipeline
+from autotransfer.search.context import RunContext
+from autotransfer.search.ensemble_selection import EnsembleChoice, greedy_selection, worth_it
+from autotransfer.search.evaluate import split_probabilities, write_predictions
+from autotransfer.search.records import usable
+from autotransfer.search.refit import probe_model, summary_words, to_pipeline, trial_model
+from autotransfer.transfer.metrics import classification_summary
+from autotransfer.transfer.metrics import score as score_metric
+
+log = logging.getLogger(__name__)
+
+MAX_CANDIDATES = 6  # configurations whose validation probabilities are computed (each costs a val forward)
+MAX_FINETUNED = 3  # of them, fine-tuned trials at most (the rest: probes, one per backbone/size/tap)
+
+
+@dataclass
+class Ensemble:
+    """The chosen members (records, best first), the selection's weights and scores, and the members'
+    validation probabilities (trained on train only) the selection used."""
+
+    members: list[dict]
+    choice: EnsembleChoice
+    val_probabilities: list[np.ndarray]
+
+
+def candidates(rows: list[dict], best: dict, count: int = MAX_CANDIDATES) -> list[dict]:
+    """``best`` first, then the best-scoring usable records that differ from those already taken: one probe
+    per (backbone, size, tap), at most ``MAX_FINETUNED`` fine-tuned trials."""
+    chosen, seen, finetuned = [best], {_key(best)}, int(best["stage"] == "finetune")
+    for row in sorted((r for r in rows if usable(r)), key=lambda r: -r["val_score"]):
+        if len(chosen) == count:
+            break
+        if _key(row) in seen or (row["stage"] == "finetune" and finetuned >= MAX_FINETUNED):
+            continue
+        chosen.append(row)
+        seen.add(_key(row))
+        finetuned += row["stage"] == "finetune"
+    return chosen
+
+
+def _key(row: dict) -> tuple:
+    if row["stage"] == "probe":
+        return ("probe", row["backbone"], row["resolution"], row["tap"])
+    return ("finetune", row["trial"])
+
+
+def member_pipeline(context: RunContext, record: dict, splits: tuple[str, ...]) -> Pipeline:
+    """A record as a pipeline: a probe's head fit on ``splits``; a fine-tuned trial's own weights."""
+    final = probe_model(context, record, splits) if record["stage"] == "probe" else trial_model(context, record)
+    return to_pipeline(context, record, final, {})
+
+
+def choose_ensemble(context: RunContext, rows: list[dict], best: dict | None) -> Ensemble | None:
+    """The ensemble that beats ``best`` alone on validation, or None (turned off, no validation split,
+    fewer than two candidates, no gain, or no time: each candidate starts only when its validation
+    forward and the test forward of every member so far, timed on the slowest, fit before the final
+    pipeline's reserve)."""
+    settings = context.settings
+    if best is None or not (settings.ensemble and settings.space.ensemble):
+        return None
+    pool = candidates(rows, best)
+    dataset = context.dataset(best["resolution"])
+    n_val = len(dataset.indices("val"))
+    if len(pool) < 2 or n_val == 0:
+        return None
+    labels = dataset.labels[dataset.indices("val")]
+    metric = context.objective["metric"]
+    probabilities, members, cost = [], [], 0.0
+    for record in pool:
+        expected = max(cost, context.evaluation_seconds(record))  # before any was timed: two held-out forwards
+        if context.deadline.left() < context.reserve(best) + expected * (len(members) + 2):
+            log.info("ensemble: no time for more candidates (%s left)", format_duration(context.deadline.left()))
+            break
+        tic = time.perf_counter()
+        pipeline = member_pipeline(context, record, ("train",))
+        probabilities.append(split_probabilities(pipeline, context.dataset(record["resolution"]), "val"))
+        members.append(record)
+        cost = max(cost, time.perf_counter() - tic)
+    if len(members) < 2:
+        return None
+    choice = greedy_selection(probabilities, lambda p: score_metric(metric, labels, p, len(dataset.classes)))
+    if not worth_it(choice, n_val):
+        log.info("ensemble: %.4f on validation against %.4f for the best alone: kept the best alone",
+                 choice.score, choice.single_score)  # fmt: skip
+        return None
+    picked = [members[i] for i in choice.members]
+    weights = {j: choice.weights[i] for j, i in enumerate(choice.members)}
+    log.info("ensemble: %d members, %.4f on validation against %.4f for the best alone", len(picked), choice.score,
+             choice.single_score)  # fmt: skip
+    picked_probabilities = [probabilities[i] for i in choice.members]
+    return Ensemble(picked, EnsembleChoice(weights, choice.score, choice.single_score), picked_probabilities)
+
+
+def build_ensemble(context: RunContext, ensemble: Ensemble) -> EnsemblePipeline:
+    """The saved ensemble (probes refit on train+val), with its validation and test figures."""
+    members = [member_pipeline(context, r, ("train", "val")) for r in ensemble.members]
+    weights = [ensemble.choice.weights[i] for i in range(len(members))]
+    objective, first = context.objective, ensemble.members[0]
+    dataset = context.dataset(first["resolution"])
+    words = "; ".join(f"{w:.2f} x {summary_words(r, len(m.backbone.depth_groups))}"
+                      for r, m, w in zip(ensemble.members, members, weights))  # fmt: skip
+    metrics = {"metric": objective["metric"], "metric_reason": objective["reason"],
+               "val_score": ensemble.choice.score, "val_score_from": "validation split (members trained on train)",
+               "val_accuracy": None, "refit_on_train_val": all(r["stage"] == "probe" for r in ensemble.members),
+               "selection": f"greedy ensemble selection (Caruana et al. 2004): {ensemble.choice.score:.4f} on "
+                            f"validation against {ensemble.choice.single_score:.4f} for the best alone"}  # fmt: skip
+    for split in ("val", "test"):
+        if not len(dataset.indices(split)):
+            continue
+        if split == "val":  # the members trained on train only, as the selection saw them
+            probabilities = sum(w * p for w, p in zip(weights, ensemble.val_probabilities))
+        else:
+            probabilities = sum(
+                w * split_probabilities(p, context.dataset(r["resolution"]), split)
+                for w, p, r in zip(weights, members, ensemble.members)
+            )
+        write_predictions(context.out / f"predictions-{split}.csv", dataset, split, probabilities)
+        labels = dataset.labels[dataset.indices(split)]
+        metrics[split] = classification_summary(labels, np.asarray(probabilities).argmax(1), dataset.classes)
+    metrics["val_accuracy"] = metrics.get("val", {}).get("accuracy")
+    if "test" in metrics:
+        metrics["test_accuracy"] = metrics["test"]["accuracy"]
+    return EnsemblePipeline.from_members(members, weights, metrics=metrics, summary=f"ensemble: {words}")

@@ -1,0 +1,167 @@
+"""Ensembles: greedy selection on validation probabilities, and an ensemble pipeline saved, reloaded,
+predicted and exported (ONNX and TorchScript: one graph) with the same labels."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import colour_image, make_imagefolder
+
+from autotransfer.data.datasets import load_dataset
+from autotransfer.deploy.ensemble import EnsemblePipeline
+from autotransfer.deploy.export import export
+from autotransfer.deploy.pipeline import Pipeline
+from autotransfer.errors import AutoTransferError
+from autotransfer.models.zoo import create_backbone
+from autotransfer.search.ensemble_selection import greedy_selection, worth_it
+from autotransfer.search.ensemble_stage import candidates
+from autotransfer.transfer.finetune import FinetuneConfig, finetune
+
+
+def _accuracy(labels):
+    return lambda p: float((p.argmax(1) == labels).mean())
+
+
+def test_greedy_selection_combines_members_that_err_on_different_images():
+    labels = np.array([0, 1, 0, 1, 0, 1])
+    right, wrong = [0.9, 0.1], [0.4, 0.6]
+
+    def member(wrong_at):
+        rows = [right if y == 0 else right[::-1] for y in labels]
+        for i in wrong_at:
+            rows[i] = wrong if labels[i] == 0 else wrong[::-1]
+        return np.array(rows)
+
+    # each member is wrong on two different images, weakly: any two together are right on all six
+    members = [member([0, 1]), member([2, 3]), member([4, 5])]
+    choice = greedy_selection(members, _accuracy(labels))
+    assert choice.single_score == pytest.approx(4 / 6)
+    assert choice.score == 1.0 and len(choice.weights) >= 2
+    assert sum(choice.weights.values()) == pytest.approx(1.0)
+    assert worth_it(choice, n_val=len(labels))
+
+
+def test_greedy_selection_keeps_the_best_alone_when_others_add_nothing():
+    labels = np.array([0, 1, 0, 1])
+    best = np.eye(2)[labels] * 0.8 + 0.1
+    worse = np.tile([0.6, 0.4], (4, 1))
+    choice = greedy_selection([best, worse], _accuracy(labels))
+    assert choice.weights == {0: 1.0}
+    assert not worth_it(choice, n_val=4)
+
+
+@pytest.fixture(scope="module")
+def ensemble(tmp_path_factory):
+    """Two members that differ in backbone and input size (tiny timm test models, generated images)."""
+    root = make_imagefolder(tmp_path_factory.mktemp("ens") / "d", {"a": 8, "b": 8, "c": 8})
+    members = []
+    for name, size in (("test_efficientnet", 32), ("test_resnet", 40)):
+        dataset = load_dataset(root, image_size=size, show_progress=False)
+        torch.manual_seed(0)
+        backbone = create_backbone(name, pretrained=False)
+        config = FinetuneConfig(strategy="finetune_all", epochs=1, batch_size=8, bf16=False, warmup_epochs=0)
+        result = finetune(dataset, backbone, config)
+        members.append(
+            Pipeline.from_model(
+                backbone,
+                result.model,
+                classes=dataset.classes,
+                recipe=dataset.recipe,
+                frozen_groups=0,
+                head_type="linear",
+                strategy="finetune_all",
+                hyperparameters={},
+                metrics={},
+            )  # fmt: skip
+        )
+    pipeline = EnsemblePipeline.from_members(members, [0.75, 0.25], metrics={"val_score": 1.0}, summary="two")
+    folder = pipeline.save(tmp_path_factory.mktemp("ck") / "pipeline")
+    return pipeline, folder, members
+
+
+def _images():
+    return [colour_image(seed, size) for seed, size in enumerate([(40, 30), (64, 64), (90, 50), (33, 71)] * 2)]
+
+
+def test_an_ensemble_averages_its_members_and_reloads_identically(ensemble):
+    pipeline, folder, members = ensemble
+    spec = json.loads((folder / "pipeline.json").read_text())
+    assert spec["kind"] == "ensemble" and [m["path"] for m in spec["members"]] == ["members/00", "members/01"]
+    assert all((folder / m["path"] / "model.safetensors").is_file() for m in spec["members"])
+    images = _images()
+    expected = 0.75 * members[0].predict_proba(images) + 0.25 * members[1].predict_proba(images)
+    np.testing.assert_allclose(pipeline.predict_proba(images), expected, atol=1e-6)
+    loaded = Pipeline.load(folder, device="cpu")
+    assert isinstance(loaded, EnsemblePipeline)
+    np.testing.assert_allclose(loaded.predict_proba(images), expected, atol=1e-6)
+    assert list(loaded.predict(images)) == list(pipeline.predict(images))
+
+
+def test_an_edited_ensemble_checkpoint_is_refused(ensemble, tmp_path):
+    _, folder, _ = ensemble
+    spec = json.loads((folder / "pipeline.json").read_text())
+    spec["members"][0]["weight"] = 0.1
+    copy = tmp_path / "edited"
+    copy.mkdir()
+    (copy / "pipeline.json").write_text(json.dumps(spec))
+    with pytest.raises(AutoTransferError, match="hash mismatch"):
+        Pipeline.load(copy, device="cpu")
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_an_exported_ensemble_is_one_graph_with_the_same_labels(ensemble, tmp_path, fmt):
+    _, folder, _ = ensemble
+    pipeline = Pipeline.load(folder, device="cpu")
+    path = export(pipeline, fmt, tmp_path / f"model.{fmt}")
+    images = _images()
+    expected = pipeline.predict_proba(images)
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path))
+        run = lambda pixels: session.run(None, {"images": pixels.numpy()})[0]  # noqa: E731
+    else:
+        run = torch.jit.load(str(path))
+    got = []
+    for image in images:
+        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].contiguous()
+        got.append(torch.softmax(torch.as_tensor(np.asarray(run(pixels))).double(), 1).numpy()[0])
+    assert list(np.array(got).argmax(1)) == list(expected.argmax(1))
+    np.testing.assert_allclose(np.array(got), expected, atol=5e-4)
+
+
+def test_ensemble_candidates_are_diverse_best_first(tmp_path):
+    def probe(trial, backbone, tap, score):
+        return {"stage": "probe", "trial": trial, "status": "complete", "backbone": backbone, "resolution": 64,
+                "tap": tap, "val_score": score}  # fmt: skip
+
+    rows = [probe(0, "a", "head", 0.9), probe(1, "a", "head", 0.85), probe(2, "b", "head", 0.8),
+            probe(3, "a", "blocks.3", 0.7), probe(4, "c", "head", None)]  # fmt: skip
+    chosen = candidates(rows, rows[0])
+    assert [r["trial"] for r in chosen] == [0, 2, 3]  # the same (backbone, size, tap) once; unscored left out
+
+
+def test_a_run_saves_the_ensemble_when_selection_says_it_wins(fit_env, monkeypatch):
+    """The wiring from the search to the saved pipeline: with the gain test forced, `fit` saves an
+    ensemble of its best configurations, which reloads and predicts; `--no-ensemble` keeps one."""
+    from autotransfer import AutoTransfer
+    from autotransfer.search import ensemble_stage
+
+    monkeypatch.setattr(ensemble_stage, "worth_it", lambda choice, n_val: True)
+    monkeypatch.setattr(ensemble_stage, "greedy_selection", lambda probabilities, scorer: _halves(probabilities))
+    estimator = AutoTransfer(time_budget="3m", search_space=fit_env["space"], out=fit_env["out"],
+                             profile_backbone="test_efficientnet", verbose=0)  # fmt: skip
+    estimator.fit(fit_env["data"])
+    spec = json.loads((fit_env["out"] / "pipeline" / "pipeline.json").read_text())
+    assert spec["kind"] == "ensemble" and len(spec["members"]) == 2
+    loaded = Pipeline.load(fit_env["out"], device="cpu")
+    assert isinstance(loaded, EnsemblePipeline)
+    assert list(loaded.predict(fit_env["data"])) == list(estimator.predict(fit_env["data"]))
+    assert "test" in spec["metrics"] or "val" in spec["metrics"]
+
+
+def _halves(probabilities):
+    from autotransfer.search.ensemble_selection import EnsembleChoice
+
+    return EnsembleChoice({0: 0.5, 1: 0.5}, score=1.0, single_score=0.5)
