@@ -54,6 +54,8 @@ zoo_app = typer.Typer(
     no_args_is_help=True, context_settings=HELP_OPTIONS, help="The backbones: list, describe, fetch and verify weights."
 )
 app.add_typer(zoo_app, name="zoo")
+# The suites that ship as package data, named in `bench --help` (a directory listing: no import).
+SUITE_NAMES = ", ".join(sorted(path.stem for path in (Path(__file__).parent / "bench" / "suites").glob("*.yaml")))
 
 # Piped output (CI logs, `| less`) gets a width that fits the tables instead of rich's default 80.
 out = Console(width=None if sys.stdout.isatty() else 140)
@@ -612,14 +614,18 @@ def _latest_run(data: Path) -> Path:
     return runs[-1]
 
 
-def _reflowed(command):
+def _reflow_help(*typer_apps: typer.Typer) -> None:
     """typer's rich help keeps a docstring's line breaks and then wraps the lines again, so a paragraph
-    breaks mid-phrase at any terminal width: each paragraph is joined into one line first."""
+    breaks mid-phrase at any terminal width: each command's paragraphs are joined into one line first."""
     import inspect
 
-    paragraphs = inspect.cleandoc(command.__doc__ or "").split("\n\n")
-    command.__doc__ = "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
-    return command
+    for typer_app in typer_apps:
+        callbacks = [command.callback for command in typer_app.registered_commands]
+        if typer_app.registered_callback is not None:
+            callbacks.append(typer_app.registered_callback.callback)
+        for callback in filter(None, callbacks):
+            paragraphs = inspect.cleandoc(callback.__doc__ or "").split("\n\n")
+            callback.__doc__ = "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs)
 
 
 def _check_checkpoint_path(path: Path) -> None:
@@ -634,7 +640,6 @@ def _check_checkpoint_path(path: Path) -> None:
 
 
 @app.command()
-@_reflowed
 def predict(
     checkpoint: Path = typer.Argument(..., metavar="RUN", help="run directory of `fit`, or a checkpoint directory"),
     inputs: list[Path] = typer.Argument(
@@ -762,7 +767,6 @@ def _cache_default(
 
 
 @cache_app.command("list")
-@_reflowed
 def cache_list(as_json: bool = typer.Option(False, "--json", help="print a JSON list instead of a table")) -> None:
     """List the cache: per dataset folder and size, its decoded images and features, their size and
     last use (least recent first), and what is never evicted (weights, downloaded wheels).
@@ -798,7 +802,6 @@ def cache_list(as_json: bool = typer.Option(False, "--json", help="print a JSON 
 
 
 @cache_app.command("clear")
-@_reflowed
 def cache_clear(
     older_than: str | None = typer.Option(
         None, "--older-than", metavar="AGE", help="only entries last used longer ago, e.g. 30d, 12h, 2w"
@@ -839,9 +842,7 @@ def export(
 
 @app.command()
 def bench(
-    suite_name: str = typer.Option(
-        ..., "--suite", help="smoke, cpu-small, cpu-peers, real-cpu (autotransfer/bench/suites) or a YAML file"
-    ),
+    suite_name: str = typer.Option(..., "--suite", help=f"{SUITE_NAMES} (autotransfer/bench/suites) or a YAML file"),
     out_dir: Path | None = typer.Option(None, "--out", help="results folder (default runs/bench-<suite>)"),
     contenders: str | None = typer.Option(None, help="comma-separated subset of the suite's contenders"),
     seeds: str | None = typer.Option(None, help="comma-separated subset of the suite's seeds, e.g. 0"),
@@ -948,6 +949,8 @@ def main() -> None:
         err.print("[bold red]Error:[/]", escape(str(disk_full_error(error, Path.cwd()))), highlight=False)
         sys.exit(2)
 
+
+_reflow_help(app, zoo_app, cache_app)
 
 if __name__ == "__main__":
     main()

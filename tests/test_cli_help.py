@@ -113,3 +113,16 @@ def test_the_package_imports_lazily_and_fully():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["AutoTransfer", "Pipeline", "autotransfer.search", "ok"]
+
+
+def test_no_commands_help_breaks_a_paragraph_mid_phrase():
+    """typer kept the docstrings' own line breaks and wrapped again: `bench -h` broke after "cells at
+    chance level are". Every line of a description paragraph but its last is filled to the width."""
+    runner = CliRunner()
+    for name, _ in [((), None), *commands()]:
+        output = runner.invoke(app, [*name, "-h"], terminal_width=100).output
+        description = output.split("Usage", 1)[1].split("╭", 1)[0].splitlines()[1:]
+        paragraphs = "\n".join(line.strip() for line in description).strip().split("\n\n")
+        for paragraph in paragraphs:
+            lines = paragraph.splitlines()
+            assert all(len(line) > 50 for line in lines[:-1]), (name, lines)
