@@ -91,10 +91,11 @@ def test_an_ensemble_averages_its_members_and_reloads_identically(ensemble):
     assert all((folder / m["path"] / "model.safetensors").is_file() for m in spec["members"])
     images = _images()
     expected = 0.75 * members[0].predict_proba(images) + 0.25 * members[1].predict_proba(images)
-    np.testing.assert_allclose(pipeline.predict_proba(images), expected, atol=1e-6)
+    # the members classify in streamed batches of another composition than here: float32 sums differ by up to ~2e-5
+    np.testing.assert_allclose(pipeline.predict_proba(images), expected, atol=1e-4)
     loaded = Pipeline.load(folder, device="cpu")
     assert isinstance(loaded, EnsemblePipeline)
-    np.testing.assert_allclose(loaded.predict_proba(images), expected, atol=1e-6)
+    np.testing.assert_allclose(loaded.predict_proba(images), expected, atol=1e-4)
     assert list(loaded.predict(images)) == list(pipeline.predict(images))
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from autotransfer.deploy.pipeline import FORMAT, SPEC_FILE, Pipeline, Prediction, _clear_dead_saves
+from autotransfer.deploy.pipeline import FORMAT, SPEC_FILE, Pipeline, Prediction, staged_checkpoint
 from autotransfer.errors import AutoTransferError
 
 KIND = "ensemble"
@@ -80,11 +79,8 @@ class EnsemblePipeline(Pipeline):
         """Members first, each in its own folder, then ``pipeline.json``; the whole directory replaces the
         old one at once (a half-written ensemble never replaces a good checkpoint)."""
         target = Path(path)
-        _clear_dead_saves(target)
-        staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
-            (staging / MEMBERS_DIR).mkdir(parents=True)
+        with staged_checkpoint(target) as staging:
+            (staging / MEMBERS_DIR).mkdir()
             entries = []
             for i, (member, weight) in enumerate(zip(self.members, self.weights)):
                 folder = member.save(staging / MEMBERS_DIR / f"{i:02d}")
@@ -93,18 +89,6 @@ class EnsemblePipeline(Pipeline):
             spec = {**self.spec, "members": entries}
             spec["content_hash"] = _ensemble_hash(spec)
             (staging / SPEC_FILE).write_text(json.dumps(spec, indent=2))
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            if target.exists():
-                os.replace(target, old)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        except OSError as error:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise AutoTransferError(
-                f"Could not write the checkpoint: {error.strerror or error}.",
-                where=str(target),
-                fix="free disk space or choose another --out; the previous files are intact.",
-            ) from error
         self.spec = spec
         return target
 

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,31 @@ def checkpoint_dir(path: str | os.PathLike) -> Path:
         where=str(path),
         fix="pass a run directory of `autotransfer fit` or a checkpoint directory.",
     )
+
+
+@contextmanager
+def staged_checkpoint(target: Path) -> Iterator[Path]:
+    """A staging folder next to ``target`` to write a checkpoint into; on success it replaces ``target``
+    in one rename (the previous checkpoint moved aside first, then removed), so a half-written checkpoint
+    never replaces a good one. A write that fails (a full disk) raises AutoTransferError, the old intact."""
+    _clear_dead_saves(target)
+    staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staging.mkdir(parents=True)
+        yield staging
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise AutoTransferError(
+            f"Could not write the checkpoint: {error.strerror or error}.",
+            where=str(target),
+            fix="free disk space or choose another --out; the previous files are intact.",
+        ) from error
 
 
 def _clear_dead_saves(target: Path) -> None:
@@ -158,28 +184,12 @@ class Pipeline:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the checkpoint directory atomically (a half-written checkpoint never replaces a good one)."""
         target = Path(path)
-        _clear_dead_saves(target)
-        staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        try:
+        with staged_checkpoint(target) as staging:
             state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
             save_file(state, str(staging / TENSORS_FILE), metadata={"format": FORMAT})
             spec = dict(self.spec, tensors_sha256=sha256_file(staging / TENSORS_FILE))
             spec["content_hash"] = _content_hash(spec, spec["tensors_sha256"])
             (staging / SPEC_FILE).write_text(json.dumps(spec, indent=2))
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
-            if target.exists():
-                os.replace(target, old)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        except OSError as error:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise AutoTransferError(
-                f"Could not write the checkpoint: {error.strerror or error}.",
-                where=str(target),
-                fix="free disk space or choose another --out; the previous files are intact.",
-            ) from error
         self.spec = spec
         return target
 
