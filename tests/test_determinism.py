@@ -28,6 +28,16 @@ def _trials(out) -> list[tuple]:
     return rows
 
 
+def _weights_and_settings(pipeline) -> tuple:
+    """What the pipeline computes with: each member's tensors and hyperparameters (one member unless the
+    run chose an ensemble), and the ensemble's weights."""
+    members = getattr(pipeline, "members", [pipeline])
+    return (
+        [(m.spec["tensors_sha256"], json.dumps(m.spec["hyperparameters"], sort_keys=True)) for m in members],
+        list(getattr(pipeline, "weights", [1.0])),
+    )
+
+
 def test_same_seed_same_trials_same_pipeline(fit_env, tmp_path):
     fit_env["space"].write_text(SPACE.replace("max_trials: 3", "max_trials: 4"))
     runs = []
@@ -42,8 +52,7 @@ def test_same_seed_same_trials_same_pipeline(fit_env, tmp_path):
         runs.append((estimator.fit(fit_env["data"]).pipeline_, tmp_path / name))
     (first, first_dir), (second, second_dir) = runs
     assert _trials(first_dir) == _trials(second_dir)
-    assert first.spec["tensors_sha256"] == second.spec["tensors_sha256"]
-    assert first.spec["hyperparameters"] == second.spec["hyperparameters"]
+    assert _weights_and_settings(first) == _weights_and_settings(second)
     other = (
         AutoTransfer(
             time_budget="10m",
