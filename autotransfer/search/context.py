@@ -20,6 +20,9 @@ from autotransfer.report.progress import Progress
 from autotransfer.search import planner
 from autotransfer.search.settings import SearchSettings
 
+# fp32 forward time over the bf16 one `auto` timed (runtime.bf16_supported; features-cpu.md: 1.6-1.8x)
+FP32_SLOWDOWN = 2.0
+
 
 @dataclass
 class RunContext:
@@ -109,9 +112,12 @@ class RunContext:
         """Seconds to keep for the final refit, the evaluation and saving, given the best record so far.
 
         A fine-tuned best whose refit no longer fits keeps its own weights (refit.py): only evaluating
-        and saving are kept then, so the time left goes to more trials or probes instead of idling."""
+        and saving are kept then, so the time left goes to more trials or probes instead of idling. A
+        probe's refit extracts its features once more, in fp32 (search/refit.py: probe_model)."""
         refit = best is not None and best.get("stage") != "probe" and self.refit_fits(best)
         reserve = planner.reserve(best, *self.split_sizes(best["resolution"])) if refit else planner.reserve(None, 0, 0)
+        if best is not None and best.get("stage") == "probe":
+            reserve += FP32_SLOWDOWN * self._forward_seconds(best, everything=True)
         # saving and evaluating are estimated on a quiet machine: a load the probes measured slows them alike
         slow = max(1.0, self.slowdown)
         return reserve + planner.SAVE_SECONDS * (slow - 1) + self.evaluation_seconds(best) * slow
@@ -119,12 +125,17 @@ class RunContext:
     def evaluation_seconds(self, best: dict | None) -> float:
         """Predicting val (the chosen configuration) and test (the final pipeline): two forward passes
         over those images, from the throughput `auto` measured (0 when it measured none)."""
+        return 2 * self._forward_seconds(best, everything=False)
+
+    def _forward_seconds(self, best: dict | None, *, everything: bool) -> float:
+        """One forward pass of ``best``'s backbone (before any trial: the first probed, the fastest) over
+        every image (``everything``) or the held-out ones, from `auto`'s throughput (0 without one)."""
         per_image = self.auto.get("seconds_per_image", {})
-        ours = [n for n in self.backbones if n in per_image]  # before any trial: the first probed, the fastest
+        ours = [n for n in self.backbones if n in per_image]
         name = best["backbone"] if best and best.get("backbone") in per_image else next(iter(ours), None)
         if name is None or not self.resolutions:
             return 0.0
         resolution = best["resolution"] if best and "resolution" in best else min(self.resolutions)
         dataset = self._decoded(resolution)
-        held_out = len(dataset) - len(dataset.indices("train"))
-        return 2 * planner.extraction_seconds(per_image[name], self.auto["profile_resolution"], resolution, held_out)
+        images = len(dataset) if everything else len(dataset) - len(dataset.indices("train"))
+        return planner.extraction_seconds(per_image[name], self.auto["profile_resolution"], resolution, images)

@@ -42,7 +42,11 @@ def probe_model(context: RunContext, best: dict, splits: tuple[str, ...]) -> Fin
     """The probe's head fit on ``splits`` of the cached tap features."""
     dataset = context.dataset(best["resolution"])
     backbone = context.backbone(best["backbone"])
-    features = np.asarray(extract_features(dataset, backbone, [best["tap"]], show_progress=False)[best["tap"]])
+    # The pipeline classifies in fp32 (predict, export), so its head is fit on fp32 features. The search's
+    # bf16 features rank the probes well but are not the pipeline's: a head fit on them can miss what it
+    # scored on its own training images (tests/test_refit.py).
+    tap = best["tap"]
+    features = np.asarray(extract_features(dataset, backbone, [tap], bf16=False, show_progress=False)[tap])
     rows = np.concatenate([dataset.indices(s) for s in splits])
     weight = None if best.get("class_weight", "none") == "none" else best["class_weight"]
     head = make_head(
