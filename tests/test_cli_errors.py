@@ -207,6 +207,7 @@ def test_predict_on_a_run_stopped_before_saving_says_how_to_finish_it(tmp_path, 
         ("postgresql://user@db.example/runs", ("driver for postgresql", "pip install 'autotransfer[postgres]'")),
         ("postgresql//user@db.example/runs", ("is malformed", "write it as e.g. sqlite:///study.db")),
         ("postgresql://user@db.example:port/runs", ("is malformed",)),
+        ("mysql://user@db.example/runs", ("driver for mysql", "pip install mysqlclient")),  # not "MySQLdb"
     ],
 )
 def test_a_storage_url_names_the_missing_driver_or_the_malformed_url(tmp_path, url, expected):

@@ -78,6 +78,13 @@ class Studies:
 
 
 DRIVER_EXTRAS = {"postgresql": "pip install 'autotransfer[postgres]' (psycopg 3)"}
+# A driver's import name -> the PyPI package that installs it, where they differ (SQLAlchemy's dialect docs).
+DRIVER_PACKAGES = {
+    "MySQLdb": "mysqlclient",
+    "pymysql": "PyMySQL",
+    "psycopg2": "psycopg2-binary",
+    "cx_Oracle": "oracledb",
+}
 
 
 def check_storage_url(url: str) -> None:
@@ -106,7 +113,7 @@ def check_storage_url(url: str) -> None:
     except ImportError as error:
         backend = parsed.get_backend_name()
         driver = getattr(error, "name", None) or parsed.get_driver_name()
-        install = DRIVER_EXTRAS.get(backend, f"install the Python package {driver!r}")
+        install = DRIVER_EXTRAS.get(backend) or f"pip install {DRIVER_PACKAGES.get(driver, driver)}"
         raise AutoTransferError(
             f"The database driver for {backend} URLs ({driver}) is not installed, so --storage {shown!r} "
             "cannot be opened.",
