@@ -12,6 +12,10 @@ from pathlib import Path
 
 from autotransfer.errors import AutoTransferError
 
+# The process's umask, read once at import (reading it means setting it, which threads must not see).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 @contextmanager
 def replacing(path: Path) -> Iterator[Path]:
@@ -22,6 +26,7 @@ def replacing(path: Path) -> Iterator[Path]:
     handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     partial = Path(name)
+    os.chmod(partial, 0o666 & ~_UMASK)  # mkstemp makes it 0600: the result gets an ordinary file's mode
     try:
         yield partial
         os.replace(partial, path)

@@ -198,3 +198,17 @@ def test_a_small_run_file_that_cannot_be_written_leaves_the_old_one(tmp_path, mo
 )
 def test_disk_full_is_recognised_whichever_layer_reports_it(error, full):
     assert is_disk_full(error) is full
+
+
+def test_files_written_atomically_get_an_ordinary_files_mode(tmp_path):
+    """report.html, leaderboard.csv and exports were 0600 (mkstemp's mode) beside a 0644 fit.log: a
+    report that another user, or a web server, cannot read."""
+    import os
+    import stat
+
+    from autotransfer.files import write_text_atomic
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    write_text_atomic(tmp_path / "report.html", "<html></html>")
+    assert stat.S_IMODE(os.stat(tmp_path / "report.html").st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
