@@ -342,7 +342,7 @@ def fit(
         "--ensemble/--no-ensemble",
         help="average the best few configurations when validation says it beats the best one alone",
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no live progress, only the summary"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no live progress or log lines, only warnings and the summary (fit.log keeps everything)"),
 ) -> None:
     """Find the best way to transfer an ImageNet network to DATA, within the time budget."""
     start = time.monotonic()
@@ -388,6 +388,10 @@ def fit(
 
     cache_limit()  # a malformed AUTOTRANSFER_CACHE_LIMIT is refused before any work
     cached_before = evictable_bytes()
+    if quiet:  # the log lines too (fit.log keeps them): only warnings, errors and the summary on the terminal
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, RichHandler):
+                handler.setLevel(logging.WARNING)
     progress = Progress(settings.time_budget, verbose=0 if quiet else 1, start=start, console=err)
     try:
         result = run(data, settings, progress)

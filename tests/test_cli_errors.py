@@ -257,3 +257,13 @@ def test_predict_and_export_on_a_missing_checkpoint_answer_before_importing_torc
         done = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True, text=True, timeout=120)
         assert done.stdout.strip() == "False 2", done.stdout + done.stderr
         assert "No pipeline checkpoint at" in done.stderr and "does not exist" in done.stderr
+
+
+def test_quiet_fit_shows_only_the_summary_and_keeps_the_log(fit_env, tmp_path):
+    """The fresh-user trial: `fit -q` still printed every INFO line (one per probe) before the summary."""
+    out = tmp_path / "run"
+    args = ("fit", fit_env["data"], "--search-space", fit_env["space"], "--time-budget", "2m", "--out", out, "-q")
+    done = run_cli(*args, "--profile-backbone", "test_efficientnet")
+    assert done.returncode == 0, done.stderr
+    assert "probe " not in done.stderr and "Done in" in done.stdout
+    assert "probe " in (out / "fit.log").read_text()
