@@ -342,7 +342,7 @@ def fit(
         "--ensemble/--no-ensemble",
         help="average the best few configurations when validation says it beats the best one alone",
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no live progress or log lines, only warnings and the summary (fit.log keeps everything)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="only warnings and the summary (fit.log keeps every line)"),
 ) -> None:
     """Find the best way to transfer an ImageNet network to DATA, within the time budget."""
     start = time.monotonic()
