@@ -349,7 +349,9 @@ def fit(
     from autotransfer.data.sources import check_data_path
 
     check_data_path(data)  # before the engine's imports: a typo is answered at once
-    from autotransfer.budget import format_duration
+    from autotransfer.budget import format_duration, parse_duration
+
+    parse_duration(time_budget)  # likewise a budget that is not a duration (its floor needs the engine)
     from autotransfer.options import RunOptions
     from autotransfer.report.progress import Progress
     from autotransfer.search.run import run

@@ -257,6 +257,10 @@ def test_predict_and_export_on_a_missing_checkpoint_answer_before_importing_torc
         done = subprocess.run([sys.executable, "-c", probe, *command], capture_output=True, text=True, timeout=120)
         assert done.stdout.strip() == "False 2", done.stdout + done.stderr
         assert "No pipeline checkpoint at" in done.stderr and "does not exist" in done.stderr
+    tmp_path.joinpath("d").mkdir()
+    done = subprocess.run([sys.executable, "-c", probe, "fit", str(tmp_path / "d"), "--time-budget", "abc"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.stdout.strip() == "False 2", done.stdout + done.stderr  # fresh-user trial: 8 s to say so
 
 
 def test_quiet_fit_shows_only_the_summary_and_keeps_the_log(fit_env, tmp_path):
