@@ -22,12 +22,14 @@ class Page(HTMLParser):
     def __init__(self, text: str) -> None:
         super().__init__()
         self.images, self.chosen_rows, self.ids, self.in_chosen = [], [], [], False
+        self.glue = False  # after <wbr> (a line-break opportunity inside a name) the text goes on
         self.feed(text)
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         if tag == "img":
             self.images.append(attrs)
+        self.glue = tag == "wbr"
         if "id" in attrs:
             self.ids.append(attrs["id"])
         if tag == "tr" and "chosen" in (attrs.get("class") or "").split():
@@ -40,7 +42,11 @@ class Page(HTMLParser):
 
     def handle_data(self, data):
         if self.in_chosen and data.strip():
-            self.chosen_rows[-1].append(data.strip())
+            if self.glue and self.chosen_rows[-1]:
+                self.chosen_rows[-1][-1] += data.strip()
+            else:
+                self.chosen_rows[-1].append(data.strip())
+        self.glue = False
 
 
 @pytest.mark.parametrize("value", [pd.NA, None, float("nan"), pd.NaT])

@@ -65,7 +65,7 @@ PROBE_COLUMNS = [
     "trial", "strategy", "backbone", "resolution", "tap", "head", "C", "class_weight", "val_score", "val_accuracy",
     "seconds", "status",
 ]  # fmt: skip
-ALWAYS_SHOWN = ("trial", "val_score", "seconds", "status", "note")
+ALWAYS_SHOWN = ("trial", "val_score", "seconds", "status")
 FINETUNE_COLUMNS = [
     "trial",
     "strategy",
@@ -82,8 +82,12 @@ FINETUNE_COLUMNS = [
     "val_accuracy",
     "seconds",
     "status",
-    "note",
 ]
+# Column headings shorter than the CSV's names, and the text columns that may wrap: a 1280-px page shows
+# every column of a fine-tuning table whose trials differ in backbone, tap, augmentation and weighting.
+HEADERS = {"resolution": "px", "freeze_groups": "frozen groups", "head_lr": "head LR",
+           "backbone_lr_ratio": "backbone LR x", "epochs_run": "epochs", "augmentation": "augment"}  # fmt: skip
+TEXT_COLUMNS = ("backbone", "tap", "strategy")
 RAN = ("complete", "pruned")  # trials that ran and have a score
 STAGE_NAMES = {"probe": "probes", "finetune": "fine-tuning"}
 GALLERY_SIZE = 12
@@ -426,7 +430,7 @@ def stage_board(frame: pd.DataFrame, stage: str) -> str:
         if shared
         else ""
     )
-    head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in columns)
+    head = "".join(f"<th>{html.escape(HEADERS.get(c, c.replace('_', ' ')))}</th>" for c in columns)
     rows = []
     for _, row in started.iterrows():
         classes = ["chosen"] if row["chosen"] else []
@@ -441,12 +445,16 @@ def stage_board(frame: pd.DataFrame, stage: str) -> str:
                 text = f"{float(value):.3g}"
             elif c == "seconds" and not is_missing(value):
                 text = f"{float(value):.1f}"
-            elif c == "note":
-                text = f'<span class=note title="{_e(value)}">{_e(str(value)[:80])}</span>'
-            cells.append(f"<td>{text}</td>")
+            if c in TEXT_COLUMNS:  # names like tf_efficientnet_lite2 may break after an underscore
+                cells.append(f"<td class=text>{text.replace('_', '_<wbr>')}</td>")
+            else:
+                cells.append(f"<td>{text}</td>")
         marker = '<span class=star title="the chosen pipeline">★</span>' if row["chosen"] else ""
         rows.append(f'<tr class="{" ".join(classes)}">{"".join(cells)}</tr>'.replace("<td>", f"<td>{marker}", 1))
-    note = f"<p class=muted>{queued} queued trial(s) did not start before the budget ran out.</p>" if queued else ""
+    # why a trial stopped or failed: one line each under the table (a column of sentences widens it past the page)
+    notes = "".join(f"<li>trial {_e(t)}: {_e(n)}</li>" for t, n in zip(started["trial"], started["note"]) if n)
+    note = f"<ul class=notes>{notes}</ul>" if notes else ""
+    note += f"<p class=muted>{queued} queued trial(s) did not start before the budget ran out.</p>" if queued else ""
     return (
         f"<h3>{html.escape(STAGE_NAMES[stage].capitalize())} ({len(started)})</h3>{common}"
         f"<div class=scroll><table class=board><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody>"
@@ -475,7 +483,7 @@ vertical-align:top;white-space:nowrap}.facts td{padding:3px 0}
 .timebar{height:8px;background:#e3e7eb;border-radius:4px;overflow:hidden;max-width:360px;margin-top:6px}
 .timebar span{display:block;height:100%;background:var(--accent)}
 table{border-collapse:collapse;font-size:13px}
-.board th,.board td,.perclass th,.perclass td{border-bottom:1px solid var(--line);padding:4px 10px;text-align:left;
+.board th,.board td,.perclass th,.perclass td{border-bottom:1px solid var(--line);padding:4px 7px;text-align:left;
 white-space:nowrap}
 .board thead th,.perclass thead th{background:var(--soft);position:sticky;top:0}
 .board tr.chosen td{background:#e8f0fb;font-weight:600}
@@ -484,6 +492,7 @@ white-space:nowrap}
 .board th{white-space:normal;vertical-align:bottom}
 .note{color:var(--muted);font-size:12px;display:inline-block;min-width:14em;white-space:normal}
 .scroll{overflow-x:auto;max-width:100%}
+.board td.text{white-space:normal}.notes{color:var(--muted);font-size:13px;margin:4px 0}
 .bar{display:inline-block;width:70px;height:8px;background:#e3e7eb;border-radius:4px;vertical-align:middle;
 overflow:hidden}.bar span{display:block;height:100%}
 .num{font-variant-numeric:tabular-nums}
