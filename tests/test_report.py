@@ -94,8 +94,8 @@ def test_report_of_a_full_run(tmp_path):
     # leaderboard: columns per stage, shared settings said once, all columns in the CSV
     probes = text[text.index("<h3>Probes") : text.index("<h3>Fine-tuning")]
     finetune = text[text.index("<h3>Fine-tuning") :]
-    assert "<th>C</th>" in probes and "freeze groups" not in probes
-    assert "<th>freeze groups</th>" in finetune and "<th>C</th>" not in finetune
+    assert "<th>C</th>" in probes and "frozen groups" not in probes
+    assert "<th>frozen groups</th>" in finetune and "<th>C</th>" not in finetune
     assert "share backbone <b>mobilenetv2_100</b>" in probes
     assert "1 queued trial(s) did not start" in finetune
     assert list(pd.read_csv(tmp_path / "run" / "leaderboard.csv").columns) == COLUMNS
