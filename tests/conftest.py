@@ -133,3 +133,20 @@ def fit_env(tmp_path, monkeypatch, isolated_cache):
     space.write_text(SPACE)
     data = make_imagefolder(tmp_path / "data", {"a": 12, "b": 12, "c": 12})
     return {"space": space, "data": data, "out": tmp_path / "run"}
+
+
+def exported_probabilities(path: Path, fmt: str, images: list) -> np.ndarray:
+    """Class probabilities (N x K, float64) of an exported ONNX / TorchScript graph, one raw image (any
+    size, uint8) at a time, as a deployed model receives them."""
+    if fmt == "onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path))
+        run = lambda pixels: session.run(None, {"images": pixels.numpy()})[0]  # noqa: E731
+    else:
+        run = torch.jit.load(str(path))
+    got = []
+    for image in images:
+        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].contiguous()
+        got.append(torch.softmax(torch.as_tensor(np.asarray(run(pixels))).double(), 1).numpy()[0])
+    return np.array(got)

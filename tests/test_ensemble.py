@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import colour_image, make_imagefolder
+from conftest import colour_image, exported_probabilities, make_imagefolder
 
 from autotransfer.data.datasets import load_dataset
 from autotransfer.deploy.ensemble import EnsemblePipeline
@@ -117,19 +117,9 @@ def test_an_exported_ensemble_is_one_graph_with_the_same_labels(ensemble, tmp_pa
     path = export(pipeline, fmt, tmp_path / f"model.{fmt}")
     images = _images()
     expected = pipeline.predict_proba(images)
-    if fmt == "onnx":
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(path))
-        run = lambda pixels: session.run(None, {"images": pixels.numpy()})[0]  # noqa: E731
-    else:
-        run = torch.jit.load(str(path))
-    got = []
-    for image in images:
-        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].contiguous()
-        got.append(torch.softmax(torch.as_tensor(np.asarray(run(pixels))).double(), 1).numpy()[0])
-    assert list(np.array(got).argmax(1)) == list(expected.argmax(1))
-    np.testing.assert_allclose(np.array(got), expected, atol=5e-4)
+    got = exported_probabilities(path, fmt, images)
+    assert list(got.argmax(1)) == list(expected.argmax(1))
+    np.testing.assert_allclose(got, expected, atol=5e-4)
 
 
 def test_ensemble_candidates_are_diverse_best_first(tmp_path):

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import colour_image, make_imagefolder
+from conftest import colour_image, exported_probabilities, make_imagefolder
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -295,19 +295,9 @@ def test_the_exported_graph_labels_raw_images_as_predict_does(trained, tmp_path,
 
     images = [banded(seed, *size) for seed, size in enumerate([(90, 40), (40, 90), (133, 61), (48, 48)] * 2)]
     expected = pipeline.predict_proba(images)
-    if fmt == "onnx":
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(path))
-        run = lambda pixels: session.run(None, {"images": pixels.numpy()})[0]  # noqa: E731
-    else:
-        run = torch.jit.load(str(path))
-    got = []
-    for image in images:
-        pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].contiguous()
-        got.append(torch.softmax(torch.as_tensor(np.asarray(run(pixels))).double(), 1).numpy()[0])
+    got = exported_probabilities(path, fmt, images)
     # measured: 3e-5 with the crop in the graph, 5e-3 when the graph squashed the whole image
-    np.testing.assert_allclose(np.array(got), expected, atol=5e-4)
+    np.testing.assert_allclose(got, expected, atol=5e-4)
 
 
 def test_cli_predict_reports_bad_files_and_goes_on(trained, tmp_path, cli):
