@@ -99,7 +99,7 @@ def test_a_refit_probe_is_fit_on_the_features_the_pipeline_computes(context, mon
     assert asked == [False]
     dataset = context.dataset(32)
     fp32 = real(dataset, context.backbone("x"), ["head"], bf16=False, show_progress=False)["head"]
-    x = torch.from_numpy(np.asarray(dataset.images[:6])).permute(0, 3, 1, 2).float() / 255
+    x = torch.from_numpy(np.array(dataset.images[:6])).permute(0, 3, 1, 2).float() / 255
     mean = torch.tensor(final.backbone.preprocess.mean).view(1, 3, 1, 1)
     std = torch.tensor(final.backbone.preprocess.std).view(1, 3, 1, 1)
     with torch.no_grad():
