@@ -277,6 +277,8 @@ class OptunaBackend:
         (it replaces the best when it scores higher). A probe as the best leaves the time to the probes
         run after fine-tuning and to the ensemble (search/run.py)."""
         context = self.context
+        if context.settings.storage:  # workers sharing a study would each run it again: max_trials holds there
+            return
         best = best_record(records(self.plan.studies))
         if best is None or best["stage"] != "finetune" or not best.get("epoch_seconds"):
             return
