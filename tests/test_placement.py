@@ -1,6 +1,7 @@
 """The cheap stage corrects the prior: the probes' placement, and the fine-tuning seeds it changes."""
 
 import optuna
+import pytest
 
 from autotransfer.search.candidates import Candidate
 from autotransfer.search.finetune_stage import FinetunePlan, seed_trials
@@ -32,22 +33,29 @@ def test_no_placement_without_both_kinds_of_tap():
     assert corrected_prior(PROFILE, None) == PROFILE["prior"]
 
 
-def _first_seed(prior: dict) -> dict:
-    """The first trial the prior seeds (trial 0 is the recipe, the same for every quadrant)."""
+def _seeds(prior: dict) -> list[dict]:
+    """The fine-tuning trials the prior seeds, in order (trial 0 is the recipe)."""
     space = load_search_space("default")
     study = optuna.create_study(direction="maximize")
     plan = FinetunePlan(None, [Candidate("test_efficientnet", 32, "head")], dict(space.ranges), prior,
                         {"class_weights": ["none"]})  # fmt: skip
     seed_trials(study, space, plan)
-    return study.get_trials(states=(optuna.trial.TrialState.WAITING,))[1].system_attrs["fixed_params"]
+    return [t.system_attrs["fixed_params"] for t in study.get_trials(states=(optuna.trial.TrialState.WAITING,))]
 
 
 def test_the_corrected_quadrant_changes_the_first_fine_tuning_trials():
-    a_priori = _first_seed(PROFILE["prior"])
+    a_priori = _seeds(PROFILE["prior"])
     placement = measured_placement(PROFILE, _probes(head=0.70, mid=0.82), pixel_score=0.40)
-    corrected = _first_seed(corrected_prior(PROFILE, placement))
-    assert a_priori["strategy"] == "finetune_all"  # large-similar: fine-tune the whole network
-    assert corrected["strategy"] == "train_all"  # large-different: pretrained init, train everything
+    corrected = _seeds({**corrected_prior(PROFILE, placement), "head_lr": [1e-3, 1e-2]})
+    # large-similar: the LP-FT recipe with augmentation, then fine-tune the whole network
+    assert [p["strategy"] for p in a_priori[:2]] == ["lp_ft", "finetune_all"]
+    assert a_priori[0]["backbone_lr_ratio"] < 1.0 and a_priori[0]["augmentation"] == "crop"
+    # large-different: the recipe itself trains everything from the pretrained init, at the prior's head LR;
+    # LP-FT is still tried, after the quadrant's other strategy, and nothing is seeded twice
+    strategies = [p["strategy"] for p in corrected]
+    assert strategies[:3] == ["train_all", "finetune_all", "lp_ft"] and len(set(strategies)) == len(strategies)
+    assert corrected[0]["augmentation"] == "crop" and "backbone_lr_ratio" not in corrected[0]
+    assert corrected[0]["head_lr"] == pytest.approx(10**-2.5)  # the prior's, not the LP-FT recipe's 1e-3
 
 
 def test_a_combined_tap_is_not_a_lower_tap():
