@@ -443,3 +443,17 @@ def test_skipped_files_and_label_conflicts_are_said_once_per_run_whatever_the_si
     messages = [record.getMessage() for record in caplog.records]
     assert sum(m.startswith("Skipped 1 file(s)") for m in messages) == 1
     assert sum(m.startswith("1 label conflict(s)") for m in messages) == 1
+
+
+def test_a_probe_whose_fp32_features_were_extracted_keeps_no_room_to_extract_them_again(fit_env):
+    """Once a probe's fp32 features are in the feature cache (the ensemble stage extracts them for its
+    members), its refit reads them: the reserve drops to evaluating and saving, so that time is used."""
+    context = _context_timed_in_a_burst(fit_env, 600.0)
+    context.auto["seconds_per_image"] = {"test_efficientnet": 0.01}
+    best = {"stage": "probe", "resolution": 32, "backbone": "test_efficientnet", "tap": "head"}
+    before = context.reserve(best)
+    assert before > context.reserve(None)
+    context.fp32_features.add(("test_efficientnet", 32, "blocks.2"))  # another tap: still to extract
+    assert context.reserve(best) == pytest.approx(before)
+    context.fp32_features.add(("test_efficientnet", 32, "head"))
+    assert context.reserve(best) == pytest.approx(context.reserve(None))

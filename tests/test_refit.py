@@ -33,6 +33,7 @@ def context(tmp_path):
         split_sizes=lambda size: (len(dataset.indices("train")), len(dataset.indices("val"))),
         deadline=Deadline(600.0),
         device="cpu",
+        fp32_features=set(),
     )
     context.refit_fits = partial(RunContext.refit_fits, context)  # the real estimate, on this stand-in
     return context
@@ -97,6 +98,7 @@ def test_a_refit_probe_is_fit_on_the_features_the_pipeline_computes(context, mon
             "C": 1.0, "class_weight": "none"}  # fmt: skip
     final = refit.probe_model(context, best, ("train", "val"))
     assert asked == [False]
+    assert context.fp32_features == {("test_efficientnet", 32, "head")}  # a second refit reads them (reserve)
     dataset = context.dataset(32)
     fp32 = real(dataset, context.backbone("x"), ["head"], bf16=False, show_progress=False)["head"]
     x = torch.from_numpy(np.array(dataset.images[:6])).permute(0, 3, 1, 2).float() / 255

@@ -38,6 +38,9 @@ class RunContext:
     slowdown: float = 1.0  # the last probed pair's extraction time over its estimate from `auto`'s timing (load)
     objective: dict = field(default_factory=dict)  # search/objective.py: metric, why, class weights, CV folds
     storage: optuna.storages.BaseStorage | None = None  # the run's Optuna storage (search/storage.py)
+    # (backbone, resolution, tap) whose fp32 features this run extracted (refit.py: probe_model); they are in
+    # the feature cache, so refitting such a probe costs no forward pass
+    fp32_features: set[tuple[str, int, str]] = field(default_factory=set)
     _index: tuple[DatasetIndex, str] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -116,11 +119,15 @@ class RunContext:
         probe's refit extracts its features once more, in fp32 (search/refit.py: probe_model)."""
         refit = best is not None and best.get("stage") != "probe" and self.refit_fits(best)
         reserve = planner.reserve(best, *self.split_sizes(best["resolution"])) if refit else planner.reserve(None, 0, 0)
-        if best is not None and best.get("stage") == "probe":
+        if best is not None and best.get("stage") == "probe" and not self.fp32_cached(best):
             reserve += FP32_SLOWDOWN * self._forward_seconds(best, everything=True)
         # saving and evaluating are estimated on a quiet machine: a load the probes measured slows them alike
         slow = max(1.0, self.slowdown)
         return reserve + planner.SAVE_SECONDS * (slow - 1) + self.evaluation_seconds(best) * slow
+
+    def fp32_cached(self, record: dict) -> bool:
+        """Whether ``record``'s fp32 features were extracted in this run (a probe's refit reads them)."""
+        return (record.get("backbone"), record.get("resolution"), record.get("tap")) in self.fp32_features
 
     def evaluation_seconds(self, best: dict | None) -> float:
         """Predicting val (the chosen configuration) and test (the final pipeline): two forward passes

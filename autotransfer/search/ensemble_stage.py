@@ -84,9 +84,12 @@ def choose_ensemble(context: RunContext, rows: list[dict], best: dict | None) ->
     labels = dataset.labels[dataset.indices("val")]
     metric = context.objective["metric"]
     probabilities, members, cost = [], [], 0.0
+    has_test = len(dataset.indices("test")) > 0
     for record in pool:
         expected = max(cost, context.evaluation_seconds(record))  # before any was timed: two held-out forwards
-        if context.deadline.left() < context.reserve(best) + expected * (len(members) + 2):
+        # this candidate, and (with a test split) the final test forward of every member so far and of it
+        needed = expected * (1 + (len(members) + 1 if has_test else 0))
+        if context.deadline.left() < context.reserve(best) + needed:
             log.info("ensemble: no time for more candidates (%s left)", format_duration(context.deadline.left()))
             break
         tic = time.perf_counter()

@@ -47,6 +47,7 @@ def probe_model(context: RunContext, best: dict, splits: tuple[str, ...]) -> Fin
     # scored on its own training images (tests/test_refit.py).
     tap = best["tap"]
     features = np.asarray(extract_features(dataset, backbone, [tap], bf16=False, show_progress=False)[tap])
+    context.fp32_features.add((best["backbone"], best["resolution"], tap))
     rows = np.concatenate([dataset.indices(s) for s in splits])
     weight = None if best.get("class_weight", "none") == "none" else best["class_weight"]
     head = make_head(
