@@ -76,3 +76,19 @@ def test_fine_tuning_candidates_are_single_taps():
         probes.add_trial(optuna.trial.create_trial(value=value, user_attrs={"candidate": key}))
     studies = SimpleNamespace(probes=probes, finetune=optuna.create_study(direction="maximize"))
     assert [c.key for c in choose_candidates(studies, 2)] == ["m@64/head", "n@64/head"]
+
+
+def test_with_too_little_time_for_every_candidate_the_cheapest_that_fits_runs_next():
+    """200 s left after the reserve: a 2-epoch trial of the 60 s/epoch candidate fits, the 150 s one does
+    not; the search queues the cheap one instead of ending with the time unused, unless a queued trial of
+    a candidate that no longer fits is next (Optuna runs queued trials first)."""
+    from autotransfer.search.finetune_stage import affordable, next_queued_candidate
+
+    epochs = {"big@128/head": 150.0, "small@64/head": 60.0, "mid@64/head": 90.0}
+    assert affordable(epochs, left=260.0, reserve=60.0, judge=2) == ["small@64/head", "mid@64/head"]
+    assert affordable(epochs, left=100.0, reserve=60.0, judge=2) == []
+    study = optuna.create_study(direction="maximize")
+    assert next_queued_candidate(study) is None
+    study.enqueue_trial({"candidate": "big@128/head", "strategy": "lp_ft"})
+    study.enqueue_trial({"candidate": "small@64/head"})
+    assert next_queued_candidate(study) == "big@128/head"

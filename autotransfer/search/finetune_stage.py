@@ -213,6 +213,19 @@ def seed_trials(study: optuna.Study, space: SearchSpace, plan: FinetunePlan) -> 
         study.enqueue_trial(params, user_attrs={"seeded_by": "profile prior"}, skip_if_exists=True)
 
 
+def affordable(epoch_seconds: dict[str, float], left: float, reserve: float, judge: int) -> list[str]:
+    """The candidates (keys of ``epoch_seconds``: seconds per epoch) whose trial can be judged (``judge``
+    epochs) in ``left`` seconds after ``reserve``, cheapest first."""
+    fits = [key for key, epoch in epoch_seconds.items() if planner.finetune_trial_fits(left, reserve, judge, epoch)]
+    return sorted(fits, key=epoch_seconds.__getitem__)
+
+
+def next_queued_candidate(study: optuna.Study) -> str | None:
+    """The candidate of the trial Optuna runs next when one is queued (``enqueue_trial``, oldest first)."""
+    queued = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    return queued[0].system_attrs.get("fixed_params", {}).get("candidate") if queued else None
+
+
 def epoch_estimate(context: RunContext, params: dict, measured: dict[tuple[str, str], float]) -> float:
     """Seconds per epoch of ``params``: measured when a trial ran its candidate with its strategy; else the
     planner's estimate, never below an epoch measured on the same candidate with another strategy.
@@ -282,17 +295,22 @@ class OptunaBackend:
                     return
                 continue
             best = best_record(records(self.plan.studies))
-            estimates = (epoch_estimate(context, {"candidate": c.key, "strategy": "finetune_all"}, self.measured)
-                         for c in self.plan.candidates)  # fmt: skip
-            need_epoch = max(estimates, default=0.0)
-            reserve = context.reserve(best)
-            if not planner.finetune_trial_fits(context.deadline.left(), reserve, self.judge, need_epoch):
+            estimates = {c.key: epoch_estimate(context, {"candidate": c.key, "strategy": "finetune_all"}, self.measured)
+                         for c in self.plan.candidates}  # fmt: skip
+            reserve, left = context.reserve(best), context.deadline.left()
+            fitting = affordable(estimates, left, reserve, self.judge)
+            queued = next_queued_candidate(study)
+            if not fitting or (queued is not None and queued not in fitting):
                 log.info(
                     "time budget: no room for another fine-tuning trial (%s left, %s needed to judge one)",
-                    format_duration(context.deadline.left()),
-                    format_duration(reserve + self.judge * need_epoch),
+                    format_duration(left),
+                    format_duration(reserve + self.judge * estimates.get(queued, min(estimates.values(), default=0))),
                 )
                 return
+            if len(fitting) < len(estimates) and not waiting:  # the next trial that fits, not none at all
+                log.info("time budget: %s left fits a trial of %s, the cheapest candidate", format_duration(left),
+                         fitting[0])  # fmt: skip
+                study.enqueue_trial({"candidate": fitting[0]}, user_attrs={"seeded_by": "the candidate that fits"})
             self._one_trial(study, best)
             if self.first_epoch_too_long:  # the sampled trial's first epoch did not fit: nor would the next's
                 return
