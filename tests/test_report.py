@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 from sample_run import make_run
 
-from autotransfer.report.outputs import COLUMNS, leaderboard, thumbnail, trial_counts, write_outputs
+from autotransfer.report.outputs import COLUMNS, leaderboard, trial_counts, write_outputs
+from autotransfer.report.sections import placement_rows, thumbnail
 from autotransfer.report.terminal import cell_text, frame_table, is_missing
 
 
@@ -181,22 +182,20 @@ def test_thumbnail_of_a_palette_image_with_transparency_bytes(tmp_path):
 
 
 def test_the_report_shows_both_placements_and_the_size_measured_at():
-    from autotransfer.report.outputs import _placement_rows
-
     measured = {"quadrant": "small-similar", "differs": True, "rationale": "CNN codes 0.64 vs 0.63"}
     profile = {"quadrant": "small-different", "rationale": "far from photos", "similarity": 0.49,
                "resolution": {"profiled_at": 128}, "nearest_reference": "clipart",
                "separability": {"knn_accuracy": 0.51, "chance": 0.10}, "measured": measured}  # fmt: skip
-    rows = dict(_placement_rows(profile))
+    rows = dict(placement_rows(profile))
     assert rows["quadrant, a priori (profile)"].startswith("small-different — far from photos (similarity 0.49")
     assert (
         "at 128px" in rows["quadrant, a priori (profile)"]
         and "chance 0.10 (majority class)" in rows["quadrant, a priori (profile)"]
     )
     assert rows["quadrant, measured (probes)"] == "small-similar — differs from the profile: CNN codes 0.64 vs 0.63"
-    skipped = dict(_placement_rows({**profile, "measured": None, "measured_skipped": "no lower tap probed"}))
+    skipped = dict(placement_rows({**profile, "measured": None, "measured_skipped": "no lower tap probed"}))
     assert skipped["quadrant, measured (probes)"] == "not measured: no lower tap probed"
-    assert _placement_rows({}) == []
+    assert placement_rows({}) == []
 
 
 def test_the_cards_say_when_the_val_split_chose_and_show_the_metric_asked_for_on_test(tmp_path):
@@ -218,7 +217,7 @@ def test_the_cards_say_when_the_val_split_chose_and_show_the_metric_asked_for_on
     text = (tmp_path / "run" / "report.html").read_text()
     assert "accuracy (held-out val)" in text
     assert re.search(r"search score: log loss \(CV mean on train\+val\)</div><div[^>]*>0\.3125", text)
-    assert re.search(r"test log loss</div><div[^>]*>0\.4100</div><div class=note>lower is better", text)
+    assert re.search(r"test log loss</div><div[^>]*>0\.4100</div>\s*<div class=note>lower is better", text)
 
 
 def test_the_report_explains_a_chosen_trial_off_the_pareto_front(tmp_path):
