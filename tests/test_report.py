@@ -254,3 +254,26 @@ def test_the_distance_chart_names_the_profiling_backbone_when_another_is_chosen(
     text = (tmp_path / "run" / "report.html").read_text()
     assert "Profile: domain distance by depth of mobilenetv2_100" in text
     assert "the chosen pipeline uses tf_efficientnet_lite0" in text
+
+
+def test_the_charts_say_where_each_score_was_measured_and_keep_the_test_score_apart(tmp_path):
+    """Issue 26.7: the cost chart drew cross-validation scores of the probes beside the validation-split
+    scores of fine-tuned trials, next to held-out score cards, without saying which was which."""
+    from autotransfer.report.sections import stage_labels
+
+    args = make_run(tmp_path / "run")
+    metrics = args["pipeline"].spec["metrics"]
+    write_outputs(**args)
+    text = (tmp_path / "run" / "report.html").read_text()
+    assert "<!-- probes (validation split) -->" in text and "<!-- fine-tuning (validation split) -->" in text
+    assert "Every score is on the validation split; the chosen pipeline" in text
+    assert "held-out test score is in the cards above, not on this chart" in text
+    # small data: the probes were cross-validated, the chosen (fine-tuned) trial scored on the val split
+    metrics.update(val_score_from="validation split", metric_reason="classes are balanced; probes chosen by 3-fold "
+                   "cross-validation (smallest class 10 training images)")  # fmt: skip
+    write_outputs(**args)
+    text = (tmp_path / "run" / "report.html").read_text()
+    assert text.count("<!-- probes (CV mean on train+val) -->") == 2  # the cost chart and the history
+    assert "<!-- probes (validation split) -->" not in text and "<!-- fine-tuning (validation split) -->" in text
+    assert "Probe scores are means over cross-validation folds of train+val, fine-tuning scores are on the " in text
+    assert stage_labels({"val_score_from": "cross-validation"})["probe"] == "probes (CV mean on train+val)"
