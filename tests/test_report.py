@@ -196,6 +196,9 @@ def test_the_report_shows_both_placements_and_the_size_measured_at():
     skipped = dict(placement_rows({**profile, "measured": None, "measured_skipped": "no lower tap probed"}))
     assert skipped["quadrant, measured (probes)"] == "not measured: no lower tap probed"
     assert placement_rows({}) == []
+    assert placement_rows({"quadrant": "small-different", "rationale": "median 40"}) == [
+        ("quadrant, a priori (profile)", "small-different — median 40")  # no empty "()" when nothing was measured
+    ]
 
 
 def test_the_cards_say_when_the_val_split_chose_and_show_the_metric_asked_for_on_test(tmp_path):

@@ -169,10 +169,8 @@ def placement_rows(profile: dict) -> list[tuple[str, str]]:
         evidence.append(
             f"kNN {separability['knn_accuracy']:.2f} vs chance {separability['chance']:.2f} (majority class)"
         )
-    evidence_text = ", ".join(e for e in evidence if e)
-    rows = [
-        ("quadrant, a priori (profile)", f"{profile['quadrant']} — {profile.get('rationale', '')} ({evidence_text})")
-    ]
+    evidence_text = f" ({', '.join(e for e in evidence if e)})" if any(evidence) else ""
+    rows = [("quadrant, a priori (profile)", f"{profile['quadrant']} — {profile.get('rationale', '')}{evidence_text}")]
     placement = profile.get("measured")
     if placement:
         verdict = "differs from the profile" if placement.get("differs") else "agrees with the profile"
