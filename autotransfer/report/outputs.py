@@ -28,6 +28,7 @@ from autotransfer.report.confusion import confusion_view
 from autotransfer.report.page import render
 from autotransfer.report.plots import RAN, pareto_front
 from autotransfer.report.sections import (
+    Plot,
     fact_rows,
     per_class_rows,
     score_sources,
@@ -172,9 +173,9 @@ def _classes(spec: dict, *frames: pd.DataFrame | None) -> list[str]:
     return classes
 
 
-def _search_plots(frame: pd.DataFrame, profile: dict, metrics: dict) -> list[tuple]:
-    """(title, svg, caption, what is missing) of the distance-by-depth (of the profiling backbone, said so),
-    score-against-cost (the run's metric, each stage's score named: CV or the val split) and history plots."""
+def _search_plots(frame: pd.DataFrame, profile: dict, metrics: dict) -> list[Plot]:
+    """The distance-by-depth (of the profiling backbone, said so), score-against-cost (the run's metric,
+    where each stage's scores were measured: CV or the val split) and history plots."""
     metric = (metrics.get("metric") or "accuracy").replace("_", " ")
     profiled = str(profile.get("backbone") or "the profiling backbone")
     chosen = frame.loc[frame["chosen"], "backbone"]
@@ -186,17 +187,17 @@ def _search_plots(frame: pd.DataFrame, profile: dict, metrics: dict) -> list[tup
         plots.history_plot(frame, labels),
     )
     return [
-        (f"Profile: domain distance by depth of {profiled}", Markup(distance) if distance else None,
+        Plot(f"Profile: domain distance by depth of {profiled}", Markup(distance) if distance else None,
          f"Measured with the profiling backbone, {profiled}{other}: how far each depth group's activations on "
          "this data are from ImageNet's (higher = more different); a distance that grows with depth suggests "
          "features from a lower tap and fine-tuning the top.",
          "The run has no profile (profile.json missing or without distances)."),
-        (f"Validation {metric} against cost", Markup(pareto) if pareto else None,
+        Plot(f"Validation {metric} against cost", Markup(pareto) if pareto else None,
          f"Every trial that ran, scored by the run's metric ({metric}); the black line is the Pareto front (no "
          f"other trial both scores higher and costs less); the red ring is the chosen one. {scored}; the chosen "
          "pipeline's held-out test score is in the cards above, not on this chart.",
          "No trial finished."),
-        ("Search history", Markup(history) if history else None,
+        Plot("Search history", Markup(history) if history else None,
          f"Search score (the run's metric) of each trial in the order the stages ran, and the best so far. {scored}.",
          "No trial finished."),
     ]  # fmt: skip

@@ -47,6 +47,14 @@ class Card:
 
 
 @dataclass(frozen=True)
+class Plot:
+    title: str
+    svg: str | None  # inline SVG markup; None when there is nothing to draw
+    caption: str
+    missing: str  # said instead of the plot when there is nothing to draw
+
+
+@dataclass(frozen=True)
 class SearchScore:
     """The chosen trial's search score as people read it: the metric, where it was measured, the value
     (log loss shown as the loss, lower is better) and whether the val split chose it (then optimistic)."""
