@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The wheel works on its own: build it, check that the search spaces and bench suites are inside,
+# The wheel works on its own: build it, check that the search spaces, bench suites and report templates are inside,
 # install it in a clean virtual environment (CPU torch pins from constraints.txt), and run
 # `autotransfer fit`, `predict` and `export` from that install, outside the source tree, on a few
 # generated 40x30 PNGs in three class folders.
@@ -29,6 +29,7 @@ import zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
 needed = [f"autotransfer/search/spaces/{n}.yaml" for n in ("fast", "default", "thorough")]
 needed += [f"autotransfer/bench/suites/{n}.yaml" for n in ("smoke", "cpu-small")]
+needed += [f"autotransfer/report/templates/{n}" for n in ("report.css", "report.html.j2", "bench.html.j2")]
 missing = [n for n in needed if n not in names]
 leaked = sorted(n for n in names if n.split("/")[0] in ("tests", "benchmarks", "scripts"))
 if missing or leaked:

@@ -258,9 +258,12 @@ def test_leaderboard_files(tmp_path):
         contenders: [fit, codes_svm, grid]
     """,
     )
-    write_leaderboard(_records(), suite, tmp_path, "test machine")
+    write_leaderboard(_records(), suite, tmp_path, "test machine <8 cores>")
     assert len(pd.read_csv(tmp_path / "leaderboard.csv")) == 7
-    assert (tmp_path / "report.html").read_text().count("<svg") == 2
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("<svg") == 2
+    # the run report's style sheet, and text escaped by the template
+    assert "test machine &lt;8 cores&gt;" in page and ".board tr.chosen td{" in page
 
 
 def _scored_records() -> list[dict]:

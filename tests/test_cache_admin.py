@@ -176,3 +176,28 @@ def test_fit_says_how_much_it_added_in_its_summary_and_log(tmp_path, isolated_ca
     expected = f"cache: +{cache_index.format_bytes(added)} of decoded images and features in {isolated_cache}"
     assert expected in screen.getvalue()
     assert expected in (tmp_path / "run" / "fit.log").read_text()
+
+
+def _forget_source(isolated_cache, name):
+    """The header of an entry written before headers named the dataset folder."""
+    path = isolated_cache / "decoded" / name / "records.json"
+    header = json.loads(path.read_text())
+    del header["source"]
+    path.write_text(json.dumps(header))
+
+
+def test_the_listing_names_the_folder_of_an_entry_written_before_headers_did(tmp_path, isolated_cache):
+    """Entries from before the header recorded the folder were listed as "(not recorded)" even where the
+    folder was known: the same files at another size, or the entry used again."""
+    root = make_imagefolder(tmp_path / "data", {"a": 3, "b": 3})
+    _in_another_process(isolated_cache, root, 16)
+    _in_another_process(isolated_cache, root, 24)
+    small, large = sorted(list_cache().entries, key=lambda e: e.recipe)
+    _forget_source(isolated_cache, small.name)
+    assert {e.dataset for e in list_cache().entries} == {str(root)}  # from the entry of the same files at 24 px
+    _forget_source(isolated_cache, large.name)
+    assert {e.dataset for e in list_cache().entries} == {""}  # nothing says where they came from
+    _decode(root, 16)  # used again: the header names the folder from now on
+    assert {e.recipe: e.dataset for e in list_cache().entries} == {small.recipe: str(root), large.recipe: str(root)}
+    header = json.loads((isolated_cache / "decoded" / small.name / "records.json").read_text())
+    assert header["source"] == str(root) and len(header["records"]) == 6

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 from sample_run import make_run
 
-from autotransfer.report.outputs import COLUMNS, leaderboard, thumbnail, trial_counts, write_outputs
+from autotransfer.report.outputs import COLUMNS, leaderboard, trial_counts, write_outputs
+from autotransfer.report.sections import placement_rows, thumbnail
 from autotransfer.report.terminal import cell_text, frame_table, is_missing
 
 
@@ -181,22 +182,23 @@ def test_thumbnail_of_a_palette_image_with_transparency_bytes(tmp_path):
 
 
 def test_the_report_shows_both_placements_and_the_size_measured_at():
-    from autotransfer.report.outputs import _placement_rows
-
     measured = {"quadrant": "small-similar", "differs": True, "rationale": "CNN codes 0.64 vs 0.63"}
     profile = {"quadrant": "small-different", "rationale": "far from photos", "similarity": 0.49,
                "resolution": {"profiled_at": 128}, "nearest_reference": "clipart",
                "separability": {"knn_accuracy": 0.51, "chance": 0.10}, "measured": measured}  # fmt: skip
-    rows = dict(_placement_rows(profile))
+    rows = dict(placement_rows(profile))
     assert rows["quadrant, a priori (profile)"].startswith("small-different — far from photos (similarity 0.49")
     assert (
         "at 128px" in rows["quadrant, a priori (profile)"]
         and "chance 0.10 (majority class)" in rows["quadrant, a priori (profile)"]
     )
     assert rows["quadrant, measured (probes)"] == "small-similar — differs from the profile: CNN codes 0.64 vs 0.63"
-    skipped = dict(_placement_rows({**profile, "measured": None, "measured_skipped": "no lower tap probed"}))
+    skipped = dict(placement_rows({**profile, "measured": None, "measured_skipped": "no lower tap probed"}))
     assert skipped["quadrant, measured (probes)"] == "not measured: no lower tap probed"
-    assert _placement_rows({}) == []
+    assert placement_rows({}) == []
+    assert placement_rows({"quadrant": "small-different", "rationale": "median 40"}) == [
+        ("quadrant, a priori (profile)", "small-different — median 40")  # no empty "()" when nothing was measured
+    ]
 
 
 def test_the_cards_say_when_the_val_split_chose_and_show_the_metric_asked_for_on_test(tmp_path):
@@ -218,7 +220,7 @@ def test_the_cards_say_when_the_val_split_chose_and_show_the_metric_asked_for_on
     text = (tmp_path / "run" / "report.html").read_text()
     assert "accuracy (held-out val)" in text
     assert re.search(r"search score: log loss \(CV mean on train\+val\)</div><div[^>]*>0\.3125", text)
-    assert re.search(r"test log loss</div><div[^>]*>0\.4100</div><div class=note>lower is better", text)
+    assert re.search(r"test log loss</div><div[^>]*>0\.4100</div>\s*<div class=note>lower is better", text)
 
 
 def test_the_report_explains_a_chosen_trial_off_the_pareto_front(tmp_path):
@@ -255,3 +257,26 @@ def test_the_distance_chart_names_the_profiling_backbone_when_another_is_chosen(
     text = (tmp_path / "run" / "report.html").read_text()
     assert "Profile: domain distance by depth of mobilenetv2_100" in text
     assert "the chosen pipeline uses tf_efficientnet_lite0" in text
+
+
+def test_the_charts_say_where_each_score_was_measured_and_keep_the_test_score_apart(tmp_path):
+    """Issue 26.7: the cost chart drew cross-validation scores of the probes beside the validation-split
+    scores of fine-tuned trials, next to held-out score cards, without saying which was which."""
+    from autotransfer.report.sections import stage_labels
+
+    args = make_run(tmp_path / "run")
+    metrics = args["pipeline"].spec["metrics"]
+    write_outputs(**args)
+    text = (tmp_path / "run" / "report.html").read_text()
+    assert "<!-- probes (validation split) -->" in text and "<!-- fine-tuning (validation split) -->" in text
+    assert "Every score is on the validation split; the chosen pipeline" in text
+    assert "held-out test score is in the cards above, not on this chart" in text
+    # small data: the probes were cross-validated, the chosen (fine-tuned) trial scored on the val split
+    metrics.update(val_score_from="validation split", metric_reason="classes are balanced; probes chosen by 3-fold "
+                   "cross-validation (smallest class 10 training images)")  # fmt: skip
+    write_outputs(**args)
+    text = (tmp_path / "run" / "report.html").read_text()
+    assert text.count("<!-- probes (CV mean on train+val) -->") == 2  # the cost chart and the history
+    assert "<!-- probes (validation split) -->" not in text and "<!-- fine-tuning (validation split) -->" in text
+    assert "Probe scores are means over cross-validation folds of train+val, fine-tuning scores are on the " in text
+    assert stage_labels({"val_score_from": "cross-validation"})["probe"] == "probes (CV mean on train+val)"

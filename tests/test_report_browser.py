@@ -1,5 +1,5 @@
 """report.html in a real browser (headless Chromium, Debian package `chromium`): it renders, every
-image loads, nothing is logged to the console, and no table runs off a 1280-px page. A screenshot
+image loads, nothing is logged to the console, and no table runs off a 1280-px page nor an 800-px one. A screenshot
 is written (to $AUTOTRANSFER_REPORT_SCREENSHOT when set) for a person to look at."""
 
 import json
@@ -71,6 +71,11 @@ def test_report_renders_in_chromium(tmp_path, finished):
     assert all(hidden <= 0 for hidden in result["clipped"]), f"a table hides columns at 1280 px: {result['clipped']}"
     console = [line for line in done.stderr.splitlines() if "CONSOLE" in line]
     assert not console, console
+    narrow = re.search(
+        r'<pre id="probe">(.*?)</pre>', browse(browser, probe, "--dump-dom", "--window-size=800,900").stdout
+    )
+    narrow = json.loads(narrow.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert narrow["overflow"] <= 0 and all(hidden <= 0 for hidden in narrow["clipped"]), f"at 800 px: {narrow}"
 
     shot = tmp_path / "report.png"
     done = browse(browser, report, f"--screenshot={shot}", "--window-size=1280,4200")
@@ -81,3 +86,5 @@ def test_report_renders_in_chromium(tmp_path, finished):
     if target:
         Path(target).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(target) / f"report-{'full' if finished else 'probes-only'}.png")
+        narrow = Path(target) / f"report-{'full' if finished else 'probes-only'}-800px.png"
+        browse(browser, report, f"--screenshot={narrow}", "--window-size=800,5200")

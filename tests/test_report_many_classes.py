@@ -28,15 +28,15 @@ def _predictions(n_classes: int, per_class: int, seed: int = 0) -> tuple[pd.Data
 
 def test_up_to_30_classes_the_matrix_stays_a_table_and_above_it_becomes_an_image():
     few, few_classes = _predictions(TABLE_MAX_CLASSES, 4)
-    assert "<table class=confusion>" in confusion_view(few, few_classes, "validation")
+    view = confusion_view(few, few_classes, "validation")
+    assert len(view.rows) == TABLE_MAX_CLASSES and view.image is None and not view.top
+    assert sum(c.count for row in view.rows for c in row) == len(few)
     many, classes = _predictions(40, 4)
-    html = confusion_view(many, classes, "validation")
-    assert "<table class=confusion>" not in html and html.count("<img class=cmimage") == 1
-    assert "data:image/png;base64," in html and "<table class=topconf>" in html
-    rows = re.findall(r"<tr><td>(class_\d+)</td><td>(class_\d+)</td><td class=num>(\d+)</td>", html)
-    assert len(rows) == 20
-    counts = [int(n) for _, _, n in rows]
-    assert counts == sorted(counts, reverse=True) and all(t != p for t, p, _ in rows)
+    view = confusion_view(many, classes, "validation")
+    assert not view.rows and view.image.startswith("data:image/png;base64,")
+    assert len(view.top) == 20
+    counts = [n for _, _, n, _ in view.top]
+    assert counts == sorted(counts, reverse=True) and all(t != p for t, p, _, _ in view.top)
 
 
 def test_top_confusions_are_the_largest_off_diagonal_cells():
@@ -57,6 +57,8 @@ def test_a_thousand_class_report_is_under_5_megabytes(tmp_path):
     report = (tmp_path / "run" / "report.html").read_text()
     assert len(report.encode()) < 5_000_000, len(report.encode())
     assert report.count("<img class=cmimage") == 2 and "<table class=confusion>" not in report
+    rows = re.findall(r"<tr><td>(class_\d+)</td><td>(class_\d+)</td><td class=num>(\d+)</td>", report)
+    assert len(rows) == 2 * 20 and all(t != p for t, p, _ in rows)  # the top confusions of both splits
 
 
 def test_the_terminal_lists_every_recall_for_few_classes_and_the_lowest_ten_for_many():

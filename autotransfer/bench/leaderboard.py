@@ -16,17 +16,16 @@ means, ranks and regret, and the markdown counts it.
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from autotransfer.bench.contenders import BENCH_METRICS, FIXED
+from autotransfer.bench.page import render_html
 from autotransfer.bench.suite import Suite
 from autotransfer.errors import AutoTransferError
 from autotransfer.files import write_text_atomic
-from autotransfer.report.outputs import svg
 from autotransfer.transfer.metrics import PROBABILITY_METRICS
 
 CSV_COLUMNS = [
@@ -270,6 +269,13 @@ def render_markdown(frame: pd.DataFrame, suite: Suite, machine: str) -> str:
             _markdown(regret),
             "",
         ]
+    return "\n".join(parts + _cell_sections(frame, name))
+
+
+def _cell_sections(frame: pd.DataFrame, name: str) -> list[str]:
+    """Markdown lines about single cells: what each contender ran, and the cells not installed, over budget,
+    at chance level or failed (each section only when it has cells)."""
+    parts: list[str] = []
     chose = frame[frame["what"].fillna("").astype(str) != ""].drop_duplicates("title")  # the backbone each used
     if len(chose):
         parts += ["## What each contender ran (its first cell; every cell: report.html, leaderboard.csv)", ""]
@@ -313,63 +319,7 @@ def render_markdown(frame: pd.DataFrame, suite: Suite, machine: str) -> str:
             + [f"- {r.group} seed {r.seed}, {r.title}: {str(r.error).splitlines()[0]}" for r in failures.itertuples()]
             + [""]
         )
-    return "\n".join(parts)
-
-
-def _plots(frame: pd.DataFrame) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    table = summary(frame).dropna(subset=["mean"])
-    name = METRIC_NAMES[_metric(frame)]
-    groups = list(dict.fromkeys(table["group"]))
-    titles = list(dict.fromkeys(table["title"]))
-    if not groups:  # every cell failed or is not installed: nothing to plot
-        return {"score": "<p>No finished cell.</p>", "rank": ""}
-    colours = {t: plt.get_cmap("tab10")(i % 10) for i, t in enumerate(titles)}
-    figure, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.8), squeeze=False)
-    for axis, group in zip(axes[0], groups):
-        part = table[table["group"] == group]
-        for row in part.itertuples():
-            axis.errorbar(row.seconds, row.mean, yerr=row.std, fmt="o", color=colours[row.title], label=row.title)
-        axis.set_xscale("log")
-        axis.set_title(group)
-        axis.set_xlabel("wall time (s, log)")
-        axis.set_ylabel(f"test {name}")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
-    plots = {"score": svg(figure)}
-    ranks = table.pivot(index="title", columns="group", values="rank").reindex(index=titles, columns=groups)
-    figure, axis = plt.subplots(figsize=(1.3 * len(groups) + 4, 0.35 * len(titles) + 1.5))
-    image = axis.imshow(ranks.to_numpy(dtype=float), cmap="viridis_r", aspect="auto")
-    axis.set_xticks(range(len(groups)), groups, rotation=20, ha="right")
-    axis.set_yticks(range(len(titles)), titles)
-    for (i, j), value in np.ndenumerate(ranks.to_numpy(dtype=float)):
-        if not np.isnan(value):
-            axis.text(j, i, f"{value:.1f}", ha="center", va="center", color="white", fontsize=8)
-    figure.colorbar(image, label="mean rank (1 = best)")
-    axis.set_title("Rank of each contender per dataset and regime")
-    plots["rank"] = svg(figure)
-    return plots
-
-
-def render_html(frame: pd.DataFrame, suite: Suite, machine: str) -> str:
-    plots = _plots(frame)
-    table = frame.drop(columns=["what"]).to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}")
-    what = "".join(
-        f"<li>{html.escape(r.group)} seed {r.seed}, {html.escape(r.title)}: {html.escape(str(r.what))}</li>"
-        for r in frame.itertuples()
-        if r.what
-    )
-    name = html.escape(suite.name)
-    metric = METRIC_NAMES[_metric(frame)]
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>autotransfer bench: {name}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1600px}} table{{border-collapse:collapse;font-size:12px}}
-td,th{{border:1px solid #ccc;padding:2px 6px;text-align:left}}</style></head><body>
-<h1>Benchmark suite {name}</h1><p>{html.escape(suite.description)}</p><p>{html.escape(machine)}</p>
-<h2>{html.escape(metric[0].upper() + metric[1:])} against wall time</h2>{plots["score"]}<h2>Ranks</h2>{plots["rank"]}
-<h2>Every cell</h2>{table}<h2>What each contender chose</h2><ul>{what}</ul></body></html>"""
+    return parts
 
 
 def write_leaderboard(
@@ -379,5 +329,6 @@ def write_leaderboard(
     frame = cell_frame(records, suite, metric)
     write_text_atomic(out / "leaderboard.csv", frame.to_csv(index=False))
     write_text_atomic(out / "leaderboard.md", render_markdown(frame, suite, machine))
-    write_text_atomic(out / "report.html", render_html(frame, suite, machine))
+    page = render_html(frame=frame, table=summary(frame), suite=suite, machine=machine, metric=METRIC_NAMES[metric])
+    write_text_atomic(out / "report.html", page)
     return frame

@@ -21,7 +21,7 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from autotransfer.errors import AutoTransferError
@@ -177,13 +177,34 @@ def _entry(folder: Path, features: Path) -> CacheEntry:
     )
 
 
+def _with_known_folders(entries: list[CacheEntry]) -> list[CacheEntry]:
+    """An entry whose header names no dataset folder (written before headers did) takes the folder of an
+    entry of the same files at another size: their names start with the same files fingerprint."""
+    folders = {e.name.split("-", 1)[0]: e.dataset for e in entries if e.dataset}
+    return [e if e.dataset else replace(e, dataset=folders.get(e.name.split("-", 1)[0], "")) for e in entries]
+
+
+def record_source(entry: Path, header: dict, folder: str) -> None:
+    """Name the dataset ``folder`` in the header of ``entry`` (an entry written before headers did, used
+    again); a cache this user cannot write keeps its header as it is."""
+    if not folder:
+        return
+    staging = entry / f".records.{os.getpid()}.json"
+    try:
+        staging.write_text(json.dumps({**header, "source": folder}))
+        os.replace(staging, entry / "records.json")  # atomic: readers see the old header or the new one
+    except OSError:
+        with contextlib.suppress(OSError):
+            staging.unlink()
+
+
 def list_cache(root: Path | None = None) -> CacheListing:
     root = root or cache_dir()
     decoded, features = root / "decoded", root / "features"
     folders = (
         sorted(p for p in decoded.iterdir() if p.is_dir() and not p.name.startswith(".")) if decoded.is_dir() else []
     )
-    entries = sorted((_entry(f, features) for f in folders), key=lambda e: (e.last_used, e.name))
+    entries = _with_known_folders(sorted((_entry(f, features) for f in folders), key=lambda e: (e.last_used, e.name)))
     known = {f.name for f in folders}
     orphans = [p for p in features.iterdir() if p.is_dir() and p.name not in known] if features.is_dir() else []
     kept = (

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from rich.progress import Progress
 
-from autotransfer.data.cache_index import LAST_USED, enforce_limit, lease
+from autotransfer.data.cache_index import LAST_USED, enforce_limit, lease, record_source
 from autotransfer.data.images import DecodedImage, ResizeRecipe, decode_file
 from autotransfer.errors import AutoTransferError
 from autotransfer.files import is_disk_full
@@ -73,16 +73,19 @@ def _entry_dir(paths: list[Path], recipe: ResizeRecipe, root: Path | None, finge
     return base / f"{(fingerprint or files_fingerprint(paths))[:24]}-{recipe.key()}-v{FORMAT_VERSION}"
 
 
-def _load(entry: Path, n_files: int) -> DecodedImages | None:
+def _load(entry: Path, paths: list[Path]) -> DecodedImages | None:
     if not lease(entry):  # marks the last use; removed meanwhile (cache clear): rebuild
         return None
     try:
-        records = json.loads((entry / "records.json").read_text())["records"]
+        header = json.loads((entry / "records.json").read_text())
+        records = header["records"]
         pixels = np.load(entry / "images.npy", mmap_mode="r")
     except (OSError, ValueError, KeyError):
         return None  # incomplete or damaged: rebuild
-    if len(records) != n_files or pixels.shape[0] != sum(r.get("reason") is None for r in records):
+    if len(records) != len(paths) or pixels.shape[0] != sum(r.get("reason") is None for r in records):
         return None
+    if not header.get("source"):  # written before headers named the folder: `autotransfer cache` names it now
+        record_source(entry, header, _source_folder(paths))
     return DecodedImages(pixels, records, entry, cache_hit=True)
 
 
@@ -119,7 +122,7 @@ def decode_all(
 
     ``fingerprint``: ``files_fingerprint(paths)`` when the caller computed it already (one stat per file)."""
     entry = _entry_dir(paths, recipe, cache_root, fingerprint)
-    cached = _load(entry, len(paths)) if entry.exists() else None
+    cached = _load(entry, paths) if entry.exists() else None
     if cached is not None:
         return cached
     entry.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +166,7 @@ def decode_all(
                 fix=f"free some space, or point {CACHE_ENV} to a larger disk.",
             ) from error
         raise
-    loaded = _load(entry, len(paths))
+    loaded = _load(entry, paths)
     if loaded is None:
         raise RuntimeError(f"decode cache entry {entry} could not be read back")
     loaded.cache_hit = False

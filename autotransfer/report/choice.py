@@ -10,7 +10,7 @@ the best (search/selection.py). So the ★ can sit off the front; the report say
 
 from __future__ import annotations
 
-import html
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -42,11 +42,22 @@ def off_front_reason(frame: pd.DataFrame, front: pd.DataFrame) -> str | None:
     )
 
 
-def explain_choice(frame: pd.DataFrame, front: pd.DataFrame, metrics: dict) -> str:
-    """The "Why the ★ trial" paragraph of the report (HTML), or "" when no trial was chosen."""
+@dataclass(frozen=True)
+class ChoiceExplanation:
+    """The "Why the ★ trial" paragraph of the report, as sentences."""
+
+    trial: str  # "fine-tuning trial 1 (finetune_top)"
+    score: str  # "validation accuracy 0.9000"
+    rule: str  # the rule that picked it
+    measured: str  # where the trials' scores were measured
+    off_front: str = ""  # why the ★ is off the Pareto front; "" when it is on it
+
+
+def explain_choice(frame: pd.DataFrame, front: pd.DataFrame, metrics: dict) -> ChoiceExplanation | None:
+    """Why the chosen trial was chosen, or None when no trial was chosen."""
     chosen = frame[frame["chosen"]]
     if not len(chosen):
-        return ""
+        return None
     row = chosen.iloc[0]
     metric = str(metrics.get("metric") or "accuracy").replace("_", " ")
     if metrics.get("val_score_from") == "cross-validation":
@@ -60,11 +71,8 @@ def explain_choice(frame: pd.DataFrame, front: pd.DataFrame, metrics: dict) -> s
         rule = f"It was chosen by the {metrics['selection']}."
     else:
         rule = f"It has the highest validation {metric}; {TIE_RULE}."
-    parts = [f"<b>{html.escape(_name(row))}</b>, validation {html.escape(metric)} {row['val_score']:.4f}. ",
-             html.escape(rule), f" Scores: {html.escape(measured)}."]  # fmt: skip
     off = off_front_reason(frame, front)
     if off:
         why = TIE_RULE if not metrics.get("selection") else "the rule above compares settings, not measured seconds"
-        parts.append(f" {html.escape(off)} The front is drawn over measured seconds, which vary with the machine's "
-                     f"load, while {html.escape(why)}.")  # fmt: skip
-    return "<h3 id=why>Why the ★ trial</h3><p class=why>" + "".join(parts) + "</p>"
+        off += f" The front is drawn over measured seconds, which vary with the machine's load, while {why}."
+    return ChoiceExplanation(_name(row), f"validation {metric} {row['val_score']:.4f}", rule, measured, off or "")
