@@ -159,7 +159,7 @@ class AutoTransfer(BaseEstimator):
         self.leaderboard_: pd.DataFrame = result.leaderboard
         self.profile_: dict = result.profile
         self.run_dir_ = Path(result.run_dir).absolute()
-        self.best_: dict = result.best
+        self.best_: dict = result.best.row()
         return self
 
     def predict(self, inputs) -> np.ndarray:

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import optuna
 import pandas as pd
@@ -14,6 +15,7 @@ from conftest import SPACE
 from autotransfer import AutoTransfer, Pipeline
 from autotransfer.budget import format_duration, parse_duration
 from autotransfer.errors import AutoTransferError
+from autotransfer.search.records import TrialRecord
 from autotransfer.search.space import load_search_space
 
 
@@ -314,9 +316,9 @@ def test_the_reserve_keeps_a_refit_only_while_it_fits(fit_env):
     probe keeps room for its features extracted again in fp32 (refit.probe_model)."""
     context = _context_timed_in_a_burst(fit_env, 600.0)
     context.auto["seconds_per_image"] = {"test_efficientnet": 0.01}
-    best = {"stage": "finetune", "resolution": 32, "backbone": "test_efficientnet", "best_epoch": 3,
-            "epoch_seconds": 20.0}  # fmt: skip
-    probe = context.reserve({**best, "stage": "probe"})
+    best = TrialRecord(stage="finetune", trial=0, status="complete", resolution=32, backbone="test_efficientnet",
+                       best_epoch=3, epoch_seconds=20.0)  # fmt: skip
+    probe = context.reserve(replace(best, stage="probe"))
     assert context.refit_fits(best) and context.reserve(best) > probe + 4 * 20.0
     context.deadline.seconds = context.deadline.elapsed() + 60.0  # 60 s left: a 4-epoch refit needs more
     assert not context.refit_fits(best) and context.reserve(best) == pytest.approx(context.reserve(None))

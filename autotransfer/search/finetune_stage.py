@@ -27,7 +27,7 @@ from autotransfer.search import planner
 from autotransfer.search.auto_space import MAX_BACKBONES
 from autotransfer.search.candidates import Candidate
 from autotransfer.search.context import RunContext
-from autotransfer.search.records import best_record, records, trial_records
+from autotransfer.search.records import TrialRecord, best_record, records, set_trial_attrs, trial_attrs, trial_records
 from autotransfer.search.space import Range, SearchSpace
 from autotransfer.search.storage import (
     Studies,
@@ -70,11 +70,11 @@ def choose_candidates(studies: Studies, count: int) -> list[Candidate]:
     head on one tap. Fixed once chosen, so a resumed run keeps them."""
     if "candidates" in studies.finetune.user_attrs:
         return [Candidate.parse(key) for key in studies.finetune.user_attrs["candidates"]]
-    rows = studies.probes.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    rows = sorted(rows, key=lambda t: (-t.value, -np.nan_to_num(t.user_attrs.get("logme") or 0.0)))  # NaN: unscored
+    rows = [r for r in trial_records("probe", studies.probes) if r.status == "complete"]
+    rows = sorted(rows, key=lambda r: (-r.val_score, -np.nan_to_num(r.logme or 0.0)))  # NaN: unscored
     chosen: list[Candidate] = []
-    for trial in rows:
-        candidate = Candidate.parse(trial.user_attrs["candidate"])
+    for row in rows:
+        candidate = Candidate.parse(row.candidate)
         if COMBINED_TAP not in candidate.tap and all(c.pair != candidate.pair for c in chosen):
             chosen.append(candidate)
         if len(chosen) == count:
@@ -158,7 +158,7 @@ def seed_trials(study: optuna.Study, space: SearchSpace, plan: FinetunePlan) -> 
     n_groups = len(create_backbone(first.backbone, device="meta", pretrained=False).depth_groups)
     imbalanced = len(plan.objective["class_weights"]) > 1
     recipe = recipe_params(first, space, ranges, n_groups, imbalanced)
-    study.enqueue_trial(recipe, user_attrs={"seeded_by": "recipe (LP-FT, augmentation, discriminative LRs)"})
+    study.enqueue_trial(recipe, user_attrs=trial_attrs(seeded_by="recipe (LP-FT, augmentation, discriminative LRs)"))
     wanted = [s for s in prior.get("strategies", []) if s in FINETUNE_STRATEGIES]
     wanted += [s for s in space.finetune_strategies if s not in wanted]
 
@@ -184,7 +184,7 @@ def seed_trials(study: optuna.Study, space: SearchSpace, plan: FinetunePlan) -> 
             params["layer_decay"] = clip("layer_decay", float(np.mean(prior.get("layer_decay", [0.8, 0.9]))))
         if imbalanced:  # the seeds weight the classes
             params["class_weight"] = "balanced"
-        study.enqueue_trial(params, user_attrs={"seeded_by": "profile prior"}, skip_if_exists=True)
+        study.enqueue_trial(params, user_attrs=trial_attrs(seeded_by="profile prior"), skip_if_exists=True)
 
 
 def epoch_estimate(context: RunContext, params: dict, measured: dict[tuple[str, str], float]) -> float:
@@ -233,11 +233,9 @@ class OptunaBackend:
         log.info("fine-tuning: trials judged after %d epoch(s) (%d optimizer updates or the pruner's first rung); %s",
                  self.judge, planner.JUDGE_UPDATES, self.shape.why or "search shape fixed")  # fmt: skip
         seed_trials(study, space, plan)
-        for t in study.get_trials(deepcopy=False):
-            if "epoch_seconds" in t.user_attrs:
-                self.measured[t.params.get("candidate", ""), t.params.get("strategy", "")] = t.user_attrs[
-                    "epoch_seconds"
-                ]
+        for r in trial_records("finetune", study):
+            if r.epoch_seconds is not None:
+                self.measured[r.candidate or "", r.strategy or ""] = r.epoch_seconds
         context.progress.stage("fine-tuning", total=self.shape.max_trials)
         self._search(study)
         self._use_leftover(study)
@@ -280,28 +278,28 @@ class OptunaBackend:
         if context.settings.storage:  # workers sharing a study would each run it again: max_trials holds there
             return
         best = best_record(records(self.plan.studies))
-        if best is None or best["stage"] != "finetune" or not best.get("epoch_seconds"):
+        if best is None or best.stage != "finetune" or not best.epoch_seconds:
             return
-        why = f"leftover time (trial {best['trial']})"
-        runs = [t.user_attrs.get("seeded_by") for t in study.get_trials(deepcopy=False)]
-        if str(best.get("seeded_by", "")).startswith("leftover") or why in runs:  # done already (a resumed run)
+        why = f"leftover time (trial {best.trial})"
+        runs = [r.seeded_by for r in trial_records("finetune", study)]
+        if (best.seeded_by or "").startswith("leftover") or why in runs:  # done already (a resumed run)
             return
         left, budget = context.deadline.left(), context.deadline.seconds
         if not planner.unused_too_much(left, budget, context.reserve(best)):
             return
-        n_train, n_val = context.split_sizes(best["resolution"])
-        per_epoch = best["epoch_seconds"] * (1 + (n_train + n_val) / max(n_train, 1))  # trained, then refit
+        n_train, n_val = context.split_sizes(best.resolution)
+        per_epoch = best.epoch_seconds * (1 + (n_train + n_val) / max(n_train, 1))  # trained, then refit
         epochs = min(planner.MAX_EPOCHS, planner.leftover_epochs(left, context.reserve(None), per_epoch))
-        if epochs <= int(best.get("epochs_run") or 0):
-            log.info("leftover time (%s) buys no more epochs than trial %d had", format_duration(left), best["trial"])
+        if epochs <= (best.epochs_run or 0):
+            log.info("leftover time (%s) buys no more epochs than trial %d had", format_duration(left), best.trial)
             return
-        params = {k: best[k] for k in HYPERPARAMETERS if k in best and best[k] == best[k] and best[k] is not None}
+        params = best.hyperparameters(HYPERPARAMETERS)
         log.info("leftover time (%s): trial %d's configuration again for %d epochs", format_duration(left),
-                 best["trial"], epochs)  # fmt: skip
-        study.enqueue_trial(params, user_attrs={"epochs": epochs, "seeded_by": why})
+                 best.trial, epochs)  # fmt: skip
+        study.enqueue_trial(params, user_attrs=trial_attrs(epochs=epochs, seeded_by=why))
         self._one_trial(study, best)
 
-    def _one_trial(self, study: optuna.Study, best: dict | None) -> None:
+    def _one_trial(self, study: optuna.Study, best: TrialRecord | None) -> None:
         asked: dict = {}
         use_free_cpus()
         try:
@@ -318,13 +316,13 @@ class OptunaBackend:
         number = asked.get("number")
         if number is None:
             return
-        trial = study.trials[number]
-        if "epoch_seconds" in trial.user_attrs:
-            self.measured[asked["params"]["candidate"], asked["params"]["strategy"]] = trial.user_attrs["epoch_seconds"]
-        record = next(r for r in trial_records("finetune", study) if r["trial"] == number)
-        self.context.progress.trial(record, best_record(records(self.plan.studies)))
+        record = next(r for r in trial_records("finetune", study) if r.trial == number)
+        if record.epoch_seconds is not None:
+            self.measured[asked["params"]["candidate"], asked["params"]["strategy"]] = record.epoch_seconds
+        best = best_record(records(self.plan.studies))
+        self.context.progress.trial(record.row(), best.row() if best else None)
 
-    def _objective(self, trial: optuna.Trial, best: dict | None, asked: dict) -> float:
+    def _objective(self, trial: optuna.Trial, best: TrialRecord | None, asked: dict) -> float:
         space = self.context.settings.space
         params = suggest(trial, space, self.plan.candidates, self.plan.ranges, self.plan.objective["class_weights"])
         asked.update(number=trial.number, params=params)
@@ -332,17 +330,17 @@ class OptunaBackend:
         try:
             value = self._train(trial, params, best)
         except TrialPruned as stop:
-            trial.set_user_attr("stopped", str(stop))
-            trial.set_user_attr("seconds", time.perf_counter() - tic)
+            set_trial_attrs(trial, stopped=str(stop), seconds=time.perf_counter() - tic)
             log.info("trial %d (%s) %s", trial.number, describe(params), stop, extra=TRIAL_LINE)
             raise optuna.TrialPruned(str(stop)) from stop
         except KeyboardInterrupt:
             raise
         except Exception as error:
-            trial.set_user_attr("error", f"{type(error).__name__}: {str(error)[:400]}")
-            trial.set_user_attr("seconds", time.perf_counter() - tic)
+            set_trial_attrs(
+                trial, error=f"{type(error).__name__}: {str(error)[:400]}", seconds=time.perf_counter() - tic
+            )
             raise
-        trial.set_user_attr("seconds", time.perf_counter() - tic)
+        set_trial_attrs(trial, seconds=time.perf_counter() - tic)
         log.info(
             "trial %d (%s): val %.4f after %s of %s epochs (%s), %s left",
             trial.number,
@@ -356,7 +354,7 @@ class OptunaBackend:
         )
         return value
 
-    def _train(self, trial: optuna.Trial, params: dict, best: dict | None) -> float:
+    def _train(self, trial: optuna.Trial, params: dict, best: TrialRecord | None) -> float:
         """Train one configuration for the epochs it gets (said in ``epochs_why``); report each epoch to
         the pruner (from the epochs it needs to be judged on) and to the budget."""
         context = self.context
@@ -369,23 +367,22 @@ class OptunaBackend:
         epochs, why = self._epochs(trial, context.deadline.left(), reserve, first_epoch)
         config = config_for(params, context.settings.space, len(backbone.depth_groups), context.settings.seed, epochs,
                             metric, rotate=float(self.plan.objective.get("rotate", 0.0)))  # fmt: skip
-        attrs = {
-            "backbone": candidate.backbone,
-            "resolution": candidate.resolution,
-            "tap": candidate.tap,
-            "stage": "finetune",
-            "strategy": params["strategy"],
-            "freeze_groups": config.freeze_groups,
-            "n_groups": len(backbone.depth_groups),
-            "metric": metric,
-            "worker": worker_name(),  # host:pid, so a shared study shows who ran what
-            "epochs_planned": epochs,
-            "epochs_why": why,
-        }
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
         folder = context.out / "trials" / f"{trial.number:04d}"
-        trial.set_user_attr("checkpoint_dir", str(folder))
+        set_trial_attrs(
+            trial,
+            backbone=candidate.backbone,
+            resolution=candidate.resolution,
+            tap=candidate.tap,
+            stage="finetune",
+            strategy=params["strategy"],
+            freeze_groups=config.freeze_groups,
+            n_groups=len(backbone.depth_groups),
+            metric=metric,
+            worker=worker_name(),  # host:pid, so a shared study shows who ran what
+            epochs_planned=epochs,
+            epochs_why=why,
+            checkpoint_dir=str(folder),
+        )
         progress = {"best": -float("inf"), "tic": time.perf_counter()}
         if not planner.next_epoch_fits(context.deadline.left(), reserve, first_epoch):
             self.first_epoch_too_long = True
@@ -400,11 +397,9 @@ class OptunaBackend:
         def report(epoch: int, value: float) -> None:
             if value > progress["best"]:  # as the trainer keeps it: the first epoch with the best score
                 progress["best"] = value
-                trial.set_user_attr("best_epoch", epoch)
+                set_trial_attrs(trial, best_epoch=epoch)
             per_epoch = (time.perf_counter() - progress["tic"]) / (epoch + 1)
-            trial.set_user_attr("best_val_score", progress["best"])
-            trial.set_user_attr("epoch_seconds", per_epoch)
-            trial.set_user_attr("epochs_run", epoch + 1)
+            set_trial_attrs(trial, best_val_score=progress["best"], epoch_seconds=per_epoch, epochs_run=epoch + 1)
             trial.report(value, epoch + 1)
             if prunable and epoch + 1 >= judged_from and trial.should_prune():
                 raise TrialPruned(f"pruned after epoch {epoch + 1}")
@@ -412,8 +407,7 @@ class OptunaBackend:
                 raise OutOfTime(f"time budget: stopped after epoch {epoch + 1}")
 
         result = finetune(dataset, backbone, config, report=report, device=context.device, checkpoint_dir=folder)
-        trial.set_user_attr("best_epoch", result.best_epoch)
-        trial.set_user_attr("best_val_accuracy", result.best_val_accuracy)
+        set_trial_attrs(trial, best_epoch=result.best_epoch, best_val_accuracy=result.best_val_accuracy)
         return result.best_val_score
 
     def _epochs(self, trial: optuna.Trial, left: float, reserve: float, epoch_seconds: float) -> tuple[int, str]:
@@ -434,7 +428,7 @@ def retry_later(study: optuna.Study, asked: dict) -> None:
     trial = study.trials[asked["number"]]
     if trial.state == TrialState.RUNNING:
         study.tell(asked["number"], state=TrialState.FAIL)
-    study.enqueue_trial(asked["params"], user_attrs={"retry_of": asked["number"]}, skip_if_exists=False)
+    study.enqueue_trial(asked["params"], user_attrs=trial_attrs(retry_of=asked["number"]), skip_if_exists=False)
 
 
 def wait_for_others(study: optuna.Study, context: RunContext) -> bool:
@@ -448,5 +442,5 @@ def wait_for_others(study: optuna.Study, context: RunContext) -> bool:
     return True
 
 
-def records_of(study: optuna.Study) -> list[dict]:
+def records_of(study: optuna.Study) -> list[TrialRecord]:
     return trial_records("finetune", study)

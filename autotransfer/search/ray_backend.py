@@ -28,7 +28,7 @@ from autotransfer.errors import AutoTransferError
 from autotransfer.search.candidates import Candidate
 from autotransfer.search.context import RunContext
 from autotransfer.search.finetune_stage import FinetunePlan
-from autotransfer.search.records import best_record, records
+from autotransfer.search.records import best_record, records, trial_attrs
 from autotransfer.search.space import Range, SearchSpace
 from autotransfer.search.trials import config_for, suggest
 
@@ -141,10 +141,10 @@ def _distributions(
 def _record(study: optuna.Study, space: SearchSpace, plan: FinetunePlan, result, trial_id: str | None = None) -> None:
     params = {k: v for k, v in (result.config or {}).items() if not k.startswith("_")}  # None: never reported
     history = result.metrics_dataframe
-    attrs = {"backend": "ray", "stage": "finetune", "strategy": params.get("strategy"), "ray_trial_id": trial_id}
+    attrs = trial_attrs(backend="ray", stage="finetune", strategy=params.get("strategy"), ray_trial_id=trial_id)
     if result.error is not None or history is None or history.empty:
         attrs["error"] = str(result.error)[:400] if result.error else "no epoch finished"
-        user_attrs = {**attrs, **{f"param_{k}": v for k, v in params.items()}}
+        user_attrs = trial_attrs(**attrs, **params)
         trial = optuna.trial.create_trial(
             state=optuna.trial.TrialState.FAIL, params={}, distributions={}, user_attrs=user_attrs
         )
@@ -182,7 +182,7 @@ def _record(study: optuna.Study, space: SearchSpace, plan: FinetunePlan, result,
             value=None if stopped_early else attrs["best_val_score"],
             params={k: v for k, v in params.items() if k in distributions},
             distributions=distributions,
-            user_attrs={**attrs, **{k: v for k, v in params.items() if k not in distributions}},
+            user_attrs=trial_attrs(**attrs, **{k: v for k, v in params.items() if k not in distributions}),
             intermediate_values={int(r["epoch"]): float(r["val_score"]) for _, r in history.iterrows()},
         )
     )

@@ -43,7 +43,7 @@ from autotransfer.search.finished import is_finished, load_finished
 from autotransfer.search.objective import decide_objective, decide_rotation
 from autotransfer.search.placement import corrected_prior, measured_placement, pixel_baseline
 from autotransfer.search.probe_stage import finetune_first, run_probe_stage
-from autotransfer.search.records import best_record, records, trial_records
+from autotransfer.search.records import TrialRecord, best_record, records, trial_records
 from autotransfer.search.refit import build_pipeline
 from autotransfer.search.run_dir import RunDirectory
 from autotransfer.search.selection import choose_final
@@ -66,10 +66,10 @@ class SearchResult:
     leaderboard: pd.DataFrame
     profile: dict
     run_dir: Path
-    best: dict
+    best: TrialRecord
     refit: bool
     seconds: float
-    records: list[dict]
+    records: list[TrialRecord]
     already_finished: bool = False  # the run directory held a finished run: loaded, not searched (finished.py)
 
 
@@ -92,7 +92,7 @@ def run(data: str | Path, settings: SearchSettings, progress: Progress | None = 
                 saved = load_finished(settings.out, settings.device)
                 return SearchResult(saved.pipeline, saved.leaderboard, saved.profile, settings.out, saved.best,
                                     bool(saved.pipeline.spec.get("metrics", {}).get("refit_on_train_val")),
-                                    0.0, saved.leaderboard.to_dict("records"), already_finished=True)  # fmt: skip
+                                    0.0, saved.records, already_finished=True)  # fmt: skip
             studies = _open(context, run_dir)
             started = True
             return _stages(context, studies)
@@ -196,8 +196,8 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
             log.info("final pipeline: an ensemble of %d configurations", len(ensemble.members))
             pipeline, refit = build_ensemble(context, ensemble), False
         else:
-            log.info("final pipeline: from %s trial %s (val %.4f)", best["stage"], best["trial"], best["val_score"])
-            context.progress.stage("refit", detail=f"{best['stage']} trial {best['trial']}")
+            log.info("final pipeline: from %s trial %s (val %.4f)", best.stage, best.trial, best.val_score)
+            context.progress.stage("refit", detail=f"{best.stage} trial {best.trial}")
             pipeline, refit = build_pipeline(context, best, selection)
         context.progress.stage("save")
         pipeline.save(context.out / "pipeline")
