@@ -15,6 +15,7 @@ from conftest import SPACE
 from autotransfer import AutoTransfer, Pipeline
 from autotransfer.budget import format_duration, parse_duration
 from autotransfer.errors import AutoTransferError
+from autotransfer.options import RunOptions
 from autotransfer.search.records import TrialRecord
 from autotransfer.search.space import load_search_space
 
@@ -279,7 +280,7 @@ def _context_timed_in_a_burst(fit_env, budget: float):
     from autotransfer.search.settings import SearchSettings
 
     settings = SearchSettings(load_search_space(fit_env["space"]), budget, fit_env["out"],
-                              profile_backbone="test_efficientnet")  # fmt: skip
+                              options=RunOptions(profile_backbone="test_efficientnet"))  # fmt: skip
     context = RunContext(fit_env["data"], settings, Progress(budget, verbose=0))
     context.backbones, context.resolutions = ("test_efficientnet",), (32,)
     context.auto = {"seconds_per_image": {"test_efficientnet": 100.0}, "profile_resolution": 32}

@@ -4,6 +4,7 @@ import optuna
 
 from autotransfer.search.candidates import Candidate
 from autotransfer.search.finetune_stage import FinetunePlan, seed_trials
+from autotransfer.search.objective import Objective
 from autotransfer.search.placement import corrected_prior, measured_placement
 from autotransfer.search.records import TrialRecord
 from autotransfer.search.space import load_search_space
@@ -42,7 +43,7 @@ def _first_seed(prior: dict) -> dict:
     space = load_search_space("default")
     study = optuna.create_study(direction="maximize")
     plan = FinetunePlan(None, [Candidate("test_efficientnet", 32, "head")], dict(space.ranges), prior,
-                        {"class_weights": ["none"]})  # fmt: skip
+                        Objective(metric="accuracy", reason=""))  # fmt: skip
     seed_trials(study, space, plan)
     return study.get_trials(states=(optuna.trial.TrialState.WAITING,))[1].system_attrs["fixed_params"]
 

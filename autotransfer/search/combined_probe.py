@@ -72,7 +72,7 @@ def probe_best_pair_combined(
         record_probe_rows(study, context, name, resolution, [row], extract_seconds_pair=None)
         return True
 
-    if context.settings.storage:  # workers sharing the study: one of them probes it
+    if context.settings.options.storage:  # workers sharing the study: one of them probes it
         run_once(context.storage, claim(f"{pair}/combined"), work, str(context.out))
     else:
         work()

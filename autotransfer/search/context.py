@@ -18,6 +18,7 @@ from autotransfer.data.sources import DatasetIndex, index_dataset
 from autotransfer.models.zoo import Backbone, create_backbone
 from autotransfer.report.progress import Progress
 from autotransfer.search import planner
+from autotransfer.search.objective import Objective
 from autotransfer.search.records import TrialRecord
 from autotransfer.search.settings import SearchSettings
 
@@ -37,7 +38,7 @@ class RunContext:
     resolutions: tuple[int, ...] = ()
     auto: dict = field(default_factory=dict)  # AutoChoice.to_json() when the space left anything to `auto`
     slowdown: float = 1.0  # the last probed pair's extraction time over its estimate from `auto`'s timing (load)
-    objective: dict = field(default_factory=dict)  # search/objective.py: metric, why, class weights, CV folds
+    objective: Objective | None = None  # search/objective.py: metric, why, class weights, CV folds
     storage: optuna.storages.BaseStorage | None = None  # the run's Optuna storage (search/storage.py)
     _index: tuple[DatasetIndex, str] | None = field(default=None, init=False, repr=False)
 
@@ -66,8 +67,8 @@ class RunContext:
             self.datasets[resolution] = load_dataset(
                 index,
                 image_size=resolution,
-                seed=self.settings.seed,
-                val_fraction=self.settings.val_fraction,
+                seed=self.settings.options.seed,
+                val_fraction=self.settings.options.val_fraction,
                 show_progress=False,
                 fingerprint=fingerprint,
                 warn=not self.datasets,  # skipped files and label conflicts: said once, not once per size

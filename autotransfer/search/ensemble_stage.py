@@ -74,7 +74,7 @@ def choose_ensemble(context: RunContext, rows: list[TrialRecord], best: TrialRec
     forward and the test forward of every member so far, timed on the slowest, fit before the final
     pipeline's reserve)."""
     settings = context.settings
-    if best is None or not (settings.ensemble and settings.space.ensemble):
+    if best is None or not (settings.options.ensemble and settings.space.ensemble):
         return None
     pool = candidates(rows, best)
     dataset = context.dataset(best.resolution)
@@ -82,7 +82,7 @@ def choose_ensemble(context: RunContext, rows: list[TrialRecord], best: TrialRec
     if len(pool) < 2 or n_val == 0:
         return None
     labels = dataset.labels[dataset.indices("val")]
-    metric = context.objective["metric"]
+    metric = context.objective.metric
     probabilities, members, cost = [], [], 0.0
     for record in pool:
         expected = max(cost, context.evaluation_seconds(record))  # before any was timed: two held-out forwards
@@ -117,7 +117,7 @@ def build_ensemble(context: RunContext, ensemble: Ensemble) -> EnsemblePipeline:
     dataset = context.dataset(first.resolution)
     words = "; ".join(f"{w:.2f} x {summary_words(r, len(m.backbone.depth_groups))}"
                       for r, m, w in zip(ensemble.members, members, weights))  # fmt: skip
-    metrics = {"metric": objective["metric"], "metric_reason": objective["reason"],
+    metrics = {"metric": objective.metric, "metric_reason": objective.reason,
                "val_score": ensemble.choice.score, "val_score_from": "validation split (members trained on train)",
                "val_accuracy": None, "refit_on_train_val": all(r.stage == "probe" for r in ensemble.members),
                "selection": f"greedy ensemble selection (Caruana et al. 2004): {ensemble.choice.score:.4f} on "

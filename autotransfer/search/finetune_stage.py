@@ -27,6 +27,7 @@ from autotransfer.search import planner
 from autotransfer.search.auto_space import MAX_BACKBONES
 from autotransfer.search.candidates import Candidate
 from autotransfer.search.context import RunContext
+from autotransfer.search.objective import Objective
 from autotransfer.search.records import TrialRecord, best_record, records, set_trial_attrs, trial_attrs, trial_records
 from autotransfer.search.space import Range, SearchSpace
 from autotransfer.search.storage import (
@@ -55,7 +56,7 @@ class FinetunePlan:
     candidates: list[Candidate]
     ranges: dict[str, Range]
     prior: dict
-    objective: dict  # search/objective.py: metric, class weights, CV folds
+    objective: Objective
 
 
 class FinetuneBackend(Protocol):
@@ -156,7 +157,7 @@ def seed_trials(study: optuna.Study, space: SearchSpace, plan: FinetunePlan) -> 
         return
     prior, ranges, first = plan.prior, plan.ranges, plan.candidates[0]
     n_groups = len(create_backbone(first.backbone, device="meta", pretrained=False).depth_groups)
-    imbalanced = len(plan.objective["class_weights"]) > 1
+    imbalanced = len(plan.objective.class_weights) > 1
     recipe = recipe_params(first, space, ranges, n_groups, imbalanced)
     study.enqueue_trial(recipe, user_attrs=trial_attrs(seeded_by="recipe (LP-FT, augmentation, discriminative LRs)"))
     wanted = [s for s in prior.get("strategies", []) if s in FINETUNE_STRATEGIES]
@@ -192,8 +193,7 @@ def epoch_estimate(context: RunContext, params: dict, measured: dict[tuple[str, 
     planner's estimate, never below an epoch measured on the same candidate with another strategy.
 
     ``measured``: (candidate key, strategy) -> seconds per epoch. Keyed by the strategy too because a
-    partly frozen epoch is far cheaper: an `lp_ft` epoch once stood for a `finetune_all` one, whose
-    first epoch then took 53 s with 49 s left (the fresh-user trial, 7.8% over the budget)."""
+    partly frozen epoch is far cheaper than a full one: one strategy's epoch must not stand for another's."""
     key = (params["candidate"], params.get("strategy", ""))
     if key in measured:
         return measured[key]
@@ -275,7 +275,7 @@ class OptunaBackend:
         (it replaces the best when it scores higher). A probe as the best leaves the time to the probes
         run after fine-tuning and to the ensemble (search/run.py)."""
         context = self.context
-        if context.settings.storage:  # workers sharing a study would each run it again: max_trials holds there
+        if context.settings.options.storage:  # workers sharing a study would each run it again: max_trials holds there
             return
         best = best_record(records(self.plan.studies))
         if best is None or best.stage != "finetune" or not best.epoch_seconds:
@@ -324,7 +324,7 @@ class OptunaBackend:
 
     def _objective(self, trial: optuna.Trial, best: TrialRecord | None, asked: dict) -> float:
         space = self.context.settings.space
-        params = suggest(trial, space, self.plan.candidates, self.plan.ranges, self.plan.objective["class_weights"])
+        params = suggest(trial, space, self.plan.candidates, self.plan.ranges, self.plan.objective.class_weights)
         asked.update(number=trial.number, params=params)
         tic = time.perf_counter()
         try:
@@ -361,12 +361,13 @@ class OptunaBackend:
         candidate = Candidate.parse(params["candidate"])
         dataset = context.dataset(candidate.resolution)
         backbone = context.backbone(candidate.backbone)
-        metric = self.plan.objective["metric"]
+        metric = self.plan.objective.metric
         reserve = context.reserve(best)
         first_epoch = epoch_estimate(context, params, self.measured)  # this trial's strategy and augmentation
         epochs, why = self._epochs(trial, context.deadline.left(), reserve, first_epoch)
-        config = config_for(params, context.settings.space, len(backbone.depth_groups), context.settings.seed, epochs,
-                            metric, rotate=float(self.plan.objective.get("rotate", 0.0)))  # fmt: skip
+        config = config_for(params, space=context.settings.space, n_groups=len(backbone.depth_groups),
+                            seed=context.settings.options.seed, epochs=epochs, metric=metric,
+                            rotate=float(self.plan.objective.rotate))  # fmt: skip
         folder = context.out / "trials" / f"{trial.number:04d}"
         set_trial_attrs(
             trial,

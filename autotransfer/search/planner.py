@@ -118,9 +118,8 @@ UNUSED_SHARE = 0.1  # of the budget: at most this much may be left unused when t
 
 def epochs_to_judge(min_epochs: int, n_train: int, batch_size: int, max_epochs: int, warmup_epochs: int = 1) -> int:
     """The fewest epochs after which a fine-tuning trial may be judged (pruned, or compared): the pruner's
-    first rung, one epoch after the warm-up, and ``JUDGE_UPDATES`` optimizer updates (on 2,000 images, 10
-    of 13 trials were once pruned on their first epoch, whose scores did not predict their ends); never more
-    than ``max_epochs``."""
+    first rung, one epoch after the warm-up, and ``JUDGE_UPDATES`` optimizer updates (a first epoch of a few
+    dozen updates does not predict how a trial ends); never more than ``max_epochs``."""
     steps = max(1, math.ceil(n_train / max(batch_size, 1)))
     return max(1, min(max_epochs, max(min_epochs, warmup_epochs + 1, math.ceil(JUDGE_UPDATES / steps))))
 

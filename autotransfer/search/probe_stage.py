@@ -22,6 +22,7 @@ from autotransfer.report.progress import TRIAL_LINE
 from autotransfer.search import planner
 from autotransfer.search.candidates import Candidate
 from autotransfer.search.context import RunContext
+from autotransfer.search.objective import Objective
 from autotransfer.search.records import TrialRecord, best_record, trial_attrs, trial_records
 from autotransfer.search.storage import claim_is_live, heartbeat_settings, run_once
 from autotransfer.transfer.ranking import RankingConfig, rank_backbone
@@ -86,7 +87,7 @@ def record_probe_rows(
             C=row["probe_C"],
             class_weight=row["probe_class_weight"] or "none",
             val_accuracy=row["probe_accuracy"],
-            metric=context.objective["metric"],
+            metric=context.objective.metric,
             logme=row["logme"],
             knn=row["knn"],
             seconds=row["extract_seconds"] + row["score_seconds"] + row["probe_seconds"],
@@ -98,7 +99,7 @@ def record_probe_rows(
         log.info(
             "probe %s: %s %s %.4f (%s, C=%g)",
             candidate.key,
-            f"{context.objective['cv_folds']}-fold CV" if context.objective.get("cv_folds") else "val",
+            f"{context.objective.cv_folds}-fold CV" if context.objective.cv_folds else "val",
             attrs["metric"],
             row["probe_score"],
             row["probe_head"],
@@ -110,9 +111,9 @@ def record_probe_rows(
         context.progress.trial(rows_so_far[-1].row(), best.row() if best else None)
 
 
-def probe_fits(objective: dict) -> int:
+def probe_fits(objective: Objective) -> int:
     """Fits per (head, C) of one tap: CV folds (or one on the validation split) times class weightings."""
-    return max(1, objective.get("cv_folds", 0)) * len(objective.get("class_weights", ["none"]))
+    return max(1, objective.cv_folds) * len(objective.class_weights)
 
 
 def _extraction_estimate(context: RunContext, name: str, resolution: int) -> float | None:
@@ -131,11 +132,11 @@ def ranking_config(context: RunContext) -> RankingConfig:
     return RankingConfig(
         heads=space.probe_heads,
         c_grid=space.c_grid,
-        seed=context.settings.seed,
+        seed=context.settings.options.seed,
         probe_top=space.probe_top_taps,
-        metric=objective["metric"],
-        class_weights=tuple(None if w == "none" else w for w in objective["class_weights"]),
-        cv_folds=objective["cv_folds"],
+        metric=objective.metric,
+        class_weights=tuple(None if w == "none" else w for w in objective.class_weights),
+        cv_folds=objective.cv_folds,
     )
 
 
@@ -186,7 +187,7 @@ def run_probe_stage(
         if not planner.probe_pair_fits(deadline.left(), reserve, needed):
             log.info("time budget: cheap stage stops before %s (about %s)", pair, format_duration(needed))
             break
-        also = ("head", *prior_taps) if name == context.settings.profile_backbone else ("head",)
+        also = ("head", *prior_taps) if name == context.settings.options.profile_backbone else ("head",)
         # taps stop being probed when only the reserve (refit, evaluation, saving) is left
         pair_config = replace(config, also_probe=also, deadline=deadline.less(reserve))
         if probed_one and deadline.elapsed() + expected > share * deadline.seconds:
@@ -199,7 +200,7 @@ def run_probe_stage(
             )
             break
         tic = time.perf_counter()
-        if context.settings.storage:  # workers sharing the study: each pair is probed by one of them
+        if context.settings.options.storage:  # workers sharing the study: each pair is probed by one of them
             work = partial(_probe_pair, study, context, pair_config, name, resolution)
             ran, holder = run_once(context.storage, claim(pair), work, str(context.out))
             if not ran:

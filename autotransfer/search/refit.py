@@ -46,7 +46,9 @@ def probe_model(context: RunContext, best: TrialRecord, splits: tuple[str, ...])
     features = np.asarray(extract_features(dataset, backbone, [tap], bf16=False, show_progress=False)[tap])
     rows = np.concatenate([dataset.indices(s) for s in splits])
     weight = None if (best.class_weight or "none") == "none" else best.class_weight
-    head = make_head(best.head, best.C, class_weight=weight, seed=context.settings.seed, shape=features[rows].shape)
+    head = make_head(
+        best.head, best.C, class_weight=weight, seed=context.settings.options.seed, shape=features[rows].shape
+    )
     head.fit(features[rows], dataset.labels[rows])
     model = TransferModel(backbone, best.tap, len(dataset.classes)).set_linear_head(head)
     device = next(backbone.model.parameters()).device
@@ -76,10 +78,11 @@ def refit_finetune(context: RunContext, best: TrialRecord) -> FinalModel | None:
     params = best.hyperparameters(HYPERPARAMETERS)
     settings = context.settings
     epochs = (best.best_epoch or 0) + 1
-    metric = context.objective["metric"]
-    rotate = float(context.objective.get("rotate", 0.0))
+    metric = context.objective.metric
+    rotate = float(context.objective.rotate)
     n_groups = len(backbone.depth_groups)
-    config = config_for(params, settings.space, n_groups, settings.seed, epochs, metric, rotate=rotate)
+    config = config_for(params, space=settings.space, n_groups=n_groups, seed=settings.options.seed, epochs=epochs,
+                        metric=metric, rotate=rotate)  # fmt: skip
     config = replace(config, keep="last", patience=config.epochs)
     deadline = context.deadline.less(planner.SAVE_SECONDS + context.evaluation_seconds(best))
     result = finetune(replace(dataset, splits=splits), backbone, config, device=context.device, deadline=deadline)
@@ -139,8 +142,8 @@ def build_pipeline(context: RunContext, best: TrialRecord, selection: str = "") 
     use_free_cpus()
     final = final_model(context, best)
     objective = context.objective
-    cross_validated = best.stage == "probe" and bool(objective.get("cv_folds"))  # trials use the val split
-    metrics = {"metric": objective["metric"], "metric_reason": objective["reason"], "val_score": best.val_score,
+    cross_validated = best.stage == "probe" and bool(objective.cv_folds)  # trials use the val split
+    metrics = {"metric": objective.metric, "metric_reason": objective.reason, "val_score": best.val_score,
                "val_score_from": "cross-validation" if cross_validated else "validation split",
                "val_accuracy": best.val_accuracy, "refit_on_train_val": final.refit}  # fmt: skip
     if selection:
@@ -152,8 +155,8 @@ def build_pipeline(context: RunContext, best: TrialRecord, selection: str = "") 
         if chosen is None and final.refit:
             chosen = trial_model(context, best)
         validating = to_pipeline(context, best, chosen, {}) if chosen is not None else pipeline
-        metrics["val"] = evaluate_split(validating, dataset, "val", context.out, objective["metric"])
+        metrics["val"] = evaluate_split(validating, dataset, "val", context.out, objective.metric)
     if len(dataset.indices("test")):
-        metrics["test"] = evaluate_split(pipeline, dataset, "test", context.out, objective["metric"])
+        metrics["test"] = evaluate_split(pipeline, dataset, "test", context.out, objective.metric)
         metrics["test_accuracy"] = metrics["test"]["accuracy"]
     return pipeline, final.refit

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,7 @@ from autotransfer.search.finetune_stage import (
     search_shape,
 )
 from autotransfer.search.finished import is_finished, load_finished
-from autotransfer.search.objective import decide_objective, decide_rotation
+from autotransfer.search.objective import Objective, decide_objective, decide_rotation
 from autotransfer.search.placement import corrected_prior, measured_placement, pixel_baseline
 from autotransfer.search.probe_stage import finetune_first, run_probe_stage
 from autotransfer.search.records import TrialRecord, best_record, records, trial_records
@@ -58,7 +58,7 @@ SAMPLE_ORIENTATION = 256  # training images whose mean decides whether rotations
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SearchResult:
     """What a run found. ``best``: the chosen trial's record; ``refit``: retrained on train+val."""
 
@@ -82,17 +82,18 @@ def run(data: str | Path, settings: SearchSettings, progress: Progress | None = 
     tune_allocator()  # glibc malloc without mmap churn: 1.8-2.3x faster CPU extraction (benchmarks/features.py)
     progress = progress or Progress(settings.time_budget, verbose=0, start=settings.start)
     context = RunContext(Path(data), settings, progress)
-    identity = {"data": str(context.data.resolve()), "space": settings.space.to_json(), "seed": settings.seed,
-                "val_fraction": settings.val_fraction, "metric": settings.metric}  # fmt: skip
+    identity = {"data": str(context.data.resolve()), "space": settings.space.to_json(), "seed": settings.options.seed,
+                "val_fraction": settings.options.val_fraction, "metric": settings.metric}  # fmt: skip
     run_dir = RunDirectory(settings.out, identity)
     started = False
     try:
         with run_dir.opened():
             if is_finished(settings.out):
                 saved = load_finished(settings.out, settings.device)
-                return SearchResult(saved.pipeline, saved.leaderboard, saved.profile, settings.out, saved.best,
-                                    bool(saved.pipeline.spec.get("metrics", {}).get("refit_on_train_val")),
-                                    0.0, saved.records, already_finished=True)  # fmt: skip
+                refit = bool(saved.pipeline.spec.get("metrics", {}).get("refit_on_train_val"))
+                return SearchResult(pipeline=saved.pipeline, leaderboard=saved.leaderboard, profile=saved.profile,
+                                    run_dir=settings.out, best=saved.best, refit=refit, seconds=0.0,
+                                    records=saved.records, already_finished=True)  # fmt: skip
             studies = _open(context, run_dir)
             started = True
             return _stages(context, studies)
@@ -110,9 +111,9 @@ def _open(context: RunContext, run_dir: RunDirectory) -> Studies:
     """The studies, interrupted trials queued again; a new run first checks that its budget can work."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     settings = context.settings
-    context.storage = open_storage(settings.storage, settings.out)
-    studies = open_studies(context.storage, settings.space, settings.seed, settings.sampler, settings.pruner)
-    if run_dir.sole_owner and not settings.storage:
+    context.storage = open_storage(settings.options.storage, settings.out)
+    studies = open_studies(context.storage, settings.space, settings.options.seed, settings.sampler, settings.pruner)
+    if run_dir.sole_owner and not settings.options.storage:
         retry_interrupted_trials(studies.finetune)
     resumed = len(studies.probes.trials) + len(studies.finetune.trials)
     choose_space(context, studies)
@@ -133,10 +134,10 @@ def choose_objective(context: RunContext, studies: Studies) -> None:
         objective = decide_objective(context.settings.metric, train, dataset.classes, pooled)
         rows = dataset.indices("train")
         rows = rows[np.linspace(0, len(rows) - 1, num=min(len(rows), SAMPLE_ORIENTATION)).astype(int)]  # every class
-        objective.update(decide_rotation(np.asarray(dataset.images[np.sort(rows)])))
-        studies.probes.set_user_attr("objective", objective)
-    context.objective = studies.probes.user_attrs["objective"]
-    log.info("metric: %s", context.objective["reason"])
+        objective = replace(objective, **decide_rotation(np.asarray(dataset.images[np.sort(rows)])))
+        studies.probes.set_user_attr("objective", objective.to_json())
+    context.objective = Objective.from_json(studies.probes.user_attrs["objective"])
+    log.info("metric: %s", context.objective.reason)
 
 
 def choose_space(context: RunContext, studies: Studies) -> None:
@@ -148,13 +149,13 @@ def choose_space(context: RunContext, studies: Studies) -> None:
         return
     if "auto" not in studies.probes.user_attrs:
         context.progress.stage("profile", detail="choosing backbones and resolutions for this data and machine")
-        native = native_side(context.data, seed=context.settings.seed)
+        native = native_side(context.data, seed=context.settings.options.seed)
         first = profile_resolution([native], device=context.device or default_device())
         sample = context.sample_pixels(first, SAMPLE)  # nothing decoded whole before the budget check
         shape = search_shape(context)  # at long budgets more backbones and larger sizes (planner.scaled_plan)
-        choice = resolve_auto(space.backbones, space.resolutions, sample, native, context.n_images(),
-                              context.deadline.left(), context.device or default_device(),
-                              max_backbones=shape.max_backbones, max_resolution=shape.max_resolution)  # fmt: skip
+        choice = resolve_auto(space.backbones, space.resolutions, sample, native=native, n_images=context.n_images(),
+                              budget=context.deadline.left(), device=context.device or default_device(),
+                              shape=shape)  # fmt: skip
         studies.probes.set_user_attr("auto", choice.to_json())
     context.auto = studies.probes.user_attrs["auto"]
     context.backbones = tuple(context.auto["backbones"])
@@ -175,7 +176,7 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
     if space.finetune_strategies and space.max_trials and probed:
         candidates = choose_candidates(studies, space.candidates)
         plan = FinetunePlan(studies, candidates, prior_ranges(space, prior), prior, context.objective)
-        backend_for(context.settings.backend).run(plan, context)
+        backend_for(context.settings.options.backend).run(plan, context)
         if recommends_finetuning:  # the probes kept to their share for fine-tuning: give them what it left
             best_so_far = best_record(records(studies))
             run_probe_stage(studies.probes, context, False, prior.get("taps", []), keep_for=best_so_far)
@@ -204,7 +205,7 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
         log.info("saved %s", context.out / "pipeline")
         return pipeline, refit
 
-    if context.settings.storage:  # workers sharing a study write one final pipeline between them
+    if context.settings.options.storage:  # workers sharing a study write one final pipeline between them
         pipeline, refit = write_once(context.storage, write, str(context.out.resolve()))
     else:
         pipeline, refit = write()
@@ -215,7 +216,8 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
     profile["machine_load"] = busiest_load()  # the summary and the report say when a busy machine cut the search
     write_text_atomic(context.out / "profile.json", json.dumps(profile, indent=2, default=str))
     board = write_outputs(context.out, rows, best, pipeline, context.deadline.elapsed(), context.deadline.seconds)
-    return SearchResult(pipeline, board, profile, context.out, best, refit, context.deadline.elapsed(), rows)
+    return SearchResult(pipeline=pipeline, leaderboard=board, profile=profile, run_dir=context.out, best=best,
+                        refit=refit, seconds=context.deadline.elapsed(), records=rows)  # fmt: skip
 
 
 def placement_stage(context: RunContext, studies: Studies, profile: dict) -> dict | None:
@@ -228,7 +230,7 @@ def placement_stage(context: RunContext, studies: Studies, profile: dict) -> dic
         log.info("measured placement skipped: %s", profile["measured_skipped"])
         return None
     dataset = context.dataset(min(context.resolutions))
-    pixels = pixel_baseline(dataset, context.objective["metric"], context.settings.seed)
+    pixels = pixel_baseline(dataset, context.objective.metric, context.settings.options.seed)
     placement = measured_placement(profile, trial_records("probe", studies.probes), pixels)
     if placement is not None:
         profile["measured"] = placement
@@ -260,7 +262,8 @@ def profile_stage(context: RunContext) -> dict:
     else:
         resolution, reason = choose_resolution(context.data, device=device, choices=context.resolutions)
     dataset = context.dataset(resolution)
-    result = profile_dataset(dataset, backbone=context.settings.profile_backbone, seed=context.settings.seed,
+    options = context.settings.options
+    result = profile_dataset(dataset, backbone=options.profile_backbone, seed=options.seed,
                              show_progress=False).to_json()  # fmt: skip
     result["resolution"]["profiled_at_reason"] = reason
     if context.auto:

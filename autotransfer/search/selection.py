@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from autotransfer.search.objective import Objective
 from autotransfer.search.records import TrialRecord, best_record
 
 PROPORTION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro")
@@ -30,7 +31,7 @@ def standard_error(score: float, n_images: int, metric: str) -> float:
 
 
 def choose_final(
-    rows: list[TrialRecord], objective: dict, split_sizes: Callable[[int], tuple[int, int]]
+    rows: list[TrialRecord], objective: Objective, split_sizes: Callable[[int], tuple[int, int]]
 ) -> tuple[TrialRecord | None, str]:
     """The record to build the final pipeline from, and a sentence saying why when the rule changed it.
 
@@ -39,11 +40,11 @@ def choose_final(
     CV score was measured on train+val, a fine-tuned trial's on the val split.
     """
     plain = best_record(rows)
-    if plain is None or not objective.get("cv_folds"):
+    if plain is None or not objective.cv_folds:
         return plain, ""
     n_train, n_val = split_sizes(plain.resolution)
     scored_on = n_train + n_val if plain.stage == "probe" else n_val
-    margin = standard_error(plain.val_score, scored_on, objective["metric"])
+    margin = standard_error(plain.val_score, scored_on, objective.metric)
     chosen = best_record(rows, margin=margin)
     if chosen is None or chosen is plain:
         return plain, ""
