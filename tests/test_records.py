@@ -44,3 +44,17 @@ def test_a_run_written_with_other_fields_is_refused_with_one_clear_message():
     assert "best_val_acc" in message and f"format {RECORD_FORMAT}" in message and "new --out" in message
     with pytest.raises(AutoTransferError, match="leaderboard.csv"):
         TrialRecord.from_row({"stage": "probe", "trial": 0, "status": "complete", "accuracy": 0.9})
+
+
+def test_the_runs_objective_and_auto_choice_round_trip_and_refuse_other_versions_fields():
+    from autotransfer.search.auto_space import AutoChoice
+    from autotransfer.search.objective import Objective
+
+    objective = Objective(metric="f1_macro", reason="asked for", class_weights=("none", "balanced"), cv_folds=3)
+    assert Objective.from_json(objective.to_json()) == objective
+    with pytest.raises(AutoTransferError, match="new --out"):
+        Objective.from_json({**objective.to_json(), "weights": ["none"]})
+    choice = AutoChoice(backbones=("a", "b"), resolutions=(64,), native_side=80, profile_resolution=64)
+    assert AutoChoice.from_json(choice.to_json()) == choice
+    with pytest.raises(AutoTransferError, match="another version"):
+        AutoChoice.from_json({**choice.to_json(), "sizes": [64]})

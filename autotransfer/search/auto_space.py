@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,20 @@ class AutoChoice:
     seconds_per_image: dict[str, float] = field(default_factory=dict)  # at the ladder's first rung
     skipped: dict[str, str] = field(default_factory=dict)  # backbone -> why it was left out
     resolutions_reason: str = ""
+
+    @classmethod
+    def from_json(cls, document: dict) -> AutoChoice:
+        """The choice stored in a study (``to_json``); another version's fields are one clear error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(document) - known)
+        if unknown:
+            raise AutoTransferError(
+                f"The run's `auto` choice in this run directory has fields this version of autotransfer does not "
+                f"know ({', '.join(unknown)}): it was written by another version.",
+                fix="run fit again with a new --out (this version cannot read or resume that run).",
+            )
+        return cls(**{**document, "backbones": tuple(document["backbones"]),
+                      "resolutions": tuple(document["resolutions"])})  # fmt: skip
 
     def to_json(self) -> dict:
         return {

@@ -18,6 +18,7 @@ from autotransfer.data.sources import DatasetIndex, index_dataset
 from autotransfer.models.zoo import Backbone, create_backbone
 from autotransfer.report.progress import Progress
 from autotransfer.search import planner
+from autotransfer.search.auto_space import AutoChoice
 from autotransfer.search.objective import Objective
 from autotransfer.search.records import TrialRecord
 from autotransfer.search.settings import SearchSettings
@@ -36,7 +37,7 @@ class RunContext:
     extract_seconds: dict[str, float] = field(default_factory=dict)  # per Candidate.pair
     backbones: tuple[str, ...] = ()  # the space's, or what `auto` chose (search/auto_space.py)
     resolutions: tuple[int, ...] = ()
-    auto: dict = field(default_factory=dict)  # AutoChoice.to_json() when the space left anything to `auto`
+    auto: AutoChoice | None = None  # when the space left anything to `auto`
     slowdown: float = 1.0  # the last probed pair's extraction time over its estimate from `auto`'s timing (load)
     objective: Objective | None = None  # search/objective.py: metric, why, class weights, CV folds
     storage: optuna.storages.BaseStorage | None = None  # the run's Optuna storage (search/storage.py)
@@ -132,7 +133,7 @@ class RunContext:
     def _forward_seconds(self, best: TrialRecord | None, *, everything: bool) -> float:
         """One forward pass of ``best``'s backbone (before any trial: the first probed, the fastest) over
         every image (``everything``) or the held-out ones, from `auto`'s throughput (0 without one)."""
-        per_image = self.auto.get("seconds_per_image", {})
+        per_image = self.auto.seconds_per_image if self.auto else {}
         ours = [n for n in self.backbones if n in per_image]
         name = best.backbone if best and best.backbone in per_image else next(iter(ours), None)
         if name is None or not self.resolutions:
@@ -140,4 +141,4 @@ class RunContext:
         resolution = best.resolution if best and best.resolution else min(self.resolutions)
         dataset = self._decoded(resolution)
         images = len(dataset) if everything else len(dataset) - len(dataset.indices("train"))
-        return planner.extraction_seconds(per_image[name], self.auto["profile_resolution"], resolution, images)
+        return planner.extraction_seconds(per_image[name], self.auto.profile_resolution, resolution, images)

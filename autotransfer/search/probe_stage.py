@@ -118,11 +118,11 @@ def probe_fits(objective: Objective) -> int:
 
 def _extraction_estimate(context: RunContext, name: str, resolution: int) -> float | None:
     """Seconds to extract ``name``'s features at ``resolution`` from its throughput measured by `auto`."""
-    per_image = context.auto.get("seconds_per_image", {}).get(name)
+    per_image = context.auto.seconds_per_image.get(name) if context.auto else None
     if per_image is None:
         return None
     n_images = context.n_images()  # the same at every resolution: none is decoded only to count it
-    return planner.extraction_seconds(per_image, context.auto["profile_resolution"], resolution, n_images)
+    return planner.extraction_seconds(per_image, context.auto.profile_resolution, resolution, n_images)
 
 
 def ranking_config(context: RunContext) -> RankingConfig:

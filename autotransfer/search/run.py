@@ -28,7 +28,7 @@ from autotransfer.report.outputs import write_outputs
 from autotransfer.report.progress import Progress
 from autotransfer.runtime import default_device, tune_allocator
 from autotransfer.search import planner
-from autotransfer.search.auto_space import SAMPLE, native_side, resolve_auto, seconds_per_image
+from autotransfer.search.auto_space import SAMPLE, AutoChoice, native_side, resolve_auto, seconds_per_image
 from autotransfer.search.combined_probe import probe_best_pair_combined
 from autotransfer.search.context import RunContext
 from autotransfer.search.ensemble_stage import build_ensemble, choose_ensemble
@@ -94,7 +94,7 @@ def run(data: str | Path, settings: SearchSettings, progress: Progress | None = 
                 return SearchResult(pipeline=saved.pipeline, leaderboard=saved.leaderboard, profile=saved.profile,
                                     run_dir=settings.out, best=saved.best, refit=refit, seconds=0.0,
                                     records=saved.records, already_finished=True)  # fmt: skip
-            studies = _open(context, run_dir)
+            studies = open_run(context, run_dir)
             started = True
             return _stages(context, studies)
     except Exception as error:
@@ -107,8 +107,15 @@ def run(data: str | Path, settings: SearchSettings, progress: Progress | None = 
         progress.close()
 
 
-def _open(context: RunContext, run_dir: RunDirectory) -> Studies:
-    """The studies, interrupted trials queued again; a new run first checks that its budget can work."""
+def open_run(context: RunContext, run_dir: RunDirectory) -> Studies:
+    """Fill ``context`` for the stages, in this order (each step reads what the ones before set):
+
+    1. ``storage`` and the studies (interrupted trials queued again when this process owns the run);
+    2. ``backbones``, ``resolutions`` and ``auto`` (choose_space: the space's, or `auto`'s, which times
+       backbones on a sample of images);
+    3. a new run's budget floor (check_minimum_budget: from 2's timing, before anything is decoded);
+    4. ``objective`` (choose_objective: decodes the smallest resolution of 2).
+    """
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     settings = context.settings
     context.storage = open_storage(settings.options.storage, settings.out)
@@ -157,9 +164,8 @@ def choose_space(context: RunContext, studies: Studies) -> None:
                               budget=context.deadline.left(), device=context.device or default_device(),
                               shape=shape)  # fmt: skip
         studies.probes.set_user_attr("auto", choice.to_json())
-    context.auto = studies.probes.user_attrs["auto"]
-    context.backbones = tuple(context.auto["backbones"])
-    context.resolutions = tuple(context.auto["resolutions"])
+    context.auto = AutoChoice.from_json(studies.probes.user_attrs["auto"])
+    context.backbones, context.resolutions = context.auto.backbones, context.auto.resolutions
 
 
 def _stages(context: RunContext, studies: Studies) -> SearchResult:
@@ -258,7 +264,7 @@ def profile_stage(context: RunContext) -> dict:
     use_free_cpus()
     device = context.device or default_device()
     if context.auto:  # the same rule on the native size auto read, so the same size as auto's probes
-        resolution, reason = choose_resolution([context.auto["native_side"]], device=device)
+        resolution, reason = choose_resolution([context.auto.native_side], device=device)
     else:
         resolution, reason = choose_resolution(context.data, device=device, choices=context.resolutions)
     dataset = context.dataset(resolution)
@@ -267,7 +273,7 @@ def profile_stage(context: RunContext) -> dict:
                              show_progress=False).to_json()  # fmt: skip
     result["resolution"]["profiled_at_reason"] = reason
     if context.auto:
-        result["auto"] = context.auto
+        result["auto"] = context.auto.to_json()
     write_text_atomic(path, json.dumps(result, indent=2, default=str))
     return result
 
@@ -281,8 +287,8 @@ def check_minimum_budget(context: RunContext) -> None:
     size, n_images = min(context.resolutions), context.n_images()  # counted from the index: nothing decoded
     name = context.backbones[0]
     device = context.device or default_device()
-    measured_at = context.auto.get("profile_resolution", size)
-    per_image = context.auto.get("seconds_per_image", {}).get(name)
+    measured_at = context.auto.profile_resolution if context.auto else size
+    per_image = context.auto.seconds_per_image.get(name) if context.auto else None
     needed = _minimum_seconds(context, n_images, size, per_image, measured_at) if per_image else float("inf")
     if needed > settings.time_budget:
         sample = context.sample_pixels(size, SAMPLE)
