@@ -143,7 +143,7 @@ def _record(study: optuna.Study, space: SearchSpace, plan: FinetunePlan, result,
     attrs = trial_attrs(backend="ray", stage="finetune", strategy=params.get("strategy"), ray_trial_id=trial_id)
     if result.error is not None or history is None or history.empty:
         attrs["error"] = str(result.error)[:400] if result.error else "no epoch finished"
-        user_attrs = trial_attrs(**attrs, **params)
+        user_attrs = trial_attrs(**{**attrs, **params})
         trial = optuna.trial.create_trial(
             state=optuna.trial.TrialState.FAIL, params={}, distributions={}, user_attrs=user_attrs
         )
@@ -181,7 +181,7 @@ def _record(study: optuna.Study, space: SearchSpace, plan: FinetunePlan, result,
             value=None if stopped_early else attrs["best_val_score"],
             params={k: v for k, v in params.items() if k in distributions},
             distributions=distributions,
-            user_attrs=trial_attrs(**attrs, **{k: v for k, v in params.items() if k not in distributions}),
+            user_attrs=trial_attrs(**{**attrs, **{k: v for k, v in params.items() if k not in distributions}}),
             intermediate_values={int(r["epoch"]): float(r["val_score"]) for _, r in history.iterrows()},
         )
     )
