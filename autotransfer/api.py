@@ -95,7 +95,7 @@ class AutoTransfer(BaseEstimator):
     run_dir_ : pathlib.Path
         The run directory (absolute): checkpoint, leaderboard, profile, report, study, log.
     best_ : dict
-        The chosen trial's record.
+        The chosen trial's row of ``leaderboard_``.
     """
 
     def __init__(
@@ -159,7 +159,7 @@ class AutoTransfer(BaseEstimator):
         self.leaderboard_: pd.DataFrame = result.leaderboard
         self.profile_: dict = result.profile
         self.run_dir_ = Path(result.run_dir).absolute()
-        self.best_: dict = result.best
+        self.best_: dict = result.leaderboard[result.leaderboard["chosen"]].iloc[0].to_dict()
         return self
 
     def predict(self, inputs) -> np.ndarray:

@@ -12,6 +12,7 @@ import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -23,6 +24,9 @@ from autotransfer import __version__
 from autotransfer.errors import AutoTransferError
 from autotransfer.files import disk_full_error, is_disk_full
 from autotransfer.options import DEFAULTS as RUN_DEFAULTS
+
+if TYPE_CHECKING:
+    from autotransfer.search.records import TrialRecord
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 
@@ -545,7 +549,7 @@ def _print_scores(metrics: dict, console: Console | None = None) -> None:
                 )
 
 
-def _print_search_choices(profile: dict, records: list[dict], console: Console | None = None) -> None:
+def _print_search_choices(profile: dict, records: list[TrialRecord], console: Console | None = None) -> None:
     """Both placements (a priori and measured by the probes) and what `auto` chose, with reasons, and which
     (backbone, size) pairs the budget let the probes reach (``records``: the search's, search/records.py)."""
     console = out if console is None else console  # the terminal, or fit.log's console
@@ -562,8 +566,7 @@ def _print_search_choices(profile: dict, records: list[dict], console: Console |
     if auto:
         from autotransfer.report.search_choices import describe_auto
 
-        probed = [(r["backbone"], r["resolution"]) for r in records
-                  if r.get("stage") == "probe" and r.get("status") == "complete"]  # fmt: skip
+        probed = [(r.backbone, r.resolution) for r in records if r.stage == "probe" and r.status == "complete"]
         console.print(f"auto: {escape(describe_auto(auto, probed))}")
 
 

@@ -11,6 +11,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from autotransfer.search.records import TrialRecord
+
 CLASSES = ["cat", "dog", "fox"]
 
 
@@ -44,7 +46,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     pd.DataFrame(rows, columns=["path", "label", "predicted", "confidence"]).to_csv(path, index=False)
 
 
-def records(finetune_finished: bool = True) -> list[dict]:
+def records(finetune_finished: bool = True) -> list[TrialRecord]:
     """Probe and fine-tuning records as the search leaves them: scores, a pruned, a failed and a
     queued trial that never ran (its cells missing)."""
     probes = [
@@ -83,7 +85,7 @@ def records(finetune_finished: bool = True) -> list[dict]:
          "stopped": "pruned after epoch 2 (Hyperband)" if finetune_finished else None},
         {"stage": "finetune", "trial": 3, "status": "waiting"},  # queued, never ran: its cells are missing
     ]  # fmt: skip
-    return probes + finetune
+    return [TrialRecord(**r) for r in probes + finetune]
 
 
 def make_run(out: Path, with_test: bool = True, finetune_finished: bool = True) -> dict:
@@ -111,10 +113,10 @@ def make_run(out: Path, with_test: bool = True, finetune_finished: bool = True) 
     (out / "profile.json").write_text(json.dumps(profile))
     rows = records(finetune_finished)
     best = rows[5] if finetune_finished else rows[1]
-    metrics = {"val_accuracy": best["val_accuracy"], "refit_on_train_val": True, "metric": "val_accuracy",
+    metrics = {"val_accuracy": best.val_accuracy, "refit_on_train_val": True, "metric": "val_accuracy",
                "metric_reason": "classes are balanced (imbalance 1.0:1)"}  # fmt: skip
     if with_test:
         metrics["test_accuracy"] = 0.875
-    summary = f"{best['strategy']} on tap `{best['tap']}` of {best['backbone']} at {best['resolution']}px"
+    summary = f"{best.strategy} on tap `{best.tap}` of {best.backbone} at {best.resolution}px"
     pipeline = SimpleNamespace(spec={"classes": CLASSES, "summary": summary, "metrics": metrics})
     return {"out": out, "records": rows, "best": best, "pipeline": pipeline, "elapsed": 97.0, "budget": 120.0}

@@ -7,7 +7,7 @@ import torch
 
 import autotransfer  # noqa: F401  (torchvision fix)
 from autotransfer.search.candidates import Candidate
-from autotransfer.search.finetune_stage import recipe_params
+from autotransfer.search.recipe import recipe_params
 from autotransfer.search.space import load_search_space
 from autotransfer.search.trials import config_for
 from autotransfer.transfer.augment import build_transform, canonical_orientation
@@ -49,8 +49,8 @@ def test_the_first_trial_is_the_recipe_with_augmentation_on():
     assert params["strategy"] == "lp_ft" and params["augmentation"] == "crop"
     assert params["class_weight"] == "balanced" and params["backbone_lr_ratio"] == pytest.approx(0.1)
     assert params["layer_decay"] < 1.0  # discriminative: lower groups learn slower
-    config = config_for(params, space, n_groups=6, seed=0, rotate=30.0)
+    config = config_for(params, space=space, n_groups=6, seed=0, rotate=30.0)
     assert config.flip and config.crop_scale is not None and config.rotate == 30.0
     assert config.warmup_epochs == 1 and config.class_weight == "balanced"
-    plain = config_for({**params, "augmentation": "none"}, space, n_groups=6, seed=0, rotate=30.0)
+    plain = config_for({**params, "augmentation": "none"}, space=space, n_groups=6, seed=0, rotate=30.0)
     assert not plain.flip and plain.crop_scale is None and plain.rotate == 0.0

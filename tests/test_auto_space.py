@@ -69,13 +69,15 @@ def test_backbones_come_from_the_weights_directory_and_are_timed_here(tmp_path, 
     candidates = ["test_efficientnet", "test_resnet", "test_convnext", "no_such_model"]
     monkeypatch.setattr(auto_space, "available_backbones", lambda cuda: candidates)
     sample = np.random.default_rng(0).integers(0, 255, (16, 64, 64, 3), dtype=np.uint8)
-    choice = resolve_auto((), (), sample, 28, 200, budget=600, device=torch.device("cpu"))
+    choice = resolve_auto((), (), sample, native=28, n_images=200, budget=600, device=torch.device("cpu"))
     assert set(choice.seconds_per_image) == {"test_efficientnet", "test_resnet", "test_convnext"}
     assert "no_such_model" in choice.skipped  # with the reason it could not be created
     assert 1 <= len(choice.backbones) <= auto_space.MAX_BACKBONES
     fastest = min(choice.seconds_per_image, key=choice.seconds_per_image.get)
     assert choice.backbones[0] == fastest and choice.resolutions == (64, 128) and choice.profile_resolution == 64
-    pinned = resolve_auto(("test_resnet",), (32,), sample, 28, 200, budget=600, device=torch.device("cpu"))
+    pinned = resolve_auto(
+        ("test_resnet",), (32,), sample, native=28, n_images=200, budget=600, device=torch.device("cpu")
+    )
     assert pinned.backbones == ("test_resnet",) and pinned.resolutions == (32,)
 
 
@@ -84,7 +86,9 @@ def test_a_short_budget_times_one_backbone_only(tmp_path, monkeypatch):
     monkeypatch.setattr(auto_space, "DEFAULT_BACKBONE", "test_efficientnet")
     monkeypatch.setattr(auto_space, "available_backbones", lambda cuda: ["test_resnet", "test_efficientnet"])
     sample = np.random.default_rng(0).integers(0, 255, (16, 64, 64, 3), dtype=np.uint8)
-    choice = resolve_auto((), (), sample, 28, 200, budget=auto_space.SHORT_BUDGET - 1, device=torch.device("cpu"))
+    choice = resolve_auto(
+        (), (), sample, native=28, n_images=200, budget=auto_space.SHORT_BUDGET - 1, device=torch.device("cpu")
+    )
     assert choice.backbones == ("test_efficientnet",) and "test_resnet" in choice.skipped
     assert choice.skipped["test_resnet"].startswith("59 s were left for the search, under 60 s: one backbone")
 
@@ -111,7 +115,7 @@ def test_a_backbone_left_out_for_the_extraction_share_says_which_share(monkeypat
         auto_space, "time_backbones", lambda names, sample, device: ({"fast_net": 0.01, "slow_net": 1.0}, {})
     )
     sample = np.random.default_rng(0).integers(0, 255, (16, 64, 64, 3), dtype=np.uint8)
-    choice = resolve_auto((), (), sample, 64, 200, budget=120, device=torch.device("cpu"))
+    choice = resolve_auto((), (), sample, native=64, n_images=200, budget=120, device=torch.device("cpu"))
     assert choice.backbones == ("fast_net",)
     reason = choice.skipped["slow_net"]
     assert "past its share of the budget (35%: 42 s; the faster ones take" in reason, reason

@@ -16,6 +16,7 @@ from autotransfer.errors import AutoTransferError
 from autotransfer.models.zoo import create_backbone
 from autotransfer.search.ensemble_selection import greedy_selection, worth_it
 from autotransfer.search.ensemble_stage import candidates
+from autotransfer.search.records import TrialRecord
 from autotransfer.transfer.finetune import FinetuneConfig, finetune
 
 
@@ -124,13 +125,13 @@ def test_an_exported_ensemble_is_one_graph_with_the_same_labels(ensemble, tmp_pa
 
 def test_ensemble_candidates_are_diverse_best_first(tmp_path):
     def probe(trial, backbone, tap, score):
-        return {"stage": "probe", "trial": trial, "status": "complete", "backbone": backbone, "resolution": 64,
-                "tap": tap, "val_score": score}  # fmt: skip
+        return TrialRecord(stage="probe", trial=trial, status="complete", backbone=backbone, resolution=64, tap=tap,
+                           val_score=score)  # fmt: skip
 
     rows = [probe(0, "a", "head", 0.9), probe(1, "a", "head", 0.85), probe(2, "b", "head", 0.8),
             probe(3, "a", "blocks.3", 0.7), probe(4, "c", "head", None)]  # fmt: skip
     chosen = candidates(rows, rows[0])
-    assert [r["trial"] for r in chosen] == [0, 2, 3]  # the same (backbone, size, tap) once; unscored left out
+    assert [r.trial for r in chosen] == [0, 2, 3]  # the same (backbone, size, tap) once; unscored left out
 
 
 def test_a_run_saves_the_ensemble_when_selection_says_it_wins(fit_env, monkeypatch):

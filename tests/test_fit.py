@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import optuna
 import pandas as pd
@@ -14,6 +15,9 @@ from conftest import SPACE
 from autotransfer import AutoTransfer, Pipeline
 from autotransfer.budget import format_duration, parse_duration
 from autotransfer.errors import AutoTransferError
+from autotransfer.options import RunOptions
+from autotransfer.search.auto_space import AutoChoice
+from autotransfer.search.records import TrialRecord
 from autotransfer.search.space import load_search_space
 
 
@@ -277,10 +281,11 @@ def _context_timed_in_a_burst(fit_env, budget: float):
     from autotransfer.search.settings import SearchSettings
 
     settings = SearchSettings(load_search_space(fit_env["space"]), budget, fit_env["out"],
-                              profile_backbone="test_efficientnet")  # fmt: skip
+                              options=RunOptions(profile_backbone="test_efficientnet"))  # fmt: skip
     context = RunContext(fit_env["data"], settings, Progress(budget, verbose=0))
     context.backbones, context.resolutions = ("test_efficientnet",), (32,)
-    context.auto = {"seconds_per_image": {"test_efficientnet": 100.0}, "profile_resolution": 32}
+    context.auto = AutoChoice(backbones=("test_efficientnet",), resolutions=(32,), native_side=32,
+                              profile_resolution=32, seconds_per_image={"test_efficientnet": 100.0})  # fmt: skip
     return context
 
 
@@ -299,7 +304,7 @@ def test_the_reserve_grows_with_the_load_the_probes_measured(fit_env):
     from autotransfer.search import planner
 
     context = _context_timed_in_a_burst(fit_env, 60.0)
-    context.auto["seconds_per_image"] = {"test_efficientnet": 0.01}
+    context.auto = replace(context.auto, seconds_per_image={"test_efficientnet": 0.01})
     quiet, evaluation = context.reserve(None), context.evaluation_seconds(None)
     assert evaluation > 0
     context.slowdown = 3.0  # the last pair's extraction took 3x its estimate
@@ -313,10 +318,10 @@ def test_the_reserve_keeps_a_refit_only_while_it_fits(fit_env):
     refit is skipped anyway (refit.py), so only evaluating and saving are kept and the rest is used. A
     probe keeps room for its features extracted again in fp32 (refit.probe_model)."""
     context = _context_timed_in_a_burst(fit_env, 600.0)
-    context.auto["seconds_per_image"] = {"test_efficientnet": 0.01}
-    best = {"stage": "finetune", "resolution": 32, "backbone": "test_efficientnet", "best_epoch": 3,
-            "epoch_seconds": 20.0}  # fmt: skip
-    probe = context.reserve({**best, "stage": "probe"})
+    context.auto = replace(context.auto, seconds_per_image={"test_efficientnet": 0.01})
+    best = TrialRecord(stage="finetune", trial=0, status="complete", resolution=32, backbone="test_efficientnet",
+                       best_epoch=3, epoch_seconds=20.0)  # fmt: skip
+    probe = context.reserve(replace(best, stage="probe"))
     assert context.refit_fits(best) and context.reserve(best) > probe + 4 * 20.0
     context.deadline.seconds = context.deadline.elapsed() + 60.0  # 60 s left: a 4-epoch refit needs more
     assert not context.refit_fits(best) and context.reserve(best) == pytest.approx(context.reserve(None))

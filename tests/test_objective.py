@@ -13,19 +13,19 @@ from autotransfer.search.objective import decide_objective
 
 def test_auto_metric_follows_the_class_balance():
     balanced = decide_objective("auto", np.repeat([0, 1, 2], 60), ["a", "b", "c"])
-    assert balanced["metric"] == "accuracy" and balanced["class_weights"] == ["none"] and not balanced["cv_folds"]
+    assert balanced.metric == "accuracy" and balanced.class_weights == ("none",) and not balanced.cv_folds
     skewed = decide_objective("auto", np.repeat([0, 1, 2], [140, 60, 10]), ["ok", "scratch", "crack"])
-    assert skewed["metric"] == "balanced_accuracy" and skewed["class_weights"] == ["none", "balanced"]
-    assert "14:1" in skewed["reason"] and "'crack' 10" in skewed["reason"]  # names, not indices
-    assert skewed["cv_folds"] == 3  # the smallest class has fewer than 50 training images
+    assert skewed.metric == "balanced_accuracy" and skewed.class_weights == ("none", "balanced")
+    assert "14:1" in skewed.reason and "'crack' 10" in skewed.reason  # names, not indices
+    assert skewed.cv_folds == 3  # the smallest class has fewer than 50 training images
     asked = decide_objective("f1_macro", np.repeat([0, 1], 60), ["a", "b"])
-    assert asked["metric"] == "f1_macro" and "asked for" in asked["reason"]
+    assert asked.metric == "f1_macro" and "asked for" in asked.reason
 
 
 def test_roc_auc_needs_two_classes():
     with pytest.raises(AutoTransferError, match="2 classes"):
         decide_objective("roc_auc", np.repeat([0, 1, 2], 60), ["a", "b", "c"])
-    assert decide_objective("roc_auc", np.repeat([0, 1], 60), ["a", "b"])["metric"] == "roc_auc"
+    assert decide_objective("roc_auc", np.repeat([0, 1], 60), ["a", "b"]).metric == "roc_auc"
 
 
 def test_fit_on_imbalanced_data_maximises_balanced_accuracy_and_reports_per_class(fit_env, tmp_path):
@@ -52,6 +52,6 @@ def test_fit_on_imbalanced_data_maximises_balanced_accuracy_and_reports_per_clas
 
 def test_no_cross_validation_when_a_class_has_a_single_image():
     labels = np.repeat([0, 1, 2], [10, 10, 1])
-    assert decide_objective("auto", labels, ["a", "b", "c"], pooled_labels=labels)["cv_folds"] == 0
+    assert decide_objective("auto", labels, ["a", "b", "c"], pooled_labels=labels).cv_folds == 0
     pooled = np.repeat([0, 1, 2], [12, 12, 2])
-    assert decide_objective("auto", labels, ["a", "b", "c"], pooled_labels=pooled)["cv_folds"] == 3
+    assert decide_objective("auto", labels, ["a", "b", "c"], pooled_labels=pooled).cv_folds == 3

@@ -4,15 +4,22 @@ import optuna
 import pytest
 
 from autotransfer.search.candidates import Candidate
-from autotransfer.search.finetune_stage import FinetunePlan, seed_trials
+from autotransfer.search.finetune_stage import FinetunePlan
+from autotransfer.search.objective import Objective
 from autotransfer.search.placement import corrected_prior, measured_placement
+from autotransfer.search.recipe import seed_trials
+from autotransfer.search.records import TrialRecord
 from autotransfer.search.space import load_search_space
 
 PROFILE = {"quadrant": "large-similar", "prior": {"strategies": ["finetune_all", "finetune_top", "linear_probe"]}}
 
 
-def _probes(head: float, mid: float) -> list[dict]:
-    return [{"tap": "head", "val_score": head}, {"tap": "blocks.4", "val_score": mid}, {"tap": "blocks.2"}]
+def _probe(trial: int, tap: str, score: float | None) -> TrialRecord:
+    return TrialRecord(stage="probe", trial=trial, status="complete", tap=tap, val_score=score)
+
+
+def _probes(head: float, mid: float) -> list[TrialRecord]:
+    return [_probe(0, "head", head), _probe(1, "blocks.4", mid), _probe(2, "blocks.2", None)]
 
 
 def test_top_features_that_lose_to_a_lower_tap_read_as_different():
@@ -29,7 +36,7 @@ def test_features_no_better_than_pixels_read_as_different():
 
 
 def test_no_placement_without_both_kinds_of_tap():
-    assert measured_placement(PROFILE, [{"tap": "head", "val_score": 0.9}], 0.5) is None
+    assert measured_placement(PROFILE, [_probe(0, "head", 0.9)], 0.5) is None
     assert corrected_prior(PROFILE, None) == PROFILE["prior"]
 
 
@@ -38,7 +45,7 @@ def _seeds(prior: dict) -> list[dict]:
     space = load_search_space("default")
     study = optuna.create_study(direction="maximize")
     plan = FinetunePlan(None, [Candidate("test_efficientnet", 32, "head")], dict(space.ranges), prior,
-                        {"class_weights": ["none"]})  # fmt: skip
+                        Objective(metric="accuracy", reason=""))  # fmt: skip
     seed_trials(study, space, plan)
     return [t.system_attrs["fixed_params"] for t in study.get_trials(states=(optuna.trial.TrialState.WAITING,))]
 
@@ -60,7 +67,7 @@ def test_the_corrected_quadrant_changes_the_first_fine_tuning_trials():
 
 def test_a_combined_tap_is_not_a_lower_tap():
     """A combined tap holds the CNN codes too: the placement compares single taps only."""
-    probes = [*_probes(head=0.80, mid=0.78), {"tap": "blocks.4+head", "val_score": 0.90}]
+    probes = [*_probes(head=0.80, mid=0.78), _probe(3, "blocks.4+head", 0.90)]
     placement = measured_placement(PROFILE, probes, pixel_score=0.40)
     assert placement["quadrant"] == "large-similar" and "best lower tap 0.780" in placement["rationale"]
 

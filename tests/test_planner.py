@@ -5,13 +5,17 @@ import pytest
 from autotransfer.errors import AutoTransferError
 from autotransfer.search import planner
 from autotransfer.search.candidates import Candidate
-from autotransfer.search.records import best_record
+from autotransfer.search.records import TrialRecord, best_record
 from autotransfer.transfer.strategies import FINETUNE_STRATEGIES, PROBE_STRATEGIES, QUADRANT_STRATEGIES, get_strategy
 
 
 def test_reserve_covers_saving_for_probes_and_the_refit_for_finetuning():
-    assert planner.reserve(None, 100, 20) == planner.reserve({"stage": "probe"}, 100, 20) == planner.SAVE_SECONDS + 3
-    finetuned = {"stage": "finetune", "epoch_seconds": 10.0, "best_epoch": 2}
+    assert (
+        planner.reserve(None, 100, 20)
+        == planner.reserve(TrialRecord(stage="probe", trial=0, status="complete"), 100, 20)
+        == planner.SAVE_SECONDS + 3
+    )
+    finetuned = TrialRecord(stage="finetune", trial=0, status="complete", epoch_seconds=10.0, best_epoch=2)
     # 3 epochs on train+val (1.2x the train split) of 10 s each, plus 3 s, plus saving
     assert planner.reserve(finetuned, 100, 20) == pytest.approx(planner.SAVE_SECONDS + 10 * 1.2 * 3 + 3)
 
@@ -71,16 +75,16 @@ def test_strategy_table_covers_the_recipe_matrix():
 def test_best_record_prefers_accuracy_then_the_cheaper_configuration(tmp_path):
     (tmp_path / "best.json").write_text("{}")
     rows = [
-        {"stage": "finetune", "trial": 0, "status": "complete", "val_score": 0.9, "resolution": 64,
-         "checkpoint_dir": str(tmp_path)},
-        {"stage": "probe", "trial": 3, "status": "complete", "val_score": 0.9, "resolution": 96},
-        {"stage": "probe", "trial": 1, "status": "complete", "val_score": 0.9, "resolution": 64},
-        {"stage": "finetune", "trial": 1, "status": "complete", "val_score": 0.95, "resolution": 64,
-         "checkpoint_dir": str(tmp_path / "gone")},  # its weights are missing: not usable
-        {"stage": "finetune", "trial": 2, "status": "fail", "val_score": None},
+        TrialRecord(stage="finetune", trial=0, status="complete", val_score=0.9, resolution=64,
+                    checkpoint_dir=str(tmp_path)),
+        TrialRecord(stage="probe", trial=3, status="complete", val_score=0.9, resolution=96),
+        TrialRecord(stage="probe", trial=1, status="complete", val_score=0.9, resolution=64),
+        TrialRecord(stage="finetune", trial=1, status="complete", val_score=0.95, resolution=64,
+                    checkpoint_dir=str(tmp_path / "gone")),  # its weights are missing: not usable
+        TrialRecord(stage="finetune", trial=2, status="fail", val_score=None),
     ]  # fmt: skip
     best = best_record(rows)
-    assert (best["stage"], best["trial"]) == ("probe", 1)
+    assert (best.stage, best.trial) == ("probe", 1)
     assert best_record([rows[-1]]) is None
 
 
@@ -94,9 +98,9 @@ def test_an_interrupted_trial_says_it_was_queued_again():
     trial = study.ask({"head_lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)})
     study.tell(trial, state=optuna.trial.TrialState.FAIL)  # what Optuna does on Ctrl-C before re-raising it
     retry_later(study, {"number": trial.number, "params": trial.params})
-    rows = {r["trial"]: r for r in trial_records("finetune", study)}
-    assert rows[0]["status"] == "fail" and rows[0]["error"] == "interrupted; queued again as trial 1"
-    assert rows[1]["status"] == "waiting" and rows[1]["retry_of"] == 0
+    rows = {r.trial: r for r in trial_records("finetune", study)}
+    assert rows[0].status == "fail" and rows[0].error == "interrupted; queued again as trial 1"
+    assert rows[1].status == "waiting" and rows[1].retry_of == 0
 
 
 def test_a_fine_tuning_epoch_is_estimated_per_strategy_never_below_one_measured_on_its_candidate():
@@ -137,8 +141,8 @@ def test_a_stopped_trial_scores_its_best_epoch_and_never_shows_another_metric_as
         trial.set_user_attr("checkpoint_dir", str(checkpoint))
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)  # Optuna keeps the last epoch's 0.5398
     rows = trial_records("finetune", study)
-    assert [r["val_score"] for r in rows] == [0.5415, 0.5415]
-    assert rows[0]["val_accuracy"] == 0.5536 and rows[1]["val_accuracy"] is None  # not the F1 score
+    assert [r.val_score for r in rows] == [0.5415, 0.5415]
+    assert rows[0].val_accuracy == 0.5536 and rows[1].val_accuracy is None  # not the F1 score
 
 
 def test_a_trial_too_short_to_be_judged_is_not_started():

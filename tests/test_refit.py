@@ -1,6 +1,7 @@
 """The final refit on train+val: bounded by the run's deadline less the evaluation and saving, and
 dropped for the trial's own weights when a load that came up after the estimate stops it early."""
 
+from dataclasses import replace
 from functools import partial
 from types import SimpleNamespace
 
@@ -10,13 +11,17 @@ from conftest import make_imagefolder
 from autotransfer.budget import Deadline
 from autotransfer.data.datasets import load_dataset
 from autotransfer.models.zoo import create_backbone
+from autotransfer.options import RunOptions
 from autotransfer.search import planner, refit
 from autotransfer.search.context import RunContext
+from autotransfer.search.objective import Objective
+from autotransfer.search.records import TrialRecord
 from autotransfer.search.space import load_search_space
 
-BEST = {"stage": "finetune", "strategy": "finetune_all", "backbone": "test_efficientnet", "resolution": 32,
-        "tap": "head", "candidate": "test_efficientnet@32/head", "best_epoch": 2, "epoch_seconds": 1.0, "head_lr": 1e-3,
-        "backbone_lr_ratio": 0.1, "weight_decay": 1e-3}  # fmt: skip
+BEST = TrialRecord(stage="finetune", trial=0, status="complete", strategy="finetune_all",
+                   backbone="test_efficientnet", resolution=32, tap="head", candidate="test_efficientnet@32/head",
+                   best_epoch=2, epoch_seconds=1.0, head_lr=1e-3, backbone_lr_ratio=0.1,
+                   weight_decay=1e-3)  # fmt: skip
 
 
 @pytest.fixture
@@ -27,8 +32,8 @@ def context(tmp_path):
     context = SimpleNamespace(
         dataset=lambda size: dataset,
         backbone=lambda name: backbone,
-        settings=SimpleNamespace(space=load_search_space("default"), seed=0),
-        objective={"metric": "accuracy"},
+        settings=SimpleNamespace(space=load_search_space("default"), options=RunOptions(seed=0)),
+        objective=Objective(metric="accuracy", reason=""),
         evaluation_seconds=lambda best: 5.0,
         split_sizes=lambda size: (len(dataset.indices("train")), len(dataset.indices("val"))),
         deadline=Deadline(600.0),
@@ -75,11 +80,11 @@ def test_the_summary_names_the_class_weighting_of_a_chosen_probe():
     """The fresh-user trial: a probe chosen with balanced class weights said so only in the report's CSV."""
     from autotransfer.search.refit import summary_words
 
-    best = {"stage": "probe", "strategy": "linear_probe", "head": "softmax", "C": 1.0, "tap": "head",
-            "backbone": "mobilenetv2_100", "resolution": 128}  # fmt: skip
+    best = TrialRecord(stage="probe", trial=0, status="complete", strategy="linear_probe", head="softmax", C=1.0,
+                       tap="head", backbone="mobilenetv2_100", resolution=128)  # fmt: skip
     assert summary_words(best, 9).endswith("at 128px, backbone frozen")
-    assert summary_words({**best, "class_weight": float("nan")}, 9).endswith("backbone frozen")
-    assert summary_words({**best, "class_weight": "balanced"}, 9).endswith("backbone frozen, balanced class weights")
+    assert summary_words(replace(best, class_weight="none"), 9).endswith("backbone frozen")
+    assert summary_words(replace(best, class_weight="balanced"), 9).endswith("backbone frozen, balanced class weights")
 
 
 def test_a_refit_probe_is_fit_on_the_features_the_pipeline_computes(context, monkeypatch):
@@ -94,8 +99,8 @@ def test_a_refit_probe_is_fit_on_the_features_the_pipeline_computes(context, mon
     asked = []
     real = features.extract_features
     monkeypatch.setattr(refit, "extract_features", lambda *a, **k: asked.append(k.get("bf16", True)) or real(*a, **k))
-    best = {"stage": "probe", "backbone": "test_efficientnet", "resolution": 32, "tap": "head", "head": "torch",
-            "C": 1.0, "class_weight": "none"}  # fmt: skip
+    best = TrialRecord(stage="probe", trial=0, status="complete", backbone="test_efficientnet", resolution=32,
+                       tap="head", head="torch", C=1.0, class_weight="none")  # fmt: skip
     final = refit.probe_model(context, best, ("train", "val"))
     assert asked == [False]
     assert context.fp32_features == {("test_efficientnet", 32, "head")}  # a second refit reads them (reserve)

@@ -5,6 +5,7 @@ matrices, the most confident mistakes with embedded thumbnails, plots, a leaderb
 import base64
 import io
 import re
+from dataclasses import replace
 from html.parser import HTMLParser
 
 import pandas as pd
@@ -228,7 +229,7 @@ def test_the_report_explains_a_chosen_trial_off_the_pareto_front(tmp_path):
     above it, and why it was chosen was said only in the terminal."""
     args = make_run(tmp_path / "run")
     rows = args["records"]
-    tie = {**rows[5], "trial": 4, "seconds": 10.0}  # the ★ (trial 1, 21.5 s) scored 0.9 too, at twice the cost
+    tie = replace(rows[5], trial=4, seconds=10.0)  # the ★ (trial 1, 21.5 s) scored 0.9 too, at twice the cost
     args["records"] = [*rows, tie]
     frame = write_outputs(**args)
     text = (tmp_path / "run" / "report.html").read_text()
@@ -250,9 +251,9 @@ def test_the_report_explains_a_chosen_trial_off_the_pareto_front(tmp_path):
 
 def test_the_distance_chart_names_the_profiling_backbone_when_another_is_chosen(tmp_path):
     args = make_run(tmp_path / "run")
-    for row in args["records"]:
-        if row["stage"] == "finetune":
-            row["backbone"] = "tf_efficientnet_lite0"
+    args["records"] = [
+        replace(r, backbone="tf_efficientnet_lite0") if r.stage == "finetune" else r for r in args["records"]
+    ]
     write_outputs(**args)
     text = (tmp_path / "run" / "report.html").read_text()
     assert "Profile: domain distance by depth of mobilenetv2_100" in text

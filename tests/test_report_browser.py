@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,7 @@ def test_report_renders_in_chromium(tmp_path, finished):
         varied = {"backbone": "tf_efficientnet_lite2", "resolution": 128, "tap": "blocks.4", "augmentation": "crop",
                   "class_weight": "balanced", "stopped": "time budget: stopped after epoch 6"}  # fmt: skip
         args["records"] = [
-            {**r, **varied} if r["stage"] == "finetune" and r["trial"] == 1 else r for r in args["records"]
+            replace(r, **varied) if r.stage == "finetune" and r.trial == 1 else r for r in args["records"]
         ]
     write_outputs(**args)
     report = tmp_path / "run" / "report.html"

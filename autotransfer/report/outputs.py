@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from markupsafe import Markup
@@ -37,6 +38,9 @@ from autotransfer.report.sections import (
     summary_cards,
     wrong_gallery,
 )
+
+if TYPE_CHECKING:
+    from autotransfer.search.records import TrialRecord
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +76,9 @@ COLUMNS = [
 ]
 
 
-def leaderboard(records: list[dict], best: dict | None, test_accuracy: float | None) -> pd.DataFrame:
+def leaderboard(records: list[TrialRecord], best: TrialRecord | None, test_accuracy: float | None) -> pd.DataFrame:
     """Every trial, best validation score (the run's metric) first; the test score only on the chosen row."""
-    frame = pd.DataFrame(records)
+    frame = pd.DataFrame([r.row() for r in records])
     for column in COLUMNS:
         if column not in frame:
             frame[column] = None
@@ -84,7 +88,7 @@ def leaderboard(records: list[dict], best: dict | None, test_accuracy: float | N
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     frame["val_score"] = frame["val_score"].fillna(frame["val_accuracy"])  # runs from before the metric choice
     if best:
-        frame["chosen"] = (frame["stage"] == best.get("stage")) & (frame["trial"] == best.get("trial")).fillna(False)
+        frame["chosen"] = (frame["stage"] == best.stage) & (frame["trial"] == best.trial).fillna(False)
     else:
         frame["chosen"] = False
     frame["chosen"] = frame["chosen"].astype(bool)
@@ -249,7 +253,9 @@ def render_html(
     )
 
 
-def write_outputs(out: Path, records: list[dict], best: dict, pipeline, elapsed: float, budget: float) -> pd.DataFrame:
+def write_outputs(
+    out: Path, records: list[TrialRecord], best: TrialRecord, pipeline, elapsed: float, budget: float
+) -> pd.DataFrame:
     """leaderboard.csv, skipped.csv (the files left out, and why) and report.html (written atomically)."""
     out = Path(out)
     spec = getattr(pipeline, "spec", {}) or {}

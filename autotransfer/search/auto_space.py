@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from autotransfer.cpu_threads import use_free_cpus
 from autotransfer.errors import AutoTransferError
 from autotransfer.models.weights import OFFLINE_ZOO, hub_reachable, offline_weights_available
 from autotransfer.models.zoo import TORCHVISION_PREFIX, create_backbone
+from autotransfer.search import planner
 from autotransfer.settings import user_weights_dir
 from autotransfer.transfer.profile import DEFAULT_BACKBONE, native_short_sides, profile_resolution
 
@@ -58,6 +59,20 @@ class AutoChoice:
     seconds_per_image: dict[str, float] = field(default_factory=dict)  # at the ladder's first rung
     skipped: dict[str, str] = field(default_factory=dict)  # backbone -> why it was left out
     resolutions_reason: str = ""
+
+    @classmethod
+    def from_json(cls, document: dict) -> AutoChoice:
+        """The choice stored in a study (``to_json``); another version's fields are one clear error."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(document) - known)
+        if unknown:
+            raise AutoTransferError(
+                f"The run's `auto` choice in this run directory has fields this version of autotransfer does not "
+                f"know ({', '.join(unknown)}): it was written by another version.",
+                fix="run fit again with a new --out (this version cannot read or resume that run).",
+            )
+        return cls(**{**document, "backbones": tuple(document["backbones"]),
+                      "resolutions": tuple(document["resolutions"])})  # fmt: skip
 
     def to_json(self) -> dict:
         return {
@@ -181,23 +196,24 @@ def resolve_auto(
     backbones: tuple[str, ...],
     resolutions: tuple[int, ...],
     sample: np.ndarray,
+    *,
     native: int,
     n_images: int,
     budget: float,
     device: torch.device,
-    *,
-    max_backbones: int = MAX_BACKBONES,
-    max_resolution: int | None = None,
+    shape: planner.SearchShape | None = None,
 ) -> AutoChoice:
     """Fill in ``auto`` (an empty tuple) backbones and/or resolutions; keep what the space pins.
 
     ``sample``: a few decoded images at ``profile_resolution([native])`` (transfer/profile.py, the one
     rule `profile` and `fit` share); ``native``: the images' median
-    shorter side. ``max_backbones`` and ``max_resolution`` grow with the budget (planner.scaled_plan): at
-    long budgets the slower, stronger backbones are not dropped and the sizes reach the images' native one.
+    shorter side. ``shape``'s ``max_backbones`` and ``max_resolution`` grow with the budget (planner.scaled_plan;
+    None: ``MAX_BACKBONES``, no cap): at long budgets the slower, stronger backbones are not dropped and the
+    sizes reach the images' native one.
     Raises AutoTransferError when no backbone with weights can run here.
     """
     cuda = device.type == "cuda"
+    max_backbones, max_resolution = (shape.max_backbones, shape.max_resolution) if shape else (MAX_BACKBONES, None)
     names = list(backbones) or available_backbones(cuda)
     if not backbones and budget < SHORT_BUDGET:  # timing several backbones would eat the budget
         why = (f"{budget:.0f} s were left for the search, under {SHORT_BUDGET:.0f} s: one backbone, the others not "
@@ -220,7 +236,9 @@ def resolve_auto(
     )
     why_sizes = resolutions_reason(tuple(sizes), first, native, pinned=bool(resolutions))
     if backbones:
-        return AutoChoice(tuple(backbones), tuple(sizes), native, first, measured, skipped, why_sizes)
+        return AutoChoice(backbones=tuple(backbones), resolutions=tuple(sizes), native_side=native,
+                          profile_resolution=first, seconds_per_image=measured, skipped=skipped,
+                          resolutions_reason=why_sizes)  # fmt: skip
     scale = (min(sizes) / first) ** 2 * n_images  # each backbone's first (smallest) size: breadth first
     chosen: list[str] = []
     spent = 0.0
@@ -242,4 +260,5 @@ def resolve_auto(
     left_out = "; ".join(f"{k}: {v}" for k, v in skipped.items())
     log.info("auto: backbones %s at %s px (native shorter side %d px)%s", chosen, list(sizes), native,
              f"; left out {left_out}" if left_out else "")  # fmt: skip
-    return AutoChoice(tuple(chosen), tuple(sizes), native, first, measured, skipped, why_sizes)
+    return AutoChoice(backbones=tuple(chosen), resolutions=tuple(sizes), native_side=native, profile_resolution=first,
+                      seconds_per_image=measured, skipped=skipped, resolutions_reason=why_sizes)  # fmt: skip

@@ -15,7 +15,6 @@ import logging
 from dataclasses import replace
 
 import optuna
-from optuna.trial import TrialState
 
 from autotransfer.budget import format_duration
 from autotransfer.cpu_threads import use_free_cpus
@@ -23,13 +22,16 @@ from autotransfer.models.zoo import COMBINED_TAP
 from autotransfer.search import planner
 from autotransfer.search.context import RunContext
 from autotransfer.search.probe_stage import claim, ranking_config, record_probe_rows
+from autotransfer.search.records import TrialRecord, trial_records
 from autotransfer.search.storage import run_once
 from autotransfer.transfer.ranking import probe_combined
 
 log = logging.getLogger(__name__)
 
 
-def probe_best_pair_combined(study: optuna.Study, context: RunContext, keep_for: dict | None, until: float) -> None:
+def probe_best_pair_combined(
+    study: optuna.Study, context: RunContext, keep_for: TrialRecord | None, until: float
+) -> None:
     """Probe the best pair's convolutional taps together and record it as one more probe trial.
 
     ``keep_for``: the best record whose refit the reserve keeps room for (``RunContext.reserve``);
@@ -38,32 +40,31 @@ def probe_best_pair_combined(study: optuna.Study, context: RunContext, keep_for:
     (a resumed run, the second pass) or when the estimate (the parts' probe seconds, for one class
     weighting) does not fit.
     """
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    probes = [t for t in trials if t.user_attrs.get("stage") == "probe" and "tap" in t.user_attrs]
-    singles = [t for t in probes if COMBINED_TAP not in t.user_attrs["tap"]]
-    combined_pairs = {t.user_attrs["pair"] for t in probes if COMBINED_TAP in t.user_attrs["tap"]}
+    probes = [r for r in trial_records("probe", study) if r.status == "complete" and r.tap]
+    singles = [r for r in probes if COMBINED_TAP not in r.tap]
+    combined_pairs = {r.pair for r in probes if COMBINED_TAP in r.tap}
     if not singles or not context.settings.space.probe_combine_taps:
         return
-    best = max(singles, key=lambda t: t.value)
-    pair = best.user_attrs["pair"]
+    best = max(singles, key=lambda r: r.val_score)
+    pair = best.pair
     if pair in combined_pairs:
         return
-    name, resolution = best.user_attrs["backbone"], int(best.user_attrs["resolution"])
+    name, resolution = best.backbone, best.resolution
     backbone = context.backbone(name)
-    parts = [t for t in singles if t.user_attrs["pair"] == pair and backbone.tap(t.user_attrs["tap"]).stride]
+    parts = [r for r in singles if r.pair == pair and backbone.tap(r.tap).stride]
     if len(parts) < 2:
         return
     config = ranking_config(context)
     weightings = max(1, len(config.class_weights))
-    expected = sum(t.user_attrs.get("probe_seconds", 0.0) for t in parts) / weightings
+    expected = sum(r.probe_seconds or 0.0 for r in parts) / weightings
     reserve = context.reserve(keep_for)
     deadline = context.deadline
     if not planner.probe_pair_fits(deadline.left(), reserve, expected) or deadline.elapsed() + expected > until:
         log.info("time budget: no room to probe the taps of %s together (about %s)", pair, format_duration(expected))
         return
-    weight = best.user_attrs.get("class_weight", "none")
+    weight = best.class_weight or "none"
     config = replace(config, class_weights=(None if weight == "none" else weight,), deadline=deadline.less(reserve))
-    taps = [t.user_attrs["tap"] for t in parts]
+    taps = [r.tap for r in parts]
 
     def work() -> bool:
         use_free_cpus()
@@ -71,7 +72,7 @@ def probe_best_pair_combined(study: optuna.Study, context: RunContext, keep_for:
         record_probe_rows(study, context, name, resolution, [row], extract_seconds_pair=None)
         return True
 
-    if context.settings.storage:  # workers sharing the study: one of them probes it
+    if context.settings.options.storage:  # workers sharing the study: one of them probes it
         run_once(context.storage, claim(f"{pair}/combined"), work, str(context.out))
     else:
         work()

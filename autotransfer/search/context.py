@@ -18,6 +18,9 @@ from autotransfer.data.sources import DatasetIndex, index_dataset
 from autotransfer.models.zoo import Backbone, create_backbone
 from autotransfer.report.progress import Progress
 from autotransfer.search import planner
+from autotransfer.search.auto_space import AutoChoice
+from autotransfer.search.objective import Objective
+from autotransfer.search.records import TrialRecord
 from autotransfer.search.settings import SearchSettings
 
 # fp32 forward time over the bf16 one `auto` timed (runtime.bf16_supported; features-cpu.md: 1.6-1.8x)
@@ -34,9 +37,9 @@ class RunContext:
     extract_seconds: dict[str, float] = field(default_factory=dict)  # per Candidate.pair
     backbones: tuple[str, ...] = ()  # the space's, or what `auto` chose (search/auto_space.py)
     resolutions: tuple[int, ...] = ()
-    auto: dict = field(default_factory=dict)  # AutoChoice.to_json() when the space left anything to `auto`
+    auto: AutoChoice | None = None  # when the space left anything to `auto`
     slowdown: float = 1.0  # the last probed pair's extraction time over its estimate from `auto`'s timing (load)
-    objective: dict = field(default_factory=dict)  # search/objective.py: metric, why, class weights, CV folds
+    objective: Objective | None = None  # search/objective.py: metric, why, class weights, CV folds
     storage: optuna.storages.BaseStorage | None = None  # the run's Optuna storage (search/storage.py)
     # (backbone, resolution, tap) whose fp32 features this run extracted (refit.py: probe_model); they are in
     # the feature cache, so refitting such a probe costs no forward pass
@@ -68,8 +71,8 @@ class RunContext:
             self.datasets[resolution] = load_dataset(
                 index,
                 image_size=resolution,
-                seed=self.settings.seed,
-                val_fraction=self.settings.val_fraction,
+                seed=self.settings.options.seed,
+                val_fraction=self.settings.options.val_fraction,
                 show_progress=False,
                 fingerprint=fingerprint,
                 warn=not self.datasets,  # skipped files and label conflicts: said once, not once per size
@@ -104,45 +107,45 @@ class RunContext:
         dataset = self._decoded(resolution)
         return len(dataset.indices("train")), len(dataset.indices("val"))
 
-    def refit_fits(self, best: dict) -> bool:
+    def refit_fits(self, best: TrialRecord) -> bool:
         """Whether retraining the fine-tuned ``best`` on train+val, evaluating and saving fit in the time left."""
-        n_train, n_val = self.split_sizes(best["resolution"])
-        epochs = int(best.get("best_epoch", 0)) + 1
-        refit = planner.refit_seconds(best.get("epoch_seconds") or 1.0, n_train, n_val, epochs)
+        n_train, n_val = self.split_sizes(best.resolution)
+        epochs = (best.best_epoch or 0) + 1
+        refit = planner.refit_seconds(best.epoch_seconds or 1.0, n_train, n_val, epochs)
         return planner.refit_fits(self.deadline.left() - self.evaluation_seconds(best), refit)
 
-    def reserve(self, best: dict | None) -> float:
+    def reserve(self, best: TrialRecord | None) -> float:
         """Seconds to keep for the final refit, the evaluation and saving, given the best record so far.
 
         A fine-tuned best whose refit no longer fits keeps its own weights (refit.py): only evaluating
         and saving are kept then, so the time left goes to more trials or probes instead of idling. A
         probe's refit extracts its features once more, in fp32 (search/refit.py: probe_model)."""
-        refit = best is not None and best.get("stage") != "probe" and self.refit_fits(best)
-        reserve = planner.reserve(best, *self.split_sizes(best["resolution"])) if refit else planner.reserve(None, 0, 0)
-        if best is not None and best.get("stage") == "probe" and not self.fp32_cached(best):
+        refit = best is not None and best.stage != "probe" and self.refit_fits(best)
+        reserve = planner.reserve(best, *self.split_sizes(best.resolution)) if refit else planner.reserve(None, 0, 0)
+        if best is not None and best.stage == "probe" and not self.fp32_cached(best):
             reserve += FP32_SLOWDOWN * self._forward_seconds(best, everything=True)
         # saving and evaluating are estimated on a quiet machine: a load the probes measured slows them alike
         slow = max(1.0, self.slowdown)
         return reserve + planner.SAVE_SECONDS * (slow - 1) + self.evaluation_seconds(best) * slow
 
-    def fp32_cached(self, record: dict) -> bool:
+    def fp32_cached(self, record: TrialRecord) -> bool:
         """Whether ``record``'s fp32 features were extracted in this run (a probe's refit reads them)."""
-        return (record.get("backbone"), record.get("resolution"), record.get("tap")) in self.fp32_features
+        return (record.backbone, record.resolution, record.tap) in self.fp32_features
 
-    def evaluation_seconds(self, best: dict | None) -> float:
+    def evaluation_seconds(self, best: TrialRecord | None) -> float:
         """Predicting val (the chosen configuration) and test (the final pipeline): two forward passes
         over those images, from the throughput `auto` measured (0 when it measured none)."""
         return 2 * self._forward_seconds(best, everything=False)
 
-    def _forward_seconds(self, best: dict | None, *, everything: bool) -> float:
+    def _forward_seconds(self, best: TrialRecord | None, *, everything: bool) -> float:
         """One forward pass of ``best``'s backbone (before any trial: the first probed, the fastest) over
         every image (``everything``) or the held-out ones, from `auto`'s throughput (0 without one)."""
-        per_image = self.auto.get("seconds_per_image", {})
+        per_image = self.auto.seconds_per_image if self.auto else {}
         ours = [n for n in self.backbones if n in per_image]
-        name = best["backbone"] if best and best.get("backbone") in per_image else next(iter(ours), None)
+        name = best.backbone if best and best.backbone in per_image else next(iter(ours), None)
         if name is None or not self.resolutions:
             return 0.0
-        resolution = best["resolution"] if best and "resolution" in best else min(self.resolutions)
+        resolution = best.resolution if best and best.resolution else min(self.resolutions)
         dataset = self._decoded(resolution)
         images = len(dataset) if everything else len(dataset) - len(dataset.indices("train"))
-        return planner.extraction_seconds(per_image[name], self.auto["profile_resolution"], resolution, images)
+        return planner.extraction_seconds(per_image[name], self.auto.profile_resolution, resolution, images)

@@ -20,7 +20,7 @@ from autotransfer.deploy.pipeline import Pipeline
 from autotransfer.search.context import RunContext
 from autotransfer.search.ensemble_selection import EnsembleChoice, greedy_selection, worth_it
 from autotransfer.search.evaluate import split_probabilities, write_predictions
-from autotransfer.search.records import usable
+from autotransfer.search.records import TrialRecord, usable
 from autotransfer.search.refit import probe_model, summary_words, to_pipeline, trial_model
 from autotransfer.transfer.metrics import classification_summary
 from autotransfer.transfer.metrics import score as score_metric
@@ -36,53 +36,53 @@ class Ensemble:
     """The chosen members (records, best first), the selection's weights and scores, and the members'
     validation probabilities (trained on train only) the selection used."""
 
-    members: list[dict]
+    members: list[TrialRecord]
     choice: EnsembleChoice
     val_probabilities: list[np.ndarray]
 
 
-def candidates(rows: list[dict], best: dict, count: int = MAX_CANDIDATES) -> list[dict]:
+def candidates(rows: list[TrialRecord], best: TrialRecord, count: int = MAX_CANDIDATES) -> list[TrialRecord]:
     """``best`` first, then the best-scoring usable records that differ from those already taken: one probe
     per (backbone, size, tap), at most ``MAX_FINETUNED`` fine-tuned trials."""
-    chosen, seen, finetuned = [best], {_key(best)}, int(best["stage"] == "finetune")
-    for row in sorted((r for r in rows if usable(r)), key=lambda r: -r["val_score"]):
+    chosen, seen, finetuned = [best], {_key(best)}, int(best.stage == "finetune")
+    for row in sorted((r for r in rows if usable(r)), key=lambda r: -r.val_score):
         if len(chosen) == count:
             break
-        if _key(row) in seen or (row["stage"] == "finetune" and finetuned >= MAX_FINETUNED):
+        if _key(row) in seen or (row.stage == "finetune" and finetuned >= MAX_FINETUNED):
             continue
         chosen.append(row)
         seen.add(_key(row))
-        finetuned += row["stage"] == "finetune"
+        finetuned += row.stage == "finetune"
     return chosen
 
 
-def _key(row: dict) -> tuple:
-    if row["stage"] == "probe":
-        return ("probe", row["backbone"], row["resolution"], row["tap"])
-    return ("finetune", row["trial"])
+def _key(row: TrialRecord) -> tuple:
+    if row.stage == "probe":
+        return ("probe", row.backbone, row.resolution, row.tap)
+    return ("finetune", row.trial)
 
 
-def member_pipeline(context: RunContext, record: dict, splits: tuple[str, ...]) -> Pipeline:
+def member_pipeline(context: RunContext, record: TrialRecord, splits: tuple[str, ...]) -> Pipeline:
     """A record as a pipeline: a probe's head fit on ``splits``; a fine-tuned trial's own weights."""
-    final = probe_model(context, record, splits) if record["stage"] == "probe" else trial_model(context, record)
+    final = probe_model(context, record, splits) if record.stage == "probe" else trial_model(context, record)
     return to_pipeline(context, record, final, {})
 
 
-def choose_ensemble(context: RunContext, rows: list[dict], best: dict | None) -> Ensemble | None:
+def choose_ensemble(context: RunContext, rows: list[TrialRecord], best: TrialRecord | None) -> Ensemble | None:
     """The ensemble that beats ``best`` alone on validation, or None (turned off, no validation split,
     fewer than two candidates, no gain, or no time: each candidate starts only when its validation
     forward and the test forward of every member so far, timed on the slowest, fit before the final
     pipeline's reserve)."""
     settings = context.settings
-    if best is None or not (settings.ensemble and settings.space.ensemble):
+    if best is None or not (settings.options.ensemble and settings.space.ensemble):
         return None
     pool = candidates(rows, best)
-    dataset = context.dataset(best["resolution"])
+    dataset = context.dataset(best.resolution)
     n_val = len(dataset.indices("val"))
     if len(pool) < 2 or n_val == 0:
         return None
     labels = dataset.labels[dataset.indices("val")]
-    metric = context.objective["metric"]
+    metric = context.objective.metric
     probabilities, members, cost = [], [], 0.0
     has_test = len(dataset.indices("test")) > 0
     for record in pool:
@@ -94,7 +94,7 @@ def choose_ensemble(context: RunContext, rows: list[dict], best: dict | None) ->
             break
         tic = time.perf_counter()
         pipeline = member_pipeline(context, record, ("train",))
-        probabilities.append(split_probabilities(pipeline, context.dataset(record["resolution"]), "val"))
+        probabilities.append(split_probabilities(pipeline, context.dataset(record.resolution), "val"))
         members.append(record)
         cost = max(cost, time.perf_counter() - tic)
     if len(members) < 2:
@@ -117,12 +117,12 @@ def build_ensemble(context: RunContext, ensemble: Ensemble) -> EnsemblePipeline:
     members = [member_pipeline(context, r, ("train", "val")) for r in ensemble.members]
     weights = [ensemble.choice.weights[i] for i in range(len(members))]
     objective, first = context.objective, ensemble.members[0]
-    dataset = context.dataset(first["resolution"])
+    dataset = context.dataset(first.resolution)
     words = "; ".join(f"{w:.2f} x {summary_words(r, len(m.backbone.depth_groups))}"
                       for r, m, w in zip(ensemble.members, members, weights))  # fmt: skip
-    metrics = {"metric": objective["metric"], "metric_reason": objective["reason"],
+    metrics = {"metric": objective.metric, "metric_reason": objective.reason,
                "val_score": ensemble.choice.score, "val_score_from": "validation split (members trained on train)",
-               "val_accuracy": None, "refit_on_train_val": all(r["stage"] == "probe" for r in ensemble.members),
+               "val_accuracy": None, "refit_on_train_val": all(r.stage == "probe" for r in ensemble.members),
                "selection": f"greedy ensemble selection (Caruana et al. 2004): {ensemble.choice.score:.4f} on "
                             f"validation against {ensemble.choice.single_score:.4f} for the best alone"}  # fmt: skip
     for split in ("val", "test"):
@@ -132,7 +132,7 @@ def build_ensemble(context: RunContext, ensemble: Ensemble) -> EnsemblePipeline:
             probabilities = sum(w * p for w, p in zip(weights, ensemble.val_probabilities))
         else:
             probabilities = sum(
-                w * split_probabilities(p, context.dataset(r["resolution"]), split)
+                w * split_probabilities(p, context.dataset(r.resolution), split)
                 for w, p, r in zip(weights, members, ensemble.members)
             )
         write_predictions(context.out / f"predictions-{split}.csv", dataset, split, probabilities)

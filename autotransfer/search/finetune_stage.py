@@ -20,15 +20,17 @@ from optuna.trial import TrialState
 from autotransfer.budget import format_duration
 from autotransfer.cpu_threads import use_free_cpus
 from autotransfer.files import is_disk_full
-from autotransfer.models.zoo import COMBINED_TAP, create_backbone
+from autotransfer.models.zoo import COMBINED_TAP
 from autotransfer.report.progress import TRIAL_LINE
 from autotransfer.runtime import default_device
 from autotransfer.search import planner
 from autotransfer.search.auto_space import MAX_BACKBONES
 from autotransfer.search.candidates import Candidate
 from autotransfer.search.context import RunContext
-from autotransfer.search.records import best_record, records, trial_records
-from autotransfer.search.space import Range, SearchSpace
+from autotransfer.search.objective import Objective
+from autotransfer.search.recipe import seed_trials
+from autotransfer.search.records import TrialRecord, best_record, records, set_trial_attrs, trial_attrs, trial_records
+from autotransfer.search.space import Range
 from autotransfer.search.storage import (
     Studies,
     fail_dead_workers_trials,
@@ -36,9 +38,8 @@ from autotransfer.search.storage import (
     unfinished_trials,
     worker_name,
 )
-from autotransfer.search.trials import HYPERPARAMETERS, config_for, describe, frozen_groups, suggest
+from autotransfer.search.trials import HYPERPARAMETERS, config_for, describe, suggest
 from autotransfer.transfer.finetune import TrialPruned, finetune
-from autotransfer.transfer.strategies import FINETUNE_STRATEGIES, STRATEGIES
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class FinetunePlan:
     candidates: list[Candidate]
     ranges: dict[str, Range]
     prior: dict
-    objective: dict  # search/objective.py: metric, class weights, CV folds
+    objective: Objective
 
 
 class FinetuneBackend(Protocol):
@@ -70,147 +71,17 @@ def choose_candidates(studies: Studies, count: int) -> list[Candidate]:
     head on one tap. Fixed once chosen, so a resumed run keeps them."""
     if "candidates" in studies.finetune.user_attrs:
         return [Candidate.parse(key) for key in studies.finetune.user_attrs["candidates"]]
-    rows = studies.probes.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    rows = sorted(rows, key=lambda t: (-t.value, -np.nan_to_num(t.user_attrs.get("logme") or 0.0)))  # NaN: unscored
+    rows = [r for r in trial_records("probe", studies.probes) if r.status == "complete"]
+    rows = sorted(rows, key=lambda r: (-r.val_score, -np.nan_to_num(r.logme or 0.0)))  # NaN: unscored
     chosen: list[Candidate] = []
-    for trial in rows:
-        candidate = Candidate.parse(trial.user_attrs["candidate"])
+    for row in rows:
+        candidate = Candidate.parse(row.candidate)
         if COMBINED_TAP not in candidate.tap and all(c.pair != candidate.pair for c in chosen):
             chosen.append(candidate)
         if len(chosen) == count:
             break
     studies.finetune.set_user_attr("candidates", [c.key for c in chosen])
     return chosen
-
-
-def prior_ranges(space: SearchSpace, prior: dict) -> dict[str, Range]:
-    """The space's ranges, narrowed towards the profile's prior (within a factor of 10 of it)."""
-    ranges = dict(space.ranges)
-    for key in ("head_lr", "backbone_lr_ratio"):
-        if key in prior:
-            full = ranges[key]
-            low, high = max(full.low, min(prior[key]) / 10), min(full.high, max(prior[key]) * 10)
-            if low < high:
-                ranges[key] = Range(low, high, full.log)
-    return ranges
-
-
-RECIPE_HEAD_LR = 1e-3  # fastai's fine_tune: base_lr 2e-3, halved for the unfrozen epochs; timm's AdamW fine-tunes
-RECIPE_BACKBONE_RATIO = 0.1  # the top pretrained group at a tenth of the head's LR (a small pretrained-layer LR)
-RECIPE_LOWEST_RATIO = 0.01  # the lowest trained group at a hundredth: fastai's slice(lr / 100, lr)
-RECIPE_WEIGHT_DECAY = 0.05  # timm's AdamW recipes
-RECIPE_AUGMENTATION = "crop"  # flips + random-resized crops (+ rotations without a canonical orientation)
-
-
-def recipe_strategy(space: SearchSpace, prior: dict) -> str:
-    """The recipe's strategy: LP-FT, except where the quadrant's first fine-tuning strategy trains every
-    layer from the pretrained init (``train_all``, large-different data): there a small pretrained-layer LR
-    keeps the network near ImageNet features the data does not share (on the long-cpu glyphs, LP-FT at 0.1x
-    reached 0.65 on validation where ``train_all`` reached 0.87 in fewer epochs)."""
-    quadrant_first = next((s for s in prior.get("strategies", []) if s in FINETUNE_STRATEGIES), None)
-    for name in ("train_all", "lp_ft") if quadrant_first == "train_all" else ("lp_ft",):
-        if name in space.finetune_strategies:
-            return name
-    return space.finetune_strategies[0]
-
-
-def recipe_params(
-    first: Candidate,
-    space: SearchSpace,
-    ranges: dict[str, Range],
-    n_groups: int,
-    imbalanced: bool,
-    prior: dict | None = None,
-) -> dict:
-    """The first fine-tuning trial: a known-good recipe of the field, adapted to the data.
-
-    - LP-FT (Kumar et al., ICLR 2022, "Fine-Tuning can Distort Pretrained Features and Underperform
-      Out-of-Distribution"): the head starts from the linear probe, then the network is fine-tuned from it;
-      only the lowest depth groups the space allows (``freeze_fraction``'s low end) stay frozen;
-    - discriminative learning rates (fastai's ``fine_tune``: ``slice(base_lr / 100, base_lr)``): the head at
-      ``RECIPE_HEAD_LR``, the top pretrained group at a tenth of it, geometrically down to a hundredth;
-    - AdamW with weight decay 0.05, label smoothing 0.1, one epoch of warm-up and a cosine schedule
-      (timm's train recipes; ``config_for``);
-    - augmentation on: flips and random-resized crops (timm's and fastai's default train transforms),
-      rotations where the images have no canonical orientation (the run's objective, objective.py);
-    - balanced class weights (weighted cross-entropy) when the classes are imbalanced.
-    On large-different data (``recipe_strategy``) the strategy is ``train_all`` instead: the same recipe with
-    one LR for every layer, the prior's head LR (the quadrant's, docs/profiler.md).
-    Each value is clipped into the space's ranges; values the space does not offer fall back to its first.
-    """
-
-    def clip(key: str, value: float) -> float:
-        return float(min(max(value, ranges[key].low), ranges[key].high))
-
-    prior = prior or {}
-    strategy = recipe_strategy(space, prior)
-    head_lr = RECIPE_HEAD_LR
-    if strategy == "train_all" and "head_lr" in prior:
-        head_lr = float(np.sqrt(np.prod(prior["head_lr"])))
-    params = {
-        "candidate": first.key,
-        "strategy": strategy,
-        "head_lr": clip("head_lr", head_lr),
-        "weight_decay": clip("weight_decay", RECIPE_WEIGHT_DECAY),
-        "label_smoothing": 0.1 if 0.1 in space.label_smoothing else space.label_smoothing[-1],
-        "augmentation": RECIPE_AUGMENTATION if RECIPE_AUGMENTATION in space.augmentation else space.augmentation[-1],
-    }
-    if STRATEGIES[strategy].freezes == "lower":
-        params["freeze_fraction"] = clip("freeze_fraction", ranges["freeze_fraction"].low)
-    if STRATEGIES[strategy].tunes_backbone_lr:
-        trained = max(1, n_groups - frozen_groups(params, n_groups))
-        decay = (RECIPE_LOWEST_RATIO / RECIPE_BACKBONE_RATIO) ** (1 / max(trained - 1, 1))
-        params["backbone_lr_ratio"] = clip("backbone_lr_ratio", RECIPE_BACKBONE_RATIO)
-        params["layer_decay"] = clip("layer_decay", decay)
-    if imbalanced:
-        params["class_weight"] = "balanced"
-    return params
-
-
-def seed_trials(study: optuna.Study, space: SearchSpace, plan: FinetunePlan) -> None:
-    """The recipe first (``recipe_params``), then the quadrant's recommended fine-tuning strategies on the
-    best candidate, with the prior's freeze depth and LRs and the recipe's augmentation: the search explores
-    around them.
-
-    Only into an empty study: a resumed run, or a worker that joins one sharing the storage, would
-    otherwise queue seeds again (for candidates it may have ranked on fewer probes) that nobody runs.
-    """
-    if study.trials:
-        return
-    prior, ranges, first = plan.prior, plan.ranges, plan.candidates[0]
-    n_groups = len(create_backbone(first.backbone, device="meta", pretrained=False).depth_groups)
-    imbalanced = len(plan.objective["class_weights"]) > 1
-    recipe = recipe_params(first, space, ranges, n_groups, imbalanced, prior)
-    why = "recipe (LP-FT, augmentation, discriminative LRs)"
-    if recipe["strategy"] == "train_all":
-        why = "recipe (train_all from the pretrained init for large-different data, augmentation)"
-    study.enqueue_trial(recipe, user_attrs={"seeded_by": why})
-    wanted = [s for s in prior.get("strategies", []) if s in FINETUNE_STRATEGIES and s != recipe["strategy"]]
-    wanted += [s for s in space.finetune_strategies if s not in wanted and s != recipe["strategy"]]
-
-    def clip(key: str, value: float) -> float:
-        return float(min(max(value, ranges[key].low), ranges[key].high))
-
-    for name in [s for s in wanted if s in space.finetune_strategies][:2]:
-        strategy = STRATEGIES[name]
-        params = {
-            "candidate": first.key,
-            "strategy": name,
-            "head_lr": clip("head_lr", float(np.sqrt(np.prod(prior.get("head_lr", [1e-3, 1e-2]))))),
-            "weight_decay": clip("weight_decay", 0.05),
-            "label_smoothing": space.label_smoothing[-1],
-            "augmentation": recipe["augmentation"],
-        }
-        if strategy.freezes == "lower":
-            partial = [g for g in prior.get("freeze_groups", []) if 0 < g < n_groups]
-            params["freeze_fraction"] = clip("freeze_fraction", max(partial, default=n_groups // 2) / n_groups)
-        if strategy.tunes_backbone_lr:
-            ratio = float(np.sqrt(np.prod(prior.get("backbone_lr_ratio", [0.01, 0.1]))))
-            params["backbone_lr_ratio"] = clip("backbone_lr_ratio", ratio)
-            params["layer_decay"] = clip("layer_decay", float(np.mean(prior.get("layer_decay", [0.8, 0.9]))))
-        if imbalanced:  # the seeds weight the classes
-            params["class_weight"] = "balanced"
-        study.enqueue_trial(params, user_attrs={"seeded_by": "profile prior"}, skip_if_exists=True)
 
 
 def affordable(epoch_seconds: dict[str, float], left: float, reserve: float, judge: int) -> list[str]:
@@ -231,8 +102,7 @@ def epoch_estimate(context: RunContext, params: dict, measured: dict[tuple[str, 
     planner's estimate, never below an epoch measured on the same candidate with another strategy.
 
     ``measured``: (candidate key, strategy) -> seconds per epoch. Keyed by the strategy too because a
-    partly frozen epoch is far cheaper: an `lp_ft` epoch once stood for a `finetune_all` one, whose
-    first epoch then took 53 s with 49 s left (the fresh-user trial, 7.8% over the budget)."""
+    partly frozen epoch is far cheaper than a full one: one strategy's epoch must not stand for another's."""
     key = (params["candidate"], params.get("strategy", ""))
     if key in measured:
         return measured[key]
@@ -272,11 +142,9 @@ class OptunaBackend:
         log.info("fine-tuning: trials judged after %d epoch(s) (%d optimizer updates or the pruner's first rung); %s",
                  self.judge, planner.JUDGE_UPDATES, self.shape.why or "search shape fixed")  # fmt: skip
         seed_trials(study, space, plan)
-        for t in study.get_trials(deepcopy=False):
-            if "epoch_seconds" in t.user_attrs:
-                self.measured[t.params.get("candidate", ""), t.params.get("strategy", "")] = t.user_attrs[
-                    "epoch_seconds"
-                ]
+        for r in trial_records("finetune", study):
+            if r.epoch_seconds is not None:
+                self.measured[r.candidate or "", r.strategy or ""] = r.epoch_seconds
         context.progress.stage("fine-tuning", total=self.shape.max_trials)
         self._search(study)
         self._use_leftover(study)
@@ -310,7 +178,9 @@ class OptunaBackend:
             if len(fitting) < len(estimates) and not waiting:  # the next trial that fits, not none at all
                 log.info("time budget: %s left fits a trial of %s, the cheapest candidate", format_duration(left),
                          fitting[0])  # fmt: skip
-                study.enqueue_trial({"candidate": fitting[0]}, user_attrs={"seeded_by": "the candidate that fits"})
+                study.enqueue_trial(
+                    {"candidate": fitting[0]}, user_attrs=trial_attrs(seeded_by="the candidate that fits")
+                )
             self._one_trial(study, best)
             if self.first_epoch_too_long:  # the sampled trial's first epoch did not fit: nor would the next's
                 return
@@ -321,31 +191,31 @@ class OptunaBackend:
         (it replaces the best when it scores higher). A probe as the best leaves the time to the probes
         run after fine-tuning and to the ensemble (search/run.py)."""
         context = self.context
-        if context.settings.storage:  # workers sharing a study would each run it again: max_trials holds there
+        if context.settings.options.storage:  # workers sharing a study would each run it again: max_trials holds there
             return
         best = best_record(records(self.plan.studies))
-        if best is None or best["stage"] != "finetune" or not best.get("epoch_seconds"):
+        if best is None or best.stage != "finetune" or not best.epoch_seconds:
             return
-        why = f"leftover time (trial {best['trial']})"
-        runs = [t.user_attrs.get("seeded_by") for t in study.get_trials(deepcopy=False)]
-        if str(best.get("seeded_by", "")).startswith("leftover") or why in runs:  # done already (a resumed run)
+        why = f"leftover time (trial {best.trial})"
+        runs = [r.seeded_by for r in trial_records("finetune", study)]
+        if (best.seeded_by or "").startswith("leftover") or why in runs:  # done already (a resumed run)
             return
         left, budget = context.deadline.left(), context.deadline.seconds
         if not planner.unused_too_much(left, budget, context.reserve(best)):
             return
-        n_train, n_val = context.split_sizes(best["resolution"])
-        per_epoch = best["epoch_seconds"] * (1 + (n_train + n_val) / max(n_train, 1))  # trained, then refit
+        n_train, n_val = context.split_sizes(best.resolution)
+        per_epoch = best.epoch_seconds * (1 + (n_train + n_val) / max(n_train, 1))  # trained, then refit
         epochs = min(planner.MAX_EPOCHS, planner.leftover_epochs(left, context.reserve(None), per_epoch))
-        if epochs <= int(best.get("epochs_run") or 0):
-            log.info("leftover time (%s) buys no more epochs than trial %d had", format_duration(left), best["trial"])
+        if epochs <= (best.epochs_run or 0):
+            log.info("leftover time (%s) buys no more epochs than trial %d had", format_duration(left), best.trial)
             return
-        params = {k: best[k] for k in HYPERPARAMETERS if k in best and best[k] == best[k] and best[k] is not None}
+        params = best.hyperparameters(HYPERPARAMETERS)
         log.info("leftover time (%s): trial %d's configuration again for %d epochs", format_duration(left),
-                 best["trial"], epochs)  # fmt: skip
-        study.enqueue_trial(params, user_attrs={"epochs": epochs, "seeded_by": why})
+                 best.trial, epochs)  # fmt: skip
+        study.enqueue_trial(params, user_attrs=trial_attrs(epochs=epochs, seeded_by=why))
         self._one_trial(study, best)
 
-    def _one_trial(self, study: optuna.Study, best: dict | None) -> None:
+    def _one_trial(self, study: optuna.Study, best: TrialRecord | None) -> None:
         asked: dict = {}
         use_free_cpus()
         try:
@@ -362,31 +232,31 @@ class OptunaBackend:
         number = asked.get("number")
         if number is None:
             return
-        trial = study.trials[number]
-        if "epoch_seconds" in trial.user_attrs:
-            self.measured[asked["params"]["candidate"], asked["params"]["strategy"]] = trial.user_attrs["epoch_seconds"]
-        record = next(r for r in trial_records("finetune", study) if r["trial"] == number)
-        self.context.progress.trial(record, best_record(records(self.plan.studies)))
+        record = next(r for r in trial_records("finetune", study) if r.trial == number)
+        if record.epoch_seconds is not None:
+            self.measured[asked["params"]["candidate"], asked["params"]["strategy"]] = record.epoch_seconds
+        best = best_record(records(self.plan.studies))
+        self.context.progress.trial(record.row(), best.row() if best else None)
 
-    def _objective(self, trial: optuna.Trial, best: dict | None, asked: dict) -> float:
+    def _objective(self, trial: optuna.Trial, best: TrialRecord | None, asked: dict) -> float:
         space = self.context.settings.space
-        params = suggest(trial, space, self.plan.candidates, self.plan.ranges, self.plan.objective["class_weights"])
+        params = suggest(trial, space, self.plan.candidates, self.plan.ranges, self.plan.objective.class_weights)
         asked.update(number=trial.number, params=params)
         tic = time.perf_counter()
         try:
             value = self._train(trial, params, best)
         except TrialPruned as stop:
-            trial.set_user_attr("stopped", str(stop))
-            trial.set_user_attr("seconds", time.perf_counter() - tic)
+            set_trial_attrs(trial, stopped=str(stop), seconds=time.perf_counter() - tic)
             log.info("trial %d (%s) %s", trial.number, describe(params), stop, extra=TRIAL_LINE)
             raise optuna.TrialPruned(str(stop)) from stop
         except KeyboardInterrupt:
             raise
         except Exception as error:
-            trial.set_user_attr("error", f"{type(error).__name__}: {str(error)[:400]}")
-            trial.set_user_attr("seconds", time.perf_counter() - tic)
+            set_trial_attrs(
+                trial, error=f"{type(error).__name__}: {str(error)[:400]}", seconds=time.perf_counter() - tic
+            )
             raise
-        trial.set_user_attr("seconds", time.perf_counter() - tic)
+        set_trial_attrs(trial, seconds=time.perf_counter() - tic)
         log.info(
             "trial %d (%s): val %.4f after %s of %s epochs (%s), %s left",
             trial.number,
@@ -400,36 +270,36 @@ class OptunaBackend:
         )
         return value
 
-    def _train(self, trial: optuna.Trial, params: dict, best: dict | None) -> float:
+    def _train(self, trial: optuna.Trial, params: dict, best: TrialRecord | None) -> float:
         """Train one configuration for the epochs it gets (said in ``epochs_why``); report each epoch to
         the pruner (from the epochs it needs to be judged on) and to the budget."""
         context = self.context
         candidate = Candidate.parse(params["candidate"])
         dataset = context.dataset(candidate.resolution)
         backbone = context.backbone(candidate.backbone)
-        metric = self.plan.objective["metric"]
+        metric = self.plan.objective.metric
         reserve = context.reserve(best)
         first_epoch = epoch_estimate(context, params, self.measured)  # this trial's strategy and augmentation
         epochs, why = self._epochs(trial, context.deadline.left(), reserve, first_epoch)
-        config = config_for(params, context.settings.space, len(backbone.depth_groups), context.settings.seed, epochs,
-                            metric, rotate=float(self.plan.objective.get("rotate", 0.0)))  # fmt: skip
-        attrs = {
-            "backbone": candidate.backbone,
-            "resolution": candidate.resolution,
-            "tap": candidate.tap,
-            "stage": "finetune",
-            "strategy": params["strategy"],
-            "freeze_groups": config.freeze_groups,
-            "n_groups": len(backbone.depth_groups),
-            "metric": metric,
-            "worker": worker_name(),  # host:pid, so a shared study shows who ran what
-            "epochs_planned": epochs,
-            "epochs_why": why,
-        }
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
+        config = config_for(params, space=context.settings.space, n_groups=len(backbone.depth_groups),
+                            seed=context.settings.options.seed, epochs=epochs, metric=metric,
+                            rotate=float(self.plan.objective.rotate))  # fmt: skip
         folder = context.out / "trials" / f"{trial.number:04d}"
-        trial.set_user_attr("checkpoint_dir", str(folder))
+        set_trial_attrs(
+            trial,
+            backbone=candidate.backbone,
+            resolution=candidate.resolution,
+            tap=candidate.tap,
+            stage="finetune",
+            strategy=params["strategy"],
+            freeze_groups=config.freeze_groups,
+            n_groups=len(backbone.depth_groups),
+            metric=metric,
+            worker=worker_name(),  # host:pid, so a shared study shows who ran what
+            epochs_planned=epochs,
+            epochs_why=why,
+            checkpoint_dir=str(folder),
+        )
         progress = {"best": -float("inf"), "tic": time.perf_counter()}
         if not planner.next_epoch_fits(context.deadline.left(), reserve, first_epoch):
             self.first_epoch_too_long = True
@@ -444,11 +314,9 @@ class OptunaBackend:
         def report(epoch: int, value: float) -> None:
             if value > progress["best"]:  # as the trainer keeps it: the first epoch with the best score
                 progress["best"] = value
-                trial.set_user_attr("best_epoch", epoch)
+                set_trial_attrs(trial, best_epoch=epoch)
             per_epoch = (time.perf_counter() - progress["tic"]) / (epoch + 1)
-            trial.set_user_attr("best_val_score", progress["best"])
-            trial.set_user_attr("epoch_seconds", per_epoch)
-            trial.set_user_attr("epochs_run", epoch + 1)
+            set_trial_attrs(trial, best_val_score=progress["best"], epoch_seconds=per_epoch, epochs_run=epoch + 1)
             trial.report(value, epoch + 1)
             if prunable and epoch + 1 >= judged_from and trial.should_prune():
                 raise TrialPruned(f"pruned after epoch {epoch + 1}")
@@ -456,8 +324,7 @@ class OptunaBackend:
                 raise OutOfTime(f"time budget: stopped after epoch {epoch + 1}")
 
         result = finetune(dataset, backbone, config, report=report, device=context.device, checkpoint_dir=folder)
-        trial.set_user_attr("best_epoch", result.best_epoch)
-        trial.set_user_attr("best_val_accuracy", result.best_val_accuracy)
+        set_trial_attrs(trial, best_epoch=result.best_epoch, best_val_accuracy=result.best_val_accuracy)
         return result.best_val_score
 
     def _epochs(self, trial: optuna.Trial, left: float, reserve: float, epoch_seconds: float) -> tuple[int, str]:
@@ -478,7 +345,7 @@ def retry_later(study: optuna.Study, asked: dict) -> None:
     trial = study.trials[asked["number"]]
     if trial.state == TrialState.RUNNING:
         study.tell(asked["number"], state=TrialState.FAIL)
-    study.enqueue_trial(asked["params"], user_attrs={"retry_of": asked["number"]}, skip_if_exists=False)
+    study.enqueue_trial(asked["params"], user_attrs=trial_attrs(retry_of=asked["number"]), skip_if_exists=False)
 
 
 def wait_for_others(study: optuna.Study, context: RunContext) -> bool:
@@ -492,5 +359,5 @@ def wait_for_others(study: optuna.Study, context: RunContext) -> bool:
     return True
 
 
-def records_of(study: optuna.Study) -> list[dict]:
+def records_of(study: optuna.Study) -> list[TrialRecord]:
     return trial_records("finetune", study)

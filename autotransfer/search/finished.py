@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from autotransfer.deploy.pipeline import Pipeline
+from autotransfer.search.records import TrialRecord
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,8 @@ class FinishedRun:
     pipeline: Pipeline
     leaderboard: pd.DataFrame
     profile: dict
-    best: dict
+    best: TrialRecord
+    records: list[TrialRecord]
 
 
 def is_finished(out: Path) -> bool:
@@ -43,10 +45,10 @@ def finished_note(out: Path) -> str:
 
 def load_finished(out: Path, device: str | None) -> FinishedRun:
     """The saved outputs of the finished run in ``out`` (``is_finished(out)``)."""
-    board = pd.read_csv(out / "leaderboard.csv") if (out / "leaderboard.csv").is_file() else pd.DataFrame()
-    chosen = board[board["chosen"].astype(bool)] if "chosen" in board else board.iloc[:0]
-    profile_file = out / "profile.json"
-    profile = json.loads(profile_file.read_text()) if profile_file.is_file() else {}
-    best = chosen.iloc[0].to_dict() if len(chosen) else {}
+    board = pd.read_csv(out / "leaderboard.csv")
+    rows = board.to_dict("records")
+    chosen = [TrialRecord.from_row(row) for row in rows if row["chosen"]]
+    profile = json.loads((out / "profile.json").read_text())
     log.warning(finished_note(out))
-    return FinishedRun(Pipeline.load(out, device=device), board, profile, best)
+    records = [TrialRecord.from_row(row) for row in rows]
+    return FinishedRun(Pipeline.load(out, device=device), board, profile, chosen[0], records)

@@ -6,8 +6,12 @@ balanced heads, fine-tuning trials sample it), and whether probes are chosen by 
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+
 import numpy as np
 
+from autotransfer.errors import AutoTransferError
 from autotransfer.transfer.augment import canonical_orientation
 from autotransfer.transfer.metrics import IMBALANCED_AT, check_metric, choose_metric, imbalance
 
@@ -15,25 +19,57 @@ SMALL_PER_CLASS = 50  # training images in the smallest class below this: choose
 CV_FOLDS = 3  # each fold refits every (head, C, class weight): 3 keeps the cheap stage cheap
 
 
+@dataclass(frozen=True, kw_only=True)
+class Objective:
+    """What the run maximises and how it treats the classes (stored once per study as JSON).
+
+    ``metric`` and ``reason`` (in words); ``class_weights``: the weightings probes try and trials sample
+    (``("none", "balanced")`` on imbalanced data); ``cv_folds``: 0, or the folds probes are chosen by;
+    ``imbalance``: largest over smallest class; ``rotate`` (degrees) and ``orientation`` (why)."""
+
+    metric: str
+    reason: str
+    class_weights: tuple[str, ...] = ("none",)
+    cv_folds: int = 0
+    imbalance: float = 1.0
+    rotate: float = 0.0
+    orientation: str = ""
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "class_weights": list(self.class_weights)}
+
+    @classmethod
+    def from_json(cls, document: dict) -> Objective:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(document) - known)
+        if unknown or not {"metric", "reason"} <= set(document):
+            raise AutoTransferError(
+                f"The run's objective in this run directory has fields this version of autotransfer does not "
+                f"know ({', '.join(unknown) or 'metric or reason missing'}): it was written by another version.",
+                fix="run fit again with a new --out (this version cannot read or resume that run).",
+            )
+        return cls(**{**document, "class_weights": tuple(document.get("class_weights", ("none",)))})
+
+
 def decide_objective(
     requested: str, train_labels: np.ndarray, classes: list[str], pooled_labels: np.ndarray | None = None
-) -> dict:
-    """``{"metric", "reason", "class_weights", "cv_folds", "imbalance"}`` (JSON-ready) for the training
-    labels (class indices into ``classes``); ``pooled_labels`` (train+val) are what CV would split: every
-    class needs 2 there. Raises AutoTransferError for a metric these classes cannot use."""
+) -> Objective:
+    """The objective for the training labels (class indices into ``classes``); ``pooled_labels``
+    (train+val) are what CV would split: every class needs 2 there. Raises AutoTransferError for a metric
+    these classes cannot use."""
     pooled = np.bincount(pooled_labels if pooled_labels is not None else train_labels, minlength=len(classes))
     train_labels = np.asarray(classes)[train_labels]
     metric, reason = choose_metric(requested, train_labels)
     check_metric(metric, len(classes))
     ratio, _, smallest = imbalance(train_labels)
-    weights = ["none", "balanced"] if ratio >= IMBALANCED_AT else ["none"]
+    weights = ("none", "balanced") if ratio >= IMBALANCED_AT else ("none",)
     cv_folds = CV_FOLDS if smallest[1] < SMALL_PER_CLASS and pooled.min() >= 2 else 0
     if cv_folds:
         reason += f"; probes chosen by {CV_FOLDS}-fold cross-validation (smallest class {smallest[1]} training images)"
     if len(weights) > 1:
         reason += "; class weighting searched"
-    return {"metric": metric, "reason": reason, "class_weights": weights, "cv_folds": cv_folds,
-            "imbalance": round(float(ratio), 2)}  # fmt: skip
+    return Objective(metric=metric, reason=reason, class_weights=weights, cv_folds=cv_folds,
+                     imbalance=round(float(ratio), 2))  # fmt: skip
 
 
 ROTATION_DEGREES = 30.0  # fastai's aug_transforms(max_rotate=10) is for upright photos; top-down images take more

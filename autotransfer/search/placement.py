@@ -20,6 +20,7 @@ from sklearn.preprocessing import StandardScaler
 
 from autotransfer.data.datasets import Dataset
 from autotransfer.models.zoo import COMBINED_TAP
+from autotransfer.search.records import TrialRecord
 from autotransfer.transfer.metrics import score
 from autotransfer.transfer.strategies import QUADRANT_STRATEGIES
 
@@ -51,17 +52,16 @@ def pixel_baseline(dataset: Dataset, metric: str, seed: int = 0) -> float:
     return score(metric, dataset.labels[val], proba, len(dataset.classes))
 
 
-def measured_placement(profile: dict, probe_records: list[dict], pixel_score: float | None) -> dict | None:
+def measured_placement(profile: dict, probe_records: list[TrialRecord], pixel_score: float | None) -> dict | None:
     """The quadrant from the probes (``None`` without both a head-tap and a lower-tap probe).
 
     ``profile``: the a-priori profile (its quadrant's size half is kept); ``probe_records``: finished
     probe trials (``tap``, ``val_score``); ``pixel_score``: the no-transfer baseline on the same metric.
     """
     # single taps only: a combined tap ("a+b+head", ranking.py) holds the codes and lower taps alike
-    scored = [r for r in probe_records if r.get("val_score") is not None and r.get("tap")]
-    scored = [r for r in scored if COMBINED_TAP not in r["tap"]]
-    head = max((r["val_score"] for r in scored if r["tap"] == "head"), default=None)
-    mid = max((r["val_score"] for r in scored if r["tap"] != "head"), default=None)
+    scored = [r for r in probe_records if r.val_score is not None and r.tap and COMBINED_TAP not in r.tap]
+    head = max((r.val_score for r in scored if r.tap == "head"), default=None)
+    mid = max((r.val_score for r in scored if r.tap != "head"), default=None)
     if head is None or mid is None:
         return None
     size = profile.get("quadrant", "small-different").split("-")[0]

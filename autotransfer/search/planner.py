@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from autotransfer.search.records import TrialRecord
 
 SAVE_SECONDS = 8.0  # writing the checkpoint, leaderboard and report, measured at 2-4 s on 2 CPU cores
 PROBE_SECONDS = 5.0  # fitting the linear heads of one (backbone, resolution) on cached features
@@ -53,12 +57,12 @@ def refit_seconds(epoch_seconds: float, n_train: int, n_val: int, epochs: int) -
     return epoch_seconds * (n_train + n_val) / max(n_train, 1) * epochs + 3.0
 
 
-def reserve(best: dict | None, n_train: int, n_val: int) -> float:
+def reserve(best: TrialRecord | None, n_train: int, n_val: int) -> float:
     """Seconds kept for the final refit and saving, given the best record so far."""
-    if best is None or best.get("stage") == "probe":
+    if best is None or best.stage == "probe":
         return SAVE_SECONDS + 3.0
-    epochs = int(best.get("best_epoch", 0)) + 1
-    return SAVE_SECONDS + refit_seconds(best.get("epoch_seconds") or 1.0, n_train, n_val, epochs)
+    epochs = (best.best_epoch or 0) + 1
+    return SAVE_SECONDS + refit_seconds(best.epoch_seconds or 1.0, n_train, n_val, epochs)
 
 
 def estimate_epoch_seconds(
@@ -114,9 +118,8 @@ UNUSED_SHARE = 0.1  # of the budget: at most this much may be left unused when t
 
 def epochs_to_judge(min_epochs: int, n_train: int, batch_size: int, max_epochs: int, warmup_epochs: int = 1) -> int:
     """The fewest epochs after which a fine-tuning trial may be judged (pruned, or compared): the pruner's
-    first rung, one epoch after the warm-up, and ``JUDGE_UPDATES`` optimizer updates (on 2,000 images, 10
-    of 13 trials were once pruned on their first epoch, whose scores did not predict their ends); never more
-    than ``max_epochs``."""
+    first rung, one epoch after the warm-up, and ``JUDGE_UPDATES`` optimizer updates (a first epoch of a few
+    dozen updates does not predict how a trial ends); never more than ``max_epochs``."""
     steps = max(1, math.ceil(n_train / max(batch_size, 1)))
     return max(1, min(max_epochs, max(min_epochs, warmup_epochs + 1, math.ceil(JUDGE_UPDATES / steps))))
 

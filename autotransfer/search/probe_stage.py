@@ -22,7 +22,8 @@ from autotransfer.report.progress import TRIAL_LINE
 from autotransfer.search import planner
 from autotransfer.search.candidates import Candidate
 from autotransfer.search.context import RunContext
-from autotransfer.search.records import best_record, trial_records
+from autotransfer.search.objective import Objective
+from autotransfer.search.records import TrialRecord, best_record, trial_attrs, trial_records
 from autotransfer.search.storage import claim_is_live, heartbeat_settings, run_once
 from autotransfer.transfer.ranking import RankingConfig, rank_backbone
 from autotransfer.transfer.strategies import STRATEGIES, probe_strategy
@@ -32,11 +33,7 @@ log = logging.getLogger(__name__)
 
 def _probed_pairs(study: optuna.Study) -> set[str]:
     """The (backbone, resolution) pairs that already have a finished probe trial."""
-    return {
-        Candidate.parse(t.user_attrs["candidate"]).pair
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if "candidate" in t.user_attrs
-    }
+    return {Candidate.parse(r.candidate).pair for r in trial_records("probe", study) if r.status == "complete"}
 
 
 def pair_order(
@@ -47,19 +44,18 @@ def pair_order(
     the most promising backbone. Read lazily: each size sees the scores of the sizes before it."""
     for i, resolution in enumerate(sorted(resolutions)):
         best: dict[str, float] = {}
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            name = t.user_attrs.get("backbone")
-            if name is not None and t.value is not None:
-                best[name] = max(best.get(name, float("-inf")), t.value)
+        for r in trial_records("probe", study):
+            if r.status == "complete" and r.backbone is not None and r.val_score is not None:
+                best[r.backbone] = max(best.get(r.backbone, float("-inf")), r.val_score)
         order = backbones if i == 0 else sorted(backbones, key=lambda b: -best.get(b, float("-inf")))
         for name in order:
             yield resolution, name
 
 
 def _measured_extract_seconds(study: optuna.Study, pair: str) -> float | None:
-    for trial in study.get_trials(deepcopy=False):
-        if trial.user_attrs.get("pair") == pair and "extract_seconds_pair" in trial.user_attrs:
-            return trial.user_attrs["extract_seconds_pair"]
+    for record in trial_records("probe", study):
+        if record.pair == pair and record.extract_seconds_pair is not None:
+            return record.extract_seconds_pair
     return None
 
 
@@ -79,54 +75,54 @@ def record_probe_rows(
         if strategy not in context.settings.space.strategies or "probe_accuracy" not in row:  # not among the top kNN
             continue
         candidate = Candidate(name, resolution, row["tap"])
-        attrs = {
-            "candidate": candidate.key,
-            "pair": pair,
-            "stage": "probe",
-            "strategy": strategy,
-            "backbone": name,
-            "resolution": resolution,
-            "tap": row["tap"],
-            "head": row["probe_head"],
-            "C": row["probe_C"],
-            "class_weight": row["probe_class_weight"] or "none",
-            "val_accuracy": row["probe_accuracy"],
-            "metric": context.objective["metric"],
-            "logme": row["logme"],
-            "knn": row["knn"],
-            "seconds": row["extract_seconds"] + row["score_seconds"] + row["probe_seconds"],
-            "probe_seconds": row["probe_seconds"],
-        }
+        attrs = trial_attrs(
+            candidate=candidate.key,
+            pair=pair,
+            stage="probe",
+            strategy=strategy,
+            backbone=name,
+            resolution=resolution,
+            tap=row["tap"],
+            head=row["probe_head"],
+            C=row["probe_C"],
+            class_weight=row["probe_class_weight"] or "none",
+            val_accuracy=row["probe_accuracy"],
+            metric=context.objective.metric,
+            logme=row["logme"],
+            knn=row["knn"],
+            seconds=row["extract_seconds"] + row["score_seconds"] + row["probe_seconds"],
+            probe_seconds=row["probe_seconds"],
+        )
         if extract_seconds_pair is not None:
             attrs["extract_seconds_pair"] = extract_seconds_pair
         study.add_trial(optuna.trial.create_trial(value=row["probe_score"], user_attrs=attrs))
         log.info(
             "probe %s: %s %s %.4f (%s, C=%g)",
             candidate.key,
-            f"{context.objective['cv_folds']}-fold CV" if context.objective.get("cv_folds") else "val",
+            f"{context.objective.cv_folds}-fold CV" if context.objective.cv_folds else "val",
             attrs["metric"],
             row["probe_score"],
             row["probe_head"],
             row["probe_C"],
             extra=TRIAL_LINE,
         )
-        record = {"stage": "probe", "trial": len(study.trials) - 1, "status": "complete", **attrs,
-                  "val_score": row["probe_score"]}  # fmt: skip
-        context.progress.trial(record, best_record(trial_records("probe", study)))
+        rows_so_far = trial_records("probe", study)
+        best = best_record(rows_so_far)
+        context.progress.trial(rows_so_far[-1].row(), best.row() if best else None)
 
 
-def probe_fits(objective: dict) -> int:
+def probe_fits(objective: Objective) -> int:
     """Fits per (head, C) of one tap: CV folds (or one on the validation split) times class weightings."""
-    return max(1, objective.get("cv_folds", 0)) * len(objective.get("class_weights", ["none"]))
+    return max(1, objective.cv_folds) * len(objective.class_weights)
 
 
 def _extraction_estimate(context: RunContext, name: str, resolution: int) -> float | None:
     """Seconds to extract ``name``'s features at ``resolution`` from its throughput measured by `auto`."""
-    per_image = context.auto.get("seconds_per_image", {}).get(name)
+    per_image = context.auto.seconds_per_image.get(name) if context.auto else None
     if per_image is None:
         return None
     n_images = context.n_images()  # the same at every resolution: none is decoded only to count it
-    return planner.extraction_seconds(per_image, context.auto["profile_resolution"], resolution, n_images)
+    return planner.extraction_seconds(per_image, context.auto.profile_resolution, resolution, n_images)
 
 
 def ranking_config(context: RunContext) -> RankingConfig:
@@ -136,11 +132,11 @@ def ranking_config(context: RunContext) -> RankingConfig:
     return RankingConfig(
         heads=space.probe_heads,
         c_grid=space.c_grid,
-        seed=context.settings.seed,
+        seed=context.settings.options.seed,
         probe_top=space.probe_top_taps,
-        metric=objective["metric"],
-        class_weights=tuple(None if w == "none" else w for w in objective["class_weights"]),
-        cv_folds=objective["cv_folds"],
+        metric=objective.metric,
+        class_weights=tuple(None if w == "none" else w for w in objective.class_weights),
+        cv_folds=objective.cv_folds,
     )
 
 
@@ -149,7 +145,7 @@ def run_probe_stage(
     context: RunContext,
     finetune_first: bool,
     prior_taps: list[str],
-    keep_for: dict | None = None,
+    keep_for: TrialRecord | None = None,
 ) -> None:
     """Probe every (backbone, resolution) pair, smallest images first, while the budget allows.
 
@@ -162,7 +158,7 @@ def run_probe_stage(
     """
     deadline = context.deadline
     done = _probed_pairs(study)
-    failed = {t.user_attrs.get("pair") for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+    failed = {r.pair for r in trial_records("probe", study) if r.status == "fail"}
     config = ranking_config(context)
     share = planner.cheap_share(finetune_first)
     again = keep_for is not None
@@ -191,7 +187,7 @@ def run_probe_stage(
         if not planner.probe_pair_fits(deadline.left(), reserve, needed):
             log.info("time budget: cheap stage stops before %s (about %s)", pair, format_duration(needed))
             break
-        also = ("head", *prior_taps) if name == context.settings.profile_backbone else ("head",)
+        also = ("head", *prior_taps) if name == context.settings.options.profile_backbone else ("head",)
         # taps stop being probed when only the reserve (refit, evaluation, saving) is left
         pair_config = replace(config, also_probe=also, deadline=deadline.less(reserve))
         if probed_one and deadline.elapsed() + expected > share * deadline.seconds:
@@ -204,7 +200,7 @@ def run_probe_stage(
             )
             break
         tic = time.perf_counter()
-        if context.settings.storage:  # workers sharing the study: each pair is probed by one of them
+        if context.settings.options.storage:  # workers sharing the study: each pair is probed by one of them
             work = partial(_probe_pair, study, context, pair_config, name, resolution)
             ran, holder = run_once(context.storage, claim(pair), work, str(context.out))
             if not ran:
@@ -236,7 +232,7 @@ def _probe_pair(study: optuna.Study, context: RunContext, config: RankingConfig,
         rows = rank_backbone(context.dataset(resolution), context.backbone(name), config, show_progress=False)
     except (AutoTransferError, RuntimeError, ValueError) as error:
         log.warning("candidate %s failed: %s", pair, error)
-        attrs = {"pair": pair, "stage": "probe", "error": str(error)[:500], "seconds": time.perf_counter() - tic}
+        attrs = trial_attrs(pair=pair, stage="probe", error=str(error)[:500], seconds=time.perf_counter() - tic)
         study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, user_attrs=attrs))
         return False
     if pair in _probed_pairs(study):  # a worker sharing the storage was quicker
@@ -251,7 +247,7 @@ def _wait_for(study: optuna.Study, context: RunContext, config: RankingConfig, p
     """Wait while another worker probes ``pair``; probe it here if that worker died (its claim lapsed)."""
     name, resolution = pair.rsplit("@", 1)
     while True:
-        failed = {t.user_attrs.get("pair") for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))}
+        failed = {r.pair for r in trial_records("probe", study) if r.status == "fail"}
         if pair in _probed_pairs(study) or pair in failed:
             measured = _measured_extract_seconds(study, pair)
             if measured is not None:

@@ -28,7 +28,7 @@ from autotransfer.errors import AutoTransferError
 from autotransfer.search.candidates import Candidate
 from autotransfer.search.context import RunContext
 from autotransfer.search.finetune_stage import FinetunePlan
-from autotransfer.search.records import best_record, records
+from autotransfer.search.records import best_record, records, trial_attrs
 from autotransfer.search.space import Range, SearchSpace
 from autotransfer.search.trials import config_for, suggest
 
@@ -78,11 +78,10 @@ def _trainable(config: dict, context: dict) -> None:
     backbone = create_backbone(candidate.backbone, device=context["device"])
     settings = config_for(
         config,
-        context["space"],
-        len(backbone.depth_groups),
-        context["seed"],
-        None,
-        context["metric"],
+        space=context["space"],
+        n_groups=len(backbone.depth_groups),
+        seed=context["seed"],
+        metric=context["metric"],
         rotate=context.get("rotate", 0.0),
     )
     folder = Path(context["out"], "trials", f"ray-{tune.get_context().get_trial_id()}")
@@ -141,10 +140,10 @@ def _distributions(
 def _record(study: optuna.Study, space: SearchSpace, plan: FinetunePlan, result, trial_id: str | None = None) -> None:
     params = {k: v for k, v in (result.config or {}).items() if not k.startswith("_")}  # None: never reported
     history = result.metrics_dataframe
-    attrs = {"backend": "ray", "stage": "finetune", "strategy": params.get("strategy"), "ray_trial_id": trial_id}
+    attrs = trial_attrs(backend="ray", stage="finetune", strategy=params.get("strategy"), ray_trial_id=trial_id)
     if result.error is not None or history is None or history.empty:
         attrs["error"] = str(result.error)[:400] if result.error else "no epoch finished"
-        user_attrs = {**attrs, **{f"param_{k}": v for k, v in params.items()}}
+        user_attrs = trial_attrs(**{**attrs, **params})
         trial = optuna.trial.create_trial(
             state=optuna.trial.TrialState.FAIL, params={}, distributions={}, user_attrs=user_attrs
         )
@@ -175,14 +174,14 @@ def _record(study: optuna.Study, space: SearchSpace, plan: FinetunePlan, result,
     stopped_early = attrs["epochs_run"] < space.epochs
     if stopped_early:
         attrs["stopped"] = f"ASHA or budget stop after epoch {attrs['epochs_run']}"
-    distributions = _distributions(space, plan.candidates, plan.ranges, params, plan.objective["class_weights"])
+    distributions = _distributions(space, plan.candidates, plan.ranges, params, plan.objective.class_weights)
     study.add_trial(
         optuna.trial.create_trial(
             state=optuna.trial.TrialState.PRUNED if stopped_early else optuna.trial.TrialState.COMPLETE,
             value=None if stopped_early else attrs["best_val_score"],
             params={k: v for k, v in params.items() if k in distributions},
             distributions=distributions,
-            user_attrs={**attrs, **{k: v for k, v in params.items() if k not in distributions}},
+            user_attrs=trial_attrs(**{**attrs, **{k: v for k, v in params.items() if k not in distributions}}),
             intermediate_values={int(r["epoch"]): float(r["val_score"]) for _, r in history.iterrows()},
         )
     )
@@ -263,13 +262,13 @@ def _init_ray(ray, settings) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if ray.is_initialized():
         return
-    local = {} if settings.ray_address else {"num_cpus": os.cpu_count()}
-    loopback = _loopback_host(settings.ray_address)
+    local = {} if settings.options.ray_address else {"num_cpus": os.cpu_count()}
+    loopback = _loopback_host(settings.options.ray_address)
     if loopback:
         _stay_on_loopback()
         local["_node_ip_address"] = loopback
     ray.init(
-        address=settings.ray_address,
+        address=settings.options.ray_address,
         include_dashboard=False,
         log_to_driver=False,
         logging_level=logging.WARNING,
@@ -282,15 +281,15 @@ def _trial_context(plan: FinetunePlan, context: RunContext, seconds: float) -> d
     settings = context.settings
     return {
         "data": str(context.data.resolve()),
-        "seed": settings.seed,
-        "val_fraction": settings.val_fraction,
-        "device": settings.device or ("cuda" if settings.gpus_per_trial > 0 else "cpu"),
+        "seed": settings.options.seed,
+        "val_fraction": settings.options.val_fraction,
+        "device": settings.device or ("cuda" if settings.options.gpus_per_trial > 0 else "cpu"),
         "space": settings.space,
         "out": str(context.out.resolve()),
-        "cpus": settings.cpus_per_trial,
+        "cpus": settings.options.cpus_per_trial,
         "stop_at": time.time() + seconds,
-        "metric": plan.objective["metric"],
-        "rotate": float(plan.objective.get("rotate", 0.0)),
+        "metric": plan.objective.metric,
+        "rotate": float(plan.objective.rotate),
     }
 
 
@@ -307,13 +306,13 @@ def _tuner(
     settings, space = context.settings, context.settings.space
     trainable = tune.with_resources(
         tune.with_parameters(_trainable, context=trial_context),
-        {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial},
+        {"cpu": settings.options.cpus_per_trial, "gpu": settings.options.gpus_per_trial},
     )
     searcher = modules.OptunaSearch(
-        space=_DefineSpace(space, plan.candidates, plan.ranges, tuple(plan.objective["class_weights"])),
+        space=_DefineSpace(space, plan.candidates, plan.ranges, tuple(plan.objective.class_weights)),
         metric="val_score",
         mode="max",
-        seed=settings.seed,
+        seed=settings.options.seed,
     )
     scheduler = modules.ASHAScheduler(
         time_attr="epoch",

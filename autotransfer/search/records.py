@@ -1,72 +1,197 @@
-"""Trial records and the choice of the best one: pure functions of the studies' trials.
+"""Trial records and the choice of the best one: the contract between the stages.
 
-A record is one flat dict per finished trial of either stage: ``stage``, ``trial``, ``status``, the
-trial's parameters and attributes, ``val_score`` (the run's metric, what the choice maximises; a
-pruned trial's best epoch counts) and ``val_accuracy``.
+A ``TrialRecord`` is one trial of either stage, as Optuna's ``FrozenTrial`` is one trial of a study:
+the probe stage, the fine-tuning stage and the Ray backend write its fields into the trial's
+``user_attrs`` (``trial_attrs``: the field names are checked), and every reader gets it back from
+``TrialRecord.from_trial`` (the one conversion from ``user_attrs``) or ``records``. The leaderboard
+row (``TrialRecord.row``) is the only flat form.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 
+from autotransfer import __version__
+from autotransfer.errors import AutoTransferError
 from autotransfer.search.storage import Studies
 
+# Bumped when a field of TrialRecord is renamed or removed: a study written with another format is refused.
+RECORD_FORMAT = 2
+# Leaderboard columns that are not the trial's (report/outputs.py adds them).
+_BOARD_ONLY = ("chosen", "test_accuracy")
+_ALWAYS_IN_ROW = ("stage", "trial", "status", "val_score", "val_accuracy")
 
-def trial_records(stage: str, study: optuna.Study) -> list[dict]:
-    """Every trial of ``study`` that is not running, as a record."""
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        state = t.state.name.lower()
-        if state == "running":
-            continue
-        row = {"stage": stage, "trial": t.number, "status": state, **t.params, **t.user_attrs}
+
+@dataclass(frozen=True, kw_only=True)
+class TrialRecord:
+    """One probe or fine-tuning trial: what it ran, how it went and how it scored.
+
+    ``val_score`` is the run's metric (what the choice maximises; a pruned trial's best epoch counts);
+    ``val_accuracy`` is None rather than another metric's score when the trial did not measure it."""
+
+    stage: str  # "probe" or "finetune"
+    trial: int
+    status: str  # Optuna's state in lower case: complete, pruned, fail, waiting
+    val_score: float | None = None
+    val_accuracy: float | None = None
+    metric: str | None = None
+    # what ran: the candidate (backbone at a resolution, cut at a tap) and the sampled parameters
+    candidate: str | None = None
+    pair: str | None = None  # backbone@resolution
+    backbone: str | None = None
+    resolution: int | None = None
+    tap: str | None = None
+    strategy: str | None = None
+    head_lr: float | None = None
+    weight_decay: float | None = None
+    label_smoothing: float | None = None
+    augmentation: str | None = None
+    freeze_fraction: float | None = None
+    backbone_lr_ratio: float | None = None
+    layer_decay: float | None = None
+    class_weight: str | None = None
+    # a probe: its head and transferability scores
+    head: str | None = None
+    C: float | None = None
+    logme: float | None = None
+    knn: float | None = None
+    probe_seconds: float | None = None
+    extract_seconds_pair: float | None = None
+    # a fine-tuning trial: the depth frozen, its epochs and checkpoint
+    freeze_groups: int | None = None
+    n_groups: int | None = None
+    epochs: int | None = None  # asked for by the leftover-time run (then neither sampled nor pruned)
+    epochs_planned: int | None = None
+    epochs_why: str | None = None
+    epochs_run: int | None = None
+    best_epoch: int | None = None
+    best_val_score: float | None = None
+    best_val_accuracy: float | None = None
+    epoch_seconds: float | None = None
+    checkpoint_dir: str | None = None
+    seeded_by: str | None = None
+    retry_of: int | None = None
+    # how it ended, where it ran
+    seconds: float | None = None
+    stopped: str | None = None
+    error: str | None = None
+    worker: str | None = None
+    backend: str | None = None
+    ray_trial_id: str | None = None
+    node_id: str | None = None
+    node_ids: list[str] | None = None
+    ray_attempts: int | None = None
+
+    @classmethod
+    def from_trial(cls, stage: str, trial: optuna.trial.FrozenTrial) -> TrialRecord:
+        """The record of one Optuna trial (its parameters and ``user_attrs``, as ``trial_attrs`` wrote them)."""
+        values = {**trial.params, **trial.user_attrs}
+        _check_known(values, f"{stage} trial {trial.number}")
+        state = trial.state.name.lower()
         # Optuna keeps a pruned (or budget-stopped) trial's last epoch as its value; its checkpoint is the best epoch's
-        best_epoch = t.user_attrs.get("best_val_score") if state == "pruned" else None
-        score = best_epoch if best_epoch is not None else t.value
-        score = score if score is not None else t.user_attrs.get("best_val_score")
-        row["val_score"] = score if score is not None else t.user_attrs.get("best_val_accuracy")  # older studies
-        row["val_accuracy"] = _accuracy(row)
-        rows.append(row)
-    # An interrupted trial (Ctrl-C, a full disk) was failed by Optuna and queued again: say so on its row.
+        score = trial.user_attrs.get("best_val_score") if state == "pruned" else None
+        score = score if score is not None else trial.value
+        score = score if score is not None else trial.user_attrs.get("best_val_score")
+        record = cls(**{**values, "stage": stage, "trial": trial.number, "status": state, "val_score": score})
+        return dataclasses.replace(record, val_accuracy=record._accuracy())
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> TrialRecord:
+        """The record of a leaderboard row (a finished run's ``leaderboard.csv``); missing cells are None."""
+        values = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+        values = {k: v for k, v in values.items() if k not in _BOARD_ONLY}
+        _check_known(values, "leaderboard.csv")
+        for name in ("trial", "resolution", "freeze_groups", "epochs_run", "epochs_planned", "best_epoch"):
+            if values.get(name) is not None:
+                values[name] = int(values[name])
+        return cls(**values)
+
+    def row(self) -> dict[str, Any]:
+        """The leaderboard row: the fields that are set (stage, trial, status and the scores always)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None or k in _ALWAYS_IN_ROW}
+
+    def hyperparameters(self, names: tuple[str, ...]) -> dict[str, Any]:
+        """The set fields among ``names`` (e.g. search/trials.py's HYPERPARAMETERS)."""
+        return {k: getattr(self, k) for k in names if _present(getattr(self, k, None))}
+
+    def _accuracy(self) -> float | None:
+        """The validation accuracy: recorded by the trial, else its best epoch's (``best.json`` of a
+        fine-tuning trial the pruner or the budget stopped), else its score when the metric is accuracy;
+        None rather than another metric's score."""
+        accuracy = self.val_accuracy if self.val_accuracy is not None else self.best_val_accuracy
+        if accuracy is None and self.checkpoint_dir:
+            try:
+                accuracy = json.loads(Path(self.checkpoint_dir, "best.json").read_text()).get("val_accuracy")
+            except (OSError, ValueError):
+                accuracy = None
+        if accuracy is None and (self.metric or "accuracy") == "accuracy":
+            accuracy = self.val_score
+        return accuracy
+
+
+FIELDS = frozenset(f.name for f in dataclasses.fields(TrialRecord))
+
+
+def _present(value) -> bool:
+    return value is not None and value == value  # NaN: a leaderboard cell of another strategy's parameter
+
+
+def _check_known(values: dict[str, Any], where: str) -> None:
+    unknown = sorted(set(values) - FIELDS)
+    if unknown:
+        raise AutoTransferError(
+            f"The {where} in this run directory has fields this version of autotransfer ({__version__}, trial "
+            f"record format {RECORD_FORMAT}) does not know: {', '.join(unknown)}. It was written by another version.",
+            fix="run fit again with a new --out (this version cannot read or resume that run).",
+        )
+
+
+def trial_attrs(**values: Any) -> dict[str, Any]:
+    """``user_attrs`` for an Optuna trial: the names are TrialRecord fields (a typo fails here, not in a reader)."""
+    _check_known(values, "trial being written")
+    return values
+
+
+def set_trial_attrs(trial: optuna.Trial, **values: Any) -> None:
+    """Write ``values`` (TrialRecord fields) into a running trial's ``user_attrs``."""
+    for key, value in trial_attrs(**values).items():
+        trial.set_user_attr(key, value)
+
+
+def trial_records(stage: str, study: optuna.Study) -> list[TrialRecord]:
+    """Every trial of ``study`` that is not running, as a record."""
     trials = study.get_trials(deepcopy=False)
+    rows = [TrialRecord.from_trial(stage, t) for t in trials if t.state != optuna.trial.TrialState.RUNNING]
+    # An interrupted trial (Ctrl-C, a full disk) was failed by Optuna and queued again: say so on its row.
     retries = {t.user_attrs["retry_of"]: t.number for t in trials if "retry_of" in t.user_attrs}
-    for row in rows:
-        if row["trial"] in retries and row["status"] == "fail" and not row.get("error"):
-            row["error"] = f"interrupted; queued again as trial {retries[row['trial']]}"
-    return rows
+    return [
+        dataclasses.replace(r, error=f"interrupted; queued again as trial {retries[r.trial]}")
+        if r.trial in retries and r.status == "fail" and not r.error
+        else r
+        for r in rows
+    ]
 
 
-def _accuracy(row: dict) -> float | None:
-    """The trial's validation accuracy: recorded by the trial, else its best epoch's (``best.json`` of a
-    fine-tuning trial the pruner or the budget stopped), else its score when the metric is accuracy; None
-    rather than another metric's score (a stopped trial once showed its macro F1 as its accuracy)."""
-    accuracy = row.get("val_accuracy", row.get("best_val_accuracy"))
-    if accuracy is None and row.get("checkpoint_dir"):
-        try:
-            accuracy = json.loads(Path(row["checkpoint_dir"], "best.json").read_text()).get("val_accuracy")
-        except (OSError, ValueError):
-            accuracy = None
-    if accuracy is None and row.get("metric", "accuracy") == "accuracy":
-        accuracy = row["val_score"]
-    return accuracy
-
-
-def records(studies: Studies) -> list[dict]:
+def records(studies: Studies) -> list[TrialRecord]:
     """Both stages' records, probes first."""
     return trial_records("probe", studies.probes) + trial_records("finetune", studies.finetune)
 
 
-def usable(record: dict) -> bool:
+def usable(record: TrialRecord) -> bool:
     """A record the final pipeline can be built from: scored, and (fine-tuning) with its weights on disk."""
-    if record["val_score"] is None or record["status"] not in ("complete", "pruned"):
+    if record.val_score is None or record.status not in ("complete", "pruned"):
         return False
-    return record["stage"] == "probe" or Path(record.get("checkpoint_dir", "-"), "best.json").exists()
+    return record.stage == "probe" or Path(record.checkpoint_dir or "-", "best.json").exists()
 
 
-def best_record(rows: list[dict], margin: float = 0.0) -> dict | None:
+def best_record(rows: list[TrialRecord], margin: float = 0.0) -> TrialRecord | None:
     """The best validation score; among equals the cheaper to run, decided by the trials' settings
     (never by their wall time, so the same seed picks the same pipeline): a probe before a fine-tuned
     network, smaller inputs, then the earlier trial (for probes, the shallower tap).
@@ -78,12 +203,12 @@ def best_record(rows: list[dict], margin: float = 0.0) -> dict | None:
     if not candidates:
         return None
     if margin <= 0:
-        return max(candidates, key=lambda r: (r["val_score"], *_cost_order(r)))
-    top = max(r["val_score"] for r in candidates)
-    near = [r for r in candidates if r["val_score"] >= top - margin]
-    return max(near, key=lambda r: (*_cost_order(r)[:2], r["val_score"], -r["trial"]))
+        return max(candidates, key=lambda r: (r.val_score, *_cost_order(r)))
+    top = max(r.val_score for r in candidates)
+    near = [r for r in candidates if r.val_score >= top - margin]
+    return max(near, key=lambda r: (*_cost_order(r)[:2], r.val_score, -r.trial))
 
 
-def _cost_order(record: dict) -> tuple[bool, int, int]:
+def _cost_order(record: TrialRecord) -> tuple[bool, int, int]:
     """Larger is cheaper: a probe, smaller inputs, the earlier trial."""
-    return record["stage"] == "probe", -record.get("resolution", 0), -record["trial"]
+    return record.stage == "probe", -(record.resolution or 0), -record.trial

@@ -17,6 +17,7 @@ from autotransfer.models.zoo import COMBINED_TAP, Backbone
 from autotransfer.search import planner
 from autotransfer.search.context import RunContext
 from autotransfer.search.evaluate import evaluate_split
+from autotransfer.search.records import TrialRecord
 from autotransfer.search.trials import HYPERPARAMETERS, PIPELINE_HYPERPARAMETERS, config_for, describe
 from autotransfer.transfer.finetune import TransferModel, finetune, load_checkpoint
 from autotransfer.transfer.probes import make_head
@@ -34,58 +35,55 @@ class FinalModel:
     refit: bool
 
 
-def _present(value) -> bool:
-    return value is not None and value == value  # NaN and missing parameters of other strategies
-
-
-def probe_model(context: RunContext, best: dict, splits: tuple[str, ...]) -> FinalModel:
+def probe_model(context: RunContext, best: TrialRecord, splits: tuple[str, ...]) -> FinalModel:
     """The probe's head fit on ``splits`` of the cached tap features."""
-    dataset = context.dataset(best["resolution"])
-    backbone = context.backbone(best["backbone"])
+    dataset = context.dataset(best.resolution)
+    backbone = context.backbone(best.backbone)
     # The pipeline classifies in fp32 (predict, export), so its head is fit on fp32 features. The search's
     # bf16 features rank the probes well but are not the pipeline's: a head fit on them can miss what it
     # scored on its own training images (tests/test_refit.py).
-    tap = best["tap"]
+    tap = best.tap
     features = np.asarray(extract_features(dataset, backbone, [tap], bf16=False, show_progress=False)[tap])
-    context.fp32_features.add((best["backbone"], best["resolution"], tap))
+    context.fp32_features.add((best.backbone, best.resolution, tap))
     rows = np.concatenate([dataset.indices(s) for s in splits])
-    weight = None if best.get("class_weight", "none") == "none" else best["class_weight"]
+    weight = None if (best.class_weight or "none") == "none" else best.class_weight
     head = make_head(
-        best["head"], best["C"], class_weight=weight, seed=context.settings.seed, shape=features[rows].shape
+        best.head, best.C, class_weight=weight, seed=context.settings.options.seed, shape=features[rows].shape
     )
     head.fit(features[rows], dataset.labels[rows])
-    model = TransferModel(backbone, best["tap"], len(dataset.classes)).set_linear_head(head)
+    model = TransferModel(backbone, best.tap, len(dataset.classes)).set_linear_head(head)
     device = next(backbone.model.parameters()).device
     return FinalModel(model.to(device).eval(), backbone, refit="val" in splits)
 
 
-def trial_model(context: RunContext, best: dict) -> FinalModel:
+def trial_model(context: RunContext, best: TrialRecord) -> FinalModel:
     """A fine-tuning trial's own best weights (trained on train only)."""
-    backbone = context.backbone(best["backbone"])
-    model = TransferModel(backbone, best["tap"], len(context.dataset(best["resolution"]).classes))
-    state, _ = load_checkpoint(Path(best["checkpoint_dir"]))
+    backbone = context.backbone(best.backbone)
+    model = TransferModel(backbone, best.tap, len(context.dataset(best.resolution).classes))
+    state, _ = load_checkpoint(Path(best.checkpoint_dir))
     model.load_state_dict(state, strict=False)  # a cached-prefix trial saved no (frozen, pretrained) prefix
     return FinalModel(model.eval(), backbone, refit=False)
 
 
-def refit_finetune(context: RunContext, best: dict) -> FinalModel | None:
+def refit_finetune(context: RunContext, best: TrialRecord) -> FinalModel | None:
     """The best trial's configuration again, on train+val, for as many epochs as its best one.
 
     None when the budget stops it before its last epoch (a load that came up after the estimate):
     a partly trained refit is no better than the trial's own weights, which are kept instead.
     The refit must leave the evaluation and saving their time, so its deadline is the run's less that.
     """
-    dataset = context.dataset(best["resolution"])
+    dataset = context.dataset(best.resolution)
     splits = np.where(dataset.splits == "test", "test", "train")
     splits[dataset.indices("val")[:1]] = "val"  # the trainer reports on a val split: one image, not selected on
-    backbone = context.backbone(best["backbone"])
-    params = {k: best[k] for k in HYPERPARAMETERS if k in best and _present(best[k])}
+    backbone = context.backbone(best.backbone)
+    params = best.hyperparameters(HYPERPARAMETERS)
     settings = context.settings
-    epochs = int(best.get("best_epoch", 0)) + 1
-    metric = context.objective["metric"]
-    rotate = float(context.objective.get("rotate", 0.0))
+    epochs = (best.best_epoch or 0) + 1
+    metric = context.objective.metric
+    rotate = float(context.objective.rotate)
     n_groups = len(backbone.depth_groups)
-    config = config_for(params, settings.space, n_groups, settings.seed, epochs, metric, rotate=rotate)
+    config = config_for(params, space=settings.space, n_groups=n_groups, seed=settings.options.seed, epochs=epochs,
+                        metric=metric, rotate=rotate)  # fmt: skip
     config = replace(config, keep="last", patience=config.epochs)
     deadline = context.deadline.less(planner.SAVE_SECONDS + context.evaluation_seconds(best))
     result = finetune(replace(dataset, splits=splits), backbone, config, device=context.device, deadline=deadline)
@@ -99,8 +97,8 @@ def refit_finetune(context: RunContext, best: dict) -> FinalModel | None:
     return FinalModel(result.model, backbone, refit=True)
 
 
-def final_model(context: RunContext, best: dict) -> FinalModel:
-    if best["stage"] == "probe":
+def final_model(context: RunContext, best: TrialRecord) -> FinalModel:
+    if best.stage == "probe":
         return probe_model(context, best, ("train", "val"))
     if not context.refit_fits(best):
         log.info("time budget: keeping the trial's own weights (no room to refit on train+val)")
@@ -108,59 +106,58 @@ def final_model(context: RunContext, best: dict) -> FinalModel:
     return refit_finetune(context, best) or trial_model(context, best)
 
 
-def summary_words(best: dict, n_groups: int) -> str:
-    if best["stage"] == "probe":
-        kind = {"softmax": "softmax", "svm": "linear SVM"}.get(best["head"], best["head"])
-        parts = best["tap"].split(COMBINED_TAP)
+def summary_words(best: TrialRecord, n_groups: int) -> str:
+    if best.stage == "probe":
+        kind = {"softmax": "softmax", "svm": "linear SVM"}.get(best.head, best.head)
+        parts = best.tap.split(COMBINED_TAP)
         taps = f"tap `{parts[0]}`" if len(parts) == 1 else "taps " + " + ".join(f"`{p}`" for p in parts) + " together"
-        weighted = _present(best.get("class_weight")) and best["class_weight"] != "none"
+        weighted = best.class_weight not in (None, "none")
         return (
-            f"{best['strategy']}: {kind} (C={best['C']:g}) on {taps} of {best['backbone']} "
-            f"at {best['resolution']}px, backbone frozen"
-            + (f", {best['class_weight']} class weights" if weighted else "")
+            f"{best.strategy}: {kind} (C={best.C:g}) on {taps} of {best.backbone} "
+            f"at {best.resolution}px, backbone frozen" + (f", {best.class_weight} class weights" if weighted else "")
         )
-    return describe({k: v for k, v in best.items() if _present(v)}, n_groups)
+    return describe(best.hyperparameters(HYPERPARAMETERS), n_groups)
 
 
-def to_pipeline(context: RunContext, best: dict, final: FinalModel, metrics: dict) -> Pipeline:
-    dataset = context.dataset(best["resolution"])
+def to_pipeline(context: RunContext, best: TrialRecord, final: FinalModel, metrics: dict) -> Pipeline:
+    dataset = context.dataset(best.resolution)
     n_groups = len(final.backbone.depth_groups)
-    frozen = STRATEGIES[best["strategy"]].frozen_groups(n_groups, int(best.get("freeze_groups", 0)))
+    frozen = STRATEGIES[best.strategy].frozen_groups(n_groups, best.freeze_groups or 0)
     return Pipeline.from_model(
         final.backbone,
         final.model,
         classes=dataset.classes,
         recipe=dataset.recipe,
         frozen_groups=frozen,
-        head_type=best["head"] if best["stage"] == "probe" else "linear",
-        strategy=best["strategy"],
-        hyperparameters={k: v for k, v in best.items() if k in PIPELINE_HYPERPARAMETERS and _present(v)},
+        head_type=best.head if best.stage == "probe" else "linear",
+        strategy=best.strategy,
+        hyperparameters=best.hyperparameters(PIPELINE_HYPERPARAMETERS),
         metrics=metrics,
         summary=summary_words(best, n_groups),
     )
 
 
-def build_pipeline(context: RunContext, best: dict, selection: str = "") -> tuple[Pipeline, bool]:
+def build_pipeline(context: RunContext, best: TrialRecord, selection: str = "") -> tuple[Pipeline, bool]:
     """The final pipeline (metrics included) and whether it was refit on train+val; ``selection``: why
     ``best`` is not the top score, when the small-data rule chose it (search/selection.py)."""
     use_free_cpus()
     final = final_model(context, best)
     objective = context.objective
-    cross_validated = best["stage"] == "probe" and bool(objective.get("cv_folds"))  # trials use the val split
-    metrics = {"metric": objective["metric"], "metric_reason": objective["reason"], "val_score": best["val_score"],
+    cross_validated = best.stage == "probe" and bool(objective.cv_folds)  # trials use the val split
+    metrics = {"metric": objective.metric, "metric_reason": objective.reason, "val_score": best.val_score,
                "val_score_from": "cross-validation" if cross_validated else "validation split",
-               "val_accuracy": best["val_accuracy"], "refit_on_train_val": final.refit}  # fmt: skip
+               "val_accuracy": best.val_accuracy, "refit_on_train_val": final.refit}  # fmt: skip
     if selection:
         metrics["selection"] = selection
     pipeline = to_pipeline(context, best, final, metrics)
-    dataset = context.dataset(best["resolution"])
+    dataset = context.dataset(best.resolution)
     if len(dataset.indices("val")):
-        chosen = probe_model(context, best, ("train",)) if best["stage"] == "probe" else None
+        chosen = probe_model(context, best, ("train",)) if best.stage == "probe" else None
         if chosen is None and final.refit:
             chosen = trial_model(context, best)
         validating = to_pipeline(context, best, chosen, {}) if chosen is not None else pipeline
-        metrics["val"] = evaluate_split(validating, dataset, "val", context.out, objective["metric"])
+        metrics["val"] = evaluate_split(validating, dataset, "val", context.out, objective.metric)
     if len(dataset.indices("test")):
-        metrics["test"] = evaluate_split(pipeline, dataset, "test", context.out, objective["metric"])
+        metrics["test"] = evaluate_split(pipeline, dataset, "test", context.out, objective.metric)
         metrics["test_accuracy"] = metrics["test"]["accuracy"]
     return pipeline, final.refit

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,22 +28,17 @@ from autotransfer.report.outputs import write_outputs
 from autotransfer.report.progress import Progress
 from autotransfer.runtime import default_device, tune_allocator
 from autotransfer.search import planner
-from autotransfer.search.auto_space import SAMPLE, native_side, resolve_auto, seconds_per_image
+from autotransfer.search.auto_space import SAMPLE, AutoChoice, native_side, resolve_auto, seconds_per_image
 from autotransfer.search.combined_probe import probe_best_pair_combined
 from autotransfer.search.context import RunContext
 from autotransfer.search.ensemble_stage import build_ensemble, choose_ensemble
-from autotransfer.search.finetune_stage import (
-    FinetunePlan,
-    OptunaBackend,
-    choose_candidates,
-    prior_ranges,
-    search_shape,
-)
+from autotransfer.search.finetune_stage import FinetunePlan, OptunaBackend, choose_candidates, search_shape
 from autotransfer.search.finished import is_finished, load_finished
-from autotransfer.search.objective import decide_objective, decide_rotation
+from autotransfer.search.objective import Objective, decide_objective, decide_rotation
 from autotransfer.search.placement import corrected_prior, measured_placement, pixel_baseline
 from autotransfer.search.probe_stage import finetune_first, run_probe_stage
-from autotransfer.search.records import best_record, records, trial_records
+from autotransfer.search.recipe import prior_ranges
+from autotransfer.search.records import TrialRecord, best_record, records, trial_records
 from autotransfer.search.refit import build_pipeline
 from autotransfer.search.run_dir import RunDirectory
 from autotransfer.search.selection import choose_final
@@ -58,7 +53,7 @@ SAMPLE_ORIENTATION = 256  # training images whose mean decides whether rotations
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SearchResult:
     """What a run found. ``best``: the chosen trial's record; ``refit``: retrained on train+val."""
 
@@ -66,10 +61,10 @@ class SearchResult:
     leaderboard: pd.DataFrame
     profile: dict
     run_dir: Path
-    best: dict
+    best: TrialRecord
     refit: bool
     seconds: float
-    records: list[dict]
+    records: list[TrialRecord]
     already_finished: bool = False  # the run directory held a finished run: loaded, not searched (finished.py)
 
 
@@ -82,18 +77,19 @@ def run(data: str | Path, settings: SearchSettings, progress: Progress | None = 
     tune_allocator()  # glibc malloc without mmap churn: 1.8-2.3x faster CPU extraction (benchmarks/features.py)
     progress = progress or Progress(settings.time_budget, verbose=0, start=settings.start)
     context = RunContext(Path(data), settings, progress)
-    identity = {"data": str(context.data.resolve()), "space": settings.space.to_json(), "seed": settings.seed,
-                "val_fraction": settings.val_fraction, "metric": settings.metric}  # fmt: skip
+    identity = {"data": str(context.data.resolve()), "space": settings.space.to_json(), "seed": settings.options.seed,
+                "val_fraction": settings.options.val_fraction, "metric": settings.metric}  # fmt: skip
     run_dir = RunDirectory(settings.out, identity)
     started = False
     try:
         with run_dir.opened():
             if is_finished(settings.out):
                 saved = load_finished(settings.out, settings.device)
-                return SearchResult(saved.pipeline, saved.leaderboard, saved.profile, settings.out, saved.best,
-                                    bool(saved.pipeline.spec.get("metrics", {}).get("refit_on_train_val")),
-                                    0.0, saved.leaderboard.to_dict("records"), already_finished=True)  # fmt: skip
-            studies = _open(context, run_dir)
+                refit = bool(saved.pipeline.spec.get("metrics", {}).get("refit_on_train_val"))
+                return SearchResult(pipeline=saved.pipeline, leaderboard=saved.leaderboard, profile=saved.profile,
+                                    run_dir=settings.out, best=saved.best, refit=refit, seconds=0.0,
+                                    records=saved.records, already_finished=True)  # fmt: skip
+            studies = open_run(context, run_dir)
             started = True
             return _stages(context, studies)
     except Exception as error:
@@ -106,13 +102,20 @@ def run(data: str | Path, settings: SearchSettings, progress: Progress | None = 
         progress.close()
 
 
-def _open(context: RunContext, run_dir: RunDirectory) -> Studies:
-    """The studies, interrupted trials queued again; a new run first checks that its budget can work."""
+def open_run(context: RunContext, run_dir: RunDirectory) -> Studies:
+    """Fill ``context`` for the stages, in this order (each step reads what the ones before set):
+
+    1. ``storage`` and the studies (interrupted trials queued again when this process owns the run);
+    2. ``backbones``, ``resolutions`` and ``auto`` (choose_space: the space's, or `auto`'s, which times
+       backbones on a sample of images);
+    3. a new run's budget floor (check_minimum_budget: from 2's timing, before anything is decoded);
+    4. ``objective`` (choose_objective: decodes the smallest resolution of 2).
+    """
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     settings = context.settings
-    context.storage = open_storage(settings.storage, settings.out)
-    studies = open_studies(context.storage, settings.space, settings.seed, settings.sampler, settings.pruner)
-    if run_dir.sole_owner and not settings.storage:
+    context.storage = open_storage(settings.options.storage, settings.out)
+    studies = open_studies(context.storage, settings.space, settings.options.seed, settings.sampler, settings.pruner)
+    if run_dir.sole_owner and not settings.options.storage:
         retry_interrupted_trials(studies.finetune)
     resumed = len(studies.probes.trials) + len(studies.finetune.trials)
     choose_space(context, studies)
@@ -133,10 +136,10 @@ def choose_objective(context: RunContext, studies: Studies) -> None:
         objective = decide_objective(context.settings.metric, train, dataset.classes, pooled)
         rows = dataset.indices("train")
         rows = rows[np.linspace(0, len(rows) - 1, num=min(len(rows), SAMPLE_ORIENTATION)).astype(int)]  # every class
-        objective.update(decide_rotation(np.asarray(dataset.images[np.sort(rows)])))
-        studies.probes.set_user_attr("objective", objective)
-    context.objective = studies.probes.user_attrs["objective"]
-    log.info("metric: %s", context.objective["reason"])
+        objective = replace(objective, **decide_rotation(np.asarray(dataset.images[np.sort(rows)])))
+        studies.probes.set_user_attr("objective", objective.to_json())
+    context.objective = Objective.from_json(studies.probes.user_attrs["objective"])
+    log.info("metric: %s", context.objective.reason)
 
 
 def choose_space(context: RunContext, studies: Studies) -> None:
@@ -148,17 +151,16 @@ def choose_space(context: RunContext, studies: Studies) -> None:
         return
     if "auto" not in studies.probes.user_attrs:
         context.progress.stage("profile", detail="choosing backbones and resolutions for this data and machine")
-        native = native_side(context.data, seed=context.settings.seed)
+        native = native_side(context.data, seed=context.settings.options.seed)
         first = profile_resolution([native], device=context.device or default_device())
         sample = context.sample_pixels(first, SAMPLE)  # nothing decoded whole before the budget check
         shape = search_shape(context)  # at long budgets more backbones and larger sizes (planner.scaled_plan)
-        choice = resolve_auto(space.backbones, space.resolutions, sample, native, context.n_images(),
-                              context.deadline.left(), context.device or default_device(),
-                              max_backbones=shape.max_backbones, max_resolution=shape.max_resolution)  # fmt: skip
+        choice = resolve_auto(space.backbones, space.resolutions, sample, native=native, n_images=context.n_images(),
+                              budget=context.deadline.left(), device=context.device or default_device(),
+                              shape=shape)  # fmt: skip
         studies.probes.set_user_attr("auto", choice.to_json())
-    context.auto = studies.probes.user_attrs["auto"]
-    context.backbones = tuple(context.auto["backbones"])
-    context.resolutions = tuple(context.auto["resolutions"])
+    context.auto = AutoChoice.from_json(studies.probes.user_attrs["auto"])
+    context.backbones, context.resolutions = context.auto.backbones, context.auto.resolutions
 
 
 def _stages(context: RunContext, studies: Studies) -> SearchResult:
@@ -175,7 +177,7 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
     if space.finetune_strategies and space.max_trials and probed:
         candidates = choose_candidates(studies, space.candidates)
         plan = FinetunePlan(studies, candidates, prior_ranges(space, prior), prior, context.objective)
-        backend_for(context.settings.backend).run(plan, context)
+        backend_for(context.settings.options.backend).run(plan, context)
         if recommends_finetuning:  # the probes kept to their share for fine-tuning: give them what it left
             best_so_far = best_record(records(studies))
             run_probe_stage(studies.probes, context, False, prior.get("taps", []), keep_for=best_so_far)
@@ -196,15 +198,15 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
             log.info("final pipeline: an ensemble of %d configurations", len(ensemble.members))
             pipeline, refit = build_ensemble(context, ensemble), False
         else:
-            log.info("final pipeline: from %s trial %s (val %.4f)", best["stage"], best["trial"], best["val_score"])
-            context.progress.stage("refit", detail=f"{best['stage']} trial {best['trial']}")
+            log.info("final pipeline: from %s trial %s (val %.4f)", best.stage, best.trial, best.val_score)
+            context.progress.stage("refit", detail=f"{best.stage} trial {best.trial}")
             pipeline, refit = build_pipeline(context, best, selection)
         context.progress.stage("save")
         pipeline.save(context.out / "pipeline")
         log.info("saved %s", context.out / "pipeline")
         return pipeline, refit
 
-    if context.settings.storage:  # workers sharing a study write one final pipeline between them
+    if context.settings.options.storage:  # workers sharing a study write one final pipeline between them
         pipeline, refit = write_once(context.storage, write, str(context.out.resolve()))
     else:
         pipeline, refit = write()
@@ -215,7 +217,8 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
     profile["machine_load"] = busiest_load()  # the summary and the report say when a busy machine cut the search
     write_text_atomic(context.out / "profile.json", json.dumps(profile, indent=2, default=str))
     board = write_outputs(context.out, rows, best, pipeline, context.deadline.elapsed(), context.deadline.seconds)
-    return SearchResult(pipeline, board, profile, context.out, best, refit, context.deadline.elapsed(), rows)
+    return SearchResult(pipeline=pipeline, leaderboard=board, profile=profile, run_dir=context.out, best=best,
+                        refit=refit, seconds=context.deadline.elapsed(), records=rows)  # fmt: skip
 
 
 def placement_stage(context: RunContext, studies: Studies, profile: dict) -> dict | None:
@@ -228,7 +231,7 @@ def placement_stage(context: RunContext, studies: Studies, profile: dict) -> dic
         log.info("measured placement skipped: %s", profile["measured_skipped"])
         return None
     dataset = context.dataset(min(context.resolutions))
-    pixels = pixel_baseline(dataset, context.objective["metric"], context.settings.seed)
+    pixels = pixel_baseline(dataset, context.objective.metric, context.settings.options.seed)
     placement = measured_placement(profile, trial_records("probe", studies.probes), pixels)
     if placement is not None:
         profile["measured"] = placement
@@ -256,15 +259,16 @@ def profile_stage(context: RunContext) -> dict:
     use_free_cpus()
     device = context.device or default_device()
     if context.auto:  # the same rule on the native size auto read, so the same size as auto's probes
-        resolution, reason = choose_resolution([context.auto["native_side"]], device=device)
+        resolution, reason = choose_resolution([context.auto.native_side], device=device)
     else:
         resolution, reason = choose_resolution(context.data, device=device, choices=context.resolutions)
     dataset = context.dataset(resolution)
-    result = profile_dataset(dataset, backbone=context.settings.profile_backbone, seed=context.settings.seed,
+    options = context.settings.options
+    result = profile_dataset(dataset, backbone=options.profile_backbone, seed=options.seed,
                              show_progress=False).to_json()  # fmt: skip
     result["resolution"]["profiled_at_reason"] = reason
     if context.auto:
-        result["auto"] = context.auto
+        result["auto"] = context.auto.to_json()
     write_text_atomic(path, json.dumps(result, indent=2, default=str))
     return result
 
@@ -278,8 +282,8 @@ def check_minimum_budget(context: RunContext) -> None:
     size, n_images = min(context.resolutions), context.n_images()  # counted from the index: nothing decoded
     name = context.backbones[0]
     device = context.device or default_device()
-    measured_at = context.auto.get("profile_resolution", size)
-    per_image = context.auto.get("seconds_per_image", {}).get(name)
+    measured_at = context.auto.profile_resolution if context.auto else size
+    per_image = context.auto.seconds_per_image.get(name) if context.auto else None
     needed = _minimum_seconds(context, n_images, size, per_image, measured_at) if per_image else float("inf")
     if needed > settings.time_budget:
         sample = context.sample_pixels(size, SAMPLE)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from autotransfer.search.records import best_record
+from autotransfer.search.objective import Objective
+from autotransfer.search.records import TrialRecord, best_record
 
 PROPORTION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro")
 
@@ -30,8 +31,8 @@ def standard_error(score: float, n_images: int, metric: str) -> float:
 
 
 def choose_final(
-    rows: list[dict], objective: dict, split_sizes: Callable[[int], tuple[int, int]]
-) -> tuple[dict | None, str]:
+    rows: list[TrialRecord], objective: Objective, split_sizes: Callable[[int], tuple[int, int]]
+) -> tuple[TrialRecord | None, str]:
     """The record to build the final pipeline from, and a sentence saying why when the rule changed it.
 
     ``objective``: the run's (search/objective.py); the rule applies only when probes are chosen by
@@ -39,19 +40,19 @@ def choose_final(
     CV score was measured on train+val, a fine-tuned trial's on the val split.
     """
     plain = best_record(rows)
-    if plain is None or not objective.get("cv_folds"):
+    if plain is None or not objective.cv_folds:
         return plain, ""
-    n_train, n_val = split_sizes(int(plain["resolution"]))
-    scored_on = n_train + n_val if plain["stage"] == "probe" else n_val
-    margin = standard_error(plain["val_score"], scored_on, objective["metric"])
+    n_train, n_val = split_sizes(plain.resolution)
+    scored_on = n_train + n_val if plain.stage == "probe" else n_val
+    margin = standard_error(plain.val_score, scored_on, objective.metric)
     chosen = best_record(rows, margin=margin)
     if chosen is None or chosen is plain:
         return plain, ""
     return chosen, (
-        f"one-standard-error rule (small data): kept the cheaper {_name(chosen)} ({chosen['val_score']:.4f}) "
-        f"over {_name(plain)} ({plain['val_score']:.4f} ± {margin:.4f} on {scored_on} images)"
+        f"one-standard-error rule (small data): kept the cheaper {_name(chosen)} ({chosen.val_score:.4f}) "
+        f"over {_name(plain)} ({plain.val_score:.4f} ± {margin:.4f} on {scored_on} images)"
     )
 
 
-def _name(record: dict) -> str:
-    return f"{record['stage']} trial {record['trial']} ({record.get('strategy', '?')}, {record.get('resolution')} px)"
+def _name(record: TrialRecord) -> str:
+    return f"{record.stage} trial {record.trial} ({record.strategy or '?'}, {record.resolution} px)"

@@ -24,23 +24,17 @@ from autotransfer.transfer.metrics import check_metric
 
 @dataclass
 class SearchSettings:
-    """A validated run: the options resolved (space loaded, budget in seconds, run directory chosen),
-    the Optuna sampler and pruner (``None``: TPE and Hyperband), and the monotonic time the budget started."""
+    """A validated run: the options as given (``options``, autotransfer/options.py) and what was resolved
+    from them (the space loaded, the budget in seconds, the run directory chosen, the device and the metric
+    checked), the Optuna sampler and pruner (``None``: TPE and Hyperband), and the monotonic time the
+    budget started."""
 
     space: SearchSpace
     time_budget: float
     out: Path
-    storage: str | None = None
-    seed: int = DEFAULTS.seed
-    val_fraction: float = DEFAULTS.val_fraction
+    options: RunOptions = DEFAULTS
     device: str | None = None
-    backend: str = DEFAULTS.backend
-    ray_address: str | None = None
-    cpus_per_trial: float = DEFAULTS.cpus_per_trial
-    gpus_per_trial: float = DEFAULTS.gpus_per_trial
-    profile_backbone: str = DEFAULTS.profile_backbone
     metric: str = DEFAULTS.metric
-    ensemble: bool = DEFAULTS.ensemble
     sampler: optuna.samplers.BaseSampler | None = None
     pruner: optuna.pruners.BasePruner | None = None
     start: float = field(default_factory=time.monotonic)
@@ -85,17 +79,9 @@ def resolve_settings(
         space=load_search_space(options.search_space),
         time_budget=time_budget,
         out=Path(options.out) if options.out is not None else default_run_dir(),
-        storage=options.storage,
-        seed=options.seed,
-        val_fraction=options.val_fraction,
+        options=options,
         device=checked_device(options.device),
-        backend=options.backend,
-        ray_address=options.ray_address,
-        cpus_per_trial=options.cpus_per_trial,
-        gpus_per_trial=options.gpus_per_trial,
-        profile_backbone=options.profile_backbone,
         metric=check_metric(options.metric) if options.metric != "auto" else "auto",
-        ensemble=bool(options.ensemble),
         sampler=sampler,
         pruner=pruner,
         start=start if start is not None else time.monotonic(),

@@ -78,12 +78,12 @@ RANDAUGMENT = "rand-m7-mstd0.5"  # timm's fine-tuning recipes use m7-m9; the mil
 
 def config_for(
     params: dict,
+    *,
     space: SearchSpace,
     n_groups: int,
     seed: int,
     epochs: int | None = None,
     metric: str = "accuracy",
-    *,
     rotate: float = 0.0,
 ) -> FinetuneConfig:
     """The FinetuneConfig a trial's parameters describe, for a backbone of ``n_groups`` depth groups;
