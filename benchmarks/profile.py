@@ -70,7 +70,7 @@ def tap_scores(train: Path, test: Path, net, size: int) -> dict[str, float]:
     Features are pooled at ``size`` px like the search's probes; the probe is the one `fit` uses.
     """
     from autotransfer.models.features import extract_features
-    from autotransfer.transfer.probes import DEFAULT_C_GRID, fit_probe
+    from autotransfer.transfer.probes import DEFAULT_C_GRID, ProbeOptions, fit_probe
 
     train_set = load_dataset(train, image_size=size, show_progress=False)
     test_set = load_dataset(test, image_size=size, show_progress=False)
@@ -82,9 +82,12 @@ def tap_scores(train: Path, test: Path, net, size: int) -> dict[str, float]:
     for tap in taps:
         x = np.asarray(train_x[tap])
         probe = fit_probe(
-            x[fit_idx], train_set.labels[fit_idx], x[val_idx], train_set.labels[val_idx],
-            heads=("torch",), c_grid=DEFAULT_C_GRID, class_weight="balanced",
-        )  # fmt: skip
+            x[fit_idx],
+            train_set.labels[fit_idx],
+            x[val_idx],
+            train_set.labels[val_idx],
+            ProbeOptions(heads=("torch",), c_grid=tuple(DEFAULT_C_GRID), class_weight="balanced"),
+        )
         scores[tap] = float(probe.model.score(np.asarray(test_x[tap]), test_set.labels))
     return scores
 

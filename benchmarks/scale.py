@@ -132,7 +132,7 @@ def run_stages(data: str, options: dict) -> dict:
     from autotransfer.models.features import extract_features
     from autotransfer.models.zoo import create_backbone
     from autotransfer.runtime import tune_allocator
-    from autotransfer.transfer.probes import fit_probe
+    from autotransfer.transfer.probes import ProbeOptions, fit_probe
 
     tune_allocator()
     times = {}
@@ -156,8 +156,13 @@ def run_stages(data: str, options: dict) -> dict:
     extract_peak = peak.stop()
     train, val = dataset.indices("train"), dataset.indices("val")
     tic = time.perf_counter()
-    fit_probe(features[train], dataset.labels[train], features[val], dataset.labels[val], heads=("softmax",),
-              c_grid=(1.0,))  # fmt: skip
+    fit_probe(
+        features[train],
+        dataset.labels[train],
+        features[val],
+        dataset.labels[val],
+        ProbeOptions(heads=("softmax",), c_grid=(1.0,)),
+    )
     times["probe"] = time.perf_counter() - tic
     return {"images": len(dataset), "cache_hit": dataset.cache_hit, "extract_anon_peak": extract_peak, **times}
 

@@ -53,7 +53,7 @@ from autotransfer.transfer.prefix_cache import (
     prefix_units,
     skipped_prefix,
 )
-from autotransfer.transfer.probes import as_linear, fit_probe
+from autotransfer.transfer.probes import ProbeOptions, as_linear, fit_probe
 from autotransfer.transfer.strategies import get_strategy
 
 log = logging.getLogger(__name__)
@@ -312,9 +312,7 @@ def linear_probe_head(dataset: Dataset, backbone: Backbone, config: FinetuneConf
         dataset.labels[train],
         features[val],
         dataset.labels[val],
-        heads=("torch",),
-        seed=config.seed,
-        class_weight=config.class_weight,
+        ProbeOptions(heads=("torch",), seed=config.seed, class_weight=config.class_weight),
     ).model
     head = nn.Linear(features.shape[1], len(dataset.classes))
     weight, bias = as_linear(probe, len(dataset.classes))
