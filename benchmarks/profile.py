@@ -97,7 +97,7 @@ def validate(argv: list[str]) -> int:
     the deepest tap the profile calls generic within one tap of the best probe tap?"""
     from autotransfer.bench.data import split_folders
     from autotransfer.bench.suite import load_suite
-    from autotransfer.transfer.profile import choose_resolution
+    from autotransfer.data.resolution import choose_resolution
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile validate")
     parser.add_argument("--suites", nargs="+", default=["cpu-small", "real-cpu"])
@@ -167,13 +167,8 @@ def validate(argv: list[str]) -> int:
 
 
 def references(argv: list[str]) -> int:
-    from autotransfer.transfer.profile import (
-        _mean_distance,
-        _similarity,
-        measure_sample,
-        reference_distances,
-        reference_similarities,
-    )
+    from autotransfer.models.bn_statistics import mean_distance, measure_sample
+    from autotransfer.transfer.calibration import reference_distances, reference_similarities, similarity_from
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile references")
     parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128])
@@ -193,11 +188,12 @@ def references(argv: list[str]) -> int:
             dataset = load_dataset(build(name, WORK / "datasets", per_class=10), image_size=size, show_progress=False)
             chosen = np.sort(rng.choice(len(dataset), size=min(args.sample, len(dataset)), replace=False))
             measured = measure_sample(net, np.asarray(dataset.images[chosen]))
-            rows.append((name, _mean_distance(measured.layers), measured.entropy))
+            rows.append((name, mean_distance(measured.layers), measured.entropy))
         for name, distance, entropy in rows:
             print(
-                f"| {size} | {name} | {distance:.3f} | {entropy:.2f} | {_similarity(distance, entropy, refs)[0]:.2f} "
-                f"| {_similarity(distance, entropy, line)[0]:.2f} |",
+                f"| {size} | {name} | {distance:.3f} | {entropy:.2f} "
+                f"| {similarity_from(distance, entropy, refs)[0]:.2f} "
+                f"| {similarity_from(distance, entropy, line)[0]:.2f} |",
                 flush=True,
             )
     return 0

@@ -15,8 +15,8 @@ MIN_ITER = 10
 # per-class term is the logits and their gradient, the per-row term reading the features. Measured on
 # one thread of a 2-core Xeon under a load of 3-6 (benchmarks/probe_scale.py, results in
 # benchmarks/results/probe-scale-cpu.md); more threads or a quieter machine make the estimate high.
-LBFGS_PER_CLASS, LBFGS_PER_ROW = 3.3e-10, 5.4e-9  # one iteration of scikit-learn's lbfgs
-EPOCH_PER_CLASS, EPOCH_PER_ROW = 1.5e-10, 1.2e-8  # one epoch of the minibatch head
+LBFGS_PER_CLASS, LBFGS_PER_ROW = 2.2e-10, 7.8e-9  # one iteration of scikit-learn's lbfgs
+EPOCH_PER_CLASS, EPOCH_PER_ROW = 1.9e-10, 2.6e-8  # one epoch of the minibatch head
 SELECT_SECONDS = 20.0  # one (head, C) fit above this estimate: selection runs on a stratified subsample
 MINIBATCH_ABOVE = 20.0  # a softmax fit whose full-batch estimate passes this trains on minibatches
 MINIBATCH_HEADS = ("softmax", "torch")
