@@ -89,8 +89,17 @@ def run_trial(data: str, options: dict) -> dict:
     if steps:  # the prefix cache is built whole; training and validation stop after `steps` batches
         import autotransfer.transfer.finetune as ft
 
-        for name in ("_train_epoch", "_evaluate"):
-            setattr(ft, name, _limited(getattr(ft, name), steps * 64))
+        if hasattr(ft, "_train_epoch"):  # the version before transfer/train_loop.py
+            for name in ("_train_epoch", "_evaluate"):
+                setattr(ft, name, _limited(getattr(ft, name), steps * 64))
+        else:
+            from autotransfer.transfer.train_loop import Trainer
+
+            epoch = Trainer.train_epoch
+            Trainer.train_epoch = lambda self, model, batches, *rest: epoch(
+                self, model, _First(batches, steps * 64), *rest
+            )
+            ft.evaluate = _limited(ft.evaluate, steps * 64)
     peak = AnonPeak()
     tic = time.perf_counter()
     config = FinetuneConfig(strategy="finetune_top", freeze_groups=2, epochs=1, bf16=False, warmup_epochs=0)

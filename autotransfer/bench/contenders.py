@@ -26,10 +26,11 @@ from autotransfer.deploy.pipeline import Pipeline
 from autotransfer.errors import AutoTransferError
 from autotransfer.models.features import extract_features
 from autotransfer.models.zoo import Backbone, create_backbone
-from autotransfer.transfer.finetune import FinetuneConfig, TransferModel, finetune
+from autotransfer.transfer.finetune import FinetuneConfig, finetune
 from autotransfer.transfer.metrics import LABEL_METRICS, score_predictions
 from autotransfer.transfer.probes import ProbeOptions, fit_probe
 from autotransfer.transfer.strategies import probe_strategy
+from autotransfer.transfer.transfer_model import TransferModel
 
 
 @dataclass
