@@ -85,3 +85,21 @@ def test_a_fit_that_would_pass_the_deadline_is_capped_and_no_other_starts(monkey
     assert result.model is not None
     unbounded = fit_probe(x[:400], y[:400], x[400:], y[400:], ProbeOptions(heads=("softmax",), c_grid=(1.0,)))
     assert unbounded.tried[0]["max_iter"] == probe_cost.MAX_ITER
+
+
+def test_on_a_loaded_machine_the_estimate_counts_wall_seconds_not_cpu_seconds(monkeypatch):
+    """A fit whose CPU estimate fits the time left does not start when the last fit took far more wall
+    time than CPU time (the process got a fraction of a core)."""
+    import autotransfer.transfer.probes as probes
+
+    x, y = _blobs()
+    monkeypatch.setattr(probe_cost, "MINIBATCH_ABOVE", float("inf"))
+    monkeypatch.setattr(probe_cost, "SELECT_SECONDS", 1e12)
+    monkeypatch.setattr(probe_cost, "LBFGS_PER_ROW", 50.0 / (400 * 16 * probe_cost.MAX_ITER))  # each fit: ~50 s CPU
+    options = ProbeOptions(heads=("softmax",), c_grid=(0.1, 1.0))
+    monkeypatch.setattr(probes.time, "process_time", probes.time.perf_counter)  # a whole core: CPU time = wall
+    idle = fit_probe(x[:400], y[:400], x[400:], y[400:], options, deadline=Deadline(100.0))
+    assert len(idle.tried) == 2
+    monkeypatch.setattr(probes.time, "process_time", lambda: 0.0)  # no CPU time at all: a fully loaded machine
+    loaded = fit_probe(x[:400], y[:400], x[400:], y[400:], options, deadline=Deadline(100.0))
+    assert len(loaded.tried) == 1 and loaded.model is not None

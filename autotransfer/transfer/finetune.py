@@ -216,9 +216,11 @@ def _inputs(
     labels_val = torch.as_tensor(dataset.labels[val_rows])
     caches = None
     if units:
+        prepare = image_input(mean, std)
+        sources = [Batches(ImageRows(dataset.images, rows), prepare, device) for rows in (train_rows, val_rows)]
         caches = build_prefix_caches(
-            model, units, [train_rows, val_rows], dataset.images, mean=mean, std=std, device=device,
-            batch_size=config.batch_size, use_bf16=use_bf16, folder=folder or cache_dir() / "prefix",
+            model, units, sources, batch_size=config.batch_size, use_bf16=use_bf16,
+            folder=folder or cache_dir() / "prefix",
         )  # fmt: skip
     if caches is not None:
         sample = np.asarray(dataset.images[val_rows[:4]])

@@ -239,8 +239,9 @@ def fit_probe(
     (head, C) are compared on a stratified subsample and the chosen one is refit on all of them; softmax
     fits whose full-batch estimate is long train on minibatches (probe_cost.solver).
     ``deadline``: once one (head, C) is scored, no other starts whose estimated cost (probe_cost:
-    samples x features x classes) passes it; full-batch solvers are capped in iterations to end by it
-    and minibatch ones stop at it, with what they have (the search's time budget).
+    samples x features x classes, times the wall/CPU ratio the last fit saw on a loaded machine) passes
+    it; full-batch solvers are capped in iterations to end by it and minibatch ones stop at it, with what
+    they have (the search's time budget).
     """
     _check(y_train, y_val, options)
     classes = np.unique(np.concatenate([y_train, y_val]))
@@ -255,18 +256,21 @@ def fit_probe(
     selection = _Selection(x_sel, y_sel, x_val, y_val, classes, splits)
     n, d, c = len(y_sel), x_fit.shape[1], len(classes)
     best, tried = None, []
+    slowdown = 1.0  # wall seconds per CPU second of the last fit: the estimates are CPU seconds, the deadline is not
     for kind, C in itertools.product(options.heads, sorted(options.c_grid)):
-        estimate = fit_seconds(kind, n, d, c) * (len(splits) if cv else 1)
+        estimate = fit_seconds(kind, n, d, c) * (len(splits) if cv else 1) * slowdown
         cap = iterations(deadline, estimate)
         if tried and deadline is not None and estimate > deadline.left():  # what is scored so far stands
             break
+        wall, cpu = time.perf_counter(), time.process_time()
         value, accuracy, model = selection.score(options, kind, C, _FitBudget(c, cap, deadline))
+        slowdown = max(1.0, (time.perf_counter() - wall) / max(time.process_time() - cpu, 1e-3))
         tried.append({"head": kind, "C": C, "val_accuracy": accuracy, "val_score": value, "metric": options.metric,
                       "rows": n, "solver": solver(kind, n, d, c), "max_iter": cap})  # fmt: skip
         if best is None or value > best[0]:
             best = (value, accuracy, kind, C, model)
     value, accuracy, kind, C, model = best
-    refit = fit_seconds(kind, len(y_fit), d, c)
+    refit = fit_seconds(kind, len(y_fit), d, c) * slowdown
     if model is None or (subsampled and (deadline is None or refit <= deadline.left())):
         model = _fit(options, kind, C, x_fit, y_fit, _FitBudget(c, iterations(deadline, refit), deadline))
         if not cv:
