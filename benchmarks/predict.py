@@ -21,7 +21,7 @@ from autotransfer.data.datasets import load_dataset
 from autotransfer.data.offline_datasets import build
 from autotransfer.machine import describe_machine
 from autotransfer.models.zoo import create_backbone
-from autotransfer.transfer.finetune import TransferModel
+from autotransfer.transfer.transfer_model import TransferModel
 from benchmarks.features import WORK
 
 BACKBONE, SIZE = "mobilenetv2_100", 64

@@ -23,7 +23,7 @@ from autotransfer.machine import describe_machine
 from autotransfer.models.features import extract_features
 from autotransfer.models.zoo import create_backbone
 from autotransfer.runtime import tune_allocator
-from autotransfer.transfer.probes import DEFAULT_C_GRID, fit_probe
+from autotransfer.transfer.probes import DEFAULT_C_GRID, ProbeOptions, fit_probe
 from autotransfer.transfer.ranking import RankingConfig, rank_backbone
 
 WORK = Path(os.environ.get("BENCH_WORK", tempfile.gettempdir())) / "autotransfer-bench"
@@ -47,8 +47,7 @@ def _rows(name: str, per_class: int, backbone_name: str, resolution: int, heads:
                 train_set.labels[train],
                 train_x[val],
                 train_set.labels[val],
-                heads=(head,),
-                c_grid=DEFAULT_C_GRID,
+                ProbeOptions(heads=(head,), c_grid=tuple(DEFAULT_C_GRID)),
             )
             test_accuracy = float(probe.model.score(test_x, test_set.labels))
             rows.append(

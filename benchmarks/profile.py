@@ -70,7 +70,7 @@ def tap_scores(train: Path, test: Path, net, size: int) -> dict[str, float]:
     Features are pooled at ``size`` px like the search's probes; the probe is the one `fit` uses.
     """
     from autotransfer.models.features import extract_features
-    from autotransfer.transfer.probes import DEFAULT_C_GRID, fit_probe
+    from autotransfer.transfer.probes import DEFAULT_C_GRID, ProbeOptions, fit_probe
 
     train_set = load_dataset(train, image_size=size, show_progress=False)
     test_set = load_dataset(test, image_size=size, show_progress=False)
@@ -82,9 +82,12 @@ def tap_scores(train: Path, test: Path, net, size: int) -> dict[str, float]:
     for tap in taps:
         x = np.asarray(train_x[tap])
         probe = fit_probe(
-            x[fit_idx], train_set.labels[fit_idx], x[val_idx], train_set.labels[val_idx],
-            heads=("torch",), c_grid=DEFAULT_C_GRID, class_weight="balanced",
-        )  # fmt: skip
+            x[fit_idx],
+            train_set.labels[fit_idx],
+            x[val_idx],
+            train_set.labels[val_idx],
+            ProbeOptions(heads=("torch",), c_grid=tuple(DEFAULT_C_GRID), class_weight="balanced"),
+        )
         scores[tap] = float(probe.model.score(np.asarray(test_x[tap]), test_set.labels))
     return scores
 
@@ -94,7 +97,7 @@ def validate(argv: list[str]) -> int:
     the deepest tap the profile calls generic within one tap of the best probe tap?"""
     from autotransfer.bench.data import split_folders
     from autotransfer.bench.suite import load_suite
-    from autotransfer.transfer.profile import choose_resolution
+    from autotransfer.data.resolution import choose_resolution
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile validate")
     parser.add_argument("--suites", nargs="+", default=["cpu-small", "real-cpu"])
@@ -164,13 +167,8 @@ def validate(argv: list[str]) -> int:
 
 
 def references(argv: list[str]) -> int:
-    from autotransfer.transfer.profile import (
-        _mean_distance,
-        _similarity,
-        measure_sample,
-        reference_distances,
-        reference_similarities,
-    )
+    from autotransfer.models.bn_statistics import mean_distance, measure_sample
+    from autotransfer.transfer.calibration import reference_distances, reference_similarities, similarity_from
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile references")
     parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128])
@@ -190,11 +188,12 @@ def references(argv: list[str]) -> int:
             dataset = load_dataset(build(name, WORK / "datasets", per_class=10), image_size=size, show_progress=False)
             chosen = np.sort(rng.choice(len(dataset), size=min(args.sample, len(dataset)), replace=False))
             measured = measure_sample(net, np.asarray(dataset.images[chosen]))
-            rows.append((name, _mean_distance(measured.layers), measured.entropy))
+            rows.append((name, mean_distance(measured.layers), measured.entropy))
         for name, distance, entropy in rows:
             print(
-                f"| {size} | {name} | {distance:.3f} | {entropy:.2f} | {_similarity(distance, entropy, refs)[0]:.2f} "
-                f"| {_similarity(distance, entropy, line)[0]:.2f} |",
+                f"| {size} | {name} | {distance:.3f} | {entropy:.2f} "
+                f"| {similarity_from(distance, entropy, refs)[0]:.2f} "
+                f"| {similarity_from(distance, entropy, line)[0]:.2f} |",
                 flush=True,
             )
     return 0

@@ -89,8 +89,17 @@ def run_trial(data: str, options: dict) -> dict:
     if steps:  # the prefix cache is built whole; training and validation stop after `steps` batches
         import autotransfer.transfer.finetune as ft
 
-        for name in ("_train_epoch", "_evaluate"):
-            setattr(ft, name, _limited(getattr(ft, name), steps * 64))
+        if hasattr(ft, "_train_epoch"):  # the version before transfer/train_loop.py
+            for name in ("_train_epoch", "_evaluate"):
+                setattr(ft, name, _limited(getattr(ft, name), steps * 64))
+        else:
+            from autotransfer.transfer.train_loop import Trainer
+
+            epoch = Trainer.train_epoch
+            Trainer.train_epoch = lambda self, model, batches, *rest: epoch(
+                self, model, _First(batches, steps * 64), *rest
+            )
+            ft.evaluate = _limited(ft.evaluate, steps * 64)
     peak = AnonPeak()
     tic = time.perf_counter()
     config = FinetuneConfig(strategy="finetune_top", freeze_groups=2, epochs=1, bf16=False, warmup_epochs=0)
@@ -132,7 +141,7 @@ def run_stages(data: str, options: dict) -> dict:
     from autotransfer.models.features import extract_features
     from autotransfer.models.zoo import create_backbone
     from autotransfer.runtime import tune_allocator
-    from autotransfer.transfer.probes import fit_probe
+    from autotransfer.transfer.probes import ProbeOptions, fit_probe
 
     tune_allocator()
     times = {}
@@ -156,8 +165,13 @@ def run_stages(data: str, options: dict) -> dict:
     extract_peak = peak.stop()
     train, val = dataset.indices("train"), dataset.indices("val")
     tic = time.perf_counter()
-    fit_probe(features[train], dataset.labels[train], features[val], dataset.labels[val], heads=("softmax",),
-              c_grid=(1.0,))  # fmt: skip
+    fit_probe(
+        features[train],
+        dataset.labels[train],
+        features[val],
+        dataset.labels[val],
+        ProbeOptions(heads=("softmax",), c_grid=(1.0,)),
+    )
     times["probe"] = time.perf_counter() - tic
     return {"images": len(dataset), "cache_hit": dataset.cache_hit, "extract_anon_peak": extract_peak, **times}
 

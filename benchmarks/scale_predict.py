@@ -48,7 +48,7 @@ def checkpoint(out: Path) -> None:
     from autotransfer import Pipeline
     from autotransfer.data.images import ResizeRecipe
     from autotransfer.models.zoo import create_backbone
-    from autotransfer.transfer.finetune import TransferModel
+    from autotransfer.transfer.transfer_model import TransferModel
 
     torch.manual_seed(0)
     backbone = create_backbone("mobilenetv2_100")

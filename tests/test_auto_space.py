@@ -6,6 +6,7 @@ import torch
 from conftest import make_imagefolder
 from safetensors.torch import save_file
 
+from autotransfer.data.resolution import profile_resolution
 from autotransfer.search import auto_space
 from autotransfer.search.auto_space import (
     choose_resolutions,
@@ -14,7 +15,6 @@ from autotransfer.search.auto_space import (
     resolutions_reason,
     resolve_auto,
 )
-from autotransfer.transfer.profile import profile_resolution
 
 
 @pytest.mark.parametrize(

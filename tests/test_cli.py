@@ -110,7 +110,7 @@ def test_profile_and_rank_json(tmp_path, monkeypatch):
 
 def test_profile_measures_at_the_size_fit_profiles_at(fit_env):
     """Without --size, `profile` uses the rule `fit` profiles with (64 px for these 40x30 images), not 128."""
-    from autotransfer.transfer.profile import profile_resolution
+    from autotransfer.data.resolution import profile_resolution
 
     done = run_cli("profile", str(fit_env["data"]), "--backbone", "test_efficientnet", "--json")
     assert done.returncode == 0, done.stderr

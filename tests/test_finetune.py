@@ -8,14 +8,9 @@ from conftest import make_imagefolder
 from autotransfer.data.datasets import load_dataset
 from autotransfer.errors import AutoTransferError
 from autotransfer.models.zoo import create_backbone
-from autotransfer.transfer.finetune import (
-    FinetuneConfig,
-    TransferModel,
-    TrialPruned,
-    finetune,
-    param_groups,
-)
+from autotransfer.transfer.finetune import FinetuneConfig, TrialPruned, finetune
 from autotransfer.transfer.prefix_cache import prefix_units
+from autotransfer.transfer.transfer_model import TransferModel, param_groups
 
 
 @pytest.fixture(scope="module")
@@ -125,18 +120,18 @@ def test_report_hook_prunes_and_early_stopping_fires(data):
     ],
 )
 def test_out_of_memory_halves_the_batch_and_goes_on(data, monkeypatch, error):
-    import autotransfer.transfer.finetune as ft
+    from autotransfer.transfer.train_loop import Trainer
 
-    real = ft._train_epoch
+    real = Trainer.train_epoch
     calls = []
 
-    def flaky(*args, **kwargs):
-        calls.append(args[8])  # the batch size argument
+    def flaky(self, model, batches, labels, batch_size, updates):
+        calls.append(batch_size)
         if len(calls) == 1:
             raise error
-        return real(*args, **kwargs)
+        return real(self, model, batches, labels, batch_size, updates)
 
-    monkeypatch.setattr(ft, "_train_epoch", flaky)
+    monkeypatch.setattr(Trainer, "train_epoch", flaky)
     result = finetune(data, _net(), _quick(epochs=1, batch_size=16))
     assert calls == [16, 8] and result.history[0].batch_size == 8
 

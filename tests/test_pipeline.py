@@ -23,8 +23,9 @@ from autotransfer.deploy.pipeline import Pipeline, _clear_dead_saves
 from autotransfer.errors import AutoTransferError
 from autotransfer.models.features import extract_features, normalisation, to_input
 from autotransfer.models.zoo import create_backbone
-from autotransfer.transfer.finetune import FinetuneConfig, TransferModel, finetune
+from autotransfer.transfer.finetune import FinetuneConfig, finetune
 from autotransfer.transfer.probes import as_linear
+from autotransfer.transfer.transfer_model import TransferModel
 
 SIZE = 32
 

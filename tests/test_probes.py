@@ -7,7 +7,7 @@ from scipy.stats import multivariate_normal
 
 from autotransfer.budget import Deadline
 from autotransfer.errors import AutoTransferError
-from autotransfer.transfer.probes import fit_probe, make_head
+from autotransfer.transfer.probes import ProbeOptions, fit_probe, make_head
 from autotransfer.transfer.transferability import (
     all_scores,
     hscore,
@@ -27,7 +27,7 @@ def _blobs(n=300, d=20, classes=3, separation=3.0, seed=0, weights=None):
 
 def test_probe_selects_a_head_that_generalises():
     x, y = _blobs()
-    result = fit_probe(x[:200], y[:200], x[200:], y[200:], heads=("softmax", "svm", "torch"))
+    result = fit_probe(x[:200], y[:200], x[200:], y[200:], ProbeOptions(heads=("softmax", "svm", "torch")))
     assert result.val_accuracy > 0.95 and result.head in ("softmax", "svm", "torch")
     assert len(result.tried) == 12 and max(t["val_accuracy"] for t in result.tried) == result.val_accuracy
 
@@ -36,8 +36,14 @@ def test_a_passed_deadline_stops_the_grid_after_one_fit_and_keeps_it():
     x, y = _blobs()
     passed = Deadline(0.0, start=0.0)
     for cv_folds in (0, 3):
-        result = fit_probe(x[:200], y[:200], x[200:], y[200:], heads=("softmax", "svm"), deadline=passed,
-                           cv_folds=cv_folds)  # fmt: skip
+        result = fit_probe(
+            x[:200],
+            y[:200],
+            x[200:],
+            y[200:],
+            ProbeOptions(heads=("softmax", "svm"), cv_folds=cv_folds),
+            deadline=passed,
+        )
         assert len(result.tried) == 1 and result.model is not None and result.C == 0.01  # the first of the grid
     assert len(fit_probe(x[:200], y[:200], x[200:], y[200:], deadline=Deadline(3600.0)).tried) == 8
 
@@ -125,8 +131,10 @@ def test_probe_selects_by_the_metric_it_is_given():
     """On imbalanced data the metric decides: balanced accuracy prefers balanced weights' recall."""
     x, y = _blobs(n=1200, separation=0.5, weights=[0.9, 0.05, 0.05], seed=3)
     x, y, x_val, y_val = x[:600], y[:600], x[600:], y[600:]
-    by_accuracy = fit_probe(x, y, x_val, y_val, heads=("softmax",))
-    by_balanced = fit_probe(x, y, x_val, y_val, heads=("softmax",), metric="balanced_accuracy", class_weight="balanced")
+    by_accuracy = fit_probe(x, y, x_val, y_val, ProbeOptions(heads=("softmax",)))
+    by_balanced = fit_probe(
+        x, y, x_val, y_val, ProbeOptions(heads=("softmax",), metric="balanced_accuracy", class_weight="balanced")
+    )
     assert by_accuracy.metric == "accuracy" and by_accuracy.val_score == by_accuracy.val_accuracy
     assert by_balanced.metric == "balanced_accuracy"
     assert by_balanced.val_score == max(t["val_score"] for t in by_balanced.tried)
@@ -134,21 +142,23 @@ def test_probe_selects_by_the_metric_it_is_given():
     recall = lambda model: np.mean([(model.predict(x_val[y_val == c]) == c).mean() for c in range(3)])  # noqa: E731
     assert by_balanced.val_score == pytest.approx(recall(by_balanced.model))
     assert recall(by_balanced.model) > recall(by_accuracy.model)
-    loss = fit_probe(x, y, x_val, y_val, heads=("softmax", "svm", "torch"), metric="log_loss")
+    loss = fit_probe(x, y, x_val, y_val, ProbeOptions(heads=("softmax", "svm", "torch"), metric="log_loss"))
     assert loss.val_score < 0 and loss.val_score == max(t["val_score"] for t in loss.tried)
     with pytest.raises(AutoTransferError, match="2 classes only"):
-        fit_probe(x, y, x_val, y_val, metric="roc_auc")
+        fit_probe(x, y, x_val, y_val, ProbeOptions(metric="roc_auc"))
 
 
 def test_roc_auc_probe_on_two_classes_with_every_head():
     x, y = _blobs(n=200, classes=2, separation=0.8, seed=2)
-    result = fit_probe(x[:120], y[:120], x[120:], y[120:], heads=("softmax", "svm", "torch"), metric="roc_auc")
+    result = fit_probe(
+        x[:120], y[:120], x[120:], y[120:], ProbeOptions(heads=("softmax", "svm", "torch"), metric="roc_auc")
+    )
     assert 0.5 < result.val_score <= 1.0 and len(result.tried) == 12
 
 
 def test_cross_validated_selection_on_small_data():
     x, y = _blobs(n=60, d=40, separation=0.7, seed=7)
-    cv = fit_probe(x[:45], y[:45], x[45:], y[45:], heads=("softmax", "torch"), cv_folds=5)
+    cv = fit_probe(x[:45], y[:45], x[45:], y[45:], ProbeOptions(heads=("softmax", "torch"), cv_folds=5))
     assert cv.cv_folds == 5 and len(cv.tried) == 8
     assert cv.val_score == max(t["val_score"] for t in cv.tried)
     first = next(t for t in cv.tried if t["val_score"] == cv.val_score)
@@ -156,17 +166,17 @@ def test_cross_validated_selection_on_small_data():
     assert len(cv.model.predict(x)) == 60  # refit on train+val
     np.testing.assert_array_equal(cv.model.steps[0][1].n_samples_seen_, 60) if cv.head == "softmax" else None
     # folds are lowered to the smallest class; one image of a class is not enough
-    few = fit_probe(x[:10], y[:10], x[10:12], y[10:12], heads=("softmax",), cv_folds=10)
+    few = fit_probe(x[:10], y[:10], x[10:12], y[10:12], ProbeOptions(heads=("softmax",), cv_folds=10))
     assert few.cv_folds == int(np.bincount(y[:12]).min())
     y_single = y.copy()
     y_single[np.flatnonzero(y_single == 2)[1:]] = 0
     with pytest.raises(AutoTransferError, match="at least 2 images of every class"):
-        fit_probe(x[:45], y_single[:45], x[45:], y_single[45:], cv_folds=3)
+        fit_probe(x[:45], y_single[:45], x[45:], y_single[45:], ProbeOptions(cv_folds=3))
     with pytest.raises(AutoTransferError, match="cv_folds must be"):
-        fit_probe(x[:45], y[:45], x[45:], y[45:], cv_folds=1)
+        fit_probe(x[:45], y[:45], x[45:], y[45:], ProbeOptions(cv_folds=1))
 
 
 def test_cross_validation_works_without_a_validation_split():
     x, y = _blobs(n=60, separation=2.0, seed=8)
-    result = fit_probe(x, y, x[:0], y[:0], heads=("softmax",), cv_folds=3)
+    result = fit_probe(x, y, x[:0], y[:0], ProbeOptions(heads=("softmax",), cv_folds=3))
     assert result.val_accuracy > 0.9

@@ -10,7 +10,8 @@ from PIL import Image
 
 from autotransfer.data.datasets import load_dataset
 from autotransfer.models.zoo import create_backbone
-from autotransfer.transfer.profile import Thresholds, profile_dataset, similarity_score
+from autotransfer.transfer.calibration import similarity_score
+from autotransfer.transfer.profile import Thresholds, profile_dataset
 
 REFS = {"imagenet_photos": 0.5, "noise": 5.0}
 KEYS = {
@@ -139,7 +140,7 @@ def test_backbone_without_batchnorm_is_a_clear_error(imagefolder):
 
 
 def test_the_scale_runs_through_photos_clip_art_and_noise():
-    from autotransfer.transfer.profile import _similarity, reference_similarities
+    from autotransfer.transfer.calibration import reference_similarities, similarity_from
 
     refs = {
         "imagenet_photos": 0.2,
@@ -155,7 +156,7 @@ def test_the_scale_runs_through_photos_clip_art_and_noise():
     assert ladder["imagenet_photos"] == 1.0 and ladder["clipart"] == 0.5 and ladder["noise"] == 0.0
     assert 0.0 < ladder["digits"] < 0.5
     distances = np.geomspace(0.1, 1.2, 30)
-    scores = [_similarity(d, 2.0, refs)[1]["bn_statistics"] for d in distances]
+    scores = [similarity_from(d, 2.0, refs)[1]["bn_statistics"] for d in distances]
     assert scores == sorted(scores, reverse=True) and scores[0] == 1.0 and scores[-1] == 0.0
     # without a clip-art anchor: the straight line of two references
     assert similarity_score(math.sqrt(0.5 * 5.0), REFS) == pytest.approx(0.5)
@@ -174,7 +175,7 @@ def test_the_scale_runs_through_photos_clip_art_and_noise():
     ],
 )
 def test_one_resolution_for_profile_and_fit(sides, device, choices, expected):
-    from autotransfer.transfer.profile import choose_resolution, profile_resolution
+    from autotransfer.data.resolution import choose_resolution, profile_resolution
 
     size, reason = choose_resolution(sides, device=device, choices=choices)
     assert size == expected == profile_resolution(sides, device=device, choices=choices)
@@ -188,7 +189,7 @@ def test_profile_picks_and_records_its_resolution_and_majority_chance(tmp_path, 
     assert "small" in p["resolution"]["profiled_at_reason"]
     assert p["separability"]["chance"] == pytest.approx(0.75)  # majority share, not 1/K
     assert set(p["reference_similarity"]) == {"imagenet_photos", "noise"} and p["nearest_reference"]
-    from autotransfer.transfer.profile import choose_resolution
+    from autotransfer.data.resolution import choose_resolution
 
     assert choose_resolution(root)[0] == 64  # read from the headers, before anything is decoded
 

@@ -6,16 +6,11 @@ from PIL import Image, ImageFilter
 
 from autotransfer.data.images import ResizeRecipe, decode_file
 from autotransfer.data.offline_datasets import build
+from autotransfer.models.bn_statistics import group_distances, mean_distance, measure_sample
 from autotransfer.models.imagenet_check import imagenet_samples
 from autotransfer.models.zoo import create_backbone
-from autotransfer.transfer.profile import (
-    _mean_distance,
-    group_distances,
-    measure_sample,
-    profile_dataset,
-    reference_distances,
-    similarity_of,
-)
+from autotransfer.transfer.calibration import reference_distances, similarity_of
+from autotransfer.transfer.profile import profile_dataset
 
 pytestmark = pytest.mark.slow
 SIZE = 128
@@ -37,10 +32,10 @@ def photos():
 
 
 def _distance(net, images):
-    return _mean_distance(measure_sample(net, images).layers)
+    return mean_distance(measure_sample(net, images).layers)
 
 
-def _similarity(net, images):
+def similarity_from(net, images):
     return similarity_of(measure_sample(net, images), reference_distances(net, SIZE))[0]
 
 
@@ -77,7 +72,7 @@ def test_imagenet_photos_closer_than_fashion_mnist_closer_than_noise(net, photos
 
 @pytest.mark.parametrize("kind", ["blur", "noise", "gray", "invert"])
 def test_similarity_falls_monotonically_with_shift_strength(net, photos, kind):
-    similarity = [_similarity(net, _shifted(photos, kind, s)) for s in (0.0, 0.33, 0.66, 1.0)]
+    similarity = [similarity_from(net, _shifted(photos, kind, s)) for s in (0.0, 0.33, 0.66, 1.0)]
     assert similarity == sorted(similarity, reverse=True), similarity
     assert similarity[-1] < similarity[0] - 0.02
 
@@ -124,7 +119,8 @@ def test_grayscale_non_photo_data_at_native_resolution_reads_as_different(net, t
 
 @pytest.mark.parametrize("size", [64, 128])
 def test_references_land_where_docs_profiler_says(net, size):
-    from autotransfer.transfer.profile import Thresholds, reference_similarities
+    from autotransfer.transfer.calibration import reference_similarities
+    from autotransfer.transfer.profile import Thresholds
 
     ladder = reference_similarities(reference_distances(net, size))
     assert ladder["imagenet_photos"] == 1.0 and ladder["clipart"] == 0.5 and ladder["noise"] == 0.0

@@ -92,7 +92,7 @@ def _saved_pipeline(tmp_path):
     from autotransfer.data.images import ResizeRecipe
     from autotransfer.deploy.pipeline import Pipeline
     from autotransfer.models.zoo import create_backbone
-    from autotransfer.transfer.finetune import TransferModel
+    from autotransfer.transfer.transfer_model import TransferModel
 
     backbone = create_backbone("test_efficientnet", pretrained=False)
     model = TransferModel(backbone, "head", 2)

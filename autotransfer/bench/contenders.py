@@ -26,10 +26,11 @@ from autotransfer.deploy.pipeline import Pipeline
 from autotransfer.errors import AutoTransferError
 from autotransfer.models.features import extract_features
 from autotransfer.models.zoo import Backbone, create_backbone
-from autotransfer.transfer.finetune import FinetuneConfig, TransferModel, finetune
+from autotransfer.transfer.finetune import FinetuneConfig, finetune
 from autotransfer.transfer.metrics import LABEL_METRICS, score_predictions
-from autotransfer.transfer.probes import fit_probe
+from autotransfer.transfer.probes import ProbeOptions, fit_probe
 from autotransfer.transfer.strategies import probe_strategy
+from autotransfer.transfer.transfer_model import TransferModel
 
 
 @dataclass
@@ -136,7 +137,11 @@ def _probe(cell: Cell, mid_layer: bool, heads: tuple[str, ...]) -> Outcome:
     features = extract_features(dataset, backbone, [tap], show_progress=False)[tap]
     train, val = dataset.indices("train"), dataset.indices("val")
     probe = fit_probe(
-        features[train], dataset.labels[train], features[val], dataset.labels[val], heads=heads, seed=cell.seed
+        features[train],
+        dataset.labels[train],
+        features[val],
+        dataset.labels[val],
+        ProbeOptions(heads=tuple(heads), seed=cell.seed),
     )
     model = TransferModel(backbone, tap, len(dataset.classes)).set_linear_head(probe.model)
     pipeline = _wrap(
@@ -166,9 +171,12 @@ def run_codes_logreg(cell: Cell) -> Outcome:
         backbone = create_backbone(name)
         features = extract_features(dataset, backbone, ["head"], show_progress=False)["head"]
         probe = fit_probe(
-            features[train], dataset.labels[train], features[val], dataset.labels[val], heads=("softmax",),
-            seed=cell.seed,
-        )  # fmt: skip
+            features[train],
+            dataset.labels[train],
+            features[val],
+            dataset.labels[val],
+            ProbeOptions(heads=("softmax",), seed=cell.seed),
+        )
         if best is None or probe.val_accuracy > best[0].val_accuracy:
             best = (probe, backbone)
     probe, backbone = best
@@ -211,9 +219,7 @@ def run_grid(cell: Cell) -> Outcome:
                     train.labels[rows],
                     features[tap][val],
                     train.labels[val],
-                    heads=suite.grid_heads,
-                    c_grid=suite.grid_c,
-                    seed=cell.seed,
+                    ProbeOptions(heads=tuple(suite.grid_heads), c_grid=tuple(suite.grid_c), seed=cell.seed),
                 )
                 scores = label_scores(test_labels, probe.model.predict(test_features[tap]))
                 configs.append(

@@ -20,6 +20,7 @@ from torch import nn
 
 from autotransfer.errors import AutoTransferError
 from autotransfer.models import weights as weights_mod
+from autotransfer.models.torchvision_specs import TORCHVISION_SPECS
 from autotransfer.models.weights import OFFLINE_ZOO, WeightsSource, weights_available_offline
 
 log = logging.getLogger(__name__)
@@ -112,74 +113,6 @@ class Backbone:
         }
 
 
-@dataclass(frozen=True)
-class _TorchvisionSpec:
-    """What timm would tell us about a model, written out for the torchvision models we support."""
-
-    taps: tuple[tuple[str, str, int, int | None], ...]  # name, module, channels, stride
-    group_matcher: dict
-    classifier: str  # module replaced by Identity to get the CNN codes
-    num_features: int
-
-
-_TORCHVISION: dict[str, _TorchvisionSpec] = {
-    # AlexNet: taps after each ReLU (the recipe's CNN codes are fc7 after its ReLU, 4096-d);
-    # pool5 is the 6x6x256 map that fc6 reads.
-    "alexnet": _TorchvisionSpec(
-        taps=(
-            ("conv1", "features.1", 64, 4),
-            ("conv2", "features.4", 192, 8),
-            ("conv3", "features.7", 384, 16),
-            ("conv4", "features.9", 256, 16),
-            ("conv5", "features.11", 256, 16),
-            ("pool5", "features.12", 256, 32),
-            ("fc6", "classifier.2", 4096, None),
-            ("head", "classifier.5", 4096, None),
-        ),
-        group_matcher={"features": r"^features\.(\d+)", "classifier": r"^classifier\.(\d+)"},
-        classifier="classifier.6",
-        num_features=4096,
-    ),
-    "vgg16": _TorchvisionSpec(
-        taps=(
-            ("conv2_2", "features.8", 128, 2),
-            ("conv3_3", "features.15", 256, 4),
-            ("conv4_3", "features.22", 512, 8),
-            ("conv5_3", "features.29", 512, 16),
-            ("pool5", "features.30", 512, 32),
-            ("fc6", "classifier.1", 4096, None),
-            ("head", "classifier.4", 4096, None),
-        ),
-        group_matcher={"features": r"^features\.(\d+)", "classifier": r"^classifier\.(\d+)"},
-        classifier="classifier.6",
-        num_features=4096,
-    ),
-    "resnet18": _TorchvisionSpec(
-        taps=(
-            ("relu", "relu", 64, 2),
-            ("layer1", "layer1", 64, 4),
-            ("layer2", "layer2", 128, 8),
-            ("layer3", "layer3", 256, 16),
-            ("head", "layer4", 512, 32),
-        ),
-        group_matcher={"stem": r"^conv1|^bn1", "blocks": r"^layer(\d+)"},
-        classifier="fc",
-        num_features=512,
-    ),
-    "mobilenet_v2": _TorchvisionSpec(
-        taps=(
-            ("features.1", "features.1", 16, 2),
-            ("features.3", "features.3", 24, 4),
-            ("features.6", "features.6", 32, 8),
-            ("features.13", "features.13", 96, 16),
-            ("head", "features.18", 1280, 32),
-        ),
-        group_matcher={"stem": r"^features\.0\.", "blocks": r"^features\.(\d+)"},
-        classifier="classifier.1",
-        num_features=1280,
-    ),
-}
-
 # Shown by `autotransfer zoo list` besides the offline zoo: popular timm backbones (hub weights).
 _POPULAR_TIMM = (
     "resnet18",
@@ -193,7 +126,7 @@ _POPULAR_TIMM = (
 
 def known_backbones() -> list[str]:
     offline = [n for n in OFFLINE_ZOO if not n.startswith(TORCHVISION_PREFIX)]
-    return offline + [f"{TORCHVISION_PREFIX}{n}" for n in _TORCHVISION] + list(_POPULAR_TIMM)
+    return offline + [f"{TORCHVISION_PREFIX}{n}" for n in TORCHVISION_SPECS] + list(_POPULAR_TIMM)
 
 
 def _import_timm():
@@ -259,7 +192,7 @@ def _find_output_module(model: nn.Module, run: callable) -> str:
 
 def classifier_prefixes(model: nn.Module) -> tuple[str, ...]:
     """Module names of the ImageNet classifier, which a new task replaces."""
-    spec = _TORCHVISION.get(getattr(model, "_autotransfer_arch", ""))
+    spec = TORCHVISION_SPECS.get(getattr(model, "_autotransfer_arch", ""))
     if spec is not None:
         return (spec.classifier,)
     classifier = getattr(model, "pretrained_cfg", {}).get("classifier") or "classifier"
@@ -306,7 +239,7 @@ def _create_timm(name: str, device: torch.device | str) -> nn.Module:
 
 
 def _create_torchvision(arch: str, device: torch.device | str) -> nn.Module:
-    if arch not in _TORCHVISION:
+    if arch not in TORCHVISION_SPECS:
         raise unknown_backbone_error(TORCHVISION_PREFIX + arch)
     with torch.device(device):
         model = _torchvision_models().get_model(arch, weights=None)
@@ -315,7 +248,7 @@ def _create_torchvision(arch: str, device: torch.device | str) -> nn.Module:
 
 
 def _torchvision_description(arch: str, model: nn.Module) -> tuple[list[Tap], list[DepthGroup], Preprocess, int]:
-    spec = _TORCHVISION[arch]
+    spec = TORCHVISION_SPECS[arch]
     taps = [Tap(*t) for t in spec.taps]
     groups = _depth_groups(model, spec.group_matcher, classifier_prefixes(model))
     # torchvision's IMAGENET1K_V1 recipe: resize 256, centre crop 224, bilinear.
@@ -387,7 +320,7 @@ def similar_backbone_names(name: str, n: int = 5) -> list[str]:
     and our torchvision names): ``mobilenetv2_10`` -> ``mobilenetv2_100``, ... not alphabetical neighbours."""
     import difflib
 
-    candidates = set(known_backbones()) | {TORCHVISION_PREFIX + a for a in _TORCHVISION}
+    candidates = set(known_backbones()) | {TORCHVISION_PREFIX + a for a in TORCHVISION_SPECS}
     candidates |= set(_import_timm().list_models())
     query = name.strip().lower()
     base = query.split(".")[0]  # a pretrained tag (resnet50.a1_in1k) does not take part
@@ -410,7 +343,7 @@ def unknown_backbone_error(name: str, where: str | None = None) -> AutoTransferE
         + (f" Did you mean: {', '.join(close)}?" if close else ""),
         where=where,
         fix="use a timm model name (`timm.list_models()`), a torchvision one as 'tv:resnet18' "
-        f"({', '.join(TORCHVISION_PREFIX + a for a in _TORCHVISION)}), or see `autotransfer zoo list`.",
+        f"({', '.join(TORCHVISION_PREFIX + a for a in TORCHVISION_SPECS)}), or see `autotransfer zoo list`.",
     )
 
 
@@ -419,7 +352,7 @@ def check_backbone_names(names: list[str], where: str | None = None) -> None:
     (a pretrained tag allowed) nor a supported torchvision one; ``where``: file and key it came from."""
     for name in names:
         if name.startswith(TORCHVISION_PREFIX):
-            known = name.removeprefix(TORCHVISION_PREFIX) in _TORCHVISION
+            known = name.removeprefix(TORCHVISION_PREFIX) in TORCHVISION_SPECS
         else:
             known = ":" not in name and _import_timm().is_model(name)
         if not known:
@@ -452,7 +385,7 @@ def create_backbone(
         preprocess = Preprocess(**{**asdict(preprocess), **overrides})
     if not keep_classifier:
         if is_tv:
-            model.set_submodule(_TORCHVISION[arch].classifier, nn.Identity())
+            model.set_submodule(TORCHVISION_SPECS[arch].classifier, nn.Identity())
         else:
             model.reset_classifier(0)
     return Backbone(name, "torchvision" if is_tv else "timm", model, taps, groups, preprocess, num_features, source)

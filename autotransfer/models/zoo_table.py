@@ -22,9 +22,9 @@ log = logging.getLogger(__name__)
 
 
 def _key() -> str:
-    """Versions of timm and torch and the bytes of the module that defines the descriptions."""
+    """Versions of timm and torch and the bytes of the modules that define the descriptions."""
     parts = [metadata.version(name) for name in ("timm", "torch")]
-    parts.append((Path(__file__).parent / "zoo.py").read_bytes().hex())
+    parts += [(Path(__file__).parent / module).read_bytes().hex() for module in ("zoo.py", "torchvision_specs.py")]
     return hashlib.blake2b("\n".join(parts).encode(), digest_size=12).hexdigest()
 
 

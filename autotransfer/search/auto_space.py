@@ -27,12 +27,13 @@ import numpy as np
 import torch
 
 from autotransfer.cpu_threads import use_free_cpus
+from autotransfer.data.resolution import native_short_sides, profile_resolution
 from autotransfer.errors import AutoTransferError
 from autotransfer.models.weights import OFFLINE_ZOO, hub_reachable, offline_weights_available
 from autotransfer.models.zoo import TORCHVISION_PREFIX, create_backbone
 from autotransfer.search import planner
 from autotransfer.settings import user_weights_dir
-from autotransfer.transfer.profile import DEFAULT_BACKBONE, native_short_sides, profile_resolution
+from autotransfer.transfer.profile import DEFAULT_BACKBONE
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,11 @@ from autotransfer.search.context import RunContext
 from autotransfer.search.evaluate import evaluate_split
 from autotransfer.search.records import TrialRecord
 from autotransfer.search.trials import HYPERPARAMETERS, PIPELINE_HYPERPARAMETERS, config_for, describe
-from autotransfer.transfer.finetune import TransferModel, finetune, load_checkpoint
+from autotransfer.transfer.checkpoint import load_checkpoint
+from autotransfer.transfer.finetune import finetune
 from autotransfer.transfer.probes import make_head
 from autotransfer.transfer.strategies import STRATEGIES
+from autotransfer.transfer.transfer_model import TransferModel
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ import pandas as pd
 
 from autotransfer.budget import format_duration
 from autotransfer.cpu_threads import busiest_load, use_free_cpus
+from autotransfer.data.resolution import choose_resolution, profile_resolution
 from autotransfer.deploy.pipeline import Pipeline
 from autotransfer.errors import AutoTransferError
 from autotransfer.files import disk_full_error, is_disk_full, write_text_atomic
@@ -44,7 +45,7 @@ from autotransfer.search.run_dir import RunDirectory
 from autotransfer.search.selection import choose_final
 from autotransfer.search.settings import SearchSettings
 from autotransfer.search.storage import Studies, open_storage, open_studies, retry_interrupted_trials, write_once
-from autotransfer.transfer.profile import choose_resolution, profile_dataset, profile_resolution
+from autotransfer.transfer.profile import profile_dataset
 
 PLACEMENT_SECONDS = 5.0  # the pixel baseline: a logistic regression on grey thumbnails
 PROFILE_SAMPLE = 256  # images the profiler measures (profile_dataset's default sample_size)

@@ -18,34 +18,29 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import random
 import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from autotransfer.budget import Deadline
 from autotransfer.data.datasets import Dataset
 from autotransfer.errors import AutoTransferError
-from autotransfer.files import replacing, write_text_atomic
-from autotransfer.models.features import extract_features, normalisation, outputs_until, pool
+from autotransfer.models.features import extract_features, normalisation
 from autotransfer.models.zoo import Backbone
-from autotransfer.runtime import autocast, bf16_supported, default_device
+from autotransfer.runtime import bf16_supported, default_device
 from autotransfer.settings import cache_dir
 from autotransfer.transfer.augment import build_transform
 from autotransfer.transfer.batches import Batches, ImageRows, image_input
-from autotransfer.transfer.metrics import check_metric, class_weights
-from autotransfer.transfer.metrics import score as score_metric
+from autotransfer.transfer.checkpoint import EpochRecord, Progress, resumed, save_checkpoint
+from autotransfer.transfer.metrics import check_metric
 from autotransfer.transfer.prefix_cache import (
     build_prefix_caches,
     prefix_input,
@@ -53,20 +48,18 @@ from autotransfer.transfer.prefix_cache import (
     prefix_units,
     skipped_prefix,
 )
-from autotransfer.transfer.probes import as_linear, fit_probe
+from autotransfer.transfer.probes import ProbeOptions, as_linear, fit_probe
 from autotransfer.transfer.strategies import get_strategy
+from autotransfer.transfer.train_loop import Trainer, evaluate, is_oom, optimisation, seeded_global_rngs
+from autotransfer.transfer.transfer_model import TransferModel, freeze, param_groups
 
 log = logging.getLogger(__name__)
 
-FINITE_CHECK_EVERY = 32  # updates between checks that the loss is finite (each waits for the device)
+MIN_BATCH_SIZE = 4  # out-of-memory retries halve the batch size down to this
 
 
 class TrialPruned(Exception):
     """Raised by a ``report`` hook to stop a run that is not promising (the search's pruner)."""
-
-
-class NonFiniteLoss(RuntimeError):
-    """Training diverged (NaN or infinite loss): the search records the trial as failed and goes on."""
 
 
 @dataclass(frozen=True)
@@ -134,17 +127,6 @@ class FinetuneConfig:
 
 
 @dataclass
-class EpochRecord:
-    epoch: int
-    train_loss: float
-    val_loss: float
-    val_accuracy: float
-    seconds: float
-    batch_size: int
-    val_score: float | None = None  # the config's metric on val (None in checkpoints of older versions)
-
-
-@dataclass
 class FinetuneResult:
     """The trained model (best epoch) and how it got there."""
 
@@ -157,104 +139,6 @@ class FinetuneResult:
     seconds: float
     config: dict = field(default_factory=dict)
     best_val_score: float | None = None  # the config's metric at the best epoch
-
-
-class TransferModel(nn.Module):
-    """Backbone cut at ``tap`` + global average pooling + a new linear head.
-
-    A combined tap (``"a+b"``, ``Backbone.tap_parts``): the head reads the parts' pooled features
-    concatenated, (B, C_a + C_b), from one forward pass that stops after the deepest part."""
-
-    def __init__(self, backbone: Backbone, tap: str, n_classes: int) -> None:
-        super().__init__()
-        parts = backbone.tap_parts(tap)
-        self.backbone = backbone.model
-        self.tap = tap
-        self.tap_modules = [part.module for part in parts]
-        self.head = nn.Linear(sum(part.channels for part in parts), n_classes)
-        self.frozen_modules: list[nn.Module] = []
-
-    def set_linear_head(self, fitted) -> TransferModel:
-        """Make the head a fitted probe (scikit-learn or torch), its standardisation folded in."""
-        weight, bias = as_linear(fitted, self.head.out_features)
-        with torch.no_grad():
-            self.head.weight.copy_(weight)
-            self.head.bias.copy_(bias)
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = outputs_until(self.backbone, x, self.tap_modules)
-        return self.head(torch.cat([pool(outputs[m], "avg").float() for m in self.tap_modules], dim=1))
-
-    def train(self, mode: bool = True) -> TransferModel:
-        super().train(mode)
-        for module in self.frozen_modules:  # frozen groups keep ImageNet BN statistics, no dropout
-            module.eval()
-        return self
-
-
-def _group_modules(backbone: Backbone, groups: range) -> list[nn.Module]:
-    """The modules owning the parameters of ``groups`` (for eval mode of frozen layers)."""
-    names = {p.rsplit(".", 1)[0] for g in groups for p in backbone.depth_groups[g].params}
-    return [m for n, m in backbone.model.named_modules() if n in names]
-
-
-def param_groups(
-    model: TransferModel, backbone: Backbone, config: FinetuneConfig
-) -> tuple[list[dict], dict[str, float]]:
-    """Optimizer groups with explicit learning rates (timm's schedulers scale each group's own lr)."""
-    params = dict(model.backbone.named_parameters())
-    n = len(backbone.depth_groups)
-    groups, lrs = [], {}
-    if get_strategy(config.strategy).trains_backbone:
-        for group in backbone.depth_groups[config.frozen_groups(n) :]:
-            lr = config.head_lr * config.backbone_lr_ratio * config.layer_decay ** (n - 1 - group.index)
-            tensors = [params[p] for p in group.params if params[p].requires_grad]
-            decay = [t for t in tensors if t.ndim > 1]
-            no_decay = [t for t in tensors if t.ndim <= 1]  # biases and norms are not decayed
-            groups += [{"params": decay, "lr": lr}, {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
-            lrs[f"{group.index}:{group.name}"] = lr
-    groups += [
-        {"params": [model.head.weight], "lr": config.head_lr},
-        {"params": [model.head.bias], "lr": config.head_lr, "weight_decay": 0.0},
-    ]
-    lrs["head"] = config.head_lr
-    return [g for g in groups if g["params"]], lrs
-
-
-def _freeze(model: TransferModel, backbone: Backbone, config: FinetuneConfig) -> None:
-    frozen = range(config.frozen_groups(len(backbone.depth_groups)))
-    for param in model.backbone.parameters():
-        param.requires_grad = True
-    for g in frozen:
-        for name in backbone.depth_groups[g].params:
-            model.backbone.get_parameter(name).requires_grad = False
-    model.frozen_modules = [] if config.train_bn_stats else _group_modules(backbone, frozen)
-
-
-def _is_oom(error: BaseException) -> bool:
-    """GPU (CUDA OOM) or host (torch's CPU allocator, Python's MemoryError) out of memory."""
-    message = str(error).lower()
-    return isinstance(error, (torch.cuda.OutOfMemoryError, MemoryError)) or (
-        isinstance(error, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
-    )
-
-
-@contextmanager
-def seeded_global_rngs(seed: int) -> Iterator[None]:
-    """Seed Python's and NumPy's global generators for one training run, then give the caller's back.
-
-    timm's Mixup draws from these globals (not from a generator we can pass), so
-    without this a trial's augmentations depend on whatever ran before it in the process.
-    """
-    saved_python, saved_numpy = random.getstate(), np.random.get_state()
-    random.seed(seed)
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(saved_python)
-        np.random.set_state(saved_numpy)
 
 
 def _randaugment_magnitude(spec: str) -> int:
@@ -273,31 +157,6 @@ def _augmentation(config: FinetuneConfig, size: int) -> Callable | None:
     )
 
 
-def _evaluate(
-    model: nn.Module, batches: Batches, labels: torch.Tensor, batch_size: int, device, use_bf16: bool, metric: str
-) -> tuple[float, float, float]:
-    """Validation loss, accuracy and ``metric`` (higher is better); sums stay on the device until the end."""
-    model.eval()
-    n = max(len(batches), 1)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    total_loss = torch.zeros((), device=device)
-    probabilities = []  # val x classes, kept only for a metric other than accuracy
-    with torch.inference_mode(), autocast(device, use_bf16):
-        for rows, inputs in batches.iterate(np.arange(len(batches)), batch_size):
-            logits = model(inputs).float()
-            target = labels[rows].to(device, non_blocking=True)
-            total_loss += nn.functional.cross_entropy(logits, target, reduction="sum")
-            correct += (logits.argmax(1) == target).sum()
-            if metric != "accuracy":
-                probabilities.append(torch.softmax(logits, 1))
-    accuracy = int(correct) / n
-    if not probabilities:
-        return float(total_loss) / n, accuracy, accuracy
-    proba = torch.cat(probabilities).cpu().numpy()
-    value = score_metric(metric, labels.numpy(), proba, proba.shape[1])
-    return float(total_loss) / n, accuracy, value
-
-
 def linear_probe_head(dataset: Dataset, backbone: Backbone, config: FinetuneConfig, device) -> nn.Linear:
     """LP-FT's first stage: a linear probe on the (cached) pooled tap features, regularisation chosen
     on val (probes.fit_probe), folded into one nn.Linear on the raw features."""
@@ -312,9 +171,7 @@ def linear_probe_head(dataset: Dataset, backbone: Backbone, config: FinetuneConf
         dataset.labels[train],
         features[val],
         dataset.labels[val],
-        heads=("torch",),
-        seed=config.seed,
-        class_weight=config.class_weight,
+        ProbeOptions(heads=("torch",), seed=config.seed, class_weight=config.class_weight),
     ).model
     head = nn.Linear(features.shape[1], len(dataset.classes))
     weight, bias = as_linear(probe, len(dataset.classes))
@@ -322,24 +179,6 @@ def linear_probe_head(dataset: Dataset, backbone: Backbone, config: FinetuneConf
         head.weight.copy_(weight)
         head.bias.copy_(bias.clamp(min=-10.0))  # classes absent from train: low, but still trainable
     return head.to(device)
-
-
-def save_checkpoint(folder: Path, state: dict[str, torch.Tensor] | None, meta: dict) -> None:
-    """Progress after every epoch (JSON) and the best weights when they improve (safetensors);
-    each file is replaced atomically, the weights first, so the JSON never names missing weights."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if state is not None:
-        with replacing(folder / "best.safetensors") as partial:
-            save_file({k: v.contiguous() for k, v in state.items()}, str(partial))
-    write_text_atomic(folder / "best.json", json.dumps(meta))
-
-
-def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
-    try:
-        meta = json.loads((folder / "best.json").read_text())
-        return load_file(str(folder / "best.safetensors")), meta
-    except (OSError, ValueError):
-        return None
 
 
 @dataclass
@@ -377,9 +216,11 @@ def _inputs(
     labels_val = torch.as_tensor(dataset.labels[val_rows])
     caches = None
     if units:
+        prepare = image_input(mean, std)
+        sources = [Batches(ImageRows(dataset.images, rows), prepare, device) for rows in (train_rows, val_rows)]
         caches = build_prefix_caches(
-            model, units, [train_rows, val_rows], dataset.images, mean=mean, std=std, device=device,
-            batch_size=config.batch_size, use_bf16=use_bf16, folder=folder or cache_dir() / "prefix",
+            model, units, sources, batch_size=config.batch_size, use_bf16=use_bf16,
+            folder=folder or cache_dir() / "prefix",
         )  # fmt: skip
     if caches is not None:
         sample = np.asarray(dataset.images[val_rows[:4]])
@@ -396,69 +237,6 @@ def _inputs(
     return _Inputs(train, val, labels_train, labels_val, [])
 
 
-def _optimisation(
-    groups: list[dict], config: FinetuneConfig, steps_per_epoch: int, train_labels: np.ndarray, n_classes: int, device
-):
-    """timm's optimizer and per-update cosine schedule, timm's Mixup (or None), and the loss (class-weighted
-    with ``config.class_weight="balanced"``: scikit-learn's n / (K * count) per class)."""
-    from timm.data import Mixup
-    from timm.optim import create_optimizer_v2
-    from timm.scheduler import create_scheduler_v2
-
-    optimizer = create_optimizer_v2(groups, opt=config.optimizer, lr=config.head_lr, weight_decay=config.weight_decay)
-    scheduler, _ = create_scheduler_v2(
-        optimizer,
-        sched="cosine",
-        num_epochs=config.epochs,
-        warmup_epochs=config.warmup_epochs,
-        warmup_lr=config.head_lr * 1e-3,
-        step_on_epochs=False,
-        updates_per_epoch=steps_per_epoch,
-    )
-    mixup = None
-    if config.mixup > 0:
-        mixup = Mixup(mixup_alpha=config.mixup, label_smoothing=config.label_smoothing, num_classes=n_classes)
-    weight = None
-    if config.class_weight == "balanced":
-        weight = torch.as_tensor(class_weights(train_labels, n_classes), dtype=torch.float32, device=device)
-    criterion = nn.CrossEntropyLoss(weight=weight, label_smoothing=0.0 if mixup else config.label_smoothing)
-    return optimizer, scheduler, mixup, criterion
-
-
-@dataclass
-class _Progress:
-    """Where training stands: epochs done, and the best epoch's accuracy, index and weights."""
-
-    history: list[EpochRecord] = field(default_factory=list)
-    best_score: float = -float("inf")
-    best_accuracy: float = -1.0
-    best_epoch: int = -1
-    best_state: dict | None = None
-    first_epoch: int = 0
-
-
-def _resumed(model: TransferModel, checkpoint_dir: Path | None, resume: bool) -> _Progress:
-    """The progress of an earlier run in ``checkpoint_dir`` (its best weights loaded), or a fresh start."""
-    saved = load_checkpoint(checkpoint_dir) if (resume and checkpoint_dir is not None) else None
-    if saved is None:
-        return _Progress()
-    state, meta = saved
-    model.load_state_dict(state, strict=False)  # a cached-prefix run saved no (frozen) prefix tensors
-    progress = _Progress(
-        [EpochRecord(**h) for h in meta["history"]], meta.get("val_score", meta["val_accuracy"]),
-        meta["val_accuracy"], meta["best_epoch"], state,
-        meta["last_epoch"] + 1,
-    )  # fmt: skip
-    log.info(
-        "resumed from %s after epoch %d (best %.4f at epoch %d)",
-        checkpoint_dir,
-        meta["last_epoch"],
-        meta["val_accuracy"],
-        meta["best_epoch"],
-    )
-    return progress
-
-
 def finetune(
     dataset: Dataset,
     backbone: Backbone,
@@ -466,7 +244,6 @@ def finetune(
     *,
     report: Callable[[int, float], None] | None = None,
     device: torch.device | str | None = None,
-    min_batch_size: int = 4,
     checkpoint_dir: Path | None = None,
     resume: bool = False,
     deadline: Deadline | None = None,
@@ -475,7 +252,7 @@ def finetune(
 
     ``report(epoch, val_score)`` is called after every epoch (``config.metric`` on val: accuracy by
     default; the best epoch is chosen by it) and may raise ``TrialPruned``.
-    Out-of-memory errors halve the batch size and retry the epoch (logged), down to ``min_batch_size``.
+    Out-of-memory errors halve the batch size and retry the epoch (logged), down to ``MIN_BATCH_SIZE``.
     With ``checkpoint_dir`` progress and the best weights are saved there (JSON + safetensors);
     ``resume`` continues after the last finished epoch from the best weights (the optimizer state
     starts afresh); a run that had already finished returns the checkpointed model. With ``deadline``
@@ -485,43 +262,30 @@ def finetune(
     config = config.validate(backbone)
     device = torch.device(device) if device is not None else default_device()
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
     wanted = device.type == "cuda" if config.bf16 == "auto" else bool(config.bf16)
     use_bf16 = wanted and bf16_supported(device)
     model = TransferModel(backbone, config.tap, len(dataset.classes)).to(device)
     model.backbone.to(memory_format=torch.channels_last)
     if get_strategy(config.strategy).starts_from_probe:
         model.head.load_state_dict(linear_probe_head(dataset, backbone, config, device).state_dict())
-    _freeze(model, backbone, config)
+    freeze(model, backbone, config)
     groups, group_lrs = param_groups(model, backbone, config)
     log.debug("learning rates: %s", ", ".join(f"{k} {v:.2e}" for k, v in group_lrs.items()))
     inputs = _inputs(dataset, backbone, model, config, device, use_bf16, checkpoint_dir)
     steps_per_epoch = math.ceil(len(inputs.labels_train) / config.batch_size)
-    optimizer, scheduler, mixup, criterion = _optimisation(
-        groups, config, steps_per_epoch, dataset.labels[dataset.indices("train")], len(dataset.classes), device
-    )
-    progress = _resumed(model, checkpoint_dir, resume)
+    trainer = optimisation(
+        groups, config, steps_per_epoch, dataset.labels[dataset.indices("train")], len(dataset.classes), device,
+        use_bf16=use_bf16,
+    )  # fmt: skip
+    progress = resumed(model, checkpoint_dir, resume)
     updates = progress.first_epoch * steps_per_epoch
-    scheduler.step_update(updates)
+    trainer.scheduler.step_update(updates)
     batch_size = config.batch_size
     with skipped_prefix(model.backbone, inputs.prefix_units), seeded_global_rngs(config.seed):
         for epoch in range(progress.first_epoch, config.epochs):
             tic = time.perf_counter()
-            while True:
-                try:
-                    train_loss, updates = _train_epoch(
-                        model, inputs.train, inputs.labels_train, optimizer, scheduler, criterion, mixup, config,
-                        batch_size, rng, device, use_bf16, updates,
-                    )  # fmt: skip
-                    break
-                except (RuntimeError, MemoryError) as error:
-                    if not _is_oom(error) or batch_size // 2 < min_batch_size:
-                        raise
-                    batch_size //= 2
-                    log.warning("out of memory: epoch %d restarts with batch size %d", epoch, batch_size)
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
-            val_loss, val_accuracy, val_score = _evaluate(
+            train_loss, updates, batch_size = _epoch_with_retry(trainer, model, inputs, batch_size, updates, epoch)
+            val_loss, val_accuracy, val_score = evaluate(
                 model, inputs.val, inputs.labels_val, batch_size, device, use_bf16, config.metric
             )
             seconds = time.perf_counter() - tic
@@ -545,10 +309,28 @@ def finetune(
     )
 
 
+def _epoch_with_retry(
+    trainer: Trainer, model: TransferModel, inputs: _Inputs, batch_size: int, updates: int, epoch: int
+) -> tuple[float, int, int]:
+    """One training epoch; out of memory, it restarts with half the batch size, down to MIN_BATCH_SIZE.
+    The mean loss, the updates after it and the batch size it ran at."""
+    while True:
+        try:
+            loss, updates = trainer.train_epoch(model, inputs.train, inputs.labels_train, batch_size, updates)
+            return loss, updates, batch_size
+        except (RuntimeError, MemoryError) as error:
+            if not is_oom(error) or batch_size // 2 < MIN_BATCH_SIZE:
+                raise
+            batch_size //= 2
+            log.warning("out of memory: epoch %d restarts with batch size %d", epoch, batch_size)
+            if trainer.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
 def _after_epoch(
     model: TransferModel,
     config: FinetuneConfig,
-    progress: _Progress,
+    progress: Progress,
     record: EpochRecord,
     checkpoint_dir: Path | None,
     report: Callable[[int, float], None] | None,
@@ -586,54 +368,3 @@ def _after_epoch(
         )
         return True
     return False
-
-
-def _train_epoch(
-    model,
-    batches: Batches,
-    labels: torch.Tensor,
-    optimizer,
-    scheduler,
-    criterion,
-    mixup,
-    config: FinetuneConfig,
-    batch_size: int,
-    rng: np.random.Generator,
-    device,
-    use_bf16: bool,
-    updates: int,
-) -> tuple[float, int]:
-    """One pass over the train split; the loss stays on the device and is checked every few updates."""
-    model.train()
-    order = rng.permutation(len(batches))
-    total = torch.zeros((), device=device)
-    checked = updates
-    for rows, inputs in batches.iterate(order, batch_size):
-        target = labels[rows].to(device, non_blocking=True)
-        if mixup is not None and len(rows) % 2 == 0:
-            inputs, target = mixup(inputs, target)
-        with autocast(device, use_bf16):
-            loss = criterion(model(inputs).float(), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip:
-            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip)
-        optimizer.step()
-        updates += 1
-        scheduler.step_update(updates)
-        total += loss.detach() * len(rows)
-        if updates - checked >= FINITE_CHECK_EVERY:
-            _check_finite(total, checked, updates)
-            checked = updates
-    _check_finite(total, checked, updates)
-    return float(total) / max(len(order), 1), updates
-
-
-def _check_finite(total: torch.Tensor, since: int, updates: int) -> None:
-    """Stop a diverged run (NaN or infinite loss) rather than train on garbage for the epochs left."""
-    value = float(total)  # the one host synchronisation, every FINITE_CHECK_EVERY updates
-    if not math.isfinite(value):
-        raise NonFiniteLoss(
-            f"the training loss became {value} between updates {since + 1} and {updates} "
-            "(learning rate too high for this model?)"
-        )

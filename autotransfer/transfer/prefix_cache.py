@@ -34,7 +34,7 @@ from autotransfer.files import is_disk_full
 from autotransfer.models.features import outputs_until, to_input
 from autotransfer.models.zoo import Backbone
 from autotransfer.runtime import autocast
-from autotransfer.transfer.batches import Batches, ImageRows, image_input
+from autotransfer.transfer.batches import Batches
 
 log = logging.getLogger(__name__)
 
@@ -196,17 +196,15 @@ def prefix_matches(
 
 
 def build_prefix_caches(
-    model, units: list[str], split_rows: list[np.ndarray], images: np.ndarray, *,
-    mean, std, device: torch.device, batch_size: int, use_bf16: bool, folder: Path,
-) -> list[PrefixCache] | None:  # fmt: skip
-    """One cache per split (``split_rows``: rows of ``images``), or None when they would not fit."""
-    prepare = image_input(mean, std)
-    sources = [Batches(ImageRows(images, rows), prepare, device) for rows in split_rows]
+    model, units: list[str], sources: list[Batches], *, batch_size: int, use_bf16: bool, folder: Path
+) -> list[PrefixCache] | None:
+    """One cache per split (``sources``: its batches of images, normalised on the model's device), or None
+    when they would not fit."""
     was_training = model.training
     model.eval()  # frozen BatchNorm layers use their running statistics, and do not update them
     try:
         first = next(sources[0].iterate(np.arange(1), 1))[1]
-        plan = plan_prefix_cache(model, units[-1], first, sum(len(r) for r in split_rows), folder, use_bf16)
+        plan = plan_prefix_cache(model, units[-1], first, sum(len(s) for s in sources), folder, use_bf16)
         log.info("frozen-prefix cache %s", plan.reason)
         if plan.place is None:
             return None

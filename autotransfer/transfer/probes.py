@@ -2,7 +2,9 @@
 
 Heads: multinomial logistic regression (softmax) and a linear SVM from scikit-learn, both after
 standardisation, with the regularisation strength searched; and a torch linear head (full-batch
-L-BFGS) for large data or a GPU. Class imbalance can be handled with balanced class weights.
+L-BFGS) for a GPU. Softmax heads on large n x d x c train on minibatches instead
+(torch_heads.MinibatchSoftmaxHead, chosen by probe_cost.solver). Class imbalance can be handled with
+balanced class weights.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import itertools
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,90 +25,12 @@ from sklearn.svm import LinearSVC
 
 from autotransfer.budget import Deadline
 from autotransfer.errors import AutoTransferError
-from autotransfer.runtime import default_device
-from autotransfer.transfer.metrics import check_metric, class_weights, score, score_predictions
+from autotransfer.transfer.metrics import check_metric, score, score_predictions
+from autotransfer.transfer.probe_cost import MAX_ITER, fit_seconds, iterations, selection_rows, solver
+from autotransfer.transfer.torch_heads import MinibatchSoftmaxHead, TorchLinearHead
 
 HEADS = ("softmax", "svm", "torch")
 DEFAULT_C_GRID = (0.01, 0.1, 1.0, 10.0)
-MAX_ITER = 300  # of every head's solver
-# For estimates only: the multiply-adds a solver iteration costs per (sample, feature, class) (a
-# forward and a gradient pass, line-search evaluations included) and the rate of a 2-core CPU.
-FLOP_PER_ITER, FLOPS = 8.0, 2e10
-SELECT_SECONDS = 20.0  # one (head, C) fit above this estimate: selection runs on a stratified subsample
-MIN_ITER = 10
-
-
-def fit_seconds(n: int, d: int, c: int, max_iter: int = MAX_ITER) -> float:
-    """Estimated seconds of one capped solver run on ``n`` x ``d`` features and ``c`` classes: the cost
-    grows with the class count (1,000 classes: 100x the cost of 10)."""
-    return max_iter * FLOP_PER_ITER * n * d * max(c, 2) / FLOPS
-
-
-def selection_rows(y: np.ndarray, d: int, c: int, seed: int) -> np.ndarray:
-    """Positions of a seeded, stratified subsample of ``y`` whose fit costs about ``SELECT_SECONDS``
-    (every class keeps its share, and at least 2 images where it has them); all of them when cheap."""
-    wanted = int(SELECT_SECONDS * FLOPS / (MAX_ITER * FLOP_PER_ITER * d * max(c, 2)))
-    if wanted >= len(y):
-        return np.arange(len(y))
-    rng = np.random.default_rng(seed)
-    keep = []
-    for label in np.unique(y):
-        members = np.flatnonzero(y == label)
-        k = min(len(members), max(2, round(len(members) * wanted / len(y))))
-        keep.append(rng.choice(members, k, replace=False))
-    return np.sort(np.concatenate(keep))
-
-
-@dataclass
-class TorchLinearHead:
-    """Standardise + linear layer trained full-batch with L-BFGS and an L2 penalty of 1/(C·N)."""
-
-    C: float = 1.0
-    class_weight: str | None = None
-    max_iter: int = 200  # L-BFGS iterations
-    device: torch.device = field(default_factory=default_device)
-
-    def fit(self, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> TorchLinearHead:
-        """Fit on ``x`` (n, d) and labels ``y``; ``sample_weight`` (n,) weighs each image's loss.
-
-        ``class_weight="balanced"`` multiplies the sample weights by scikit-learn's balanced class
-        weights (n / (K * count of the class)); the loss is the weighted mean cross-entropy.
-        """
-        self.classes_ = np.unique(y)
-        self.mean_, self.scale_ = x.mean(0), x.std(0) + 1e-6
-        inputs = torch.as_tensor((x - self.mean_) / self.scale_, dtype=torch.float32, device=self.device)
-        index = np.searchsorted(self.classes_, y)
-        targets = torch.as_tensor(index, device=self.device)
-        weights = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        if self.class_weight == "balanced":
-            weights = weights * class_weights(index, len(self.classes_))[index]
-        elif self.class_weight is not None:
-            raise AutoTransferError(f"class_weight must be 'balanced' or None, got {self.class_weight!r}.")
-        weight = torch.as_tensor(weights / weights.sum(), dtype=torch.float32, device=self.device)
-        self.linear_ = torch.nn.Linear(x.shape[1], len(self.classes_)).to(self.device)
-        optimizer = torch.optim.LBFGS(self.linear_.parameters(), max_iter=self.max_iter, line_search_fn="strong_wolfe")
-        penalty = 1.0 / (self.C * len(y))
-
-        def closure() -> torch.Tensor:
-            optimizer.zero_grad()
-            losses = torch.nn.functional.cross_entropy(self.linear_(inputs), targets, reduction="none")
-            loss = (losses * weight).sum() + penalty * self.linear_.weight.pow(2).sum()
-            loss.backward()
-            return loss
-
-        optimizer.step(closure)
-        return self
-
-    def decision_function(self, x: np.ndarray) -> np.ndarray:
-        inputs = torch.as_tensor((x - self.mean_) / self.scale_, dtype=torch.float32, device=self.device)
-        with torch.no_grad():
-            return self.linear_(inputs).cpu().numpy()
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return self.classes_[self.decision_function(x).argmax(1)]
-
-    def score(self, x: np.ndarray, y: np.ndarray) -> float:
-        return float((self.predict(x) == y).mean())
 
 
 def make_head(
@@ -116,16 +40,22 @@ def make_head(
     seed: int = 0,
     shape: tuple[int, int] | None = None,
     max_iter: int = MAX_ITER,
+    n_classes: int = 2,
+    deadline: Deadline | None = None,
 ):
-    """A fresh, unfitted head of ``kind`` with inverse regularisation strength ``C`` (``max_iter``: the
-    solver's cap, lowered by fit_probe where a full run would pass the deadline).
+    """A fresh, unfitted head of ``kind`` with inverse regularisation strength ``C`` (``max_iter``: a
+    full-batch solver's cap, lowered by fit_probe where a full run would pass the deadline).
 
-    ``shape`` is (samples, features) of the data it will be fit on: it picks the SVM's solver.
-    liblinear's dual solver is used unless samples outnumber features more than 20:1, where
-    sklearn's ``dual="auto"`` takes the primal one as soon as they outnumber them: on standardised
-    CNN codes the primal solver is 3.5-4.7x slower at 1.6-6 samples per feature (2000 x 1280: 156 s
-    vs 33 s for a 4-value C grid, same accuracy) and no faster at 21 (benchmarks/probes.py).
+    ``shape`` is (samples, features) of the data it will be fit on, ``n_classes`` its class count.
+    A softmax head whose full-batch fit would be long (probe_cost.solver) is a MinibatchSoftmaxHead,
+    which stops at ``deadline``. The shape also picks the SVM's solver: liblinear's dual solver is
+    used unless samples outnumber features more than 20:1, where sklearn's ``dual="auto"`` takes the
+    primal one as soon as they outnumber them: on standardised CNN codes the primal solver is
+    3.5-4.7x slower at 1.6-6 samples per feature (2000 x 1280: 156 s vs 33 s for a 4-value C grid,
+    same accuracy) and no faster at 21 (benchmarks/probes.py).
     """
+    if shape is not None and solver(kind, shape[0], shape[1], n_classes) == "minibatch":
+        return MinibatchSoftmaxHead(C=C, class_weight=class_weight, seed=seed, deadline=deadline)
     if kind == "softmax":
         return make_pipeline(
             StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, class_weight=class_weight, random_state=seed)
@@ -194,22 +124,101 @@ def _evaluate(model, x: np.ndarray, y: np.ndarray, metric: str, classes: np.ndar
     return score(metric, index, head_proba(model, x, classes), len(classes)), accuracy
 
 
-def _fit(
-    kind: str, C: float, class_weight: str | None, seed: int, x: np.ndarray, y: np.ndarray, max_iter: int = MAX_ITER
-):
-    model = make_head(kind, C, class_weight, seed, shape=x.shape, max_iter=max_iter)
+@dataclass(frozen=True)
+class _FitBudget:
+    """A fit's limits: a full-batch solver's iteration cap, and the deadline a minibatch one stops at."""
+
+    n_classes: int
+    max_iter: int
+    deadline: Deadline | None
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """How fit_probe chooses a head: the head kinds and C values tried (ties go to the earlier head and
+    then the smaller C), the class weighting every head uses (``"balanced"``: inversely to class
+    frequency), the metric it is chosen by (a name of autotransfer.transfer.metrics.METRICS), and
+    ``cv_folds`` (0: chosen on the validation split; k >= 2: by a seeded StratifiedKFold on train and
+    val pooled, for small data)."""
+
+    heads: tuple[str, ...] = ("softmax", "svm")
+    c_grid: tuple[float, ...] = DEFAULT_C_GRID
+    class_weight: str | None = None
+    seed: int = 0
+    metric: str = "accuracy"
+    cv_folds: int = 0
+
+
+def _fit(options: ProbeOptions, kind: str, C: float, x: np.ndarray, y: np.ndarray, budget: _FitBudget):
+    """Head ``kind`` fit on (x, y) within ``budget``."""
+    model = make_head(
+        kind,
+        C,
+        options.class_weight,
+        options.seed,
+        shape=x.shape,
+        max_iter=budget.max_iter,
+        n_classes=budget.n_classes,
+        deadline=budget.deadline,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # a capped solver is still a valid probe
         model.fit(x, y)
     return model
 
 
-def _iterations(deadline: Deadline | None, seconds: float) -> int:
-    """The solver's cap for a fit estimated at ``seconds`` (with ``MAX_ITER``): lowered so that it ends
-    by the deadline, never below ``MIN_ITER``."""
-    if deadline is None or seconds <= deadline.left():
-        return MAX_ITER
-    return max(MIN_ITER, int(MAX_ITER * max(deadline.left(), 0.0) / seconds))
+def _check(y_train: np.ndarray, y_val: np.ndarray, options: ProbeOptions) -> None:
+    if len(np.unique(y_train)) < 2:
+        raise AutoTransferError("A linear probe needs at least 2 classes in the training split.")
+    if not options.cv_folds and len(y_val) == 0:
+        raise AutoTransferError(
+            "The validation split is empty: there is nothing to choose the head on.",
+            fix="use more images per class, or a larger val_fraction (or cv_folds).",
+        )
+    if options.cv_folds == 1 or options.cv_folds < 0:
+        raise AutoTransferError(f"cv_folds must be 0 (use the validation split) or >= 2, got {options.cv_folds}.")
+
+
+def _folds(options: ProbeOptions, x: np.ndarray, y: np.ndarray, classes: np.ndarray) -> list:
+    """The (fit, held-out) positions of cross-validation on (x, y); k lowered to the smallest class."""
+    smallest = int(np.bincount(np.searchsorted(classes, y)).min())
+    folds = min(options.cv_folds, smallest)
+    if folds < 2:
+        raise AutoTransferError(
+            f"Cross-validation needs at least 2 images of every class; one class has {smallest}.",
+            fix="add images to that class, or choose on the validation split (cv_folds=0).",
+        )
+    return list(StratifiedKFold(folds, shuffle=True, random_state=options.seed).split(x, y))
+
+
+@dataclass
+class _Selection:
+    """What the (head, C) comparison saw: its rows, the validation split, the folds (cross-validation)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    classes: np.ndarray
+    splits: list | None
+
+    def score(self, options: ProbeOptions, kind: str, C: float, budget: _FitBudget):
+        """(metric, accuracy, model) of (kind, C); the model is None under cross-validation."""
+        if self.splits is None:
+            model = _fit(options, kind, C, self.x, self.y, budget)
+            return (*_evaluate(model, self.x_val, self.y_val, options.metric, self.classes), model)
+        measured = [
+            _evaluate(
+                _fit(options, kind, C, self.x[fit], self.y[fit], budget),
+                self.x[held],
+                self.y[held],
+                options.metric,
+                self.classes,
+            )  # fmt: skip
+            for fit, held in self.splits
+        ]
+        value, accuracy = (float(np.mean(column)) for column in zip(*measured))
+        return value, accuracy, None
 
 
 def fit_probe(
@@ -217,101 +226,66 @@ def fit_probe(
     y_train: np.ndarray,
     x_val: np.ndarray,
     y_val: np.ndarray,
+    options: ProbeOptions = ProbeOptions(),
     *,
-    heads: tuple[str, ...] = ("softmax", "svm"),
-    c_grid: tuple[float, ...] = DEFAULT_C_GRID,
-    class_weight: str | None = None,
-    seed: int = 0,
-    metric: str = "accuracy",
-    cv_folds: int = 0,
     deadline: Deadline | None = None,
 ) -> ProbeResult:
-    """Fit every (head, C) and keep the best by ``metric`` (a name of autotransfer.transfer.metrics.METRICS).
+    """Fit every (head, C) of ``options`` and keep the best by its metric.
 
-    Without ``cv_folds`` each head is fit on train and scored on val. With ``cv_folds=k`` (k >= 2;
-    for small data) train and val are pooled and each (head, C) is scored by its mean over a
-    seeded StratifiedKFold (k is lowered to the smallest class count, which must be >= 2); the
-    chosen one is then refit on all of train+val. Ties go to the earlier head of ``heads`` and
-    then the smaller C (the more regularised). ``class_weight="balanced"`` weighs classes inversely
-    to their frequency in every head. ``deadline``: once one (head, C) is scored, no other starts
-    whose estimated cost (fit_seconds: samples x features x classes) passes it, and the first one's
-    solver is capped to end by it (the search's time budget; 1,000 classes make each fit slow).
-    When one fit of all samples would take more than ``SELECT_SECONDS``, the (head, C) are compared
-    on a stratified subsample and the chosen one is refit on all of them (if that fits the deadline).
+    Without ``cv_folds`` each head is fit on train and scored on val. With ``cv_folds=k`` train and val
+    are pooled and each (head, C) is scored by its mean over the folds (k is lowered to the smallest
+    class count, which must be >= 2); the chosen one is then refit on all of train+val.
+    Large data: when one full-batch fit of all samples would take more than ``SELECT_SECONDS``, the
+    (head, C) are compared on a stratified subsample and the chosen one is refit on all of them; softmax
+    fits whose full-batch estimate is long train on minibatches (probe_cost.solver).
+    ``deadline``: once one (head, C) is scored, no other starts whose estimated cost (probe_cost:
+    samples x features x classes, times the wall/CPU ratio the last fit saw on a loaded machine) passes
+    it; full-batch solvers are capped in iterations to end by it and minibatch ones stop at it, with what
+    they have (the search's time budget).
     """
-    if len(np.unique(y_train)) < 2:
-        raise AutoTransferError("A linear probe needs at least 2 classes in the training split.")
-    if not cv_folds and len(y_val) == 0:
-        raise AutoTransferError(
-            "The validation split is empty: there is nothing to choose the head on.",
-            fix="use more images per class, or a larger val_fraction (or cv_folds).",
-        )
-    if cv_folds == 1 or cv_folds < 0:
-        raise AutoTransferError(f"cv_folds must be 0 (use the validation split) or >= 2, got {cv_folds}.")
+    _check(y_train, y_val, options)
     classes = np.unique(np.concatenate([y_train, y_val]))
-    check_metric(metric, len(classes))
+    check_metric(options.metric, len(classes))
     start = time.perf_counter()
-    x_fit, y_fit = (
-        (np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val])) if cv_folds else (x_train, y_train)
-    )
-    # (head, C) chosen on a stratified subsample when one fit of everything would be long; the
-    # chosen one is refit on everything below
-    pick = selection_rows(y_fit, x_fit.shape[1], len(classes), seed)
+    cv = bool(options.cv_folds)
+    x_fit, y_fit = (np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val])) if cv else (x_train, y_train)
+    pick = selection_rows(y_fit, x_fit.shape[1], len(classes), options.seed)
     subsampled = len(pick) < len(y_fit)
     x_sel, y_sel = (x_fit[pick], y_fit[pick]) if subsampled else (x_fit, y_fit)
-    if cv_folds:
-        smallest = int(np.bincount(np.searchsorted(classes, y_sel)).min())
-        folds = min(cv_folds, smallest)
-        if folds < 2:
-            raise AutoTransferError(
-                f"Cross-validation needs at least 2 images of every class; one class has {smallest}.",
-                fix="add images to that class, or choose on the validation split (cv_folds=0).",
-            )
-        splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x_sel, y_sel))
-    per_fit = fit_seconds(len(y_sel), x_fit.shape[1], len(classes)) * (folds if cv_folds else 1)
-    best: tuple[float, float, str, float, object] | None = None
-    tried = []
-    for kind, C in itertools.product(heads, sorted(c_grid)):
-        iterations = _iterations(deadline, per_fit)
-        if tried and iterations < MAX_ITER:  # would pass the deadline: what is scored so far stands
+    splits = _folds(options, x_sel, y_sel, classes) if cv else None
+    selection = _Selection(x_sel, y_sel, x_val, y_val, classes, splits)
+    n, d, c = len(y_sel), x_fit.shape[1], len(classes)
+    best, tried = None, []
+    slowdown = 1.0  # wall seconds per CPU second of the last fit: the estimates are CPU seconds, the deadline is not
+    for kind, C in itertools.product(options.heads, sorted(options.c_grid)):
+        estimate = fit_seconds(kind, n, d, c) * (len(splits) if cv else 1) * slowdown
+        cap = iterations(deadline, estimate)
+        if tried and deadline is not None and estimate > deadline.left():  # what is scored so far stands
             break
-        if cv_folds:
-            measured = [
-                _evaluate(
-                    _fit(kind, C, class_weight, seed, x_sel[fit], y_sel[fit], iterations),
-                    x_sel[held],
-                    y_sel[held],
-                    metric,
-                    classes,
-                )
-                for fit, held in splits
-            ]
-            value, accuracy = (float(np.mean(column)) for column in zip(*measured))
-            model = None
-        else:
-            model = _fit(kind, C, class_weight, seed, x_sel, y_sel, iterations)
-            value, accuracy = _evaluate(model, x_val, y_val, metric, classes)
-        tried.append({"head": kind, "C": C, "val_accuracy": accuracy, "val_score": value, "metric": metric,
-                      "rows": len(y_sel), "max_iter": iterations})  # fmt: skip
+        wall, cpu = time.perf_counter(), time.process_time()
+        value, accuracy, model = selection.score(options, kind, C, _FitBudget(c, cap, deadline))
+        slowdown = max(1.0, (time.perf_counter() - wall) / max(time.process_time() - cpu, 1e-3))
+        tried.append({"head": kind, "C": C, "val_accuracy": accuracy, "val_score": value, "metric": options.metric,
+                      "rows": n, "solver": solver(kind, n, d, c), "max_iter": cap})  # fmt: skip
         if best is None or value > best[0]:
             best = (value, accuracy, kind, C, model)
     value, accuracy, kind, C, model = best
-    refit = fit_seconds(len(y_fit), x_fit.shape[1], len(classes))
+    refit = fit_seconds(kind, len(y_fit), d, c) * slowdown
     if model is None or (subsampled and (deadline is None or refit <= deadline.left())):
-        model = _fit(kind, C, class_weight, seed, x_fit, y_fit, _iterations(deadline, refit))
-        if not cv_folds:
-            value, accuracy = _evaluate(model, x_val, y_val, metric, classes)
+        model = _fit(options, kind, C, x_fit, y_fit, _FitBudget(c, iterations(deadline, refit), deadline))
+        if not cv:
+            value, accuracy = _evaluate(model, x_val, y_val, options.metric, classes)
     return ProbeResult(
-        kind,
-        C,
-        accuracy,
-        model,
-        time.perf_counter() - start,
-        tried,
-        metric,
-        value,
-        folds if cv_folds else 0,
-        class_weight,
+        head=kind,
+        C=C,
+        val_accuracy=accuracy,
+        model=model,
+        seconds=time.perf_counter() - start,
+        tried=tried,
+        metric=options.metric,
+        val_score=value,
+        cv_folds=len(splits) if cv else 0,
+        class_weight=options.class_weight,
     )
 
 

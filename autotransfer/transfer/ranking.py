@@ -18,7 +18,7 @@ from autotransfer.budget import Deadline
 from autotransfer.data.datasets import Dataset
 from autotransfer.models.features import extract_features
 from autotransfer.models.zoo import Backbone, create_backbone
-from autotransfer.transfer.probes import fit_probe
+from autotransfer.transfer.probes import ProbeOptions, fit_probe
 from autotransfer.transfer.transferability import SCORES, all_scores, rank_agreement
 
 log = logging.getLogger(__name__)
@@ -122,12 +122,14 @@ def _probe(values: np.ndarray, dataset: Dataset, config: RankingConfig) -> dict:
                 dataset.labels[train],
                 values[val],
                 dataset.labels[val],
-                heads=config.heads,
-                c_grid=config.c_grid,
-                seed=config.seed,
-                class_weight=weight,
-                metric=config.metric,
-                cv_folds=config.cv_folds,
+                ProbeOptions(
+                    heads=tuple(config.heads),
+                    c_grid=tuple(config.c_grid),
+                    seed=config.seed,
+                    class_weight=weight,
+                    metric=config.metric,
+                    cv_folds=config.cv_folds,
+                ),
                 deadline=config.deadline,
             )
         )
