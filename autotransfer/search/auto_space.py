@@ -5,7 +5,7 @@ under whatever load there is) and the budget. A space file that lists them pins 
 Rules (docs/search.md):
 - resolutions come from a ladder (64–224 px on a CPU, up to 448 on a GPU) that goes up to the images'
   native shorter side and at least to 128 px (224 on a GPU); the cheap stage probes at the profile's
-  size (transfer/profile.py's ``profile_resolution``: the same for `profile` and `fit`) and at a
+  size (data/resolution.py's ``profile_resolution``: the same for `profile` and `fit`) and at a
   second size: the largest whose feature extraction fits the budget, or the next smaller one;
 - backbones are those whose weights are available (the user's weights directory, the offline zoo,
   the hub when it is reachable), measured on 16 images, taken fastest-first while their extraction
@@ -89,7 +89,7 @@ class AutoChoice:
 
 def native_side(data: str | Path, sample: int = 200, seed: int = 0) -> int:
     """Median shorter side (pixels) of up to ``sample`` of the images of ``data``, read from their headers
-    (transfer/profile.py's ``native_short_sides``); 224 when none can be read."""
+    (data/resolution.py's ``native_short_sides``); 224 when none can be read."""
     sides = native_short_sides(data, sample=sample, seed=seed)
     return int(np.median(sides)) if sides else 224
 
@@ -206,7 +206,7 @@ def resolve_auto(
 ) -> AutoChoice:
     """Fill in ``auto`` (an empty tuple) backbones and/or resolutions; keep what the space pins.
 
-    ``sample``: a few decoded images at ``profile_resolution([native])`` (transfer/profile.py, the one
+    ``sample``: a few decoded images at ``profile_resolution([native])`` (data/resolution.py, the one
     rule `profile` and `fit` share); ``native``: the images' median
     shorter side. ``shape``'s ``max_backbones`` and ``max_resolution`` grow with the budget (planner.scaled_plan;
     None: ``MAX_BACKBONES``, no cap): at long budgets the slower, stronger backbones are not dropped and the

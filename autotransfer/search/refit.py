@@ -49,9 +49,9 @@ def probe_model(context: RunContext, best: TrialRecord, splits: tuple[str, ...])
     context.fp32_features.add((best.backbone, best.resolution, tap))
     rows = np.concatenate([dataset.indices(s) for s in splits])
     weight = None if (best.class_weight or "none") == "none" else best.class_weight
-    head = make_head(
-        best.head, best.C, class_weight=weight, seed=context.settings.options.seed, shape=features[rows].shape
-    )
+    # no deadline: a head cut short after a few batches is worse than a refit a little past the reserve
+    head = make_head(best.head, best.C, class_weight=weight, seed=context.settings.options.seed,
+                     shape=features[rows].shape, n_classes=len(dataset.classes))  # fmt: skip
     head.fit(features[rows], dataset.labels[rows])
     model = TransferModel(backbone, best.tap, len(dataset.classes)).set_linear_head(head)
     device = next(backbone.model.parameters()).device
