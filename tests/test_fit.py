@@ -454,8 +454,9 @@ def test_a_probe_whose_fp32_features_were_extracted_keeps_no_room_to_extract_the
     """Once a probe's fp32 features are in the feature cache (the ensemble stage extracts them for its
     members), its refit reads them: the reserve drops to evaluating and saving, so that time is used."""
     context = _context_timed_in_a_burst(fit_env, 600.0)
-    context.auto["seconds_per_image"] = {"test_efficientnet": 0.01}
-    best = {"stage": "probe", "resolution": 32, "backbone": "test_efficientnet", "tap": "head"}
+    context.auto = replace(context.auto, seconds_per_image={"test_efficientnet": 0.01})
+    best = TrialRecord(stage="probe", trial=0, status="complete", resolution=32, backbone="test_efficientnet",
+                       tap="head")  # fmt: skip
     before = context.reserve(best)
     assert before > context.reserve(None)
     context.fp32_features.add(("test_efficientnet", 32, "blocks.2"))  # another tap: still to extract
