@@ -98,7 +98,8 @@ def staged_checkpoint(target: Path) -> Iterator[Path]:
         raise AutoTransferError(
             f"Could not write the checkpoint: {error.strerror or error}.",
             where=str(target),
-            fix="free disk space or choose another --out; the previous files are intact.",
+            fix="free disk space or choose another {option}; the previous files are intact.",
+            option="out",
         ) from error
 
 
@@ -358,3 +359,33 @@ class Pipeline:
 
     def describe(self) -> str:
         return self.spec.get("summary") or f"{self.spec['backbone']['name']} tap {self.spec['tap']['name']}"
+
+    def __repr__(self) -> str:
+        """``Pipeline(backbone='mobilenetv2_100', tap='blocks.5', resolution=128, classes=['cat', 'dog'],
+        accuracy=0.9123)``: the search's score of the chosen configuration, under its metric's name."""
+        metrics = self.spec.get("metrics", {})
+        metric = metrics.get("metric") or "accuracy"
+        score = metrics.get("val_score", metrics.get("val_accuracy"))
+        if score is not None and metric == "log_loss":
+            score = -float(score)  # searched as its negative: the loss itself
+        classes = [str(c) for c in self.classes_]
+        shown = classes if len(classes) <= 6 else [*classes[:5], f"... {len(classes)} in all"]
+        parts = [
+            f"backbone={self.spec.get('backbone', {}).get('name')!r}",
+            f"tap={self.spec.get('tap', {}).get('name')!r}",
+            f"resolution={self.spec.get('preprocess', {}).get('size')}",
+            f"classes={shown}",
+        ]
+        if score is not None:
+            parts.append(f"{metric}={float(score):.4f}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    def top_k(self, probabilities: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """The ``k`` most probable classes of one row of ``predict_proba`` with their probabilities, best
+        first (ties in class order); ``k`` is clamped to the number of classes."""
+        order = np.argsort(-np.asarray(probabilities), kind="stable")[: self.clamp_top_k(k)]
+        return [(str(self.classes_[i]), float(probabilities[i])) for i in order]
+
+    def clamp_top_k(self, k: int) -> int:
+        """``k`` within 1 and the number of classes (``predict --top-k 50`` on 7 classes lists 7)."""
+        return max(1, min(k, len(self.classes_)))
