@@ -3,13 +3,15 @@
 Every column is kept on one line (a name cut in two is harder to read than one left out); when the
 full table is wider than the console, the least needed columns are left out, in ``DROP_ORDER``, and
 the caption says which (all of them are in leaderboard.csv). What still does not fit is cut with an
-ellipsis by rich. rich has no "drop a column" overflow mode, hence the width sum below.
+ellipsis by rich. rich has no "drop a column" overflow mode, hence the measuring below.
 """
 
 from __future__ import annotations
 
 from rich import box
+from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
 from autotransfer.report.terminal import cell_text, is_missing
@@ -27,7 +29,6 @@ COLUMNS = {  # name in leaderboard.csv: heading (the strategy names the stage; s
 }
 RIGHT = ("resolution", "val_score", "seconds")
 DROP_ORDER = ("status", "tap", "seconds", "resolution")  # first left out when the table is too wide
-GAP = 1  # rich's padding between SIMPLE_HEAD columns (pad_edge off)
 
 
 def _cells(row: dict) -> dict[str, str]:
@@ -37,25 +38,7 @@ def _cells(row: dict) -> dict[str, str]:
     return {k: cell_text(row.get(k)) for k in COLUMNS} | {"seconds": seconds, "status": status, "chosen": chosen}
 
 
-def _fitting_columns(headings: dict[str, str], rows: list[dict[str, str]], width: int | None) -> list[str]:
-    """The columns kept: all of them, or without the first of DROP_ORDER until the table fits ``width``."""
-    widths = {k: max([len(headings[k]), *(len(r[k]) for r in rows)]) for k in headings}
-    kept = list(headings)
-    for name in DROP_ORDER:
-        if width is None or sum(widths[k] for k in kept) + GAP * 2 * (len(kept) - 1) <= width:
-            break
-        kept.remove(name)
-    return kept
-
-
-def leaderboard_table(board, metric: str, width: int | None = None) -> Table:
-    """The top ``ROWS`` trials that ran (``board``: the leaderboard frame, best first) as a rich Table of
-    at most ``width`` columns (None: every column)."""
-    if "status" in board:
-        board = board[board["status"].isin(("complete", "pruned"))]
-    headings = COLUMNS | {"val_score": metric.replace("balanced_accuracy", "bal. acc")}
-    rows = [_cells(row) for row in board.head(ROWS).to_dict("records")]
-    kept = _fitting_columns(headings, rows, width)
+def _table(headings: dict[str, str], rows: list[dict[str, str]], kept: list[str]) -> Table:
     left_out = [headings[k] for k in headings if k not in kept]
     table = Table(
         title=f"leaderboard (top {ROWS} of the trials that ran; all in leaderboard.csv)",
@@ -69,3 +52,25 @@ def leaderboard_table(board, metric: str, width: int | None = None) -> Table:
     for row in rows:
         table.add_row(*(escape(row[k]) for k in kept))
     return table
+
+
+def leaderboard_table(board, metric: str, width: int | None = None) -> Table:
+    """The top ``ROWS`` trials that ran (``board``: the leaderboard frame, best first) as a rich Table of
+    at most ``width`` columns (None: every column)."""
+    if "status" in board:
+        board = board[board["status"].isin(("complete", "pruned"))]
+    headings = COLUMNS | {"val_score": metric.replace("balanced_accuracy", "bal. acc")}
+    rows = [_cells(row) for row in board.head(ROWS).to_dict("records")]
+    kept = list(headings)
+    table = _table(headings, rows, kept)
+    for name in DROP_ORDER if width else ():  # rich measures the table as it would print it
+        if _natural_width(table) <= width:
+            break
+        kept.remove(name)
+        table = _table(headings, rows, kept)
+    return table
+
+
+def _natural_width(table: Table) -> int:
+    console = Console(width=10_000)
+    return Measurement.get(console, console.options, table).maximum
