@@ -257,3 +257,31 @@ def test_a_budget_too_small_is_refused_before_auto_times_the_backbones(fit_env, 
     numbers = set(re.findall(r"\b\d+m\d+s\b|\b\d+s\b", caught.value.what + caught.value.fix)) - {"30s"}
     assert len(numbers) == 1 and f"use --time-budget {numbers.pop()} or more" in caught.value.fix
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "where"),
+    [
+        (["fit", "{data}", "--search-space", "nosuch"], "Where: --search-space nosuch (looked for"),
+        (["bench", "--suite", "nosuch"], "Where: --suite nosuch (looked for"),
+        (["zoo", "fetch", "nosuch"], "Where: zoo fetch nosuch"),
+        (["fit", "{data}", "--time-budget", "ten"], "Where: --time-budget"),
+        (["cache", "clear", "--older-than", "soon"], "Where: --older-than"),
+    ],
+)
+def test_user_errors_say_where(tmp_path, args, where):
+    """The fresh-user trial: some errors had no "Where:" line."""
+    data = make_imagefolder(tmp_path / "d", {"a": 2, "b": 2})
+    done = _cli(*(str(data) if a == "{data}" else a for a in args))
+    assert done.stdout.strip().endswith(" 2") and where in done.stderr, done.stderr
+    assert "What to do:" in done.stderr
+
+
+def test_every_error_the_cli_raises_itself_says_where():
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "autotransfer" / "cli"
+    for path in package.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "AutoTransferError":
+                assert any(k.arg == "where" for k in node.keywords), f"{path.name}:{node.lineno}"

@@ -57,7 +57,10 @@ def bench(
         )
         sys.exit(130)
     if not records:
-        raise AutoTransferError("No cell of the suite has finished, so there is no leaderboard.")
+        raise AutoTransferError(
+            "No cell of the suite has finished, so there is no leaderboard.", where=str(out_dir),
+            fix="see each cell's error above, fix it, and run the same command again.",
+        )  # fmt: skip
     frame = write_leaderboard(records, suite, out_dir, describe_machine(), metric)
     out.print((out_dir / "leaderboard.md").read_text())
     failed, missing = int((frame["status"] == "failed").sum()), int((frame["status"] == "not installed").sum())

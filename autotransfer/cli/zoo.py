@@ -79,7 +79,10 @@ def zoo_fetch(names: list[str] | None = typer.Argument(None, help="default: the 
 
     for name in names or list(OFFLINE_ZOO):
         if name not in OFFLINE_ZOO:
-            raise AutoTransferError(f"{name} is not in the offline zoo.", fix=f"choose from {', '.join(OFFLINE_ZOO)}.")
+            raise AutoTransferError(
+                f"{name} is not in the offline zoo.", where=f"zoo fetch {name}",
+                fix=f"choose from {', '.join(OFFLINE_ZOO)}.",
+            )  # fmt: skip
         backbone = create_backbone(name, pretrained=True)
         out.print(f"{name}: {backbone.weights.describe()}")
 
@@ -106,5 +109,6 @@ def zoo_verify(
     if failed:
         raise AutoTransferError(
             f"Weights of {', '.join(failed)} score below {MIN_TOP1}/20 on real ImageNet images.",
+            where=str(weights) if weights else "the offline zoo's weights in the cache (`autotransfer zoo list`)",
             fix="the file is not ImageNet-1k weights for this architecture, or is mapped wrongly.",
         )

@@ -298,9 +298,15 @@ class Pipeline:
         try:
             value = int(size)
         except (TypeError, ValueError):
-            raise AutoTransferError(f"size must be 'native', 'original' or a number of pixels, got {size!r}.") from None
+            raise AutoTransferError(
+                f"size must be 'native', 'original' or a number of pixels, got {size!r}.", where="{option}",
+                fix="give --size native, original or a shorter side in pixels such as 224.", option="size",
+            ) from None  # fmt: skip
         if not 16 <= value <= 4096:
-            raise AutoTransferError(f"size {value} is outside 16..4096 pixels.")
+            raise AutoTransferError(
+                f"size {value} is outside 16..4096 pixels.", where="{option}", fix="give a size within 16..4096.",
+                option="size",
+            )  # fmt: skip
         return max(value, native)
 
     def probabilities(self, net: ConvClassifier, pixels: np.ndarray) -> np.ndarray:
