@@ -176,6 +176,12 @@ def test_a_pipeline_ranks_its_top_k_and_shows_what_it_is(pipeline_dir_for_repr):
     shown = repr(pipe)
     assert shown.startswith("Pipeline(backbone='test_efficientnet', tap=") and "resolution=32" in shown
     assert "classes=['a', 'b']" in shown and "accuracy=" in shown
+    from autotransfer.deploy.ensemble import EnsemblePipeline
+
+    metrics = {"metric": "log_loss", "val_score": -0.3}
+    ensemble = EnsemblePipeline.from_members([pipe, pipe], [0.5, 0.5], metrics=metrics, summary="two probes")
+    expected = "EnsemblePipeline(summary='two probes', resolution=32, classes=['a', 'b'], log_loss=0.3000)"
+    assert repr(ensemble) == expected
 
 
 @pytest.fixture(scope="module")

@@ -376,12 +376,11 @@ class Pipeline:
             score = -float(score)  # searched as its negative: the loss itself
         classes = [str(c) for c in self.classes_]
         shown = classes if len(classes) <= 6 else [*classes[:5], f"... {len(classes)} in all"]
-        parts = [
-            f"backbone={self.spec.get('backbone', {}).get('name')!r}",
-            f"tap={self.spec.get('tap', {}).get('name')!r}",
-            f"resolution={self.spec.get('preprocess', {}).get('size')}",
-            f"classes={shown}",
-        ]
+        if "backbone" in self.spec:
+            parts = [f"backbone={self.spec['backbone']['name']!r}", f"tap={self.spec['tap']['name']!r}"]
+        else:  # an ensemble (deploy/ensemble.py): its members, in words
+            parts = [f"summary={self.describe()!r}"]
+        parts += [f"resolution={self.spec['preprocess']['size']}", f"classes={shown}"]
         if score is not None:
             parts.append(f"{metric}={float(score):.4f}")
         return f"{type(self).__name__}({', '.join(parts)})"
