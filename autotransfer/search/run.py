@@ -115,11 +115,14 @@ def _open(context: RunContext, run_dir: RunDirectory) -> Studies:
     if run_dir.sole_owner and not settings.storage:
         retry_interrupted_trials(studies.finetune)
     resumed = len(studies.probes.trials) + len(studies.finetune.trials)
-    if resumed:
-        log.info("resuming: %d trial(s) already in the study", resumed)
-    elif "auto" not in studies.probes.user_attrs:
+    chosen_before = "auto" in studies.probes.user_attrs  # by another worker, or a start stopped before any trial
+    if not resumed and not chosen_before:
         check_minimum_budget(context)  # before `auto` times the backbones and anything is decoded whole
     choose_space(context, studies)
+    if resumed:
+        log.info("resuming: %d trial(s) already in the study", resumed)
+    elif chosen_before:
+        check_minimum_budget(context)  # with the stored choice and its timings
     choose_objective(context, studies)
     return studies
 
