@@ -7,7 +7,6 @@ A scikit-learn estimator: the constructor stores its arguments as given (``get_p
 from __future__ import annotations
 
 import os
-import re
 import time
 from pathlib import Path
 
@@ -19,27 +18,12 @@ from sklearn.utils.validation import check_is_fitted
 
 from autotransfer.data.sources import check_data_path
 from autotransfer.deploy.pipeline import Pipeline
-from autotransfer.errors import AutoTransferError
+from autotransfer.errors import AutoTransferError, python_argument
 from autotransfer.options import DEFAULTS, RunOptions
+from autotransfer.report.fit_summary import append_to_fit_log
 from autotransfer.report.progress import Progress
 from autotransfer.search.run import run
 from autotransfer.search.settings import SearchSettings, resolve_settings
-
-
-def in_python_terms(error: AutoTransferError) -> AutoTransferError:
-    """``error`` with the CLI's options (``--time-budget 8m``) written as this estimator's parameters
-    (``time_budget="8m"``), so an API user reads what to change in their own call."""
-
-    def rename(text: str | None) -> str | None:
-        def parameter(match: re.Match) -> str:
-            name = match[1].replace("-", "_")
-            if name not in RunOptions.__dataclass_fields__:
-                return match[0]
-            return f'{name}="{match[2]}"' if match[2] else f"{name}="
-
-        return re.sub(r"--([a-z][a-z-]*)(?: ([0-9][0-9a-z.]*[0-9a-z]))?", parameter, text) if text else text
-
-    return AutoTransferError(rename(error.what), where=error.where, fix=rename(error.fix))
 
 
 class AutoTransfer(BaseEstimator):
@@ -98,7 +82,7 @@ class AutoTransfer(BaseEstimator):
         The chosen trial's row of ``leaderboard_``.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (scikit-learn's get_params reads the hyperparameters from this signature)
         self,
         time_budget: str | float = DEFAULTS.time_budget,
         search_space: str | os.PathLike = DEFAULTS.search_space,
@@ -152,8 +136,10 @@ class AutoTransfer(BaseEstimator):
             check_data_path(data)  # before anything is printed: a typo is the only line
             settings = self._settings(start)
             result = run(data, settings, Progress(settings.time_budget, verbose=self.verbose, start=start))
-        except AutoTransferError as error:
-            raise in_python_terms(error) from error
+        except AutoTransferError as error:  # its option written as this estimator's parameter (time_budget=)
+            raise error.in_terms(python_argument) from error
+        if not result.already_finished:  # fit.log ends with the summary `autotransfer fit` prints
+            append_to_fit_log(result, settings.time_budget)
         self.pipeline_: Pipeline = result.pipeline
         self.classes_: np.ndarray = result.pipeline.classes_
         self.leaderboard_: pd.DataFrame = result.leaderboard

@@ -22,13 +22,22 @@ def parse_duration(text: str | float | int) -> float:
     else:
         value = str(text).strip()
         if value.startswith("-"):
-            raise AutoTransferError(f"The time budget must be positive, got {text!r}.", fix=POSITIVE)
+            raise AutoTransferError(
+                f"The time budget must be positive, got {text!r}.", where="{option}", fix=POSITIVE, option="time_budget"
+            )
         parts = _PART.findall(value)
         if not value or "".join(n + (u or "") for n, u in parts).lower() != value.replace(" ", "").lower():
-            raise AutoTransferError(f"Cannot read the time budget {text!r}.", fix="write e.g. 90s, 10m, 2h or 1h30m.")
+            raise AutoTransferError(
+                f"Cannot read the time budget {text!r}.",
+                where="{option}",
+                fix="write e.g. 90s, 10m, 2h or 1h30m.",
+                option="time_budget",
+            )
         seconds = sum(float(n) * _UNIT[u.lower() if u else None] for n, u in parts)
     if seconds <= 0:
-        raise AutoTransferError(f"The time budget must be positive, got {text!r}.", fix=POSITIVE)
+        raise AutoTransferError(
+            f"The time budget must be positive, got {text!r}.", where="{option}", fix=POSITIVE, option="time_budget"
+        )
     return seconds
 
 

@@ -74,6 +74,7 @@ def pinned_count(value: str) -> int:
     """``AUTOTRANSFER_THREADS``'s value as a thread count; raises AutoTransferError unless a positive integer."""
     if not value.strip().isdigit() or int(value) < 1:
         raise AutoTransferError(f"AUTOTRANSFER_THREADS={value!r} is not a positive whole number of threads.",
+                                where="the environment variable AUTOTRANSFER_THREADS",
                                 fix="set it to e.g. 2, or unset it to follow the machine's load.")  # fmt: skip
     return int(value)
 

@@ -51,6 +51,7 @@ def disk_full_error(error: BaseException, where: Path) -> AutoTransferError:
     return AutoTransferError(
         f"The disk is full: {str(error)[:200]}",
         where=str(where),
-        fix="free some space (or point --out / AUTOTRANSFER_CACHE at a larger disk), then run "
+        fix="free some space (or point {option} / AUTOTRANSFER_CACHE at a larger disk), then run "
         "the same command again: finished trials and caches are kept.",
+        option="out",
     )

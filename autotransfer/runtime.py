@@ -28,14 +28,23 @@ def checked_device(name: str | torch.device | None) -> str | torch.device | None
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise AutoTransferError(f"Unknown device {name!r}.", fix="use cpu or cuda (cuda:N for another GPU).") from None
+        raise AutoTransferError(
+            f"Unknown device {name!r}.",
+            where="{option}",
+            fix="use cpu or cuda (cuda:N for another GPU).",
+            option="device",
+        ) from None
     if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
         raise AutoTransferError(
             f"Device {name!r} is not available: this machine's torch sees {torch.cuda.device_count()} CUDA GPU(s).",
-            fix="leave --device out (CUDA when present, else the CPU), or use --device cpu.",
+            where="{option}",
+            fix="leave {option} out (CUDA when present, else the CPU), or use {option:cpu}.",
+            option="device",
         )
     if device.type not in ("cpu", "cuda"):
-        raise AutoTransferError(f"Device {name!r} is not supported.", fix="use cpu or cuda.")
+        raise AutoTransferError(
+            f"Device {name!r} is not supported.", where="{option}", fix="use cpu or cuda.", option="device"
+        )
     return name
 
 

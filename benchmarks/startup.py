@@ -24,12 +24,19 @@ from pathlib import Path
 
 from autotransfer.machine import describe_machine
 
+NEUTRAL = tempfile.gettempdir()  # the working directory: `python -m` puts it first on sys.path, before PYTHONPATH
+DATA = Path(NEUTRAL) / "autotransfer-startup-data"  # two class folders; fit's argument errors come before reading
+EMPTY = Path(NEUTRAL) / "autotransfer-startup-empty"  # an existing folder that is no checkpoint
 COMMANDS = {
     "autotransfer --help": ["--help"],
     "autotransfer zoo list": ["zoo", "list"],
     "autotransfer predict missing-dir x": ["predict", "missing-dir", "x"],
+    # argument errors (issue 26): each is answered before torch is imported
+    "autotransfer fit DATA --metric nosuch": ["fit", str(DATA), "--metric", "nosuch"],
+    "autotransfer fit DATA --storage postgresql//bad": ["fit", str(DATA), "--storage", "postgresql//bad"],
+    "autotransfer fit DATA --profile-backbone nosuchnet": ["fit", str(DATA), "--profile-backbone", "nosuchnet"],
+    "autotransfer export EMPTY --format bad --out m": ["export", str(EMPTY), "--format", "bad", "--out", "m"],
 }
-NEUTRAL = tempfile.gettempdir()  # the working directory: `python -m` puts it first on sys.path, before PYTHONPATH
 REPO = Path(__file__).resolve().parents[1]
 IMPORT_PROBE = "import autotransfer.cli, sys; print('torch' in sys.modules)"
 
@@ -71,6 +78,8 @@ def main() -> None:
     print(describe_machine())
     print(f"load average at the start: {os.getloadavg()[0]:.1f}")
     print(f"\nmedian of {args.repeats} runs after a warm-up: wall seconds / CPU seconds\n")
+    for folder in (DATA / "a", DATA / "b", EMPTY):
+        folder.mkdir(parents=True, exist_ok=True)
     print("| command | " + " | ".join(label for label, _ in sources) + " |")
     print("|---|" + "---|" * len(sources))
     for name, command in COMMANDS.items():

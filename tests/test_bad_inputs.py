@@ -234,10 +234,11 @@ def test_labels_csv_with_missing_paths_duplicates_and_unknown_columns(tmp_path, 
 
 
 def test_api_errors_name_the_estimators_parameters_not_the_clis_options(tmp_path):
-    from autotransfer.api import AutoTransfer, in_python_terms
-    from autotransfer.errors import AutoTransferError
+    from autotransfer.api import AutoTransfer
+    from autotransfer.errors import AutoTransferError, python_argument
 
-    error = in_python_terms(AutoTransferError("too small", fix="use --time-budget 8m14s or more, or --weights PATH."))
+    error = AutoTransferError("too small", fix="use {option:8m14s} or more, or --weights PATH.", option="time_budget")
+    error = error.in_terms(python_argument)
     assert error.fix == 'use time_budget="8m14s" or more, or --weights PATH.'  # --weights is no parameter
     data = make_imagefolder(tmp_path / "data", {"a": 4, "b": 4})
     (tmp_path / "taken").write_text("a file where the run directory would go")

@@ -164,7 +164,7 @@ def test_fit_says_how_much_it_added_in_its_summary_and_log(tmp_path, isolated_ca
 
     from rich.console import Console
 
-    import autotransfer.cli as cli_module
+    import autotransfer.cli.fit as cli_module
 
     before = cache_index.evictable_bytes()
     _decode(make_imagefolder(tmp_path / "data", {"a": 3, "b": 3}), 16)
@@ -172,7 +172,7 @@ def test_fit_says_how_much_it_added_in_its_summary_and_log(tmp_path, isolated_ca
     screen = io.StringIO()
     monkeypatch.setattr(cli_module, "out", Console(file=screen, width=300))
     (tmp_path / "run").mkdir()
-    cli_module._print_cache_growth(before, tmp_path / "run" / "fit.log")
+    cli_module.print_cache_growth(before, tmp_path / "run" / "fit.log")
     expected = f"cache: +{cache_index.format_bytes(added)} of decoded images and features in {isolated_cache}"
     assert expected in screen.getvalue()
     assert expected in (tmp_path / "run" / "fit.log").read_text()

@@ -124,15 +124,14 @@ def test_the_summary_names_the_metric_the_search_score_the_choice_and_recall_per
 
     from rich.console import Console
 
-    from autotransfer import cli as cli_module
+    from autotransfer.report.fit_summary import print_scores
 
     console = Console(file=io.StringIO(), width=200)
-    monkeypatch.setattr(cli_module, "out", console)
     per_class = {"ok": {"recall": 0.95}, "scratch": {"recall": 0.40}}
     summary = {"accuracy": 0.9, "balanced_accuracy": 0.675, "f1_macro": 0.7, "per_class": per_class}
-    cli_module._print_scores({"metric": "balanced_accuracy", "metric_reason": "classes are imbalanced (14.0:1)",
-                              "val_score": 0.71, "val_score_from": "cross-validation", "test": summary,
-                              "selection": "one-standard-error rule (small data): kept the cheaper probe"})  # fmt: skip
+    print_scores({"metric": "balanced_accuracy", "metric_reason": "classes are imbalanced (14.0:1)",
+                  "val_score": 0.71, "val_score_from": "cross-validation", "test": summary,
+                  "selection": "one-standard-error rule (small data): kept the cheaper probe"}, console)  # fmt: skip
     text = console.file.getvalue()
     assert "metric: classes are imbalanced (14.0:1)" in text
     assert "search score: balanced_accuracy 0.7100 (mean over cross-validation folds of train+val)" in text
@@ -141,9 +140,9 @@ def test_the_summary_names_the_metric_the_search_score_the_choice_and_recall_per
     assert "recall per class ok 0.95, scratch 0.40" in text
     assert "chance" not in text
     guess = {"accuracy": 0.9, "balanced_accuracy": 0.5, "f1_macro": 0.47, "per_class": per_class}
-    cli_module._print_scores({"metric": "accuracy", "test": guess})
+    print_scores({"metric": "accuracy", "test": guess}, console)
     assert "warning: test balanced accuracy 0.5000 is at chance level (1/2 = 0.5000)" in console.file.getvalue()
-    cli_module._print_scores({"metric": "log_loss", "val_score": -0.25, "val_score_from": "validation split"})
+    print_scores({"metric": "log_loss", "val_score": -0.25, "val_score_from": "validation split"}, console)
     assert "search score: log_loss 0.2500 (lower is better; maximised as its negative)" in console.file.getvalue()
 
 
@@ -152,11 +151,10 @@ def test_the_summary_says_why_these_sizes_and_which_pairs_the_budget_let_the_pro
 
     from rich.console import Console
 
-    from autotransfer import cli as cli_module
+    from autotransfer.report.fit_summary import print_search_choices
     from autotransfer.search.auto_space import resolutions_reason
 
     console = Console(file=io.StringIO(), width=400)
-    monkeypatch.setattr(cli_module, "out", console)
     auto = {"backbones": ["mobilenetv2_100", "tf_efficientnet_lite0"], "resolutions": [128, 224], "native_side": 300,
             "resolutions_reason": resolutions_reason((128, 224), 128, 300, pinned=False),
             "skipped": {"tf_efficientnet_lite2": "3 faster backbones are candidates already (at most 3)"}}  # fmt: skip
@@ -164,14 +162,14 @@ def test_the_summary_says_why_these_sizes_and_which_pairs_the_budget_let_the_pro
               TrialRecord(stage="probe", trial=1, status="complete", backbone="mobilenetv2_100", resolution=128),
               TrialRecord(stage="probe", trial=2, status="fail", backbone="tf_efficientnet_lite0",
                           resolution=128)]  # fmt: skip
-    cli_module._print_search_choices({"auto": auto}, probes)
+    print_search_choices({"auto": auto}, probes, console)
     text = console.file.getvalue()
     assert "at 128, 224 px (128 px (the profiler's size for images of 300 px on this device) and 224 px" in text
     assert "probed within the budget: mobilenetv2_100@128 (only 128 px: whether another size helps was not" in text
     assert "left out: tf_efficientnet_lite2: 3 faster" in text
     every_pair = [replace(probes[0], backbone=b, resolution=s) for b in auto["backbones"] for s in (128, 224)]
     console.file = io.StringIO()
-    cli_module._print_search_choices({"auto": auto}, every_pair)
+    print_search_choices({"auto": auto}, every_pair, console)
     assert "probed within the budget" not in console.file.getvalue()  # said only when the budget cut the plan
 
 

@@ -18,6 +18,7 @@ from sample_run import records
 
 import autotransfer.cli as cli_module
 from autotransfer.errors import AutoTransferError
+from autotransfer.report.fit_summary import print_fit_summary
 from autotransfer.report.outputs import leaderboard
 
 
@@ -65,12 +66,12 @@ def test_fit_summary_prints_with_trials_that_never_ran(monkeypatch, tmp_path):
     board = leaderboard(rows, rows[1], None)
     assert board["resolution"].isna().any() and board["trial"].dtype == "Int64"
     buffer = io.StringIO()
-    monkeypatch.setattr(cli_module, "out", Console(file=buffer, width=160))
+    console = Console(file=buffer, width=160)
     pipeline = SimpleNamespace(spec={"metrics": {"val_accuracy": 0.86}}, describe=lambda: "a probe")
     result = SimpleNamespace(
         pipeline=pipeline, leaderboard=board, profile={}, run_dir=tmp_path, seconds=97.0, records=rows
     )
-    cli_module._print_fit_summary(result, 120.0)
+    print_fit_summary(result, 120.0, console)
     text = buffer.getvalue()
     assert "Done in 97s of the 2m00s budget (4 probes, 0 fine-tuning trials (1 failed); 3 queued" in text
     assert text.index("report.html") < text.index("leaderboard (top 8")  # where the report is comes first

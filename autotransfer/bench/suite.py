@@ -83,6 +83,8 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
     if not path.is_file():
         raise AutoTransferError(
             f"No benchmark suite {str(name_or_path)!r}.",
+            where=f"{{option:{name_or_path}}} (looked for {path.resolve()})",
+            option="suite",
             fix=f"use one of {', '.join(available_suites())}, or the path of a YAML file.",
         )
     given = read_yaml(path, "suite")

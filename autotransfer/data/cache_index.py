@@ -77,7 +77,7 @@ def parse_age(text: str) -> float:
     found = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw])\s*", text or "")
     if not found:
         raise AutoTransferError(
-            f"Cannot read the age {text!r}.", where="--older-than", fix="write it like 30d, 12h or 2w."
+            f"Cannot read the age {text!r}.", where="{option}", fix="write it like 30d, 12h or 2w.", option="older_than"
         )
     return float(found.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}[found.group(2)]
 

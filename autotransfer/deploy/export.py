@@ -19,11 +19,10 @@ from pathlib import Path
 import torch
 
 from autotransfer.deploy.ensemble import EnsembleNet, EnsemblePipeline
+from autotransfer.deploy.export_formats import check_export_format
 from autotransfer.deploy.pipeline import Pipeline
-from autotransfer.errors import AutoTransferError
 from autotransfer.files import replacing
 
-FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 18  # the first opset whose Resize supports antialiasing
 
 
@@ -55,8 +54,7 @@ def _export_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path) -> Non
 
 def export(pipeline: Pipeline, fmt: str, out: str | os.PathLike) -> Path:
     """Write the model to ``out`` (and ``out`` + ``.json`` with classes and preprocessing)."""
-    if fmt not in FORMATS:
-        raise AutoTransferError(f"Unknown export format {fmt!r}.", fix=f"use one of {', '.join(FORMATS)}.")
+    check_export_format(fmt)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(pipeline, EnsemblePipeline):  # one graph: every member, its own resize, probabilities averaged

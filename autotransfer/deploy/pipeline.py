@@ -98,7 +98,8 @@ def staged_checkpoint(target: Path) -> Iterator[Path]:
         raise AutoTransferError(
             f"Could not write the checkpoint: {error.strerror or error}.",
             where=str(target),
-            fix="free disk space or choose another --out; the previous files are intact.",
+            fix="free disk space or choose another {option}; the previous files are intact.",
+            option="out",
         ) from error
 
 
@@ -297,9 +298,15 @@ class Pipeline:
         try:
             value = int(size)
         except (TypeError, ValueError):
-            raise AutoTransferError(f"size must be 'native', 'original' or a number of pixels, got {size!r}.") from None
+            raise AutoTransferError(
+                f"size must be 'native', 'original' or a number of pixels, got {size!r}.", where="{option}",
+                fix="give --size native, original or a shorter side in pixels such as 224.", option="size",
+            ) from None  # fmt: skip
         if not 16 <= value <= 4096:
-            raise AutoTransferError(f"size {value} is outside 16..4096 pixels.")
+            raise AutoTransferError(
+                f"size {value} is outside 16..4096 pixels.", where="{option}", fix="give a size within 16..4096.",
+                option="size",
+            )  # fmt: skip
         return max(value, native)
 
     def probabilities(self, net: ConvClassifier, pixels: np.ndarray) -> np.ndarray:
@@ -358,3 +365,32 @@ class Pipeline:
 
     def describe(self) -> str:
         return self.spec.get("summary") or f"{self.spec['backbone']['name']} tap {self.spec['tap']['name']}"
+
+    def __repr__(self) -> str:
+        """``Pipeline(backbone='mobilenetv2_100', tap='blocks.5', resolution=128, classes=['cat', 'dog'],
+        accuracy=0.9123)``: the search's score of the chosen configuration, under its metric's name."""
+        metrics = self.spec.get("metrics", {})
+        metric = metrics.get("metric") or "accuracy"
+        score = metrics.get("val_score", metrics.get("val_accuracy"))
+        if score is not None and metric == "log_loss":
+            score = -float(score)  # searched as its negative: the loss itself
+        classes = [str(c) for c in self.classes_]
+        shown = classes if len(classes) <= 6 else [*classes[:5], f"... {len(classes)} in all"]
+        if "backbone" in self.spec:
+            parts = [f"backbone={self.spec['backbone']['name']!r}", f"tap={self.spec['tap']['name']!r}"]
+        else:  # an ensemble (deploy/ensemble.py): its members, in words
+            parts = [f"summary={self.describe()!r}"]
+        parts += [f"resolution={self.spec['preprocess']['size']}", f"classes={shown}"]
+        if score is not None:
+            parts.append(f"{metric}={float(score):.4f}")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    def top_k(self, probabilities: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """The ``k`` most probable classes of one row of ``predict_proba`` with their probabilities, best
+        first (ties in class order); ``k`` is clamped to the number of classes."""
+        order = np.argsort(-np.asarray(probabilities), kind="stable")[: self.clamp_top_k(k)]
+        return [(str(self.classes_[i]), float(probabilities[i])) for i in order]
+
+    def clamp_top_k(self, k: int) -> int:
+        """``k`` within 1 and the number of classes (``predict --top-k 50`` on 7 classes lists 7)."""
+        return max(1, min(k, len(self.classes_)))

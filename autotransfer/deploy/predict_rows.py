@@ -6,11 +6,12 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass, field
-from typing import IO
-
-import numpy as np
+from typing import IO, TYPE_CHECKING
 
 from autotransfer.deploy.predict_stream import Prediction
+
+if TYPE_CHECKING:
+    from autotransfer.deploy.pipeline import Pipeline
 
 
 @dataclass
@@ -31,17 +32,12 @@ class PredictionRow:
         return row
 
 
-def prediction_row(result: Prediction, classes: np.ndarray, k: int) -> PredictionRow:
-    """``k`` is already clamped to the number of classes (``clamp_top_k``)."""
+def prediction_row(result: Prediction, pipeline: Pipeline, k: int) -> PredictionRow:
+    """The row of one prediction with its ``k`` most probable classes (Pipeline.top_k)."""
     if result.error:
         return PredictionRow(result.name, error=result.error)
-    order = np.argsort(-result.probabilities, kind="stable")[:k]
-    top = [(str(classes[i]), round(float(result.probabilities[i]), 6)) for i in order]
+    top = [(name, round(p, 6)) for name, p in pipeline.top_k(result.probabilities, k)]
     return PredictionRow(result.name, top[0][0], top[0][1], top)
-
-
-def clamp_top_k(top_k: int, n_classes: int) -> int:
-    return max(1, min(top_k, n_classes))
 
 
 def csv_header(k: int) -> list[str]:

@@ -20,6 +20,7 @@ from torch import nn
 
 from autotransfer.errors import AutoTransferError
 from autotransfer.models import weights as weights_mod
+from autotransfer.models.backbone_names import live_names
 from autotransfer.models.torchvision_specs import TORCHVISION_SPECS
 from autotransfer.models.weights import OFFLINE_ZOO, WeightsSource, weights_available_offline
 
@@ -316,35 +317,13 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], name: str, sou
 
 
 def similar_backbone_names(name: str, n: int = 5) -> list[str]:
-    """The nearest known names to ``name`` (difflib ratio over timm's architectures, the offline zoo
-    and our torchvision names): ``mobilenetv2_10`` -> ``mobilenetv2_100``, ... not alphabetical neighbours."""
-    import difflib
-
-    candidates = set(known_backbones()) | {TORCHVISION_PREFIX + a for a in TORCHVISION_SPECS}
-    candidates |= set(_import_timm().list_models())
-    query = name.strip().lower()
-    base = query.split(".")[0]  # a pretrained tag (resnet50.a1_in1k) does not take part
-    # Names the query begins (mobilenetv2_10 -> mobilenetv2_100, vit_small -> vit_small_patch16_224),
-    # shortest first, then difflib's nearest look-alikes.
-    prefixed = sorted((c for c in candidates if c.startswith(base) and c != base), key=lambda c: (len(c), c))
-    close = difflib.get_close_matches(base, sorted(candidates), n=n, cutoff=0.6)
-    return list(dict.fromkeys([*prefixed[:3], *close]))[:n]
+    """The nearest known names to ``name`` (models/backbone_names.py, from timm's live list)."""
+    return live_names().similar(name, n)
 
 
 def unknown_backbone_error(name: str, where: str | None = None) -> AutoTransferError:
     """The message for a backbone name nobody knows: the nearest names, and where the name came from."""
-    close = similar_backbone_names(name)
-    return AutoTransferError(
-        (
-            f"Unsupported torchvision backbone {name!r}."
-            if name.startswith(TORCHVISION_PREFIX)
-            else f"Unknown backbone {name!r}."
-        )
-        + (f" Did you mean: {', '.join(close)}?" if close else ""),
-        where=where,
-        fix="use a timm model name (`timm.list_models()`), a torchvision one as 'tv:resnet18' "
-        f"({', '.join(TORCHVISION_PREFIX + a for a in TORCHVISION_SPECS)}), or see `autotransfer zoo list`.",
-    )
+    return live_names().unknown_error(name, where)
 
 
 def check_backbone_names(names: list[str], where: str | None = None) -> None:

@@ -44,6 +44,7 @@ EXTRACT_SHARE = 0.35  # of the budget, for extracting every (backbone, resolutio
 MAX_BACKBONES = 3  # at the reference budget; planner.scaled_plan adds one per doubling of the budget
 SHORT_BUDGET = 60.0  # seconds: below it, `auto` takes the profiler's backbone without timing others (~2 s each)
 SAMPLE = 16  # images timed per backbone
+TIMING_NOISE = 0.10  # timings closer than this (relative) do not tell which backbone is faster
 TIMING_ROUNDS = 3  # turns of timing every backbone; each keeps its fastest
 # Strong ImageNet backbones worth trying when the hub is reachable (timm names).
 HUB_BACKBONES = ("efficientnet_b0.ra_in1k", "convnext_tiny.fb_in22k_ft_in1k", "resnet50.a1_in1k")
@@ -193,6 +194,19 @@ def seconds_per_image(name: str, pixels: np.ndarray, device: torch.device) -> fl
     return measured[name]
 
 
+def left_out_by_count(name: str, measured: dict[str, float], chosen: list[str], max_backbones: int) -> str:
+    """Why ``name`` is not a candidate when ``max_backbones`` faster ones are. Timings within
+    ``TIMING_NOISE`` of the slowest one chosen do not say which is faster: then the words say so, and
+    that the order of this one timing decided."""
+    slowest = max(chosen, key=measured.get)
+    if measured[name] <= measured[slowest] * (1 + TIMING_NOISE):
+        return (f"timed within noise of {slowest} ({measured[name] * 1e3:.1f} vs {measured[slowest] * 1e3:.1f} ms "
+                f"per image, under {TIMING_NOISE:.0%} apart); at most {max_backbones} backbones at this budget, so "
+                "the order of this one timing decided")  # fmt: skip
+    return (f"{max_backbones} backbones that timed faster on this machine now are candidates "
+            f"already (at most {max_backbones} at this budget)")  # fmt: skip
+
+
 def resolve_auto(
     backbones: tuple[str, ...],
     resolutions: tuple[int, ...],
@@ -246,8 +260,7 @@ def resolve_auto(
     for name in sorted(measured, key=measured.get):
         cost = measured[name] * scale
         if chosen and len(chosen) == max_backbones:
-            skipped[name] = (f"{max_backbones} backbones that timed faster on this machine now are candidates "
-                             f"already (at most {max_backbones} at this budget)")  # fmt: skip
+            skipped[name] = left_out_by_count(name, measured, chosen, max_backbones)
             continue
         if chosen and spent + cost > EXTRACT_SHARE * budget:
             skipped[name] = (

@@ -29,7 +29,14 @@ from autotransfer.report.outputs import write_outputs
 from autotransfer.report.progress import Progress
 from autotransfer.runtime import default_device, tune_allocator
 from autotransfer.search import planner
-from autotransfer.search.auto_space import SAMPLE, AutoChoice, native_side, resolve_auto, seconds_per_image
+from autotransfer.search.auto_space import (
+    SAMPLE,
+    AutoChoice,
+    native_side,
+    resolution_ladder,
+    resolve_auto,
+    seconds_per_image,
+)
 from autotransfer.search.combined_probe import probe_best_pair_combined
 from autotransfer.search.context import RunContext
 from autotransfer.search.ensemble_stage import build_ensemble, choose_ensemble
@@ -119,11 +126,14 @@ def open_run(context: RunContext, run_dir: RunDirectory) -> Studies:
     if run_dir.sole_owner and not settings.options.storage:
         retry_interrupted_trials(studies.finetune)
     resumed = len(studies.probes.trials) + len(studies.finetune.trials)
+    chosen_before = "auto" in studies.probes.user_attrs  # by another worker, or a start stopped before any trial
+    if not resumed and not chosen_before:
+        check_minimum_budget(context)  # before `auto` times the backbones and anything is decoded whole
     choose_space(context, studies)
     if resumed:
         log.info("resuming: %d trial(s) already in the study", resumed)
-    else:
-        check_minimum_budget(context)  # before choose_objective decodes the first resolution
+    elif chosen_before:
+        check_minimum_budget(context)  # with the stored choice and its timings
     choose_objective(context, studies)
     return studies
 
@@ -189,8 +199,8 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
         log.info("final choice: %s", selection)
     if best is None:
         raise AutoTransferError("No trial finished within the time budget, so there is no pipeline to save.",
-                                where=str(context.out), fix="raise --time-budget (the finished work is kept: "
-                                "run the same command again to continue).")  # fmt: skip
+                                where=str(context.out), fix="raise {option} (the finished work is kept: "
+                                "run the same command again to continue).", option="time_budget")  # fmt: skip
 
     ensemble = choose_ensemble(context, rows, best)
 
@@ -276,12 +286,14 @@ def profile_stage(context: RunContext) -> dict:
 
 def check_minimum_budget(context: RunContext) -> None:
     """Fail early, naming the minimum, when not even one feature extraction, one probe and saving fit in
-    the budget. The bound is a lower one (the probe stage's tap deadline cuts the rest), and a failing
-    bound is timed again once, so a burst of load while `auto` timed the backbones does not refuse a
-    budget that works."""
+    the budget. Run before `auto` times the backbones (seconds to minutes under load), so the bound is
+    taken with the cheapest choice the run could make: the space's first backbone, or the profiling
+    backbone when `auto` chooses, at the smallest size it could choose. A lower bound (the probe stage's
+    tap deadline cuts the rest); a failing bound is timed again once, so a burst of load does not refuse a
+    budget that works. The minimum quoted is one number, in the message and in the fix."""
     settings = context.settings
-    size, n_images = min(context.resolutions), context.n_images()  # counted from the index: nothing decoded
-    name = context.backbones[0]
+    n_images = context.n_images()  # counted from the index: nothing decoded
+    name, size = _cheapest_choice(context)
     device = context.device or default_device()
     measured_at = context.auto.profile_resolution if context.auto else size
     per_image = context.auto.seconds_per_image.get(name) if context.auto else None
@@ -296,8 +308,23 @@ def check_minimum_budget(context: RunContext) -> None:
             f"The time budget ({format_duration(settings.time_budget)}) is too small for {n_images} "
             f"images: extracting their features once, one linear probe and saving, with room for load, need at "
             f"least {enough} on this machine.",
-            fix=f"use --time-budget {enough} or more, or fewer images.",
+            where=str(context.data),
+            fix=f"use {{option:{enough}}} or more, or fewer images.",
+            option="time_budget",
         )
+
+
+def _cheapest_choice(context: RunContext) -> tuple[str, int]:
+    """The (backbone, size) the minimum is timed with: the run's own once chosen, else the space's first
+    backbone (the profiling one when `auto` picks) at its smallest size (the smallest `auto` could pick)."""
+    if context.backbones and context.resolutions:
+        return context.backbones[0], min(context.resolutions)
+    space, device = context.settings.space, context.device or default_device()
+    name = space.backbones[0] if space.backbones else context.settings.options.profile_backbone
+    if space.resolutions:
+        return name, min(space.resolutions)
+    native = native_side(context.data, seed=context.settings.options.seed)
+    return name, min(resolution_ladder(native, cuda=str(device).startswith("cuda")))
 
 
 def _minimum_seconds(context: RunContext, n_images: int, size: int, per_image: float, measured_at: int) -> float:

@@ -39,7 +39,8 @@ class RunDirectory:
             raise AutoTransferError(
                 f"{self.out} holds a search with another {', '.join(changed)}.",
                 where=str(self.out),
-                fix="use another --out, or the same data and settings.",
+                fix="use another {option}, or the same data and settings.",
+                option="out",
             )
 
     def discard_if_empty(self) -> None:
@@ -58,7 +59,8 @@ class RunDirectory:
             raise AutoTransferError(
                 f"Cannot write the run directory {self.out}: {error.strerror or error}.",
                 where=str(self.out),
-                fix="choose an --out in a folder you can write to.",
+                fix="choose an {option} in a folder you can write to.",
+                option="out",
             ) from error
         with lock_file as lock:
             try:

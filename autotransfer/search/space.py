@@ -101,7 +101,9 @@ def load_search_space(name_or_path: str | os.PathLike = "default") -> SearchSpac
     if not path.is_file():
         raise AutoTransferError(
             f"No search space {str(name_or_path)!r}.",
+            where=f"{{option:{name_or_path}}} (looked for {path.resolve()})",
             fix=f"use one of {', '.join(available_spaces())}, or the path of a YAML file.",
+            option="search_space",
         )
     defaults, given = read_yaml(SPACES_DIR / "default.yaml", "search space"), read_yaml(path, "search space")
     check = ConfigChecker(str(path), "search space", "docs/search.md and autotransfer/search/spaces/default.yaml")

@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 
 from autotransfer.errors import AutoTransferError
 from autotransfer.search.space import SearchSpace
+from autotransfer.storage_url import check_storage_url, hide_password, storage_url
 
 log = logging.getLogger(__name__)
 
@@ -52,73 +53,10 @@ def heartbeat_settings() -> tuple[int, int]:
     return max(1, min(HEARTBEAT_SECONDS, grace // 4)), grace
 
 
-def storage_url(url: str) -> str:
-    """``postgresql://`` names SQLAlchemy's psycopg2 driver; use psycopg 3 (the ``[postgres]`` extra)
-    when only that one is installed. Explicit drivers (``postgresql+psycopg2://``) are kept."""
-    if url.startswith(("postgresql://", "postgres://")):
-        import importlib.util
-
-        if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
-            return "postgresql+psycopg://" + url.split("://", 1)[1]
-    return url
-
-
-def _hide_password(url: str) -> str:
-    head, sep, tail = url.partition("://")
-    if "@" in tail and ":" in tail.split("@", 1)[0]:
-        user = tail.split("@", 1)[0].split(":", 1)[0]
-        return f"{head}{sep}{user}:***@{tail.split('@', 1)[1]}"
-    return url
-
-
 @dataclass
 class Studies:
     probes: optuna.Study
     finetune: optuna.Study
-
-
-DRIVER_EXTRAS = {"postgresql": "pip install 'autotransfer[postgres]' (psycopg 3)"}
-# A driver's import name -> the PyPI package that installs it, where they differ (SQLAlchemy's dialect docs).
-DRIVER_PACKAGES = {
-    "MySQLdb": "mysqlclient",
-    "pymysql": "PyMySQL",
-    "psycopg2": "psycopg2-binary",
-    "cx_Oracle": "oracledb",
-}
-
-
-def check_storage_url(url: str) -> None:
-    """Before any work: a malformed ``--storage`` URL, or one whose database driver is not installed,
-    is one message saying which (SQLAlchemy's ``make_url`` parses it, the dialect imports its driver)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    shown = _hide_password(url)
-    example = "e.g. sqlite:///study.db or postgresql://user:password@host:5432/db"
-    try:
-        parsed = make_url(storage_url(url))
-    except (ArgumentError, ValueError) as error:
-        raise AutoTransferError(
-            f"The --storage URL {shown!r} is malformed: {error}.", fix=f"write it as {example}."
-        ) from error
-    try:
-        dialect = parsed.get_dialect()
-    except NoSuchModuleError as error:
-        raise AutoTransferError(
-            f"The --storage URL {shown!r} names an unknown database {parsed.drivername!r}.",
-            fix=f"use sqlite or postgresql, {example}.",
-        ) from error
-    try:
-        dialect.import_dbapi()
-    except ImportError as error:
-        backend = parsed.get_backend_name()
-        driver = getattr(error, "name", None) or parsed.get_driver_name()
-        install = DRIVER_EXTRAS.get(backend) or f"pip install {DRIVER_PACKAGES.get(driver, driver)}"
-        raise AutoTransferError(
-            f"The database driver for {backend} URLs ({driver}) is not installed, so --storage {shown!r} "
-            "cannot be opened.",
-            fix=f"{install}.",
-        ) from error
 
 
 def open_storage(url: str | None, out: Path) -> optuna.storages.RDBStorage:
@@ -147,12 +85,14 @@ def open_storage(url: str | None, out: Path) -> optuna.storages.RDBStorage:
             if racing and attempt < STORAGE_ATTEMPTS:
                 time.sleep(0.5 * attempt)
                 continue
-            fix = "check the --storage URL (e.g. sqlite:///study.db, postgresql://user@host/db)."
+            fix = "check the {option} URL (e.g. sqlite:///study.db, postgresql://user@host/db)."
             if isinstance(error, ModuleNotFoundError) and "psycopg" in str(error):
                 fix = "pip install 'autotransfer[postgres]' (psycopg 3) for postgresql:// URLs."
             raise AutoTransferError(
-                f"Cannot open the study storage {_hide_password(url)!r}: {str(error).splitlines()[0][:200]}",
+                f"Cannot open the study storage {hide_password(url)!r}: {str(error).splitlines()[0][:200]}",
+                where="{option}",
                 fix=fix,
+                option="storage",
             ) from error
     raise AssertionError("unreachable")
 

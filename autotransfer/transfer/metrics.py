@@ -20,10 +20,8 @@ import numpy as np
 from sklearn import metrics as skm
 
 from autotransfer.errors import AutoTransferError
+from autotransfer.metric_names import LABEL_METRICS, METRICS, PROBABILITY_METRICS  # noqa: F401 (read from here too)
 
-LABEL_METRICS = ("accuracy", "balanced_accuracy", "f1_macro")  # computable from hard predictions
-PROBABILITY_METRICS = ("roc_auc", "log_loss")  # need class probabilities
-METRICS = LABEL_METRICS + PROBABILITY_METRICS
 IMBALANCED_AT = 3.0  # largest/smallest class count at or above this: "imbalanced" (auto -> balanced_accuracy)
 
 
@@ -45,11 +43,18 @@ def imbalance(labels: Sequence) -> tuple[float, tuple, tuple]:
 def check_metric(name: str, n_classes: int | None = None) -> str:
     """``name`` if it is a known metric usable with ``n_classes`` classes; AutoTransferError otherwise."""
     if name not in METRICS:
-        raise AutoTransferError(f"Unknown metric {name!r}.", fix=f"use auto or one of {', '.join(METRICS)}.")
+        raise AutoTransferError(
+            f"Unknown metric {name!r}.",
+            where="{option}",
+            fix=f"use auto or one of {', '.join(METRICS)}.",
+            option="metric",
+        )
     if name == "roc_auc" and n_classes is not None and n_classes != 2:
         raise AutoTransferError(
             f"roc_auc is defined here for 2 classes only; this dataset has {n_classes}.",
+            where="{option}",
             fix="use balanced_accuracy, f1_macro or log_loss for more than 2 classes (or auto).",
+            option="metric",
         )
     return name
 

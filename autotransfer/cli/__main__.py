@@ -1,0 +1,5 @@
+"""``python -m autotransfer.cli``: the ``autotransfer`` command."""
+
+from autotransfer.cli import main
+
+main()

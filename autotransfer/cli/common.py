@@ -1,0 +1,60 @@
+"""What every command module shares: the two consoles, the run defaults shown in --help, the checks of
+an output path before any work, and the checkpoint-path check that needs no torch."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from rich.console import Console
+
+from autotransfer.errors import AutoTransferError
+from autotransfer.options import DEFAULTS as RUN_DEFAULTS
+
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+DEFAULTS = asdict(RUN_DEFAULTS)  # autotransfer/options.py: light, so --help stays fast
+# Piped output (CI logs, `| less`) gets a width that fits the tables instead of rich's default 80.
+out = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+
+
+def prepare_output(path: Path, option: str, directory: bool = False) -> None:
+    """Check before any work that ``path`` (a file, or a folder with ``directory``) can be written:
+    the folder above it is created; a file in its way or a read-only place is one clear error."""
+    if not directory and path.is_dir():
+        raise AutoTransferError(
+            f"{option} {path} is a folder; a file name is needed.", where=str(path), fix="give a file path."
+        )
+    if directory and path.exists() and not path.is_dir():
+        raise AutoTransferError(
+            f"{option} {path} is a file; a folder is needed.", where=str(path), fix="give a folder path."
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise output_error(path, option, error) from error
+    if not os.access(path.parent, os.W_OK):
+        raise output_error(path, option, PermissionError(13, "Permission denied", str(path.parent)))
+
+
+def output_error(path: Path, option: str, error: OSError, note: str = "") -> AutoTransferError:
+    """An OSError met while writing an output, as one message naming the path and the way out."""
+    blocking = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+    if blocking is not None and blocking != path:
+        what = f"Cannot write {option} {path}: {blocking} is a file, not a folder."
+    else:
+        what = f"Cannot write {option} {path}: {error.strerror or error}."
+    return AutoTransferError(what + note, where=str(path), fix="choose a path in a folder you can write to.")
+
+
+def check_checkpoint_path(path: Path) -> None:
+    """A checkpoint path that does not exist, answered before torch is imported (seconds); every other
+    check of a checkpoint (a run without a pipeline, a damaged file) is Pipeline.load's."""
+    if not path.exists():
+        raise AutoTransferError(
+            f"No pipeline checkpoint at {path}: the path does not exist.",
+            where=str(path),
+            fix="pass a run directory of `autotransfer fit` or a checkpoint directory.",
+        )

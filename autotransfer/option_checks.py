@@ -1,0 +1,70 @@
+"""The checks of a run's options that need neither torch nor Optuna, run before any heavy import.
+
+A bad ``--metric``, ``--storage``, ``--profile-backbone`` or ``--time-budget`` is answered in well under
+a second (benchmarks/startup.py), before the engine is imported, profiling starts or a run folder
+exists. ``search/settings.py::resolve_settings`` runs them too (the Python API's path), then the checks
+that need the engine (the search space, the device). Each error names its option (errors.py).
+"""
+
+from __future__ import annotations
+
+from autotransfer.budget import format_duration, parse_duration
+from autotransfer.errors import AutoTransferError
+from autotransfer.metric_names import METRICS
+from autotransfer.options import BACKENDS, RunOptions
+from autotransfer.search import planner
+
+
+def check_budget_floor(seconds: float) -> float:
+    """Refuse at once a budget below what any run needs before its first feature extraction (one
+    probe and saving: planner.minimum_budget); the data-dependent minimum is checked once timed."""
+    floor = planner.minimum_budget(0.0, 0.0)
+    if seconds < floor:
+        raise AutoTransferError(
+            f"The time budget ({format_duration(seconds)}) is too small: any run needs at least "
+            f"{format_duration(floor)} for one linear probe and saving, plus the feature extraction of its images.",
+            where="{option}",
+            fix="raise {option}: with one above that, fit times your images and names their minimum if it "
+            "is still short.",
+            option="time_budget",
+        )
+    return seconds
+
+
+def check_metric_name(name: str) -> str:
+    """``auto`` or a known metric's name (whether it suits the data is decided once the classes are known)."""
+    if name != "auto" and name not in METRICS:
+        raise AutoTransferError(
+            f"Unknown metric {name!r}.", where="{option}", fix=f"use auto or one of {', '.join(METRICS)}.",
+            option="metric",
+        )  # fmt: skip
+    return name
+
+
+def check_options_early(options: RunOptions) -> float:
+    """Every cheap check of ``options``; the budget in seconds. Raises AutoTransferError naming the option."""
+    from autotransfer.models.backbone_names import check_backbone_name
+    from autotransfer.storage_url import check_storage_url
+
+    if options.backend not in BACKENDS:
+        raise AutoTransferError(
+            f"Unknown backend {options.backend!r}.", where="{option}", fix=f"use one of {', '.join(BACKENDS)}.",
+            option="backend",
+        )  # fmt: skip
+    if not 0.0 < options.val_fraction < 0.9:
+        raise AutoTransferError(
+            f"val_fraction must be between 0 and 0.9, got {options.val_fraction}.", where="{option}",
+            fix="give a share such as 0.2.", option="val_fraction",
+        )  # fmt: skip
+    if options.cpus_per_trial <= 0 or options.gpus_per_trial < 0:
+        raise AutoTransferError(
+            "cpus_per_trial must be > 0 and gpus_per_trial >= 0.",
+            where=f"cpus_per_trial={options.cpus_per_trial}, gpus_per_trial={options.gpus_per_trial}",
+            fix="give a positive number of CPUs and zero or more GPUs per trial (fractions allowed).",
+        )
+    seconds = check_budget_floor(parse_duration(options.time_budget))
+    check_metric_name(options.metric)
+    if options.storage:
+        check_storage_url(options.storage)
+    check_backbone_name(options.profile_backbone, where="{option}", option="profile_backbone")
+    return seconds

@@ -1,0 +1,76 @@
+"""A run's Optuna storage URL checked before any work, without importing Optuna (SQLAlchemy parses it):
+a malformed URL, an unknown database and a missing driver are each one message saying which."""
+
+from __future__ import annotations
+
+from autotransfer.errors import AutoTransferError
+
+
+def storage_url(url: str) -> str:
+    """``postgresql://`` names SQLAlchemy's psycopg2 driver; use psycopg 3 (the ``[postgres]`` extra)
+    when only that one is installed. Explicit drivers (``postgresql+psycopg2://``) are kept."""
+    if url.startswith(("postgresql://", "postgres://")):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None:
+            return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def hide_password(url: str) -> str:
+    head, sep, tail = url.partition("://")
+    if "@" in tail and ":" in tail.split("@", 1)[0]:
+        user = tail.split("@", 1)[0].split(":", 1)[0]
+        return f"{head}{sep}{user}:***@{tail.split('@', 1)[1]}"
+    return url
+
+
+DRIVER_EXTRAS = {"postgresql": "pip install 'autotransfer[postgres]' (psycopg 3)"}
+# A driver's import name -> the PyPI package that installs it, where they differ (SQLAlchemy's dialect docs).
+DRIVER_PACKAGES = {
+    "MySQLdb": "mysqlclient",
+    "pymysql": "PyMySQL",
+    "psycopg2": "psycopg2-binary",
+    "cx_Oracle": "oracledb",
+}
+
+
+def check_storage_url(url: str) -> None:
+    """Before any work: a malformed storage URL, or one whose database driver is not installed,
+    is one message saying which (SQLAlchemy's ``make_url`` parses it, the dialect imports its driver)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    shown = hide_password(url)
+    example = "e.g. sqlite:///study.db or postgresql://user:password@host:5432/db"
+    try:
+        parsed = make_url(storage_url(url))
+    except (ArgumentError, ValueError) as error:
+        raise AutoTransferError(
+            f"The {{option}} URL {shown!r} is malformed: {error}.",
+            where="{option}",
+            fix=f"write it as {example}.",
+            option="storage",
+        ) from error
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError as error:
+        raise AutoTransferError(
+            f"The {{option}} URL {shown!r} names an unknown database {parsed.drivername!r}.",
+            where="{option}",
+            fix=f"use sqlite or postgresql, {example}.",
+            option="storage",
+        ) from error
+    try:
+        dialect.import_dbapi()
+    except ImportError as error:
+        backend = parsed.get_backend_name()
+        driver = getattr(error, "name", None) or parsed.get_driver_name()
+        install = DRIVER_EXTRAS.get(backend) or f"pip install {DRIVER_PACKAGES.get(driver, driver)}"
+        raise AutoTransferError(
+            f"The database driver for {backend} URLs ({driver}) is not installed, so {{option:{shown}}} "
+            "cannot be opened.",
+            where="{option}",
+            fix=f"{install}.",
+            option="storage",
+        ) from error
