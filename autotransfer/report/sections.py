@@ -14,6 +14,7 @@ import pandas as pd
 from autotransfer.cpu_threads import load_note
 from autotransfer.report.page import cell, percent
 from autotransfer.report.plots import RAN
+from autotransfer.report.score_summary import ScoreSummary
 from autotransfer.report.search_choices import describe_auto
 from autotransfer.report.terminal import cell_text, is_missing
 
@@ -52,40 +53,6 @@ class Plot:
     svg: str | None  # inline SVG markup; None when there is nothing to draw
     caption: str
     missing: str  # said instead of the plot when there is nothing to draw
-
-
-@dataclass(frozen=True)
-class SearchScore:
-    """The chosen trial's search score as people read it: the metric, where it was measured, the value
-    (log loss shown as the loss, lower is better) and whether the val split chose it (then optimistic)."""
-
-    metric: str  # "balanced accuracy"
-    measured_on: str  # "CV mean on train+val" or "validation split"
-    text: str  # "87.5%", "0.3125" (log loss) or "–"
-    lower_is_better: bool
-    chosen_on_val: bool  # the val split chose the trial: its val figures are optimistic, not held out
-
-
-def search_score_summary(metrics: dict) -> SearchScore:
-    """The "chosen on the val split, so optimistic" rule and the log-loss sign in one place (the terminal
-    summary in cli.py says the same)."""
-    metric = metrics.get("metric") or "val_accuracy"
-    score = metrics.get("val_score", metrics.get("val_accuracy"))
-    if is_missing(score):
-        text = "–"
-    elif metric == "log_loss":  # searched as its negative (higher is better): shown as the loss
-        text = f"{-float(score):.4f}"
-    else:
-        text = percent(score)
-    return SearchScore(
-        metric=metric.replace("_", " "),
-        measured_on="CV mean on train+val"
-        if metrics.get("val_score_from") == "cross-validation"
-        else "validation split",
-        text=text,
-        lower_is_better=metric == "log_loss",
-        chosen_on_val=metrics.get("val_score_from") == "validation split",
-    )
 
 
 def probes_cross_validated(metrics: dict) -> bool:
@@ -137,7 +104,12 @@ def summary_cards(metrics: dict, summaries: dict, elapsed: float, budget: float 
     """The summary cards: search score, held-out metrics, test scores and time used."""
     from autotransfer.budget import format_duration
 
-    score = search_score_summary(metrics)
+    score = ScoreSummary.from_metrics(metrics)  # the rules the terminal summary reads too
+    if score.search_score is None:
+        score_text = "–"
+    else:
+        score_text = f"{score.search_score:.4f}" if score.lower_is_better else percent(score.search_score)
+    measured_on = "CV mean on train+val" if score.cross_validated else "validation split"
     # The search's score of the chosen trial (as in the leaderboard); the per-class figures come from
     # the predictions of the chosen configuration trained on train only, which can differ a little.
     searched, evaluated = metrics.get("val_accuracy"), (summaries.get("val") or {}).get("accuracy")
@@ -148,7 +120,7 @@ def summary_cards(metrics: dict, summaries: dict, elapsed: float, budget: float 
         notes.append("the split the search chose on: optimistic")
     val = "val split" if score.chosen_on_val else "held-out val"
     cards = [
-        Card(f"search score: {score.metric} ({score.measured_on})", score.text,
+        Card(f"search score: {score.metric.replace('_', ' ')} ({measured_on})", score_text,
              "lower is better" if score.lower_is_better else ""),
         Card(f"accuracy ({val})", _score(summaries, metrics, "val", "accuracy"), "; ".join(notes)),
         Card(f"balanced accuracy ({val})", _score(summaries, metrics, "val", "balanced_accuracy")),
