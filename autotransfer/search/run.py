@@ -221,13 +221,14 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
         pipeline, refit = write_once(context.storage, write, str(context.out.resolve()))
     else:
         pipeline, refit = write()
-    unused = max(0.0, context.deadline.left())
-    profile["budget_unused"] = {"seconds": round(unused, 1), "share": round(unused / context.deadline.seconds, 3)}
-    log.info("budget: %s of %s unused (%.0f%%)", format_duration(unused), format_duration(context.deadline.seconds),
-             100 * unused / context.deadline.seconds)  # fmt: skip
     profile["machine_load"] = busiest_load()  # the summary and the report say when a busy machine cut the search
     write_text_atomic(context.out / "profile.json", json.dumps(profile, indent=2, default=str))
     board = write_outputs(context.out, rows, best, pipeline, context.deadline.elapsed(), context.deadline.seconds)
+    unused = max(0.0, context.deadline.left())  # after the report: what the user waited for counts
+    profile["budget_unused"] = {"seconds": round(unused, 1), "share": round(unused / context.deadline.seconds, 3)}
+    write_text_atomic(context.out / "profile.json", json.dumps(profile, indent=2, default=str))
+    log.info("budget: %s of %s unused (%.0f%%)", format_duration(unused), format_duration(context.deadline.seconds),
+             100 * unused / context.deadline.seconds)  # fmt: skip
     return SearchResult(pipeline=pipeline, leaderboard=board, profile=profile, run_dir=context.out, best=best,
                         refit=refit, seconds=context.deadline.elapsed(), records=rows)  # fmt: skip
 
