@@ -54,7 +54,7 @@ class Dataset:
         return {c: int(((self.labels == i) & mask).sum()) for i, c in enumerate(self.classes)}
 
 
-def load_dataset(
+def load_dataset(  # noqa: PLR0913 (a public function: every option keyword-only, as in timm.create_model)
     source: str | os.PathLike | DatasetIndex,
     *,
     image_size: int = 128,

@@ -139,7 +139,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ building and saving
     @classmethod
-    def from_model(
+    def from_model(  # noqa: PLR0913 (what a saved pipeline records, all keyword-only but the model)
         cls,
         backbone: Backbone,
         model: TransferModel,

@@ -162,7 +162,7 @@ def _feature_file(path: Path, shape: tuple[int, int]) -> np.ndarray:
     return array
 
 
-def extract_features(
+def extract_features(  # noqa: PLR0913 (a public function: every option keyword-only)
     dataset: Dataset,
     backbone: Backbone,
     taps: list[str] | None = None,

@@ -167,7 +167,7 @@ def _rationale(
     )
 
 
-def profile_dataset(
+def profile_dataset(  # noqa: PLR0913 (the public `profile_dataset`: every option keyword-only)
     data: str | Path | Dataset,
     *,
     backbone: str | Backbone = DEFAULT_BACKBONE,
