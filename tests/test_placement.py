@@ -1,12 +1,15 @@
 """The cheap stage corrects the prior: the probes' placement, and the fine-tuning seeds it changes."""
 
+import json
+
 import optuna
 import pytest
 
+from autotransfer.errors import AutoTransferError
 from autotransfer.search.candidates import Candidate
 from autotransfer.search.finetune_stage import FinetunePlan
 from autotransfer.search.objective import Objective
-from autotransfer.search.placement import corrected_prior, measured_placement
+from autotransfer.search.placement import Placement, corrected_prior, measured_placement
 from autotransfer.search.recipe import seed_trials
 from autotransfer.search.records import TrialRecord
 from autotransfer.search.space import load_search_space
@@ -24,15 +27,18 @@ def _probes(head: float, mid: float) -> list[TrialRecord]:
 
 def test_top_features_that_lose_to_a_lower_tap_read_as_different():
     placement = measured_placement(PROFILE, _probes(head=0.70, mid=0.82), pixel_score=0.40)
-    assert placement["quadrant"] == "large-different" and placement["differs"]
-    assert placement["a_priori"] == "large-similar" and "too ImageNet-specific" in placement["rationale"]
+    assert placement.quadrant == "large-different" and placement.differs
+    assert placement.a_priori == "large-similar" and "too ImageNet-specific" in placement.rationale
+    assert Placement.from_json(json.loads(json.dumps(placement.to_json()))) == placement  # as profile.json keeps it
+    with pytest.raises(AutoTransferError, match="another version wrote it"):
+        Placement.from_json({**placement.to_json(), "confidence": 0.9})
     kept = measured_placement(PROFILE, _probes(head=0.815, mid=0.82), pixel_score=0.40)
-    assert kept["quadrant"] == "large-similar" and not kept["differs"]  # within the tie margin
+    assert kept.quadrant == "large-similar" and not kept.differs  # within the tie margin
 
 
 def test_features_no_better_than_pixels_read_as_different():
     placement = measured_placement(PROFILE, _probes(head=0.50, mid=0.45), pixel_score=0.55)
-    assert placement["quadrant"] == "large-different" and "do not beat raw pixels" in placement["rationale"]
+    assert placement.quadrant == "large-different" and "do not beat raw pixels" in placement.rationale
 
 
 def test_no_placement_without_both_kinds_of_tap():
@@ -69,7 +75,7 @@ def test_a_combined_tap_is_not_a_lower_tap():
     """A combined tap holds the CNN codes too: the placement compares single taps only."""
     probes = [*_probes(head=0.80, mid=0.78), _probe(3, "blocks.4+head", 0.90)]
     placement = measured_placement(PROFILE, probes, pixel_score=0.40)
-    assert placement["quadrant"] == "large-similar" and "best lower tap 0.780" in placement["rationale"]
+    assert placement.quadrant == "large-similar" and "best lower tap 0.780" in placement.rationale
 
 
 def test_fine_tuning_candidates_are_single_taps():

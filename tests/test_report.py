@@ -183,7 +183,11 @@ def test_thumbnail_of_a_palette_image_with_transparency_bytes(tmp_path):
 
 
 def test_the_report_shows_both_placements_and_the_size_measured_at():
-    measured = {"quadrant": "small-similar", "differs": True, "rationale": "CNN codes 0.64 vs 0.63"}
+    from autotransfer.search.placement import Placement
+
+    measured = Placement(quadrant="small-similar", a_priori="small-different", differs=True, head_score=0.64,
+                         mid_score=0.63, pixel_score=None, strategies=("linear_probe",),
+                         rationale="CNN codes 0.64 vs 0.63").to_json()  # fmt: skip
     profile = {"quadrant": "small-different", "rationale": "far from photos", "similarity": 0.49,
                "resolution": {"profiled_at": 128}, "nearest_reference": "clipart",
                "separability": {"knn_accuracy": 0.51, "chance": 0.10}, "measured": measured}  # fmt: skip

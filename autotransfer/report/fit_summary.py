@@ -90,12 +90,14 @@ def print_search_choices(profile: dict, records: list[TrialRecord], console: Con
     (backbone, size) pairs the budget let the probes reach (``records``: the search's, search/records.py)."""
     if profile.get("measured_skipped"):
         console.print(f"placement: not measured by the probes ({escape(profile['measured_skipped'])})")
-    placement = profile.get("measured")
-    if placement:
-        verdict = "differs from" if placement.get("differs") else "agrees with"
+    if profile.get("measured"):
+        from autotransfer.search.placement import Placement
+
+        placement = Placement.from_json(profile["measured"])
+        verdict = "differs from" if placement.differs else "agrees with"
         console.print(
-            f"placement: a priori {placement.get('a_priori')}, measured by the probes {placement['quadrant']} "
-            f"({verdict} the profile): {escape(placement.get('rationale', ''))}"
+            f"placement: a priori {placement.a_priori}, measured by the probes {placement.quadrant} "
+            f"({verdict} the profile): {escape(placement.rationale)}"
         )
     auto = profile.get("auto")
     if auto:

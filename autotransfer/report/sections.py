@@ -151,12 +151,12 @@ def placement_rows(profile: dict) -> list[tuple[str, str]]:
         )
     evidence_text = f" ({', '.join(e for e in evidence if e)})" if any(evidence) else ""
     rows = [("quadrant, a priori (profile)", f"{profile['quadrant']} — {profile.get('rationale', '')}{evidence_text}")]
-    placement = profile.get("measured")
-    if placement:
-        verdict = "differs from the profile" if placement.get("differs") else "agrees with the profile"
-        rows.append(
-            ("quadrant, measured (probes)", f"{placement['quadrant']} — {verdict}: {placement.get('rationale', '')}")
-        )
+    if profile.get("measured"):
+        from autotransfer.search.placement import Placement  # sklearn and the zoo: only when a run measured one
+
+        placement = Placement.from_json(profile["measured"])
+        verdict = "differs from the profile" if placement.differs else "agrees with the profile"
+        rows.append(("quadrant, measured (probes)", f"{placement.quadrant} — {verdict}: {placement.rationale}"))
     elif profile.get("measured_skipped"):
         rows.append(("quadrant, measured (probes)", f"not measured: {profile['measured_skipped']}"))
     return rows

@@ -9,7 +9,9 @@ evidence) and the fine-tuning stage is seeded from the corrected quadrant.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -19,6 +21,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from autotransfer.data.datasets import Dataset
+from autotransfer.errors import AutoTransferError
 from autotransfer.models.zoo import COMBINED_TAP
 from autotransfer.search.records import TrialRecord
 from autotransfer.transfer.metrics import score
@@ -27,6 +30,34 @@ from autotransfer.transfer.strategies import QUADRANT_STRATEGIES
 PIXELS = 24  # side of the grey thumbnails of the pixel baseline
 BASELINE_TRAIN, BASELINE_VAL = 4000, 2000  # images the baseline fits and scores on at most (seeded samples)
 TIE = 0.01  # the CNN codes count as "still relevant" within this of the best lower tap
+
+
+@dataclass(frozen=True, kw_only=True)
+class Placement:
+    """Where the probes place the data in the strategy matrix (``profile.json``'s ``measured``)."""
+
+    quadrant: str  # "large-different"
+    a_priori: str | None  # the profile's quadrant
+    differs: bool
+    head_score: float  # the best probe on the CNN codes (the run's metric)
+    mid_score: float  # the best probe on a single lower tap
+    pixel_score: float | None  # the no-transfer baseline on raw pixels
+    strategies: tuple[str, ...]  # the quadrant's, best first (transfer/strategies.py)
+    rationale: str
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "strategies": list(self.strategies)}
+
+    @classmethod
+    def from_json(cls, document: dict) -> Placement:
+        known = {f.name for f in dataclasses.fields(cls)}
+        if set(document) != known:
+            raise AutoTransferError(
+                f"The measured placement in this run's profile.json has other fields than this version of "
+                f"autotransfer writes ({', '.join(sorted(set(document) ^ known))}): another version wrote it.",
+                fix="run fit again with a new --out (this version cannot read or resume that run).",
+            )
+        return cls(**{**document, "strategies": tuple(document["strategies"])})
 
 
 def pixel_baseline(dataset: Dataset, metric: str, seed: int = 0) -> float:
@@ -52,7 +83,7 @@ def pixel_baseline(dataset: Dataset, metric: str, seed: int = 0) -> float:
     return score(metric, dataset.labels[val], proba, len(dataset.classes))
 
 
-def measured_placement(profile: dict, probe_records: list[TrialRecord], pixel_score: float | None) -> dict | None:
+def measured_placement(profile: dict, probe_records: list[TrialRecord], pixel_score: float | None) -> Placement | None:
     """The quadrant from the probes (``None`` without both a head-tap and a lower-tap probe).
 
     ``profile``: the a-priori profile (its quadrant's size half is kept); ``probe_records``: finished
@@ -76,21 +107,21 @@ def measured_placement(profile: dict, probe_records: list[TrialRecord], pixel_sc
             words += " (the pretrained features do not beat raw pixels: the data is far from ImageNet)"
             quadrant = f"{size}-different"
     a_priori = profile.get("quadrant")
-    return {
-        "quadrant": quadrant,
-        "a_priori": a_priori,
-        "differs": quadrant != a_priori,
-        "head_score": head,
-        "mid_score": mid,
-        "pixel_score": pixel_score,
-        "strategies": list(QUADRANT_STRATEGIES[quadrant]),
-        "rationale": words,
-    }
+    return Placement(
+        quadrant=quadrant,
+        a_priori=a_priori,
+        differs=quadrant != a_priori,
+        head_score=head,
+        mid_score=mid,
+        pixel_score=pixel_score,
+        strategies=QUADRANT_STRATEGIES[quadrant],
+        rationale=words,
+    )
 
 
-def corrected_prior(profile: dict, placement: dict | None) -> dict:
+def corrected_prior(profile: dict, placement: Placement | None) -> dict:
     """The profile's prior with its strategies taken from the measured quadrant (when there is one)."""
     prior = dict(profile.get("prior", {}))
     if placement is not None:
-        prior["strategies"] = placement["strategies"]
+        prior["strategies"] = list(placement.strategies)
     return prior

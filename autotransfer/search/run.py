@@ -43,7 +43,7 @@ from autotransfer.search.ensemble_stage import build_ensemble, choose_ensemble
 from autotransfer.search.finetune_stage import FinetunePlan, OptunaBackend, choose_candidates, search_shape
 from autotransfer.search.finished import is_finished, load_finished
 from autotransfer.search.objective import Objective, decide_objective, decide_rotation
-from autotransfer.search.placement import corrected_prior, measured_placement, pixel_baseline
+from autotransfer.search.placement import Placement, corrected_prior, measured_placement, pixel_baseline
 from autotransfer.search.probe_stage import finetune_first, run_probe_stage
 from autotransfer.search.recipe import prior_ranges
 from autotransfer.search.records import TrialRecord, best_record, records, trial_records
@@ -233,11 +233,11 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
                         refit=refit, seconds=context.deadline.elapsed(), records=rows)  # fmt: skip
 
 
-def placement_stage(context: RunContext, studies: Studies, profile: dict) -> dict | None:
+def placement_stage(context: RunContext, studies: Studies, profile: dict) -> Placement | None:
     """Where the probes place the data (search/placement.py), saved in ``profile.json`` next to the
     a-priori placement; computed once per run directory, and only when the budget leaves room."""
     if "measured" in profile:
-        return profile["measured"]
+        return Placement.from_json(profile["measured"])
     if context.deadline.left() < context.reserve(None) + PLACEMENT_SECONDS:
         profile["measured_skipped"] = "the budget left no room for the pixel baseline"
         log.info("measured placement skipped: %s", profile["measured_skipped"])
@@ -246,10 +246,10 @@ def placement_stage(context: RunContext, studies: Studies, profile: dict) -> dic
     pixels = pixel_baseline(dataset, context.objective.metric, context.settings.options.seed)
     placement = measured_placement(profile, trial_records("probe", studies.probes), pixels)
     if placement is not None:
-        profile["measured"] = placement
+        profile["measured"] = placement.to_json()
         write_text_atomic(context.out / "profile.json", json.dumps(profile, indent=2, default=str))
-        log.info("measured placement: %s (a priori %s): %s", placement["quadrant"], placement["a_priori"],
-                 placement["rationale"])  # fmt: skip
+        log.info("measured placement: %s (a priori %s): %s", placement.quadrant, placement.a_priori,
+                 placement.rationale)  # fmt: skip
     return placement
 
 
