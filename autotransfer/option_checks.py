@@ -53,15 +53,19 @@ def check_options_early(options: RunOptions) -> float:
         )  # fmt: skip
     if not 0.0 < options.val_fraction < 0.9:
         raise AutoTransferError(
-            f"val_fraction must be between 0 and 0.9, got {options.val_fraction}.", where="{option}",
+            f"{{option}} must be between 0 and 0.9, got {options.val_fraction}.", where="{option}",
             fix="give a share such as 0.2.", option="val_fraction",
         )  # fmt: skip
-    if options.cpus_per_trial <= 0 or options.gpus_per_trial < 0:
+    if options.cpus_per_trial <= 0:
         raise AutoTransferError(
-            "cpus_per_trial must be > 0 and gpus_per_trial >= 0.",
-            where=f"cpus_per_trial={options.cpus_per_trial}, gpus_per_trial={options.gpus_per_trial}",
-            fix="give a positive number of CPUs and zero or more GPUs per trial (fractions allowed).",
-        )
+            f"{{option}} must be > 0, got {options.cpus_per_trial}.", where="{option}",
+            fix="give a positive number of CPUs per trial (fractions allowed).", option="cpus_per_trial",
+        )  # fmt: skip
+    if options.gpus_per_trial < 0:
+        raise AutoTransferError(
+            f"{{option}} must be >= 0, got {options.gpus_per_trial}.", where="{option}",
+            fix="give zero or more GPUs per trial (fractions allowed).", option="gpus_per_trial",
+        )  # fmt: skip
     seconds = check_budget_floor(parse_duration(options.time_budget))
     check_metric_name(options.metric)
     if options.storage:

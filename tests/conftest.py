@@ -72,6 +72,15 @@ def run_concurrently(code: str, argument: str, cache: Path, copies: int = 3) -> 
     return outputs
 
 
+def as_from_a_terminal() -> None:
+    """``preexec_fn`` of the tests' commands: Ctrl-C (SIGINT) reaches them as it does a command typed in a
+    terminal. A test run started as a background job (``pytest &`` from a script) has SIGINT ignored, and
+    children inherit that, so interruption tests would test nothing."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def cli():
     """Run ``autotransfer ARGS`` in a subprocess (the real entry point, exit codes included)."""
@@ -87,6 +96,7 @@ def cli():
             text=True,
             env=dict(os.environ),
             timeout=timeout,
+            preexec_fn=as_from_a_terminal,
         )
         return SimpleNamespace(exit_code=done.returncode, stdout=done.stdout, output=done.stdout + done.stderr)
 

@@ -15,7 +15,7 @@ import numpy as np
 import optuna
 import pytest
 import torch
-from conftest import SPACE, make_imagefolder
+from conftest import SPACE, as_from_a_terminal, make_imagefolder
 
 from autotransfer import AutoTransfer, Pipeline
 from autotransfer.errors import AutoTransferError
@@ -40,7 +40,8 @@ def _finished(out) -> dict[tuple[str, int], float]:
 def _run_until(args, log, pattern: str, count: int, delay: float, sig: int) -> int:
     """Start `fit`, wait until its log gains ``count`` lines with ``pattern``, wait ``delay`` more, send ``sig``."""
     offset = log.stat().st_size if log.exists() else 0  # the log is appended to by every run
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env=dict(os.environ), preexec_fn=as_from_a_terminal)  # fmt: skip
     start = time.monotonic()
     while time.monotonic() - start < 300 and process.poll() is None:
         if log.exists() and log.read_text()[offset:].count(pattern) >= count:

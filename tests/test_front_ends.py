@@ -61,7 +61,7 @@ def test_the_api_names_its_parameters_not_the_clis_options(tmp_path):
         (["--metric", "nosuch"], ("Unknown metric 'nosuch'", "Where: --metric")),
         (["--storage", "postgresql//bad"], ("is malformed", "Where: --storage")),
         (["--backend", "dask"], ("Unknown backend 'dask'", "Where: --backend")),
-        (["--val-fraction", "0.95"], ("val_fraction must be between", "Where: --val-fraction")),
+        (["--val-fraction", "0.95"], ("--val-fraction must be between", "Where: --val-fraction")),
     ],
 )
 def test_argument_errors_of_fit_are_answered_before_torch_is_imported(tmp_path, args, expected):
@@ -138,8 +138,9 @@ def test_the_terminal_leaderboard_reads_at_80_columns():
         assert max(len(line) for line in lines) <= width
         rows = [line for line in lines if "0.9" in line or "0.8" in line]
         assert len(rows) == 8  # one line per trial: nothing wrapped
-        assert "★" in rows[0] and "linear_probe_combined_taps" in rows[0] and "mobilenetv2_100" in rows[0]
-        assert ("left out at this width: tap, s, status" in console.file.getvalue()) is left_out
+        assert "★" in rows[0] and "linear_probe_comb" in rows[0] and "mobilenetv2_100" in rows[0]
+        assert ("left out at this width: px, s, status" in console.file.getvalue()) is left_out
+        assert all("blocks." in row for row in rows)  # the tap tells a backbone's probes apart: never left out
 
 
 def test_inspect_titles_its_table_without_wrapping_at_80_columns(tmp_path):

@@ -47,7 +47,7 @@ class ChoiceExplanation:
     """The "Why the ★ trial" paragraph of the report, as sentences."""
 
     trial: str  # "fine-tuning trial 1 (finetune_top)"
-    score: str  # "validation accuracy 0.9000"
+    score: str  # "accuracy 0.9000 (validation split)"
     rule: str  # the rule that picked it
     measured: str  # where the trials' scores were measured
     off_front: str = ""  # why the ★ is off the Pareto front; "" when it is on it
@@ -60,7 +60,12 @@ def explain_choice(frame: pd.DataFrame, front: pd.DataFrame, metrics: dict) -> C
         return None
     row = chosen.iloc[0]
     metric = str(metrics.get("metric") or "accuracy").replace("_", " ")
-    if metrics.get("val_score_from") == "cross-validation":
+    # the chosen record says cross-validation only when it is a probe; a fine-tuned or ensemble choice's
+    # objective still says whether the probes were cross-validated (search/objective.py)
+    cross_validated = metrics.get("val_score_from") == "cross-validation" or "cross-validation" in str(
+        metrics.get("metric_reason") or ""
+    )
+    if cross_validated:
         measured = (
             "probes on this small dataset are scored by the mean over cross-validation folds of train+val, "
             "fine-tuned trials on the validation split"
@@ -70,9 +75,12 @@ def explain_choice(frame: pd.DataFrame, front: pd.DataFrame, metrics: dict) -> C
     if metrics.get("selection"):
         rule = f"It was chosen by the {metrics['selection']}."
     else:
-        rule = f"It has the highest validation {metric}; {TIE_RULE}."
+        rule = f"It has the highest search score ({metric}); {TIE_RULE}."
     off = off_front_reason(frame, front)
     if off:
         why = TIE_RULE if not metrics.get("selection") else "the rule above compares settings, not measured seconds"
         off += f" The front is drawn over measured seconds, which vary with the machine's load, while {why}."
-    return ChoiceExplanation(_name(row), f"validation {metric} {row['val_score']:.4f}", rule, measured, off or "")
+    probe_cv = cross_validated and row.get("stage") == "probe"
+    where = "mean over cross-validation folds" if probe_cv else "validation split"
+    score = f"{metric} {row['val_score']:.4f} ({where})"
+    return ChoiceExplanation(_name(row), score, rule, measured, off or "")

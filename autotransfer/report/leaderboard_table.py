@@ -18,8 +18,7 @@ from autotransfer.report.terminal import cell_text, is_missing
 
 ROWS = 8
 COLUMNS = {  # name in leaderboard.csv: heading (the strategy names the stage; seconds to 0.1)
-    "chosen": "",
-    "strategy": "strategy",
+    "strategy": "  strategy",  # the chosen row's starts with ★ (a column of its own is the first rich shrinks)
     "backbone": "backbone",
     "resolution": "px",
     "tap": "tap",
@@ -28,14 +27,18 @@ COLUMNS = {  # name in leaderboard.csv: heading (the strategy names the stage; s
     "status": "status",
 }
 RIGHT = ("resolution", "val_score", "seconds")
-DROP_ORDER = ("status", "tap", "seconds", "resolution")  # first left out when the table is too wide
+# first left out when the table is too wide; the tap stays (rows of one backbone differ by it), cut with an
+# ellipsis if need be
+DROP_ORDER = ("seconds", "resolution", "status")
+TAP_WIDTH = 20  # a combined tap ("blocks.2+blocks.4+blocks.6+head") is cut here, its start kept
 
 
 def _cells(row: dict) -> dict[str, str]:
     seconds = "" if is_missing(row.get("seconds")) else f"{float(row['seconds']):.1f}"
     status = {"complete": "done"}.get(str(row.get("status")), cell_text(row.get("status")))
-    chosen = "★" if not is_missing(row.get("chosen")) and bool(row["chosen"]) else ""
-    return {k: cell_text(row.get(k)) for k in COLUMNS} | {"seconds": seconds, "status": status, "chosen": chosen}
+    chosen = "★ " if not is_missing(row.get("chosen")) and bool(row["chosen"]) else "  "
+    cells = {k: cell_text(row.get(k)) for k in COLUMNS}
+    return cells | {"seconds": seconds, "status": status, "strategy": chosen + cells["strategy"]}
 
 
 def _table(headings: dict[str, str], rows: list[dict[str, str]], kept: list[str]) -> Table:
@@ -48,7 +51,8 @@ def _table(headings: dict[str, str], rows: list[dict[str, str]], kept: list[str]
     )
     for name in kept:
         overflow = "ellipsis" if name in ("strategy", "backbone", "tap") else "fold"
-        table.add_column(headings[name], no_wrap=True, overflow=overflow, justify="right" if name in RIGHT else "left")
+        table.add_column(headings[name], no_wrap=True, overflow=overflow, justify="right" if name in RIGHT else "left",
+                         max_width=TAP_WIDTH if name == "tap" else None)  # fmt: skip
     for row in rows:
         table.add_row(*(escape(row[k]) for k in kept))
     return table
