@@ -66,3 +66,15 @@ class AutoTransferError(Exception):
         """The same error with its option written by ``naming`` (e.g. ``python_argument``)."""
         what, where, fix = self._templates
         return type(self)(what, where=where, fix=fix, option=self.option, naming=naming)
+
+
+def written_by_another_version(what: str, fields: list[str]) -> AutoTransferError:
+    """The one error for a run directory's ``what`` (e.g. "trial record") whose ``fields`` this version does
+    not read (unknown or missing): the run was written by another version, and is not converted."""
+    from autotransfer import __version__
+
+    return AutoTransferError(
+        f"The {what} in this run directory has fields this version of autotransfer ({__version__}) does not "
+        f"read ({', '.join(fields)}): another version wrote it.",
+        fix="run fit again with a new --out (this version cannot read or resume that run).",
+    )

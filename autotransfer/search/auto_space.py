@@ -28,7 +28,7 @@ import torch
 
 from autotransfer.cpu_threads import use_free_cpus
 from autotransfer.data.resolution import native_short_sides, profile_resolution
-from autotransfer.errors import AutoTransferError
+from autotransfer.errors import AutoTransferError, written_by_another_version
 from autotransfer.models.weights import OFFLINE_ZOO, hub_reachable, offline_weights_available
 from autotransfer.models.zoo import TORCHVISION_PREFIX, create_backbone
 from autotransfer.search import planner
@@ -68,11 +68,7 @@ class AutoChoice:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(document) - known)
         if unknown:
-            raise AutoTransferError(
-                f"The run's `auto` choice in this run directory has fields this version of autotransfer does not "
-                f"know ({', '.join(unknown)}): it was written by another version.",
-                fix="run fit again with a new --out (this version cannot read or resume that run).",
-            )
+            raise written_by_another_version("run's `auto` choice", unknown)
         return cls(**{**document, "backbones": tuple(document["backbones"]),
                       "resolutions": tuple(document["resolutions"])})  # fmt: skip
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autotransfer.errors import AutoTransferError
+from autotransfer.errors import written_by_another_version
 from autotransfer.transfer.augment import canonical_orientation
 from autotransfer.transfer.metrics import IMBALANCED_AT, check_metric, choose_metric, imbalance
 
@@ -42,12 +42,9 @@ class Objective:
     def from_json(cls, document: dict) -> Objective:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(document) - known)
-        if unknown or not {"metric", "reason"} <= set(document):
-            raise AutoTransferError(
-                f"The run's objective in this run directory has fields this version of autotransfer does not "
-                f"know ({', '.join(unknown) or 'metric or reason missing'}): it was written by another version.",
-                fix="run fit again with a new --out (this version cannot read or resume that run).",
-            )
+        missing = sorted({"metric", "reason"} - set(document))
+        if unknown or missing:
+            raise written_by_another_version("run's objective", unknown + [f"{m} missing" for m in missing])
         return cls(**{**document, "class_weights": tuple(document.get("class_weights", ("none",)))})
 
 

@@ -21,7 +21,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from autotransfer.data.datasets import Dataset
-from autotransfer.errors import AutoTransferError
+from autotransfer.errors import written_by_another_version
 from autotransfer.models.zoo import COMBINED_TAP
 from autotransfer.search.records import TrialRecord
 from autotransfer.transfer.metrics import score
@@ -52,11 +52,7 @@ class Placement:
     def from_json(cls, document: dict) -> Placement:
         known = {f.name for f in dataclasses.fields(cls)}
         if set(document) != known:
-            raise AutoTransferError(
-                f"The measured placement in this run's profile.json has other fields than this version of "
-                f"autotransfer writes ({', '.join(sorted(set(document) ^ known))}): another version wrote it.",
-                fix="run fit again with a new --out (this version cannot read or resume that run).",
-            )
+            raise written_by_another_version("measured placement (profile.json)", sorted(set(document) ^ known))
         return cls(**{**document, "strategies": tuple(document["strategies"])})
 
 

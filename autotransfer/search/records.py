@@ -18,8 +18,7 @@ from typing import Any
 
 import optuna
 
-from autotransfer import __version__
-from autotransfer.errors import AutoTransferError
+from autotransfer.errors import written_by_another_version
 from autotransfer.search.storage import Studies
 
 # Bumped when a field of TrialRecord is renamed or removed: a study written with another format is refused.
@@ -146,11 +145,7 @@ def _present(value) -> bool:
 def _check_known(values: dict[str, Any], where: str) -> None:
     unknown = sorted(set(values) - FIELDS)
     if unknown:
-        raise AutoTransferError(
-            f"The {where} in this run directory has fields this version of autotransfer ({__version__}, trial "
-            f"record format {RECORD_FORMAT}) does not know: {', '.join(unknown)}. It was written by another version.",
-            fix="run fit again with a new --out (this version cannot read or resume that run).",
-        )
+        raise written_by_another_version(f"{where} (trial record format {RECORD_FORMAT})", unknown)
 
 
 def trial_attrs(**values: Any) -> dict[str, Any]:
