@@ -128,7 +128,7 @@ def test_the_report_names_the_metric_the_test_balanced_accuracy_and_what_auto_ch
     args["pipeline"].spec["metrics"]["metric"] = "balanced_accuracy"
     write_outputs(**args)
     text = (tmp_path / "run" / "report.html").read_text()
-    assert "Validation balanced accuracy against cost" in text and "Accuracy against cost" not in text
+    assert "Search score (balanced accuracy) against cost" in text and "Accuracy against cost" not in text
     # the card is the mean of the per-class recalls of the test predictions
     test = pd.read_csv(tmp_path / "run" / "predictions-test.csv")
     recall = (test["label"] == test["predicted"]).groupby(test["label"]).mean().mean()

@@ -196,7 +196,7 @@ def _search_plots(frame: pd.DataFrame, profile: dict, metrics: dict) -> list[Plo
          "this data are from ImageNet's (higher = more different); a distance that grows with depth suggests "
          "features from a lower tap and fine-tuning the top.",
          "The run has no profile (profile.json missing or without distances)."),
-        Plot(f"Validation {metric} against cost", Markup(pareto) if pareto else None,
+        Plot(f"Search score ({metric}) against cost", Markup(pareto) if pareto else None,
          f"Every trial that ran, scored by the run's metric ({metric}); the black line is the Pareto front (no "
          f"other trial both scores higher and costs less); the red ring is the chosen one. {scored}; the chosen "
          "pipeline's held-out test score is in the cards above, not on this chart.",
