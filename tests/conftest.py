@@ -72,6 +72,30 @@ def run_concurrently(code: str, argument: str, cache: Path, copies: int = 3) -> 
     return outputs
 
 
+def small_probe_pipeline(folder, counts: dict[str, int]):
+    """A Pipeline (random-init test backbone, a probe head trained one epoch) on an image folder made under
+    ``folder`` with ``counts`` images per class; returns (pipeline, the folder's root)."""
+    import torch
+
+    from autotransfer.data.datasets import load_dataset
+    from autotransfer.deploy.pipeline import Pipeline
+    from autotransfer.models.zoo import create_backbone
+    from autotransfer.transfer.finetune import FinetuneConfig, finetune
+
+    root = make_imagefolder(folder / "d", counts)
+    dataset = load_dataset(root, image_size=32, show_progress=False)
+    torch.manual_seed(0)
+    backbone = create_backbone("test_efficientnet", pretrained=False)
+    config = FinetuneConfig(strategy="linear_probe", epochs=1, batch_size=8, bf16=False, warmup_epochs=0)
+    result = finetune(dataset, backbone, config)
+    pipeline = Pipeline.from_model(
+        backbone, result.model, classes=dataset.classes, recipe=dataset.recipe, frozen_groups=0,
+        head_type="linear", strategy="linear_probe", hyperparameters=result.config,
+        metrics={"val_accuracy": result.best_val_accuracy},
+    )  # fmt: skip
+    return pipeline, root
+
+
 def as_from_a_terminal() -> None:
     """``preexec_fn`` of the tests' commands: Ctrl-C (SIGINT) reaches them as it does a command typed in a
     terminal. A test run started as a background job (``pytest &`` from a script) has SIGINT ignored, and

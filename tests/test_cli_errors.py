@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
-from conftest import make_imagefolder
+from conftest import make_imagefolder, small_probe_pipeline
 from rich.console import Console
 from sample_run import records
 
@@ -42,22 +42,7 @@ def one_clear_error(done, *expected):
 @pytest.fixture(scope="module")
 def pipeline_dir(tmp_path_factory):
     """A small saved pipeline (random-init test backbone; a probe head) and a folder of images."""
-    from autotransfer.data.datasets import load_dataset
-    from autotransfer.deploy.pipeline import Pipeline
-    from autotransfer.models.zoo import create_backbone
-    from autotransfer.transfer.finetune import FinetuneConfig, finetune
-
-    root = make_imagefolder(tmp_path_factory.mktemp("cli") / "d", {"a": 6, "b": 6})
-    dataset = load_dataset(root, image_size=32, show_progress=False)
-    torch.manual_seed(0)
-    backbone = create_backbone("test_efficientnet", pretrained=False)
-    config = FinetuneConfig(strategy="linear_probe", epochs=1, batch_size=8, bf16=False, warmup_epochs=0)
-    result = finetune(dataset, backbone, config)
-    pipeline = Pipeline.from_model(
-        backbone, result.model, classes=dataset.classes, recipe=dataset.recipe, frozen_groups=0,
-        head_type="linear", strategy="linear_probe", hyperparameters=result.config,
-        metrics={"val_accuracy": result.best_val_accuracy},
-    )  # fmt: skip
+    pipeline, root = small_probe_pipeline(tmp_path_factory.mktemp("cli"), {"a": 6, "b": 6})
     return pipeline.save(tmp_path_factory.mktemp("ck") / "pipeline"), root
 
 

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-from conftest import make_imagefolder
+from conftest import make_imagefolder, small_probe_pipeline
 from rich.console import Console
 
 from autotransfer.errors import AutoTransferError, cli_flag, python_argument
@@ -188,24 +188,7 @@ def test_a_pipeline_ranks_its_top_k_and_shows_what_it_is(pipeline_dir_for_repr):
 
 @pytest.fixture(scope="module")
 def pipeline_dir_for_repr(tmp_path_factory):
-    import torch
-
-    from autotransfer.data.datasets import load_dataset
-    from autotransfer.deploy.pipeline import Pipeline
-    from autotransfer.models.zoo import create_backbone
-    from autotransfer.transfer.finetune import FinetuneConfig, finetune
-
-    root = make_imagefolder(tmp_path_factory.mktemp("repr") / "d", {"a": 4, "b": 4})
-    dataset = load_dataset(root, image_size=32, show_progress=False)
-    torch.manual_seed(0)
-    backbone = create_backbone("test_efficientnet", pretrained=False)
-    config = FinetuneConfig(strategy="linear_probe", epochs=1, batch_size=8, bf16=False, warmup_epochs=0)
-    result = finetune(dataset, backbone, config)
-    return Pipeline.from_model(
-        backbone, result.model, classes=dataset.classes, recipe=dataset.recipe, frozen_groups=0,
-        head_type="linear", strategy="linear_probe", hyperparameters=result.config,
-        metrics={"val_accuracy": result.best_val_accuracy},
-    )  # fmt: skip
+    return small_probe_pipeline(tmp_path_factory.mktemp("repr"), {"a": 4, "b": 4})[0]
 
 
 def test_the_api_ends_fit_log_with_the_summary_the_cli_prints(tmp_path, monkeypatch):
