@@ -6,7 +6,7 @@ import torch
 from conftest import run_concurrently
 
 from autotransfer.data.datasets import load_dataset
-from autotransfer.models.features import FeatureExtractor, extract_features, pool
+from autotransfer.models.features import FeatureExtractor, extract_features, features_cached, pool
 from autotransfer.models.zoo import create_backbone
 from autotransfer.runtime import bf16_supported
 
@@ -80,6 +80,17 @@ def test_cache_hit_and_invalidation(small, imagefolder, isolated_cache):
     bigger = load_dataset(imagefolder, image_size=32, show_progress=False)
     assert extract_features(bigger, backbone, ["blocks.2"], bf16=False, show_progress=False)["blocks.2"].shape[0] == 18
     assert len([f for f in isolated_cache.rglob("*.npy") if "features" in f.parts]) == 3
+
+
+def test_features_cached_says_whether_every_tap_would_only_be_read(small, isolated_cache):
+    """The probe stage times the load from its extraction only where the features were computed."""
+    backbone = _backbone()
+    assert not features_cached(small, backbone, bf16=False)
+    extract_features(small, backbone, ["head"], bf16=False, show_progress=False)
+    assert not features_cached(small, backbone, bf16=False)  # one tap of several
+    extract_features(small, backbone, bf16=False, show_progress=False)
+    assert features_cached(small, backbone, bf16=False)
+    assert not features_cached(small, backbone, bf16=False, pooling="max")
 
 
 def test_damaged_cache_file_is_recomputed(small, isolated_cache):

@@ -13,7 +13,7 @@ import pytest
 from conftest import SPACE
 
 from autotransfer import AutoTransfer, Pipeline
-from autotransfer.budget import format_duration, parse_duration
+from autotransfer.budget import Deadline, format_duration, parse_duration
 from autotransfer.errors import AutoTransferError
 from autotransfer.options import RunOptions
 from autotransfer.search.auto_space import AutoChoice
@@ -309,8 +309,10 @@ def test_the_reserve_grows_with_the_load_the_probes_measured(fit_env):
     assert evaluation > 0
     context.slowdown = 3.0  # the last pair's extraction took 3x its estimate
     assert context.reserve(None) == pytest.approx(quiet + 2 * (planner.SAVE_SECONDS + evaluation))
-    context.slowdown = 0.5  # faster than timed: never below the quiet estimate
-    assert context.reserve(None) == pytest.approx(quiet)
+    context.slowdown = 0.7  # faster than timed: the forwards as measured, saving as estimated
+    assert context.reserve(None) == pytest.approx(quiet - 0.3 * evaluation)
+    context.slowdown = 0.01  # one fast extraction never takes more than half the forwards' time away
+    assert context.reserve(None) == pytest.approx(quiet - 0.5 * evaluation)
 
 
 def test_the_reserve_keeps_a_refit_only_while_it_fits(fit_env):
@@ -463,3 +465,22 @@ def test_a_probe_whose_fp32_features_were_extracted_keeps_no_room_to_extract_the
     assert context.reserve(best) == pytest.approx(before)
     context.fp32_features.add(("test_efficientnet", 32, "head"))
     assert context.reserve(best) == pytest.approx(context.reserve(None))
+
+
+def test_time_left_after_the_search_goes_to_the_backbones_auto_left_out(fit_env):
+    """Fine-tuning found no trial that fits and every chosen pair was probed: the backbones `auto` timed
+    but left out are probed next (fastest first), unless ending now leaves at most 10% unused."""
+    from autotransfer.search.probe_stage import widen_to_skipped_backbones
+
+    context = _context_timed_in_a_burst(fit_env, 600.0)
+    timed = {"test_efficientnet": 1e-4, "test_convnext": 3e-4, "test_vit": 2e-4}
+    context.auto = replace(context.auto, seconds_per_image=timed)
+    assert widen_to_skipped_backbones(context, None)
+    assert context.backbones == ("test_efficientnet", "test_vit", "test_convnext")
+    assert not widen_to_skipped_backbones(context, None)  # nothing more to add
+
+    context = _context_timed_in_a_burst(fit_env, 600.0)
+    context.auto = replace(context.auto, seconds_per_image=timed)
+    context.deadline = Deadline(600.0, time.monotonic() - 570.0)  # 5% left
+    assert not widen_to_skipped_backbones(context, None)
+    assert context.backbones == ("test_efficientnet",)

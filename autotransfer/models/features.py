@@ -153,6 +153,30 @@ def _cache_folder(dataset: Dataset, backbone: Backbone, root: Path | None) -> Pa
     )
 
 
+def _cache_files(
+    dataset: Dataset, backbone: Backbone, taps: list[str], pooling: str, use_bf16: bool, root: Path | None
+) -> dict[str, Path]:
+    folder = _cache_folder(dataset, backbone, root)
+    return {t: folder / f"{t}-{pooling}-{'bf16' if use_bf16 else 'fp32'}.npy" for t in taps}
+
+
+def features_cached(
+    dataset: Dataset,
+    backbone: Backbone,
+    *,
+    pooling: str = "avg",
+    bf16: bool = True,
+    device: torch.device | str | None = None,
+    cache_root: Path | None = None,
+) -> bool:
+    """Whether every tap of ``backbone`` is in the feature cache: `extract_features` would then only
+    read them (its time says nothing of the forward pass's)."""
+    device = torch.device(device) if device is not None else default_device()
+    use_bf16 = bf16 and bf16_supported(device)
+    taps = [t.name for t in backbone.taps]
+    return all(path.exists() for path in _cache_files(dataset, backbone, taps, pooling, use_bf16, cache_root).values())
+
+
 def _feature_file(path: Path, shape: tuple[int, int]) -> np.ndarray:
     """A float32 ``.npy`` memory map at ``path``, its disk blocks reserved first: a full disk raises
     ENOSPC here rather than killing the process (SIGBUS) on a write into the map."""
@@ -191,9 +215,7 @@ def extract_features(  # noqa: PLR0913 (a public function: every option keyword-
         return {t: np.hstack([found[p] for p in combined[t]]) if t in combined else found[t] for t in taps}
     device = torch.device(device) if device is not None else default_device()
     extractor = FeatureExtractor(backbone, device, batch_size, bf16)
-    precision = "bf16" if extractor.use_bf16 else "fp32"
-    folder = _cache_folder(dataset, backbone, cache_root)
-    files = {t: folder / f"{t}-{pooling}-{precision}.npy" for t in taps}
+    files = _cache_files(dataset, backbone, taps, pooling, extractor.use_bf16, cache_root)
     features: dict[str, np.ndarray] = {}
     if use_cache:
         for tap, path in files.items():

@@ -17,6 +17,7 @@ from autotransfer.data.images import DecodedImage, ResizeRecipe, decode_file
 from autotransfer.data.sources import DatasetIndex, index_dataset
 from autotransfer.models.zoo import Backbone, create_backbone
 from autotransfer.report.progress import Progress
+from autotransfer.runtime import bf16_supported, default_device
 from autotransfer.search import planner
 from autotransfer.search.auto_space import AutoChoice
 from autotransfer.search.objective import Objective
@@ -25,6 +26,7 @@ from autotransfer.search.settings import SearchSettings
 
 # fp32 forward time over the bf16 one `auto` timed (runtime.bf16_supported; features-cpu.md: 1.6-1.8x)
 FP32_SLOWDOWN = 2.0
+MIN_FORWARD_SPEED = 0.5  # the least share of `auto`'s timed forward cost the reserve keeps (see _forward_seconds)
 
 
 @dataclass
@@ -38,7 +40,10 @@ class RunContext:
     backbones: tuple[str, ...] = ()  # the space's, or what `auto` chose (search/auto_space.py)
     resolutions: tuple[int, ...] = ()
     auto: AutoChoice | None = None  # when the space left anything to `auto`
-    slowdown: float = 1.0  # the last probed pair's extraction time over its estimate from `auto`'s timing (load)
+    # the last probed pair's extraction time over its estimate from `auto`'s timing (the load since), measured
+    # only where the features were computed: `cached_pairs` were read from the feature cache
+    slowdown: float = 1.0
+    cached_pairs: set[str] = field(default_factory=set)
     objective: Objective | None = None  # search/objective.py: metric, why, class weights, CV folds
     storage: optuna.storages.BaseStorage | None = None  # the run's Optuna storage (search/storage.py)
     # (backbone, resolution, tap) whose fp32 features this run extracted (refit.py: probe_model); they are in
@@ -126,10 +131,13 @@ class RunContext:
             reserve += FP32_SLOWDOWN * self._forward_seconds(best, everything=True)
         # saving and evaluating are estimated on a quiet machine: a load the probes measured slows them alike
         slow = max(1.0, self.slowdown)
-        return reserve + planner.SAVE_SECONDS * (slow - 1) + self.evaluation_seconds(best) * slow
+        return reserve + planner.SAVE_SECONDS * (slow - 1) + self.evaluation_seconds(best)
 
     def fp32_cached(self, record: TrialRecord) -> bool:
-        """Whether ``record``'s fp32 features were extracted in this run (a probe's refit reads them)."""
+        """Whether ``record``'s fp32 features were extracted in this run (a probe's refit reads them): by the
+        refit (``fp32_features``), or by the probes themselves where the device has no bf16."""
+        if not bf16_supported(self.device or default_device()):
+            return True
         return (record.backbone, record.resolution, record.tap) in self.fp32_features
 
     def evaluation_seconds(self, best: TrialRecord | None) -> float:
@@ -148,4 +156,7 @@ class RunContext:
         resolution = best.resolution if best and best.resolution else min(self.resolutions)
         dataset = self._decoded(resolution)
         images = len(dataset) if everything else len(dataset) - len(dataset.indices("train"))
-        return planner.extraction_seconds(per_image[name], self.auto.profile_resolution, resolution, images)
+        # `auto` timed a few batches: the probes' extractions say how fast forwards run since (the load);
+        # never below half the timed cost, so one fast extraction does not empty the reserve
+        speed = max(MIN_FORWARD_SPEED, self.slowdown)
+        return speed * planner.extraction_seconds(per_image[name], self.auto.profile_resolution, resolution, images)

@@ -70,33 +70,38 @@ def member_pipeline(context: RunContext, record: TrialRecord, splits: tuple[str,
 
 def choose_ensemble(context: RunContext, rows: list[TrialRecord], best: TrialRecord | None) -> Ensemble | None:
     """The ensemble that beats ``best`` alone on validation, or None (turned off, no validation split,
-    fewer than two candidates, no gain, or no time: each candidate starts only when its validation
-    forward and the test forward of every member so far, timed on the slowest, fit before the final
-    pipeline's reserve)."""
+    fewer than two candidates, no gain, or no time: each candidate starts only when its build, its
+    validation forward and the test forward of every member so far and of it fit before the final
+    pipeline's reserve; builds and forwards are timed separately, on the slowest member so far)."""
     settings = context.settings
     if best is None or not (settings.options.ensemble and settings.space.ensemble):
         return None
     pool = candidates(rows, best)
     dataset = context.dataset(best.resolution)
-    n_val = len(dataset.indices("val"))
+    n_val, n_test = len(dataset.indices("val")), len(dataset.indices("test"))
     if len(pool) < 2 or n_val == 0:
         return None
     labels = dataset.labels[dataset.indices("val")]
     metric = context.objective.metric
-    probabilities, members, cost = [], [], 0.0
-    has_test = len(dataset.indices("test")) > 0
+    probabilities, members = [], []
+    build, per_image = 0.0, 0.0  # the slowest member's build (features, head) and forward seconds per image
     for record in pool:
-        expected = max(cost, context.evaluation_seconds(record))  # before any was timed: two held-out forwards
-        # this candidate, and (with a test split) the final test forward of every member so far and of it
-        needed = expected * (1 + (len(members) + 1 if has_test else 0))
+        if members:
+            needed = build + per_image * (n_val + n_test * (len(members) + 1))
+        else:  # before any was timed: two held-out forwards from `auto`'s throughput
+            needed = context.evaluation_seconds(record) * (2 if n_test else 1)
         if context.deadline.left() < context.reserve(best) + needed:
-            log.info("ensemble: no time for more candidates (%s left)", format_duration(context.deadline.left()))
+            log.info("ensemble: no time for more candidates (%s left, %s kept for the final pipeline, about %s "
+                     "needed for the next)", format_duration(context.deadline.left()),
+                     format_duration(context.reserve(best)), format_duration(needed))  # fmt: skip
             break
         tic = time.perf_counter()
         pipeline = member_pipeline(context, record, ("train",))
+        built = time.perf_counter()
         probabilities.append(split_probabilities(pipeline, context.dataset(record.resolution), "val"))
         members.append(record)
-        cost = max(cost, time.perf_counter() - tic)
+        build = max(build, built - tic)
+        per_image = max(per_image, (time.perf_counter() - built) / n_val)
     if len(members) < 2:
         return None
     choice = greedy_selection(probabilities, lambda p: score_metric(metric, labels, p, len(dataset.classes)))

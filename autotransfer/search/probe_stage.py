@@ -215,10 +215,30 @@ def run_probe_stage(
             per_pixel.append((time.perf_counter() - tic) / resolution**2)
             if extraction:
                 corrections.append((time.perf_counter() - tic) / extraction)
-                context.slowdown = context.extract_seconds.get(pair, 0.0) / extraction
+                if pair not in context.cached_pairs:  # a cache read times no forward pass
+                    context.slowdown = context.extract_seconds.get(pair, 0.0) / extraction
         context.progress.step(pair if probed else f"{pair} failed")
     for pair in skipped:
         _wait_for(study, context, config, pair)
+
+
+def widen_to_skipped_backbones(context: RunContext, best: TrialRecord | None) -> bool:
+    """Add the backbones `auto` timed but left out (past its extraction share of the budget, or its count
+    cap), fastest first, when ending the search now would leave more than ``planner.UNUSED_SHARE`` of the
+    budget unused: the probe stage's next pass spends what is left on them while each pair fits, and the
+    ensemble gets more diverse members. True when any was added (never for backbones the user named)."""
+    auto = context.auto
+    left, reserve = context.deadline.left(), context.reserve(best)
+    if auto is None or not planner.unused_too_much(left, context.deadline.seconds, reserve):
+        return False
+    timed = sorted(auto.seconds_per_image, key=auto.seconds_per_image.__getitem__)
+    extra = tuple(name for name in timed if name not in context.backbones)
+    if not extra:
+        return False
+    log.info("time budget: %s left after the search: probing the backbones `auto` left out (%s) while they fit",
+             format_duration(left), ", ".join(extra))  # fmt: skip
+    context.backbones = (*context.backbones, *extra)
+    return True
 
 
 def claim(pair: str) -> str:
@@ -239,6 +259,8 @@ def _probe_pair(study: optuna.Study, context: RunContext, config: RankingConfig,
         log.info("candidate %s was probed by another worker meanwhile", pair)
         return False
     context.extract_seconds[pair] = sum(r["extract_seconds"] for r in rows)
+    if rows and rows[0].get("extract_cached"):
+        context.cached_pairs.add(pair)
     record_probe_rows(study, context, name, resolution, rows, context.extract_seconds[pair])
     return True
 

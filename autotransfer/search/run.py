@@ -44,7 +44,7 @@ from autotransfer.search.finetune_stage import FinetunePlan, OptunaBackend, choo
 from autotransfer.search.finished import is_finished, load_finished
 from autotransfer.search.objective import Objective, decide_objective, decide_rotation
 from autotransfer.search.placement import Placement, corrected_prior, measured_placement, pixel_baseline
-from autotransfer.search.probe_stage import finetune_first, run_probe_stage
+from autotransfer.search.probe_stage import finetune_first, run_probe_stage, widen_to_skipped_backbones
 from autotransfer.search.recipe import prior_ranges
 from autotransfer.search.records import TrialRecord, best_record, records, trial_records
 from autotransfer.search.refit import build_pipeline
@@ -189,10 +189,12 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
         candidates = choose_candidates(studies, space.candidates)
         plan = FinetunePlan(studies, candidates, prior_ranges(space, prior), prior, context.objective)
         backend_for(context.settings.options.backend).run(plan, context)
-        if recommends_finetuning:  # the probes kept to their share for fine-tuning: give them what it left
-            best_so_far = best_record(records(studies))
-            run_probe_stage(studies.probes, context, False, prior.get("taps", []), keep_for=best_so_far)
-            probe_best_pair_combined(studies.probes, context, best_record(records(studies)), context.deadline.seconds)
+    # the probes kept to their share for fine-tuning, or `auto` left backbones out: give them what is left
+    second_pass = recommends_finetuning and bool(space.finetune_strategies and space.max_trials and probed)
+    if probed and (widen_to_skipped_backbones(context, best_record(records(studies))) or second_pass):
+        best_so_far = best_record(records(studies))
+        run_probe_stage(studies.probes, context, False, prior.get("taps", []), keep_for=best_so_far)
+        probe_best_pair_combined(studies.probes, context, best_record(records(studies)), context.deadline.seconds)
     rows = records(studies)
     best, selection = choose_final(rows, context.objective, context.split_sizes)
     if selection:

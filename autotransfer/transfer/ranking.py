@@ -16,7 +16,7 @@ import pandas as pd
 
 from autotransfer.budget import Deadline
 from autotransfer.data.datasets import Dataset
-from autotransfer.models.features import extract_features
+from autotransfer.models.features import extract_features, features_cached
 from autotransfer.models.zoo import Backbone, create_backbone
 from autotransfer.transfer.probes import ProbeOptions, fit_probe
 from autotransfer.transfer.transferability import SCORES, all_scores, rank_agreement
@@ -62,6 +62,7 @@ def rank_backbone(
     dataset: Dataset, backbone: Backbone, config: RankingConfig = RankingConfig(), show_progress: bool = True
 ) -> list[dict]:
     """One row per tap of ``backbone``: zero-cost scores, probe accuracy, and what each cost."""
+    cached = features_cached(dataset, backbone, pooling=config.pooling, bf16=config.bf16)
     start = time.perf_counter()
     features = extract_features(
         dataset,
@@ -83,6 +84,7 @@ def rank_backbone(
             "tap": tap.name,
             "channels": tap.channels,
             "extract_seconds": extract_seconds / len(backbone.taps),
+            "extract_cached": cached,  # read from the feature cache, not computed
         }
         tic = time.perf_counter()
         if late:
