@@ -484,3 +484,23 @@ def test_time_left_after_the_search_goes_to_the_backbones_auto_left_out(fit_env)
     context.deadline = Deadline(600.0, time.monotonic() - 570.0)  # 5% left
     assert not widen_to_skipped_backbones(context, None)
     assert context.backbones == ("test_efficientnet",)
+
+
+def test_a_run_that_could_start_no_candidate_names_the_budget_it_needs(fit_env, monkeypatch):
+    """The budget passed the check before the run, then a slow first stage (a first decode of large
+    photos on a loaded machine) left no room for one candidate: the error names a budget, not only
+    'raise it' (the CLI's exit code for it is test_cli_errors')."""
+    from autotransfer.search import run
+
+    profile_stage = run.profile_stage
+
+    def slow_profile(context):
+        profile = profile_stage(context)
+        context.deadline.start -= context.deadline.left() - 2.0  # as if it had taken all but 2 s
+        return profile
+
+    monkeypatch.setattr(run, "profile_stage", slow_profile)
+    with pytest.raises(AutoTransferError, match=r"No trial finished within the time budget \(40s\)") as caught:
+        _fit(fit_env, budget="40s").fit(fit_env["data"])
+    needed = caught.value.what.split("need at least ")[1].split()[0]
+    assert parse_duration(needed) > 40 and f'time_budget="{needed}" or more' in str(caught.value)

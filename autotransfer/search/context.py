@@ -44,6 +44,8 @@ class RunContext:
     # only where the features were computed: `cached_pairs` were read from the feature cache
     slowdown: float = 1.0
     cached_pairs: set[str] = field(default_factory=set)
+    # the budget the probe stage found it needed (planner.minimum_budget) when it could start no candidate
+    budget_needed: float | None = None
     objective: Objective | None = None  # search/objective.py: metric, why, class weights, CV folds
     storage: optuna.storages.BaseStorage | None = None  # the run's Optuna storage (search/storage.py)
     # (backbone, resolution, tap) whose fp32 features this run extracted (refit.py: probe_model); they are in

@@ -186,6 +186,8 @@ def run_probe_stage(
         reserve = context.reserve(keep_for)
         if not planner.probe_pair_fits(deadline.left(), reserve, needed):
             log.info("time budget: cheap stage stops before %s (about %s)", pair, format_duration(needed))
+            if not probed_one:  # no candidate at all: the error names what this run showed it needs
+                context.budget_needed = planner.minimum_budget(deadline.elapsed(), expected)
             break
         also = ("head", *prior_taps) if name == context.settings.options.profile_backbone else ("head",)
         # taps stop being probed when only the reserve (refit, evaluation, saving) is left

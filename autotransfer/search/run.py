@@ -200,9 +200,7 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
     if selection:
         log.info("final choice: %s", selection)
     if best is None:
-        raise AutoTransferError("No trial finished within the time budget, so there is no pipeline to save.",
-                                where=str(context.out), fix="raise {option} (the finished work is kept: "
-                                "run the same command again to continue).", option="time_budget")  # fmt: skip
+        raise no_trial_finished(context)
 
     ensemble = choose_ensemble(context, rows, best)
 
@@ -285,6 +283,21 @@ def profile_stage(context: RunContext) -> dict:
         result["auto"] = context.auto.to_json()
     write_text_atomic(path, json.dumps(result, indent=2, default=str))
     return result
+
+
+def no_trial_finished(context: RunContext) -> AutoTransferError:
+    """The error of a run that ended without a candidate; it names the budget the run showed it needs
+    when the probe stage could start none (the time already spent, e.g. a first decode of large images,
+    plus the first candidate), with the same room for load as the check before the run."""
+    what = "No trial finished within the time budget, so there is no pipeline to save."
+    kept = "(the finished work is kept: run the same command again to continue)."
+    if context.budget_needed is None:
+        return AutoTransferError(what, where=str(context.out), fix=f"raise {{option}} {kept}", option="time_budget")
+    enough = format_duration(context.budget_needed * 1.5)
+    what = (f"No trial finished within the time budget ({format_duration(context.settings.time_budget)}): what ran "
+            f"before the first candidate and the candidate itself need at least {enough} on this machine.")  # fmt: skip
+    return AutoTransferError(what, where=str(context.out), fix=f"use {{option:{enough}}} or more {kept}",
+                             option="time_budget")  # fmt: skip
 
 
 def check_minimum_budget(context: RunContext) -> None:
