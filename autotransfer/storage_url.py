@@ -5,6 +5,7 @@ each one message saying which."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from autotransfer.errors import AutoTransferError
@@ -105,11 +106,12 @@ def check_sqlite_file(database: str | None, shown: str) -> None:
 
 
 def _cannot_create(path: Path) -> str | None:
-    """Why ``path`` cannot be created, found by creating it (permission bits do not tell root that /proc
-    takes no files); None when it can. The empty file is removed: SQLite creates the study there."""
+    """Why no file can be created next to ``path``, found by creating a temporary one there (permission
+    bits do not tell root that /proc takes no files); None when one can. The study's own name is never
+    touched: another worker may be creating it at this moment."""
     try:
-        path.open("x").close()
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".autotransfer-check-"):
+            pass
     except OSError as error:
-        return f"it cannot be created there ({error.strerror or error})"
-    path.unlink()
+        return f"no file can be created in its folder ({error.strerror or error})"
     return None
