@@ -30,7 +30,7 @@ COLUMNS = {  # name in leaderboard.csv: heading (the strategy names the stage; s
     "seconds": "s",
     "status": "status",
 }
-RIGHT = ("resolution", "val_score", "seconds")
+RIGHT = ("resolution", "seconds")  # the scores are left-aligned: their marks (CV, val) differ in width
 # first left out when the table is too wide; the tap stays (rows of one backbone differ by it), cut with an
 # ellipsis if need be
 DROP_ORDER = ("seconds", "resolution", "status")
@@ -44,7 +44,7 @@ def _cells(row: dict) -> dict[str, str]:
     chosen = "★ " if not is_missing(row.get("chosen")) and bool(row["chosen"]) else "  "
     cells = {k: cell_text(row.get(k)) for k in COLUMNS}
     mark = SOURCES.get(str(row.get("score_source")), ("", ""))[0]
-    score = f"{cells['val_score']} {mark}".strip() if cells["val_score"] else ""
+    score = f"{cells['val_score']} {mark}".strip()
     return cells | {"seconds": seconds, "status": status, "strategy": chosen + cells["strategy"], "val_score": score}
 
 
