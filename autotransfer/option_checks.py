@@ -1,10 +1,11 @@
 """The checks of a run's options that need neither torch nor Optuna, run before any heavy import.
 
-A bad ``--metric``, ``--storage``, ``--profile-backbone``, ``--search-space``, ``--device`` or
-``--time-budget`` is answered in well under
-a second (benchmarks/startup.py), before the engine is imported, profiling starts or a run folder
-exists. ``search/settings.py::resolve_settings`` runs them too (the Python API's path), then the checks
-that need the engine (the search space, the device). Each error names its option (errors.py).
+A bad ``--metric``, ``--storage``, ``--profile-backbone``, ``--search-space`` (a file that is not there),
+``--device`` (a name that is none) or ``--time-budget`` is answered in well under a second
+(benchmarks/startup.py), before the engine is imported, profiling starts or a run folder exists.
+``search/settings.py::resolve_settings`` runs them too (the Python API's path), then the checks that need
+the engine (the search space's contents, whether this machine has the device). Each error names its
+option (errors.py).
 """
 
 from __future__ import annotations
