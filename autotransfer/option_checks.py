@@ -1,18 +1,24 @@
 """The checks of a run's options that need neither torch nor Optuna, run before any heavy import.
 
-A bad ``--metric``, ``--storage``, ``--profile-backbone`` or ``--time-budget`` is answered in well under
-a second (benchmarks/startup.py), before the engine is imported, profiling starts or a run folder
-exists. ``search/settings.py::resolve_settings`` runs them too (the Python API's path), then the checks
-that need the engine (the search space, the device). Each error names its option (errors.py).
+A bad ``--metric``, ``--storage``, ``--profile-backbone``, ``--search-space`` (a file that is not there),
+``--device`` (a name that is none) or ``--time-budget`` is answered in well under a second
+(benchmarks/startup.py), before the engine is imported, profiling starts or a run folder exists.
+``search/settings.py::resolve_settings`` runs them too (the Python API's path), then the checks that need
+the engine (the search space's contents, whether this machine has the device). Each error names its
+option (errors.py).
 """
 
 from __future__ import annotations
+
+import re
 
 from autotransfer.budget import format_duration, parse_duration
 from autotransfer.errors import AutoTransferError
 from autotransfer.metric_names import METRICS
 from autotransfer.options import BACKENDS, RunOptions
 from autotransfer.search import planner
+
+DEVICE_NAME = re.compile(r"(cpu|cuda)(:\d+)?")  # what runtime.checked_device accepts; torch says if it is there
 
 
 def check_budget_floor(seconds: float) -> float:
@@ -41,9 +47,20 @@ def check_metric_name(name: str) -> str:
     return name
 
 
+def check_device_name(name: str | None) -> None:
+    """``cpu``, ``cuda`` or ``cuda:N`` (None: the default); whether this machine has it needs torch
+    (runtime.checked_device)."""
+    if name is not None and not DEVICE_NAME.fullmatch(str(name)):
+        raise AutoTransferError(
+            f"Unknown device {name!r}.", where="{option}", fix="use cpu or cuda (cuda:N for another GPU).",
+            option="device",
+        )  # fmt: skip
+
+
 def check_options_early(options: RunOptions) -> float:
     """Every cheap check of ``options``; the budget in seconds. Raises AutoTransferError naming the option."""
     from autotransfer.models.backbone_names import check_backbone_name
+    from autotransfer.search.space_files import space_path
     from autotransfer.storage_url import check_storage_url
 
     if options.backend not in BACKENDS:
@@ -68,6 +85,8 @@ def check_options_early(options: RunOptions) -> float:
         )  # fmt: skip
     seconds = check_budget_floor(parse_duration(options.time_budget))
     check_metric_name(options.metric)
+    check_device_name(options.device)
+    space_path(options.search_space)
     if options.storage:
         check_storage_url(options.storage)
     check_backbone_name(options.profile_backbone, where="{option}", option="profile_backbone")

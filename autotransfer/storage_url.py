@@ -1,7 +1,12 @@
 """A run's Optuna storage URL checked before any work, without importing Optuna (SQLAlchemy parses it):
-a malformed URL, an unknown database and a missing driver are each one message saying which."""
+a malformed URL, an unknown database, a missing driver and an SQLite file that cannot be written are
+each one message saying which."""
 
 from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
 
 from autotransfer.errors import AutoTransferError
 
@@ -74,3 +79,39 @@ def check_storage_url(url: str) -> None:
             fix=f"{install}.",
             option="storage",
         ) from error
+    if parsed.get_backend_name() == "sqlite":
+        check_sqlite_file(parsed.database, shown)
+
+
+def check_sqlite_file(database: str | None, shown: str) -> None:
+    """An SQLite study file must be writable, or be creatable in a folder that exists and is writable
+    (SQLite creates the file, never its folder); ``:memory:`` and an empty name need no file."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if path.exists():
+        problem = None if path.is_file() and os.access(path, os.W_OK) else "it is not a file this user can write"
+    elif not path.parent.is_dir():
+        problem = f"its folder {path.parent} does not exist"
+    else:
+        problem = _cannot_create(path)
+    if problem:
+        raise AutoTransferError(
+            f"The {{option}} URL {shown!r} names the SQLite file {path}, but {problem}.",
+            where="{option}",
+            fix="give a file in a folder you can write to, e.g. sqlite:///study.db (in the current folder), "
+            "or create the folder first.",
+            option="storage",
+        )
+
+
+def _cannot_create(path: Path) -> str | None:
+    """Why no file can be created next to ``path``, found by creating a temporary one there (permission
+    bits do not tell root that /proc takes no files); None when one can. The study's own name is never
+    touched: another worker may be creating it at this moment."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".autotransfer-check-"):
+            pass
+    except OSError as error:
+        return f"no file can be created in its folder ({error.strerror or error})"
+    return None

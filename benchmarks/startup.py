@@ -36,6 +36,12 @@ COMMANDS = {
     "autotransfer fit DATA --storage postgresql//bad": ["fit", str(DATA), "--storage", "postgresql//bad"],
     "autotransfer fit DATA --profile-backbone nosuchnet": ["fit", str(DATA), "--profile-backbone", "nosuchnet"],
     "autotransfer export EMPTY --format bad --out m": ["export", str(EMPTY), "--format", "bad", "--out", "m"],
+    # the fresh-user trial's slow ones (issue 26 leftovers)
+    "autotransfer fit DATA --search-space nosuch": ["fit", str(DATA), "--search-space", "nosuch"],
+    "autotransfer fit DATA --device tpu": ["fit", str(DATA), "--device", "tpu"],
+    "autotransfer fit DATA --storage sqlite:////proc/s.db": ["fit", str(DATA), "--storage", "sqlite:////proc/s.db"],
+    "autotransfer predict EMPTY x --size bad": ["predict", str(EMPTY), "x", "--size", "bad"],
+    "autotransfer zoo show nosuchnet": ["zoo", "show", "nosuchnet"],
 }
 REPO = Path(__file__).resolve().parents[1]
 IMPORT_PROBE = "import autotransfer.cli, sys; print('torch' in sys.modules)"

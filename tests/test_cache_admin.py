@@ -166,14 +166,20 @@ def test_fit_says_how_much_it_added_in_its_summary_and_log(tmp_path, isolated_ca
 
     import autotransfer.cli.fit as cli_module
 
-    before = cache_index.evictable_bytes()
+    before = cache_index.entry_bytes()
     _decode(make_imagefolder(tmp_path / "data", {"a": 3, "b": 3}), 16)
-    added = cache_index.evictable_bytes() - before
+    added = sum(cache_index.entry_bytes().values()) - sum(before.values())
+    # another process's entry, written meanwhile into the shared cache: not this run's (the fresh-user trial)
+    other = isolated_cache / "decoded" / "0123456789abcdef01234567-16px-crop-bicubic-v9"
+    other.mkdir()
+    (other / "images.npy").write_bytes(b"x" * 5_000_000)
     screen = io.StringIO()
     monkeypatch.setattr(cli_module, "out", Console(file=screen, width=300))
     (tmp_path / "run").mkdir()
     cli_module.print_cache_growth(before, tmp_path / "run" / "fit.log")
-    expected = f"cache: +{cache_index.format_bytes(added)} of decoded images and features in {isolated_cache}"
+    assert 0 < added < 5_000_000
+    expected = f"cache: +{cache_index.format_bytes(added)} of decoded images and features for this run in "
+    expected += str(isolated_cache)
     assert expected in screen.getvalue()
     assert expected in (tmp_path / "run" / "fit.log").read_text()
 

@@ -257,3 +257,102 @@ def test_quiet_fit_shows_only_the_summary_and_keeps_the_log(fit_env, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "probe " not in done.stderr and "Done in" in done.stdout
     assert "probe " in (out / "fit.log").read_text()
+
+
+def test_slow_argument_errors_are_answered_before_torch_is_imported(tmp_path):
+    """The fresh-user trial (issue 26 leftovers): these took 3.5-6.3 s, importing torch, timm or Optuna first."""
+    from autotransfer.models.backbone_names import backbone_names
+
+    backbone_names()  # the names' cache, as a first check ever builds it (models/backbone_names.py)
+    data = make_imagefolder(tmp_path / "d", {"a": 2, "b": 2})
+    probe = (
+        "import sys\nfrom autotransfer.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n"
+        "    print(sorted({'torch', 'timm', 'optuna'} & set(sys.modules)), e.code)"
+    )
+    cases = [
+        (["fit", data, "--search-space", "nosuch"], ("No search space 'nosuch'", "--search-space")),
+        (["fit", data, "--device", "tpu"], ("Unknown device 'tpu'", "Where: --device")),
+        (["fit", data, "--storage", "sqlite:////proc/at/s.db"], ("names the SQLite file /proc/at/s.db", "--storage")),
+        (["fit", data, "--storage", f"sqlite:///{tmp_path}/none/s.db"], (f"its folder {tmp_path}/none does not",)),
+        (["predict", data, "x.png", "--size", "bad"], ("size must be 'native', 'original'", "Where: --size")),
+        (["predict", data, "x.png", "--device", "tpu"], ("Unknown device 'tpu'",)),
+        (["zoo", "show", "nosuchnet"], ("Unknown backbone 'nosuchnet'", "Where: autotransfer zoo show nosuchnet")),
+    ]
+    for command, expected in cases:
+        done = subprocess.run([sys.executable, "-c", probe, *map(str, command)], capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
+        assert done.stdout.strip() == "[] 2", (command, done.stdout, done.stderr)
+        assert done.stderr.count("Error:") == 1 and "Traceback" not in done.stderr, done.stderr
+        said = " ".join(done.stderr.split())  # rich wraps at the console's width
+        for text in expected:
+            assert text in said, (command, done.stderr)
+    assert not (tmp_path / "none").exists() and not list(tmp_path.glob("runs*"))
+
+
+def test_an_sqlite_storage_in_a_writable_folder_passes_the_early_check(tmp_path):
+    from autotransfer.storage_url import check_storage_url
+
+    check_storage_url(f"sqlite:///{tmp_path}/study.db")
+    assert not (tmp_path / "study.db").exists()  # the check leaves no file behind
+    (tmp_path / "study.db").write_bytes(b"")
+    check_storage_url(f"sqlite:///{tmp_path}/study.db")
+    check_storage_url("sqlite:///:memory:")
+
+
+def test_predict_refuses_a_csv_in_a_folder_that_does_not_exist(tmp_path):
+    """The fresh-user trial: `predict --csv /missing/dir/x.csv` created the folders silently."""
+    probe = (
+        "import sys\nfrom autotransfer.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n"
+        "    print('torch' in sys.modules, e.code)"
+    )
+    target = tmp_path / "missing" / "dir" / "x.csv"
+    done = subprocess.run([sys.executable, "-c", probe, "predict", str(tmp_path), "x.png", "--csv", str(target)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.stdout.strip() == "False 2", done.stdout + done.stderr
+    said = " ".join(done.stderr.split())
+    assert f"Cannot write --csv {target}: the folder {target.parent} does not exist" in said
+    assert f"Where: {target.parent}" in said and "mkdir -p" in said
+    assert not (tmp_path / "missing").exists()
+    one_clear_error(run_cli("profile", tmp_path, "--out", tmp_path / "no" / "p.json"), "the folder", "does not exist")
+    assert not (tmp_path / "no").exists()
+
+
+def test_the_summary_in_fit_log_keeps_every_line_whole(tmp_path):
+    """The fresh-user trial: fit.log was hard-wrapped at 160 columns (the console's width), so a grep for a
+    line of the summary found half of it."""
+    from autotransfer.report.fit_summary import LOG_WIDTH, append_to_fit_log
+
+    rows = records()
+    reason = "classes are imbalanced " + "and this reason goes on " * 12 + "to its very end"
+    assert len(reason) > LOG_WIDTH
+    pipeline = SimpleNamespace(spec={"metrics": {"metric": "accuracy", "metric_reason": reason}}, describe=lambda: "p")
+    result = SimpleNamespace(pipeline=pipeline, leaderboard=leaderboard(rows, rows[1], None), profile={},
+                             run_dir=tmp_path, seconds=97.0, records=rows)  # fmt: skip
+    assert append_to_fit_log(result, 120.0) is None
+    lines = (tmp_path / "fit.log").read_text().splitlines()
+    assert f"metric: {reason}" in lines
+    assert any(line.startswith("leaderboard (top 8") or "leaderboard (top 8" in line for line in lines)
+
+
+ENGINE_MODULES_CHECKED = ("bench/leaderboard.py", "data/sources.py", "transfer/probes.py", "transfer/profile.py",
+                          "models/zoo.py", "search/space_files.py", "storage_url.py", "deploy/predict_size.py",
+                          "option_checks.py", "cli/common.py")  # fmt: skip
+
+
+def test_every_error_of_these_modules_says_where():
+    """The fresh-user trial found errors with no "Where:" in these modules: each AutoTransferError built
+    there names what, where and what to do."""
+    import ast
+    from pathlib import Path
+
+    import autotransfer
+
+    package = Path(autotransfer.__file__).parent
+    missing = []
+    for name in ENGINE_MODULES_CHECKED:
+        for node in ast.walk(ast.parse((package / name).read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "AutoTransferError":
+                given = {keyword.arg for keyword in node.keywords}
+                if not {"where", "fix"} <= given:
+                    missing.append(f"{name}:{node.lineno}")
+    assert not missing, missing

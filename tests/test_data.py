@@ -149,8 +149,9 @@ def test_splits_are_deterministic_stratified_and_keep_singletons_in_train():
     assert a[-1] == "train"
     with_test = split_indices(labels, ["test"] * 5 + [None] * 56, seed=3)
     assert (with_test[:5] == "test").all()
-    with pytest.raises(AutoTransferError, match="val_fraction"):
+    with pytest.raises(AutoTransferError, match="--val-fraction must be between 0 and 1") as refused:
         split_indices(labels, given, val_fraction=1.5)
+    assert refused.value.where == "--val-fraction"  # named as errors.py names options (the API: val_fraction=)
 
 
 def test_class_with_one_image_is_kept(tmp_path):

@@ -157,3 +157,17 @@ def _halves(probabilities):
     from autotransfer.search.ensemble_selection import EnsembleChoice
 
     return EnsembleChoice({0: 0.5, 1: 0.5}, score=1.0, single_score=0.5)
+
+
+def test_the_ensembles_reason_compares_like_with_like_and_names_the_leaderboards_cv_means():
+    """The fresh-user trial: "against 0.85 for the best alone" (validation split) sat beside the ★'s 0.93, a CV
+    mean, as if the two were one kind of figure."""
+    from autotransfer.search.ensemble_selection import EnsembleChoice
+    from autotransfer.search.ensemble_stage import Ensemble, selection_words
+
+    probe = TrialRecord(stage="probe", trial=0, status="complete", val_score=0.93, score_source="cv")
+    tuned = TrialRecord(stage="finetune", trial=1, status="complete", val_score=0.86, score_source="val")
+    words = selection_words(Ensemble([probe, tuned], EnsembleChoice({0: 0.5, 1: 0.5}, 0.9, 0.85), []))
+    assert "0.9000 on the validation split against 0.8500 for the best member alone on the same split" in words
+    assert "the leaderboard's search scores of probes are CV means on train+val, not these" in words
+    assert "CV" not in selection_words(Ensemble([tuned], EnsembleChoice({0: 1.0}, 0.9, 0.85), []))

@@ -98,8 +98,9 @@ class _VisibleText(HTMLParser):
         masked = [i for i, name in enumerate(header) if "seconds" in name]
         rows = [[("<masked>" if i in masked else c) for i, c in enumerate(row)] for row in rows]
         rows = [row for row in rows if row and row[0] != "machine load"]
-        if "val score" in header and "trial" in header:
-            score, trial = header.index("val score"), header.index("trial")
+        scored = next((name for name in ("val score", "CV score") if name in header), None)  # sections._score_headers
+        if scored and "trial" in header:
+            score, trial = header.index(scored), header.index("trial")
             key = lambda row: (row[score], int(row[trial].lstrip("★") or -1))  # noqa: E731
             ties: dict[str, list[list[str]]] = {}
             for row in rows:

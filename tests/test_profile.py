@@ -203,3 +203,8 @@ def test_the_same_image_in_two_classes_is_a_label_conflict_not_a_plain_duplicate
     assert p.label_conflicts == [{"paths": [str(root / "a" / "img_0.png"), str(root / "b" / "also-a.png")],
                                   "labels": ["a", "b"]}]  # fmt: skip
     assert any(problem.startswith("1 label conflict(s)") and "also-a.png (b)" in problem for problem in p.problems)
+    from autotransfer.report.terminal import duplicates_text
+
+    # the fresh-user trial: "duplicates 0 exact" beside 3 label conflicts read as a contradiction
+    assert duplicates_text(p.to_json()).startswith("1 exact (same bytes): 0 within a class, [bold red]1 label conflict")
+    assert p.separability["chance"] == pytest.approx(7 / 13)  # the majority class's share (b: 6 + the copy)

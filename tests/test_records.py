@@ -58,3 +58,20 @@ def test_the_runs_objective_and_auto_choice_round_trip_and_refuse_other_versions
     assert AutoChoice.from_json(choice.to_json()) == choice
     with pytest.raises(AutoTransferError, match="another version"):
         AutoChoice.from_json({**choice.to_json(), "sizes": [64]})
+
+
+def test_each_score_says_where_it_was_measured():
+    """The fresh-user trial: probes' CV means and fine-tuning's validation scores shared the "val_score" column
+    with nothing to tell them apart. The names stay (AutoGluon's ``score_val`` is out-of-fold for bagged
+    models too); ``score_source`` says which, derived from the stage and the run's objective."""
+    attrs = trial_attrs(stage="probe", backbone="resnet18", resolution=64, tap="head", seconds=2.5)
+    cv_run = _study_with(attrs)
+    cv_run.set_user_attr("objective", {"cv_folds": 5})
+    (probe,) = trial_records("probe", cv_run)
+    assert probe.score_source == "cv" and probe.row()["score_source"] == "cv"
+    (finetuned,) = trial_records("finetune", cv_run)  # fine-tuning trials are always scored on the val split
+    assert finetuned.score_source == "val"
+    split_run = _study_with(attrs)
+    split_run.set_user_attr("objective", {"cv_folds": 0})
+    assert trial_records("probe", split_run)[0].score_source == "val"
+    assert TrialRecord.from_row({**probe.row(), "chosen": False, "test_accuracy": None}) == probe

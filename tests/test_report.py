@@ -285,3 +285,28 @@ def test_the_charts_say_where_each_score_was_measured_and_keep_the_test_score_ap
     assert "<!-- probes (validation split) -->" not in text and "<!-- fine-tuning (validation split) -->" in text
     assert "Probe scores are means over cross-validation folds of train+val, fine-tuning scores are on the " in text
     assert stage_labels({"val_score_from": "cross-validation"})["probe"] == "probes (CV mean on train+val)"
+
+
+def test_a_pareto_front_of_one_trial_draws_no_empty_legend_entry():
+    """The fresh-user trial: a front of a single point had a legend entry whose line was drawn nowhere."""
+    from autotransfer.report.plots import pareto_plot
+
+    labels = {"probe": "probe (CV)", "finetune": "fine-tuning (val)"}
+    one = pd.DataFrame([{"stage": "probe", "val_score": 0.9, "seconds": 2.0, "status": "complete", "chosen": True}])
+    drawn = pareto_plot(one, labels)
+    assert "chosen (★)" in drawn and "Pareto front" not in drawn  # matplotlib keeps each text as an SVG comment
+    two = pd.concat([one, one.assign(val_score=0.95, seconds=5.0, chosen=False)], ignore_index=True)
+    assert "Pareto front" in pareto_plot(two, labels)
+
+
+def test_the_reports_boards_name_cv_scores_as_cv(tmp_path):
+    """The fresh-user trial: the probes' table headed its CV means "val score" and "val accuracy"."""
+    args = make_run(tmp_path / "run")
+    args["records"] = [replace(r, score_source="cv" if r.stage == "probe" else "val") for r in args["records"]]
+    frame = write_outputs(**args)
+    assert set(frame.loc[frame["stage"] == "probe", "score_source"]) == {"cv"}
+    text = (tmp_path / "run" / "report.html").read_text()
+    probes, finetuning = text.split("<h3>Fine-tuning (", 1)
+    probes = probes[probes.index("<h3>Probes (") :]
+    assert "CV accuracy" in probes and "val accuracy" not in probes
+    assert "val accuracy" in finetuning and "CV accuracy" not in finetuning

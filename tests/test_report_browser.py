@@ -24,6 +24,12 @@ window.addEventListener("load", () => {
   const result = {images, svgs: document.querySelectorAll("svg").length,
                   overflow: document.documentElement.scrollWidth - window.innerWidth,
                   clipped: [...document.querySelectorAll(".scroll")].map(e => e.scrollWidth - e.clientWidth),
+                  gaps: [...document.querySelectorAll(".perclass td.num")].map(td => {
+                    const text = document.createRange();
+                    text.selectNodeContents(td);
+                    const recall = td.previousElementSibling.querySelector(".num").getBoundingClientRect();
+                    return text.getBoundingClientRect().left - recall.right;
+                  }),
                   title: document.title};
   const pre = document.createElement("pre");
   pre.id = "probe";
@@ -77,6 +83,8 @@ def test_report_renders_in_chromium(tmp_path, finished):
     )
     narrow = json.loads(narrow.group(1).replace("&quot;", '"').replace("&amp;", "&"))
     assert narrow["overflow"] <= 0 and all(hidden <= 0 for hidden in narrow["clipped"]), f"at 800 px: {narrow}"
+    # the fresh-user trial: at 800 px the per-class table's recall and image count touched
+    assert narrow["gaps"] and min(narrow["gaps"]) >= 8, f"recall and count at 800 px: {narrow['gaps']}"
 
     shot = tmp_path / "report.png"
     done = browse(browser, report, f"--screenshot={shot}", "--window-size=1280,4200")

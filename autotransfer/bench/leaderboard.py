@@ -66,7 +66,10 @@ def check_bench_metric(name: str) -> str:
         else "no such metric"
     )
     raise AutoTransferError(
-        f"The bench cannot rank by {name!r}: {why}.", fix="use --metric accuracy, balanced_accuracy or f1_macro."
+        f"The bench cannot rank by {name!r}: {why}.",
+        where="{option}",
+        fix="use {option:accuracy}, balanced_accuracy or f1_macro.",
+        option="metric",
     )
 
 

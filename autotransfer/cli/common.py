@@ -21,8 +21,11 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 def prepare_output(path: Path, option: str, directory: bool = False) -> None:
-    """Check before any work that ``path`` (a file, or a folder with ``directory``) can be written:
-    the folder above it is created; a file in its way or a read-only place is one clear error."""
+    """Check before any work that ``path`` (a file, or a folder with ``directory``) can be written.
+
+    A file's folder must exist (a mistyped folder would otherwise be created silently, the output lost
+    among folders nobody looks in); a run folder's parents are created. A file in the way or a
+    read-only place is one clear error."""
     if not directory and path.is_dir():
         raise AutoTransferError(
             f"{option} {path} is a folder; a file name is needed.", where=str(path), fix="give a file path."
@@ -30,6 +33,13 @@ def prepare_output(path: Path, option: str, directory: bool = False) -> None:
     if directory and path.exists() and not path.is_dir():
         raise AutoTransferError(
             f"{option} {path} is a file; a folder is needed.", where=str(path), fix="give a folder path."
+        )
+    in_the_way = any(p.exists() and not p.is_dir() for p in [path.parent, *path.parent.parents])
+    if not directory and not in_the_way and not path.parent.is_dir():
+        raise AutoTransferError(
+            f"Cannot write {option} {path}: the folder {path.parent} does not exist.",
+            where=str(path.parent),
+            fix=f"create it first (mkdir -p {path.parent}) or give a file in an existing folder.",
         )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

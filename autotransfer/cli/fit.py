@@ -89,7 +89,7 @@ def fit(  # noqa: PLR0913 (typer reads a command's options from its parameters: 
 def _run_and_summarise(data: Path, options, *, start: float, quiet: bool) -> None:
     """The search with its progress on the terminal, then the summary (and what the cache gained)."""
     from autotransfer.budget import format_duration
-    from autotransfer.data.cache_index import cache_limit, evictable_bytes
+    from autotransfer.data.cache_index import cache_limit, entry_bytes
     from autotransfer.report.fit_summary import append_to_fit_log, print_fit_summary, where_lines
     from autotransfer.report.progress import Progress
     from autotransfer.search.run import run
@@ -103,7 +103,7 @@ def _run_and_summarise(data: Path, options, *, start: float, quiet: bool) -> Non
         f"{format_duration(settings.time_budget)}, run directory {escape(str(settings.out))}"
     )
     cache_limit()  # a malformed AUTOTRANSFER_CACHE_LIMIT is refused before any work
-    cached_before = evictable_bytes()
+    cached_before = entry_bytes()
     if quiet:  # the log lines too (fit.log keeps them): only warnings, errors and the summary on the terminal
         for handler in logging.getLogger().handlers:
             if isinstance(handler, RichHandler):
@@ -132,14 +132,16 @@ def _run_and_summarise(data: Path, options, *, start: float, quiet: bool) -> Non
     print_cache_growth(cached_before, settings.out / "fit.log")
 
 
-def print_cache_growth(before: int, log_file: Path) -> None:
-    """What the run added to the cache, in the summary and at the end of fit.log; then the size limit."""
-    from autotransfer.data.cache_index import enforce_limit, evictable_bytes, format_bytes
+def print_cache_growth(before: dict[str, int], log_file: Path) -> None:
+    """What the run added to the cache (the entries it opened; ``before``: cache_index.entry_bytes at its
+    start), in the summary and at the end of fit.log; then the size limit."""
+    from autotransfer.data.cache_index import enforce_limit, format_bytes, own_growth
     from autotransfer.settings import cache_dir
 
-    added = evictable_bytes() - before
-    line = (f"cache: {'+' if added >= 0 else '-'}{format_bytes(abs(added))} of decoded images and features in "
-            f"{cache_dir()} (`autotransfer cache` lists them, `autotransfer cache clear` removes them)")  # fmt: skip
+    added = own_growth(before)
+    line = (f"cache: {'+' if added >= 0 else '-'}{format_bytes(abs(added))} of decoded images and features for "
+            f"this run in {cache_dir()} (`autotransfer cache` lists them, `autotransfer cache clear` removes "
+            "them)")  # fmt: skip
     evicted = enforce_limit()
     if evicted.removed:
         line += (f"; {len(evicted.removed)} least recently used entr{'y' if len(evicted.removed) == 1 else 'ies'} "
@@ -155,12 +157,9 @@ def print_cache_growth(before: int, log_file: Path) -> None:
 def _check_space_backbones(search_space: str, backbones) -> None:
     """An unknown backbone in a search-space file is named with the file and key it came from."""
     from autotransfer.models.zoo import check_backbone_names
-    from autotransfer.search.space import SPACES_DIR
+    from autotransfer.search.space_files import space_path
 
-    path = Path(search_space)
-    if not path.suffix and (SPACES_DIR / f"{path}.yaml").is_file():
-        path = SPACES_DIR / f"{path}.yaml"
-    check_backbone_names(list(backbones), where=f"{path}, key backbones")
+    check_backbone_names(list(backbones), where=f"{space_path(search_space)}, key backbones")
 
 
 def latest_run(data: Path) -> Path:

@@ -25,7 +25,9 @@ def predict(  # noqa: PLR0913 (typer reads a command's options from its paramete
         ..., metavar="IMAGES", help="image files and folders (recursive; links followed, loops once)"
     ),
     as_json: bool = typer.Option(False, "--json", help="JSON Lines on stdout, one object per image"),
-    csv_file: Path | None = typer.Option(None, "--csv", metavar="FILE", help="also write the rows to this CSV"),
+    csv_file: Path | None = typer.Option(
+        None, "--csv", metavar="FILE", help="also write the rows to this CSV (its folder must exist)"
+    ),
     top_k: int = typer.Option(1, "--top-k", min=1, metavar="K", help="classes listed per image (clamped to all)"),
     size: str = typer.Option("native", metavar="SIZE", help="native | original | N (shorter side in px)"),
     reduce: str = typer.Option("mean", metavar="mean|max", help="how a large image's score map is reduced"),
@@ -42,12 +44,17 @@ def predict(  # noqa: PLR0913 (typer reads a command's options from its paramete
     Exit status: 0 when at least one image was classified, 2 when none was (or the CSV could not
     be written; the rows before the failure are kept).
     """
-    check_checkpoint_path(checkpoint)
+    from autotransfer.deploy.predict_size import checked_size
+    from autotransfer.option_checks import check_device_name
+
+    check_checkpoint_path(checkpoint)  # the argument errors, before torch is imported
+    checked_size(size)
+    check_device_name(device)
+    if csv_file is not None:
+        prepare_output(csv_file, "--csv")
     from autotransfer.deploy.pipeline import Pipeline
     from autotransfer.deploy.predict_inputs import list_inputs
 
-    if csv_file is not None:
-        prepare_output(csv_file, "--csv")
     pipeline = Pipeline.load(checkpoint, device=device)
     sources = list_inputs([str(p) for p in inputs])
     k = pipeline.clamp_top_k(top_k)

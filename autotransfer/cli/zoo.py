@@ -53,6 +53,9 @@ def zoo_show(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Taps, depth groups, preprocessing and weight source of one backbone."""
+    from autotransfer.models.backbone_names import check_backbone_name
+
+    check_backbone_name(name, where=f"autotransfer zoo show {name}")  # before torch and timm are imported
     from autotransfer.models.zoo import create_backbone
 
     backbone = create_backbone(name, pretrained=pretrained, weights=weights, device="cpu" if pretrained else "meta")

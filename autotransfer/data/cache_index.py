@@ -290,7 +290,18 @@ def enforce_limit(root: Path | None = None, limit: int | None = None) -> Removal
     return Removal(removed, busy)
 
 
-def evictable_bytes(root: Path | None = None) -> int:
-    """Bytes of decoded images and features (what `fit` reports it added)."""
+def entry_bytes(root: Path | None = None) -> dict[str, int]:
+    """Bytes of each entry (decoded images and their features) by entry name."""
     root = root or cache_dir()
-    return sum(_folder_bytes(root / kind) for kind in ("decoded", "features") if (root / kind).is_dir())
+    decoded, features = root / "decoded", root / "features"
+    folders = [p for p in decoded.iterdir() if p.is_dir() and not p.name.startswith(".")] if decoded.is_dir() else []
+    return {f.name: _folder_bytes(f) + _folder_bytes(features / f.name) for f in folders}
+
+
+def own_growth(before: dict[str, int], root: Path | None = None) -> int:
+    """What the entries this process opened (its leases) grew by since ``before`` (``entry_bytes``), a new
+    entry counted whole: other processes' entries in a shared cache do not count (`fit`'s summary line)."""
+    root = root or cache_dir()
+    after = entry_bytes(root)
+    own = {Path(folder).name for folder in _LEASES if Path(folder).parent == root / "decoded"}
+    return sum(after[name] - before.get(name, 0) for name in own if name in after)

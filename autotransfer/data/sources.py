@@ -233,7 +233,10 @@ def split_indices(
     Given test samples are never moved. If a val split is given, no other sample becomes val.
     """
     if not 0.0 < val_fraction < 1.0:
-        raise AutoTransferError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
+        raise AutoTransferError(
+            f"{{option}} must be between 0 and 1, got {val_fraction}.", where="{option}",
+            fix="give a share such as 0.2.", option="val_fraction",
+        )  # fmt: skip
     splits = np.array([s or "train" for s in given], dtype=object)
     if any(s == "val" for s in given):
         return splits

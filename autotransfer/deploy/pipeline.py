@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from autotransfer.data.images import ResizeRecipe
 from autotransfer.deploy.graph_resize import GraphResize
 from autotransfer.deploy.predict_inputs import list_inputs
+from autotransfer.deploy.predict_size import checked_size
 from autotransfer.deploy.predict_stream import BATCH_SIZE, Prediction, stream_predictions
 from autotransfer.errors import AutoTransferError
 from autotransfer.models.fully_conv import ConvClassifier, conv_trunk
@@ -293,20 +294,9 @@ class Pipeline:
     def shorter_side(self, size: str | int) -> int | None:
         """The shorter side ``size`` asks for (None: each image's own), checked."""
         native = self.spec["preprocess"]["size"]
-        if size == "original":
-            return None
-        try:
-            value = int(size)
-        except (TypeError, ValueError):
-            raise AutoTransferError(
-                f"size must be 'native', 'original' or a number of pixels, got {size!r}.", where="{option}",
-                fix="give --size native, original or a shorter side in pixels such as 224.", option="size",
-            ) from None  # fmt: skip
-        if not 16 <= value <= 4096:
-            raise AutoTransferError(
-                f"size {value} is outside 16..4096 pixels.", where="{option}", fix="give a size within 16..4096.",
-                option="size",
-            )  # fmt: skip
+        value = checked_size(size)
+        if value in ("native", "original"):
+            return None if value == "original" else native
         return max(value, native)
 
     def probabilities(self, net: ConvClassifier, pixels: np.ndarray) -> np.ndarray:

@@ -80,7 +80,9 @@ class Backbone:
             if tap.name == name:
                 return tap
         raise AutoTransferError(
-            f"{self.name} has no tap point named {name!r}.", fix=f"use one of: {', '.join(t.name for t in self.taps)}"
+            f"{self.name} has no tap point named {name!r}.",
+            where=f"the taps of {self.name} (`autotransfer zoo show {self.name}` lists them)",
+            fix=f"use one of: {', '.join(t.name for t in self.taps)}.",
         )
 
     def tap_parts(self, name: str) -> list[Tap]:
@@ -93,6 +95,7 @@ class Backbone:
         if len(parts) > 1 and (any(p.stride is None for p in parts) or len({p.name for p in parts}) < len(parts)):
             raise AutoTransferError(
                 f"{name!r} is not a combination of distinct convolutional taps of {self.name}.",
+                where=f"the tap {name!r}",
                 fix="combine taps with a spatial map, each once, as 'a+b'.",
             )
         return parts
@@ -227,6 +230,7 @@ def _create_timm(name: str, device: torch.device | str) -> nn.Module:
     if ":" in name:  # timm's hf-hub: and local-dir: schemes read configs and files from elsewhere
         raise AutoTransferError(
             f"Backbone {name!r}: only registered architecture names are accepted.",
+            where=f"the backbone name {name!r} (a ':' names a hub or a folder, which are not read)",
             fix="use a timm architecture name and give weights with --weights or AUTOTRANSFER_WEIGHTS.",
         )
     timm = _import_timm()

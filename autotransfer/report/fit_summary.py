@@ -16,7 +16,7 @@ from autotransfer.report.score_summary import ScoreSummary
 if TYPE_CHECKING:
     from autotransfer.search.records import TrialRecord
 
-LOG_WIDTH = 160  # fit.log's lines: wide enough for the leaderboard's every column
+LOG_WIDTH = 160  # fit.log's leaderboard: wide enough for its every column (text lines are never wrapped)
 
 
 def where_lines(run_dir: Path) -> str:
@@ -112,7 +112,9 @@ def append_to_fit_log(result, budget: float) -> str | None:
     the reason it could not be written, if so (the run's outputs are saved either way)."""
     try:
         with open(Path(result.run_dir) / "fit.log", "a") as log_file:
-            print_fit_summary(result, budget, Console(file=log_file, width=LOG_WIDTH, no_color=True))
+            # soft_wrap: a line of text stays one line in the file (grep finds it whole); the tables keep their width
+            console = Console(file=log_file, width=LOG_WIDTH, no_color=True, soft_wrap=True)
+            print_fit_summary(result, budget, console)
     except OSError as error:
         return str(error)
     return None

@@ -68,6 +68,7 @@ COLUMNS = [
     "metric",
     "val_score",
     "val_accuracy",
+    "score_source",  # where val_score and val_accuracy were measured: cv (train+val folds) or val (the split)
     "test_accuracy",
     "seconds",
     "chosen",

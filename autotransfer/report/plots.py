@@ -97,7 +97,8 @@ def pareto_plot(frame: pd.DataFrame, labels: dict[str, str]) -> str | None:
     figure, axis = pyplot().subplots(figsize=(6.4, 3.6))
     _scatter_stages(axis, done, "seconds", labels)
     front = pareto_front(frame)
-    axis.step(front["seconds"], front["val_score"], where="post", color="black", lw=1, label="Pareto front")
+    if len(front) > 1:  # one point draws no line: its legend entry would show a line that is not there
+        axis.step(front["seconds"], front["val_score"], where="post", color="black", lw=1, label="Pareto front")
     chosen = done[done["chosen"]]
     if len(chosen):
         label = "chosen (★)" if chosen.index[0] in front.index else "chosen (★), off the front: see why below"

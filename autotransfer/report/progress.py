@@ -50,6 +50,11 @@ def _live_possible(console: Console) -> bool:
     return console.is_terminal and not console.is_dumb_terminal
 
 
+def _where(record: dict) -> str:
+    """Where a record's score was measured, as its line says it: CV (a probe on small data) or val."""
+    return "CV" if record.get("score_source") == "cv" else "val"
+
+
 def describe_trial(record: dict) -> str:
     """``strategy backbone@px tap`` of a trial record (keys may be missing)."""
     given = {k: record.get(k) for k in ("strategy", "backbone", "resolution", "tap")}
@@ -157,7 +162,7 @@ class Progress:
         mark = _STATUS_MARK.get(status, "·")
         stage = "probe" if record.get("stage") == "probe" else "fine-tune"
         value = _score(record)
-        score = f"val {value:.4f}" if value is not None else status
+        score = f"{_where(record)} {value:.4f}" if value is not None else status
         seconds = _score(record, "seconds")
         extra = ""
         if status == "pruned" and record.get("stopped"):
@@ -196,13 +201,8 @@ class Progress:
         if self.best is not None:
             value = _score(self.best)
             which = f"({self.best.get('stage', '')} #{self.best.get('trial', '?')} {describe_trial(self.best)})"
-            grid.add_row(
-                "best so far",
-                Text.from_markup(
-                    (f"[bold green]val {self.best.get('metric', 'score')} {value:.4f}[/] " if value is not None else "")
-                    + escape(which)
-                ),
-            )
+            score = f"{_where(self.best)} {self.best.get('metric', 'score')} {value:.4f}" if value is not None else ""
+            grid.add_row("best so far", Text.from_markup((f"[bold green]{score}[/] " if score else "") + escape(which)))
         budget = max(self.budget_seconds, 1e-9)
         time_text = Text(f"{format_duration(elapsed)} of {format_duration(self.budget_seconds)}")
         eta = self._eta()

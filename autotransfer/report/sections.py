@@ -294,6 +294,13 @@ def _board_cell(column: str, value) -> str:
     return cell(value)
 
 
+def _score_headers(part: pd.DataFrame) -> dict[str, str]:
+    """The score columns' headers say where a stage's scores were measured: "CV" for probes cross-validated
+    on train+val (the leaderboard's ``score_source``), else "val" as the column names say."""
+    sources = set(part["score_source"].dropna()) if "score_source" in part else set()
+    return {"val_score": "CV score", "val_accuracy": "CV accuracy"} if sources == {"cv"} else {}
+
+
 def stage_board(frame: pd.DataFrame, stage: str) -> Board | None:
     """The leaderboard rows of one stage, with the columns that matter for it; the chosen row marked."""
     part = frame[frame["stage"] == stage]
@@ -322,7 +329,7 @@ def stage_board(frame: pd.DataFrame, stage: str) -> Board | None:
         title=STAGE_NAMES[stage].capitalize(),
         started=len(started),
         shared=[(c.replace("_", " "), v) for c, v in shared.items()],
-        headers=[HEADERS.get(c, c.replace("_", " ")) for c in columns],
+        headers=[(_score_headers(part) | HEADERS).get(c, c.replace("_", " ")) for c in columns],
         text_columns=[c in TEXT_COLUMNS for c in columns],
         rows=rows,
         notes=[(t, n) for t, n in notes if n],

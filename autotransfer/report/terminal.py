@@ -57,6 +57,16 @@ def sparkline(values: list[float]) -> str:
     return "".join(_BARS[1 + int((v - low) / span * (len(_BARS) - 2))] for v in values)
 
 
+def duplicates_text(p: dict) -> str:
+    """The profile's duplicates in one line: copies within a class and label conflicts (the same bytes in
+    two classes, data/conflicts.py) are both images with the same bytes, so the total counts both."""
+    exact, conflicts = p["exact_duplicates"], len(p.get("label_conflicts", []))
+    text = f"{exact + conflicts} exact (same bytes): {exact} within a class"
+    if conflicts:
+        text += f", [bold red]{conflicts} label conflict(s)[/] (the same image in two classes)"
+    return text + f"; {p['cross_split_duplicates']} across splits"
+
+
 def render_profile(console: Console, p: dict) -> None:
     summary = Table(title=f"Profile of {p['n_images']} images, {p['n_classes']} classes", show_header=False)
     summary.add_column(style="bold")
@@ -74,12 +84,7 @@ def render_profile(console: Console, p: dict) -> None:
         f"({res['min_short_side']:.0f}-{res['max_short_side']:.0f}), aspect median {res['median_aspect']:.2f}",
     )
     summary.add_row("grayscale", f"{p['grayscale_share']:.0%}")
-    conflicts = len(p.get("label_conflicts", []))
-    summary.add_row(
-        "duplicates",
-        f"{p['exact_duplicates']} exact, {p['cross_split_duplicates']} across splits"
-        + (f", [bold red]{conflicts} label conflict(s)[/] (same image in two classes)" if conflicts else ""),
-    )
+    summary.add_row("duplicates", duplicates_text(p))
     summary.add_row("skipped files", str(len(p["skipped"])))
     summary.add_row(
         "similarity to ImageNet",
@@ -89,7 +94,8 @@ def render_profile(console: Console, p: dict) -> None:
     sep = p["separability"]
     knn = "n/a" if sep["knn_accuracy"] is None else f"{sep['knn_accuracy']:.2f}"
     summary.add_row(
-        "top features separate classes", f"kNN accuracy {knn} (chance {sep['chance']:.2f}), LogME {sep['logme']:.3f}"
+        "top features separate classes",
+        f"kNN accuracy {knn} (chance {sep['chance']:.2f}: the majority class's share), LogME {sep['logme']:.3f}",
     )
     summary.add_row("quadrant", f"[bold]{p['quadrant']}[/]")
     summary.add_row("why", p["rationale"])

@@ -25,7 +25,7 @@ from autotransfer.search.storage import Studies
 RECORD_FORMAT = 2
 # Leaderboard columns that are not the trial's (report/outputs.py adds them).
 _BOARD_ONLY = ("chosen", "test_accuracy")
-_ALWAYS_IN_ROW = ("stage", "trial", "status", "val_score", "val_accuracy")
+_ALWAYS_IN_ROW = ("stage", "trial", "status", "val_score", "val_accuracy", "score_source")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,13 +33,17 @@ class TrialRecord:
     """One probe or fine-tuning trial: what it ran, how it went and how it scored.
 
     ``val_score`` is the run's metric (what the choice maximises; a pruned trial's best epoch counts);
-    ``val_accuracy`` is None rather than another metric's score when the trial did not measure it."""
+    ``val_accuracy`` is None rather than another metric's score when the trial did not measure it.
+    Both are measured where ``score_source`` says (the names are the field's, as AutoGluon's
+    ``score_val`` is an out-of-fold score for bagged models): ``"cv"``, the mean over cross-validation
+    folds of train+val (probes on small data), or ``"val"``, the validation split."""
 
     stage: str  # "probe" or "finetune"
     trial: int
     status: str  # Optuna's state in lower case: complete, pruned, fail, waiting
     val_score: float | None = None
     val_accuracy: float | None = None
+    score_source: str | None = None  # "cv" or "val": set by trial_records from the stage and the objective
     metric: str | None = None
     # what ran: the candidate (backbone at a resolution, cut at a tap) and the sampled parameters
     candidate: str | None = None
@@ -160,10 +164,22 @@ def set_trial_attrs(trial: optuna.Trial, **values: Any) -> None:
         trial.set_user_attr(key, value)
 
 
+def score_source(stage: str, study: optuna.Study) -> str:
+    """Where ``stage``'s scores are measured: probes by cross-validation when the run's objective (kept in
+    the probes study, search/objective.py) has folds, everything else on the validation split."""
+    folds = (study.user_attrs.get("objective") or {}).get("cv_folds") if stage == "probe" else 0
+    return "cv" if folds else "val"
+
+
 def trial_records(stage: str, study: optuna.Study) -> list[TrialRecord]:
-    """Every trial of ``study`` that is not running, as a record."""
+    """Every trial of ``study`` that is not running, as a record (with where its score was measured)."""
     trials = study.get_trials(deepcopy=False)
-    rows = [TrialRecord.from_trial(stage, t) for t in trials if t.state != optuna.trial.TrialState.RUNNING]
+    source = score_source(stage, study)
+    rows = [
+        dataclasses.replace(TrialRecord.from_trial(stage, t), score_source=source)
+        for t in trials
+        if t.state != optuna.trial.TrialState.RUNNING
+    ]
     # An interrupted trial (Ctrl-C, a full disk) was failed by Optuna and queued again: say so on its row.
     retries = {t.user_attrs["retry_of"]: t.number for t in trials if "retry_of" in t.user_attrs}
     return [

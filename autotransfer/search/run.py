@@ -209,7 +209,8 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
             log.info("final pipeline: an ensemble of %d configurations", len(ensemble.members))
             pipeline, refit = build_ensemble(context, ensemble), False
         else:
-            log.info("final pipeline: from %s trial %s (val %.4f)", best.stage, best.trial, best.val_score)
+            where = "CV" if best.score_source == "cv" else "val"
+            log.info("final pipeline: from %s trial %s (%s %.4f)", best.stage, best.trial, where, best.val_score)
             context.progress.stage("refit", detail=f"{best.stage} trial {best.trial}")
             pipeline, refit = build_pipeline(context, best, selection)
         context.progress.stage("save")

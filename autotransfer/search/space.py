@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from autotransfer.config_files import ConfigChecker, read_yaml
-from autotransfer.errors import AutoTransferError
+from autotransfer.search.space_files import SPACES_DIR, space_path
 from autotransfer.transfer.probes import HEADS
 from autotransfer.transfer.strategies import FINETUNE_STRATEGIES, STRATEGIES
 
-SPACES_DIR = Path(__file__).resolve().parent / "spaces"
 AUGMENTATIONS = ("none", "flip", "crop", "randaugment")  # search/trials.py: what each turns on
 AUTO = "auto"  # backbones / resolutions chosen from the data, the machine and the budget (search/auto_space.py)
 
@@ -89,22 +87,9 @@ def _range(check: ConfigChecker, key: str, value: Any) -> Range:
     return Range(float(low), float(high), log)
 
 
-def available_spaces() -> list[str]:
-    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
-
-
 def load_search_space(name_or_path: str | os.PathLike = "default") -> SearchSpace:
     """A built-in space by name (``fast``, ``default``, ``thorough``) or a YAML file of one's own."""
-    path = Path(name_or_path)
-    if not path.suffix and (SPACES_DIR / f"{path}.yaml").is_file():
-        path = SPACES_DIR / f"{path}.yaml"
-    if not path.is_file():
-        raise AutoTransferError(
-            f"No search space {str(name_or_path)!r}.",
-            where=f"{{option:{name_or_path}}} (looked for {path.resolve()})",
-            fix=f"use one of {', '.join(available_spaces())}, or the path of a YAML file.",
-            option="search_space",
-        )
+    path = space_path(name_or_path)
     defaults, given = read_yaml(SPACES_DIR / "default.yaml", "search space"), read_yaml(path, "search space")
     check = ConfigChecker(str(path), "search space", "docs/search.md and autotransfer/search/spaces/default.yaml")
     check.mapping("", given, _TOP_KEYS)

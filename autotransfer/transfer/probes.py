@@ -67,7 +67,9 @@ def make_head(
         )
     if kind == "torch":
         return TorchLinearHead(C=C, class_weight=class_weight, max_iter=min(200, max_iter))
-    raise AutoTransferError(f"Unknown head type {kind!r}.", fix=f"use one of {', '.join(HEADS)}.")
+    raise AutoTransferError(
+        f"Unknown head type {kind!r}.", where="the search space's probe.heads", fix=f"use one of {', '.join(HEADS)}."
+    )
 
 
 @dataclass
@@ -169,14 +171,23 @@ def _fit(options: ProbeOptions, kind: str, C: float, x: np.ndarray, y: np.ndarra
 
 def _check(y_train: np.ndarray, y_val: np.ndarray, options: ProbeOptions) -> None:
     if len(np.unique(y_train)) < 2:
-        raise AutoTransferError("A linear probe needs at least 2 classes in the training split.")
+        raise AutoTransferError(
+            "A linear probe needs at least 2 classes in the training split.",
+            where=f"the training split ({len(y_train)} images)",
+            fix="give images of at least 2 classes (one folder per class).",
+        )
     if not options.cv_folds and len(y_val) == 0:
         raise AutoTransferError(
             "The validation split is empty: there is nothing to choose the head on.",
+            where="the validation split",
             fix="use more images per class, or a larger val_fraction (or cv_folds).",
         )
     if options.cv_folds == 1 or options.cv_folds < 0:
-        raise AutoTransferError(f"cv_folds must be 0 (use the validation split) or >= 2, got {options.cv_folds}.")
+        raise AutoTransferError(
+            f"cv_folds must be 0 (use the validation split) or >= 2, got {options.cv_folds}.",
+            where="ProbeOptions.cv_folds",
+            fix="give 0, or 2 or more folds.",
+        )
 
 
 def _folds(options: ProbeOptions, x: np.ndarray, y: np.ndarray, classes: np.ndarray) -> list:
@@ -186,6 +197,7 @@ def _folds(options: ProbeOptions, x: np.ndarray, y: np.ndarray, classes: np.ndar
     if folds < 2:
         raise AutoTransferError(
             f"Cross-validation needs at least 2 images of every class; one class has {smallest}.",
+            where=f"class {classes[int(np.argmin(np.bincount(np.searchsorted(classes, y))))]!r} of train+val",
             fix="add images to that class, or choose on the validation split (cv_folds=0).",
         )
     return list(StratifiedKFold(folds, shuffle=True, random_state=options.seed).split(x, y))
