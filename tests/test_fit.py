@@ -504,3 +504,22 @@ def test_a_run_that_could_start_no_candidate_names_the_budget_it_needs(fit_env, 
         _fit(fit_env, budget="40s").fit(fit_env["data"])
     needed = caught.value.what.split("need at least ")[1].split()[0]
     assert parse_duration(needed) > 40 and f'time_budget="{needed}" or more' in str(caught.value)
+
+
+def test_a_fine_tuning_epoch_is_estimated_from_computed_forwards_at_the_training_precision(fit_env, monkeypatch):
+    """A pair whose features were read from the cache timed no forward pass (auto's timing stands in),
+    and a CPU whose probes extracted in bf16 trains in fp32, FP32_SLOWDOWN times slower."""
+    from autotransfer.search import context as context_module
+
+    context = _context_timed_in_a_burst(fit_env, 600.0)
+    context.auto = replace(context.auto, seconds_per_image={"test_efficientnet": 0.01})
+    context.extract_seconds["test_efficientnet@32"] = 5.0
+    monkeypatch.setattr(context_module, "bf16_supported", lambda device: False)
+    assert context.training_forward_seconds("test_efficientnet", 32) == pytest.approx(5.0)
+    monkeypatch.setattr(context_module, "bf16_supported", lambda device: True)
+    slower = 5.0 * context_module.FP32_SLOWDOWN
+    assert context.training_forward_seconds("test_efficientnet", 32) == pytest.approx(slower)
+    context.cached_pairs.add("test_efficientnet@32")  # read, not computed: 0.01 s per image of auto's timing
+    timed = 0.01 * context.n_images() * context_module.FP32_SLOWDOWN
+    assert context.training_forward_seconds("test_efficientnet", 32) == pytest.approx(timed)
+    assert context.training_forward_seconds("test_vit", 32) is None  # neither probed nor timed

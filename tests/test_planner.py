@@ -112,7 +112,7 @@ def test_a_fine_tuning_epoch_is_estimated_per_strategy_never_below_one_measured_
 
     data = type("Data", (), {"__len__": lambda self: 1000, "indices": lambda self, split: range(800)})()
     key = Candidate("tf_efficientnet_lite1", 224, "blocks.5").key
-    context = SimpleNamespace(dataset=lambda resolution: data, extract_seconds={})
+    context = SimpleNamespace(dataset=lambda resolution: data, training_forward_seconds=lambda name, resolution: None)
     full = {"candidate": key, "strategy": "finetune_all"}
     planned = epoch_estimate(context, full, {})
     assert planned == pytest.approx(planner.estimate_epoch_seconds(0.02 * 1000, 1000, 800, 0.0, False))

@@ -142,6 +142,22 @@ class RunContext:
             return True
         return (record.backbone, record.resolution, record.tap) in self.fp32_features
 
+    def training_forward_seconds(self, name: str, resolution: int) -> float | None:
+        """One forward pass of ``name`` over every image at ``resolution`` px, at the precision training runs
+        in: the probes' extraction of that pair where it computed the features (not read them from the
+        cache), else `auto`'s timing scaled by the load the probes measured (None without either). Trainers
+        use bf16 on GPUs only (transfer/finetune.py), so a CPU whose probes extracted in bf16 trains
+        ``FP32_SLOWDOWN`` times slower than they extracted."""
+        pair = f"{name}@{resolution}"
+        if pair in self.extract_seconds and pair not in self.cached_pairs:
+            seconds = self.extract_seconds[pair]
+        elif self.auto and name in self.auto.seconds_per_image:
+            seconds = self._timed_forward_seconds(name, resolution, self.n_images())
+        else:
+            return None
+        device = self.device or default_device()
+        return seconds * (FP32_SLOWDOWN if device.type == "cpu" and bf16_supported(device) else 1.0)
+
     def evaluation_seconds(self, best: TrialRecord | None) -> float:
         """Predicting val (the chosen configuration) and test (the final pipeline): two forward passes
         over those images, from the throughput `auto` measured (0 when it measured none)."""
@@ -158,7 +174,12 @@ class RunContext:
         resolution = best.resolution if best and best.resolution else min(self.resolutions)
         dataset = self._decoded(resolution)
         images = len(dataset) if everything else len(dataset) - len(dataset.indices("train"))
-        # `auto` timed a few batches: the probes' extractions say how fast forwards run since (the load);
-        # never below half the timed cost, so one fast extraction does not empty the reserve
+        return self._timed_forward_seconds(name, resolution, images)
+
+    def _timed_forward_seconds(self, name: str, resolution: int, images: int) -> float:
+        """``images`` forwards of ``name`` at ``resolution`` px from `auto`'s timing. `auto` timed a few
+        batches: the probes' extractions say how fast forwards run since (the load); never below half the
+        timed cost, so one fast extraction does not empty the reserve."""
+        per_image = self.auto.seconds_per_image[name]
         speed = max(MIN_FORWARD_SPEED, self.slowdown)
-        return speed * planner.extraction_seconds(per_image[name], self.auto.profile_resolution, resolution, images)
+        return speed * planner.extraction_seconds(per_image, self.auto.profile_resolution, resolution, images)

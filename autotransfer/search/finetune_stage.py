@@ -108,7 +108,8 @@ def epoch_estimate(context: RunContext, params: dict, measured: dict[tuple[str, 
         return measured[key]
     candidate = Candidate.parse(params["candidate"])
     dataset = context.dataset(candidate.resolution)
-    extract = context.extract_seconds.get(candidate.pair, 0.02 * len(dataset))
+    forward = context.training_forward_seconds(candidate.backbone, candidate.resolution)
+    extract = forward if forward is not None else 0.02 * len(dataset)
     augmented = params.get("augmentation", "none") != "none"  # no cached frozen prefix then (finetune.py)
     n_train = len(dataset.indices("train"))
     estimate = planner.estimate_epoch_seconds(extract, len(dataset), n_train, params.get("freeze_fraction", 0.0),
