@@ -85,7 +85,8 @@ def records(finetune_finished: bool = True) -> list[TrialRecord]:
          "stopped": "pruned after epoch 2 (Hyperband)" if finetune_finished else None},
         {"stage": "finetune", "trial": 3, "status": "waiting"},  # queued, never ran: its cells are missing
     ]  # fmt: skip
-    return [TrialRecord(**r) for r in probes + finetune]
+    # the run's metric is accuracy: each record's score is its accuracy, as TrialRecord.from_trial writes it
+    return [TrialRecord(**r, val_score=r.get("val_accuracy")) for r in probes + finetune]
 
 
 def make_run(out: Path, with_test: bool = True, finetune_finished: bool = True) -> dict:
