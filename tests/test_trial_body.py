@@ -21,6 +21,7 @@ from autotransfer.search.records import TrialRecord, trial_records
 from autotransfer.search.settings import SearchSettings
 from autotransfer.search.space import load_search_space
 from autotransfer.search.storage import open_storage, open_studies
+from autotransfer.transfer.profile import Prior
 
 ONE_TRIAL = """
 backbones: [test_efficientnet]
@@ -47,7 +48,7 @@ def test_a_trial_is_recorded_alike_by_both_backends(fit_env, tmp_path, monkeypat
     studies = open_studies(context.storage, space, 0, None, None)
     objective = Objective(metric="accuracy", reason="test")
     candidates = [Candidate("test_efficientnet", 32, "head")]
-    plan = FinetunePlan(studies, candidates, prior_ranges(space, {}), {}, objective)
+    plan = FinetunePlan(studies, candidates, prior_ranges(space, Prior()), Prior(), objective)
     OptunaBackend().run(plan, context)
     [optuna_record] = trial_records("finetune", studies.finetune)
     params = studies.finetune.trials[0].params

@@ -29,6 +29,10 @@ FP32_SLOWDOWN = 2.0
 
 @dataclass
 class RunContext:
+    """Built from the data, the settings and the progress listener; its search fields (``storage``,
+    ``backbones``, ``resolutions``, ``auto``, ``objective``) are filled by search/run.py's ``open_run``
+    alone, in the order its docstring lists. The rest are the stages' measurements and caches."""
+
     data: Path
     settings: SearchSettings
     progress: Progress

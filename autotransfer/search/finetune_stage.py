@@ -41,6 +41,7 @@ from autotransfer.search.storage import (
 from autotransfer.search.trial_body import TrialContext, run_trial
 from autotransfer.search.trials import HYPERPARAMETERS, describe, suggest
 from autotransfer.transfer.finetune import TrialPruned
+from autotransfer.transfer.profile import Prior
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class FinetunePlan:
     studies: Studies
     candidates: list[Candidate]
     ranges: dict[str, Range]
-    prior: dict
+    prior: Prior
     objective: Objective
 
 

@@ -84,7 +84,8 @@ class RayReporter:
             raise TrialPruned(f"time budget: stopped after epoch {epoch + 1}")
 
     def finish(self, stopped: str | None) -> None:
-        """After the body: its last fields (and why it stopped), as one more result for its last epoch."""
+        """After the body: its last fields (and why it stopped), as one more result for its last epoch
+        (Tune may have stopped the trial at its last epoch already: ASHA's ``max_t``)."""
         if stopped:
             self.fields["stopped"] = stopped
         self._send(final=True)
@@ -175,7 +176,7 @@ def _record(study: optuna.Study, space: SearchSpace, plan: FinetunePlan, result,
     last = history.iloc[-1]
     fields = json.loads(last["record"])
     epochs = history[~final]
-    if not final.any():  # Tune stopped it after an epoch: ASHA, or the search's time budget
+    if not final.any() and fields["epochs_run"] < fields["epochs_planned"]:  # ASHA, or the search's time budget
         fields["stopped"] = f"stopped by Ray Tune (ASHA or its time budget) after epoch {fields['epochs_run']}"
     state = optuna.trial.TrialState.PRUNED if fields.get("stopped") else optuna.trial.TrialState.COMPLETE
     where.update(node_ids=nodes, ray_attempts=attempts, seconds=float(last.get("time_total_s", 0.0)))
