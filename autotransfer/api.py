@@ -143,7 +143,7 @@ class AutoTransfer(BaseEstimator):
         self.pipeline_: Pipeline = result.pipeline
         self.classes_: np.ndarray = result.pipeline.classes_
         self.leaderboard_: pd.DataFrame = result.leaderboard
-        self.profile_: dict = result.profile
+        self.profile_: dict = result.profile.to_json()
         self.run_dir_ = Path(result.run_dir).absolute()
         self.best_: dict = result.leaderboard[result.leaderboard["chosen"]].iloc[0].to_dict()
         return self

@@ -144,7 +144,7 @@ def validate(argv: list[str]) -> int:
                     )
                 else:
                     strategy = f"{first} | — | | "
-                generic = [t for t in p.prior["taps"] if t != "head"][-1]
+                generic = [t for t in p.prior.taps if t != "head"][-1]
                 taps = tap_scores(train, test, net, size)
                 best_tap = max(taps, key=taps.get)
                 distance = abs(names.index(generic) - names.index(best_tap))

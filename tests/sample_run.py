@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from autotransfer.search.records import TrialRecord
+from autotransfer.transfer.profile import DatasetProfile, Prior
 
 CLASSES = ["cat", "dog", "fox"]
 
@@ -85,7 +86,8 @@ def records(finetune_finished: bool = True) -> list[TrialRecord]:
          "stopped": "pruned after epoch 2 (Hyperband)" if finetune_finished else None},
         {"stage": "finetune", "trial": 3, "status": "waiting"},  # queued, never ran: its cells are missing
     ]  # fmt: skip
-    return [TrialRecord(**r) for r in probes + finetune]
+    # the run's metric is accuracy: each record's score is its accuracy, as TrialRecord.from_trial writes it
+    return [TrialRecord(**r, val_score=r.get("val_accuracy")) for r in probes + finetune]
 
 
 def make_run(out: Path, with_test: bool = True, finetune_finished: bool = True) -> dict:
@@ -120,3 +122,16 @@ def make_run(out: Path, with_test: bool = True, finetune_finished: bool = True) 
     summary = f"{best.strategy} on tap `{best.tap}` of {best.backbone} at {best.resolution}px"
     pipeline = SimpleNamespace(spec={"classes": CLASSES, "summary": summary, "metrics": metrics})
     return {"out": out, "records": rows, "best": best, "pipeline": pipeline, "elapsed": 97.0, "budget": 120.0}
+
+
+def dataset_profile(prior: Prior | None = None) -> DatasetProfile:
+    """A small-different profile of 36 images in 3 classes, as profile_dataset returns one."""
+    return DatasetProfile(
+        n_images=36, n_classes=3, images_per_class={"a": 12, "b": 12, "c": 12},
+        class_balance={"imbalance_ratio": 1.0}, resolution={"median_short_side": 30.0, "profiled_at_reason": "32px"},
+        grayscale_share=0.0, exact_duplicates=0, cross_split_duplicates=0, skipped=[], backbone="test_efficientnet",
+        image_size=32, sample_size=36, layer_distance=[], group_distance=[{"group": 0, "distance": 0.5}],
+        similarity=float("nan"), similarity_parts={}, references={"noise": None}, separability={}, size_class="small",
+        domain="different", quadrant="small-different", recommended_strategy="lp_ft", rationale="small and different",
+        prior=prior or Prior(), thresholds={"similar_at": 0.75},
+    )  # fmt: skip

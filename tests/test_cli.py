@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 from conftest import make_imagefolder
+from sample_run import dataset_profile
 
 from autotransfer.search.records import TrialRecord
 
@@ -152,24 +153,27 @@ def test_the_summary_says_why_these_sizes_and_which_pairs_the_budget_let_the_pro
     from rich.console import Console
 
     from autotransfer.report.fit_summary import print_search_choices
-    from autotransfer.search.auto_space import resolutions_reason
+    from autotransfer.search.auto_space import AutoChoice, resolutions_reason
+    from autotransfer.search.run_profile import RunProfile
 
     console = Console(file=io.StringIO(), width=400)
-    auto = {"backbones": ["mobilenetv2_100", "tf_efficientnet_lite0"], "resolutions": [128, 224], "native_side": 300,
-            "resolutions_reason": resolutions_reason((128, 224), 128, 300, pinned=False),
-            "skipped": {"tf_efficientnet_lite2": "3 faster backbones are candidates already (at most 3)"}}  # fmt: skip
+    skipped = {"tf_efficientnet_lite2": "3 faster backbones are candidates already (at most 3)"}
+    auto = AutoChoice(backbones=("mobilenetv2_100", "tf_efficientnet_lite0"), resolutions=(128, 224), native_side=300,
+                      profile_resolution=128, resolutions_reason=resolutions_reason((128, 224), 128, 300, pinned=False),
+                      skipped=skipped)  # fmt: skip
+    profile = RunProfile(dataset=dataset_profile(), auto=auto)
     probes = [TrialRecord(stage="probe", trial=0, status="complete", backbone="mobilenetv2_100", resolution=128),
               TrialRecord(stage="probe", trial=1, status="complete", backbone="mobilenetv2_100", resolution=128),
               TrialRecord(stage="probe", trial=2, status="fail", backbone="tf_efficientnet_lite0",
                           resolution=128)]  # fmt: skip
-    print_search_choices({"auto": auto}, probes, console)
+    print_search_choices(profile, probes, console)
     text = console.file.getvalue()
     assert "at 128, 224 px (128 px (the profiler's size for images of 300 px on this device) and 224 px" in text
     assert "probed within the budget: mobilenetv2_100@128 (only 128 px: whether another size helps was not" in text
     assert "left out: tf_efficientnet_lite2: 3 faster" in text
-    every_pair = [replace(probes[0], backbone=b, resolution=s) for b in auto["backbones"] for s in (128, 224)]
+    every_pair = [replace(probes[0], backbone=b, resolution=s) for b in auto.backbones for s in (128, 224)]
     console.file = io.StringIO()
-    print_search_choices({"auto": auto}, every_pair, console)
+    print_search_choices(profile, every_pair, console)
     assert "probed within the budget" not in console.file.getvalue()  # said only when the budget cut the plan
 
 

@@ -14,12 +14,13 @@ import pytest
 import torch
 from conftest import make_imagefolder, small_probe_pipeline
 from rich.console import Console
-from sample_run import records
+from sample_run import dataset_profile, records
 
 import autotransfer.cli as cli_module
 from autotransfer.errors import AutoTransferError
 from autotransfer.report.fit_summary import print_fit_summary
 from autotransfer.report.outputs import leaderboard
+from autotransfer.search.run_profile import RunProfile
 
 
 def run_cli(*args, timeout=300):
@@ -54,7 +55,12 @@ def test_fit_summary_prints_with_trials_that_never_ran(monkeypatch, tmp_path):
     console = Console(file=buffer, width=160)
     pipeline = SimpleNamespace(spec={"metrics": {"val_accuracy": 0.86}}, describe=lambda: "a probe")
     result = SimpleNamespace(
-        pipeline=pipeline, leaderboard=board, profile={}, run_dir=tmp_path, seconds=97.0, records=rows
+        pipeline=pipeline,
+        leaderboard=board,
+        profile=RunProfile(dataset=dataset_profile()),
+        run_dir=tmp_path,
+        seconds=97.0,
+        records=rows,
     )
     print_fit_summary(result, 120.0, console)
     text = buffer.getvalue()

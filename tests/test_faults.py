@@ -97,7 +97,7 @@ def test_interrupts_at_each_phase_lose_nothing_and_reach_the_same_quality(fit_en
 
 
 def test_a_nan_loss_trial_is_recorded_and_skipped(fit_env, monkeypatch):
-    import autotransfer.search.finetune_stage as search_module
+    import autotransfer.search.trial_body as search_module
 
     real, calls = search_module.finetune, {"n": 0}
 

@@ -76,7 +76,7 @@ def test_the_recipe_then_the_profile_prior_seed_the_first_fine_tuning_trials(fit
 
 
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(fit_env, monkeypatch):
-    import autotransfer.search.finetune_stage as search_module
+    import autotransfer.search.trial_body as search_module
 
     real = search_module.finetune
     calls = {"n": 0}

@@ -193,18 +193,19 @@ def pipeline_dir_for_repr(tmp_path_factory):
 
 def test_the_api_ends_fit_log_with_the_summary_the_cli_prints(tmp_path, monkeypatch):
     """The fresh-user trial: the API's fit.log had no summary; the CLI's had one."""
-    from sample_run import records
+    from sample_run import dataset_profile, records
 
     import autotransfer.api as api
     from autotransfer.report.fit_summary import print_fit_summary
     from autotransfer.report.outputs import leaderboard
+    from autotransfer.search.run_profile import RunProfile
 
-    rows = records(finetune_finished=True)
+    rows, profile = records(finetune_finished=True), RunProfile(dataset=dataset_profile())
     fake = SimpleNamespace(
         spec={"metrics": {"metric": "accuracy", "val_score": 0.9, "val_score_from": "validation split"}},
         describe=lambda: "a probe", classes_=["a", "b"],
     )  # fmt: skip
-    result = SimpleNamespace(pipeline=fake, leaderboard=leaderboard(rows, rows[0], None), profile={}, seconds=50.0,
+    result = SimpleNamespace(pipeline=fake, leaderboard=leaderboard(rows, rows[0], None), profile=profile, seconds=50.0,
                              run_dir=tmp_path, best=rows[0], records=rows, already_finished=False)  # fmt: skip
     monkeypatch.setattr(api, "run", lambda data, settings, progress: result)
     api.AutoTransfer(time_budget="2m", out=tmp_path, verbose=0).fit(make_imagefolder(tmp_path / "d", {"a": 2, "b": 2}))

@@ -1,6 +1,7 @@
 """The cheap stage corrects the prior: the probes' placement, and the fine-tuning seeds it changes."""
 
 import json
+from dataclasses import replace
 
 import optuna
 import pytest
@@ -13,8 +14,10 @@ from autotransfer.search.placement import Placement, corrected_prior, measured_p
 from autotransfer.search.recipe import seed_trials
 from autotransfer.search.records import TrialRecord
 from autotransfer.search.space import load_search_space
+from autotransfer.transfer.profile import Prior
 
-PROFILE = {"quadrant": "large-similar", "prior": {"strategies": ["finetune_all", "finetune_top", "linear_probe"]}}
+QUADRANT = "large-similar"  # the profile's (a priori)
+PRIOR = Prior(strategies=("finetune_all", "finetune_top", "linear_probe"))
 
 
 def _probe(trial: int, tap: str, score: float | None) -> TrialRecord:
@@ -26,27 +29,27 @@ def _probes(head: float, mid: float) -> list[TrialRecord]:
 
 
 def test_top_features_that_lose_to_a_lower_tap_read_as_different():
-    placement = measured_placement(PROFILE, _probes(head=0.70, mid=0.82), pixel_score=0.40)
+    placement = measured_placement(QUADRANT, _probes(head=0.70, mid=0.82), pixel_score=0.40)
     assert placement.quadrant == "large-different" and placement.differs
     assert placement.a_priori == "large-similar" and "too ImageNet-specific" in placement.rationale
     assert Placement.from_json(json.loads(json.dumps(placement.to_json()))) == placement  # as profile.json keeps it
     with pytest.raises(AutoTransferError, match="another version wrote it"):
         Placement.from_json({**placement.to_json(), "confidence": 0.9})
-    kept = measured_placement(PROFILE, _probes(head=0.815, mid=0.82), pixel_score=0.40)
+    kept = measured_placement(QUADRANT, _probes(head=0.815, mid=0.82), pixel_score=0.40)
     assert kept.quadrant == "large-similar" and not kept.differs  # within the tie margin
 
 
 def test_features_no_better_than_pixels_read_as_different():
-    placement = measured_placement(PROFILE, _probes(head=0.50, mid=0.45), pixel_score=0.55)
+    placement = measured_placement(QUADRANT, _probes(head=0.50, mid=0.45), pixel_score=0.55)
     assert placement.quadrant == "large-different" and "do not beat raw pixels" in placement.rationale
 
 
 def test_no_placement_without_both_kinds_of_tap():
-    assert measured_placement(PROFILE, [_probe(0, "head", 0.9)], 0.5) is None
-    assert corrected_prior(PROFILE, None) == PROFILE["prior"]
+    assert measured_placement(QUADRANT, [_probe(0, "head", 0.9)], 0.5) is None
+    assert corrected_prior(PRIOR, None) == PRIOR
 
 
-def _seeds(prior: dict) -> list[dict]:
+def _seeds(prior: Prior) -> list[dict]:
     """The fine-tuning trials the prior seeds, in order (trial 0 is the recipe)."""
     space = load_search_space("default")
     study = optuna.create_study(direction="maximize")
@@ -57,9 +60,9 @@ def _seeds(prior: dict) -> list[dict]:
 
 
 def test_the_corrected_quadrant_changes_the_first_fine_tuning_trials():
-    a_priori = _seeds(PROFILE["prior"])
-    placement = measured_placement(PROFILE, _probes(head=0.70, mid=0.82), pixel_score=0.40)
-    corrected = _seeds({**corrected_prior(PROFILE, placement), "head_lr": [1e-3, 1e-2]})
+    a_priori = _seeds(PRIOR)
+    placement = measured_placement(QUADRANT, _probes(head=0.70, mid=0.82), pixel_score=0.40)
+    corrected = _seeds(replace(corrected_prior(PRIOR, placement), head_lr=(1e-3, 1e-2)))
     # large-similar: the LP-FT recipe with augmentation, then fine-tune the whole network
     assert [p["strategy"] for p in a_priori[:2]] == ["lp_ft", "finetune_all"]
     assert a_priori[0]["backbone_lr_ratio"] < 1.0 and a_priori[0]["augmentation"] == "crop"
@@ -74,7 +77,7 @@ def test_the_corrected_quadrant_changes_the_first_fine_tuning_trials():
 def test_a_combined_tap_is_not_a_lower_tap():
     """A combined tap holds the CNN codes too: the placement compares single taps only."""
     probes = [*_probes(head=0.80, mid=0.78), _probe(3, "blocks.4+head", 0.90)]
-    placement = measured_placement(PROFILE, probes, pixel_score=0.40)
+    placement = measured_placement(QUADRANT, probes, pixel_score=0.40)
     assert placement.quadrant == "large-similar" and "best lower tap 0.780" in placement.rationale
 
 

@@ -10,9 +10,18 @@ from rich.console import Console
 from autotransfer.report.progress import TRIAL_LINE, Progress
 
 PROBE = {"stage": "probe", "trial": 0, "status": "complete", "strategy": "mid_layer_probe"}
-PROBE.update(backbone="mobilenetv2_100", resolution=64, tap="blocks.4", val_accuracy=0.875, seconds=2.5)
+PROBE.update(
+    backbone="mobilenetv2_100", resolution=64, tap="blocks.4", val_score=0.875, val_accuracy=0.875, seconds=2.5
+)
 PRUNED = {"stage": "finetune", "trial": 1, "status": "pruned", "strategy": "lp_ft", "backbone": "mobilenetv2_100"}
-PRUNED.update(resolution=64, tap="head", val_accuracy=0.5, seconds=6.8, stopped="time budget: stopped after epoch 1")
+PRUNED.update(
+    resolution=64,
+    tap="head",
+    val_score=0.5,
+    val_accuracy=0.5,
+    seconds=6.8,
+    stopped="time budget: stopped after epoch 1",
+)
 FAILED = {"stage": "finetune", "trial": 0, "status": "fail", "strategy": "finetune_all", "backbone": "x"}
 FAILED.update(resolution=pd.NA, tap=None, val_accuracy=pd.NA, seconds=float("nan"), error="out of memory")
 

@@ -15,6 +15,7 @@ from autotransfer.report.score_summary import ScoreSummary
 
 if TYPE_CHECKING:
     from autotransfer.search.records import TrialRecord
+    from autotransfer.search.run_profile import RunProfile
 
 LOG_WIDTH = 160  # fit.log's leaderboard: wide enough for its every column (text lines are never wrapped)
 
@@ -42,11 +43,11 @@ def print_fit_summary(result, budget: float, console: Console) -> None:
     )
     print_scores(metrics, console)
     print_search_choices(result.profile, result.records, console)
-    if load_note(result.profile.get("machine_load")):
-        console.print(f"[yellow]note:[/] {escape(load_note(result.profile['machine_load']))}")
+    if load_note(result.profile.machine_load):
+        console.print(f"[yellow]note:[/] {escape(load_note(result.profile.machine_load))}")
     console.print(where_lines(run_dir))
     console.print(leaderboard_table(result.leaderboard, metrics.get("metric", "accuracy"), console.width))
-    skipped = result.profile.get("skipped", [])
+    skipped = result.profile.dataset.skipped
     if skipped:
         console.print(
             f"[yellow]{len(skipped)} file(s) skipped[/] (each with its reason in "
@@ -85,26 +86,23 @@ def print_scores(metrics: dict, console: Console) -> None:
             )
 
 
-def print_search_choices(profile: dict, records: list[TrialRecord], console: Console) -> None:
+def print_search_choices(profile: RunProfile, records: list[TrialRecord], console: Console) -> None:
     """Both placements (a priori and measured by the probes) and what `auto` chose, with reasons, and which
     (backbone, size) pairs the budget let the probes reach (``records``: the search's, search/records.py)."""
-    if profile.get("measured_skipped"):
-        console.print(f"placement: not measured by the probes ({escape(profile['measured_skipped'])})")
-    if profile.get("measured"):
-        from autotransfer.search.placement import Placement
-
-        placement = Placement.from_json(profile["measured"])
+    if profile.measured_skipped:
+        console.print(f"placement: not measured by the probes ({escape(profile.measured_skipped)})")
+    placement = profile.measured
+    if placement is not None:
         verdict = "differs from" if placement.differs else "agrees with"
         console.print(
             f"placement: a priori {placement.a_priori}, measured by the probes {placement.quadrant} "
             f"({verdict} the profile): {escape(placement.rationale)}"
         )
-    auto = profile.get("auto")
-    if auto:
+    if profile.auto is not None:
         from autotransfer.report.search_choices import describe_auto
 
         probed = [(r.backbone, r.resolution) for r in records if r.stage == "probe" and r.status == "complete"]
-        console.print(f"auto: {escape(describe_auto(auto, probed))}")
+        console.print(f"auto: {escape(describe_auto(profile.auto.to_json(), probed))}")
 
 
 def append_to_fit_log(result, budget: float) -> str | None:

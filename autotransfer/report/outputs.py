@@ -87,7 +87,6 @@ def leaderboard(records: list[TrialRecord], best: TrialRecord | None, test_accur
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
     for column in ("val_score", "val_accuracy", "seconds"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
-    frame["val_score"] = frame["val_score"].fillna(frame["val_accuracy"])  # runs from before the metric choice
     if best:
         frame["chosen"] = (frame["stage"] == best.stage) & (frame["trial"] == best.trial).fillna(False)
     else:

@@ -69,8 +69,6 @@ def describe_trial(record: dict) -> str:
 
 def _score(record: dict | None, key: str = "val_score") -> float | None:
     value = (record or {}).get(key)
-    if key == "val_score" and is_missing(value):
-        value = (record or {}).get("val_accuracy")  # records of runs from before the metric choice
     if is_missing(value):
         return None
     try:

@@ -31,6 +31,10 @@ MIN_FORWARD_SPEED = 0.5  # the least share of `auto`'s timed forward cost the re
 
 @dataclass
 class RunContext:
+    """Built from the data, the settings and the progress listener; its search fields (``storage``,
+    ``backbones``, ``resolutions``, ``auto``, ``objective``) are filled by search/run.py's ``open_run``
+    alone, in the order its docstring lists. The rest are the stages' measurements and caches."""
+
     data: Path
     settings: SearchSettings
     progress: Progress

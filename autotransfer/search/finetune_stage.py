@@ -38,8 +38,10 @@ from autotransfer.search.storage import (
     unfinished_trials,
     worker_name,
 )
-from autotransfer.search.trials import HYPERPARAMETERS, config_for, describe, suggest
-from autotransfer.transfer.finetune import TrialPruned, finetune
+from autotransfer.search.trial_body import TrialContext, run_trial
+from autotransfer.search.trials import HYPERPARAMETERS, describe, suggest
+from autotransfer.transfer.finetune import TrialPruned
+from autotransfer.transfer.profile import Prior
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ class FinetunePlan:
     studies: Studies
     candidates: list[Candidate]
     ranges: dict[str, Range]
-    prior: dict
+    prior: Prior
     objective: Objective
 
 
@@ -272,71 +274,67 @@ class OptunaBackend:
         return value
 
     def _train(self, trial: optuna.Trial, params: dict, best: TrialRecord | None) -> float:
-        """Train one configuration for the epochs it gets (said in ``epochs_why``); report each epoch to
-        the pruner (from the epochs it needs to be judged on) and to the budget."""
-        context = self.context
-        candidate = Candidate.parse(params["candidate"])
-        dataset = context.dataset(candidate.resolution)
-        backbone = context.backbone(candidate.backbone)
-        metric = self.plan.objective.metric
-        reserve = context.reserve(best)
-        first_epoch = epoch_estimate(context, params, self.measured)  # this trial's strategy and augmentation
-        epochs, why = self._epochs(trial, context.deadline.left(), reserve, first_epoch)
-        config = config_for(params, space=context.settings.space, n_groups=len(backbone.depth_groups),
-                            seed=context.settings.options.seed, epochs=epochs, metric=metric,
-                            rotate=float(self.plan.objective.rotate))  # fmt: skip
-        folder = context.out / "trials" / f"{trial.number:04d}"
-        set_trial_attrs(
-            trial,
-            backbone=candidate.backbone,
-            resolution=candidate.resolution,
-            tap=candidate.tap,
-            stage="finetune",
-            strategy=params["strategy"],
-            freeze_groups=config.freeze_groups,
-            n_groups=len(backbone.depth_groups),
-            metric=metric,
-            worker=worker_name(),  # host:pid, so a shared study shows who ran what
-            epochs_planned=epochs,
-            epochs_why=why,
-            checkpoint_dir=str(folder),
-        )
-        progress = {"best": -float("inf"), "tic": time.perf_counter()}
-        if not planner.next_epoch_fits(context.deadline.left(), reserve, first_epoch):
-            self.first_epoch_too_long = True
-            raise OutOfTime(
-                f"time budget: not started (an epoch needs about {format_duration(first_epoch)}, "
-                f"{format_duration(max(0.0, context.deadline.left() - reserve))} left before the reserve)"
-            )
-        prunable = "epochs" not in trial.user_attrs  # the leftover run of the best configuration is not pruned
+        """Train one configuration (search/trial_body.py) for the epochs it gets (said in ``epochs_why``)."""
+        reporter = OptunaReporter(trial, self, best)
+        try:
+            return run_trial(params, trial_context(self.context, self.plan.objective), reporter)
+        finally:
+            self.first_epoch_too_long = self.first_epoch_too_long or reporter.not_started
+
+
+class OptunaReporter:
+    """One Optuna trial's side of the trial body: its epochs from the budget, its record in ``user_attrs``,
+    each epoch reported to the pruner (from the epochs it needs to be judged on) and to the budget."""
+
+    def __init__(self, trial: optuna.Trial, backend: OptunaBackend, best: TrialRecord | None) -> None:
+        self.trial, self.backend, self.context = trial, backend, backend.context
+        self.name = f"{trial.number:04d}"
+        self.reserve = self.context.reserve(best)
+        self.per_epoch = 0.0
+        self.not_started = False
+        self.prunable = "epochs" not in trial.user_attrs  # the leftover run of the best configuration is not pruned
         # our pruner waits for the epochs that judge a trial; a pruner of the user's own decides alone
-        judged_from = self.judge if context.settings.pruner is None else 1
+        self.judged_from = backend.judge if self.context.settings.pruner is None else 1
 
-        def report(epoch: int, value: float) -> None:
-            if value > progress["best"]:  # as the trainer keeps it: the first epoch with the best score
-                progress["best"] = value
-                set_trial_attrs(trial, best_epoch=epoch)
-            per_epoch = (time.perf_counter() - progress["tic"]) / (epoch + 1)
-            set_trial_attrs(trial, best_val_score=progress["best"], epoch_seconds=per_epoch, epochs_run=epoch + 1)
-            trial.report(value, epoch + 1)
-            if prunable and epoch + 1 >= judged_from and trial.should_prune():
-                raise TrialPruned(f"pruned after epoch {epoch + 1}")
-            if not planner.next_epoch_fits(context.deadline.left(), reserve, per_epoch):
-                raise OutOfTime(f"time budget: stopped after epoch {epoch + 1}")
-
-        result = finetune(dataset, backbone, config, report=report, device=context.device, checkpoint_dir=folder)
-        set_trial_attrs(trial, best_epoch=result.best_epoch, best_val_accuracy=result.best_val_accuracy)
-        return result.best_val_score
-
-    def _epochs(self, trial: optuna.Trial, left: float, reserve: float, epoch_seconds: float) -> tuple[int, str]:
+    def epochs(self, params: dict) -> tuple[int, str]:
         """The epochs one trial gets, and why (for the leaderboard and the summary)."""
-        if "epochs" in trial.user_attrs:
-            return int(trial.user_attrs["epochs"]), "leftover time: the best configuration, longer"
-        epochs = planner.trial_epochs(self.shape.epochs, self.judge, left, reserve, epoch_seconds)
-        judged = f"judged after {self.judge}"
-        if epochs < self.shape.epochs:
-            return epochs, f"{judged}; a third of the time left affords {epochs} of {self.shape.epochs}"
+        self.per_epoch = epoch_estimate(self.context, params, self.backend.measured)  # its strategy and augmentation
+        if "epochs" in self.trial.user_attrs:
+            return int(self.trial.user_attrs["epochs"]), "leftover time: the best configuration, longer"
+        shape, judge = self.backend.shape, self.backend.judge
+        epochs = planner.trial_epochs(shape.epochs, judge, self.context.deadline.left(), self.reserve, self.per_epoch)
+        judged = f"judged after {judge}"
+        if epochs < shape.epochs:
+            return epochs, f"{judged}; a third of the time left affords {epochs} of {shape.epochs}"
         return epochs, f"{judged}; {epochs}, the most this budget gives a trial"
+
+    def record(self, **fields) -> None:
+        set_trial_attrs(self.trial, **fields)
+        self.per_epoch = fields.get("epoch_seconds", self.per_epoch)  # measured, once an epoch ran
+
+    def start(self) -> None:
+        set_trial_attrs(self.trial, worker=worker_name())  # host:pid, so a shared study shows who ran what
+        left = self.context.deadline.left()
+        if not planner.next_epoch_fits(left, self.reserve, self.per_epoch):
+            self.not_started = True
+            raise OutOfTime(
+                f"time budget: not started (an epoch needs about {format_duration(self.per_epoch)}, "
+                f"{format_duration(max(0.0, left - self.reserve))} left before the reserve)"
+            )
+
+    def epoch(self, epoch: int, value: float) -> None:
+        self.trial.report(value, epoch + 1)
+        if self.prunable and epoch + 1 >= self.judged_from and self.trial.should_prune():
+            raise TrialPruned(f"pruned after epoch {epoch + 1}")
+        if not planner.next_epoch_fits(self.context.deadline.left(), self.reserve, self.per_epoch):
+            raise OutOfTime(f"time budget: stopped after epoch {epoch + 1}")
+
+
+def trial_context(context: RunContext, objective: Objective) -> TrialContext:
+    """What the run's fine-tuning trials share, with the data decoded in this process (``context``)."""
+    return TrialContext(space=context.settings.space, seed=context.settings.options.seed, metric=objective.metric,
+                        rotate=float(objective.rotate), out=context.out, device=context.settings.device,
+                        data=context)  # fmt: skip
 
 
 def retry_later(study: optuna.Study, asked: dict) -> None:

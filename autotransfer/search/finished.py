@@ -7,7 +7,6 @@ takes a new ``--out``.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import pandas as pd
 
 from autotransfer.deploy.pipeline import Pipeline
 from autotransfer.search.records import TrialRecord
+from autotransfer.search.run_profile import RunProfile
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class FinishedRun:
 
     pipeline: Pipeline
     leaderboard: pd.DataFrame
-    profile: dict
+    profile: RunProfile
     best: TrialRecord
     records: list[TrialRecord]
 
@@ -48,7 +48,7 @@ def load_finished(out: Path, device: str | None) -> FinishedRun:
     board = pd.read_csv(out / "leaderboard.csv")
     rows = board.to_dict("records")
     chosen = [TrialRecord.from_row(row) for row in rows if row["chosen"]]
-    profile = json.loads((out / "profile.json").read_text())
+    profile = RunProfile.load(out)
     log.warning(finished_note(out))
     records = [TrialRecord.from_row(row) for row in rows]
     return FinishedRun(Pipeline.load(out, device=device), board, profile, chosen[0], records)

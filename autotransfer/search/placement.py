@@ -25,6 +25,7 @@ from autotransfer.errors import written_by_another_version
 from autotransfer.models.zoo import COMBINED_TAP
 from autotransfer.search.records import TrialRecord
 from autotransfer.transfer.metrics import score
+from autotransfer.transfer.profile import Prior
 from autotransfer.transfer.strategies import QUADRANT_STRATEGIES
 
 PIXELS = 24  # side of the grey thumbnails of the pixel baseline
@@ -79,10 +80,12 @@ def pixel_baseline(dataset: Dataset, metric: str, seed: int = 0) -> float:
     return score(metric, dataset.labels[val], proba, len(dataset.classes))
 
 
-def measured_placement(profile: dict, probe_records: list[TrialRecord], pixel_score: float | None) -> Placement | None:
+def measured_placement(
+    a_priori: str | None, probe_records: list[TrialRecord], pixel_score: float | None
+) -> Placement | None:
     """The quadrant from the probes (``None`` without both a head-tap and a lower-tap probe).
 
-    ``profile``: the a-priori profile (its quadrant's size half is kept); ``probe_records``: finished
+    ``a_priori``: the profile's quadrant (its size half is kept); ``probe_records``: finished
     probe trials (``tap``, ``val_score``); ``pixel_score``: the no-transfer baseline on the same metric.
     """
     # single taps only: a combined tap ("a+b+head", ranking.py) holds the codes and lower taps alike
@@ -91,7 +94,7 @@ def measured_placement(profile: dict, probe_records: list[TrialRecord], pixel_sc
     mid = max((r.val_score for r in scored if r.tap != "head"), default=None)
     if head is None or mid is None:
         return None
-    size = profile.get("quadrant", "small-different").split("-")[0]
+    size = (a_priori or "small-different").split("-")[0]
     similar = head >= mid - TIE
     quadrant = f"{size}-{'similar' if similar else 'different'}"
     words = f"CNN codes {head:.3f} vs best lower tap {mid:.3f}: the top features are " + (
@@ -102,7 +105,6 @@ def measured_placement(profile: dict, probe_records: list[TrialRecord], pixel_sc
         if max(head, mid) <= pixel_score:
             words += " (the pretrained features do not beat raw pixels: the data is far from ImageNet)"
             quadrant = f"{size}-different"
-    a_priori = profile.get("quadrant")
     return Placement(
         quadrant=quadrant,
         a_priori=a_priori,
@@ -115,9 +117,6 @@ def measured_placement(profile: dict, probe_records: list[TrialRecord], pixel_sc
     )
 
 
-def corrected_prior(profile: dict, placement: Placement | None) -> dict:
+def corrected_prior(prior: Prior, placement: Placement | None) -> Prior:
     """The profile's prior with its strategies taken from the measured quadrant (when there is one)."""
-    prior = dict(profile.get("prior", {}))
-    if placement is not None:
-        prior["strategies"] = list(placement.strategies)
-    return prior
+    return prior if placement is None else dataclasses.replace(prior, strategies=tuple(placement.strategies))

@@ -25,6 +25,7 @@ from autotransfer.search.context import RunContext
 from autotransfer.search.objective import Objective
 from autotransfer.search.records import TrialRecord, best_record, trial_attrs, trial_records
 from autotransfer.search.storage import claim_is_live, heartbeat_settings, run_once
+from autotransfer.transfer.profile import Prior
 from autotransfer.transfer.ranking import RankingConfig, rank_backbone
 from autotransfer.transfer.strategies import STRATEGIES, probe_strategy
 
@@ -289,9 +290,9 @@ def _wait_for(study: optuna.Study, context: RunContext, config: RankingConfig, p
             return  # finished elsewhere without a probe to record
 
 
-def finetune_first(space_strategies: tuple[str, ...], max_trials: int, prior: dict) -> bool:
+def finetune_first(space_strategies: tuple[str, ...], max_trials: int, prior: Prior) -> bool:
     """Whether the profile's first strategy is a fine-tuning one the space allows."""
-    first = (prior.get("strategies") or [""])[0]
+    first = (prior.strategies or ("",))[0]
     return (
         bool(max_trials)
         and first in STRATEGIES

@@ -12,12 +12,12 @@ keeps the driver on loopback too.
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
 import os
 import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import optuna
@@ -30,7 +30,9 @@ from autotransfer.search.context import RunContext
 from autotransfer.search.finetune_stage import FinetunePlan
 from autotransfer.search.records import best_record, records, trial_attrs
 from autotransfer.search.space import Range, SearchSpace
-from autotransfer.search.trials import config_for, suggest
+from autotransfer.search.trial_body import FolderData, TrialContext, run_trial
+from autotransfer.search.trials import suggest
+from autotransfer.transfer.finetune import TrialPruned
 
 log = logging.getLogger(__name__)
 MIN_SECONDS = 20  # below this, starting Ray and one trial cannot finish anything
@@ -55,54 +57,65 @@ def _stay_on_loopback() -> None:
         sys.modules["ray._private.ray_constants"].ENABLE_RAY_CLUSTER = False
 
 
-def _trainable(config: dict, context: dict) -> None:
-    """One Ray trial: fine-tune, reporting validation accuracy after each epoch."""
+class RayReporter:
+    """One Ray trial's side of the trial body (search/trial_body.py): the space's epochs (ASHA stops
+    trials early), its record sent with each epoch's result (``tune.report``, read by the driver's
+    ``_record``), the budget checked after each epoch. ``report`` is ``ray.tune.report``."""
+
+    def __init__(self, report: Callable[[dict], None], *, trial_id: str, node_id: str, epochs: int, stop_at: float):
+        self.name = f"ray-{trial_id}"
+        self.report, self.node_id, self.planned, self.stop_at = report, node_id, epochs, stop_at
+        self.fields: dict = {}
+        self.last = (0, 0.0)
+
+    def epochs(self, params: dict) -> tuple[int, str]:
+        return self.planned, f"the space's {self.planned}; ASHA stops trials early"
+
+    def record(self, **fields) -> None:
+        self.fields.update(trial_attrs(**fields))
+
+    def start(self) -> None:
+        pass  # Tune started the trial when its resources were free; the budget is Tune's time_budget_s
+
+    def epoch(self, epoch: int, value: float) -> None:
+        self.last = (epoch + 1, value)
+        self._send()
+        if time.time() > self.stop_at:
+            raise TrialPruned(f"time budget: stopped after epoch {epoch + 1}")
+
+    def finish(self, stopped: str | None) -> None:
+        """After the body: its last fields (and why it stopped), as one more result for its last epoch
+        (Tune may have stopped the trial at its last epoch already: ASHA's ``max_t``)."""
+        if stopped:
+            self.fields["stopped"] = stopped
+        self._send(final=True)
+
+    def _send(self, *, final: bool = False) -> None:
+        epoch, value = self.last
+        self.report({"val_score": value, "epoch": epoch, "record": json.dumps(self.fields), "final": final,
+                     "node_id": self.node_id})  # fmt: skip
+
+
+def _trainable(config: dict, context: TrialContext, cpus: float, stop_at: float) -> None:
+    """One Ray trial: the trial body, reporting the run's metric on val after each epoch."""
     import ray
     import torch
     from ray import tune
 
-    from autotransfer.data.datasets import load_dataset
-    from autotransfer.models.zoo import create_backbone
-    from autotransfer.transfer.finetune import TrialPruned, finetune
+    torch.set_num_threads(max(1, int(cpus)))
+    reporter = RayReporter(tune.report, trial_id=tune.get_context().get_trial_id(), epochs=context.space.epochs,
+                           node_id=ray.get_runtime_context().get_node_id(), stop_at=stop_at)  # fmt: skip
+    run_ray_trial(config, context, reporter)
 
-    torch.set_num_threads(max(1, int(context["cpus"])))
-    candidate = Candidate.parse(config["candidate"])
-    dataset = load_dataset(
-        context["data"],
-        image_size=candidate.resolution,
-        seed=context["seed"],
-        val_fraction=context["val_fraction"],
-        show_progress=False,
-        warn=False,  # the driver said it when it loaded the data; each trial would repeat it
-    )
-    backbone = create_backbone(candidate.backbone, device=context["device"])
-    settings = config_for(
-        config,
-        space=context["space"],
-        n_groups=len(backbone.depth_groups),
-        seed=context["seed"],
-        metric=context["metric"],
-        rotate=context.get("rotate", 0.0),
-    )
-    folder = Path(context["out"], "trials", f"ray-{tune.get_context().get_trial_id()}")
-    node_id = ray.get_runtime_context().get_node_id()
-    tic = time.perf_counter()
 
-    def report(epoch: int, value: float) -> None:  # the run's metric on val (search/objective.py)
-        metrics = {
-            "val_score": value,
-            "epoch": epoch + 1,
-            "checkpoint_dir": str(folder),
-            "freeze_groups": settings.freeze_groups,
-            "epoch_seconds": (time.perf_counter() - tic) / (epoch + 1),
-            "node_id": node_id,
-        }
-        tune.report(metrics)
-        if time.time() > context["stop_at"]:
-            raise TrialPruned("time budget")
-
-    with contextlib.suppress(TrialPruned):  # ASHA or the budget stopped it: its epochs are reported
-        finetune(dataset, backbone, settings, report=report, device=context["device"], checkpoint_dir=folder)
+def run_ray_trial(params: dict, context: TrialContext, reporter: RayReporter) -> None:
+    """The trial body on a Ray worker, its last fields sent when it ends (ASHA ends it without them)."""
+    try:
+        run_trial(params, context, reporter)
+    except TrialPruned as stop:  # the budget stopped it: its epochs are reported
+        reporter.finish(str(stop))
+    else:
+        reporter.finish(None)
 
 
 class _DefineSpace:
@@ -138,56 +151,51 @@ def _distributions(
 
 
 def _record(study: optuna.Study, space: SearchSpace, plan: FinetunePlan, result, trial_id: str | None = None) -> None:
+    """Add one ended Ray trial to the study: its record as the trial body reported it, where it ran, its
+    parameters (the searched ones as Optuna parameters) and its epochs' scores."""
     params = {k: v for k, v in (result.config or {}).items() if not k.startswith("_")}  # None: never reported
     history = result.metrics_dataframe
-    attrs = trial_attrs(backend="ray", stage="finetune", strategy=params.get("strategy"), ray_trial_id=trial_id)
+    where = {"backend": "ray", "ray_trial_id": trial_id}
     if result.error is not None or history is None or history.empty:
-        attrs["error"] = str(result.error)[:400] if result.error else "no epoch finished"
-        user_attrs = trial_attrs(**{**attrs, **params})
+        error = str(result.error)[:400] if result.error else "no epoch finished"
+        user_attrs = trial_attrs(**where, stage="finetune", error=error, **params)
         trial = optuna.trial.create_trial(
             state=optuna.trial.TrialState.FAIL, params={}, distributions={}, user_attrs=user_attrs
         )
         study.add_trial(trial)
         return
+    final = history["final"].fillna(False).astype(bool) if "final" in history else pd.Series(False, history.index)
     # A trial started again after its node died reports from epoch 1 again: keep its last attempt.
-    starts = [i for i, epoch in enumerate(history["epoch"]) if int(epoch) == 1]
+    starts = [
+        i for i, (epoch, last) in enumerate(zip(history["epoch"], final, strict=True)) if int(epoch) == 1 and not last
+    ]
     nodes = sorted({str(n) for n in history["node_id"].dropna()}) if "node_id" in history else []
-    attrs.update(node_ids=nodes, ray_attempts=max(len(starts), 1 + getattr(result, "restarts", 0)))
-    history = history.iloc[starts[-1] :] if starts else history
-    candidate = Candidate.parse(params["candidate"])
-    best_row = history["val_score"].idxmax()
+    attempts = max(len(starts), 1 + getattr(result, "restarts", 0))
+    if starts:
+        history, final = history.iloc[starts[-1] :], final.iloc[starts[-1] :]
     last = history.iloc[-1]
+    fields = json.loads(last["record"])
+    epochs = history[~final]
+    if not final.any() and fields["epochs_run"] < fields["epochs_planned"]:  # ASHA, or the search's time budget
+        fields["stopped"] = f"stopped by Ray Tune (ASHA or its time budget) after epoch {fields['epochs_run']}"
+    state = optuna.trial.TrialState.PRUNED if fields.get("stopped") else optuna.trial.TrialState.COMPLETE
+    where.update(node_ids=nodes, ray_attempts=attempts, seconds=float(last.get("time_total_s", 0.0)))
     if "node_id" in history:
-        attrs["node_id"] = str(last["node_id"])
-    attrs.update(
-        backbone=candidate.backbone,
-        resolution=candidate.resolution,
-        tap=candidate.tap,
-        best_epoch=int(history["epoch"][best_row]) - 1,
-        epochs_run=int(last["epoch"]),
-        best_val_score=float(history["val_score"].max()),
-        epoch_seconds=float(last["epoch_seconds"]),
-        checkpoint_dir=str(last["checkpoint_dir"]),
-        freeze_groups=int(last["freeze_groups"]),
-        seconds=float(last.get("time_total_s", 0.0)),
-    )
-    stopped_early = attrs["epochs_run"] < space.epochs
-    if stopped_early:
-        attrs["stopped"] = f"ASHA or budget stop after epoch {attrs['epochs_run']}"
+        where["node_id"] = str(last["node_id"])
     distributions = _distributions(space, plan.candidates, plan.ranges, params, plan.objective.class_weights)
     study.add_trial(
         optuna.trial.create_trial(
-            state=optuna.trial.TrialState.PRUNED if stopped_early else optuna.trial.TrialState.COMPLETE,
-            value=None if stopped_early else attrs["best_val_score"],
+            state=state,
+            value=fields["best_val_score"] if state == optuna.trial.TrialState.COMPLETE else None,
             params={k: v for k, v in params.items() if k in distributions},
             distributions=distributions,
-            user_attrs=trial_attrs(**{**attrs, **{k: v for k, v in params.items() if k not in distributions}}),
-            intermediate_values={int(r["epoch"]): float(r["val_score"]) for _, r in history.iterrows()},
+            user_attrs=trial_attrs(**fields, **where, **{k: v for k, v in params.items() if k not in distributions}),
+            intermediate_values={int(r["epoch"]): float(r["val_score"]) for _, r in epochs.iterrows()},
         )
     )
 
 
-_METRICS = ("val_score", "epoch", "checkpoint_dir", "freeze_groups", "epoch_seconds", "node_id", "time_total_s")
+_METRICS = ("val_score", "epoch", "record", "final", "node_id", "time_total_s")
 
 
 def _recorder(record):
@@ -276,28 +284,22 @@ def _init_ray(ray, settings) -> None:
     )
 
 
-def _trial_context(plan: FinetunePlan, context: RunContext, seconds: float) -> dict:
+def _trial_context(plan: FinetunePlan, context: RunContext) -> TrialContext:
     """What each Ray trial needs to load the data and train (plain values, sent to the workers)."""
     settings = context.settings
-    return {
-        "data": str(context.data.resolve()),
-        "seed": settings.options.seed,
-        "val_fraction": settings.options.val_fraction,
-        "device": settings.device or ("cuda" if settings.options.gpus_per_trial > 0 else "cpu"),
-        "space": settings.space,
-        "out": str(context.out.resolve()),
-        "cpus": settings.options.cpus_per_trial,
-        "stop_at": time.time() + seconds,
-        "metric": plan.objective.metric,
-        "rotate": float(plan.objective.rotate),
-    }
+    device = settings.device or ("cuda" if settings.options.gpus_per_trial > 0 else "cpu")
+    data = FolderData(data=str(context.data.resolve()), seed=settings.options.seed,
+                      val_fraction=settings.options.val_fraction, device=device)  # fmt: skip
+    objective, out = plan.objective, context.out.resolve()
+    return TrialContext(space=settings.space, seed=settings.options.seed, metric=objective.metric,
+                        rotate=float(objective.rotate), out=out, device=device, data=data)  # fmt: skip
 
 
 def _tuner(
     modules: SimpleNamespace,
     plan: FinetunePlan,
     context: RunContext,
-    trial_context: dict,
+    trial_context: TrialContext,
     budget: tuple[float, int],
     record,
 ):
@@ -305,7 +307,9 @@ def _tuner(
     tune, (seconds, samples) = modules.tune, budget
     settings, space = context.settings, context.settings.space
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, context=trial_context),
+        tune.with_parameters(
+            _trainable, context=trial_context, cpus=settings.options.cpus_per_trial, stop_at=time.time() + seconds
+        ),
         {"cpu": settings.options.cpus_per_trial, "gpu": settings.options.gpus_per_trial},
     )
     searcher = modules.OptunaSearch(
@@ -351,7 +355,7 @@ class RayBackend:
             return
         context.progress.stage("fine-tuning", total=space.max_trials, detail="on Ray Tune")
         _init_ray(modules.ray, context.settings)
-        trial_context = _trial_context(plan, context, budget[0])
+        trial_context = _trial_context(plan, context)
         recorded: set[str] = set()
 
         def record(result, trial_id: str) -> None:

@@ -14,19 +14,20 @@ from autotransfer.search.candidates import Candidate
 from autotransfer.search.records import trial_attrs
 from autotransfer.search.space import Range, SearchSpace
 from autotransfer.search.trials import frozen_groups
+from autotransfer.transfer.profile import Prior
 from autotransfer.transfer.strategies import FINETUNE_STRATEGIES, STRATEGIES
 
 if TYPE_CHECKING:
     from autotransfer.search.finetune_stage import FinetunePlan
 
 
-def prior_ranges(space: SearchSpace, prior: dict) -> dict[str, Range]:
+def prior_ranges(space: SearchSpace, prior: Prior) -> dict[str, Range]:
     """The space's ranges, narrowed towards the profile's prior (within a factor of 10 of it)."""
     ranges = dict(space.ranges)
-    for key in ("head_lr", "backbone_lr_ratio"):
-        if key in prior:
+    for key, seeds in (("head_lr", prior.head_lr), ("backbone_lr_ratio", prior.backbone_lr_ratio)):
+        if seeds is not None:
             full = ranges[key]
-            low, high = max(full.low, min(prior[key]) / 10), min(full.high, max(prior[key]) * 10)
+            low, high = max(full.low, min(seeds) / 10), min(full.high, max(seeds) * 10)
             if low < high:
                 ranges[key] = Range(low, high, full.log)
     return ranges
@@ -39,12 +40,12 @@ RECIPE_WEIGHT_DECAY = 0.05  # timm's AdamW recipes
 RECIPE_AUGMENTATION = "crop"  # flips + random-resized crops (+ rotations without a canonical orientation)
 
 
-def recipe_strategy(space: SearchSpace, prior: dict) -> str:
+def recipe_strategy(space: SearchSpace, prior: Prior) -> str:
     """The recipe's strategy: LP-FT, except where the quadrant's first fine-tuning strategy trains every
     layer from the pretrained init (``train_all``, large-different data): there a small pretrained-layer LR
     keeps the network near ImageNet features the data does not share (on the long-cpu glyphs, LP-FT at 0.1x
     reached 0.65 on validation where ``train_all`` reached 0.87 in fewer epochs)."""
-    quadrant_first = next((s for s in prior.get("strategies", []) if s in FINETUNE_STRATEGIES), None)
+    quadrant_first = next((s for s in prior.strategies if s in FINETUNE_STRATEGIES), None)
     for name in ("train_all", "lp_ft") if quadrant_first == "train_all" else ("lp_ft",):
         if name in space.finetune_strategies:
             return name
@@ -57,7 +58,7 @@ def recipe_params(
     ranges: dict[str, Range],
     n_groups: int,
     imbalanced: bool,
-    prior: dict | None = None,
+    prior: Prior | None = None,
 ) -> dict:
     """The first fine-tuning trial: a known-good recipe of the field, adapted to the data.
 
@@ -79,11 +80,11 @@ def recipe_params(
     def clip(key: str, value: float) -> float:
         return float(min(max(value, ranges[key].low), ranges[key].high))
 
-    prior = prior or {}
+    prior = prior or Prior()
     strategy = recipe_strategy(space, prior)
     head_lr = RECIPE_HEAD_LR
-    if strategy == "train_all" and "head_lr" in prior:
-        head_lr = float(np.sqrt(np.prod(prior["head_lr"])))
+    if strategy == "train_all" and prior.head_lr is not None:
+        head_lr = float(np.sqrt(np.prod(prior.head_lr)))
     params = {
         "candidate": first.key,
         "strategy": strategy,
@@ -122,7 +123,7 @@ def seed_trials(study: optuna.Study, space: SearchSpace, plan: FinetunePlan) -> 
     if recipe["strategy"] == "train_all":
         why = "recipe (train_all from the pretrained init for large-different data, augmentation)"
     study.enqueue_trial(recipe, user_attrs=trial_attrs(seeded_by=why))
-    wanted = [s for s in prior.get("strategies", []) if s in FINETUNE_STRATEGIES and s != recipe["strategy"]]
+    wanted = [s for s in prior.strategies if s in FINETUNE_STRATEGIES and s != recipe["strategy"]]
     wanted += [s for s in space.finetune_strategies if s not in wanted and s != recipe["strategy"]]
 
     def clip(key: str, value: float) -> float:
@@ -133,18 +134,18 @@ def seed_trials(study: optuna.Study, space: SearchSpace, plan: FinetunePlan) -> 
         params = {
             "candidate": first.key,
             "strategy": name,
-            "head_lr": clip("head_lr", float(np.sqrt(np.prod(prior.get("head_lr", [1e-3, 1e-2]))))),
+            "head_lr": clip("head_lr", float(np.sqrt(np.prod(prior.head_lr or (1e-3, 1e-2))))),
             "weight_decay": clip("weight_decay", 0.05),
             "label_smoothing": space.label_smoothing[-1],
             "augmentation": recipe["augmentation"],
         }
         if strategy.freezes == "lower":
-            partial = [g for g in prior.get("freeze_groups", []) if 0 < g < n_groups]
+            partial = [g for g in prior.freeze_groups if 0 < g < n_groups]
             params["freeze_fraction"] = clip("freeze_fraction", max(partial, default=n_groups // 2) / n_groups)
         if strategy.tunes_backbone_lr:
-            ratio = float(np.sqrt(np.prod(prior.get("backbone_lr_ratio", [0.01, 0.1]))))
+            ratio = float(np.sqrt(np.prod(prior.backbone_lr_ratio or (0.01, 0.1))))
             params["backbone_lr_ratio"] = clip("backbone_lr_ratio", ratio)
-            params["layer_decay"] = clip("layer_decay", float(np.mean(prior.get("layer_decay", [0.8, 0.9]))))
+            params["layer_decay"] = clip("layer_decay", float(np.mean(prior.layer_decay or (0.8, 0.9))))
         if imbalanced:  # the seeds weight the classes
             params["class_weight"] = "balanced"
         study.enqueue_trial(params, user_attrs=trial_attrs(seeded_by="profile prior"), skip_if_exists=True)

@@ -10,7 +10,6 @@ starts only if it, plus the reserve for the final refit and saving, fits in the 
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,7 +23,7 @@ from autotransfer.cpu_threads import busiest_load, use_free_cpus
 from autotransfer.data.resolution import choose_resolution, profile_resolution
 from autotransfer.deploy.pipeline import Pipeline
 from autotransfer.errors import AutoTransferError
-from autotransfer.files import disk_full_error, is_disk_full, write_text_atomic
+from autotransfer.files import disk_full_error, is_disk_full
 from autotransfer.report.outputs import write_outputs
 from autotransfer.report.progress import Progress
 from autotransfer.runtime import default_device, tune_allocator
@@ -49,6 +48,7 @@ from autotransfer.search.recipe import prior_ranges
 from autotransfer.search.records import TrialRecord, best_record, records, trial_records
 from autotransfer.search.refit import build_pipeline
 from autotransfer.search.run_dir import RunDirectory
+from autotransfer.search.run_profile import RunProfile
 from autotransfer.search.selection import choose_final
 from autotransfer.search.settings import SearchSettings
 from autotransfer.search.storage import Studies, open_storage, open_studies, retry_interrupted_trials, write_once
@@ -67,7 +67,7 @@ class SearchResult:
 
     pipeline: Pipeline
     leaderboard: pd.DataFrame
-    profile: dict
+    profile: RunProfile
     run_dir: Path
     best: TrialRecord
     refit: bool
@@ -177,13 +177,13 @@ def choose_space(context: RunContext, studies: Studies) -> None:
 def _stages(context: RunContext, studies: Studies) -> SearchResult:
     space = context.settings.space
     profile = profile_stage(context)
-    log.info("profile: %s", profile.get("rationale", ""))
-    prior = profile.get("prior", {})
+    log.info("profile: %s", profile.dataset.rationale)
+    prior = profile.dataset.prior
     recommends_finetuning = finetune_first(space.strategies, space.max_trials, prior)
-    run_probe_stage(studies.probes, context, recommends_finetuning, prior.get("taps", []))
+    run_probe_stage(studies.probes, context, recommends_finetuning, list(prior.taps))
     cheap_until = planner.cheap_share(recommends_finetuning) * context.deadline.seconds
     probe_best_pair_combined(studies.probes, context, None, cheap_until)
-    prior = corrected_prior(profile, placement_stage(context, studies, profile))
+    prior = corrected_prior(prior, placement_stage(context, studies, profile))
     probed = studies.probes.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if space.finetune_strategies and space.max_trials and probed:
         candidates = choose_candidates(studies, space.candidates)
@@ -193,7 +193,7 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
     second_pass = recommends_finetuning and bool(space.finetune_strategies and space.max_trials and probed)
     if probed and (widen_to_skipped_backbones(context, best_record(records(studies))) or second_pass):
         best_so_far = best_record(records(studies))
-        run_probe_stage(studies.probes, context, False, prior.get("taps", []), keep_for=best_so_far)
+        run_probe_stage(studies.probes, context, False, list(prior.taps), keep_for=best_so_far)
         probe_best_pair_combined(studies.probes, context, best_record(records(studies)), context.deadline.seconds)
     rows = records(studies)
     best, selection = choose_final(rows, context.objective, context.split_sizes)
@@ -222,33 +222,33 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
         pipeline, refit = write_once(context.storage, write, str(context.out.resolve()))
     else:
         pipeline, refit = write()
-    profile["machine_load"] = busiest_load()  # the summary and the report say when a busy machine cut the search
-    write_text_atomic(context.out / "profile.json", json.dumps(profile, indent=2, default=str))
+    profile.machine_load = busiest_load()  # the summary and the report say when a busy machine cut the search
+    profile.save(context.out)
     board = write_outputs(context.out, rows, best, pipeline, context.deadline.elapsed(), context.deadline.seconds)
     unused = max(0.0, context.deadline.left())  # after the report: what the user waited for counts
-    profile["budget_unused"] = {"seconds": round(unused, 1), "share": round(unused / context.deadline.seconds, 3)}
-    write_text_atomic(context.out / "profile.json", json.dumps(profile, indent=2, default=str))
+    profile.budget_unused = {"seconds": round(unused, 1), "share": round(unused / context.deadline.seconds, 3)}
+    profile.save(context.out)
     log.info("budget: %s of %s unused (%.0f%%)", format_duration(unused), format_duration(context.deadline.seconds),
              100 * unused / context.deadline.seconds)  # fmt: skip
     return SearchResult(pipeline=pipeline, leaderboard=board, profile=profile, run_dir=context.out, best=best,
                         refit=refit, seconds=context.deadline.elapsed(), records=rows)  # fmt: skip
 
 
-def placement_stage(context: RunContext, studies: Studies, profile: dict) -> Placement | None:
+def placement_stage(context: RunContext, studies: Studies, profile: RunProfile) -> Placement | None:
     """Where the probes place the data (search/placement.py), saved in ``profile.json`` next to the
     a-priori placement; computed once per run directory, and only when the budget leaves room."""
-    if "measured" in profile:
-        return Placement.from_json(profile["measured"])
+    if profile.measured is not None:
+        return profile.measured
     if context.deadline.left() < context.reserve(None) + PLACEMENT_SECONDS:
-        profile["measured_skipped"] = "the budget left no room for the pixel baseline"
-        log.info("measured placement skipped: %s", profile["measured_skipped"])
+        profile.measured_skipped = "the budget left no room for the pixel baseline"
+        log.info("measured placement skipped: %s", profile.measured_skipped)
         return None
     dataset = context.dataset(min(context.resolutions))
     pixels = pixel_baseline(dataset, context.objective.metric, context.settings.options.seed)
-    placement = measured_placement(profile, trial_records("probe", studies.probes), pixels)
+    placement = measured_placement(profile.dataset.quadrant, trial_records("probe", studies.probes), pixels)
     if placement is not None:
-        profile["measured"] = placement.to_json()
-        write_text_atomic(context.out / "profile.json", json.dumps(profile, indent=2, default=str))
+        profile.measured = placement
+        profile.save(context.out)
         log.info("measured placement: %s (a priori %s): %s", placement.quadrant, placement.a_priori,
                  placement.rationale)  # fmt: skip
     return placement
@@ -263,11 +263,10 @@ def backend_for(name: str):
     return OptunaBackend()
 
 
-def profile_stage(context: RunContext) -> dict:
+def profile_stage(context: RunContext) -> RunProfile:
     """The dataset's profile (``profile.json``, computed once per run directory)."""
-    path = context.out / "profile.json"
-    if path.exists():
-        return json.loads(path.read_text())
+    if (context.out / "profile.json").exists():
+        return RunProfile.load(context.out)
     context.progress.stage("profile")
     use_free_cpus()
     device = context.device or default_device()
@@ -277,12 +276,10 @@ def profile_stage(context: RunContext) -> dict:
         resolution, reason = choose_resolution(context.data, device=device, choices=context.resolutions)
     dataset = context.dataset(resolution)
     options = context.settings.options
-    result = profile_dataset(dataset, backbone=options.profile_backbone, seed=options.seed,
-                             show_progress=False).to_json()  # fmt: skip
-    result["resolution"]["profiled_at_reason"] = reason
-    if context.auto:
-        result["auto"] = context.auto.to_json()
-    write_text_atomic(path, json.dumps(result, indent=2, default=str))
+    measured = profile_dataset(dataset, backbone=options.profile_backbone, seed=options.seed, show_progress=False)
+    measured.resolution["profiled_at_reason"] = reason
+    result = RunProfile(dataset=measured, auto=context.auto)
+    result.save(context.out)
     return result
 
 

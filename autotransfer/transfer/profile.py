@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ import numpy as np
 from autotransfer.data.datasets import Dataset, load_dataset
 from autotransfer.data.quality import data_fields, gray_share, quality_problems
 from autotransfer.data.resolution import choose_resolution
+from autotransfer.errors import written_by_another_version
 from autotransfer.models.bn_statistics import group_distances, mean_distance, measure_sample
 from autotransfer.models.zoo import Backbone, create_backbone
 from autotransfer.options import DEFAULT_PROFILE_BACKBONE
@@ -68,7 +70,7 @@ class DatasetProfile:
     quadrant: str
     recommended_strategy: str
     rationale: str
-    prior: dict
+    prior: Prior
     thresholds: dict
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -86,7 +88,7 @@ def _finite(value):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):
         return [_finite(v) for v in value]
     return value
 
@@ -110,21 +112,43 @@ def _generic_taps(backbone: Backbone, groups: list[dict]) -> list[str]:
     return (taps or [candidates[len(candidates) // 2].name])[-2:]
 
 
-def strategy_prior(quadrant: str, backbone: Backbone, groups: list[dict]) -> dict:
+@dataclass(frozen=True, kw_only=True)
+class Prior:
+    """Where the search starts (``profile.json``'s ``prior``): the quadrant's strategies in order, the taps
+    and freeze depths to try first, and the (low, high) of the LRs and layer decay the seeds sit in (None: the
+    search's own). search/recipe.py seeds the first trials and narrows the ranges with it."""
+
+    strategies: tuple[str, ...] = ()
+    taps: tuple[str, ...] = ()
+    freeze_groups: tuple[int, ...] = ()
+    head_lr: tuple[float, float] | None = None
+    backbone_lr_ratio: tuple[float, float] | None = None
+    layer_decay: tuple[float, float] | None = None
+
+    @classmethod
+    def from_json(cls, document: dict) -> Prior:
+        """The prior of ``profile.json`` (``DatasetProfile.to_json``); another version's fields are one clear error."""
+        unknown = sorted(set(document) - {f.name for f in dataclass_fields(cls)})
+        if unknown:
+            raise written_by_another_version("profile prior (profile.json)", unknown)
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in document.items()})
+
+
+def strategy_prior(quadrant: str, backbone: Backbone, groups: list[dict]) -> Prior:
     """Where the search starts: strategies in order, taps, freeze depths and LR ranges to try first."""
     n_groups = len(backbone.depth_groups)
     large, similar = quadrant.startswith("large"), quadrant.endswith("similar")
     mid = _generic_taps(backbone, groups)
-    return {
-        "strategies": list(QUADRANT_STRATEGIES[quadrant]),
-        "taps": ["head"] + mid if similar else mid + ["head"],
-        "freeze_groups": ([0, n_groups // 2] if large else [n_groups, n_groups - 2])
+    return Prior(
+        strategies=tuple(QUADRANT_STRATEGIES[quadrant]),
+        taps=("head", *mid) if similar else (*mid, "head"),
+        freeze_groups=((0, n_groups // 2) if large else (n_groups, n_groups - 2))
         if similar
-        else ([0, 1] if large else [n_groups // 2, n_groups]),
-        "head_lr": [1e-3, 1e-2],
-        "backbone_lr_ratio": ([0.01, 0.1] if similar else [0.1, 1.0]) if large else [0.001, 0.05],
-        "layer_decay": [0.7, 0.9] if similar else [0.85, 1.0],
-    }
+        else ((0, 1) if large else (n_groups // 2, n_groups)),
+        head_lr=(1e-3, 1e-2),
+        backbone_lr_ratio=((0.01, 0.1) if similar else (0.1, 1.0)) if large else (0.001, 0.05),
+        layer_decay=(0.7, 0.9) if similar else (0.85, 1.0),
+    )
 
 
 def _load_for_profile(
