@@ -332,7 +332,10 @@ def test_the_summary_in_fit_log_keeps_every_line_whole(tmp_path):
     reason = "classes are imbalanced " + "and this reason goes on " * 12 + "to its very end"
     assert len(reason) > LOG_WIDTH
     pipeline = SimpleNamespace(spec={"metrics": {"metric": "accuracy", "metric_reason": reason}}, describe=lambda: "p")
-    result = SimpleNamespace(pipeline=pipeline, leaderboard=leaderboard(rows, rows[1], None), profile={},
+    from autotransfer.search.run_profile import RunProfile
+
+    result = SimpleNamespace(pipeline=pipeline, leaderboard=leaderboard(rows, rows[1], None),
+                             profile=RunProfile(dataset=dataset_profile()),
                              run_dir=tmp_path, seconds=97.0, records=rows)  # fmt: skip
     assert append_to_fit_log(result, 120.0) is None
     lines = (tmp_path / "fit.log").read_text().splitlines()

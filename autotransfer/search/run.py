@@ -228,8 +228,13 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
     unused = max(0.0, context.deadline.left())  # after the report: what the user waited for counts
     profile.budget_unused = {"seconds": round(unused, 1), "share": round(unused / context.deadline.seconds, 3)}
     profile.save(context.out)
-    log.info("budget: %s of %s unused (%.0f%%)", format_duration(unused), format_duration(context.deadline.seconds),
-             100 * unused / context.deadline.seconds)  # fmt: skip
+    over = -context.deadline.left()
+    if over > 0:  # a step estimated shorter than it ran (a load that came up): said, not shown as 0% unused
+        log.warning("budget: %s over the %s budget (%.0f%%)", format_duration(over),
+                    format_duration(context.deadline.seconds), 100 * over / context.deadline.seconds)  # fmt: skip
+    else:
+        log.info("budget: %s of %s unused (%.0f%%)", format_duration(unused),
+                 format_duration(context.deadline.seconds), 100 * unused / context.deadline.seconds)  # fmt: skip
     return SearchResult(pipeline=pipeline, leaderboard=board, profile=profile, run_dir=context.out, best=best,
                         refit=refit, seconds=context.deadline.elapsed(), records=rows)  # fmt: skip
 
