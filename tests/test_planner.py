@@ -185,3 +185,11 @@ def test_leftover_time_goes_to_more_epochs_when_over_a_tenth_of_the_budget_would
     assert not planner.unused_too_much(left=70.0, budget=600.0, reserve_seconds=20.0)
     assert planner.leftover_epochs(left=105.0, reserve_seconds=12.0, epoch_seconds=10.0) == 8  # 93 s, 11 s each
     assert planner.leftover_epochs(left=10.0, reserve_seconds=12.0, epoch_seconds=10.0) == 0
+
+
+def test_the_plan_says_how_its_budget_compares_with_the_reference():
+    """The fresh-user trial: a 120 s budget was said to be '1.0x the reference 600 s'."""
+    short = planner.scaled_plan(120.0, epochs=8, max_trials=40, max_backbones=3, cuda=False)
+    assert "1.0x" not in short.why and "within the reference 600 s" in short.why
+    long = planner.scaled_plan(1800.0, epochs=8, max_trials=40, max_backbones=3, cuda=False)
+    assert "= 3.0x the reference 600 s" in long.why

@@ -156,9 +156,10 @@ def scaled_plan(
         max_resolution=cap,
         why="",
     )
-    why = (f"budget {budget:.0f} s = {k:.1f}x the reference {REFERENCE_BUDGET:.0f} s: up to {grown.epochs} "
-           f"epochs per trial, {grown.max_trials} trials, {grown.max_backbones} backbones, "
-           f"{grown.max_resolution} px")  # fmt: skip
+    scale = (f"= {budget / REFERENCE_BUDGET:.1f}x the reference {REFERENCE_BUDGET:.0f} s" if k > 1 else
+             f"(within the reference {REFERENCE_BUDGET:.0f} s: the space's own values)")  # fmt: skip
+    why = (f"budget {budget:.0f} s {scale}: up to {grown.epochs} epochs per trial, {grown.max_trials} trials, "
+           f"{grown.max_backbones} backbones, {grown.max_resolution} px")  # fmt: skip
     return SearchShape(grown.epochs, grown.max_trials, grown.max_backbones, grown.max_resolution, why)
 
 
