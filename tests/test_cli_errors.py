@@ -323,6 +323,21 @@ def test_predict_refuses_a_csv_in_a_folder_that_does_not_exist(tmp_path):
     assert not (tmp_path / "no").exists()
 
 
+def test_predict_on_paths_that_do_not_exist_is_refused_before_the_pipeline_is_loaded(tmp_path):
+    """The fresh-user trial: `predict RUN missing.jpg` took 7-12 s (the pipeline loaded first) to say
+    "none readable as an image"."""
+    probe = (
+        "import sys\nfrom autotransfer.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n"
+        "    print('torch' in sys.modules, e.code)"
+    )
+    missing = tmp_path / "nothing.jpg"
+    done = subprocess.run([sys.executable, "-c", probe, "predict", str(tmp_path), str(missing)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.stdout.strip() == "False 2", done.stdout + done.stderr
+    said = " ".join(done.stderr.split())
+    assert f"No such file or folder: {missing}" in said and f"Where: {missing}" in said
+
+
 def test_the_summary_in_fit_log_keeps_every_line_whole(tmp_path):
     """The fresh-user trial: fit.log was hard-wrapped at 160 columns (the console's width), so a grep for a
     line of the summary found half of it."""

@@ -59,6 +59,18 @@ def output_error(path: Path, option: str, error: OSError, note: str = "") -> Aut
     return AutoTransferError(what + note, where=str(path), fix="choose a path in a folder you can write to.")
 
 
+def check_inputs_exist(inputs: list[Path]) -> None:
+    """``predict``'s inputs when none of them exists (a typo), answered before the pipeline and torch are
+    loaded; a missing one among others is that input's own error row."""
+    if inputs and not any(p.exists() or p.is_symlink() for p in inputs):
+        names = ", ".join(str(p) for p in inputs[:3]) + (f" and {len(inputs) - 3} more" if len(inputs) > 3 else "")
+        raise AutoTransferError(
+            f"No such file or folder: {names}.",
+            where=names,
+            fix="give image files or folders of images that exist (check the path, relative to the current folder).",
+        )
+
+
 def check_checkpoint_path(path: Path) -> None:
     """A checkpoint path that does not exist, answered before torch is imported (seconds); every other
     check of a checkpoint (a run without a pipeline, a damaged file) is Pipeline.load's."""

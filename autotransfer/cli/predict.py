@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from autotransfer.cli.common import check_checkpoint_path, err, out, output_error, prepare_output
+from autotransfer.cli.common import check_checkpoint_path, check_inputs_exist, err, out, output_error, prepare_output
 from autotransfer.errors import AutoTransferError
 from autotransfer.files import disk_full_error, is_disk_full
 
@@ -52,6 +52,7 @@ def predict(  # noqa: PLR0913 (typer reads a command's options from its paramete
     check_device_name(device)
     if csv_file is not None:
         prepare_output(csv_file, "--csv")
+    check_inputs_exist(list(inputs))
     from autotransfer.deploy.pipeline import Pipeline
     from autotransfer.deploy.predict_inputs import list_inputs
 
