@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autotransfer.budget import parse_duration
+from autotransfer.builtin_yaml import builtin_or_path, names_in
 from autotransfer.config_files import ConfigChecker, read_yaml
 from autotransfer.data.offline_datasets import LOADERS
 from autotransfer.errors import AutoTransferError
@@ -72,21 +73,12 @@ class Suite:
 
 
 def available_suites() -> list[str]:
-    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+    return names_in(SUITES_DIR)
 
 
 def load_suite(name_or_path: str | os.PathLike) -> Suite:
     """A suite of ``autotransfer/bench/suites`` by name, or a YAML file of one's own."""
-    path = Path(name_or_path)
-    if not path.suffix and (SUITES_DIR / f"{path}.yaml").is_file():
-        path = SUITES_DIR / f"{path}.yaml"
-    if not path.is_file():
-        raise AutoTransferError(
-            f"No benchmark suite {str(name_or_path)!r}.",
-            where=f"{{option:{name_or_path}}} (looked for {path.resolve()})",
-            option="suite",
-            fix=f"use one of {', '.join(available_suites())}, or the path of a YAML file.",
-        )
+    path = builtin_or_path(name_or_path, SUITES_DIR, kind="benchmark suite", option="suite")
     given = read_yaml(path, "suite")
     check = ConfigChecker(str(path), "suite", "docs/bench.md and autotransfer/bench/suites/smoke.yaml")
     check.mapping("", given, _TOP_KEYS)
