@@ -185,14 +185,15 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
     probe_best_pair_combined(studies.probes, context, None, cheap_until)
     prior = corrected_prior(prior, placement_stage(context, studies, profile))
     probed = studies.probes.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if space.finetune_strategies and space.max_trials and probed:
+    finetuned = bool(space.finetune_strategies and space.max_trials and probed)
+    if finetuned:
         candidates = choose_candidates(studies, space.candidates)
         plan = FinetunePlan(studies, candidates, prior_ranges(space, prior), prior, context.objective)
         backend_for(context.settings.options.backend).run(plan, context)
     # the probes kept to their share for fine-tuning, or `auto` left backbones out: give them what is left
-    second_pass = recommends_finetuning and bool(space.finetune_strategies and space.max_trials and probed)
-    if probed and (widen_to_skipped_backbones(context, best_record(records(studies))) or second_pass):
-        best_so_far = best_record(records(studies))
+    best_so_far = best_record(records(studies)) if probed else None
+    widened = bool(probed) and widen_to_skipped_backbones(context, best_so_far)
+    if widened or (recommends_finetuning and finetuned):
         run_probe_stage(studies.probes, context, False, list(prior.taps), keep_for=best_so_far)
         probe_best_pair_combined(studies.probes, context, best_record(records(studies)), context.deadline.seconds)
     rows = records(studies)
