@@ -330,6 +330,20 @@ def test_the_reserve_keeps_a_refit_only_while_it_fits(fit_env):
     assert probe > context.reserve(None)
 
 
+def test_a_probe_best_keeps_room_for_its_heads_refit_at_the_measured_load(fit_env):
+    """The probe's estimate of its head's refit on train+val (refit_seconds, quiet machine) is kept, slowed
+    by the load the probes measured: a slow refit no longer runs past the budget (refit.probe_model has no
+    deadline)."""
+    context = _context_timed_in_a_burst(fit_env, 600.0)
+    probe = TrialRecord(stage="probe", trial=0, status="complete", resolution=32, backbone="test_efficientnet",
+                        tap="head", head="svm", C=1.0, refit_seconds=0.0)  # fmt: skip
+    cheap = context.reserve(probe)
+    assert context.reserve(replace(probe, refit_seconds=40.0)) == pytest.approx(cheap + 40.0)
+    context.slowdown = 2.5
+    cheap = context.reserve(probe)
+    assert context.reserve(replace(probe, refit_seconds=40.0)) == pytest.approx(cheap + 100.0)
+
+
 @pytest.mark.parametrize("combine", [True, False])
 def test_the_best_pairs_taps_are_probed_together_once(fit_env, combine):
     space = fit_env["space"]

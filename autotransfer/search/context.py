@@ -130,13 +130,17 @@ class RunContext:
 
         A fine-tuned best whose refit no longer fits keeps its own weights (refit.py): only evaluating
         and saving are kept then, so the time left goes to more trials or probes instead of idling. A
-        probe's refit extracts its features once more, in fp32 (search/refit.py: probe_model)."""
+        probe's refit extracts its features once more, in fp32, and fits its head on train+val (the
+        probe's estimate of that fit, ``refit_seconds``; search/refit.py: probe_model)."""
         refit = best is not None and best.stage != "probe" and self.refit_fits(best)
         reserve = planner.reserve(best, *self.split_sizes(best.resolution)) if refit else planner.reserve(None, 0, 0)
-        if best is not None and best.stage == "probe" and not self.fp32_cached(best):
-            reserve += FP32_SLOWDOWN * self._forward_seconds(best, everything=True)
-        # saving and evaluating are estimated on a quiet machine: a load the probes measured slows them alike
+        # saving, evaluating and the head's refit are estimated on a quiet machine: a load the probes
+        # measured slows them alike
         slow = max(1.0, self.slowdown)
+        if best is not None and best.stage == "probe":
+            reserve += slow * (best.refit_seconds or 0.0)
+            if not self.fp32_cached(best):
+                reserve += FP32_SLOWDOWN * self._forward_seconds(best, everything=True)
         return reserve + planner.SAVE_SECONDS * (slow - 1) + self.evaluation_seconds(best)
 
     def fp32_cached(self, record: TrialRecord) -> bool:

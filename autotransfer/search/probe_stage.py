@@ -93,6 +93,7 @@ def record_probe_rows(
             knn=row["knn"],
             seconds=row["extract_seconds"] + row["score_seconds"] + row["probe_seconds"],
             probe_seconds=row["probe_seconds"],
+            refit_seconds=row["refit_seconds"],
         )
         if extract_seconds_pair is not None:
             attrs["extract_seconds_pair"] = extract_seconds_pair

@@ -66,6 +66,7 @@ class TrialRecord:
     logme: float | None = None
     knn: float | None = None
     probe_seconds: float | None = None
+    refit_seconds: float | None = None  # probe: estimated seconds of its head's refit on train+val, quiet machine
     extract_seconds_pair: float | None = None
     # a fine-tuning trial: the depth frozen, its epochs and checkpoint
     freeze_groups: int | None = None

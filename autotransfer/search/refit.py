@@ -20,8 +20,9 @@ from autotransfer.search.evaluate import evaluate_split
 from autotransfer.search.records import TrialRecord
 from autotransfer.search.trials import HYPERPARAMETERS, PIPELINE_HYPERPARAMETERS, config_for, describe
 from autotransfer.transfer.checkpoint import load_checkpoint
+from autotransfer.transfer.feature_rows import FeatureRows
 from autotransfer.transfer.finetune import finetune
-from autotransfer.transfer.probes import make_head
+from autotransfer.transfer.probes import ProbeOptions, refit_head
 from autotransfer.transfer.strategies import STRATEGIES
 from autotransfer.transfer.transfer_model import TransferModel
 
@@ -44,15 +45,16 @@ def probe_model(context: RunContext, best: TrialRecord, splits: tuple[str, ...])
     # The pipeline classifies in fp32 (predict, export), so its head is fit on fp32 features. The search's
     # bf16 features rank the probes well but are not the pipeline's: a head fit on them can miss what it
     # scored on its own training images (tests/test_refit.py).
-    tap = best.tap
-    features = np.asarray(extract_features(dataset, backbone, [tap], bf16=False, show_progress=False)[tap])
-    context.fp32_features.add((best.backbone, best.resolution, tap))
+    parts = [p.name for p in backbone.tap_parts(best.tap)]
+    found = extract_features(dataset, backbone, parts, bf16=False, show_progress=False)
+    context.fp32_features.add((best.backbone, best.resolution, best.tap))
     rows = np.concatenate([dataset.indices(s) for s in splits])
+    features = FeatureRows.of([found[p] for p in parts], rows)  # read batch by batch, never copied whole
     weight = None if (best.class_weight or "none") == "none" else best.class_weight
-    # no deadline: a head cut short after a few batches is worse than a refit a little past the reserve
-    head = make_head(best.head, best.C, class_weight=weight, seed=context.settings.options.seed,
-                     shape=features[rows].shape, n_classes=len(dataset.classes))  # fmt: skip
-    head.fit(features[rows], dataset.labels[rows])
+    options = ProbeOptions(seed=context.settings.options.seed, class_weight=weight)
+    # no deadline: a head cut short after a few batches is worse than a refit a little past the reserve,
+    # which counts the probe's estimate of this fit (RunContext.reserve)
+    head = refit_head(options, best.head, best.C, features, dataset.labels[rows], n_classes=len(dataset.classes))
     model = TransferModel(backbone, best.tap, len(dataset.classes)).set_linear_head(head)
     device = next(backbone.model.parameters()).device
     return FinalModel(model.to(device).eval(), backbone, refit="val" in splits)

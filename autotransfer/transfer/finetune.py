@@ -40,6 +40,7 @@ from autotransfer.settings import cache_dir
 from autotransfer.transfer.augment import build_transform
 from autotransfer.transfer.batches import Batches, ImageRows, image_input
 from autotransfer.transfer.checkpoint import EpochRecord, Progress, resumed, save_checkpoint
+from autotransfer.transfer.feature_rows import FeatureRows
 from autotransfer.transfer.metrics import check_metric
 from autotransfer.transfer.prefix_cache import (
     build_prefix_caches,
@@ -160,16 +161,16 @@ def _augmentation(config: FinetuneConfig, size: int) -> Callable | None:
 def linear_probe_head(dataset: Dataset, backbone: Backbone, config: FinetuneConfig, device) -> nn.Linear:
     """LP-FT's first stage: a linear probe on the (cached) pooled tap features, regularisation chosen
     on val (probes.fit_probe), folded into one nn.Linear on the raw features."""
-    features = np.asarray(
+    features = FeatureRows.of(
         extract_features(
             dataset, backbone, [config.tap], bf16=config.bf16 is not False, device=device, show_progress=False
         )[config.tap]
     )
     train, val = dataset.indices("train"), dataset.indices("val")
     probe = fit_probe(
-        features[train],
+        features.take(train),
         dataset.labels[train],
-        features[val],
+        features.take(val),
         dataset.labels[val],
         ProbeOptions(heads=("torch",), seed=config.seed, class_weight=config.class_weight),
     ).model

@@ -20,6 +20,10 @@ EPOCH_PER_CLASS, EPOCH_PER_ROW = 1.9e-10, 2.6e-8  # one epoch of the minibatch h
 SELECT_SECONDS = 20.0  # one (head, C) fit above this estimate: selection runs on a stratified subsample
 MINIBATCH_ABOVE = 20.0  # a softmax fit whose full-batch estimate passes this trains on minibatches
 MINIBATCH_HEADS = ("softmax", "torch")
+# Features (rows x columns) a full-batch solver is fit on at most. liblinear copies every value into its
+# own 16-byte nodes and the scaler makes one more copy: 2.5e7 values is about 0.5 GB whatever N is; a
+# linear head gains little from more rows than that (a 1280-d tap: 19,500 rows).
+FULL_BATCH_VALUES = 25_000_000
 
 
 def _pass_seconds(n: int, d: int, c: int, per_class: float, per_row: float) -> float:
@@ -51,9 +55,21 @@ def fit_seconds(kind: str, n: int, d: int, c: int) -> float:
 
 def selection_rows(y: np.ndarray, d: int, c: int, seed: int) -> np.ndarray:
     """Positions of a seeded, stratified subsample of ``y`` whose full-batch fit costs about
-    ``SELECT_SECONDS`` (every class keeps its share, and at least 2 images where it has them); all of
-    them when cheap."""
-    wanted = int(SELECT_SECONDS / lbfgs_seconds(1, d, c))
+    ``SELECT_SECONDS``; all of them when cheap."""
+    return stratified_rows(y, int(SELECT_SECONDS / lbfgs_seconds(1, d, c)), seed)
+
+
+def refit_rows(kind: str, y: np.ndarray, d: int, c: int, seed: int) -> np.ndarray:
+    """Positions of ``y`` a head of ``kind`` is refit on: all of them for a minibatch solver (it reads
+    batches), else a seeded stratified subsample of at most ``FULL_BATCH_VALUES`` features."""
+    if solver(kind, len(y), d, c) == "minibatch":
+        return np.arange(len(y))
+    return stratified_rows(y, FULL_BATCH_VALUES // max(d, 1), seed)
+
+
+def stratified_rows(y: np.ndarray, wanted: int, seed: int) -> np.ndarray:
+    """Sorted positions of a seeded subsample of about ``wanted`` of ``y``'s rows in which every class keeps
+    its share, and at least 2 images where it has them; all of them when ``wanted`` covers ``y``."""
     if wanted >= len(y):
         return np.arange(len(y))
     rng = np.random.default_rng(seed)

@@ -25,8 +25,9 @@ from sklearn.svm import LinearSVC
 
 from autotransfer.budget import Deadline
 from autotransfer.errors import AutoTransferError
+from autotransfer.transfer.feature_rows import FeatureRows, chunks, concat_rows
 from autotransfer.transfer.metrics import check_metric, score, score_predictions
-from autotransfer.transfer.probe_cost import MAX_ITER, fit_seconds, iterations, selection_rows, solver
+from autotransfer.transfer.probe_cost import MAX_ITER, fit_seconds, iterations, refit_rows, selection_rows, solver
 from autotransfer.transfer.torch_heads import MinibatchSoftmaxHead, TorchLinearHead
 
 HEADS = ("softmax", "svm", "torch")
@@ -91,6 +92,7 @@ class ProbeResult:
     val_score: float = float("nan")
     cv_folds: int = 0
     class_weight: str | None = None
+    refit_seconds: float = 0.0  # estimated (quiet-machine) seconds of the chosen head's refit on train+val
 
 
 def head_proba(model, x: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -114,16 +116,19 @@ def head_proba(model, x: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return full
 
 
-def _evaluate(model, x: np.ndarray, y: np.ndarray, metric: str, classes: np.ndarray) -> tuple[float, float]:
-    """(metric, accuracy) of a fitted head on (x, y)."""
-    predicted = model.predict(x)
+def _evaluate(
+    model, x: np.ndarray | FeatureRows, y: np.ndarray, metric: str, classes: np.ndarray
+) -> tuple[float, float]:
+    """(metric, accuracy) of a fitted head on (x, y), ``x`` read in chunks."""
+    predicted = np.concatenate([model.predict(part) for part in chunks(x)])
     accuracy = float((predicted == y).mean())
     if metric == "accuracy":
         return accuracy, accuracy
     index = np.searchsorted(classes, y)
     if metric in ("balanced_accuracy", "f1_macro"):
         return score_predictions(metric, index, np.searchsorted(classes, predicted)), accuracy
-    return score(metric, index, head_proba(model, x, classes), len(classes)), accuracy
+    proba = np.concatenate([head_proba(model, part, classes) for part in chunks(x)])
+    return score(metric, index, proba, len(classes)), accuracy
 
 
 @dataclass(frozen=True)
@@ -209,7 +214,7 @@ class _Selection:
 
     x: np.ndarray
     y: np.ndarray
-    x_val: np.ndarray
+    x_val: np.ndarray | FeatureRows
     y_val: np.ndarray
     classes: np.ndarray
     splits: list | None
@@ -234,9 +239,9 @@ class _Selection:
 
 
 def fit_probe(
-    x_train: np.ndarray,
+    x_train: np.ndarray | FeatureRows,
     y_train: np.ndarray,
-    x_val: np.ndarray,
+    x_val: np.ndarray | FeatureRows,
     y_val: np.ndarray,
     options: ProbeOptions = ProbeOptions(),
     *,
@@ -244,12 +249,15 @@ def fit_probe(
 ) -> ProbeResult:
     """Fit every (head, C) of ``options`` and keep the best by its metric.
 
+    ``x_train`` / ``x_val``: (n, d) features, in RAM or as ``FeatureRows`` of memory-mapped features
+    (only the rows a fit needs are read: peak memory does not grow with n beyond a subsample).
     Without ``cv_folds`` each head is fit on train and scored on val. With ``cv_folds=k`` train and val
     are pooled and each (head, C) is scored by its mean over the folds (k is lowered to the smallest
     class count, which must be >= 2); the chosen one is then refit on all of train+val.
     Large data: when one full-batch fit of all samples would take more than ``SELECT_SECONDS``, the
-    (head, C) are compared on a stratified subsample and the chosen one is refit on all of them; softmax
-    fits whose full-batch estimate is long train on minibatches (probe_cost.solver).
+    (head, C) are compared on a stratified subsample and the chosen one is refit on more rows
+    (``refit_head``); softmax fits whose full-batch estimate is long train on minibatches
+    (probe_cost.solver).
     ``deadline``: once one (head, C) is scored, no other starts whose estimated cost (probe_cost:
     samples x features x classes, times the wall/CPU ratio the last fit saw on a loaded machine) passes
     it; full-batch solvers are capped in iterations to end by it and minibatch ones stop at it, with what
@@ -260,10 +268,10 @@ def fit_probe(
     check_metric(options.metric, len(classes))
     start = time.perf_counter()
     cv = bool(options.cv_folds)
-    x_fit, y_fit = (np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val])) if cv else (x_train, y_train)
+    x_fit, y_fit = (concat_rows(x_train, x_val), np.concatenate([y_train, y_val])) if cv else (x_train, y_train)
     pick = selection_rows(y_fit, x_fit.shape[1], len(classes), options.seed)
     subsampled = len(pick) < len(y_fit)
-    x_sel, y_sel = (x_fit[pick], y_fit[pick]) if subsampled else (x_fit, y_fit)
+    x_sel, y_sel = (np.asarray(x_fit[pick]), y_fit[pick]) if subsampled else (np.asarray(x_fit), y_fit)
     splits = _folds(options, x_sel, y_sel, classes) if cv else None
     selection = _Selection(x_sel, y_sel, x_val, y_val, classes, splits)
     n, d, c = len(y_sel), x_fit.shape[1], len(classes)
@@ -282,9 +290,11 @@ def fit_probe(
         if best is None or value > best[0]:
             best = (value, accuracy, kind, C, model)
     value, accuracy, kind, C, model = best
-    refit = fit_seconds(kind, len(y_fit), d, c) * slowdown
-    if model is None or (subsampled and (deadline is None or refit <= deadline.left())):
-        model = _fit(options, kind, C, x_fit, y_fit, _FitBudget(c, iterations(deadline, refit), deadline))
+    y_all = np.concatenate([y_train, y_val])  # what the pipeline's head is refit on (search/refit.py)
+    rows = refit_rows(kind, y_fit, d, c, options.seed)
+    refit = fit_seconds(kind, len(rows), d, c) * slowdown
+    if model is None or (len(rows) > n and (deadline is None or refit <= deadline.left())):
+        model = refit_head(options, kind, C, x_fit, y_fit, n_classes=c, deadline=deadline, slowdown=slowdown)
         if not cv:
             value, accuracy = _evaluate(model, x_val, y_val, options.metric, classes)
     return ProbeResult(
@@ -298,7 +308,33 @@ def fit_probe(
         val_score=value,
         cv_folds=len(splits) if cv else 0,
         class_weight=options.class_weight,
+        refit_seconds=fit_seconds(kind, len(refit_rows(kind, y_all, d, c, options.seed)), d, c),
     )
+
+
+def refit_head(
+    options: ProbeOptions,
+    kind: str,
+    C: float,
+    x: np.ndarray | FeatureRows,
+    y: np.ndarray,
+    *,
+    n_classes: int,
+    deadline: Deadline | None = None,
+    slowdown: float = 1.0,
+):
+    """Head ``kind`` (regularisation ``C``) fit on ``x`` (n, d) and ``y`` in bounded memory: a minibatch
+    solver reads every row batch by batch, a full-batch one is fit on ``probe_cost.refit_rows`` (a stratified
+    subsample of at most ``FULL_BATCH_VALUES`` features), capped in iterations to end by ``deadline``
+    (its estimate times ``slowdown``, the wall/CPU ratio seen on a loaded machine)."""
+    d = x.shape[1]
+    rows = refit_rows(kind, y, d, n_classes, options.seed)
+    if len(rows) < len(y):
+        x, y = x[rows], y[rows]
+    elif solver(kind, len(y), d, n_classes) == "full":
+        x = np.asarray(x)
+    cap = iterations(deadline, fit_seconds(kind, len(rows), d, n_classes) * slowdown)
+    return _fit(options, kind, C, x, y, _FitBudget(n_classes, cap, deadline))
 
 
 def as_linear(model: Pipeline | TorchLinearHead, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:

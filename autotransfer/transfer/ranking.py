@@ -18,6 +18,7 @@ from autotransfer.budget import Deadline
 from autotransfer.data.datasets import Dataset
 from autotransfer.models.features import extract_features, features_cached
 from autotransfer.models.zoo import Backbone, create_backbone
+from autotransfer.transfer.feature_rows import FeatureRows
 from autotransfer.transfer.probes import ProbeOptions, fit_probe
 from autotransfer.transfer.transferability import SCORES, all_scores, rank_agreement
 
@@ -103,7 +104,7 @@ def rank_backbone(
             if number and _past(config.deadline):
                 log.info("time budget: %d of %d taps of %s probed", number, len(chosen), backbone.name)
                 break
-            row.update(_probe(np.asarray(features[row["tap"]]), dataset, config))
+            row.update(_probe(FeatureRows.of(features[row["tap"]]), dataset, config))
     return rows
 
 
@@ -111,8 +112,9 @@ def _past(deadline: Deadline | None) -> bool:
     return deadline is not None and deadline.left() <= 0
 
 
-def _probe(values: np.ndarray, dataset: Dataset, config: RankingConfig) -> dict:
-    """The best linear probe of ``values`` (N x C, dataset order) over heads, C and class weightings."""
+def _probe(values: FeatureRows, dataset: Dataset, config: RankingConfig) -> dict:
+    """The best linear probe of ``values`` (N x C, dataset order; only the rows a fit needs are read) over
+    heads, C and class weightings."""
     train, val = dataset.indices("train"), dataset.indices("val")
     probes = []
     for weight in config.class_weights:
@@ -120,9 +122,9 @@ def _probe(values: np.ndarray, dataset: Dataset, config: RankingConfig) -> dict:
             break
         probes.append(
             fit_probe(
-                values[train],
+                values.take(train),
                 dataset.labels[train],
-                values[val],
+                values.take(val),
                 dataset.labels[val],
                 ProbeOptions(
                     heads=tuple(config.heads),
@@ -143,6 +145,7 @@ def _probe(values: np.ndarray, dataset: Dataset, config: RankingConfig) -> dict:
         "probe_C": probe.C,
         "probe_class_weight": probe.class_weight,
         "probe_seconds": sum(p.seconds for p in probes),
+        "refit_seconds": probe.refit_seconds,
     }
 
 
@@ -153,10 +156,10 @@ def probe_combined(dataset: Dataset, backbone: Backbone, taps: list[str], config
     cache (no extraction when they were probed); no zero-cost scores (NaN): nothing is ranked by them."""
     name = backbone.combined_tap(taps)
     tic = time.perf_counter()
-    values = np.asarray(
-        extract_features(dataset, backbone, [name], pooling=config.pooling, batch_size=config.batch_size,
-                         bf16=config.bf16, show_progress=False)[name]
-    )  # fmt: skip
+    parts = [p.name for p in backbone.tap_parts(name)]
+    found = extract_features(dataset, backbone, parts, pooling=config.pooling, batch_size=config.batch_size,
+                             bf16=config.bf16, show_progress=False)  # fmt: skip
+    values = FeatureRows.of([found[p] for p in parts])  # side by side as they are read, never stacked in RAM
     row = {"backbone": backbone.name, "tap": name, "channels": values.shape[1],
            "extract_seconds": time.perf_counter() - tic, "score_seconds": 0.0}  # fmt: skip
     row.update(dict.fromkeys(SCORES, float("nan")))

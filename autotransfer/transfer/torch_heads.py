@@ -19,20 +19,20 @@ import torch
 from autotransfer.budget import Deadline
 from autotransfer.errors import AutoTransferError
 from autotransfer.runtime import default_device
+from autotransfer.transfer.feature_rows import chunks
 from autotransfer.transfer.metrics import class_weights
 
 EPOCHS = 12
 BATCH_SIZE = 1024
 LEARNING_RATE = 2e-3
-_CHUNK = 8192  # rows per step of the standardisation statistics
 
 
 def column_statistics(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-column mean and standard deviation (+1e-6) in float64, read in chunks (no full-size copy)."""
     total = np.zeros(x.shape[1])
     squares = np.zeros(x.shape[1])
-    for start in range(0, len(x), _CHUNK):
-        chunk = np.asarray(x[start : start + _CHUNK], dtype=np.float64)
+    for part in chunks(x):
+        chunk = part.astype(np.float64)
         total += chunk.sum(0)
         squares += (chunk * chunk).sum(0)
     mean = total / len(x)
