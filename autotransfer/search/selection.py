@@ -5,9 +5,14 @@ fine-tuned trial scored on 50 validation images, the best of a dozen, reads seve
 it does on new images, and beats cross-validated probes that are as good. The rule (Breiman et al.,
 *Classification and Regression Trees*, 1984, §3.4.3; Hastie et al., *The Elements of Statistical
 Learning*, §7.10) keeps the cheapest configuration whose score is within one standard error of the
-best one. The standard error is the binomial one, ``sqrt(s (1 - s) / n)``, of a proportion-like score
-``s`` measured on ``n`` images: exact for accuracy, an approximation for balanced accuracy and macro
-F1; ``log_loss`` and ``roc_auc`` are not proportions, so the plain maximum is kept for them.
+best one. The standard error is the binomial one of a proportion-like score ``s`` measured on ``n``
+images, in Agresti and Coull's form (*Approximate is better than "exact" for interval estimation of
+binomial proportions*, The American Statistician, 1998): ``sqrt(p (1 - p) / (n + 4))`` with
+``p = (s n + 2) / (n + 4)``. The plain ``sqrt(s (1 - s) / n)`` is 0 at a score of 1.0, so a fine-tuned
+trial that read 17 of 17 validation images right would count as certain and beat every cross-validated
+probe; with the adjustment it reads 1.000 ± 0.064. Exact in form for accuracy, an approximation for
+balanced accuracy and macro F1; ``log_loss`` and ``roc_auc`` are not proportions, so the plain maximum is
+kept for them.
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ PROPORTION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro")
 
 
 def standard_error(score: float, n_images: int, metric: str) -> float:
-    """Binomial standard error of ``score`` (0-1) measured on ``n_images``; 0 for a metric that is not a
+    """Binomial standard error of ``score`` (0-1) measured on ``n_images``, Agresti-Coull adjusted (two
+    successes and two failures added: never 0 at a score of 0 or 1); 0 for a metric that is not a
     proportion (``log_loss``, ``roc_auc``) or an empty split."""
     if metric not in PROPORTION_METRICS or n_images <= 0:
         return 0.0
-    score = min(max(score, 0.0), 1.0)
-    return math.sqrt(score * (1.0 - score) / n_images)
+    adjusted = (min(max(score, 0.0), 1.0) * n_images + 2.0) / (n_images + 4.0)
+    return math.sqrt(adjusted * (1.0 - adjusted) / (n_images + 4.0))
 
 
 def choose_final(
