@@ -299,7 +299,9 @@ def no_trial_finished(context: RunContext) -> AutoTransferError:
         return AutoTransferError(what, where=str(context.out), fix=f"raise {{option}} {kept}", option="time_budget")
     enough = format_duration(context.budget_needed * 1.5)
     what = (f"No trial finished within the time budget ({format_duration(context.settings.time_budget)}): what ran "
-            f"before the first candidate and the candidate itself need at least {enough} on this machine.")  # fmt: skip
+            f"before the first candidate and the candidate itself need at least {enough} on this machine at "
+            f"its load now (timed in this run: a quieter machine, or a rerun that reads the decoded images and "
+            f"features from the cache, needs less).")  # fmt: skip
     return AutoTransferError(what, where=str(context.out), fix=f"use {{option:{enough}}} or more {kept}",
                              option="time_budget")  # fmt: skip
 
@@ -327,7 +329,8 @@ def check_minimum_budget(context: RunContext) -> None:
         raise AutoTransferError(
             f"The time budget ({format_duration(settings.time_budget)}) is too small for {n_images} "
             f"images: extracting their features once, one linear probe and saving, with room for load, need at "
-            f"least {enough} on this machine.",
+            f"least {enough} on this machine at its load now (timed on a few images: another load gives "
+            f"another figure).",
             where=str(context.data),
             fix=f"use {{option:{enough}}} or more, or fewer images.",
             option="time_budget",
