@@ -115,7 +115,11 @@ def test_the_ray_backend_runs_trials_on_two_nodes(fit_env, ray_cluster, tmp_path
     assert code == 0, (tmp_path / "fit.log").read_text()[-3000:]
     seconds = time.monotonic() - tic
     trials = finetune_trials(f"sqlite:///{out / 'study.db'}")
-    ran_on = {t.user_attrs.get("node_id") for t in trials if t.state.is_finished()}
+    # A trial Tune's budget stops before its first epoch (a worker slow to start on a loaded machine) reports
+    # nothing, so it names no node and says so; every node must have run one of the others.
+    silent = [t for t in trials if t.user_attrs.get("node_id") is None]
+    assert all(t.user_attrs.get("error") == "no epoch finished" for t in silent), [t.user_attrs for t in silent]
+    ran_on = {t.user_attrs["node_id"] for t in trials if t not in silent}
     assert len(trials) == 4 and ran_on == set(nodes), (ran_on, nodes, head)
     print(f"2-node Ray: {len(trials)} trials on {len(ran_on)} nodes in {seconds:.0f}s (budget 240s)")
 
