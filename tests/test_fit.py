@@ -344,6 +344,26 @@ def test_a_probe_best_keeps_room_for_its_heads_refit_at_the_measured_load(fit_en
     assert context.reserve(replace(probe, refit_seconds=40.0)) == pytest.approx(cheap + 100.0)
 
 
+def test_the_reserve_counts_forwards_at_the_speed_the_probes_extraction_measured(fit_env):
+    """`auto` timed a few batches in a burst of load; the probes then extracted the pair's features, a whole
+    pass: that measurement, not the timing, sizes the fp32 extraction and the evaluation the final pipeline
+    needs. Features read from the cache measure no forward and leave the timing in place."""
+    from autotransfer.search.context import FP32_SLOWDOWN
+
+    context = _context_timed_in_a_burst(fit_env, 6000.0)
+    probe = TrialRecord(stage="probe", trial=0, status="complete", resolution=32, backbone="test_efficientnet",
+                        tap="head", head="svm", C=1.0)  # fmt: skip
+    timed = context.reserve(probe)
+    context.extract_seconds["test_efficientnet@32"] = 3.0
+    measured = context.reserve(probe)
+    assert measured < timed / 100
+    held_out = 1 - context.split_sizes(32)[0] / context.n_images()
+    assert context.evaluation_seconds(probe) == pytest.approx(2 * 3.0 * held_out)
+    assert measured == pytest.approx(context.reserve(None) + FP32_SLOWDOWN * 3.0)  # the fp32 extraction
+    context.cached_pairs.add("test_efficientnet@32")
+    assert context.reserve(probe) == pytest.approx(timed)
+
+
 @pytest.mark.parametrize("combine", [True, False])
 def test_the_best_pairs_taps_are_probed_together_once(fit_env, combine):
     space = fit_env["space"]

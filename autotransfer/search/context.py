@@ -156,24 +156,30 @@ class RunContext:
         cache), else `auto`'s timing scaled by the load the probes measured (None without either). Trainers
         use bf16 on GPUs only (transfer/finetune.py), so a CPU whose probes extracted in bf16 trains
         ``FP32_SLOWDOWN`` times slower than they extracted."""
-        pair = f"{name}@{resolution}"
-        if pair in self.extract_seconds and pair not in self.cached_pairs:
-            seconds = self.extract_seconds[pair]
-        elif self.auto and name in self.auto.seconds_per_image:
+        seconds = self._measured_extraction(name, resolution)
+        if seconds is None and self.auto and name in self.auto.seconds_per_image:
             seconds = self._timed_forward_seconds(name, resolution, self.n_images())
-        else:
+        if seconds is None:
             return None
         device = self.device or default_device()
         return seconds * (FP32_SLOWDOWN if device.type == "cpu" and bf16_supported(device) else 1.0)
 
+    def _measured_extraction(self, name: str, resolution: int) -> float | None:
+        """Seconds the probes' extraction of (``name``, ``resolution``) took where it computed the features
+        (not where it read them from the cache): one forward over every image at the probes' precision."""
+        pair = f"{name}@{resolution}"
+        return self.extract_seconds[pair] if pair in self.extract_seconds and pair not in self.cached_pairs else None
+
     def evaluation_seconds(self, best: TrialRecord | None) -> float:
         """Predicting val (the chosen configuration) and test (the final pipeline): two forward passes
-        over those images, from the throughput `auto` measured (0 when it measured none)."""
+        over those images (``_forward_seconds``)."""
         return 2 * self._forward_seconds(best, everything=False)
 
     def _forward_seconds(self, best: TrialRecord | None, *, everything: bool) -> float:
         """One forward pass of ``best``'s backbone (before any trial: the first probed, the fastest) over
-        every image (``everything``) or the held-out ones, from `auto`'s throughput (0 without one)."""
+        every image (``everything``) or the held-out ones: from the probes' extraction of that pair where they
+        computed it (a whole pass, under the run's load), else from `auto`'s throughput (a few batches timed
+        under the load of that moment; 0 without one)."""
         per_image = self.auto.seconds_per_image if self.auto else {}
         ours = [n for n in self.backbones if n in per_image]
         name = best.backbone if best and best.backbone in per_image else next(iter(ours), None)
@@ -182,6 +188,9 @@ class RunContext:
         resolution = best.resolution if best and best.resolution else min(self.resolutions)
         dataset = self._decoded(resolution)
         images = len(dataset) if everything else len(dataset) - len(dataset.indices("train"))
+        measured = self._measured_extraction(name, resolution)
+        if measured is not None:
+            return measured * images / max(len(dataset), 1)
         return self._timed_forward_seconds(name, resolution, images)
 
     def _timed_forward_seconds(self, name: str, resolution: int, images: int) -> float:
