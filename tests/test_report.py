@@ -388,6 +388,11 @@ def test_the_report_explains_a_chosen_ensemble(tmp_path):
     assert "each of its 2 members is marked ★, with its weight" in text
     assert text.count("<th>ensemble weight</th>") == 2 and "<td>0.67</td>" in text and "<td>0.33</td>" in text
     assert "ensemble members (★)" in text  # the cost chart's legend
+    assert "(the chosen pipeline uses" not in text  # both members use the profiling backbone
+    lite0 = [replace(r, backbone="tf_efficientnet_lite0") if r.stage == "finetune" else r for r in args["records"]]
+    write_outputs(**{**args, "records": lite0}, ensemble=replace(ensemble, members=[lite0[5], lite0[1]]))
+    text = (tmp_path / "run" / "report.html").read_text()
+    assert "(the chosen pipeline uses tf_efficientnet_lite0, mobilenetv2_100)" in text
 
 
 def test_the_time_card_warns_when_the_run_went_over_its_budget(tmp_path):

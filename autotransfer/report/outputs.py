@@ -224,8 +224,8 @@ def _search_plots(frame: pd.DataFrame, profile: RunProfile | None, metrics: dict
     where each stage's scores were measured: CV or the val split) and history plots."""
     metric = (metrics.get("metric") or "accuracy").replace("_", " ")
     profiled = profile.dataset.backbone if profile else "the profiling backbone"
-    chosen = frame.loc[frame["chosen"], "backbone"]
-    other = "" if not len(chosen) or chosen.iloc[0] == profiled else f" (the chosen pipeline uses {chosen.iloc[0]})"
+    chosen = list(dict.fromkeys(frame.loc[frame["chosen"], "backbone"].dropna()))  # an ensemble's may be several
+    other = "" if chosen in ([], [profiled]) else f" (the chosen pipeline uses {', '.join(chosen)})"
     labels, scored = stage_labels(metrics), score_sources(metrics)
     distance, pareto, history = (
         plots.distance_plot(profile.dataset) if profile else None,
