@@ -385,9 +385,10 @@ def test_the_report_explains_a_chosen_ensemble(tmp_path):
     )
     assert "greedy ensemble selection (Caruana et al. 2004): 0.9500 on the validation split against 0.9000" in why
     assert "only when its validation score beats that trial&#39;s alone" in why and "not on the Pareto" not in why
-    assert "each of its 2 members is marked ★, with its weight" in text
-    assert text.count("<th>ensemble weight</th>") == 2 and "<td>0.67</td>" in text and "<td>0.33</td>" in text
-    assert "ensemble members (★)" in text  # the cost chart's legend
+    assert "each of its 2 members is marked ★, its weight said under its table" in text
+    assert "★ members of the chosen ensemble: trial 1 (weight 0.67)." in text  # under the probes' table
+    assert "★ members of the chosen ensemble: trial 1 (weight 0.33)." in text  # under the fine-tuning one
+    assert "ensemble members (★)" in text and "the red rings are the chosen ensemble&#39;s members" in text
     assert "(the chosen pipeline uses" not in text  # both members use the profiling backbone
     lite0 = [replace(r, backbone="tf_efficientnet_lite0") if r.stage == "finetune" else r for r in args["records"]]
     write_outputs(**{**args, "records": lite0}, ensemble=replace(ensemble, members=[lite0[5], lite0[1]]))

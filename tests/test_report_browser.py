@@ -16,6 +16,8 @@ from PIL import Image
 from sample_run import make_run
 
 from autotransfer.report.outputs import write_outputs
+from autotransfer.search.ensemble_selection import EnsembleChoice
+from autotransfer.search.ensemble_stage import Ensemble
 
 pytestmark = pytest.mark.slow
 
@@ -87,6 +89,9 @@ def test_report_renders_in_chromium(tmp_path, finished):
         args["records"] = [
             replace(r, **varied) if r.stage == "finetune" and r.trial == 1 else r for r in args["records"]
         ]
+        # an ensemble chosen (issue 26): its members' weights are said under the tables, not in a column
+        members = [args["records"][5], args["records"][1]]
+        args["ensemble"] = Ensemble(members, EnsembleChoice({0: 0.5, 1: 0.5}, 0.95, 0.9), val_probabilities=[])
     write_outputs(**args)
     report = tmp_path / "run" / "report.html"
     probe = with_probe(report)

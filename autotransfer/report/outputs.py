@@ -227,6 +227,8 @@ def _search_plots(frame: pd.DataFrame, profile: RunProfile | None, metrics: dict
     chosen = list(dict.fromkeys(frame.loc[frame["chosen"], "backbone"].dropna()))  # an ensemble's may be several
     other = "" if chosen in ([], [profiled]) else f" (the chosen pipeline uses {', '.join(chosen)})"
     labels, scored = stage_labels(metrics), score_sources(metrics)
+    members = int(frame["chosen"].sum()) > 1
+    ringed = "the red rings are the chosen ensemble's members" if members else "the red ring is the chosen one"
     distance, pareto, history = (
         plots.distance_plot(profile.dataset) if profile else None,
         plots.pareto_plot(frame, labels),
@@ -240,7 +242,7 @@ def _search_plots(frame: pd.DataFrame, profile: RunProfile | None, metrics: dict
          "The run has no profile (profile.json missing, left out or without distances)."),
         Plot(f"Search score ({metric}) against cost", Markup(pareto) if pareto else None,
          f"Every trial that ran, scored by the run's metric ({metric}); the black line is the Pareto front (no "
-         f"other trial both scores higher and costs less); the red ring is the chosen one. {scored}; the chosen "
+         f"other trial both scores higher and costs less); {ringed}. {scored}; the chosen "
          "pipeline's held-out test score is in the cards above, not on this chart.",
          "No trial finished."),
         Plot("Search history", Markup(history) if history else None,

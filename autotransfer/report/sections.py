@@ -26,19 +26,18 @@ STAGE_NAMES = {"probe": "probes", "finetune": "fine-tuning"}
 # What the report's leaderboard shows per stage (the CSV has them all).
 PROBE_COLUMNS = [
     "trial", "strategy", "backbone", "resolution", "tap", "head", "C", "class_weight", "val_score", "val_accuracy",
-    "seconds", "ensemble_weight", "status",
+    "seconds", "status",
 ]  # fmt: skip
 FINETUNE_COLUMNS = [
     "trial", "strategy", "backbone", "resolution", "tap", "freeze_groups", "head_lr", "backbone_lr_ratio",
-    "augmentation", "epochs_run", "class_weight", "val_score", "val_accuracy", "seconds", "ensemble_weight", "status",
+    "augmentation", "epochs_run", "class_weight", "val_score", "val_accuracy", "seconds", "status",
 ]  # fmt: skip
-ALWAYS_SHOWN = ("trial", "val_score", "seconds", "ensemble_weight", "status")  # never said once above the table
+ALWAYS_SHOWN = ("trial", "val_score", "seconds", "status")
 # Column headings shorter than the CSV's names (they wrap at spaces; names in cells never wrap): a 1280-px
 # and an 800-px page show every column of a fine-tuning table whose trials differ in backbone, tap,
 # augmentation and weighting.
 HEADERS = {"resolution": "px", "freeze_groups": "frozen groups", "head_lr": "head LR",
-           "backbone_lr_ratio": "backbone LR x", "epochs_run": "epochs", "augmentation": "augment",
-           "ensemble_weight": "ensemble weight"}  # fmt: skip
+           "backbone_lr_ratio": "backbone LR x", "epochs_run": "epochs", "augmentation": "augment"}  # fmt: skip
 GALLERY_SIZE = 12
 THUMBNAIL_PX = 112
 
@@ -290,14 +289,13 @@ class Board:
     headers: list[str]
     rows: list[tuple[list[str], bool, str]]  # (cells, chosen, status)
     notes: list[tuple[str, str]] = field(default_factory=list)  # (trial, why it stopped or failed)
+    members: list[tuple[str, str]] = field(default_factory=list)  # (trial, weight) of a chosen ensemble's members
     queued: int = 0
 
 
 def _board_cell(column: str, value) -> str:
     if not is_missing(value) and column == "val_accuracy":
         return f"{float(value):.4f}"
-    if not is_missing(value) and column == "ensemble_weight":
-        return f"{float(value):.2f}"
     if not is_missing(value) and column in ("head_lr", "backbone_lr_ratio", "C"):
         return f"{float(value):.3g}"
     if not is_missing(value) and column == "seconds":
@@ -343,5 +341,11 @@ def stage_board(frame: pd.DataFrame, stage: str) -> Board | None:
         headers=[(_score_headers(part) | HEADERS).get(c, c.replace("_", " ")) for c in columns],
         rows=rows,
         notes=[(t, n) for t, n in notes if n],
+        # under the table, not a column: one more column runs the fine-tuning table off an 800-px page
+        members=[
+            (cell(row["trial"]), f"{row['ensemble_weight']:.2f}")
+            for _, row in started.iterrows()
+            if "ensemble_weight" in row and not is_missing(row["ensemble_weight"])
+        ],  # fmt: skip
         queued=len(part) - len(started),
     )
