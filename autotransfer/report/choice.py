@@ -91,12 +91,12 @@ def explain_choice(frame: pd.DataFrame, front: pd.DataFrame, metrics: dict) -> C
         )
     else:
         measured = "every trial is scored on the validation split"
+    if "ensemble_weight" in chosen and chosen["ensemble_weight"].notna().any():  # the ★ are an ensemble's members
+        return _explain_ensemble(chosen, metrics, measured)
     if metrics.get("selection"):
         rule = f"It was chosen by the {metrics['selection']}."
     else:
         rule = f"It has the highest search score ({metric}); {TIE_RULE}."
-    if "ensemble_weight" in chosen and chosen["ensemble_weight"].notna().any():
-        return _explain_ensemble(chosen, metrics, measured)
     off = off_front_reason(frame, front)
     if off:
         why = TIE_RULE if not metrics.get("selection") else "the rule above compares settings, not measured seconds"

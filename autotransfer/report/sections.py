@@ -346,6 +346,6 @@ def stage_board(frame: pd.DataFrame, stage: str) -> Board | None:
             (cell(row["trial"]), f"{row['ensemble_weight']:.2f}")
             for _, row in started.iterrows()
             if "ensemble_weight" in row and not is_missing(row["ensemble_weight"])
-        ],  # fmt: skip
+        ],
         queued=len(part) - len(started),
     )
