@@ -5,13 +5,14 @@ a second, with no model: only the report's inputs, shaped as the search writes t
 
 from __future__ import annotations
 
-import json
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 
 from autotransfer.search.records import TrialRecord
+from autotransfer.search.run_profile import RunProfile
 from autotransfer.transfer.profile import DatasetProfile, Prior
 
 CLASSES = ["cat", "dog", "fox"]
@@ -100,19 +101,18 @@ def make_run(out: Path, with_test: bool = True, finetune_finished: bool = True) 
     if with_test:
         _write_csv(out / "predictions-test.csv", _predictions(data, "test", per_class=8, wrong=2, seed=2))
     groups = ["stem", "blocks.0", "blocks.1", "blocks.2", "blocks.3", "blocks.4", "blocks.5", "blocks.6", "conv_head"]
-    profile = {
-        "n_images": 150,
-        "n_classes": 3,
-        "backbone": "mobilenetv2_100",
-        "group_distance": [
+    dataset = replace(
+        dataset_profile(),
+        n_images=150,
+        backbone="mobilenetv2_100",
+        group_distance=[
             {"group": i, "name": g, "distance": round(0.2 + 0.1 * i + 0.03 * (i % 2), 3)} for i, g in enumerate(groups)
         ],
-        "quadrant": "small-different",
-        "rationale": "median 40 images per class (< 300: small); similarity 0.41 (< 0.6: different)",
-        "problems": ["class 'fox' has 3 near-duplicate images"],
-        "skipped": [{"path": str(data / "train" / "cat" / "broken.jpg"), "reason": "cannot identify image file"}],
-    }
-    (out / "profile.json").write_text(json.dumps(profile))
+        rationale="median 40 images per class (< 300: small); similarity 0.41 (< 0.6: different)",
+        problems=["class 'fox' has 3 near-duplicate images"],
+        skipped=[{"path": str(data / "train" / "cat" / "broken.jpg"), "reason": "cannot identify image file"}],
+    )
+    RunProfile(dataset=dataset).save(out)  # profile.json as a run writes it
     rows = records(finetune_finished)
     best = rows[5] if finetune_finished else rows[1]
     metrics = {"val_accuracy": best.val_accuracy, "refit_on_train_val": True, "metric": "val_accuracy",

@@ -11,11 +11,12 @@ from html.parser import HTMLParser
 import pandas as pd
 import pytest
 from PIL import Image
-from sample_run import make_run
+from sample_run import dataset_profile, make_run
 
 from autotransfer.report.outputs import COLUMNS, leaderboard, trial_counts, write_outputs
 from autotransfer.report.sections import placement_rows, thumbnail
 from autotransfer.report.terminal import cell_text, frame_table, is_missing
+from autotransfer.search.run_profile import RunProfile
 
 
 class Page(HTMLParser):
@@ -24,14 +25,12 @@ class Page(HTMLParser):
     def __init__(self, text: str) -> None:
         super().__init__()
         self.images, self.chosen_rows, self.ids, self.in_chosen = [], [], [], False
-        self.glue = False  # after <wbr> (a line-break opportunity inside a name) the text goes on
         self.feed(text)
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         if tag == "img":
             self.images.append(attrs)
-        self.glue = tag == "wbr"
         if "id" in attrs:
             self.ids.append(attrs["id"])
         if tag == "tr" and "chosen" in (attrs.get("class") or "").split():
@@ -44,11 +43,7 @@ class Page(HTMLParser):
 
     def handle_data(self, data):
         if self.in_chosen and data.strip():
-            if self.glue and self.chosen_rows[-1]:
-                self.chosen_rows[-1][-1] += data.strip()
-            else:
-                self.chosen_rows[-1].append(data.strip())
-        self.glue = False
+            self.chosen_rows[-1].append(data.strip())
 
 
 @pytest.mark.parametrize("value", [pd.NA, None, float("nan"), pd.NaT])
@@ -115,16 +110,14 @@ def test_the_report_says_when_the_small_data_rule_chose_the_pipeline(tmp_path):
 def test_the_report_names_the_metric_the_test_balanced_accuracy_and_what_auto_chose(tmp_path):
     """The fresh-user trial: the cost chart was titled "accuracy" whatever the metric, the test cards had no
     balanced accuracy, and only the terminal said which backbones and sizes `auto` chose and why."""
-    import json
-
-    from autotransfer.search.auto_space import resolutions_reason
+    from autotransfer.search.auto_space import AutoChoice, resolutions_reason
 
     args = make_run(tmp_path / "run")
-    profile = json.loads((tmp_path / "run" / "profile.json").read_text())
-    profile["auto"] = {"backbones": ["mobilenetv2_100", "tf_efficientnet_lite0"], "resolutions": [64, 96],
-                       "native_side": 300, "resolutions_reason": resolutions_reason((64, 96), 64, 300, pinned=False),
-                       "skipped": {"resnet50": "too slow for the budget"}}  # fmt: skip
-    (tmp_path / "run" / "profile.json").write_text(json.dumps(profile))
+    profile = RunProfile.load(tmp_path / "run")
+    profile.auto = AutoChoice(backbones=("mobilenetv2_100", "tf_efficientnet_lite0"), resolutions=(64, 96),
+                              native_side=300, profile_resolution=64, skipped={"resnet50": "too slow for the budget"},
+                              resolutions_reason=resolutions_reason((64, 96), 64, 300, pinned=False))  # fmt: skip
+    profile.save(tmp_path / "run")
     args["pipeline"].spec["metrics"]["metric"] = "balanced_accuracy"
     write_outputs(**args)
     text = (tmp_path / "run" / "report.html").read_text()
@@ -187,10 +180,11 @@ def test_the_report_shows_both_placements_and_the_size_measured_at():
 
     measured = Placement(quadrant="small-similar", a_priori="small-different", differs=True, head_score=0.64,
                          mid_score=0.63, pixel_score=None, strategies=("linear_probe",),
-                         rationale="CNN codes 0.64 vs 0.63").to_json()  # fmt: skip
-    profile = {"quadrant": "small-different", "rationale": "far from photos", "similarity": 0.49,
-               "resolution": {"profiled_at": 128}, "nearest_reference": "clipart",
-               "separability": {"knn_accuracy": 0.51, "chance": 0.10}, "measured": measured}  # fmt: skip
+                         rationale="CNN codes 0.64 vs 0.63")  # fmt: skip
+    dataset = replace(dataset_profile(), quadrant="small-different", rationale="far from photos", similarity=0.49,
+                      resolution={"profiled_at": 128}, nearest_reference="clipart",
+                      separability={"knn_accuracy": 0.51, "chance": 0.10})  # fmt: skip
+    profile = RunProfile(dataset=dataset, measured=measured)
     rows = dict(placement_rows(profile))
     assert rows["quadrant, a priori (profile)"].startswith("small-different — far from photos (similarity 0.49")
     assert (
@@ -198,10 +192,11 @@ def test_the_report_shows_both_placements_and_the_size_measured_at():
         and "chance 0.10 (majority class)" in rows["quadrant, a priori (profile)"]
     )
     assert rows["quadrant, measured (probes)"] == "small-similar — differs from the profile: CNN codes 0.64 vs 0.63"
-    skipped = dict(placement_rows({**profile, "measured": None, "measured_skipped": "no lower tap probed"}))
+    skipped = dict(placement_rows(replace(profile, measured=None, measured_skipped="no lower tap probed")))
     assert skipped["quadrant, measured (probes)"] == "not measured: no lower tap probed"
-    assert placement_rows({}) == []
-    assert placement_rows({"quadrant": "small-different", "rationale": "median 40"}) == [
+    assert placement_rows(None) == []
+    bare = replace(dataset_profile(), rationale="median 40", resolution={}, similarity=float("nan"))
+    assert placement_rows(RunProfile(dataset=bare)) == [
         ("quadrant, a priori (profile)", "small-different — median 40")  # no empty "()" when nothing was measured
     ]
 
@@ -310,3 +305,103 @@ def test_the_reports_boards_name_cv_scores_as_cv(tmp_path):
     probes = probes[probes.index("<h3>Probes (") :]
     assert "CV accuracy" in probes and "val accuracy" not in probes
     assert "val accuracy" in finetuning and "CV accuracy" not in finetuning
+
+
+def test_the_report_reads_the_typed_profile_and_leaves_out_another_versions(tmp_path):
+    """Issue 25: the report read profile.json as a dict; it reads it through RunProfile now, and a file another
+    version wrote (refused by RunProfile) leaves the profile's sections out, said in one line, instead of failing."""
+    import json
+
+    args = make_run(tmp_path / "run")
+    write_outputs(**args)
+    text = (tmp_path / "run" / "report.html").read_text()
+    assert "Profile: domain distance by depth of mobilenetv2_100" in text and text.count("<svg") == 3
+    assert "<th>dataset</th><td>150 images, 3 classes; 1 file(s) skipped</td>" in text
+    assert "quadrant, a priori (profile)" in text and "class &#39;fox&#39; has 3 near-duplicate images" in text
+    assert "left out" not in text
+    document = json.loads((tmp_path / "run" / "profile.json").read_text())
+    for foreign in ({**document, "colour_histogram": [1, 2]}, {k: v for k, v in document.items() if k != "quadrant"}):
+        (tmp_path / "run" / "profile.json").write_text(json.dumps(foreign))
+        frame = write_outputs(**args)
+        text = (tmp_path / "run" / "report.html").read_text()
+        assert text.count("The profile&#39;s sections are left out: ") == 1 and "another version wrote it" in text
+        assert text.count("<svg") == 2 and "The run has no profile" in text  # the two search charts remain
+        assert (
+            "quadrant, a priori" not in text and "Data problems" not in text and "<th>dataset</th><td>? images" in text
+        )
+        assert len(frame) == 8 and Page(text).chosen_rows[0][:3] == ["★", "1", "finetune_top"]
+        assert pd.read_csv(tmp_path / "run" / "skipped.csv").empty
+
+
+def _ensemble_run(tmp_path):
+    """The sample run whose final pipeline is an ensemble of probe trial 1 and fine-tuning trial 1."""
+    from autotransfer.search.ensemble_selection import EnsembleChoice
+    from autotransfer.search.ensemble_stage import Ensemble, selection_words
+
+    args = make_run(tmp_path / "run")
+    rows = args["records"]
+    ensemble = Ensemble(members=[rows[5], rows[1]], choice=EnsembleChoice({0: 1 / 3, 1: 2 / 3}, 0.95, 0.9),
+                        val_probabilities=[])  # fmt: skip
+    args["pipeline"].spec["metrics"] |= {"val_score": 0.95, "selection": selection_words(ensemble),
+                                         "val_score_from": "validation split (members trained on train)"}  # fmt: skip
+    return args, ensemble
+
+
+def test_an_ensemble_marks_every_member_and_credits_its_test_score_to_none(tmp_path):
+    """Issue 26: with an ensemble chosen, leaderboard.csv marked only the best single trial `chosen` and wrote the
+    ensemble's test accuracy on that row."""
+    from autotransfer.search.records import TrialRecord
+
+    args, ensemble = _ensemble_run(tmp_path)
+    frame = write_outputs(**args, ensemble=ensemble)
+    chosen = frame[frame["chosen"]]
+    assert sorted(zip(chosen["stage"], chosen["trial"], chosen["ensemble_weight"].round(3))) == [
+        ("finetune", 1, 0.333), ("probe", 1, 0.667)
+    ]  # fmt: skip
+    assert frame["ensemble_weight"].notna().sum() == 2 and frame["test_accuracy"].isna().all()
+    board = pd.read_csv(tmp_path / "run" / "leaderboard.csv")
+    assert list(board.columns) == COLUMNS and board["chosen"].sum() == 2
+    records = [TrialRecord.from_row(row) for row in board.to_dict("records")]  # a finished run reads it back
+    assert [(r.stage, r.trial) for r in records] == list(zip(board["stage"], board["trial"], strict=True))
+    # one trial chosen: its row alone, with the test score and no weight
+    single = write_outputs(**{**args, "pipeline": make_run(tmp_path / "single")["pipeline"]})
+    assert single["chosen"].sum() == 1 and single["ensemble_weight"].isna().all()
+    assert single.loc[single["chosen"], "test_accuracy"].tolist() == [0.875]
+
+
+def test_the_report_explains_a_chosen_ensemble(tmp_path):
+    """Issue 26: "Why the ★" named one member of the chosen ensemble."""
+    args, ensemble = _ensemble_run(tmp_path)
+    write_outputs(**args, ensemble=ensemble)
+    text = (tmp_path / "run" / "report.html").read_text()
+    page = Page(text)
+    assert sorted(row[:3] for row in page.chosen_rows) == [["★", "1", "finetune_top"], ["★", "1", "mid_layer_probe"]]
+    why = text[text.index("<h3 id=why>") : text.index("<h2 id=leaderboard>")]
+    assert "Why the ★ trials: an ensemble of 2" in why
+    assert (
+        "An ensemble of 2 trials: probe trial 1 (mid_layer_probe, weight 0.67) and fine-tuning trial 1 "
+        "(finetune_top, weight 0.33)</b>, the ensemble&#39;s val accuracy 0.9500 on the validation split (members "
+        "trained on train)" in why
+    )
+    assert "greedy ensemble selection (Caruana et al. 2004): 0.9500 on the validation split against 0.9000" in why
+    assert "only when its validation score beats that trial&#39;s alone" in why and "not on the Pareto" not in why
+    assert "each of its 2 members is marked ★, its weight said under its table" in text
+    assert "★ members of the chosen ensemble: trial 1 (weight 0.67)." in text  # under the probes' table
+    assert "★ members of the chosen ensemble: trial 1 (weight 0.33)." in text  # under the fine-tuning one
+    assert "ensemble members (★)" in text and "the red rings are the chosen ensemble&#39;s members" in text
+    assert "(the chosen pipeline uses" not in text  # both members use the profiling backbone
+    lite0 = [replace(r, backbone="tf_efficientnet_lite0") if r.stage == "finetune" else r for r in args["records"]]
+    write_outputs(**{**args, "records": lite0}, ensemble=replace(ensemble, members=[lite0[5], lite0[1]]))
+    text = (tmp_path / "run" / "report.html").read_text()
+    assert "(the chosen pipeline uses tf_efficientnet_lite0, mobilenetv2_100)" in text
+
+
+def test_the_time_card_warns_when_the_run_went_over_its_budget(tmp_path):
+    """Issue 26: a run over its budget showed a full bar and no word of it (fit.log said "over the ... budget")."""
+    args = make_run(tmp_path / "run")
+    write_outputs(**args)
+    text = (tmp_path / "run" / "report.html").read_text()
+    assert "97s of 2m00s" in text and "over the budget" not in text and "timebar over" not in text
+    write_outputs(**{**args, "elapsed": 150.0})
+    text = (tmp_path / "run" / "report.html").read_text()
+    assert "2m30s of 2m00s" in text and "⚠ over the budget by 30s (25%)" in text and "timebar over" in text

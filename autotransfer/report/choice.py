@@ -6,6 +6,9 @@ must pick the same pipeline whatever the machine's load, search/records.py): amo
 takes the cheaper settings (a probe before a fine-tuned network, smaller inputs, the earlier trial),
 and on small data the one-standard-error rule keeps the cheapest trial within one standard error of
 the best (search/selection.py). So the ★ can sit off the front; the report says when and why.
+
+When the final pipeline is an ensemble (search/ensemble_stage.py), every member is ★ and the paragraph
+names them with their weights and the rule that replaced the single best trial by their average.
 """
 
 from __future__ import annotations
@@ -21,8 +24,23 @@ TIE_RULE = (
 )
 
 
-def _name(row: pd.Series) -> str:
-    return f"{row['stage'].replace('finetune', 'fine-tuning')} trial {row['trial']} ({row.get('strategy', '?')})"
+ENSEMBLE_RULE = (
+    "An ensemble replaces the single best trial only when its validation score beats that trial's alone by at "
+    "least one validation image's worth; its members are picked greedily (a member picked twice weighs twice) "
+    "from the best few trials of different backbones, sizes and taps"
+)
+
+
+def _name(row: pd.Series, extra: str = "") -> str:
+    stage = row["stage"].replace("finetune", "fine-tuning")
+    return f"{stage} trial {row['trial']} ({row.get('strategy', '?')}{extra})"
+
+
+def _members(chosen: pd.DataFrame) -> str:
+    """The ensemble's members in words: "probe trial 0 (mid_layer_probe, weight 0.50) and ...", heaviest first."""
+    ordered = chosen.sort_values("ensemble_weight", ascending=False, kind="stable")
+    names = [_name(row, f", weight {row['ensemble_weight']:.2f}") for _, row in ordered.iterrows()]
+    return ", ".join(names[:-1]) + f" and {names[-1]}"
 
 
 def off_front_reason(frame: pd.DataFrame, front: pd.DataFrame) -> str | None:
@@ -50,7 +68,8 @@ class ChoiceExplanation:
     score: str  # "accuracy 0.9000 (validation split)"
     rule: str  # the rule that picked it
     measured: str  # where the trials' scores were measured
-    off_front: str = ""  # why the ★ is off the Pareto front; "" when it is on it
+    off_front: str = ""  # why the ★ is off the Pareto front; "" when it is on it (or the ★ are an ensemble's)
+    title: str = "Why the ★ trial"
 
 
 def explain_choice(frame: pd.DataFrame, front: pd.DataFrame, metrics: dict) -> ChoiceExplanation | None:
@@ -72,6 +91,8 @@ def explain_choice(frame: pd.DataFrame, front: pd.DataFrame, metrics: dict) -> C
         )
     else:
         measured = "every trial is scored on the validation split"
+    if "ensemble_weight" in chosen and chosen["ensemble_weight"].notna().any():  # the ★ are an ensemble's members
+        return _explain_ensemble(chosen, metrics, measured)
     if metrics.get("selection"):
         rule = f"It was chosen by the {metrics['selection']}."
     else:
@@ -84,3 +105,20 @@ def explain_choice(frame: pd.DataFrame, front: pd.DataFrame, metrics: dict) -> C
     where = "mean over cross-validation folds" if probe_cv else "validation split"
     score = f"{metric} {row['val_score']:.4f} ({where})"
     return ChoiceExplanation(_name(row), score, rule, measured, off or "")
+
+
+def _explain_ensemble(chosen: pd.DataFrame, metrics: dict, measured: str) -> ChoiceExplanation:
+    """The ★ rows are an ensemble's members: who they are, what the ensemble scored, and the rule."""
+    metric = str(metrics.get("metric") or "accuracy").replace("_", " ")
+    where = metrics.get("val_score_from") or "validation split"
+    value = metrics.get("val_score")
+    score = f"{metric} {value:.4f} on the {where}" if value is not None else f"{metric} not recorded"
+    rule = f"It was chosen by the {metrics['selection']}. " if metrics.get("selection") else ""
+    return ChoiceExplanation(
+        trial=f"An ensemble of {len(chosen)} trials: {_members(chosen)}",
+        score=f"the ensemble's {score}",
+        rule=f"{rule}{ENSEMBLE_RULE}.",
+        measured=f"{measured}; the chart rings the members, the ensemble itself is not a trial and has no point "
+        "there; its held-out test score is in the cards above and on no member's row of leaderboard.csv",
+        title=f"Why the ★ trials: an ensemble of {len(chosen)}",
+    )

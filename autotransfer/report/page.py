@@ -7,7 +7,7 @@ from __future__ import annotations
 from functools import cache
 from importlib.resources import files
 
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from autotransfer.report.terminal import cell_text, is_missing
 
@@ -28,11 +28,6 @@ def cell(value) -> str:
     return cell_text(value, 4)
 
 
-def breakable(text: str) -> Markup:
-    """``text`` escaped, with a line-break opportunity after each underscore (tf_efficientnet_lite2)."""
-    return Markup(str(escape(text)).replace("_", "_<wbr>"))
-
-
 @cache
 def _environment():
     from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -44,7 +39,7 @@ def _environment():
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters.update(percent=percent, bar_width=bar_width, cell=cell, breakable=breakable)
+    environment.filters.update(percent=percent, bar_width=bar_width, cell=cell)
     return environment
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from autotransfer.transfer.profile import DatasetProfile
 
 RAN = ("complete", "pruned")  # trials that ran and have a score
 STAGE_STYLE = {"probe": ("o", "#3465a4"), "finetune": ("s", "#f57900")}  # marker, colour
@@ -55,16 +59,16 @@ def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
     return done.loc[front]
 
 
-def distance_plot(profile: dict) -> str | None:
+def distance_plot(profile: DatasetProfile) -> str | None:
     """The profile's domain distance to ImageNet per depth group of the profiling backbone."""
-    groups = profile.get("group_distance") or []
+    groups = profile.group_distance
     if not groups:
         return None
     figure, axis = pyplot().subplots(figsize=(6.4, 3))
     x = list(range(len(groups)))
     axis.plot(x, [g.get("distance") for g in groups], marker="o", color="#3465a4")
     axis.set_xticks(x, [str(g.get("name", g.get("group", i))) for i, g in enumerate(groups)], rotation=30, ha="right")
-    axis.set_xlabel(f"depth group of {profile.get('backbone', 'the backbone')} (low → high)")
+    axis.set_xlabel(f"depth group of {profile.backbone} (low → high)")
     axis.set_ylabel("distance to ImageNet")
     axis.grid(alpha=0.3)
     return svg(figure)
@@ -101,7 +105,10 @@ def pareto_plot(frame: pd.DataFrame, labels: dict[str, str]) -> str | None:
         axis.step(front["seconds"], front["val_score"], where="post", color="black", lw=1, label="Pareto front")
     chosen = done[done["chosen"]]
     if len(chosen):
-        label = "chosen (★)" if chosen.index[0] in front.index else "chosen (★), off the front: see why below"
+        if len(chosen) > 1:  # the members of a chosen ensemble: the ensemble itself is no point of this chart
+            label = "ensemble members (★)"
+        else:
+            label = "chosen (★)" if chosen.index[0] in front.index else "chosen (★), off the front: see why below"
         axis.scatter(chosen["seconds"], chosen["val_score"], s=180, facecolors="none", edgecolors="#cc0000",
                      linewidths=1.5, label=label)  # fmt: skip
     _log_seconds_axis(axis)

@@ -8,6 +8,7 @@ import base64
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -17,6 +18,9 @@ from autotransfer.report.plots import RAN
 from autotransfer.report.score_summary import ScoreSummary
 from autotransfer.report.search_choices import describe_auto
 from autotransfer.report.terminal import cell_text, is_missing
+
+if TYPE_CHECKING:
+    from autotransfer.search.run_profile import RunProfile
 
 STAGE_NAMES = {"probe": "probes", "finetune": "fine-tuning"}
 # What the report's leaderboard shows per stage (the CSV has them all).
@@ -29,11 +33,11 @@ FINETUNE_COLUMNS = [
     "augmentation", "epochs_run", "class_weight", "val_score", "val_accuracy", "seconds", "status",
 ]  # fmt: skip
 ALWAYS_SHOWN = ("trial", "val_score", "seconds", "status")
-# Column headings shorter than the CSV's names, and the text columns that may wrap: a 1280-px page shows
-# every column of a fine-tuning table whose trials differ in backbone, tap, augmentation and weighting.
+# Column headings shorter than the CSV's names (they wrap at spaces; names in cells never wrap): a 1280-px
+# and an 800-px page show every column of a fine-tuning table whose trials differ in backbone, tap,
+# augmentation and weighting.
 HEADERS = {"resolution": "px", "freeze_groups": "frozen groups", "head_lr": "head LR",
            "backbone_lr_ratio": "backbone LR x", "epochs_run": "epochs", "augmentation": "augment"}  # fmt: skip
-TEXT_COLUMNS = ("backbone", "tap", "strategy")
 GALLERY_SIZE = 12
 THUMBNAIL_PX = 112
 
@@ -45,6 +49,7 @@ class Card:
     note: str = ""
     small: bool = False  # a long value in a smaller font
     fraction: float | None = None  # the time card: the share of the budget used, drawn as a bar
+    warning: str = ""  # the time card: how far the run went over its budget; "" within it
 
 
 @dataclass(frozen=True)
@@ -130,60 +135,64 @@ def summary_cards(metrics: dict, summaries: dict, elapsed: float, budget: float 
     cards = [Card(c.label, c.value, c.note, small=len(c.value) > 8) for c in cards]
     time_text = f"{format_duration(elapsed)} of {format_duration(budget)}" if budget else format_duration(elapsed)
     fraction = min(1.0, elapsed / budget) if budget else None
+    over = elapsed - budget if budget else 0.0
+    # fit.log says the same at the end ("over the ... budget"): a step ran longer than it was estimated to
+    warning = f"over the budget by {format_duration(over)} ({over / budget:.0%})" if over > 0 else ""
     return [*cards, Card("time used of the budget, when this page was written", time_text, small=True,
-                         fraction=fraction)]  # fmt: skip
+                         fraction=fraction, warning=warning)]  # fmt: skip
 
 
-def placement_rows(profile: dict) -> list[tuple[str, str]]:
+def placement_rows(profile: RunProfile | None) -> list[tuple[str, str]]:
     """The recipe's quadrant twice: from the profile (a priori, with what it measured and at which size)
     and from the probes (measured), and whether they agree."""
-    if not profile.get("quadrant"):
+    if profile is None or not profile.dataset.quadrant:
         return []
-    measured_at = (profile.get("resolution") or {}).get("profiled_at")
-    evidence = [f"similarity {profile['similarity']:.2f}" if profile.get("similarity") is not None else ""]
+    dataset = profile.dataset
+    measured_at = dataset.resolution.get("profiled_at")
+    evidence = [f"similarity {dataset.similarity:.2f}" if not is_missing(dataset.similarity) else ""]
     evidence.append(f"at {measured_at}px" if measured_at else "")
-    if profile.get("nearest_reference"):
-        evidence.append(f"nearest reference: {profile['nearest_reference']}")
-    separability = profile.get("separability") or {}
-    if separability.get("knn_accuracy") is not None and separability.get("chance") is not None:
-        evidence.append(
-            f"kNN {separability['knn_accuracy']:.2f} vs chance {separability['chance']:.2f} (majority class)"
-        )
+    if dataset.nearest_reference:
+        evidence.append(f"nearest reference: {dataset.nearest_reference}")
+    knn, chance = dataset.separability.get("knn_accuracy"), dataset.separability.get("chance")
+    if not is_missing(knn) and not is_missing(chance):
+        evidence.append(f"kNN {knn:.2f} vs chance {chance:.2f} (majority class)")
     evidence_text = f" ({', '.join(e for e in evidence if e)})" if any(evidence) else ""
-    rows = [("quadrant, a priori (profile)", f"{profile['quadrant']} — {profile.get('rationale', '')}{evidence_text}")]
-    if profile.get("measured"):
-        from autotransfer.search.placement import Placement  # sklearn and the zoo: only when a run measured one
-
-        placement = Placement.from_json(profile["measured"])
+    rows = [("quadrant, a priori (profile)", f"{dataset.quadrant} — {dataset.rationale}{evidence_text}")]
+    if profile.measured is not None:
+        placement = profile.measured
         verdict = "differs from the profile" if placement.differs else "agrees with the profile"
         rows.append(("quadrant, measured (probes)", f"{placement.quadrant} — {verdict}: {placement.rationale}"))
-    elif profile.get("measured_skipped"):
-        rows.append(("quadrant, measured (probes)", f"not measured: {profile['measured_skipped']}"))
+    elif profile.measured_skipped:
+        rows.append(("quadrant, measured (probes)", f"not measured: {profile.measured_skipped}"))
     return rows
 
 
-def fact_rows(*, metrics: dict, profile: dict, trials: str, classes: list[str], frame: pd.DataFrame) -> list[tuple]:
+def fact_rows(
+    *, metrics: dict, profile: RunProfile | None, trials: str, classes: list[str], frame: pd.DataFrame
+) -> list[tuple]:
     """The facts table: selection metric, refit, trials (``trials``: their count in words), dataset, what
     ``auto`` chose and why (``frame``: the leaderboard, for the pairs the probes reached) and quadrant."""
     metric_name = metrics.get("metric") or "val_accuracy"
     reason = metrics.get("metric_reason") or ""
     refit = {True: "retrained on train + validation", False: "not refit: the budget left no room (trained on train "
              "only)"}.get(metrics.get("refit_on_train_val"), "unknown")  # fmt: skip
-    skipped = f"; {len(profile.get('skipped', []))} file(s) skipped" if profile.get("skipped") else ""
+    dataset = profile.dataset if profile else None
+    skipped = f"; {len(dataset.skipped)} file(s) skipped" if dataset and dataset.skipped else ""
+    n_images = dataset.n_images if dataset else "?"
+    n_classes = dataset.n_classes if dataset else len(classes) or "?"
     facts = [
         ("selected by", f"{metric_name.replace('_', ' ')}" + (f" — {reason}" if reason else "")),
         ("refit", refit),
         *([("choice", metrics["selection"])] if metrics.get("selection") else []),
         ("trials", trials),
-        ("dataset", f"{profile.get('n_images', '?')} images, {profile.get('n_classes', len(classes) or '?')} classes"
-         + skipped),
+        ("dataset", f"{n_images} images, {n_classes} classes{skipped}"),
     ]  # fmt: skip
-    if load_note(profile.get("machine_load")):
-        facts.append(("machine load", load_note(profile["machine_load"])))
-    if profile.get("auto"):
+    if profile and load_note(profile.machine_load):
+        facts.append(("machine load", load_note(profile.machine_load)))
+    if profile and profile.auto is not None:
         probes = frame[(frame["stage"] == "probe") & (frame["status"] == "complete")]
         probed = list(zip(probes["backbone"], probes["resolution"], strict=True))
-        facts.append(("backbones and sizes (auto)", describe_auto(profile["auto"], probed)))
+        facts.append(("backbones and sizes (auto)", describe_auto(profile.auto.to_json(), probed)))
     return [(k, str(v)) for k, v in facts + placement_rows(profile)]
 
 
@@ -278,9 +287,9 @@ class Board:
     started: int
     shared: list[tuple[str, str]]
     headers: list[str]
-    text_columns: list[bool]  # per column: a name that may wrap after underscores
     rows: list[tuple[list[str], bool, str]]  # (cells, chosen, status)
     notes: list[tuple[str, str]] = field(default_factory=list)  # (trial, why it stopped or failed)
+    members: list[tuple[str, str]] = field(default_factory=list)  # (trial, weight) of a chosen ensemble's members
     queued: int = 0
 
 
@@ -330,8 +339,13 @@ def stage_board(frame: pd.DataFrame, stage: str) -> Board | None:
         started=len(started),
         shared=[(c.replace("_", " "), v) for c, v in shared.items()],
         headers=[(_score_headers(part) | HEADERS).get(c, c.replace("_", " ")) for c in columns],
-        text_columns=[c in TEXT_COLUMNS for c in columns],
         rows=rows,
         notes=[(t, n) for t, n in notes if n],
+        # under the table, not a column: one more column runs the fine-tuning table off an 800-px page
+        members=[
+            (cell(row["trial"]), f"{row['ensemble_weight']:.2f}")
+            for _, row in started.iterrows()
+            if "ensemble_weight" in row and not is_missing(row["ensemble_weight"])
+        ],
         queued=len(part) - len(started),
     )

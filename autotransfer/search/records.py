@@ -24,7 +24,7 @@ from autotransfer.search.storage import Studies
 # Bumped when a field of TrialRecord is renamed or removed: a study written with another format is refused.
 RECORD_FORMAT = 2
 # Leaderboard columns that are not the trial's (report/outputs.py adds them).
-_BOARD_ONLY = ("chosen", "test_accuracy")
+_BOARD_ONLY = ("chosen", "ensemble_weight", "test_accuracy")
 _ALWAYS_IN_ROW = ("stage", "trial", "status", "val_score", "val_accuracy", "score_source")
 
 

@@ -225,7 +225,8 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
         pipeline, refit = write()
     profile.machine_load = busiest_load()  # the summary and the report say when a busy machine cut the search
     profile.save(context.out)
-    board = write_outputs(context.out, rows, best, pipeline, context.deadline.elapsed(), context.deadline.seconds)
+    board = write_outputs(context.out, rows, best, pipeline, context.deadline.elapsed(), context.deadline.seconds,
+                          ensemble=ensemble)  # fmt: skip
     unused = max(0.0, context.deadline.left())  # after the report: what the user waited for counts
     profile.budget_unused = {"seconds": round(unused, 1), "share": round(unused / context.deadline.seconds, 3)}
     profile.save(context.out)
