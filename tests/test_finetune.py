@@ -8,7 +8,8 @@ from conftest import make_imagefolder
 from autotransfer.data.datasets import load_dataset
 from autotransfer.errors import AutoTransferError
 from autotransfer.models.zoo import create_backbone
-from autotransfer.transfer.finetune import FinetuneConfig, TrialPruned, finetune
+from autotransfer.transfer.checkpoint import Progress
+from autotransfer.transfer.finetune import FinetuneConfig, TrialPruned, _best_words, finetune
 from autotransfer.transfer.prefix_cache import prefix_units
 from autotransfer.transfer.transfer_model import TransferModel, param_groups
 
@@ -109,6 +110,16 @@ def test_report_hook_prunes_and_early_stopping_fires(data):
     assert seen == [0, 1]
     stopped = finetune(data, _net(), _quick(epochs=10, head_lr=1e-12, patience=2))
     assert len(stopped.history) == 3  # no improvement after epoch 0: stops at epoch 0 + patience
+
+
+def test_the_early_stop_line_names_the_metric_it_stopped_on(data, caplog):
+    """Issue 26's fourth trial: "early stop ... best 0.7059" was the accuracy, beside a balanced-accuracy score."""
+    with caplog.at_level("INFO", logger="autotransfer.transfer.finetune"):
+        stopped = finetune(data, _net(), _quick(epochs=4, head_lr=1e-12, patience=2, metric="balanced_accuracy"))
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("early stop")]
+    assert line == f"early stop after epoch 2 (best val balanced_accuracy {stopped.best_val_score:.4f} at epoch 0)"
+    loss = Progress(best_score=-0.6931, best_accuracy=0.9, best_epoch=1)  # log_loss is scored as its negative
+    assert _best_words("log_loss", loss) == "best val log_loss 0.6931 at epoch 1"
 
 
 @pytest.mark.parametrize(

@@ -355,16 +355,16 @@ def _after_epoch(
     if report is not None:
         report(epoch, record.val_score)
     if epoch - progress.best_epoch >= config.patience:
-        log.info(
-            "early stop after epoch %d (best %.4f at epoch %d)", epoch, progress.best_accuracy, progress.best_epoch
-        )
+        log.info("early stop after epoch %d (%s)", epoch, _best_words(config.metric, progress))
         return True
     if deadline is not None and deadline.left() < progress.history[-1].seconds and epoch + 1 < config.epochs:
-        log.info(
-            "time budget: stopped after epoch %d (best %.4f at epoch %d)",
-            epoch,
-            progress.best_accuracy,
-            progress.best_epoch,
-        )
+        log.info("time budget: stopped after epoch %d (%s)", epoch, _best_words(config.metric, progress))
         return True
     return False
+
+
+def _best_words(metric: str, progress: Progress) -> str:
+    """ "best val balanced_accuracy 0.7059 at epoch 3": the score the best epoch was chosen by, named."""
+    if metric == "log_loss":  # scored as its negative (transfer/metrics.py): the loss itself
+        return f"best val log_loss {-progress.best_score:.4f} at epoch {progress.best_epoch}"
+    return f"best val {metric} {progress.best_score:.4f} at epoch {progress.best_epoch}"
