@@ -8,7 +8,8 @@ import io
 
 import pandas as pd
 
-RAN = ("complete", "pruned")  # trials that ran and have a score
+from autotransfer.trial_status import RAN
+
 STAGE_STYLE = {"probe": ("o", "#3465a4"), "finetune": ("s", "#f57900")}  # marker, colour
 STYLE = {"font.size": 9, "axes.spines.top": False, "axes.spines.right": False, "svg.hashsalt": "autotransfer"}
 
