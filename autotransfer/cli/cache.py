@@ -30,7 +30,8 @@ def _cache_default(
 @cache_app.command("list")
 def cache_list(as_json: bool = typer.Option(False, "--json", help="print a JSON list instead of a table")) -> None:
     """List the cache: per dataset folder and size, its decoded images and features, their size and
-    last use (least recent first), and what is never evicted (weights, downloaded wheels).
+    last use (least recent first; entries whose folder was not recorded in one row at the end), and what
+    is never evicted (weights, downloaded wheels). --json lists every entry.
 
     With AUTOTRANSFER_CACHE_LIMIT (e.g. 50GB) set, `fit` evicts the least recently used entries beyond
     it; an entry a running process uses is never removed."""
