@@ -164,17 +164,10 @@ class AutoTransfer(BaseEstimator):
 
     def predict_proba_frame(self, inputs) -> pd.DataFrame:
         """``predict_proba`` as a DataFrame: one row per image, indexed by its path (``path``; arrays and
-        PIL images by their position), one column per class of ``classes_``. Unreadable inputs raise."""
+        PIL images by their position), one column per class of ``classes_``. Unreadable inputs raise.
+        The fitted ``Pipeline`` (``pipeline_``, or ``Pipeline.load``) has the same method."""
         check_is_fitted(self, "pipeline_")
-        results = self.pipeline_.predictions(inputs)
-        bad = [r for r in results if r.error]
-        if bad:
-            raise AutoTransferError(
-                f"{len(bad)} input(s) could not be read: " + "; ".join(f"{r.name}: {r.error}" for r in bad[:5]),
-                fix="remove them, or use `autotransfer predict`, which reports and skips them.",
-            )
-        rows = np.stack([r.probabilities for r in results]) if results else np.zeros((0, len(self.classes_)))
-        return pd.DataFrame(rows, columns=list(self.classes_), index=pd.Index([r.name for r in results], name="path"))
+        return self.pipeline_.predict_proba_frame(inputs)
 
     def score(self, inputs, y) -> float:
         """Accuracy against ``y`` (class names or indices)."""

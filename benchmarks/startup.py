@@ -42,6 +42,15 @@ COMMANDS = {
     "autotransfer fit DATA --storage sqlite:////proc/s.db": ["fit", str(DATA), "--storage", "sqlite:////proc/s.db"],
     "autotransfer predict EMPTY x --size bad": ["predict", str(EMPTY), "x", "--size", "bad"],
     "autotransfer zoo show nosuchnet": ["zoo", "show", "nosuchnet"],
+    # the fourth fresh-user trial's (issue 26): 4.9 s to refuse a missing --weights
+    "autotransfer zoo show mobilenetv2_100 --weights MISSING": [
+        "zoo",
+        "show",
+        "mobilenetv2_100",
+        "--weights",
+        str(DATA / "missing.safetensors"),
+    ],
+    "autotransfer inspect DATA --size 0": ["inspect", str(DATA), "--size", "0"],
 }
 REPO = Path(__file__).resolve().parents[1]
 IMPORT_PROBE = "import autotransfer.cli, sys; print('torch' in sys.modules)"

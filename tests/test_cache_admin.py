@@ -14,6 +14,7 @@ from conftest import make_imagefolder
 
 import autotransfer.data.cache_index as cache_index
 from autotransfer.data.cache_index import clear, enforce_limit, list_cache, parse_age, parse_size
+from autotransfer.data.cache_rows import cache_rows
 from autotransfer.data.decode_cache import decode_all
 from autotransfer.data.images import ResizeRecipe
 from autotransfer.data.sources import index_dataset
@@ -207,3 +208,32 @@ def test_the_listing_names_the_folder_of_an_entry_written_before_headers_did(tmp
     assert {e.recipe: e.dataset for e in list_cache().entries} == {small.recipe: str(root), large.recipe: str(root)}
     header = json.loads((isolated_cache / "decoded" / small.name / "records.json").read_text())
     assert header["source"] == str(root) and len(header["records"]) == 6
+
+
+def test_the_table_has_one_row_per_folder_and_size_and_one_for_unrecorded_folders(tmp_path, isolated_cache):
+    """Issue 26's fourth trial: `cache list` showed 36 "(not recorded)" rows, and one folder at one size twice
+    (its files changed between runs: an entry per version)."""
+    root = make_imagefolder(tmp_path / "data", {"a": 3, "b": 3})
+    _in_another_process(isolated_cache, root, 16)
+    (root / "a" / "img_0.png").write_bytes((root / "b" / "img_0.png").read_bytes())  # the folder changes
+    _in_another_process(isolated_cache, root, 16)
+    for i in range(3):  # entries from before headers named their folder, of folders since deleted
+        _in_another_process(isolated_cache, make_imagefolder(tmp_path / f"gone{i}", {"a": 2, "b": 2}, seed=i), 16)
+    listing = list_cache()
+    for entry in listing.entries:
+        if "gone" in entry.dataset:
+            _forget_source(isolated_cache, entry.name)
+    entries = list_cache().entries
+    assert len(entries) == 5
+    versions, unrecorded = cache_rows(entries)
+    assert versions.label == f"{root} (2 versions of its files)" and versions.recipe == "16px-crop-bicubic"
+    assert versions.images == 12 and versions.decoded_bytes == sum(e.decoded_bytes for e in entries if e.dataset)
+    assert unrecorded.label == "(folder not recorded: 3 entries)" and unrecorded.images == 12
+    assert unrecorded.last_used == max(e.last_used for e in entries if not e.dataset)
+    done = subprocess.run(
+        [sys.executable, "-c", "from autotransfer.cli import main; main()", "cache", "list"],
+        capture_output=True, text=True, env=dict(os.environ, COLUMNS="200"), timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("(folder not recorded: 3 entries)") == 1 and "(not recorded)" not in done.stdout
+    assert done.stdout.count("16px-crop-bicubic") == 1  # the folder's two versions: one row (long paths fold)

@@ -175,6 +175,13 @@ def test_the_summary_says_why_these_sizes_and_which_pairs_the_budget_let_the_pro
     console.file = io.StringIO()
     print_search_choices(profile, every_pair, console)
     assert "probed within the budget" not in console.file.getvalue()  # said only when the budget cut the plan
+    # issue 26's fourth trial: "left out: lite2" beside lite2's probes, made in the time the search left
+    widened = [*every_pair, replace(probes[0], backbone="tf_efficientnet_lite2", resolution=128)]
+    console.file = io.StringIO()
+    print_search_choices(profile, widened, console)
+    said = " ".join(console.file.getvalue().split())
+    assert "left out: tf_efficientnet_lite2" not in said
+    assert "left out at first, probed in the time left: tf_efficientnet_lite2" in said
 
 
 def test_inspect_warns_of_the_same_image_in_two_classes(tmp_path):

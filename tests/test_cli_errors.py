@@ -283,6 +283,13 @@ def test_slow_argument_errors_are_answered_before_torch_is_imported(tmp_path):
         (["predict", data, "x.png", "--size", "bad"], ("size must be 'native', 'original'", "Where: --size")),
         (["predict", data, "x.png", "--device", "tpu"], ("Unknown device 'tpu'",)),
         (["zoo", "show", "nosuchnet"], ("Unknown backbone 'nosuchnet'", "Where: autotransfer zoo show nosuchnet")),
+        # issue 26's fourth trial: 4.9 s to refuse a missing --weights; `image_size` named for --size 0, no Where/fix
+        (["zoo", "show", "mobilenetv2_100", "--weights", tmp_path / "missing"], ("No weights at", "Where: --weights")),
+        (["zoo", "verify", "--weights", tmp_path / "missing"], ("the path does not exist", "Where: --weights")),
+        (["profile", data, "--weights", tmp_path / "missing"], ("No weights at", "What to do:")),
+        (["profile", data, "--size", "2"], ("between 8 and 1024 pixels; got 2", "Where: --size")),
+        (["inspect", data, "--size", "0"], ("between 8 and 1024 pixels; got 0", "Where: --size", "give --size a")),
+        (["rank", data, "--size", "5000"], ("got 5000", "Where: --size")),
     ]
     for command, expected in cases:
         done = subprocess.run([sys.executable, "-c", probe, *map(str, command)], capture_output=True, text=True,

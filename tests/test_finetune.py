@@ -8,6 +8,7 @@ from conftest import make_imagefolder
 from autotransfer.data.datasets import load_dataset
 from autotransfer.errors import AutoTransferError
 from autotransfer.models.zoo import create_backbone
+from autotransfer.transfer.checkpoint import Progress, best_words
 from autotransfer.transfer.finetune import FinetuneConfig, TrialPruned, finetune
 from autotransfer.transfer.prefix_cache import prefix_units
 from autotransfer.transfer.transfer_model import TransferModel, param_groups
@@ -111,6 +112,16 @@ def test_report_hook_prunes_and_early_stopping_fires(data):
     assert len(stopped.history) == 3  # no improvement after epoch 0: stops at epoch 0 + patience
 
 
+def test_the_early_stop_line_names_the_metric_it_stopped_on(data, caplog):
+    """Issue 26's fourth trial: "early stop ... best 0.7059" was the accuracy, beside a balanced-accuracy score."""
+    with caplog.at_level("INFO", logger="autotransfer.transfer.finetune"):
+        stopped = finetune(data, _net(), _quick(epochs=4, head_lr=1e-12, patience=2, metric="balanced_accuracy"))
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("early stop")]
+    assert line == f"early stop after epoch 2 (best val balanced_accuracy {stopped.best_val_score:.4f} at epoch 0)"
+    loss = Progress(best_score=-0.6931, best_accuracy=0.9, best_epoch=1)  # log_loss is scored as its negative
+    assert best_words("log_loss", loss) == "best val log_loss 0.6931 at epoch 1"
+
+
 @pytest.mark.parametrize(
     "error",
     [
@@ -151,11 +162,14 @@ def test_bad_configs_are_clear_errors(data):
         finetune(data, _net(), FinetuneConfig(tap="nowhere"))
 
 
-def test_best_epoch_is_checkpointed_and_a_run_resumes_from_it(data, tmp_path):
+def test_best_epoch_is_checkpointed_and_a_run_resumes_from_it(data, tmp_path, caplog):
     folder = tmp_path / "ckpt"
-    first = finetune(data, _net(), _quick(epochs=2, patience=5), checkpoint_dir=folder)
+    first = finetune(data, _net(), _quick(epochs=2, patience=5, metric="f1_macro"), checkpoint_dir=folder)
     assert (folder / "best.safetensors").exists() and (folder / "best.json").exists()
-    resumed = finetune(data, _net(), _quick(epochs=4, patience=5), checkpoint_dir=folder, resume=True)
+    with caplog.at_level("INFO", logger="autotransfer.transfer.checkpoint"):
+        resumed = finetune(data, _net(), _quick(epochs=4, patience=5), checkpoint_dir=folder, resume=True)
+    said = f"after epoch 1 (best val f1_macro {first.best_val_score:.4f} at epoch {first.best_epoch})"
+    assert said in caplog.text  # the checkpoint's metric, not its accuracy
     assert [h.epoch for h in resumed.history][: len(first.history)] == [h.epoch for h in first.history]
     assert resumed.history[-1].epoch == 3 and resumed.best_val_accuracy >= first.best_val_accuracy
     done = finetune(data, _net(), _quick(epochs=1), checkpoint_dir=folder, resume=True)  # already finished

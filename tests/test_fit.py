@@ -428,6 +428,8 @@ def test_a_finished_run_is_reported_not_searched_again_and_the_outputs_say_thing
     said = " ".join(first.output.split())
     assert said.count("Skipped 2 file(s)") == 1 and said.count("1 label conflict(s)") == 1
     assert f"{data / 'a' / 'img_0.png'} (a) = {data / 'c' / 'also-a.png'} (c)" in said
+    # issue 26's fourth trial: "probes (6)" then 11 probes ran (the count was of backbone/size pairs, unnamed)
+    assert "probes (1 backbone/size pair(s))" in said and "fine-tuning (3 trial(s) at most)" in said
     log = (fit_env["out"] / "fit.log").read_text()
     assert "Done in" in log and "leaderboard (top 8" in log and "search score:" in log
     storage = f"sqlite:///{fit_env['out'] / 'study.db'}"

@@ -22,6 +22,18 @@ def test_auto_metric_follows_the_class_balance():
     assert asked.metric == "f1_macro" and "asked for" in asked.reason
 
 
+def test_the_class_balance_is_measured_on_the_images_profile_counts():
+    """Issue 26's fourth trial: `profile` quoted the imbalance of train+val (all but the test split), `fit` that
+    of the training split: two ratios for one folder, on either side of the 3:1 that switches the metric."""
+    train = np.repeat([0, 1], [29, 10])  # 2.9:1 in the training split
+    pooled = np.repeat([0, 1], [36, 12])  # 3:1 over train+val, as `profile` counts them
+    objective = decide_objective("auto", train, ["big", "small"], pooled_labels=pooled)
+    assert objective.metric == "balanced_accuracy" and objective.imbalance == 3.0
+    assert "imbalanced 3:1 (largest 'big' 36, smallest 'small' 12)" in objective.reason
+    assert objective.class_weights == ("none", "balanced")
+    assert "smallest class 10 training images" in objective.reason  # CV is decided on the training split
+
+
 def test_roc_auc_needs_two_classes():
     with pytest.raises(AutoTransferError, match="2 classes"):
         decide_objective("roc_auc", np.repeat([0, 1, 2], 60), ["a", "b", "c"])

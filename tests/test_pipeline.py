@@ -70,6 +70,19 @@ def test_checkpoint_round_trip_gives_identical_predictions(trained, tmp_path):
     assert list(loaded.classes_) == ["a", "b", "c"]
 
 
+def test_a_loaded_pipeline_gives_probabilities_as_a_frame_labelled_by_path(trained, tmp_path):
+    """Issue 26's fourth trial: a `Pipeline.load`ed pipeline had no `predict_proba_frame` (the estimator had)."""
+    _, folder, root, _ = trained
+    loaded = Pipeline.load(folder, device="cpu")
+    frame = loaded.predict_proba_frame(root / "c")
+    assert frame.index.name == "path" and list(frame.columns) == ["a", "b", "c"]
+    assert list(frame.index) == sorted(str(p) for p in (root / "c").glob("*.png"))  # predict_proba's row order
+    np.testing.assert_array_equal(frame.to_numpy(), loaded.predict_proba(root / "c"))
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(AutoTransferError, match="1 input\\(s\\) could not be read: .*bad.png"):
+        loaded.predict_proba_frame([root / "c", tmp_path / "bad.png"])
+
+
 def test_a_save_tidies_what_a_killed_save_left(trained, tmp_path):
     """Killed between its two renames, a save leaves the old checkpoint moved aside and its staging copy."""
     pipeline, folder, _, _ = trained

@@ -28,7 +28,7 @@ FAILED.update(resolution=pd.NA, tap=None, val_accuracy=pd.NA, seconds=float("nan
 
 def drive(progress: Progress) -> None:
     progress.stage("profile", detail="mobilenetv2_100 at 128px")
-    progress.stage("probes", total=3)
+    progress.stage("probes", total=3, unit="backbone/size pair(s)")
     progress.step("mobilenetv2_100@64 features")
     progress.trial(PROBE, PROBE)
     progress.step()
@@ -51,7 +51,7 @@ def test_plain_lines_when_not_a_terminal():
     text = buffer.getvalue()
     for expected in (
         "[0s / 90s] profile: mobilenetv2_100 at 128px",
-        "probes (3)",
+        "probes (3 backbone/size pair(s))",  # issue 26: "probes (6)" was followed by 11 probes, one per tap
         "probes: mobilenetv2_100@64 features",
         "probe #0 mid_layer_probe mobilenetv2_100@64px blocks.4: val 0.8750 in 2.5s new best",
         "fine-tune #0 finetune_all x: fail out of memory",

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import optuna
 import pandas as pd
 
+from autotransfer.report.outputs import trial_counts
 from autotransfer.report.progress import Progress
 from autotransfer.search import planner
 from autotransfer.search.candidates import Candidate
@@ -17,7 +18,7 @@ from autotransfer.search.finetune_stage import FinetunePlan, OptunaBackend
 from autotransfer.search.objective import Objective
 from autotransfer.search.ray_backend import RayReporter, _record, _trial_context, run_ray_trial
 from autotransfer.search.recipe import prior_ranges
-from autotransfer.search.records import TrialRecord, trial_records
+from autotransfer.search.records import TrialRecord, trial_records, usable
 from autotransfer.search.settings import SearchSettings
 from autotransfer.search.space import load_search_space
 from autotransfer.search.storage import open_storage, open_studies
@@ -36,10 +37,10 @@ WHERE_AND_WHEN = {"seconds", "epoch_seconds", "checkpoint_dir", "worker", "backe
                   "node_ids", "ray_attempts", "epochs_why", "seeded_by"}  # fmt: skip
 
 
-def test_a_trial_is_recorded_alike_by_both_backends(fit_env, tmp_path, monkeypatch):
-    monkeypatch.setattr(planner, "unused_too_much", lambda *args: False)  # one trial: no leftover-time rerun
+def _one_trial_plan(fit_env, tmp_path, space_text: str = ONE_TRIAL) -> tuple[RunContext, FinetunePlan]:
+    """A run context and fine-tuning plan of one candidate, as run.py makes them, on the fixture's data."""
     space_file = tmp_path / "one.yaml"
-    space_file.write_text(ONE_TRIAL)
+    space_file.write_text(space_text)
     space = load_search_space(space_file)
     settings = SearchSettings(space, 600.0, tmp_path / "run", device="cpu")
     context = RunContext(fit_env["data"], settings, Progress(600.0, verbose=0))
@@ -48,7 +49,13 @@ def test_a_trial_is_recorded_alike_by_both_backends(fit_env, tmp_path, monkeypat
     studies = open_studies(context.storage, space, 0, None, None)
     objective = Objective(metric="accuracy", reason="test")
     candidates = [Candidate("test_efficientnet", 32, "head")]
-    plan = FinetunePlan(studies, candidates, prior_ranges(space, Prior()), Prior(), objective)
+    return context, FinetunePlan(studies, candidates, prior_ranges(space, Prior()), Prior(), objective)
+
+
+def test_a_trial_is_recorded_alike_by_both_backends(fit_env, tmp_path, monkeypatch):
+    monkeypatch.setattr(planner, "unused_too_much", lambda *args: False)  # one trial: no leftover-time rerun
+    context, plan = _one_trial_plan(fit_env, tmp_path)
+    space, studies = context.settings.space, plan.studies
     OptunaBackend().run(plan, context)
     [optuna_record] = trial_records("finetune", studies.finetune)
     params = studies.finetune.trials[0].params
@@ -69,3 +76,39 @@ def test_a_trial_is_recorded_alike_by_both_backends(fit_env, tmp_path, monkeypat
         if field.name not in WHERE_AND_WHEN:
             assert getattr(ray_record, field.name) == getattr(optuna_record, field.name), field.name
     assert optuna_record.val_score is not None and optuna_record.val_accuracy is not None
+
+
+def test_a_trial_the_budget_stopped_is_not_called_pruned(fit_env, tmp_path, monkeypatch):
+    """Issue 26's fourth trial: a fine-tuning trial stopped by the time budget showed `status=pruned`."""
+    monkeypatch.setattr(planner, "unused_too_much", lambda *args: False)
+    fits = iter([True])  # room for the first epoch (the trial starts), none after it
+    monkeypatch.setattr(planner, "next_epoch_fits", lambda *args: next(fits, False))
+    context, plan = _one_trial_plan(fit_env, tmp_path)
+    OptunaBackend().run(plan, context)
+    [record] = trial_records("finetune", plan.studies.finetune)
+    assert record.status == "stopped (budget)" and record.stopped == "time budget: stopped after epoch 1"
+    assert usable(record) and record.epochs_run == 1  # its best epoch counts, as a pruned trial's does
+    board = pd.DataFrame([record.row()])
+    assert trial_counts(board)["text"] == "0 probes, 1 fine-tuning trial (1 stopped by the budget)"
+    line = Progress(600.0, verbose=0).trial_line(record.row())
+    assert "⏱" in line and "✂" not in line and "(time budget: stopped after epoch 1)" in line
+
+
+def test_the_leftover_time_line_says_which_trial_runs_next(fit_env, tmp_path, caplog):
+    """Issue 26's fourth trial: "leftover time: trial 0's configuration again" was followed by another trial's
+    line: a seeded trial queued past max_trials ran first (Optuna runs the oldest queued trial)."""
+    two_seeds = ONE_TRIAL.replace("strategies: [finetune_all]", "strategies: [finetune_all, finetune_top]")
+    context, plan = _one_trial_plan(fit_env, tmp_path, two_seeds)  # max_trials 1: the second seed stays queued
+    with caplog.at_level("INFO", logger="autotransfer.search.finetune_stage"):
+        OptunaBackend().run(plan, context)
+    lines = [r.getMessage() for r in caplog.records]
+    [said] = [i for i, line in enumerate(lines) if line.startswith("leftover time")]
+    ran = [t for t in plan.studies.finetune.trials if t.state.is_finished()]
+    queued = [t for t in plan.studies.finetune.trials if not t.state.is_finished()]
+    [leftover] = [t for t in plan.studies.finetune.trials if t.user_attrs.get("seeded_by", "").startswith("leftover")]
+    assert len(ran) == 2 and leftover in queued and ran[1].user_attrs["seeded_by"] == "profile prior"
+    assert lines[said].endswith(
+        f"trial 0's configuration again for {leftover.user_attrs['epochs']} epochs queued as trial {leftover.number}; "
+        "trial 1 (profile prior), queued before it, runs in its place"
+    )
+    assert lines[said + 1].startswith("trial 1 (")  # the next line is the trial it said runs

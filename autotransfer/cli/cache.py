@@ -30,13 +30,15 @@ def _cache_default(
 @cache_app.command("list")
 def cache_list(as_json: bool = typer.Option(False, "--json", help="print a JSON list instead of a table")) -> None:
     """List the cache: per dataset folder and size, its decoded images and features, their size and
-    last use (least recent first), and what is never evicted (weights, downloaded wheels).
+    last use (least recent first; entries whose folder was not recorded in one row at the end), and what
+    is never evicted (weights, downloaded wheels). --json lists every entry.
 
     With AUTOTRANSFER_CACHE_LIMIT (e.g. 50GB) set, `fit` evicts the least recently used entries beyond
     it; an entry a running process uses is never removed."""
     from dataclasses import asdict
 
     from autotransfer.data.cache_index import cache_limit, format_bytes, list_cache
+    from autotransfer.data.cache_rows import cache_rows
 
     listing = list_cache()
     if as_json:
@@ -48,10 +50,10 @@ def cache_list(as_json: bool = typer.Option(False, "--json", help="print a JSON 
         table.add_column(
             column, overflow="fold", justify="right" if column in ("images", "decoded", "features") else "left"
         )
-    for e in listing.entries:
-        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used)) if e.last_used else "?"
-        table.add_row(escape(e.dataset or "(not recorded)"), e.recipe, str(e.images), format_bytes(e.decoded_bytes),
-                      format_bytes(e.feature_bytes), used, "yes" if e.in_use else "")  # fmt: skip
+    for row in cache_rows(listing.entries):  # a folder's versions in one row, unrecorded folders in one row
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(row.last_used)) if row.last_used else "?"
+        table.add_row(escape(row.label), row.recipe or "various", str(row.images), format_bytes(row.decoded_bytes),
+                      format_bytes(row.feature_bytes), used, "yes" if row.in_use else "")  # fmt: skip
     out.print(table if listing.entries else "No decoded images or features are cached.")
     limit = cache_limit()
     out.print(

@@ -71,6 +71,18 @@ def check_inputs_exist(inputs: list[Path]) -> None:
         )
 
 
+def check_weights_path(path: Path | None) -> None:
+    """A ``--weights`` path that does not exist, answered before torch and timm are imported (seconds);
+    what a file or folder that exists holds is checked when the backbone loads it (models/weights.py)."""
+    if path is not None and not path.expanduser().exists():
+        raise AutoTransferError(
+            f"No weights at {path}: the path does not exist.",
+            where=f"--weights {path}",
+            fix="pass an existing .safetensors/.pth file or a folder holding one, or leave --weights out "
+            "for the offline zoo's ImageNet weights.",
+        )
+
+
 def check_checkpoint_path(path: Path) -> None:
     """A checkpoint path that does not exist, answered before torch is imported (seconds); every other
     check of a checkpoint (a run without a pipeline, a damaged file) is Pipeline.load's."""

@@ -10,7 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from autotransfer.cli.common import DEFAULTS, out, output_error, prepare_output
+from autotransfer.cli.common import DEFAULTS, check_weights_path, out, output_error, prepare_output
+from autotransfer.data.image_size import check_image_size
 
 OFFLINE_BACKBONES = ("mobilenetv2_100", "tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 
@@ -23,6 +24,7 @@ def inspect(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Index and decode a dataset once (cached), and summarise classes, splits and skipped files."""
+    check_image_size(size, option="size")  # before the data layer (numpy, PIL) is imported
     from autotransfer.data.datasets import load_dataset
 
     start = time.perf_counter()
@@ -66,6 +68,7 @@ def rank(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Score every (backbone, tap) with zero-cost proxies and linear probes: the engine's cheap stage."""
+    check_image_size(size, option="size")  # before torch and timm are imported
     from autotransfer.data.datasets import load_dataset
     from autotransfer.report.terminal import frame_table
     from autotransfer.transfer.ranking import RankingConfig, proxy_agreement, rank_candidates
@@ -108,6 +111,9 @@ def profile(
     out_file: Path | None = typer.Option(None, "--out", help="also write the JSON to this file"),
 ) -> None:
     """Size, quality, per-layer distance to ImageNet, and the strategy the engine will start from."""
+    if size is not None:
+        check_image_size(size, option="size")  # these three before torch and timm are imported
+    check_weights_path(weights)
     if out_file is not None:
         prepare_output(out_file, "--out")
     from autotransfer.report.terminal import render_profile

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from autotransfer.cli.common import HELP_OPTIONS, out
+from autotransfer.cli.common import HELP_OPTIONS, check_weights_path, out
 from autotransfer.errors import AutoTransferError
 
 MIN_TOP1 = 15  # of 20 foolbox ImageNet images; correctly mapped weights get 17-18
@@ -55,7 +55,8 @@ def zoo_show(
     """Taps, depth groups, preprocessing and weight source of one backbone."""
     from autotransfer.models.backbone_names import check_backbone_name
 
-    check_backbone_name(name, where=f"autotransfer zoo show {name}")  # before torch and timm are imported
+    check_backbone_name(name, where=f"autotransfer zoo show {name}")  # both before torch and timm are imported
+    check_weights_path(weights)
     from autotransfer.models.zoo import create_backbone
 
     backbone = create_backbone(name, pretrained=pretrained, weights=weights, device="cpu" if pretrained else "meta")
@@ -96,6 +97,7 @@ def zoo_verify(
     weights: Path | None = typer.Option(None, help="weights file or directory to check"),
 ) -> None:
     """ImageNet top-1 on 20 real ImageNet images: proves the weights are loaded and mapped correctly."""
+    check_weights_path(weights)  # before torch and timm are imported
     from autotransfer.models.imagenet_check import imagenet_top1
     from autotransfer.models.weights import OFFLINE_ZOO
 

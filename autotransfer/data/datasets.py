@@ -11,6 +11,7 @@ import numpy as np
 
 from autotransfer.data.conflicts import LabelConflict, describe_conflicts, label_conflicts
 from autotransfer.data.decode_cache import decode_all
+from autotransfer.data.image_size import check_image_size
 from autotransfer.data.images import ResizeRecipe
 from autotransfer.data.sources import (
     DatasetIndex,
@@ -72,8 +73,7 @@ def load_dataset(  # noqa: PLR0913 (a public function: every option keyword-only
 
     ``fingerprint``: the files' fingerprint (decode_cache.files_fingerprint) of an index given as
     ``source``, when the caller has it: a run indexes and fingerprints its folder once."""
-    if image_size < 8 or image_size > 1024:
-        raise AutoTransferError(f"image_size must be between 8 and 1024 pixels, got {image_size}.")
+    check_image_size(image_size)
     if resize_mode not in ("crop", "squash"):
         raise AutoTransferError(f"resize_mode must be 'crop' or 'squash', got {resize_mode!r}.")
     index = source if isinstance(source, DatasetIndex) else index_dataset(source)

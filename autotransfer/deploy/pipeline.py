@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -316,12 +317,16 @@ class Pipeline:
                 bad.append(result)
             else:
                 probabilities[row] = result.probabilities
-        if bad:
-            raise AutoTransferError(
-                f"{len(bad)} input(s) could not be read: " + "; ".join(f"{r.name}: {r.error}" for r in bad[:5]),
-                fix="remove them, or use `autotransfer predict`, which reports and skips them.",
-            )
+        _refuse_unreadable(bad)
         return probabilities
+
+    def predict_proba_frame(self, inputs: Any, size: str | int = "native", reduce: str = "mean") -> pd.DataFrame:
+        """``predict_proba`` as a DataFrame: one row per image, indexed by its path (``path``; arrays and
+        PIL images by their position), one column per class of ``classes_``. Unreadable inputs raise."""
+        results = self.predictions(inputs, size, reduce)
+        _refuse_unreadable([r for r in results if r.error])
+        rows = np.stack([r.probabilities for r in results]) if results else np.zeros((0, len(self.classes_)))
+        return pd.DataFrame(rows, columns=list(self.classes_), index=pd.Index([r.name for r in results], name="path"))
 
     def predict(self, inputs: Any, size: str | int = "native", reduce: str = "mean") -> np.ndarray:
         """Class names, one per input."""
@@ -384,3 +389,12 @@ class Pipeline:
     def clamp_top_k(self, k: int) -> int:
         """``k`` within 1 and the number of classes (``predict --top-k 50`` on 7 classes lists 7)."""
         return max(1, min(k, len(self.classes_)))
+
+
+def _refuse_unreadable(bad: list[Prediction]) -> None:
+    """The inputs of a batch prediction that could not be read, as one error (``predict`` skips them instead)."""
+    if bad:
+        raise AutoTransferError(
+            f"{len(bad)} input(s) could not be read: " + "; ".join(f"{r.name}: {r.error}" for r in bad[:5]),
+            fix="remove them, or use `autotransfer predict`, which reports and skips them.",
+        )

@@ -19,6 +19,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from autotransfer.report.terminal import cell_text, is_missing
+from autotransfer.trial_status import RAN
 
 ROWS = 8
 COLUMNS = {  # name in leaderboard.csv: heading (the strategy names the stage; seconds to 0.1)
@@ -77,7 +78,7 @@ def leaderboard_table(board, metric: str, width: int | None = None) -> Table:
     """The top ``ROWS`` trials that ran (``board``: the leaderboard frame, best first) as a rich Table of
     at most ``width`` columns (None: every column)."""
     if "status" in board:
-        board = board[board["status"].isin(("complete", "pruned"))]
+        board = board[board["status"].isin(RAN)]
     records = board.head(ROWS).to_dict("records")
     rows = [_cells(row) for row in records]
     sources = [str(row.get("score_source")) for row in records]

@@ -42,6 +42,7 @@ from autotransfer.report.sections import (
     summary_cards,
     wrong_gallery,
 )
+from autotransfer.trial_status import BUDGET_REASON, BUDGET_STOPPED
 
 if TYPE_CHECKING:
     from autotransfer.search.ensemble_stage import Ensemble
@@ -119,12 +120,13 @@ def leaderboard(
 def trial_counts(frame: pd.DataFrame) -> dict:
     """Trials per stage and status; ``text``: "3 probes, 2 fine-tuning trials (1 pruned, 1 stopped by the
     budget, 1 failed); 1 queued trial not started" -- counting only trials that ran as trials. A trial the
-    budget stopped is an Optuna pruned trial whose ``stopped`` starts with "time budget"."""
+    budget stopped has the status ``stopped (budget)`` (a leaderboard written before it: pruned, its
+    ``stopped`` starting with "time budget")."""
     status = frame["status"].astype(str) if "status" in frame else pd.Series([""] * len(frame))
     stage = frame["stage"].astype(str) if "stage" in frame else pd.Series([""] * len(frame))
     stopped = frame["stopped"] if "stopped" in frame else pd.Series([None] * len(frame))
     stopped = stopped.astype(object).fillna("").astype(str)
-    by_budget = (status == "pruned") & stopped.str.startswith("time budget")
+    by_budget = (status == BUDGET_STOPPED) | ((status == "pruned") & stopped.str.startswith(BUDGET_REASON))
     counts = {
         s: {
             "ran": int(((stage == s) & status.isin(RAN)).sum()),

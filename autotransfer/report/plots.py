@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from autotransfer.trial_status import RAN
+
 if TYPE_CHECKING:
     from autotransfer.transfer.profile import DatasetProfile
 
-RAN = ("complete", "pruned")  # trials that ran and have a score
 STAGE_STYLE = {"probe": ("o", "#3465a4"), "finetune": ("s", "#f57900")}  # marker, colour
 STYLE = {"font.size": 9, "axes.spines.top": False, "axes.spines.right": False, "svg.hashsalt": "autotransfer"}
 

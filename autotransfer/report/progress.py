@@ -25,10 +25,16 @@ from rich.text import Text
 
 from autotransfer.budget import format_duration
 from autotransfer.report.terminal import is_missing
+from autotransfer.trial_status import BUDGET_STOPPED
 
 STAGES = ("profile", "probes", "fine-tuning", "refit", "save")
 _RECORD_STAGE = {"probe": "probes", "finetune": "fine-tuning"}
-_STATUS_MARK = {"complete": "[green]✓[/]", "pruned": "[yellow]✂[/]", "fail": "[red]✗[/]"}
+_STATUS_MARK = {
+    "complete": "[green]✓[/]",
+    "pruned": "[yellow]✂[/]",
+    BUDGET_STOPPED: "[yellow]⏱[/]",
+    "fail": "[red]✗[/]",
+}
 TRIAL_LINE = {"trial_line": True}  # ``extra`` of a log record the progress view shows as its own line
 
 
@@ -109,14 +115,16 @@ class Progress:
             self.live.start()
 
     # ------------------------------------------------------------------ the interface the search calls
-    def stage(self, name: str, total: int | None = None, detail: str = "") -> None:
-        """A stage of ``STAGES`` starts; ``total`` units when known."""
+    def stage(self, name: str, total: int | None = None, detail: str = "", unit: str = "") -> None:
+        """A stage of ``STAGES`` starts; ``total`` units when known, named by ``unit`` ("backbone/size pair(s)":
+        a bare count beside the stage's name reads as the number of its trials)."""
         self.current, self.total, self.detail, self.done = name, total, detail, 0
         self.totals[name] = total
         self.stage_start = time.monotonic()
         self.last_step = ""
         if self.live is None:
-            self._say(f"{name}{f' ({total})' if total else ''}{f': {detail}' if detail else ''}")
+            counted = f" ({total}{f' {unit}' if unit else ''})" if total else ""
+            self._say(f"{name}{counted}{f': {detail}' if detail else ''}")
         elif self.verbose:
             self.live.console.print(
                 f"[dim]{self._clock()}[/] [bold]{escape(name)}[/]" + (f": {escape(detail)}" if detail else ""),
@@ -163,7 +171,7 @@ class Progress:
         score = f"{_where(record)} {value:.4f}" if value is not None else status
         seconds = _score(record, "seconds")
         extra = ""
-        if status == "pruned" and record.get("stopped"):
+        if status in ("pruned", BUDGET_STOPPED) and record.get("stopped"):
             extra = f" [dim]({escape(str(record['stopped']))})[/]"
         elif status == "fail" and record.get("error"):
             extra = f" [red]{escape(str(record['error'])[:100])}[/]"

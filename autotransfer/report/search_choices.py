@@ -6,7 +6,8 @@ from __future__ import annotations
 
 def describe_auto(auto: dict, probed: list[tuple[str, int]]) -> str:
     """The backbones and sizes ``auto`` resolved to, why these sizes, which (backbone, size) pairs the
-    budget let the probes reach when fewer than planned, and which backbones were left out and why.
+    budget let the probes reach when fewer than planned, and which backbones were left out and why (one
+    probed after all, in the time the search left, is named as such, not as left out).
 
     ``auto``: profile.json's ``auto`` (search/auto_space.py's ``AutoChoice.to_json``); ``probed``: the
     (backbone, resolution in px) of every probe that completed, in any order, repeats allowed.
@@ -19,8 +20,14 @@ def describe_auto(auto: dict, probed: list[tuple[str, int]]) -> str:
     if len(sizes) == 1 and len(auto["resolutions"]) > 1:  # the summary must not promise a comparison
         reached += (f" (only {sizes[0]} px: whether another size helps was not measured; a larger "
                     "--time-budget probes both)")  # fmt: skip
-    skipped = "; ".join(f"{name}: {why}" for name, why in (auto.get("skipped") or {}).items())
+    # a backbone left out at first and probed with the time the search left (probe_stage.widen_to_skipped_backbones)
+    probed_names = {backbone for backbone, _ in probed}
+    left_out = {name: why for name, why in (auto.get("skipped") or {}).items() if name not in probed_names}
+    later = [name for name in auto.get("skipped") or {} if name in probed_names]
+    skipped = "; ".join(f"{name}: {why}" for name, why in left_out.items())
     return (
         f"backbones {', '.join(auto['backbones'])} at {', '.join(map(str, auto['resolutions']))} px "
-        f"({why_sizes}){reached}" + (f"; left out: {skipped}" if skipped else "")
+        f"({why_sizes}){reached}"
+        + (f"; left out at first, probed in the time left: {', '.join(later)}" if later else "")
+        + (f"; left out: {skipped}" if skipped else "")
     )

@@ -148,7 +148,7 @@ class OptunaBackend:
         for r in trial_records("finetune", study):
             if r.epoch_seconds is not None:
                 self.measured[r.candidate or "", r.strategy or ""] = r.epoch_seconds
-        context.progress.stage("fine-tuning", total=self.shape.max_trials)
+        context.progress.stage("fine-tuning", total=self.shape.max_trials, unit="trial(s) at most")
         self._search(study)
         self._use_leftover(study)
 
@@ -213,9 +213,8 @@ class OptunaBackend:
             log.info("leftover time (%s) buys no more epochs than trial %d had", format_duration(left), best.trial)
             return
         params = best.hyperparameters(HYPERPARAMETERS)
-        log.info("leftover time (%s): trial %d's configuration again for %d epochs", format_duration(left),
-                 best.trial, epochs)  # fmt: skip
         study.enqueue_trial(params, user_attrs=trial_attrs(epochs=epochs, seeded_by=why))
+        log.info("leftover time (%s): %s", format_duration(left), _leftover_words(study, best.trial, epochs))
         self._one_trial(study, best)
 
     def _one_trial(self, study: optuna.Study, best: TrialRecord | None) -> None:
@@ -328,6 +327,18 @@ class OptunaReporter:
             raise TrialPruned(f"pruned after epoch {epoch + 1}")
         if not planner.next_epoch_fits(self.context.deadline.left(), self.reserve, self.per_epoch):
             raise OutOfTime(f"time budget: stopped after epoch {epoch + 1}")
+
+
+def _leftover_words(study: optuna.Study, best: int, epochs: int) -> str:
+    """What the leftover-time run queued and what runs next: Optuna runs the oldest queued trial first, which
+    is another one when a trial queued before it (a seeded one past max_trials) is still waiting."""
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    first, queued = waiting[0], waiting[-1]
+    again = f"trial {best}'s configuration again for {epochs} epochs"
+    if first.number == queued.number:
+        return f"{again}, as trial {queued.number}"
+    seeded = f" ({first.user_attrs['seeded_by']})" if first.user_attrs.get("seeded_by") else ""
+    return f"{again} queued as trial {queued.number}; trial {first.number}{seeded}, queued before it, runs in its place"
 
 
 def trial_context(context: RunContext, objective: Objective) -> TrialContext:

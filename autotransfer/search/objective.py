@@ -52,13 +52,16 @@ def decide_objective(
     requested: str, train_labels: np.ndarray, classes: list[str], pooled_labels: np.ndarray | None = None
 ) -> Objective:
     """The objective for the training labels (class indices into ``classes``); ``pooled_labels``
-    (train+val) are what CV would split: every class needs 2 there. Raises AutoTransferError for a metric
-    these classes cannot use."""
-    pooled = np.bincount(pooled_labels if pooled_labels is not None else train_labels, minlength=len(classes))
-    train_labels = np.asarray(classes)[train_labels]
-    metric, reason = choose_metric(requested, train_labels)
+    (train+val) are what CV would split: every class needs 2 there, and what the class balance is measured
+    on (the images `profile` counts: all but the test split), so both commands quote the same imbalance.
+    Raises AutoTransferError for a metric these classes cannot use."""
+    pooled_labels = pooled_labels if pooled_labels is not None else train_labels
+    pooled = np.bincount(pooled_labels, minlength=len(classes))
+    names = np.asarray(classes)
+    metric, reason = choose_metric(requested, names[pooled_labels])
     check_metric(metric, len(classes))
-    ratio, _, smallest = imbalance(train_labels)
+    ratio, _, _ = imbalance(names[pooled_labels])
+    _, _, smallest = imbalance(names[train_labels])
     weights = ("none", "balanced") if ratio >= IMBALANCED_AT else ("none",)
     cv_folds = CV_FOLDS if smallest[1] < SMALL_PER_CLASS and pooled.min() >= 2 else 0
     if cv_folds:

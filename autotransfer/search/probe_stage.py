@@ -165,7 +165,8 @@ def run_probe_stage(
     share = planner.cheap_share(finetune_first)
     again = keep_for is not None
     detail = "the pairs skipped before, in the time fine-tuning left" if again else ""
-    context.progress.stage("probes", total=len(context.resolutions) * len(context.backbones), detail=detail)
+    context.progress.stage("probes", total=len(context.resolutions) * len(context.backbones), detail=detail,
+                           unit="backbone/size pair(s)")  # fmt: skip
     per_pixel: list[float] = []  # seconds / resolution^2 of each pair probed in this run
     skipped: list[str] = []  # pairs another worker sharing the storage probes
     corrections: list[float] = []  # actual / estimated seconds of each pair probed in this run

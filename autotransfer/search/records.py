@@ -20,6 +20,7 @@ import optuna
 
 from autotransfer.errors import written_by_another_version
 from autotransfer.search.storage import Studies
+from autotransfer.trial_status import RAN, trial_status
 
 # Bumped when a field of TrialRecord is renamed or removed: a study written with another format is refused.
 RECORD_FORMAT = 2
@@ -40,7 +41,7 @@ class TrialRecord:
 
     stage: str  # "probe" or "finetune"
     trial: int
-    status: str  # Optuna's state in lower case: complete, pruned, fail, waiting
+    status: str  # Optuna's state in lower case (complete, pruned, fail, waiting), or trial_status.BUDGET_STOPPED
     val_score: float | None = None
     val_accuracy: float | None = None
     score_source: str | None = None  # "cv" or "val": set by trial_records from the stage and the objective
@@ -103,7 +104,8 @@ class TrialRecord:
         score = trial.user_attrs.get("best_val_score") if state == "pruned" else None
         score = score if score is not None else trial.value
         score = score if score is not None else trial.user_attrs.get("best_val_score")
-        record = cls(**{**values, "stage": stage, "trial": trial.number, "status": state, "val_score": score})
+        status = trial_status(state, values.get("stopped"))
+        record = cls(**{**values, "stage": stage, "trial": trial.number, "status": status, "val_score": score})
         return dataclasses.replace(record, val_accuracy=record._accuracy())
 
     @classmethod
@@ -198,7 +200,7 @@ def records(studies: Studies) -> list[TrialRecord]:
 
 def usable(record: TrialRecord) -> bool:
     """A record the final pipeline can be built from: scored, and (fine-tuning) with its weights on disk."""
-    if record.val_score is None or record.status not in ("complete", "pruned"):
+    if record.val_score is None or record.status not in RAN:
         return False
     return record.stage == "probe" or Path(record.checkpoint_dir or "-", "best.json").exists()
 

@@ -70,11 +70,13 @@ def resumed(model: TransferModel, checkpoint_dir: Path | None, resume: bool) -> 
         meta["val_accuracy"], meta["best_epoch"], state,
         meta["last_epoch"] + 1,
     )  # fmt: skip
-    log.info(
-        "resumed from %s after epoch %d (best %.4f at epoch %d)",
-        checkpoint_dir,
-        meta["last_epoch"],
-        meta["val_accuracy"],
-        meta["best_epoch"],
-    )
+    metric = meta.get("config", {}).get("metric", "accuracy")
+    log.info("resumed from %s after epoch %d (%s)", checkpoint_dir, meta["last_epoch"], best_words(metric, progress))
     return progress
+
+
+def best_words(metric: str, progress: Progress) -> str:
+    """ "best val balanced_accuracy 0.7059 at epoch 3": the score the best epoch was chosen by, named."""
+    if metric == "log_loss":  # scored as its negative (transfer/metrics.py): the loss itself
+        return f"best val log_loss {-progress.best_score:.4f} at epoch {progress.best_epoch}"
+    return f"best val {metric} {progress.best_score:.4f} at epoch {progress.best_epoch}"

@@ -39,7 +39,7 @@ from autotransfer.runtime import bf16_supported, default_device
 from autotransfer.settings import cache_dir
 from autotransfer.transfer.augment import build_transform
 from autotransfer.transfer.batches import Batches, ImageRows, image_input
-from autotransfer.transfer.checkpoint import EpochRecord, Progress, resumed, save_checkpoint
+from autotransfer.transfer.checkpoint import EpochRecord, Progress, best_words, resumed, save_checkpoint
 from autotransfer.transfer.feature_rows import FeatureRows
 from autotransfer.transfer.metrics import check_metric
 from autotransfer.transfer.prefix_cache import (
@@ -356,16 +356,9 @@ def _after_epoch(
     if report is not None:
         report(epoch, record.val_score)
     if epoch - progress.best_epoch >= config.patience:
-        log.info(
-            "early stop after epoch %d (best %.4f at epoch %d)", epoch, progress.best_accuracy, progress.best_epoch
-        )
+        log.info("early stop after epoch %d (%s)", epoch, best_words(config.metric, progress))
         return True
     if deadline is not None and deadline.left() < progress.history[-1].seconds and epoch + 1 < config.epochs:
-        log.info(
-            "time budget: stopped after epoch %d (best %.4f at epoch %d)",
-            epoch,
-            progress.best_accuracy,
-            progress.best_epoch,
-        )
+        log.info("time budget: stopped after epoch %d (%s)", epoch, best_words(config.metric, progress))
         return True
     return False
