@@ -191,7 +191,9 @@ class OptunaBackend:
     def _use_leftover(self, study: optuna.Study) -> None:
         """The search ended with more than ``planner.UNUSED_SHARE`` of the budget left: train the best
         fine-tuned configuration again for as many epochs as fit together with their refit on train+val
-        (it replaces the best when it scores higher). A probe as the best leaves the time to the probes
+        (it replaces the best when it scores higher); a trial still queued (a seed past ``max_trials``)
+        runs instead, as Optuna runs the oldest queued trial first and a configuration never tried says
+        more than the best one trained longer. A probe as the best leaves the time to the probes
         run after fine-tuning and to the ensemble (search/run.py)."""
         context = self.context
         if context.settings.options.storage:  # workers sharing a study would each run it again: max_trials holds there
@@ -212,9 +214,16 @@ class OptunaBackend:
         if epochs <= (best.epochs_run or 0):
             log.info("leftover time (%s) buys no more epochs than trial %d had", format_duration(left), best.trial)
             return
-        params = best.hyperparameters(HYPERPARAMETERS)
-        study.enqueue_trial(params, user_attrs=trial_attrs(epochs=epochs, seeded_by=why))
-        log.info("leftover time (%s): %s", format_duration(left), _leftover_words(study, best.trial, epochs))
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        if waiting:  # Optuna runs the oldest queued trial first: a seed past max_trials, never tried, goes first
+            seeded = f" ({waiting[0].user_attrs['seeded_by']})" if waiting[0].user_attrs.get("seeded_by") else ""
+            log.info("leftover time (%s): trial %d%s, queued and not run yet", format_duration(left),
+                     waiting[0].number, seeded)  # fmt: skip
+        else:
+            params = best.hyperparameters(HYPERPARAMETERS)
+            study.enqueue_trial(params, user_attrs=trial_attrs(epochs=epochs, seeded_by=why))
+            log.info("leftover time (%s): trial %d's configuration again for %d epochs, as trial %d",
+                     format_duration(left), best.trial, epochs, len(study.trials) - 1)  # fmt: skip
         self._one_trial(study, best)
 
     def _one_trial(self, study: optuna.Study, best: TrialRecord | None) -> None:
@@ -327,18 +336,6 @@ class OptunaReporter:
             raise TrialPruned(f"pruned after epoch {epoch + 1}")
         if not planner.next_epoch_fits(self.context.deadline.left(), self.reserve, self.per_epoch):
             raise OutOfTime(f"time budget: stopped after epoch {epoch + 1}")
-
-
-def _leftover_words(study: optuna.Study, best: int, epochs: int) -> str:
-    """What the leftover-time run queued and what runs next: Optuna runs the oldest queued trial first, which
-    is another one when a trial queued before it (a seeded one past max_trials) is still waiting."""
-    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    first, queued = waiting[0], waiting[-1]
-    again = f"trial {best}'s configuration again for {epochs} epochs"
-    if first.number == queued.number:
-        return f"{again}, as trial {queued.number}"
-    seeded = f" ({first.user_attrs['seeded_by']})" if first.user_attrs.get("seeded_by") else ""
-    return f"{again} queued as trial {queued.number}; trial {first.number}{seeded}, queued before it, runs in its place"
 
 
 def trial_context(context: RunContext, objective: Objective) -> TrialContext:
