@@ -205,17 +205,11 @@ def run_probe_stage(
             )
             break
         tic = time.perf_counter()
-        if context.settings.options.storage:  # workers sharing the study: each pair is probed by one of them
-            work = partial(_probe_pair, study, context, pair_config, name, resolution)
-            ran, holder = run_once(context.storage, claim(pair), work, str(context.out))
-            if not ran:
-                log.info("candidate %s is probed by worker %s", pair, holder["worker"])
-                skipped.append(pair)
-                context.progress.step(f"{pair} (another worker)")
-                continue
-            probed = holder
-        else:
-            probed = _probe_pair(study, context, pair_config, name, resolution)
+        probed = _probe_unless_claimed(study, context, pair_config, name, resolution)
+        if probed is None:
+            skipped.append(pair)
+            context.progress.step(f"{pair} (another worker)")
+            continue
         if probed:
             per_pixel.append((time.perf_counter() - tic) / resolution**2)
             if extraction:
@@ -225,6 +219,22 @@ def run_probe_stage(
         context.progress.step(pair if probed else f"{pair} failed")
     for pair in skipped:
         _wait_for(study, context, config, pair)
+
+
+def _probe_unless_claimed(
+    study: optuna.Study, context: RunContext, config: RankingConfig, name: str, resolution: int
+) -> bool | None:
+    """Probe the pair (whether it was probed); None when workers share the study and another one has
+    claimed it (each pair is probed by one of them)."""
+    if not context.settings.options.storage:
+        return _probe_pair(study, context, config, name, resolution)
+    pair = f"{name}@{resolution}"
+    work = partial(_probe_pair, study, context, config, name, resolution)
+    ran, holder = run_once(context.storage, claim(pair), work, str(context.out))
+    if ran:
+        return holder
+    log.info("candidate %s is probed by worker %s", pair, holder["worker"])
+    return None
 
 
 def widen_to_skipped_backbones(context: RunContext, best: TrialRecord | None) -> bool:
