@@ -2,8 +2,10 @@
 sizes and taps; fine-tuned trials) are combined by greedy ensemble selection on their validation
 probabilities (search/ensemble_selection.py), and the average replaces the single best configuration
 when it beats it on validation. Members are trained on train only while they are chosen (their
-validation probabilities are honest); the saved ensemble's probes are refit on train+val, its fine-tuned
-members keep their trials' weights (a refit each would cost a training run per member).
+validation probabilities are honest); the saved ensemble's probes are refit on train+val, and its
+fine-tuned members, heaviest first, are retrained on train+val while their refit fits the time left (the
+reserve kept one for the best trial), else keep their trials' weights, as AutoGluon's ``refit_full``
+keeps the ensemble's weights and refits its members on all the data.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from autotransfer.search.context import RunContext
 from autotransfer.search.ensemble_selection import EnsembleChoice, greedy_selection, worth_it
 from autotransfer.search.evaluate import split_probabilities, write_predictions
 from autotransfer.search.records import TrialRecord, usable
-from autotransfer.search.refit import probe_model, summary_words, to_pipeline, trial_model
+from autotransfer.search.refit import FinalModel, probe_model, refit_finetune, summary_words, to_pipeline, trial_model
 from autotransfer.transfer.metrics import classification_summary
 from autotransfer.transfer.metrics import score as score_metric
 
@@ -118,16 +120,17 @@ def choose_ensemble(context: RunContext, rows: list[TrialRecord], best: TrialRec
 
 
 def build_ensemble(context: RunContext, ensemble: Ensemble) -> EnsemblePipeline:
-    """The saved ensemble (probes refit on train+val), with its validation and test figures."""
-    members = [member_pipeline(context, r, ("train", "val")) for r in ensemble.members]
-    weights = [ensemble.choice.weights[i] for i in range(len(members))]
+    """The saved ensemble (members refit on train+val where they can be), with its validation and test figures."""
+    weights = [ensemble.choice.weights[i] for i in range(len(ensemble.members))]
+    finals = _saved_members(context, ensemble.members, weights)
+    members = [to_pipeline(context, r, f, {}) for r, f in zip(ensemble.members, finals)]
     objective, first = context.objective, ensemble.members[0]
     dataset = context.dataset(first.resolution)
     words = "; ".join(f"{w:.2f} x {summary_words(r, len(m.backbone.depth_groups))}"
                       for r, m, w in zip(ensemble.members, members, weights))  # fmt: skip
     metrics = {"metric": objective.metric, "metric_reason": objective.reason,
                "val_score": ensemble.choice.score, "val_score_from": "validation split (members trained on train)",
-               "val_accuracy": None, "refit_on_train_val": all(r.stage == "probe" for r in ensemble.members),
+               "val_accuracy": None, "refit_on_train_val": all(f.refit for f in finals),
                "selection": selection_words(ensemble)}  # fmt: skip
     for split in ("val", "test"):
         if not len(dataset.indices(split)):
@@ -146,6 +149,24 @@ def build_ensemble(context: RunContext, ensemble: Ensemble) -> EnsemblePipeline:
     if "test" in metrics:
         metrics["test_accuracy"] = metrics["test"]["accuracy"]
     return EnsemblePipeline.from_members(members, weights, metrics=metrics, summary=f"ensemble: {words}")
+
+
+def _saved_members(context: RunContext, members: list[TrialRecord], weights: list[float]) -> list[FinalModel]:
+    """Each member as saved: a probe's head fit on train+val; a fine-tuned trial retrained on train+val,
+    heaviest first, while its refit fits before the test forwards of every member and saving (else, or
+    when the budget stops it, its own weights)."""
+    finals: dict[int, FinalModel] = {}
+    for i in sorted(range(len(members)), key=lambda i: (members[i].stage != "probe", -weights[i])):
+        record = members[i]
+        if record.stage == "probe":
+            finals[i] = probe_model(context, record, ("train", "val"))
+            continue
+        forwards = sum(context.evaluation_seconds(r) for r in members)
+        refit = refit_finetune(context, record, keep=forwards) if context.refit_fits(record, keep=forwards) else None
+        if refit is None:
+            log.info("ensemble: trial %d keeps its own weights (no room to retrain it on train+val)", record.trial)
+        finals[i] = refit or trial_model(context, record)
+    return [finals[i] for i in range(len(members))]
 
 
 def selection_words(ensemble: Ensemble) -> str:

@@ -69,12 +69,13 @@ def trial_model(context: RunContext, best: TrialRecord) -> FinalModel:
     return FinalModel(model.eval(), backbone, refit=False)
 
 
-def refit_finetune(context: RunContext, best: TrialRecord) -> FinalModel | None:
+def refit_finetune(context: RunContext, best: TrialRecord, *, keep: float | None = None) -> FinalModel | None:
     """The best trial's configuration again, on train+val, for as many epochs as its best one.
 
     None when the budget stops it before its last epoch (a load that came up after the estimate):
     a partly trained refit is no better than the trial's own weights, which are kept instead.
-    The refit must leave the evaluation and saving their time, so its deadline is the run's less that.
+    The refit must leave the evaluation (or ``keep`` seconds of other work) and saving their time, so its
+    deadline is the run's less that.
     """
     dataset = context.dataset(best.resolution)
     splits = np.where(dataset.splits == "test", "test", "train")
@@ -89,7 +90,8 @@ def refit_finetune(context: RunContext, best: TrialRecord) -> FinalModel | None:
     config = config_for(params, space=settings.space, n_groups=n_groups, seed=settings.options.seed, epochs=epochs,
                         metric=metric, rotate=rotate)  # fmt: skip
     config = replace(config, keep="last", patience=config.epochs)
-    deadline = context.deadline.less(planner.SAVE_SECONDS + context.evaluation_seconds(best))
+    keep = context.evaluation_seconds(best) if keep is None else keep
+    deadline = context.deadline.less(planner.SAVE_SECONDS + keep)
     result = finetune(replace(dataset, splits=splits), backbone, config, device=context.device, deadline=deadline)
     if len(result.history) < config.epochs:
         log.info(
