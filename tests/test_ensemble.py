@@ -178,19 +178,29 @@ def test_an_ensembles_fine_tuned_members_are_retrained_on_train_val_heaviest_fir
     fine-tuned member's train-only weights and leave that time unused (a 15-minute glyphs cell: 26%)."""
     from types import SimpleNamespace
 
-    from autotransfer.search import ensemble_stage
+    from autotransfer.budget import Deadline
+    from autotransfer.search import ensemble_stage, planner
     from autotransfer.search.refit import FinalModel
 
+    deadline = Deadline(100.0)
     calls = []
-    refit = lambda context, record, keep: calls.append(("refit", record.trial, keep)) or FinalModel(None, None, True)  # noqa: E731
+
+    def refit(context, record, keep):  # uses the time left: none remains for the next member
+        calls.append((record.trial, keep))
+        deadline.seconds = 0.0
+        return FinalModel(None, None, True)
+
     monkeypatch.setattr(ensemble_stage, "refit_finetune", refit)
     monkeypatch.setattr(ensemble_stage, "trial_model", lambda context, record: FinalModel(None, None, False))
     monkeypatch.setattr(ensemble_stage, "probe_model", lambda context, record, splits: FinalModel(None, None, True))
-    room = iter([True, False])  # time for one refit
-    context = SimpleNamespace(refit_fits=lambda record, keep: next(room), evaluation_seconds=lambda record: 2.0)
+    held_out = SimpleNamespace(indices=lambda split: range(10 if split == "val" else 30))
+    # one forward over val+test is 1 s a member, 0.75 s over the test split: 2.25 s kept for the three
+    one_refit = deadline.left() - 2.25 - planner.SAVE_SECONDS - 1.0  # fits, without the 20% margin
+    context = SimpleNamespace(deadline=deadline, evaluation_seconds=lambda record: 2.0,
+                              dataset=lambda resolution: held_out, refit_estimate=lambda record: one_refit)  # fmt: skip
     light = TrialRecord(stage="finetune", trial=3, status="complete")
     probe = TrialRecord(stage="probe", trial=0, status="complete")
     heavy = TrialRecord(stage="finetune", trial=5, status="complete")
     finals = ensemble_stage._saved_members(context, [light, probe, heavy], [0.3, 0.2, 0.5])
     assert [f.refit for f in finals] == [False, True, True]  # in the members' order
-    assert calls == [("refit", 5, 6.0)]  # the heaviest, leaving the three members' test forwards their time
+    assert calls == [(5, pytest.approx(2.25))]  # the heaviest, leaving the members' test forwards their time

@@ -118,14 +118,14 @@ class RunContext:
         dataset = self._decoded(resolution)
         return len(dataset.indices("train")), len(dataset.indices("val"))
 
-    def refit_fits(self, best: TrialRecord, *, keep: float | None = None) -> bool:
-        """Whether retraining the fine-tuned ``best`` on train+val, then ``keep`` seconds of work (default:
-        evaluating it) and saving fit in the time left."""
+    def refit_fits(self, best: TrialRecord) -> bool:
+        """Whether retraining the fine-tuned ``best`` on train+val, evaluating and saving fit in the time left."""
+        return planner.refit_fits(self.deadline.left() - self.evaluation_seconds(best), self.refit_estimate(best))
+
+    def refit_estimate(self, best: TrialRecord) -> float:
+        """Seconds of retraining the fine-tuned ``best`` on train+val for as many epochs as its best one."""
         n_train, n_val = self.split_sizes(best.resolution)
-        epochs = (best.best_epoch or 0) + 1
-        refit = planner.refit_seconds(best.epoch_seconds or 1.0, n_train, n_val, epochs)
-        keep = self.evaluation_seconds(best) if keep is None else keep
-        return planner.refit_fits(self.deadline.left() - keep, refit)
+        return planner.refit_seconds(best.epoch_seconds or 1.0, n_train, n_val, (best.best_epoch or 0) + 1)
 
     def reserve(self, best: TrialRecord | None) -> float:
         """Seconds to keep for the final refit, the evaluation and saving, given the best record so far.

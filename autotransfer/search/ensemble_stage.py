@@ -19,6 +19,7 @@ import numpy as np
 from autotransfer.budget import format_duration
 from autotransfer.deploy.ensemble import EnsemblePipeline
 from autotransfer.deploy.pipeline import Pipeline
+from autotransfer.search import planner
 from autotransfer.search.context import RunContext
 from autotransfer.search.ensemble_selection import EnsembleChoice, greedy_selection, worth_it
 from autotransfer.search.evaluate import split_probabilities, write_predictions
@@ -153,16 +154,21 @@ def build_ensemble(context: RunContext, ensemble: Ensemble) -> EnsemblePipeline:
 
 def _saved_members(context: RunContext, members: list[TrialRecord], weights: list[float]) -> list[FinalModel]:
     """Each member as saved: a probe's head fit on train+val; a fine-tuned trial retrained on train+val,
-    heaviest first, while its refit fits before the test forwards of every member and saving (else, or
-    when the budget stops it, its own weights)."""
+    heaviest first, while its refit's estimate fits before the test forwards of every member and saving
+    (no margin: a refit the deadline stops keeps the trial's own weights, refit.refit_finetune, and the time
+    is otherwise unused); else its own weights."""
+    dataset = context.dataset(members[0].resolution)
+    n_val, n_test = len(dataset.indices("val")), len(dataset.indices("test"))
+    # evaluation_seconds is two forwards over val and test; the members' val probabilities are kept already
+    forwards = sum(context.evaluation_seconds(r) for r in members) / 2 * n_test / max(n_val + n_test, 1)
     finals: dict[int, FinalModel] = {}
     for i in sorted(range(len(members)), key=lambda i: (members[i].stage != "probe", -weights[i])):
         record = members[i]
         if record.stage == "probe":
             finals[i] = probe_model(context, record, ("train", "val"))
             continue
-        forwards = sum(context.evaluation_seconds(r) for r in members)
-        refit = refit_finetune(context, record, keep=forwards) if context.refit_fits(record, keep=forwards) else None
+        fits = context.deadline.left() - forwards - planner.SAVE_SECONDS >= context.refit_estimate(record)
+        refit = refit_finetune(context, record, keep=forwards) if fits else None
         if refit is None:
             log.info("ensemble: trial %d keeps its own weights (no room to retrain it on train+val)", record.trial)
         finals[i] = refit or trial_model(context, record)
