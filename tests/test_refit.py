@@ -41,6 +41,7 @@ def context(tmp_path):
         fp32_features=set(),
     )
     context.refit_fits = partial(RunContext.refit_fits, context)  # the real estimate, on this stand-in
+    context.refit_estimate = partial(RunContext.refit_estimate, context)
     return context
 
 
