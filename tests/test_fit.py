@@ -522,6 +522,31 @@ def test_time_left_after_the_search_goes_to_the_backbones_auto_left_out(fit_env)
     assert context.backbones == ("test_efficientnet",)
 
 
+def test_a_second_probe_pass_counts_only_the_pairs_it_has_left(fit_env, monkeypatch):
+    """The fifth fresh-user trial: "probes (8 backbone/size pair(s)): the pairs skipped before", then 2 ran.
+    The second pass (after fine-tuning) names the pairs it has left, and says nothing when none is left."""
+    from autotransfer.search import probe_stage
+    from autotransfer.search.candidates import Candidate
+    from autotransfer.search.objective import Objective
+    from autotransfer.search.records import trial_attrs
+
+    context = _context_timed_in_a_burst(fit_env, 600.0)
+    context.auto = replace(context.auto, seconds_per_image={"test_efficientnet": 1e-4})
+    context.objective = Objective(metric="accuracy", reason="")
+    study = optuna.create_study(direction="maximize")
+    attrs = trial_attrs(stage="probe", candidate=Candidate("test_efficientnet", 32, "head").key)
+    study.add_trial(optuna.trial.create_trial(value=0.9, user_attrs=attrs))
+    stages, probed = [], []
+    monkeypatch.setattr(context.progress, "stage", lambda name, total, **kw: stages.append((name, total)))
+    monkeypatch.setattr(probe_stage, "_probe_pair", lambda study, context, config, name, size: probed.append(name) or 1)
+    best = TrialRecord(stage="probe", trial=0, status="complete", resolution=32, backbone="test_efficientnet")
+    probe_stage.run_probe_stage(study, context, False, [], keep_for=best)
+    assert stages == [] and probed == []  # every pair probed before
+    context.backbones = ("test_efficientnet", "test_vit")
+    probe_stage.run_probe_stage(study, context, False, [], keep_for=best)
+    assert stages == [("probes", 1)] and probed == ["test_vit"]
+
+
 def test_a_run_that_could_start_no_candidate_names_the_budget_it_needs(fit_env, monkeypatch):
     """The budget passed the check before the run, then a slow first stage (a first decode of large
     photos on a loaded machine) left no room for one candidate: the error names a budget, not only

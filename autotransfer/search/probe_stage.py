@@ -165,8 +165,11 @@ def run_probe_stage(
     share = planner.cheap_share(finetune_first)
     again = keep_for is not None
     detail = "the pairs skipped before, in the time fine-tuning left" if again else ""
-    context.progress.stage("probes", total=len(context.resolutions) * len(context.backbones), detail=detail,
-                           unit="backbone/size pair(s)")  # fmt: skip
+    pairs = [f"{n}@{r}" for r in context.resolutions for n in context.backbones]
+    total = len([p for p in pairs if p not in done and p not in failed]) if again else len(pairs)
+    if again and not total:
+        return
+    context.progress.stage("probes", total=total, detail=detail, unit="backbone/size pair(s)")
     per_pixel: list[float] = []  # seconds / resolution^2 of each pair probed in this run
     skipped: list[str] = []  # pairs another worker sharing the storage probes
     corrections: list[float] = []  # actual / estimated seconds of each pair probed in this run
@@ -176,7 +179,8 @@ def run_probe_stage(
             measured = _measured_extract_seconds(study, pair)
             if measured is not None:
                 context.extract_seconds[pair] = measured
-            context.progress.step("" if again else f"{pair} (done before)")
+            if not again:  # a second pass counts only the pairs left
+                context.progress.step(f"{pair} (done before)")
             continue
         use_free_cpus()
         extraction = _extraction_estimate(context, name, resolution)
