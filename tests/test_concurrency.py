@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import optuna
+import pytest
 from conftest import SPACE
 from optuna.trial import TrialState
 
@@ -66,3 +67,22 @@ def test_two_fits_sharing_cache_and_storage(fit_env, tmp_path, isolated_cache):
     assert len(Pipeline.load(written[0]).predict(str(fit_env["data"] / "a"))) == 12
     other = "".join(o for o, out in zip(outputs, runs) if out != written[0])
     assert str(written[0]) in " ".join(other.split()), other[-2000:]  # the summary names where it is
+
+
+@pytest.mark.parametrize("race", ["UNIQUE constraint failed: alembic_version", "table studies already exists"])
+def test_a_worker_that_loses_the_race_to_create_the_storage_opens_it_again(tmp_path, monkeypatch, race):
+    """Two workers creating a new SQLite storage at once: the loser's error reads either way (a full test
+    run beside other work saw 'table studies already exists' end a worker with exit 2)."""
+    from autotransfer.search import storage
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 1:
+            raise RuntimeError(f"(sqlite3.OperationalError) {race}")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    opened = storage.open_storage(None, tmp_path)
+    assert len(calls) == 2 and isinstance(opened, real)

@@ -79,9 +79,10 @@ def open_storage(url: str | None, out: Path) -> optuna.storages.RDBStorage:
                 )
         except Exception as error:  # sqlalchemy raises many types for a bad URL or an unreachable server
             # Two workers creating a new storage at once race on its schema (a UNIQUE constraint on
-            # alembic_version): the loser finds the schema there when it tries again.
-            # PostgreSQL: the same race on its catalog (duplicate key / UniqueViolation).
-            racing = any(word in str(error) for word in ("UNIQUE constraint", "duplicate key", "UniqueViolation"))
+            # alembic_version, or a table the other created first): the loser finds the schema there when
+            # it tries again. PostgreSQL: the same race on its catalog (duplicate key / UniqueViolation).
+            races = ("UNIQUE constraint", "already exists", "duplicate key", "UniqueViolation")
+            racing = any(word in str(error) for word in races)
             if racing and attempt < STORAGE_ATTEMPTS:
                 time.sleep(0.5 * attempt)
                 continue
