@@ -158,17 +158,14 @@ def run_probe_stage(
     ``keep_for``: the best record so far, whose refit the reserve keeps room for (a second pass, after
     fine-tuning, over the pairs the first one left); pairs probed before are then passed over silently.
     """
-    deadline = context.deadline
-    done = _probed_pairs(study)
+    deadline, done, again = context.deadline, _probed_pairs(study), keep_for is not None
     failed = {r.pair for r in trial_records("probe", study) if r.status == "fail"}
-    config = ranking_config(context)
-    share = planner.cheap_share(finetune_first)
-    again = keep_for is not None
-    detail = "the pairs skipped before, in the time fine-tuning left" if again else ""
+    config, share = ranking_config(context), planner.cheap_share(finetune_first)
     pairs = [f"{n}@{r}" for r in context.resolutions for n in context.backbones]
-    total = len([p for p in pairs if p not in done and p not in failed]) if again else len(pairs)
+    total = len([p for p in pairs if p not in done | failed]) if again else len(pairs)
     if again and not total:
         return
+    detail = "the pairs skipped before, in the time fine-tuning left" if again else ""
     context.progress.stage("probes", total=total, detail=detail, unit="backbone/size pair(s)")
     per_pixel: list[float] = []  # seconds / resolution^2 of each pair probed in this run
     skipped: list[str] = []  # pairs another worker sharing the storage probes
