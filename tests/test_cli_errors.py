@@ -290,6 +290,8 @@ def test_slow_argument_errors_are_answered_before_torch_is_imported(tmp_path):
         (["profile", data, "--size", "2"], ("between 8 and 1024 pixels; got 2", "Where: --size")),
         (["inspect", data, "--size", "0"], ("between 8 and 1024 pixels; got 0", "Where: --size", "give --size a")),
         (["rank", data, "--size", "5000"], ("got 5000", "Where: --size")),
+        # the fifth trial: `rank --backbones nosuch` had no Where line, and was answered after decoding
+        (["rank", data, "--backbones", "mobilenetv2_100,nosuch"], ("Unknown backbone 'nosuch'", "Where: --backbones")),
     ]
     for command, expected in cases:
         done = subprocess.run([sys.executable, "-c", probe, *map(str, command)], capture_output=True, text=True,

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from autotransfer.cli.common import DEFAULTS, check_weights_path, out, output_error, prepare_output
 from autotransfer.data.image_size import check_image_size
+from autotransfer.models.backbone_names import check_backbone_name
 
 OFFLINE_BACKBONES = ("mobilenetv2_100", "tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2")
 
@@ -69,15 +70,16 @@ def rank(
 ) -> None:
     """Score every (backbone, tap) with zero-cost proxies and linear probes: the engine's cheap stage."""
     check_image_size(size, option="size")  # before torch and timm are imported
+    names = [b.strip() for b in backbones.split(",") if b.strip()]
+    for name in names:
+        check_backbone_name(name, where="--backbones")
     from autotransfer.data.datasets import load_dataset
     from autotransfer.report.terminal import frame_table
     from autotransfer.transfer.ranking import RankingConfig, proxy_agreement, rank_candidates
 
     dataset = load_dataset(data, image_size=size, seed=seed, show_progress=not as_json)
     config = RankingConfig(probe=probe, seed=seed)
-    table = rank_candidates(
-        dataset, [b.strip() for b in backbones.split(",") if b.strip()], config, show_progress=not as_json
-    )
+    table = rank_candidates(dataset, names, config, show_progress=not as_json)
     agreement = proxy_agreement(table) if probe else None
     if as_json:
         print(
