@@ -99,7 +99,9 @@ def test_a_refit_probe_is_fit_on_the_features_the_pipeline_computes(context, mon
 
     asked = []
     real = features.extract_features
-    monkeypatch.setattr(refit, "extract_features", lambda *a, **k: asked.append(k.get("bf16", True)) or real(*a, **k))
+    monkeypatch.setattr(
+        features, "extract_features", lambda *a, **k: asked.append(k.get("bf16", True)) or real(*a, **k)
+    )
     best = TrialRecord(stage="probe", trial=0, status="complete", backbone="test_efficientnet", resolution=32,
                        tap="head", head="torch", C=1.0, class_weight="none")  # fmt: skip
     final = refit.probe_model(context, best, ("train", "val"))

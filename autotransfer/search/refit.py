@@ -12,7 +12,6 @@ import numpy as np
 
 from autotransfer.cpu_threads import use_free_cpus
 from autotransfer.deploy.pipeline import Pipeline
-from autotransfer.models.features import extract_features
 from autotransfer.models.zoo import COMBINED_TAP, Backbone
 from autotransfer.search import planner
 from autotransfer.search.context import RunContext
@@ -20,7 +19,7 @@ from autotransfer.search.evaluate import evaluate_split
 from autotransfer.search.records import TrialRecord
 from autotransfer.search.trials import HYPERPARAMETERS, PIPELINE_HYPERPARAMETERS, config_for, describe
 from autotransfer.transfer.checkpoint import load_checkpoint
-from autotransfer.transfer.feature_rows import FeatureRows
+from autotransfer.transfer.feature_rows import tap_rows
 from autotransfer.transfer.finetune import finetune
 from autotransfer.transfer.probes import ProbeOptions, refit_head
 from autotransfer.transfer.strategies import STRATEGIES
@@ -45,11 +44,9 @@ def probe_model(context: RunContext, best: TrialRecord, splits: tuple[str, ...])
     # The pipeline classifies in fp32 (predict, export), so its head is fit on fp32 features. The search's
     # bf16 features rank the probes well but are not the pipeline's: a head fit on them can miss what it
     # scored on its own training images (tests/test_refit.py).
-    parts = [p.name for p in backbone.tap_parts(best.tap)]
-    found = extract_features(dataset, backbone, parts, bf16=False, show_progress=False)
-    context.fp32_features.add((best.backbone, best.resolution, best.tap))
     rows = np.concatenate([dataset.indices(s) for s in splits])
-    features = FeatureRows.of([found[p] for p in parts], rows)  # read batch by batch, never copied whole
+    features = tap_rows(dataset, backbone, best.tap, bf16=False).take(rows)  # read batch by batch, never copied
+    context.fp32_features.add((best.backbone, best.resolution, best.tap))
     weight = None if (best.class_weight or "none") == "none" else best.class_weight
     options = ProbeOptions(seed=context.settings.options.seed, class_weight=weight)
     # no deadline: a head cut short after a few batches is worse than a refit a little past the reserve,

@@ -12,8 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from autotransfer.data.datasets import Dataset
+    from autotransfer.models.zoo import Backbone
 
 READ_ROWS = 8192  # rows read at a time by `chunks` (a predict or a statistic over every row)
 
@@ -80,3 +85,14 @@ def concat_rows(a: np.ndarray | FeatureRows, b: np.ndarray | FeatureRows) -> np.
     if same and all(p is q for p, q in zip(a.parts, b.parts)):
         return a.concat(b)
     return np.concatenate([np.asarray(a), np.asarray(b)])
+
+
+def tap_rows(dataset: Dataset, backbone: Backbone, tap: str, **extract: Any) -> FeatureRows:
+    """Every row of ``tap``'s pooled features (N x C, dataset order), a combined tap's parts
+    (``Backbone.tap_parts``) side by side as they are read, never stacked in RAM. ``extract``: keyword
+    options of models.features.extract_features (pooling, bf16, device, ...); cached parts are only read."""
+    from autotransfer.models.features import extract_features
+
+    parts = [p.name for p in backbone.tap_parts(tap)]
+    found = extract_features(dataset, backbone, parts, show_progress=False, **extract)
+    return FeatureRows.of([found[p] for p in parts])

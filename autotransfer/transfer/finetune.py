@@ -33,14 +33,14 @@ from torch import nn
 from autotransfer.budget import Deadline
 from autotransfer.data.datasets import Dataset
 from autotransfer.errors import AutoTransferError
-from autotransfer.models.features import extract_features, normalisation
+from autotransfer.models.features import normalisation
 from autotransfer.models.zoo import Backbone
 from autotransfer.runtime import bf16_supported, default_device
 from autotransfer.settings import cache_dir
 from autotransfer.transfer.augment import build_transform
 from autotransfer.transfer.batches import Batches, ImageRows, image_input
 from autotransfer.transfer.checkpoint import EpochRecord, Progress, best_words, resumed, save_checkpoint
-from autotransfer.transfer.feature_rows import FeatureRows
+from autotransfer.transfer.feature_rows import tap_rows
 from autotransfer.transfer.metrics import check_metric
 from autotransfer.transfer.prefix_cache import (
     build_prefix_caches,
@@ -161,11 +161,7 @@ def _augmentation(config: FinetuneConfig, size: int) -> Callable | None:
 def linear_probe_head(dataset: Dataset, backbone: Backbone, config: FinetuneConfig, device) -> nn.Linear:
     """LP-FT's first stage: a linear probe on the (cached) pooled tap features, regularisation chosen
     on val (probes.fit_probe), folded into one nn.Linear on the raw features."""
-    features = FeatureRows.of(
-        extract_features(
-            dataset, backbone, [config.tap], bf16=config.bf16 is not False, device=device, show_progress=False
-        )[config.tap]
-    )
+    features = tap_rows(dataset, backbone, config.tap, bf16=config.bf16 is not False, device=device)
     train, val = dataset.indices("train"), dataset.indices("val")
     probe = fit_probe(
         features.take(train),

@@ -18,7 +18,7 @@ from autotransfer.budget import Deadline
 from autotransfer.data.datasets import Dataset
 from autotransfer.models.features import extract_features, features_cached
 from autotransfer.models.zoo import Backbone, create_backbone
-from autotransfer.transfer.feature_rows import FeatureRows
+from autotransfer.transfer.feature_rows import FeatureRows, tap_rows
 from autotransfer.transfer.probes import ProbeOptions, fit_probe
 from autotransfer.transfer.transferability import SCORES, all_scores, rank_agreement
 
@@ -156,10 +156,7 @@ def probe_combined(dataset: Dataset, backbone: Backbone, taps: list[str], config
     cache (no extraction when they were probed); no zero-cost scores (NaN): nothing is ranked by them."""
     name = backbone.combined_tap(taps)
     tic = time.perf_counter()
-    parts = [p.name for p in backbone.tap_parts(name)]
-    found = extract_features(dataset, backbone, parts, pooling=config.pooling, batch_size=config.batch_size,
-                             bf16=config.bf16, show_progress=False)  # fmt: skip
-    values = FeatureRows.of([found[p] for p in parts])  # side by side as they are read, never stacked in RAM
+    values = tap_rows(dataset, backbone, name, pooling=config.pooling, batch_size=config.batch_size, bf16=config.bf16)
     row = {"backbone": backbone.name, "tap": name, "channels": values.shape[1],
            "extract_seconds": time.perf_counter() - tic, "score_seconds": 0.0}  # fmt: skip
     row.update(dict.fromkeys(SCORES, float("nan")))
