@@ -2,8 +2,10 @@
 the Ray backend's reporter (its results turned into the study's trial as the driver does) is recorded alike."""
 
 import dataclasses
+import json
 import math
 import pickle
+from pathlib import Path
 from types import SimpleNamespace
 
 import optuna
@@ -11,14 +13,14 @@ import pandas as pd
 
 from autotransfer.report.outputs import trial_counts
 from autotransfer.report.progress import Progress
-from autotransfer.search import planner
+from autotransfer.search import finetune_stage, planner
 from autotransfer.search.candidates import Candidate
 from autotransfer.search.context import RunContext
 from autotransfer.search.finetune_stage import FinetunePlan, OptunaBackend
 from autotransfer.search.objective import Objective
 from autotransfer.search.ray_backend import RayReporter, _record, _trial_context, run_ray_trial
 from autotransfer.search.recipe import prior_ranges
-from autotransfer.search.records import TrialRecord, trial_records, usable
+from autotransfer.search.records import TrialRecord, best_record, trial_records, usable
 from autotransfer.search.settings import SearchSettings
 from autotransfer.search.space import load_search_space
 from autotransfer.search.storage import open_storage, open_studies
@@ -110,3 +112,55 @@ def test_the_leftover_time_runs_a_seed_still_queued_and_says_so(fit_env, tmp_pat
     assert trials[1].user_attrs["seeded_by"] == "profile prior"
     assert lines[said].endswith("trial 1 (profile prior), queued and not run yet")
     assert lines[said + 1].startswith("trial 1 (")  # the next line is the trial it said runs
+
+
+def test_leftover_time_trains_the_best_on_from_its_checkpoint_when_a_longer_rerun_does_not_fit(
+    fit_env, tmp_path, monkeypatch, caplog
+):
+    """Issue 28's glyphs cell: the first trial (2 epochs, still improving) ended with a third of the budget
+    left, too little to train its configuration again for more epochs and refit that on train+val, so the
+    time went unused. The best now trains on from its checkpoint for the epochs its refit would have taken:
+    its first epochs are not run again, and its reserve holds no refit."""
+    one_epoch = ONE_TRIAL.replace("epochs: 2", "epochs: 1")  # trial 0's best epoch is its last
+    context, plan = _one_trial_plan(fit_env, tmp_path, one_epoch)
+    affordable = iter([1, 2])  # a rerun from scratch: 1 epoch (no more than trial 0 had); trained on: 2 more
+    monkeypatch.setattr(planner, "leftover_epochs", lambda *args: next(affordable))
+    monkeypatch.setattr(planner, "unused_too_much", lambda *args: True)
+    reserves: list[bool] = []
+    monkeypatch.setattr(RunContext, "reserve", lambda self, best, refit=True: reserves.append(refit) or 0.0)
+    with caplog.at_level("INFO", logger="autotransfer.search.finetune_stage"):
+        OptunaBackend().run(plan, context)
+    first, longer = trial_records("finetune", plan.studies.finetune)
+    assert first.epochs_run == 1 and first.best_epoch == 0
+    assert longer.continues == 0 and longer.seeded_by == "leftover time (trial 0)" and longer.status == "complete"
+    assert (
+        longer.epochs_run == 3
+        and longer.epochs_planned == 3
+        and longer.epochs_why == "leftover time: trial 0 trained on"
+    )
+    assert longer.hyperparameters(("candidate", "strategy", "head_lr")) == first.hyperparameters(
+        ("candidate", "strategy", "head_lr")
+    )
+    assert longer.val_score >= first.val_score  # trial 0's best epoch is among its epochs
+    history = json.loads(Path(longer.checkpoint_dir, "best.json").read_text())["history"]
+    first_history = json.loads(Path(first.checkpoint_dir, "best.json").read_text())["history"]
+    assert len(history) == 3 and history[0] == first_history[0]  # epoch 0 not run again: its seconds are trial 0's
+    # the epochs it gets, and each epoch's check of the budget, leave no reserve for a refit
+    assert reserves.count(False) == 2
+    assert "trial 0 trained on from its checkpoint for 2 more epochs, as trial 1" in caplog.text
+
+
+def test_leftover_time_does_not_train_on_a_best_that_stopped_improving(fit_env, tmp_path, monkeypatch, caplog):
+    context, plan = _one_trial_plan(fit_env, tmp_path, ONE_TRIAL.replace("epochs: 2", "epochs: 1"))
+    monkeypatch.setattr(planner, "leftover_epochs", lambda *args: 1)
+    monkeypatch.setattr(planner, "unused_too_much", lambda *args: True)
+
+    def best_before_its_last_epoch(rows):  # trial 0 as if it had run a second epoch that scored lower
+        best = best_record(rows)
+        return best and dataclasses.replace(best, epochs_run=2)
+
+    monkeypatch.setattr(finetune_stage, "best_record", best_before_its_last_epoch)
+    with caplog.at_level("INFO", logger="autotransfer.search.finetune_stage"):
+        OptunaBackend().run(plan, context)
+    assert len(plan.studies.finetune.trials) == 1
+    assert "trial 0 not trained on (its best epoch was not its last)" in caplog.text

@@ -127,14 +127,15 @@ class RunContext:
         n_train, n_val = self.split_sizes(best.resolution)
         return planner.refit_seconds(best.epoch_seconds or 1.0, n_train, n_val, (best.best_epoch or 0) + 1)
 
-    def reserve(self, best: TrialRecord | None) -> float:
+    def reserve(self, best: TrialRecord | None, *, refit: bool = True) -> float:
         """Seconds to keep for the final refit, the evaluation and saving, given the best record so far.
 
         A fine-tuned best whose refit no longer fits keeps its own weights (refit.py): only evaluating
-        and saving are kept then, so the time left goes to more trials or probes instead of idling. A
+        and saving are kept then, so the time left goes to more trials or probes instead of idling; so
+        too with ``refit=False`` (a trial that continues the best one for the time its refit had). A
         probe's refit extracts its features once more, in fp32, and fits its head on train+val (the
         probe's estimate of that fit, ``refit_seconds``; search/refit.py: probe_model)."""
-        refit = best is not None and best.stage != "probe" and self.refit_fits(best)
+        refit = refit and best is not None and best.stage != "probe" and self.refit_fits(best)
         reserve = planner.reserve(best, *self.split_sizes(best.resolution)) if refit else planner.reserve(None, 0, 0)
         # saving, evaluating and the head's refit are estimated on a quiet machine: a load the probes
         # measured slows them alike

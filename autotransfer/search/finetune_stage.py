@@ -193,8 +193,9 @@ class OptunaBackend:
         fine-tuned configuration again for as many epochs as fit together with their refit on train+val
         (it replaces the best when it scores higher); a trial still queued (a seed past ``max_trials``)
         runs instead, as Optuna runs the oldest queued trial first and a configuration never tried says
-        more than the best one trained longer. A probe as the best leaves the time to the probes
-        run after fine-tuning and to the ensemble (search/run.py)."""
+        more than the best one trained longer. Where neither fits and the best was still improving at
+        its last epoch, it trains on from its checkpoint (``_continue_best``). A probe as the best leaves
+        the time to the probes run after fine-tuning and to the ensemble (search/run.py)."""
         context = self.context
         if context.settings.options.storage:  # workers sharing a study would each run it again: max_trials holds there
             return
@@ -203,7 +204,10 @@ class OptunaBackend:
             return
         why = f"leftover time (trial {best.trial})"
         runs = [r.seeded_by for r in trial_records("finetune", study)]
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         if (best.seeded_by or "").startswith("leftover") or why in runs:  # done already (a resumed run)
+            if waiting and waiting[0].user_attrs.get("seeded_by") == why:  # interrupted, queued again (retry_later)
+                self._one_trial(study, best)
             return
         left, budget = context.deadline.left(), context.deadline.seconds
         if not planner.unused_too_much(left, budget, context.reserve(best)):
@@ -212,10 +216,9 @@ class OptunaBackend:
         per_epoch = best.epoch_seconds * (1 + (n_train + n_val) / max(n_train, 1))  # trained, then refit
         epochs = min(planner.MAX_EPOCHS, planner.leftover_epochs(left, context.reserve(None), per_epoch))
         if epochs <= (best.epochs_run or 0):
-            log.info("leftover time (%s) buys no more epochs than trial %d had", format_duration(left), best.trial)
-            return
-        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        if waiting:  # Optuna runs the oldest queued trial first: a seed past max_trials, never tried, goes first
+            if waiting or not self._continue_best(study, best, why):  # Optuna would run the queued trial instead
+                return
+        elif waiting:  # Optuna runs the oldest queued trial first: a seed past max_trials, never tried, goes first
             seeded = f" ({waiting[0].user_attrs['seeded_by']})" if waiting[0].user_attrs.get("seeded_by") else ""
             log.info("leftover time (%s): trial %d%s, queued and not run yet", format_duration(left),
                      waiting[0].number, seeded)  # fmt: skip
@@ -225,6 +228,25 @@ class OptunaBackend:
             log.info("leftover time (%s): trial %d's configuration again for %d epochs, as trial %d",
                      format_duration(left), best.trial, epochs, len(study.trials) - 1)  # fmt: skip
         self._one_trial(study, best)
+
+    def _continue_best(self, study: optuna.Study, best: TrialRecord, why: str) -> bool:
+        """Queue ``best`` trained on from its checkpoint (its weights, its epochs counted) for the epochs that
+        fit when the final stage keeps the result's own weights instead of a refit on train+val: more epochs
+        of an under-trained network buy more than a fifth more data (the val split) would. Only while the
+        best epoch is its last one (still improving); whether it was queued."""
+        left, run = self.context.deadline.left(), best.epochs_run or 0
+        more = min(planner.MAX_EPOCHS - run, planner.leftover_epochs(left, self.context.reserve(best, refit=False),
+                                                                     best.epoch_seconds or 1.0))  # fmt: skip
+        if best.best_epoch != run - 1 or more < 1:
+            reason = "its best epoch was not its last" if more >= 1 else "no more epochs than it had"
+            log.info("leftover time (%s): trial %d not trained on (%s)", format_duration(left), best.trial, reason)
+            return False
+        params = best.hyperparameters(HYPERPARAMETERS)
+        study.enqueue_trial(params, user_attrs=trial_attrs(epochs=run + more, continues=best.trial, seeded_by=why))
+        log.info("leftover time (%s): trial %d trained on from its checkpoint for %d more epochs, as trial %d (the "
+                 "time of a refit on train+val goes to epochs)", format_duration(left), best.trial, more,
+                 len(study.trials) - 1)  # fmt: skip
+        return True
 
     def _one_trial(self, study: optuna.Study, best: TrialRecord | None) -> None:
         asked: dict = {}
@@ -284,8 +306,9 @@ class OptunaBackend:
     def _train(self, trial: optuna.Trial, params: dict, best: TrialRecord | None) -> float:
         """Train one configuration (search/trial_body.py) for the epochs it gets (said in ``epochs_why``)."""
         reporter = OptunaReporter(trial, self, best)
+        continues = None if reporter.continues is None else self.context.out / "trials" / f"{reporter.continues:04d}"
         try:
-            return run_trial(params, trial_context(self.context, self.plan.objective), reporter)
+            return run_trial(params, trial_context(self.context, self.plan.objective), reporter, continues=continues)
         finally:
             self.first_epoch_too_long = self.first_epoch_too_long or reporter.not_started
 
@@ -297,7 +320,8 @@ class OptunaReporter:
     def __init__(self, trial: optuna.Trial, backend: OptunaBackend, best: TrialRecord | None) -> None:
         self.trial, self.backend, self.context = trial, backend, backend.context
         self.name = f"{trial.number:04d}"
-        self.reserve = self.context.reserve(best)
+        self.continues = trial.user_attrs.get("continues")  # leftover time: trains on from this trial's checkpoint
+        self.reserve = self.context.reserve(best, refit=self.continues is None)
         self.per_epoch = 0.0
         self.not_started = False
         self.prunable = "epochs" not in trial.user_attrs  # the leftover run of the best configuration is not pruned
@@ -307,6 +331,8 @@ class OptunaReporter:
     def epochs(self, params: dict) -> tuple[int, str]:
         """The epochs one trial gets, and why (for the leaderboard and the summary)."""
         self.per_epoch = epoch_estimate(self.context, params, self.backend.measured)  # its strategy and augmentation
+        if self.continues is not None:
+            return int(self.trial.user_attrs["epochs"]), f"leftover time: trial {self.continues} trained on"
         if "epochs" in self.trial.user_attrs:
             return int(self.trial.user_attrs["epochs"]), "leftover time: the best configuration, longer"
         shape, judge = self.backend.shape, self.backend.judge
@@ -352,7 +378,9 @@ def retry_later(study: optuna.Study, asked: dict) -> None:
     trial = study.trials[asked["number"]]
     if trial.state == TrialState.RUNNING:
         study.tell(asked["number"], state=TrialState.FAIL)
-    study.enqueue_trial(asked["params"], user_attrs=trial_attrs(retry_of=asked["number"]), skip_if_exists=False)
+    # a leftover-time trial keeps what makes it one: its epochs, the trial it continues, who queued it
+    kept = {k: trial.user_attrs[k] for k in ("epochs", "continues", "seeded_by") if k in trial.user_attrs}
+    study.enqueue_trial(asked["params"], user_attrs=trial_attrs(retry_of=asked["number"], **kept), skip_if_exists=False)
 
 
 def wait_for_others(study: optuna.Study, context: RunContext) -> bool:

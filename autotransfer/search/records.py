@@ -73,6 +73,7 @@ class TrialRecord:
     freeze_groups: int | None = None
     n_groups: int | None = None
     epochs: int | None = None  # asked for by the leftover-time run (then neither sampled nor pruned)
+    continues: int | None = None  # leftover time: the trial whose checkpoint this one trains on from
     epochs_planned: int | None = None
     epochs_why: str | None = None
     epochs_run: int | None = None

@@ -10,6 +10,7 @@ Ray: ``tune.report``, with ASHA and the budget deciding). So both backends write
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,10 +81,13 @@ class TrialReporter(Protocol):
         """After ``epoch`` (0-based) scored ``value`` (the run's metric on val); raises TrialPruned to stop."""
 
 
-def run_trial(params: dict, context: TrialContext, reporter: TrialReporter) -> float:
+def run_trial(params: dict, context: TrialContext, reporter: TrialReporter, *, continues: Path | None = None) -> float:
     """Fine-tune one configuration for the epochs ``reporter`` gives it, recording its fields through
     ``reporter``; its best validation score (the run's metric). TrialPruned from the reporter ends it
-    (its best epoch is checkpointed and recorded)."""
+    (its best epoch is checkpointed and recorded). ``continues``: the checkpoint folder of an earlier
+    trial of the same configuration, to train on from (its weights, epochs and best epoch; the
+    cosine schedule picks up where those epochs leave it in the longer one, and the optimizer's
+    state starts afresh: transfer/finetune.py ``resume``)."""
     candidate = Candidate.parse(params["candidate"])
     dataset = context.data.dataset(candidate.resolution)
     backbone = context.data.backbone(candidate.backbone)
@@ -104,20 +108,39 @@ def run_trial(params: dict, context: TrialContext, reporter: TrialReporter) -> f
         epochs_why=why,
         checkpoint_dir=str(folder),
     )
+    first_epoch, best = 0, -float("inf")
+    if continues is not None:
+        meta = _copy_checkpoint(continues, folder)
+        first_epoch, best = meta["last_epoch"] + 1, meta.get("val_score", meta["val_accuracy"])
+        reporter.record(best_epoch=meta["best_epoch"], best_val_score=best, best_val_accuracy=meta["val_accuracy"],
+                        epochs_run=first_epoch)  # fmt: skip
     reporter.start()
-    best, tic = -float("inf"), time.perf_counter()
+    tic = time.perf_counter()
 
     def report(epoch: int, value: float) -> None:
         nonlocal best
         if value > best:  # as the trainer keeps it: the first epoch with the best score
             best = value
             reporter.record(best_epoch=epoch, best_val_accuracy=_best_accuracy(folder))
-        per_epoch = (time.perf_counter() - tic) / (epoch + 1)
+        per_epoch = (time.perf_counter() - tic) / (epoch + 1 - first_epoch)
         reporter.record(best_val_score=best, epoch_seconds=per_epoch, epochs_run=epoch + 1)
         reporter.epoch(epoch, value)
 
-    result = finetune(dataset, backbone, config, report=report, device=context.device, checkpoint_dir=folder)
+    result = finetune(dataset, backbone, config, report=report, device=context.device, checkpoint_dir=folder,
+                      resume=continues is not None)  # fmt: skip
     return result.best_val_score
+
+
+def _copy_checkpoint(source: Path, folder: Path) -> dict[str, Any]:
+    """Copy the checkpoint in ``source`` to ``folder`` (where ``finetune`` resumes from it); its progress
+    (transfer/checkpoint.py: ``last_epoch``, ``best_epoch``, ``val_score``, ...). Raises FileNotFoundError
+    when ``source`` holds no checkpoint (the trial fails with that reason)."""
+    if not (source / "best.json").exists():
+        raise FileNotFoundError(f"no checkpoint to train on from in {source}")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("best.safetensors", "best.json"):
+        shutil.copyfile(source / name, folder / name)
+    return json.loads((folder / "best.json").read_text())
 
 
 def _best_accuracy(folder: Path) -> float | None:

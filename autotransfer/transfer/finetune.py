@@ -263,7 +263,8 @@ def finetune(
     use_bf16 = wanted and bf16_supported(device)
     model = TransferModel(backbone, config.tap, len(dataset.classes)).to(device)
     model.backbone.to(memory_format=torch.channels_last)
-    if get_strategy(config.strategy).starts_from_probe:
+    resuming = resume and checkpoint_dir is not None and (checkpoint_dir / "best.json").exists()
+    if get_strategy(config.strategy).starts_from_probe and not resuming:  # a resumed head comes from the checkpoint
         model.head.load_state_dict(linear_probe_head(dataset, backbone, config, device).state_dict())
     freeze(model, backbone, config)
     groups, group_lrs = param_groups(model, backbone, config)
