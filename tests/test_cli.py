@@ -182,6 +182,35 @@ def test_the_summary_says_why_these_sizes_and_which_pairs_the_budget_let_the_pro
     said = " ".join(console.file.getvalue().split())
     assert "left out: tf_efficientnet_lite2" not in said
     assert "left out at first, probed in the time left: tf_efficientnet_lite2" in said
+    # a size `auto` did not choose, probed in the time the search left (search/widen.py)
+    console.file = io.StringIO()
+    print_search_choices(profile, [*every_pair, replace(probes[0], resolution=160)], console)
+    said = " ".join(console.file.getvalue().split())
+    assert "other sizes probed in the time left: 160 px" in said and "probed within the budget" not in said
+
+
+def test_the_summary_says_why_over_a_tenth_of_the_budget_went_unused():
+    """Issue 28: at most 10% of the budget unused, said in the summary; where more is left (the search ran out of
+    candidates that fit), the summary says how much and why each stage stopped."""
+    import io
+
+    from rich.console import Console
+
+    from autotransfer.report.fit_summary import print_unused_budget
+    from autotransfer.search.run_profile import RunProfile
+
+    ends = ["time budget: no room for another fine-tuning trial (1m23s left, 3m12s needed to judge one)",
+            "every size of `auto`'s ladder (64, 96, 128 px) was probed"]  # fmt: skip
+    profile = RunProfile(dataset=dataset_profile(), budget_unused={"seconds": 26.0, "share": 0.21}, search_ends=ends)
+    console = Console(file=io.StringIO(), width=400)
+    print_unused_budget(profile, console)
+    said = console.file.getvalue()
+    assert said.startswith("unused: 26s (21% of the budget): time budget: no room for another fine-tuning trial")
+    assert said.rstrip().endswith("every size of `auto`'s ladder (64, 96, 128 px) was probed")
+    assert RunProfile.from_json(profile.to_json()).search_ends == ends  # kept in profile.json
+    console.file = io.StringIO()
+    print_unused_budget(replace(profile, budget_unused={"seconds": 6.0, "share": 0.05}), console)
+    assert console.file.getvalue() == ""  # within the 10% the issue allows: nothing to explain
 
 
 def test_inspect_warns_of_the_same_image_in_two_classes(tmp_path):

@@ -506,7 +506,7 @@ def test_a_probe_whose_fp32_features_were_extracted_keeps_no_room_to_extract_the
 def test_time_left_after_the_search_goes_to_the_backbones_auto_left_out(fit_env):
     """Fine-tuning found no trial that fits and every chosen pair was probed: the backbones `auto` timed
     but left out are probed next (fastest first), unless ending now leaves at most 10% unused."""
-    from autotransfer.search.probe_stage import widen_to_skipped_backbones
+    from autotransfer.search.widen import widen_to_skipped_backbones
 
     context = _context_timed_in_a_burst(fit_env, 600.0)
     timed = {"test_efficientnet": 1e-4, "test_convnext": 3e-4, "test_vit": 2e-4}
@@ -520,6 +520,49 @@ def test_time_left_after_the_search_goes_to_the_backbones_auto_left_out(fit_env)
     context.deadline = Deadline(600.0, time.monotonic() - 570.0)  # 5% left
     assert not widen_to_skipped_backbones(context, None)
     assert context.backbones == ("test_efficientnet",)
+
+
+def test_time_left_after_the_search_goes_to_the_sizes_auto_did_not_choose(fit_env, monkeypatch):
+    """The fifth fresh-user trial: a 2-minute run on 500 small images left 30% of its budget unused; every
+    chosen pair was probed and no fine-tuning trial fitted. The sizes of `auto`'s ladder it did not choose
+    come next, nearest the best's size first, each only where decoding the data at it and probing it fit;
+    never when the space pins the sizes or ending now leaves at most 10% unused."""
+    from autotransfer.search.context import RunContext
+    from autotransfer.search.objective import Objective
+    from autotransfer.search.widen import widen_to_other_sizes
+
+    best = TrialRecord(stage="probe", trial=0, status="complete", resolution=64, backbone="test_efficientnet")
+    decodes: list[int] = []
+    monkeypatch.setattr(RunContext, "decode_estimate", lambda self, size: decodes.append(size) or 1.0)
+    monkeypatch.setattr(RunContext, "reserve", lambda self, best, refit=True: 10.0)
+
+    def context_at(native: int, resolutions: tuple[int, ...], left: float):
+        context = _context_timed_in_a_burst(fit_env, 600.0)
+        context.auto = replace(context.auto, native_side=native, resolutions=resolutions,
+                               seconds_per_image={"test_efficientnet": 1e-4})  # fmt: skip
+        context.resolutions = resolutions
+        context.settings.space = replace(context.settings.space, resolutions=())  # left to `auto`
+        context.objective = Objective(metric="accuracy", reason="test")
+        context.deadline = Deadline(600.0, time.monotonic() - (600.0 - left))
+        return context
+
+    context = context_at(28, (64, 128), left=300.0)  # the ladder for 28-px images: 64, 96, 128
+    assert widen_to_other_sizes(context, best) and context.resolutions == (64, 96, 128)
+    assert decodes == [96]  # each new size's decoding is estimated before it is added
+    assert not widen_to_other_sizes(context, best)  # nothing more on the ladder
+
+    context = context_at(300, (128, 224), left=300.0)  # 64..224: nearest 64 px first, then 96, 160, 192
+    decodes.clear()
+    assert widen_to_other_sizes(context, best) and context.resolutions == (64, 96, 128, 160, 192, 224)
+    assert decodes == [64, 96, 160, 192]
+    monkeypatch.setattr(RunContext, "decode_estimate", lambda self, size: 100.0 if size > 96 else 1.0)
+    context = context_at(300, (128, 224), left=100.0)  # decoding 160 or 192 px would not fit
+    assert widen_to_other_sizes(context, best) and context.resolutions == (64, 96, 128, 224)
+
+    assert not widen_to_other_sizes(context_at(28, (64, 128), left=50.0), best)  # 40 s of 600 after the reserve
+    context = context_at(28, (64, 128), left=300.0)
+    context.settings.space = replace(context.settings.space, resolutions=(64, 128))  # pinned by the space
+    assert not widen_to_other_sizes(context, best)
 
 
 def test_a_second_probe_pass_counts_only_the_pairs_it_has_left(fit_env, monkeypatch):
@@ -584,3 +627,12 @@ def test_a_fine_tuning_epoch_is_estimated_from_computed_forwards_at_the_training
     timed = 0.01 * context.n_images() * context_module.FP32_SLOWDOWN
     assert context.training_forward_seconds("test_efficientnet", 32) == pytest.approx(timed)
     assert context.training_forward_seconds("test_vit", 32) is None  # neither probed nor timed
+
+
+def test_decoding_at_a_new_size_is_timed_and_free_once_cached(fit_env):
+    """What widening to another size costs before any image is decoded at it (RunContext.decode_estimate)."""
+    context = _context_timed_in_a_burst(fit_env, 600.0)
+    assert context.decode_estimate(24) > 0  # timed on a few files, scaled to all of them
+    context.dataset(24)
+    assert context.decode_estimate(24) == 0.0  # decoded in this run
+    assert _context_timed_in_a_burst(fit_env, 600.0).decode_estimate(24) == 0.0  # in the decode cache

@@ -73,6 +73,11 @@ def _entry_dir(paths: list[Path], recipe: ResizeRecipe, root: Path | None, finge
     return base / f"{(fingerprint or files_fingerprint(paths))[:24]}-{recipe.key()}-v{FORMAT_VERSION}"
 
 
+def is_cached(paths: list[Path], recipe: ResizeRecipe, *, fingerprint: str | None = None) -> bool:
+    """Whether ``decode_all`` would read ``paths`` at ``recipe`` from the cache (not decode them)."""
+    return (_entry_dir(paths, recipe, None, fingerprint) / "records.json").exists()
+
+
 def _load(entry: Path, paths: list[Path]) -> DecodedImages | None:
     if not lease(entry):  # marks the last use; removed meanwhile (cache clear): rebuild
         return None

@@ -43,6 +43,7 @@ def print_fit_summary(result, budget: float, console: Console) -> None:
     )
     print_scores(metrics, console)
     print_search_choices(result.profile, result.records, console)
+    print_unused_budget(result.profile, console)
     if load_note(result.profile.machine_load):
         console.print(f"[yellow]note:[/] {escape(load_note(result.profile.machine_load))}")
     console.print(where_lines(run_dir))
@@ -55,6 +56,20 @@ def print_fit_summary(result, budget: float, console: Console) -> None:
             + escape(", ".join(f"{Path(s['path']).name} ({s['reason']})" for s in skipped[:5]))
             + (", ..." if len(skipped) > 5 else "")
         )
+
+
+def print_unused_budget(profile, console: Console) -> None:
+    """Over ``UNUSED_SHARE`` of the budget left unused: how much, and why the search stopped where it did
+    (``profile``: search/run_profile.py's RunProfile)."""
+    from autotransfer.budget import format_duration
+    from autotransfer.search.planner import UNUSED_SHARE
+
+    unused = profile.budget_unused or {}
+    if unused.get("share", 0.0) <= UNUSED_SHARE:
+        return
+    why = "; ".join(profile.search_ends or ["nothing more to search"])
+    console.print(f"[yellow]unused:[/] {format_duration(unused['seconds'])} ({unused['share']:.0%} of the budget): "
+                  f"{escape(why)}")  # fmt: skip
 
 
 def print_scores(metrics: dict, console: Console) -> None:

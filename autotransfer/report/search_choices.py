@@ -12,7 +12,10 @@ def describe_auto(auto: dict, probed: list[tuple[str, int]]) -> str:
     ``auto``: profile.json's ``auto`` (search/auto_space.py's ``AutoChoice.to_json``); ``probed``: the
     (backbone, resolution in px) of every probe that completed, in any order, repeats allowed.
     """
-    pairs = list(dict.fromkeys(f"{backbone}@{int(size)}" for backbone, size in probed))
+    chosen = [int(size) for size in auto["resolutions"]]
+    pairs = list(dict.fromkeys(f"{backbone}@{int(size)}" for backbone, size in probed if int(size) in chosen))
+    # a size `auto` did not choose, probed with the time the search left (search/widen.py)
+    later_sizes = sorted({int(size) for _, size in probed} - set(chosen))
     why_sizes = auto.get("resolutions_reason") or f"images' median shorter side {auto['native_side']} px"
     planned = len(auto["backbones"]) * len(auto["resolutions"])
     reached = f"; probed within the budget: {', '.join(pairs) or 'none'}" if len(pairs) < planned else ""
@@ -20,7 +23,7 @@ def describe_auto(auto: dict, probed: list[tuple[str, int]]) -> str:
     if len(sizes) == 1 and len(auto["resolutions"]) > 1:  # the summary must not promise a comparison
         reached += (f" (only {sizes[0]} px: whether another size helps was not measured; a larger "
                     "--time-budget probes both)")  # fmt: skip
-    # a backbone left out at first and probed with the time the search left (probe_stage.widen_to_skipped_backbones)
+    # a backbone left out at first and probed with the time the search left (search/widen.py)
     probed_names = {backbone for backbone, _ in probed}
     left_out = {name: why for name, why in (auto.get("skipped") or {}).items() if name not in probed_names}
     later = [name for name in auto.get("skipped") or {} if name in probed_names]
@@ -29,5 +32,6 @@ def describe_auto(auto: dict, probed: list[tuple[str, int]]) -> str:
         f"backbones {', '.join(auto['backbones'])} at {', '.join(map(str, auto['resolutions']))} px "
         f"({why_sizes}){reached}"
         + (f"; left out at first, probed in the time left: {', '.join(later)}" if later else "")
+        + (f"; other sizes probed in the time left: {', '.join(map(str, later_sizes))} px" if later_sizes else "")
         + (f"; left out: {skipped}" if skipped else "")
     )

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import torch
 
 from autotransfer.budget import Deadline
 from autotransfer.data.datasets import Dataset, load_dataset
-from autotransfer.data.decode_cache import files_fingerprint
+from autotransfer.data.decode_cache import files_fingerprint, is_cached
 from autotransfer.data.images import DecodedImage, ResizeRecipe, decode_file
 from autotransfer.data.sources import DatasetIndex, index_dataset
 from autotransfer.models.zoo import Backbone, create_backbone
@@ -24,8 +27,11 @@ from autotransfer.search.objective import Objective
 from autotransfer.search.records import TrialRecord
 from autotransfer.search.settings import SearchSettings
 
+log = logging.getLogger(__name__)
+
 # fp32 forward time over the bf16 one `auto` timed (runtime.bf16_supported; features-cpu.md: 1.6-1.8x)
 FP32_SLOWDOWN = 2.0
+DECODE_SAMPLE = 8  # files timed to estimate decoding the data at a new size (decode_estimate)
 MIN_FORWARD_SPEED = 0.5  # the least share of `auto`'s timed forward cost the reserve keeps (see _forward_seconds)
 
 
@@ -55,6 +61,8 @@ class RunContext:
     # (backbone, resolution, tap) whose fp32 features this run extracted (refit.py: probe_model); they are in
     # the feature cache, so refitting such a probe costs no forward pass
     fp32_features: set[tuple[str, int, str]] = field(default_factory=set)
+    # why the search stopped where it did, in order (said with the unused budget when it is over UNUSED_SHARE)
+    search_ends: list[str] = field(default_factory=list)
     _index: tuple[DatasetIndex, str] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -67,6 +75,13 @@ class RunContext:
     @property
     def device(self) -> torch.device | None:
         return torch.device(self.settings.device) if self.settings.device else None
+
+    def search_ended(self, why: str, *, final: bool = True) -> None:
+        """Log why a stage of the search stopped before the budget (``why``: one clause) and, where it is
+        ``final`` (no later stage can use the time), keep it for the summary of the unused budget."""
+        log.info("%s", why)
+        if final:
+            self.search_ends.append(why)
 
     def index(self) -> tuple[DatasetIndex, str]:
         """The folder's index and files fingerprint: one walk and one stat per file for the whole run."""
@@ -109,6 +124,20 @@ class RunContext:
         decoded = [decode_file(p, recipe) for p in self.index()[0].paths[: 2 * n]]
         good = [d.pixels for d in decoded if isinstance(d, DecodedImage)][:n]
         return np.stack(good) if good else np.zeros((1, resolution, resolution, 3), np.uint8)
+
+    def decode_estimate(self, resolution: int) -> float:
+        """Seconds ``dataset(resolution)`` would take: 0 where it is decoded or cached already, else the
+        decoding of ``DECODE_SAMPLE`` files timed now, scaled to every file and the cores decode_all uses.
+        Decoding depends on the files (a 12-MP JPEG costs ~100x a thumbnail), so it is timed, not derived."""
+        index, fingerprint = self.index()
+        recipe = ResizeRecipe(resolution)
+        if resolution in self.datasets or is_cached(index.paths, recipe, fingerprint=fingerprint) or not index.paths:
+            return 0.0
+        sample = index.paths[:DECODE_SAMPLE]
+        tic = time.perf_counter()
+        for path in sample:
+            decode_file(path, recipe)
+        return (time.perf_counter() - tic) / len(sample) * len(index.paths) / (os.cpu_count() or 1)
 
     def backbone(self, name: str) -> Backbone:
         return create_backbone(name, device=self.device or "cpu")

@@ -157,7 +157,7 @@ class OptunaBackend:
         while True:
             done, running, waiting = unfinished_trials(study)
             if done >= max_trials:
-                log.info("fine-tuning: max_trials (%d) reached", max_trials)
+                context.search_ended(f"fine-tuning: max_trials ({max_trials}) reached")
                 return
             if done + running >= max_trials and not waiting:
                 # Workers sharing the study run the last trials. Wait for them: a dead worker's trial
@@ -172,11 +172,9 @@ class OptunaBackend:
             fitting = affordable(estimates, left, reserve, self.judge)
             queued = next_queued_candidate(study)
             if not fitting or (queued is not None and queued not in fitting):
-                log.info(
-                    "time budget: no room for another fine-tuning trial (%s left, %s needed to judge one)",
-                    format_duration(left),
-                    format_duration(reserve + self.judge * estimates.get(queued, min(estimates.values(), default=0))),
-                )
+                needed = reserve + self.judge * estimates.get(queued, min(estimates.values(), default=0))
+                context.search_ended(f"time budget: no room for another fine-tuning trial ({format_duration(left)} "
+                                     f"left, {format_duration(needed)} needed to judge one)")  # fmt: skip
                 return
             if len(fitting) < len(estimates) and not waiting:  # the next trial that fits, not none at all
                 log.info("time budget: %s left fits a trial of %s, the cheapest candidate", format_duration(left),
@@ -186,6 +184,7 @@ class OptunaBackend:
                 )
             self._one_trial(study, best)
             if self.first_epoch_too_long:  # the sampled trial's first epoch did not fit: nor would the next's
+                context.search_ended("time budget: a fine-tuning trial's first epoch did not fit in the time left")
                 return
 
     def _use_leftover(self, study: optuna.Study) -> None:
@@ -216,7 +215,10 @@ class OptunaBackend:
         per_epoch = best.epoch_seconds * (1 + (n_train + n_val) / max(n_train, 1))  # trained, then refit
         epochs = min(planner.MAX_EPOCHS, planner.leftover_epochs(left, context.reserve(None), per_epoch))
         if epochs <= (best.epochs_run or 0):
-            if waiting or not self._continue_best(study, best, why):  # Optuna would run the queued trial instead
+            if waiting:  # Optuna would run the queued trial, not the one queued now
+                context.search_ended(f"leftover time ({format_duration(left)}): no more epochs for trial {best.trial} "
+                                     f"than it had, and a queued trial that would not fit")  # fmt: skip
+            if waiting or not self._continue_best(study, best, why):
                 return
         elif waiting:  # Optuna runs the oldest queued trial first: a seed past max_trials, never tried, goes first
             seeded = f" ({waiting[0].user_attrs['seeded_by']})" if waiting[0].user_attrs.get("seeded_by") else ""
@@ -239,7 +241,8 @@ class OptunaBackend:
                                                                      best.epoch_seconds or 1.0))  # fmt: skip
         if best.best_epoch != run - 1 or more < 1:
             reason = "its best epoch was not its last" if more >= 1 else "no more epochs than it had"
-            log.info("leftover time (%s): trial %d not trained on (%s)", format_duration(left), best.trial, reason)
+            self.context.search_ended(f"leftover time ({format_duration(left)}): trial {best.trial} not trained on "
+                                      f"({reason})")  # fmt: skip
             return False
         params = best.hyperparameters(HYPERPARAMETERS)
         study.enqueue_trial(params, user_attrs=trial_attrs(epochs=run + more, continues=best.trial, seeded_by=why))

@@ -189,7 +189,9 @@ def run_probe_stage(
         needed = planner.pair_needs(expected, first=not probed_one)
         reserve = context.reserve(keep_for)
         if not planner.probe_pair_fits(deadline.left(), reserve, needed):
-            log.info("time budget: cheap stage stops before %s (about %s)", pair, format_duration(needed))
+            # only the pass after fine-tuning ends the search
+            context.search_ended(f"time budget: cheap stage stops before {pair} (about {format_duration(needed)})",
+                                 final=again)  # fmt: skip
             if not probed_one:  # no candidate at all: the error names what this run showed it needs
                 context.budget_needed = planner.minimum_budget(deadline.elapsed(), expected)
             break
@@ -236,25 +238,6 @@ def _probe_unless_claimed(
         return holder
     log.info("candidate %s is probed by worker %s", pair, holder["worker"])
     return None
-
-
-def widen_to_skipped_backbones(context: RunContext, best: TrialRecord | None) -> bool:
-    """Add the backbones `auto` timed but left out (past its extraction share of the budget, or its count
-    cap), fastest first, when ending the search now would leave more than ``planner.UNUSED_SHARE`` of the
-    budget unused: the probe stage's next pass spends what is left on them while each pair fits, and the
-    ensemble gets more diverse members. True when any was added (never for backbones the user named)."""
-    auto = context.auto
-    left, reserve = context.deadline.left(), context.reserve(best)
-    if auto is None or not planner.unused_too_much(left, context.deadline.seconds, reserve):
-        return False
-    timed = sorted(auto.seconds_per_image, key=auto.seconds_per_image.__getitem__)
-    extra = tuple(name for name in timed if name not in context.backbones)
-    if not extra:
-        return False
-    log.info("time budget: %s left after the search: probing the backbones `auto` left out (%s) while they fit",
-             format_duration(left), ", ".join(extra))  # fmt: skip
-    context.backbones = (*context.backbones, *extra)
-    return True
 
 
 def claim(pair: str) -> str:

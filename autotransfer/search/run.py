@@ -43,7 +43,7 @@ from autotransfer.search.finetune_stage import FinetunePlan, OptunaBackend, choo
 from autotransfer.search.finished import is_finished, load_finished
 from autotransfer.search.objective import Objective, decide_objective, decide_rotation
 from autotransfer.search.placement import Placement, corrected_prior, measured_placement, pixel_baseline
-from autotransfer.search.probe_stage import finetune_first, run_probe_stage, widen_to_skipped_backbones
+from autotransfer.search.probe_stage import finetune_first, run_probe_stage
 from autotransfer.search.recipe import prior_ranges
 from autotransfer.search.records import TrialRecord, best_record, records, trial_records
 from autotransfer.search.refit import build_pipeline
@@ -52,6 +52,7 @@ from autotransfer.search.run_profile import RunProfile
 from autotransfer.search.selection import choose_final
 from autotransfer.search.settings import SearchSettings
 from autotransfer.search.storage import Studies, open_storage, open_studies, retry_interrupted_trials, write_once
+from autotransfer.search.widen import widen_to_other_sizes, widen_to_skipped_backbones
 from autotransfer.transfer.profile import profile_dataset
 
 PLACEMENT_SECONDS = 5.0  # the pixel baseline: a logistic regression on grey thumbnails
@@ -190,9 +191,10 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
         candidates = choose_candidates(studies, space.candidates)
         plan = FinetunePlan(studies, candidates, prior_ranges(space, prior), prior, context.objective)
         backend_for(context.settings.options.backend).run(plan, context)
-    # the probes kept to their share for fine-tuning, or `auto` left backbones out: give them what is left
+    # the probes kept to their share for fine-tuning, or `auto` left backbones or sizes out: give them what is left
     best_so_far = best_record(records(studies)) if probed else None
-    widened = bool(probed) and widen_to_skipped_backbones(context, best_so_far)
+    more_backbones = bool(probed) and widen_to_skipped_backbones(context, best_so_far)
+    widened = bool(probed) and widen_to_other_sizes(context, best_so_far) or more_backbones
     if widened or (recommends_finetuning and finetuned):
         run_probe_stage(studies.probes, context, False, list(prior.taps), keep_for=best_so_far)
         probe_best_pair_combined(studies.probes, context, best_record(records(studies)), context.deadline.seconds)
@@ -229,14 +231,17 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
                           ensemble=ensemble)  # fmt: skip
     unused = max(0.0, context.deadline.left())  # after the report: what the user waited for counts
     profile.budget_unused = {"seconds": round(unused, 1), "share": round(unused / context.deadline.seconds, 3)}
+    profile.search_ends = context.search_ends or None
     profile.save(context.out)
     over = -context.deadline.left()
     if over > 0:  # a step estimated shorter than it ran (a load that came up): said, not shown as 0% unused
         log.warning("budget: %s over the %s budget (%.0f%%)", format_duration(over),
                     format_duration(context.deadline.seconds), 100 * over / context.deadline.seconds)  # fmt: skip
     else:
-        log.info("budget: %s of %s unused (%.0f%%)", format_duration(unused),
-                 format_duration(context.deadline.seconds), 100 * unused / context.deadline.seconds)  # fmt: skip
+        why = "; ".join(context.search_ends) if unused > planner.UNUSED_SHARE * context.deadline.seconds else ""
+        log.info("budget: %s of %s unused (%.0f%%)%s", format_duration(unused),
+                 format_duration(context.deadline.seconds), 100 * unused / context.deadline.seconds,
+                 f": {why}" if why else "")  # fmt: skip
     return SearchResult(pipeline=pipeline, leaderboard=board, profile=profile, run_dir=context.out, best=best,
                         refit=refit, seconds=context.deadline.elapsed(), records=rows)  # fmt: skip
 

@@ -22,14 +22,15 @@ _REQUIRED = {
     for f in dataclasses.fields(DatasetProfile)
     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 }
-_RUN_FIELDS = ("auto", "measured_skipped", "measured", "machine_load", "budget_unused")
+_RUN_FIELDS = ("auto", "measured_skipped", "measured", "machine_load", "budget_unused", "search_ends")
 
 
 @dataclass(kw_only=True)
 class RunProfile:
     """``dataset``: what the profiler measured; ``auto``: what `auto` chose (None: the space named the
     backbones and sizes); ``measured``: the probes' placement, or ``measured_skipped``: why there is none;
-    ``machine_load``: cpu_threads.busiest_load's; ``budget_unused``: seconds and share of the budget left."""
+    ``machine_load``: cpu_threads.busiest_load's; ``budget_unused``: seconds and share of the budget left;
+    ``search_ends``: why the stages stopped where they did (RunContext.search_ended), in order."""
 
     dataset: DatasetProfile
     auto: AutoChoice | None = None
@@ -37,6 +38,7 @@ class RunProfile:
     measured: Placement | None = None
     machine_load: dict[str, float] | None = None
     budget_unused: dict[str, float] | None = None
+    search_ends: list[str] | None = None
 
     def to_json(self) -> dict:
         run = {
@@ -45,6 +47,7 @@ class RunProfile:
             "measured": self.measured.to_json() if self.measured else None,
             "machine_load": self.machine_load,
             "budget_unused": self.budget_unused,
+            "search_ends": self.search_ends,
         }
         return {**self.dataset.to_json(), **{k: v for k, v in run.items() if v is not None}}
 
@@ -64,6 +67,7 @@ class RunProfile:
             measured=Placement.from_json(measured) if measured else None,
             machine_load=document.get("machine_load"),
             budget_unused=document.get("budget_unused"),
+            search_ends=document.get("search_ends"),
         )
 
     def save(self, out: Path) -> None:
