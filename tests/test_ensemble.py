@@ -204,3 +204,31 @@ def test_an_ensembles_fine_tuned_members_are_retrained_on_train_val_heaviest_fir
     finals = ensemble_stage._saved_members(context, [light, probe, heavy], [0.3, 0.2, 0.5])
     assert [f.refit for f in finals] == [False, True, True]  # in the members' order
     assert calls == [(5, pytest.approx(2.25))]  # the heaviest, leaving the members' test forwards their time
+
+
+def test_the_ensemble_starts_with_the_best_whenever_the_reserve_is_left(monkeypatch):
+    """The fifth fresh-user trial: "ensemble: no time for more candidates (85s left, 74s kept for the final
+    pipeline, about 25s needed for the next)" before the first candidate, the best itself, whose fp32 features
+    and held-out forwards the reserve already holds for the final pipeline; 25% of the budget went unused."""
+    from types import SimpleNamespace
+
+    from autotransfer.budget import Deadline
+    from autotransfer.search import ensemble_stage
+
+    built = []
+    monkeypatch.setattr(ensemble_stage, "member_pipeline", lambda context, record, splits: built.append(record.trial))
+    monkeypatch.setattr(ensemble_stage, "split_probabilities", lambda pipeline, dataset, split: np.eye(2)[[0, 1]])
+    monkeypatch.setattr(ensemble_stage, "greedy_selection", lambda probabilities, scorer: _halves(probabilities))
+    monkeypatch.setattr(ensemble_stage, "worth_it", lambda choice, n_val: True)
+    dataset = SimpleNamespace(indices=lambda split: np.arange(2), labels=np.array([0, 1]), classes=["a", "b"])
+    settings = SimpleNamespace(options=SimpleNamespace(ensemble=True), space=SimpleNamespace(ensemble=True))
+    context = SimpleNamespace(settings=settings, dataset=lambda resolution: dataset, deadline=Deadline(100.0),
+                              objective=SimpleNamespace(metric="accuracy"), evaluation_seconds=lambda record: 12.5,
+                              reserve=lambda best: 80.0)  # fmt: skip
+    rows = [TrialRecord(stage="probe", trial=i, status="complete", backbone=name, resolution=64, tap="head",
+                        val_score=0.9 - i / 10) for i, name in enumerate("ab")]  # fmt: skip
+    ensemble = ensemble_stage.choose_ensemble(context, rows, rows[0])
+    assert built == [0, 1] and ensemble is not None and len(ensemble.members) == 2
+    context.reserve = lambda best: 100.0  # not even the reserve is left: nothing starts
+    built.clear()
+    assert ensemble_stage.choose_ensemble(context, rows, rows[0]) is None and built == []

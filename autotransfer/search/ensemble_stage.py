@@ -73,9 +73,11 @@ def member_pipeline(context: RunContext, record: TrialRecord, splits: tuple[str,
 
 def choose_ensemble(context: RunContext, rows: list[TrialRecord], best: TrialRecord | None) -> Ensemble | None:
     """The ensemble that beats ``best`` alone on validation, or None (turned off, no validation split,
-    fewer than two candidates, no gain, or no time: each candidate starts only when its build, its
-    validation forward and the test forward of every member so far and of it fit before the final
-    pipeline's reserve; builds and forwards are timed separately, on the slowest member so far)."""
+    fewer than two candidates, no gain, or no time: each candidate after the best starts only when its
+    build, its validation forward and the test forward of every member so far and of it fit before the
+    final pipeline's reserve; builds and forwards are timed separately, on the slowest member so far. The
+    best starts whenever the reserve is left: its fp32 features and held-out forwards are the final
+    pipeline's own, which the reserve holds, and once they are done the reserve no longer counts them)."""
     settings = context.settings
     if best is None or not (settings.options.ensemble and settings.space.ensemble):
         return None
@@ -91,8 +93,8 @@ def choose_ensemble(context: RunContext, rows: list[TrialRecord], best: TrialRec
     for record in pool:
         if members:
             needed = build + per_image * (n_val + n_test * (len(members) + 1))
-        else:  # before any was timed: two held-out forwards from `auto`'s throughput
-            needed = context.evaluation_seconds(record) * (2 if n_test else 1)
+        else:  # the best itself: its features and held-out forwards are the final pipeline's, in the reserve
+            needed = 0.0
         if context.deadline.left() < context.reserve(best) + needed:
             log.info("ensemble: no time for more candidates (%s left, %s kept for the final pipeline, about %s "
                      "needed for the next)", format_duration(context.deadline.left()),

@@ -174,7 +174,8 @@ class OptunaBackend:
             if not fitting or (queued is not None and queued not in fitting):
                 needed = reserve + self.judge * estimates.get(queued, min(estimates.values(), default=0))
                 context.search_ended(f"time budget: no room for another fine-tuning trial ({format_duration(left)} "
-                                     f"left, {format_duration(needed)} needed to judge one)")  # fmt: skip
+                                     f"left, {format_duration(needed)} needed to judge one: {self.judge} epoch(s) "
+                                     "and the final refit)")  # fmt: skip
                 return
             if len(fitting) < len(estimates) and not waiting:  # the next trial that fits, not none at all
                 log.info("time budget: %s left fits a trial of %s, the cheapest candidate", format_duration(left),
