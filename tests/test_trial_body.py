@@ -96,6 +96,18 @@ def test_a_trial_the_budget_stopped_is_not_called_pruned(fit_env, tmp_path, monk
     assert "⏱" in line and "✂" not in line and "(time budget: stopped after epoch 1)" in line
 
 
+def test_a_trial_that_ran_every_epoch_it_got_is_complete_whatever_time_is_left(fit_env, tmp_path, monkeypatch):
+    """The long-cpu glyphs cell: a trial given 5 epochs read "time budget: stopped after epoch 5" and was recorded
+    as stopped by the budget: after its last epoch the reporter asked whether a next one fitted."""
+    monkeypatch.setattr(planner, "unused_too_much", lambda *args: False)
+    fits = iter([True, True])  # the start and after epoch 1; none after epoch 2, the last
+    monkeypatch.setattr(planner, "next_epoch_fits", lambda *args: next(fits, False))
+    context, plan = _one_trial_plan(fit_env, tmp_path)
+    OptunaBackend().run(plan, context)
+    [record] = trial_records("finetune", plan.studies.finetune)
+    assert record.status == "complete" and record.stopped is None and record.epochs_run == record.epochs_planned == 2
+
+
 def test_the_leftover_time_runs_a_seed_still_queued_and_says_so(fit_env, tmp_path, caplog):
     """Issue 26's fourth trial: "leftover time: trial 0's configuration again" was followed by another trial's
     line: a seeded trial queued past max_trials ran first (Optuna runs the oldest queued trial), and the

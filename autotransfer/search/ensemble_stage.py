@@ -91,10 +91,9 @@ def choose_ensemble(context: RunContext, rows: list[TrialRecord], best: TrialRec
     probabilities, members = [], []
     build, per_image = 0.0, 0.0  # the slowest member's build (features, head) and forward seconds per image
     for record in pool:
-        if members:
-            needed = build + per_image * (n_val + n_test * (len(members) + 1))
-        else:  # the best itself: its features and held-out forwards are the final pipeline's, in the reserve
-            needed = 0.0
+        # the best itself (first) needs nothing past the reserve: its features and held-out forwards are the
+        # final pipeline's
+        needed = build + per_image * (n_val + n_test * (len(members) + 1)) if members else 0.0
         if context.deadline.left() < context.reserve(best) + needed:
             log.info("ensemble: no time for more candidates (%s left, %s kept for the final pipeline, about %s "
                      "needed for the next)", format_duration(context.deadline.left()),

@@ -327,6 +327,7 @@ class OptunaReporter:
         self.continues = trial.user_attrs.get("continues")  # leftover time: trains on from this trial's checkpoint
         self.reserve = self.context.reserve(best, refit=self.continues is None)
         self.per_epoch = 0.0
+        self.planned = 0  # epochs the trial gets (``epochs``)
         self.not_started = False
         self.prunable = "epochs" not in trial.user_attrs  # the leftover run of the best configuration is not pruned
         # our pruner waits for the epochs that judge a trial; a pruner of the user's own decides alone
@@ -335,6 +336,10 @@ class OptunaReporter:
     def epochs(self, params: dict) -> tuple[int, str]:
         """The epochs one trial gets, and why (for the leaderboard and the summary)."""
         self.per_epoch = epoch_estimate(self.context, params, self.backend.measured)  # its strategy and augmentation
+        self.planned, why = self._epochs()
+        return self.planned, why
+
+    def _epochs(self) -> tuple[int, str]:
         if self.continues is not None:
             return int(self.trial.user_attrs["epochs"]), f"leftover time: trial {self.continues} trained on"
         if "epochs" in self.trial.user_attrs:
@@ -364,7 +369,8 @@ class OptunaReporter:
         self.trial.report(value, epoch + 1)
         if self.prunable and epoch + 1 >= self.judged_from and self.trial.should_prune():
             raise TrialPruned(f"pruned after epoch {epoch + 1}")
-        if not planner.next_epoch_fits(self.context.deadline.left(), self.reserve, self.per_epoch):
+        last = epoch + 1 >= self.planned  # the trainer stops there: no next epoch to fit
+        if not last and not planner.next_epoch_fits(self.context.deadline.left(), self.reserve, self.per_epoch):
             raise OutOfTime(f"time budget: stopped after epoch {epoch + 1}")
 
 
