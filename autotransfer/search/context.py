@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 # fp32 forward time over the bf16 one `auto` timed (runtime.bf16_supported; features-cpu.md: 1.6-1.8x)
 FP32_SLOWDOWN = 2.0
 DECODE_SAMPLE = 8  # files timed to estimate decoding the data at a new size (decode_estimate)
+ENSEMBLE_ROOM = 2  # ensemble members past the best that the probes run after the search leave time for
 MIN_FORWARD_SPEED = 0.5  # the least share of `auto`'s timed forward cost the reserve keeps (see _forward_seconds)
 
 
@@ -174,6 +175,16 @@ class RunContext:
             if not self.fp32_cached(best):
                 reserve += FP32_SLOWDOWN * self._forward_seconds(best, everything=True)
         return reserve + planner.SAVE_SECONDS * (slow - 1) + self.evaluation_seconds(best)
+
+    def ensemble_room(self, best: TrialRecord | None) -> float:
+        """Seconds the probes run after the search (search/widen.py) leave to the ensemble stage besides the
+        reserve: ``ENSEMBLE_ROOM`` members past the best, each an fp32 extraction of its features and its
+        held-out forwards at the best's cost; 0 before any best or with the ensemble turned off. Those probes
+        are worth most as ensemble members: a run that spent the ensemble's time on them ended without one."""
+        if best is None or not (self.settings.options.ensemble and self.settings.space.ensemble):
+            return 0.0
+        member = FP32_SLOWDOWN * self._forward_seconds(best, everything=True) + self.evaluation_seconds(best)
+        return ENSEMBLE_ROOM * member
 
     def fp32_cached(self, record: TrialRecord) -> bool:
         """Whether ``record``'s fp32 features were extracted in this run (a probe's refit reads them): by the

@@ -155,9 +155,8 @@ def run_probe_stage(
     ``planner.cheap_share`` of the budget. Each pair probes its best taps by kNN and its head (the
     measured placement compares the head with a lower tap); the profile backbone also probes
     ``prior_taps``, the taps the profile names, so `profile` never names a tap `fit` did not try.
-    ``keep_for``: the best record so far, whose refit the reserve keeps room for (a second pass, after
-    fine-tuning, over the pairs the first one left); pairs probed before are then passed over silently.
-    """
+    ``keep_for``: the best record so far, whose refit and ensemble (RunContext.ensemble_room) the reserve keeps
+    room for (a second pass, after fine-tuning, over the pairs left); pairs probed before are passed over."""
     deadline, done, again = context.deadline, _probed_pairs(study), keep_for is not None
     failed = {r.pair for r in trial_records("probe", study) if r.status == "fail"}
     config, share = ranking_config(context), planner.cheap_share(finetune_first)
@@ -187,7 +186,7 @@ def run_probe_stage(
             expected = float(np.mean(per_pixel)) * resolution**2 if per_pixel else 0.0
         probed_one = bool(per_pixel) or bool(done)  # fine-tuning needs at least one probed candidate
         needed = planner.pair_needs(expected, first=not probed_one)
-        reserve = context.reserve(keep_for)
+        reserve = context.reserve(keep_for) + context.ensemble_room(keep_for)  # room for the ensemble after a best
         if not planner.probe_pair_fits(deadline.left(), reserve, needed):
             # only the pass after fine-tuning ends the search
             context.search_ended(f"time budget: cheap stage stops before {pair} (about {format_duration(needed)})",

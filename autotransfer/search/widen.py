@@ -1,7 +1,8 @@
 """What the cheap stage adds when the search would end with time left: the backbones and the input sizes
 `auto` timed or had on its ladder but did not choose (its choice is made before anything is measured, to fit
 the budget). The probe stage's next pass (probe_stage.run_probe_stage with ``keep_for``) probes them while
-each pair fits, and the ensemble gets more diverse members. Never what the user's space pinned."""
+each pair fits besides the reserve and the ensemble stage's room (RunContext.ensemble_room), and the ensemble
+gets more diverse members. Never what the user's space pinned."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def widen_to_skipped_backbones(context: RunContext, best: TrialRecord | None) ->
     cap), fastest first, when ending the search now would leave more than ``planner.UNUSED_SHARE`` of the
     budget unused. True when any was added (never for backbones the user named)."""
     auto = context.auto
-    left, reserve = context.deadline.left(), context.reserve(best)
+    left, reserve = context.deadline.left(), context.reserve(best) + context.ensemble_room(best)
     if auto is None or not planner.unused_too_much(left, context.deadline.seconds, reserve):
         return False
     timed = sorted(auto.seconds_per_image, key=auto.seconds_per_image.__getitem__)
@@ -44,7 +45,7 @@ def widen_to_other_sizes(context: RunContext, best: TrialRecord | None) -> bool:
     (timed on a few files: RunContext.decode_estimate) and probing its fastest backbone fit in what is left.
     True when any was added (never when the space pinned the sizes)."""
     auto = context.auto
-    left, reserve = context.deadline.left(), context.reserve(best)
+    left, reserve = context.deadline.left(), context.reserve(best) + context.ensemble_room(best)
     if auto is None or not auto.seconds_per_image or not planner.unused_too_much(left, context.deadline.seconds,
                                                                                  reserve):  # fmt: skip
         return False
