@@ -177,3 +177,21 @@ def test_leftover_time_does_not_train_on_a_best_that_stopped_improving(fit_env, 
     assert len(plan.studies.finetune.trials) == 1
     assert context.search_ends[0] == "fine-tuning: max_trials (1) reached"
     assert context.search_ends[1].endswith("trial 0 not trained on (its best epoch was not its last)")
+
+
+def test_queued_trials_that_cannot_be_judged_do_not_block_training_the_best_on(fit_env, tmp_path, monkeypatch):
+    """The long-cpu glyphs cell at d9cb4c8: "leftover time (7m51s): no more epochs for trial 0 than it had, and a
+    queued trial that would not fit": a seed queued past the search (13m19s to judge) kept the best from training
+    on, as Optuna runs the oldest queued trial first. Such trials are now recorded as not started, and the best
+    trains on."""
+    two_seeds = ONE_TRIAL.replace("strategies: [finetune_all]", "strategies: [finetune_all, finetune_top]")
+    context, plan = _one_trial_plan(fit_env, tmp_path, two_seeds.replace("epochs: 2", "epochs: 1"))
+    affordable = iter([1, 2])  # a rerun from scratch: no more epochs than trial 0 had; trained on: 2 more
+    monkeypatch.setattr(planner, "leftover_epochs", lambda *args: next(affordable))
+    monkeypatch.setattr(planner, "unused_too_much", lambda *args: True)
+    OptunaBackend().run(plan, context)
+    first, seed, longer = trial_records("finetune", plan.studies.finetune)
+    assert seed.seeded_by == "profile prior" and seed.status == "stopped (budget)" and not seed.epochs_run
+    assert seed.stopped.startswith("time budget: not started (no room to judge it; leftover time (")
+    assert seed.stopped.endswith("goes to trial 0)")
+    assert longer.continues == 0 and longer.status == "complete" and longer.epochs_run == 3

@@ -134,6 +134,7 @@ class OptunaBackend:
         self.plan, self.context = plan, context
         self.measured: dict[tuple[str, str], float] = {}
         self.first_epoch_too_long = False
+        self.refusing: str | None = None  # why queued trials are recorded as not started now (``_not_started``)
         study, space = plan.studies.finetune, context.settings.space
         self.shape = search_shape(context)
         n_train = len(context.dataset(plan.candidates[0].resolution).indices("train"))
@@ -216,10 +217,9 @@ class OptunaBackend:
         per_epoch = best.epoch_seconds * (1 + (n_train + n_val) / max(n_train, 1))  # trained, then refit
         epochs = min(planner.MAX_EPOCHS, planner.leftover_epochs(left, context.reserve(None), per_epoch))
         if epochs <= (best.epochs_run or 0):
-            if waiting:  # Optuna would run the queued trial, not the one queued now
-                context.search_ended(f"leftover time ({format_duration(left)}): no more epochs for trial {best.trial} "
-                                     f"than it had, and a queued trial that would not fit")  # fmt: skip
-            if waiting or not self._continue_best(study, best, why):
+            if waiting:  # Optuna runs the oldest queued trial first: those that cannot be judged go out of the way
+                self._not_started(study, f"leftover time ({format_duration(left)}) goes to trial {best.trial}")
+            if not self._continue_best(study, best, why):
                 return
         elif waiting:  # Optuna runs the oldest queued trial first: a seed past max_trials, never tried, goes first
             seeded = f" ({waiting[0].user_attrs['seeded_by']})" if waiting[0].user_attrs.get("seeded_by") else ""
@@ -231,6 +231,16 @@ class OptunaBackend:
             log.info("leftover time (%s): trial %d's configuration again for %d epochs, as trial %d",
                      format_duration(left), best.trial, epochs, len(study.trials) - 1)  # fmt: skip
         self._one_trial(study, best)
+
+    def _not_started(self, study: optuna.Study, reason: str) -> None:
+        """Record every queued trial as not started (``reason``): the search found none of them fits the time
+        left, and Optuna would run them before any trial queued after them."""
+        self.refusing = reason
+        try:
+            while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                self._one_trial(study, None)
+        finally:
+            self.refusing = None
 
     def _continue_best(self, study: optuna.Study, best: TrialRecord, why: str) -> bool:
         """Queue ``best`` trained on from its checkpoint (its weights, its epochs counted) for the epochs that
@@ -357,6 +367,8 @@ class OptunaReporter:
 
     def start(self) -> None:
         set_trial_attrs(self.trial, worker=worker_name())  # host:pid, so a shared study shows who ran what
+        if self.backend.refusing:
+            raise OutOfTime(f"time budget: not started (no room to judge it; {self.backend.refusing})")
         left = self.context.deadline.left()
         if not planner.next_epoch_fits(left, self.reserve, self.per_epoch):
             self.not_started = True
