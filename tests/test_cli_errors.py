@@ -278,6 +278,12 @@ def test_slow_argument_errors_are_answered_before_torch_is_imported(tmp_path):
     cases = [
         (["fit", data, "--search-space", "nosuch"], ("No search space 'nosuch'", "--search-space")),
         (["fit", data, "--device", "tpu"], ("Unknown device 'tpu'", "Where: --device")),
+        # the fifth fresh user: a run directory that cannot be created was refused after 15 s of work
+        (["fit", data, "--out", "/proc/at-run"], ("Cannot create --out /proc/at-run", "Where: /proc/at-run")),
+        (
+            ["fit", data, "--out", data / "a" / "img_0.png" / "run"],
+            ("img_0.png is a file, not a folder", "What to do:"),
+        ),
         (["fit", data, "--storage", "sqlite:////proc/at/s.db"], ("names the SQLite file /proc/at/s.db", "--storage")),
         (["fit", data, "--storage", f"sqlite:///{tmp_path}/none/s.db"], (f"its folder {tmp_path}/none does not",)),
         (["predict", data, "x.png", "--size", "bad"], ("size must be 'native', 'original'", "Where: --size")),
@@ -290,6 +296,9 @@ def test_slow_argument_errors_are_answered_before_torch_is_imported(tmp_path):
         (["profile", data, "--size", "2"], ("between 8 and 1024 pixels; got 2", "Where: --size")),
         (["inspect", data, "--size", "0"], ("between 8 and 1024 pixels; got 0", "Where: --size", "give --size a")),
         (["rank", data, "--size", "5000"], ("got 5000", "Where: --size")),
+        # the fifth fresh user: predict --size took 16..4096, inspect/profile/rank 8..1024; one range, one message
+        (["predict", data, "x.png", "--size", "2000"], ("between 8 and 1024 pixels; got 2000", "Where: --size")),
+        (["predict", data, "x.png", "--size", "4"], ("between 8 and 1024 pixels; got 4", "give --size a size")),
         # the fifth trial: `rank --backbones nosuch` had no Where line, and was answered after decoding
         (["rank", data, "--backbones", "mobilenetv2_100,nosuch"], ("Unknown backbone 'nosuch'", "Where: --backbones")),
     ]
