@@ -288,6 +288,8 @@ def test_slow_argument_errors_are_answered_before_torch_is_imported(tmp_path):
         (["fit", data, "--storage", f"sqlite:///{tmp_path}/none/s.db"], (f"its folder {tmp_path}/none does not",)),
         (["predict", data, "x.png", "--size", "bad"], ("size must be 'native', 'original'", "Where: --size")),
         (["predict", data, "x.png", "--device", "tpu"], ("Unknown device 'tpu'",)),
+        # the fifth fresh user: 26 s to say resnet18 has no weights here (torch and timm imported first)
+        (["zoo", "show", "resnet18"], ("No pretrained weights found for resnet18", "Where: looked in")),
         (["zoo", "show", "nosuchnet"], ("Unknown backbone 'nosuchnet'", "Where: autotransfer zoo show nosuchnet")),
         # issue 26's fourth trial: 4.9 s to refuse a missing --weights; `image_size` named for --size 0, no Where/fix
         (["zoo", "show", "mobilenetv2_100", "--weights", tmp_path / "missing"], ("No weights at", "Where: --weights")),
