@@ -24,10 +24,19 @@ def describe_auto(auto: dict, probed: list[tuple[str, int]]) -> str:
     probed_names = {backbone for backbone, _ in probed}
     left_out = {name: why for name, why in (auto.get("skipped") or {}).items() if name not in probed_names}
     later = [name for name in auto.get("skipped") or {} if name in probed_names]
-    skipped = "; ".join(f"{name}: {why}" for name, why in left_out.items())
+    skipped = reasons_once(left_out)
     return (
         f"backbones {', '.join(auto['backbones'])} at {', '.join(map(str, auto['resolutions']))} px "
         f"({why_sizes}){reached}"
         + (f"; left out at first, probed in the time left: {', '.join(later)}" if later else "")
         + (f"; left out: {skipped}" if skipped else "")
     )
+
+
+def reasons_once(reasons: dict[str, str]) -> str:
+    """ "a, b: why; c: another reason": names that share a reason listed before it, the reason said once (a
+    short budget leaves every backbone out for the same long sentence)."""
+    names_by_reason: dict[str, list[str]] = {}
+    for name, why in reasons.items():
+        names_by_reason.setdefault(why, []).append(name)
+    return "; ".join(f"{', '.join(names)}: {why}" for why, names in names_by_reason.items())
