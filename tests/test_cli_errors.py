@@ -3,6 +3,7 @@ message (never a traceback), 130 interrupted. Also the summary `fit` prints afte
 missing cells of trials that never ran (issue 15.1: it crashed there with pd.NA)."""
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -121,7 +122,13 @@ def test_predict_names_the_files_of_a_folder_it_did_not_read(tmp_path, pipeline_
     assert "notes.txt" in done.stderr and ".hidden" not in done.stderr
     assert "note: --size" not in done.stderr
     at_size = run_cli("predict", folder, images / "img_0.png", "--size", "48")
-    assert at_size.returncode == 0 and "note: --size 48 classifies each image at its own aspect ratio" in at_size.stderr
+    assert at_size.returncode == 0 and "note: --size 48 classifies each image at its own aspect ratio and scale" in (
+        " ".join(at_size.stderr.split())
+    )
+    original = run_cli("predict", folder, images / "img_0.png", "--size", "original")
+    trained = json.loads((folder / "pipeline.json").read_text())["preprocess"]["size"]
+    said = " ".join(original.stderr.split())
+    assert f"its shorter side within {trained}..{2 * trained} px (larger images scaled down)" in said, said
 
 
 def test_predict_with_nothing_classified_fails_and_keeps_errors_out_of_the_label_column(tmp_path, pipeline_dir):
@@ -150,7 +157,7 @@ def test_a_run_directory_that_cannot_be_created_is_one_clear_error(fit_env):
     done = run_cli(
         "fit", fit_env["data"], "--search-space", fit_env["space"], "--time-budget", "1m", "--out", "/proc/at"
     )
-    one_clear_error(done, "Cannot write the run directory /proc/at")
+    one_clear_error(done, "Cannot create --out /proc/at", "Where: /proc/at")
 
 
 def test_unknown_backbone_in_a_space_file_names_the_nearest_and_where(tmp_path):
