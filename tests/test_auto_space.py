@@ -93,6 +93,23 @@ def test_a_short_budget_times_one_backbone_only(tmp_path, monkeypatch):
     assert choice.skipped["test_resnet"].startswith("59 s were left for the search, under 60 s: one backbone")
 
 
+def test_a_reason_shared_by_the_backbones_left_out_is_said_once(monkeypatch, caplog):
+    """The fifth fresh user: at a 1-minute budget the same long sentence came once per backbone left out."""
+    from autotransfer.report.search_choices import describe_auto
+
+    names = ["net_a", "net_b", "net_c", auto_space.DEFAULT_BACKBONE]
+    monkeypatch.setattr(auto_space, "available_backbones", lambda cuda: names)
+    monkeypatch.setattr(auto_space, "time_backbones", lambda names, sample, device: (dict.fromkeys(names, 0.01), {}))
+    sample = np.random.default_rng(0).integers(0, 255, (4, 64, 64, 3), dtype=np.uint8)
+    with caplog.at_level("INFO", logger="autotransfer.search.auto_space"):
+        choice = resolve_auto((), (), sample, native=64, n_images=40, budget=30, device=torch.device("cpu"))
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("auto:")]
+    assert line.count("30 s were left for the search") == 1
+    assert "; left out net_a, net_b, net_c: 30 s were left for the search, under 60 s: one backbone" in line
+    said = describe_auto(choice.to_json(), [])
+    assert said.count("30 s were left") == 1 and "left out: net_a, net_b, net_c: 30 s were left" in said
+
+
 def test_the_second_size_goes_to_the_best_backbone_of_the_first():
     import optuna
 

@@ -3,6 +3,7 @@ message (never a traceback), 130 interrupted. Also the summary `fit` prints afte
 missing cells of trials that never ran (issue 15.1: it crashed there with pd.NA)."""
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -121,7 +122,13 @@ def test_predict_names_the_files_of_a_folder_it_did_not_read(tmp_path, pipeline_
     assert "notes.txt" in done.stderr and ".hidden" not in done.stderr
     assert "note: --size" not in done.stderr
     at_size = run_cli("predict", folder, images / "img_0.png", "--size", "48")
-    assert at_size.returncode == 0 and "note: --size 48 classifies each image at its own aspect ratio" in at_size.stderr
+    assert at_size.returncode == 0 and "note: --size 48 classifies each image at its own aspect ratio and scale" in (
+        " ".join(at_size.stderr.split())
+    )
+    original = run_cli("predict", folder, images / "img_0.png", "--size", "original")
+    trained = json.loads((folder / "pipeline.json").read_text())["preprocess"]["size"]
+    said = " ".join(original.stderr.split())
+    assert f"its shorter side within {trained}..{2 * trained} px (larger images scaled down)" in said, said
 
 
 def test_predict_with_nothing_classified_fails_and_keeps_errors_out_of_the_label_column(tmp_path, pipeline_dir):
@@ -150,7 +157,7 @@ def test_a_run_directory_that_cannot_be_created_is_one_clear_error(fit_env):
     done = run_cli(
         "fit", fit_env["data"], "--search-space", fit_env["space"], "--time-budget", "1m", "--out", "/proc/at"
     )
-    one_clear_error(done, "Cannot write the run directory /proc/at")
+    one_clear_error(done, "Cannot create --out /proc/at", "Where: /proc/at")
 
 
 def test_unknown_backbone_in_a_space_file_names_the_nearest_and_where(tmp_path):
@@ -278,10 +285,18 @@ def test_slow_argument_errors_are_answered_before_torch_is_imported(tmp_path):
     cases = [
         (["fit", data, "--search-space", "nosuch"], ("No search space 'nosuch'", "--search-space")),
         (["fit", data, "--device", "tpu"], ("Unknown device 'tpu'", "Where: --device")),
+        # the fifth fresh user: a run directory that cannot be created was refused after 15 s of work
+        (["fit", data, "--out", "/proc/at-run"], ("Cannot create --out /proc/at-run", "Where: /proc/at-run")),
+        (
+            ["fit", data, "--out", data / "a" / "img_0.png" / "run"],
+            ("img_0.png is a file, not a folder", "What to do:"),
+        ),
         (["fit", data, "--storage", "sqlite:////proc/at/s.db"], ("names the SQLite file /proc/at/s.db", "--storage")),
         (["fit", data, "--storage", f"sqlite:///{tmp_path}/none/s.db"], (f"its folder {tmp_path}/none does not",)),
         (["predict", data, "x.png", "--size", "bad"], ("size must be 'native', 'original'", "Where: --size")),
         (["predict", data, "x.png", "--device", "tpu"], ("Unknown device 'tpu'",)),
+        # the fifth fresh user: 26 s to say resnet18 has no weights here (torch and timm imported first)
+        (["zoo", "show", "resnet18"], ("No pretrained weights found for resnet18", "Where: looked in")),
         (["zoo", "show", "nosuchnet"], ("Unknown backbone 'nosuchnet'", "Where: autotransfer zoo show nosuchnet")),
         # issue 26's fourth trial: 4.9 s to refuse a missing --weights; `image_size` named for --size 0, no Where/fix
         (["zoo", "show", "mobilenetv2_100", "--weights", tmp_path / "missing"], ("No weights at", "Where: --weights")),
@@ -290,6 +305,9 @@ def test_slow_argument_errors_are_answered_before_torch_is_imported(tmp_path):
         (["profile", data, "--size", "2"], ("between 8 and 1024 pixels; got 2", "Where: --size")),
         (["inspect", data, "--size", "0"], ("between 8 and 1024 pixels; got 0", "Where: --size", "give --size a")),
         (["rank", data, "--size", "5000"], ("got 5000", "Where: --size")),
+        # the fifth fresh user: predict --size took 16..4096, inspect/profile/rank 8..1024; one range, one message
+        (["predict", data, "x.png", "--size", "2000"], ("between 8 and 1024 pixels; got 2000", "Where: --size")),
+        (["predict", data, "x.png", "--size", "4"], ("between 8 and 1024 pixels; got 4", "give --size a size")),
         # the fifth trial: `rank --backbones nosuch` had no Where line, and was answered after decoding
         (["rank", data, "--backbones", "mobilenetv2_100,nosuch"], ("Unknown backbone 'nosuch'", "Where: --backbones")),
     ]

@@ -117,9 +117,11 @@ def test_the_early_stop_line_names_the_metric_it_stopped_on(data, caplog):
     with caplog.at_level("INFO", logger="autotransfer.transfer.finetune"):
         stopped = finetune(data, _net(), _quick(epochs=4, head_lr=1e-12, patience=2, metric="balanced_accuracy"))
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("early stop")]
-    assert line == f"early stop after epoch 2 (best val balanced_accuracy {stopped.best_val_score:.4f} at epoch 0)"
+    # epochs counted from 1, as the leaderboard's epochs_run=3 (the fifth fresh user read "after epoch 2 ... epoch 0")
+    assert len(stopped.history) == 3 and stopped.best_epoch == 0
+    assert line == f"early stop after 3 epoch(s) (best val balanced_accuracy {stopped.best_val_score:.4f} at epoch 1)"
     loss = Progress(best_score=-0.6931, best_accuracy=0.9, best_epoch=1)  # log_loss is scored as its negative
-    assert best_words("log_loss", loss) == "best val log_loss 0.6931 at epoch 1"
+    assert best_words("log_loss", loss) == "best val log_loss 0.6931 at epoch 2"
 
 
 @pytest.mark.parametrize(
@@ -168,7 +170,7 @@ def test_best_epoch_is_checkpointed_and_a_run_resumes_from_it(data, tmp_path, ca
     assert (folder / "best.safetensors").exists() and (folder / "best.json").exists()
     with caplog.at_level("INFO", logger="autotransfer.transfer.checkpoint"):
         resumed = finetune(data, _net(), _quick(epochs=4, patience=5), checkpoint_dir=folder, resume=True)
-    said = f"after epoch 1 (best val f1_macro {first.best_val_score:.4f} at epoch {first.best_epoch})"
+    said = f"after 2 epoch(s) (best val f1_macro {first.best_val_score:.4f} at epoch {first.best_epoch + 1})"
     assert said in caplog.text  # the checkpoint's metric, not its accuracy
     assert [h.epoch for h in resumed.history][: len(first.history)] == [h.epoch for h in first.history]
     assert resumed.history[-1].epoch == 3 and resumed.best_val_accuracy >= first.best_val_accuracy

@@ -44,6 +44,19 @@ def test_features_no_better_than_pixels_read_as_different():
     assert placement.quadrant == "large-different" and "do not beat raw pixels" in placement.rationale
 
 
+def test_the_words_follow_the_quadrant_placed():
+    """The fifth fresh user read "small-different ... the top features are still relevant (similar)": the codes
+    tied a lower tap (similar) but neither beat raw pixels (different). Each word names the quadrant printed."""
+    cases = [((1.0, 1.0), 1.0), ((1.0, 1.0), 0.2), ((0.70, 0.82), 0.40), ((0.70, 0.82), 0.90), ((0.9, 0.5), None)]
+    for (head, mid), pixels in cases:
+        placement = measured_placement("small-different", _probes(head=head, mid=mid), pixel_score=pixels)
+        verdict = placement.quadrant.split("-")[1]
+        other = "different" if verdict == "similar" else "similar"
+        assert f"({verdict})" in placement.rationale and other not in placement.rationale, placement
+    tied_below_pixels = measured_placement("small-different", _probes(head=1.0, mid=1.0), pixel_score=1.0)
+    assert tied_below_pixels.quadrant == "small-different" and "still relevant" not in tied_below_pixels.rationale
+
+
 def test_no_placement_without_both_kinds_of_tap():
     assert measured_placement(QUADRANT, [_probe(0, "head", 0.9)], 0.5) is None
     assert corrected_prior(PRIOR, None) == PRIOR

@@ -156,6 +156,25 @@ def test_roc_auc_probe_on_two_classes_with_every_head():
     assert 0.5 < result.val_score <= 1.0 and len(result.tried) == 12
 
 
+def test_the_refit_rows_are_drawn_once(monkeypatch):
+    """fit_probe drew the refit's rows, then refit_head drew the same ones again, then (CV) a third time for
+    the refit's estimate; with CV the three are the same rows: one draw."""
+    from autotransfer.transfer import probes
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    real = probes.refit_rows
+    monkeypatch.setattr(probes, "refit_rows", counted)
+    x, y = _blobs(n=60, d=40, separation=0.7, seed=7)
+    result = fit_probe(x[:45], y[:45], x[45:], y[45:], ProbeOptions(heads=("softmax",), cv_folds=3))
+    assert len(result.model.predict(x)) == 60 and result.refit_seconds > 0  # refit on train+val
+    assert len(calls) == 1
+
+
 def test_cross_validated_selection_on_small_data():
     x, y = _blobs(n=60, d=40, separation=0.7, seed=7)
     cv = fit_probe(x[:45], y[:45], x[45:], y[45:], ProbeOptions(heads=("softmax", "torch"), cv_folds=5))

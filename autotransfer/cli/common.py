@@ -3,6 +3,7 @@ an output path before any work, and the checkpoint-path check that needs no torc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import asdict
@@ -45,8 +46,28 @@ def prepare_output(path: Path, option: str, directory: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise output_error(path, option, error) from error
+    if directory and not path.exists():
+        _check_creatable(path, option)
     if not os.access(path.parent, os.W_OK):
         raise output_error(path, option, PermissionError(13, "Permission denied", str(path.parent)))
+
+
+def _check_creatable(path: Path, option: str) -> None:
+    """Create the folder ``path`` and remove it again: a place where no folder can be made (under /proc, a
+    read-only mount) is refused now rather than when the run creates it, after the heavy imports. Removed so
+    that an argument refused later leaves nothing behind; a folder another process filled meanwhile stays."""
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return
+    except OSError as error:
+        raise AutoTransferError(
+            f"Cannot create {option} {path}: {error.strerror or error}.",
+            where=str(path),
+            fix="choose a path in a folder you can write to.",
+        ) from error
+    with contextlib.suppress(OSError):
+        path.rmdir()
 
 
 def output_error(path: Path, option: str, error: OSError, note: str = "") -> AutoTransferError:

@@ -29,7 +29,7 @@ def predict(  # noqa: PLR0913 (typer reads a command's options from its paramete
         None, "--csv", metavar="FILE", help="also write the rows to this CSV (its folder must exist)"
     ),
     top_k: int = typer.Option(1, "--top-k", min=1, metavar="K", help="classes listed per image (clamped to all)"),
-    size: str = typer.Option("native", metavar="SIZE", help="native | original | N (shorter side in px)"),
+    size: str = typer.Option("native", metavar="SIZE", help="native | original | N (shorter side, 8..1024 px)"),
     reduce: str = typer.Option("mean", metavar="mean|max", help="how a large image's score map is reduced"),
     batch_size: int = typer.Option(32, "--batch-size", min=1, metavar="N", help="images decoded at a time"),
     device: str | None = typer.Option(None, metavar="DEVICE", help="cpu or cuda (default: cuda when present)"),
@@ -40,6 +40,10 @@ def predict(  # noqa: PLR0913 (typer reads a command's options from its paramete
     large JPEGs are decoded near the size the network needs, --json lines and --csv rows appear as
     each batch is done (with the --top-k columns), and a progress bar shows on a terminal. Folders
     are walked as `fit` walks them: symbolic links are followed, a link loop is visited once.
+
+    --size native resizes and crops each image as in training. --size original keeps each image's own
+    size and aspect ratio, its shorter side held within 1-2x the training size: larger images are
+    scaled down (a network misreads objects many times larger than those it was trained on).
 
     Exit status: 0 when at least one image was classified, 2 when none was (or the CSV could not
     be written; the rows before the failure are kept).
@@ -148,12 +152,17 @@ def _classify(pipeline, items: list, sink: _Rows, *, size: str, reduce: str) -> 
 
 def _print_notes(pipeline, sink: _Rows, size: str, ignored: list) -> None:
     """What the user should know besides the rows: skipped inputs, a --size unlike training's, non-images."""
+    from autotransfer.deploy.predict_size import ORIGINAL_MAX_SCALE
+
     if sink.failed:
         err.print(f"{len(sink.failed)} input(s) could not be read and were skipped.")
     if size != "native":
+        trained = pipeline.spec["preprocess"]["size"]
+        scale = (f", its shorter side within {trained}..{ORIGINAL_MAX_SCALE * trained} px (larger images scaled "
+                 "down)" if size == "original" else " and scale")  # fmt: skip
         err.print(
-            f"note: --size {escape(str(size))} classifies each image at its own aspect ratio and scale, not as in "
-            f"training ({pipeline.spec['preprocess']['size']} px, {pipeline.spec['preprocess']['resize_mode']}): "
+            f"note: --size {escape(str(size))} classifies each image at its own aspect ratio{scale}, not as in "
+            f"training ({trained} px, {pipeline.spec['preprocess']['resize_mode']}): "
             "answers can differ from the default --size native's; check them on labelled images first.",
             highlight=False,
         )

@@ -55,8 +55,12 @@ def zoo_show(
     """Taps, depth groups, preprocessing and weight source of one backbone."""
     from autotransfer.models.backbone_names import check_backbone_name
 
-    check_backbone_name(name, where=f"autotransfer zoo show {name}")  # both before torch and timm are imported
+    check_backbone_name(name, where=f"autotransfer zoo show {name}")  # these before torch and timm are imported
     check_weights_path(weights)
+    if pretrained:
+        from autotransfer.models.weights import check_weights_reachable
+
+        check_weights_reachable(name, weights)
     from autotransfer.models.zoo import create_backbone
 
     backbone = create_backbone(name, pretrained=pretrained, weights=weights, device="cpu" if pretrained else "meta")

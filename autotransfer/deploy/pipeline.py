@@ -284,8 +284,9 @@ class Pipeline:
     ) -> Iterator[Prediction]:
         """One Prediction per input, in order, decoded and classified ``batch_size`` at a time.
 
-        ``size``: "native" resizes every image as in training; "original" keeps each image's size
-        (upscaled to at least the training size); an int sets the shorter side. Larger images are
+        ``size``: "native" resizes every image as in training; "original" keeps each image's size and
+        aspect ratio, its shorter side held between the training size and twice it (larger images are scaled
+        down: deploy/predict_size.py's ORIGINAL_MAX_SCALE); an int sets the shorter side. Larger images are
         classified by sliding the network over them (mean or max of the class-score map). ``draft``:
         JPEGs are decoded at a reduced scale near the size needed (deploy/predict_inputs.py).
         """

@@ -21,6 +21,7 @@ from PIL import Image
 
 from autotransfer.data.images import ResizeRecipe, open_rgb, read_file, resize, to_rgb
 from autotransfer.data.sources import SkippedFile, walk_images
+from autotransfer.deploy.predict_size import ORIGINAL_MAX_SCALE
 from autotransfer.errors import AutoTransferError
 
 _NOT_AN_IMAGE = "not an image file"  # the reasons data/sources.py gives: a note, not a row
@@ -121,18 +122,24 @@ def to_pixels(image: Image.Image, recipe: ResizeRecipe, keep_aspect: int | None 
     """uint8 HxWx3 pixels for the network.
 
     ``keep_aspect=False``: the training recipe (square, as the decode cache did). Otherwise the image
-    keeps its aspect ratio, with its shorter side set to ``keep_aspect`` pixels, or (None) left as it
-    is unless smaller than the training size.
+    keeps its aspect ratio, with its shorter side set to ``keep_aspect`` pixels, or (None, ``original``)
+    left as it is within the training size and ``ORIGINAL_MAX_SCALE`` times it (smaller images are
+    scaled up, larger ones down).
     """
     if keep_aspect is False:
         return np.asarray(resize(image, recipe), dtype=np.uint8)
     shorter = min(image.size)
-    target = keep_aspect if keep_aspect is not None else max(shorter, recipe.size)
+    target = keep_aspect if keep_aspect is not None else min(max(shorter, recipe.size), original_limit(recipe))
     if target != shorter:
         scale = target / shorter
         size = (max(target, round(image.width * scale)), max(target, round(image.height * scale)))
         image = image.resize(size, Image.Resampling.BICUBIC)
     return np.asarray(image, dtype=np.uint8)
+
+
+def original_limit(recipe: ResizeRecipe) -> int:
+    """The largest shorter side ``original`` classifies an image at (larger ones are scaled down to it)."""
+    return ORIGINAL_MAX_SCALE * recipe.size
 
 
 def pixels_of(
@@ -142,7 +149,8 @@ def pixels_of(
 
     Draft mode asks the JPEG decoder for a reduced scale (1/2 .. 1/8) that stays at least twice the
     target size, so a 12-megapixel photo is never decoded at full resolution for a 224 px network."""
-    target = recipe.size if keep_aspect is False else keep_aspect  # None ("original"): full size
+    # None ("original"): decoded near its limit, whatever the file's size
+    target = original_limit(recipe) if keep_aspect is None else recipe.size if keep_aspect is False else keep_aspect
     image = source.open(target if draft else None)
     if isinstance(image, str):
         return image

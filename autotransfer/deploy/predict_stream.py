@@ -45,8 +45,9 @@ def stream_predictions(
     """One Prediction per source, in order, computed ``batch_size`` inputs at a time.
 
     ``size``: "native" resizes every image as in training (batched); "original" keeps each image's
-    size (upscaled to at least the training size); an int sets the shorter side (one image per forward
-    pass: sizes differ). ``draft``: decode JPEGs at a reduced scale near the size needed.
+    size and aspect ratio, its shorter side held between the training size and ``ORIGINAL_MAX_SCALE``
+    times it (deploy/predict_size.py); an int sets the shorter side (one image per forward pass: sizes
+    differ). ``draft``: decode JPEGs at a reduced scale near the size needed.
     """
     keep_aspect = False if size == "native" else pipeline.shorter_side(size)
     net = pipeline.network(reduce)

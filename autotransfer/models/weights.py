@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import socket
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -211,11 +212,44 @@ def find_local_weights(name: str, explicit: str | Path | None) -> tuple[WeightsS
 
 @functools.lru_cache(maxsize=1)
 def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """A quick probe, so that offline users get an answer in seconds rather than minutes of retries."""
+    """A quick probe, so that offline users get an answer in seconds rather than minutes of retries.
+
+    The probe runs in a daemon thread waited on for ``timeout`` seconds: the socket's timeout does not
+    cover the name lookup, which can hang far longer where no DNS server answers."""
     if offline_mode():
         return False
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    answer: list[bool] = []
+
+    def connect() -> None:
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    probe = threading.Thread(target=connect, name="hub-probe", daemon=True)
+    probe.start()
+    probe.join(timeout)
+    return bool(answer and answer[0])
+
+
+def no_weights_error(name: str, looked: list[str]) -> AutoTransferError:
+    """No pretrained weights for ``name`` in any of the places ``looked`` at (the hub among them)."""
+    return AutoTransferError(
+        f"No pretrained weights found for {name}.",
+        where="looked in: " + "; ".join(looked),
+        fix=f"pass --weights PATH (a .safetensors or .pth state dict), put {name.replace(':', '_')}.safetensors "
+        "in the directory named by $AUTOTRANSFER_WEIGHTS, go online, or pick a backbone of the offline zoo "
+        f"({', '.join(sorted(OFFLINE_ZOO))}).",
+    )
+
+
+def check_weights_reachable(name: str, explicit: str | Path | None) -> None:
+    """``no_weights_error`` when no local source has weights for ``name`` and the hub cannot be reached,
+    answered without torch or timm (a command refuses in a second, not after importing them)."""
+    source, looked = find_local_weights(name, explicit)
+    if source is None and not hub_reachable():
+        raise no_weights_error(name, [*looked, HUB_UNREACHABLE])
+
+
+HUB_UNREACHABLE = "the hub (not reachable from this machine, or AUTOTRANSFER_OFFLINE is set)"

@@ -277,14 +277,8 @@ def _load_pretrained(name: str, model: nn.Module, explicit: str | Path | None) -
         except Exception as error:  # the hub raises many types (HTTP, missing file, no weights tag)
             looked.append(f"the hub ({type(error).__name__}: {str(error)[:200]})")
     else:
-        looked.append("the hub (not reachable from this machine, or AUTOTRANSFER_OFFLINE is set)")
-    raise AutoTransferError(
-        f"No pretrained weights found for {name}.",
-        where="looked in: " + "; ".join(looked),
-        fix=f"pass --weights PATH (a .safetensors or .pth state dict), put {name.replace(':', '_')}.safetensors "
-        "in the directory named by $AUTOTRANSFER_WEIGHTS, go online, or pick a backbone of the offline zoo "
-        f"({', '.join(sorted(OFFLINE_ZOO))}).",
-    )
+        looked.append(weights_mod.HUB_UNREACHABLE)
+    raise weights_mod.no_weights_error(name, looked)
 
 
 def _load_from_hub(name: str, model: nn.Module) -> None:

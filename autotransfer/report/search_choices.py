@@ -27,7 +27,7 @@ def describe_auto(auto: dict, probed: list[tuple[str, int]]) -> str:
     probed_names = {backbone for backbone, _ in probed}
     left_out = {name: why for name, why in (auto.get("skipped") or {}).items() if name not in probed_names}
     later = [name for name in auto.get("skipped") or {} if name in probed_names]
-    skipped = "; ".join(f"{name}: {why}" for name, why in left_out.items())
+    skipped = reasons_once(left_out)
     return (
         f"backbones {', '.join(auto['backbones'])} at {', '.join(map(str, auto['resolutions']))} px "
         f"({why_sizes}){reached}"
@@ -35,3 +35,12 @@ def describe_auto(auto: dict, probed: list[tuple[str, int]]) -> str:
         + (f"; other sizes probed in the time left: {', '.join(map(str, later_sizes))} px" if later_sizes else "")
         + (f"; left out: {skipped}" if skipped else "")
     )
+
+
+def reasons_once(reasons: dict[str, str]) -> str:
+    """ "a, b: why; c: another reason": names that share a reason listed before it, the reason said once (a
+    short budget leaves every backbone out for the same long sentence)."""
+    names_by_reason: dict[str, list[str]] = {}
+    for name, why in reasons.items():
+        names_by_reason.setdefault(why, []).append(name)
+    return "; ".join(f"{', '.join(names)}: {why}" for why, names in names_by_reason.items())

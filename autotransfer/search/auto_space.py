@@ -31,6 +31,7 @@ from autotransfer.data.resolution import native_short_sides, profile_resolution
 from autotransfer.errors import AutoTransferError, written_by_another_version
 from autotransfer.models.weights import OFFLINE_ZOO, hub_reachable, offline_weights_available
 from autotransfer.models.zoo import TORCHVISION_PREFIX, create_backbone
+from autotransfer.report.search_choices import reasons_once
 from autotransfer.search import planner
 from autotransfer.settings import user_weights_dir
 from autotransfer.transfer.profile import DEFAULT_BACKBONE
@@ -267,7 +268,7 @@ def resolve_auto(
             continue
         chosen.append(name)
         spent += cost
-    left_out = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+    left_out = reasons_once(skipped)
     log.info("auto: backbones %s at %s px (native shorter side %d px)%s", chosen, list(sizes), native,
              f"; left out {left_out}" if left_out else "")  # fmt: skip
     return AutoChoice(backbones=tuple(chosen), resolutions=tuple(sizes), native_side=native, profile_resolution=first,

@@ -95,16 +95,21 @@ def measured_placement(
     if head is None or mid is None:
         return None
     size = (a_priori or "small-different").split("-")[0]
-    similar = head >= mid - TIE
+    # the words follow the quadrant: features no better than raw pixels place the data "different" whatever
+    # the head-vs-lower-tap comparison says, so that comparison's verdict is not printed beside it
+    beaten_by_pixels = pixel_score is not None and max(head, mid) <= pixel_score
+    similar = head >= mid - TIE and not beaten_by_pixels
     quadrant = f"{size}-{'similar' if similar else 'different'}"
-    words = f"CNN codes {head:.3f} vs best lower tap {mid:.3f}: the top features are " + (
-        "still relevant (similar)" if similar else "too ImageNet-specific (different)"
-    )
-    if pixel_score is not None:
-        words += f"; no-transfer pixel baseline {pixel_score:.3f}"
-        if max(head, mid) <= pixel_score:
-            words += " (the pretrained features do not beat raw pixels: the data is far from ImageNet)"
-            quadrant = f"{size}-different"
+    codes = f"CNN codes {head:.3f} vs best lower tap {mid:.3f}"
+    if beaten_by_pixels:
+        words = (f"{codes}, neither above the no-transfer pixel baseline {pixel_score:.3f}: the pretrained "
+                 "features do not beat raw pixels, the data is far from ImageNet (different)")  # fmt: skip
+    else:
+        words = f"{codes}: the top features are " + (
+            "still relevant (similar)" if similar else "too ImageNet-specific (different)"
+        )
+        if pixel_score is not None:
+            words += f"; no-transfer pixel baseline {pixel_score:.3f}"
     return Placement(
         quadrant=quadrant,
         a_priori=a_priori,

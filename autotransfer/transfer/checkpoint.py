@@ -71,12 +71,15 @@ def resumed(model: TransferModel, checkpoint_dir: Path | None, resume: bool) -> 
         meta["last_epoch"] + 1,
     )  # fmt: skip
     metric = meta.get("config", {}).get("metric", "accuracy")
-    log.info("resumed from %s after epoch %d (%s)", checkpoint_dir, meta["last_epoch"], best_words(metric, progress))
+    log.info(
+        "resumed from %s after %d epoch(s) (%s)", checkpoint_dir, meta["last_epoch"] + 1, best_words(metric, progress)
+    )
     return progress
 
 
 def best_words(metric: str, progress: Progress) -> str:
-    """ "best val balanced_accuracy 0.7059 at epoch 3": the score the best epoch was chosen by, named."""
+    """ "best val balanced_accuracy 0.7059 at epoch 3": the score the best epoch was chosen by, named; epochs
+    counted from 1 in words, as the leaderboard's epochs_run counts them (``best_epoch`` itself is 0-based)."""
     if metric == "log_loss":  # scored as its negative (transfer/metrics.py): the loss itself
-        return f"best val log_loss {-progress.best_score:.4f} at epoch {progress.best_epoch}"
-    return f"best val {metric} {progress.best_score:.4f} at epoch {progress.best_epoch}"
+        return f"best val log_loss {-progress.best_score:.4f} at epoch {progress.best_epoch + 1}"
+    return f"best val {metric} {progress.best_score:.4f} at epoch {progress.best_epoch + 1}"

@@ -320,7 +320,7 @@ def _epoch_with_retry(
             if not is_oom(error) or batch_size // 2 < MIN_BATCH_SIZE:
                 raise
             batch_size //= 2
-            log.warning("out of memory: epoch %d restarts with batch size %d", epoch, batch_size)
+            log.warning("out of memory: epoch %d restarts with batch size %d", epoch + 1, batch_size)
             if trainer.device.type == "cuda":
                 torch.cuda.empty_cache()
 
@@ -353,9 +353,9 @@ def _after_epoch(
     if report is not None:
         report(epoch, record.val_score)
     if epoch - progress.best_epoch >= config.patience:
-        log.info("early stop after epoch %d (%s)", epoch, best_words(config.metric, progress))
+        log.info("early stop after %d epoch(s) (%s)", epoch + 1, best_words(config.metric, progress))
         return True
     if deadline is not None and deadline.left() < progress.history[-1].seconds and epoch + 1 < config.epochs:
-        log.info("time budget: stopped after epoch %d (%s)", epoch, best_words(config.metric, progress))
+        log.info("time budget: stopped after %d epoch(s) (%s)", epoch + 1, best_words(config.metric, progress))
         return True
     return False

@@ -290,13 +290,14 @@ def fit_probe(
         if best is None or value > best[0]:
             best = (value, accuracy, kind, C, model)
     value, accuracy, kind, C, model = best
-    y_all = np.concatenate([y_train, y_val])  # what the pipeline's head is refit on (search/refit.py)
     rows = refit_rows(kind, y_fit, d, c, options.seed)
     refit = fit_seconds(kind, len(rows), d, c) * slowdown
     if model is None or (len(rows) > n and (deadline is None or refit <= deadline.left())):
-        model = refit_head(options, kind, C, x_fit, y_fit, n_classes=c, deadline=deadline, slowdown=slowdown)
+        model = _fit_on_rows(options, kind, C, x_fit, y_fit, rows, _FitBudget(c, iterations(deadline, refit), deadline))
         if not cv:
             value, accuracy = _evaluate(model, x_val, y_val, options.metric, classes)
+    # the pipeline's head is refit on train+val (search/refit.py): the rows above when they are train+val (CV)
+    all_rows = rows if cv else refit_rows(kind, np.concatenate([y_train, y_val]), d, c, options.seed)
     return ProbeResult(
         head=kind,
         C=C,
@@ -308,7 +309,7 @@ def fit_probe(
         val_score=value,
         cv_folds=len(splits) if cv else 0,
         class_weight=options.class_weight,
-        refit_seconds=fit_seconds(kind, len(refit_rows(kind, y_all, d, c, options.seed)), d, c),
+        refit_seconds=fit_seconds(kind, len(all_rows), d, c),
     )
 
 
@@ -327,14 +328,22 @@ def refit_head(
     solver reads every row batch by batch, a full-batch one is fit on ``probe_cost.refit_rows`` (a stratified
     subsample of at most ``FULL_BATCH_VALUES`` features), capped in iterations to end by ``deadline``
     (its estimate times ``slowdown``, the wall/CPU ratio seen on a loaded machine)."""
-    d = x.shape[1]
-    rows = refit_rows(kind, y, d, n_classes, options.seed)
+    rows = refit_rows(kind, y, x.shape[1], n_classes, options.seed)
+    cap = iterations(deadline, fit_seconds(kind, len(rows), x.shape[1], n_classes) * slowdown)
+    return _fit_on_rows(options, kind, C, x, y, rows, _FitBudget(n_classes, cap, deadline))
+
+
+def _fit_on_rows(
+    options: ProbeOptions, kind: str, C: float, x: np.ndarray | FeatureRows, y: np.ndarray, rows: np.ndarray,
+    budget: _FitBudget,
+):  # fmt: skip
+    """refit_head's fit on its ``rows`` of ``x`` and ``y`` (all of them: read as they are, or as one array
+    for a full-batch solver)."""
     if len(rows) < len(y):
         x, y = x[rows], y[rows]
-    elif solver(kind, len(y), d, n_classes) == "full":
+    elif solver(kind, len(y), x.shape[1], budget.n_classes) == "full":
         x = np.asarray(x)
-    cap = iterations(deadline, fit_seconds(kind, len(rows), d, n_classes) * slowdown)
-    return _fit(options, kind, C, x, y, _FitBudget(n_classes, cap, deadline))
+    return _fit(options, kind, C, x, y, budget)
 
 
 def as_linear(model: Pipeline | TorchLinearHead, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
