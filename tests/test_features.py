@@ -6,7 +6,13 @@ import torch
 from conftest import run_concurrently
 
 from autotransfer.data.datasets import load_dataset
-from autotransfer.models.features import FeatureExtractor, extract_features, features_cached, pool
+from autotransfer.models.features import (
+    FeatureExtractor,
+    extract_features,
+    features_cached,
+    pool,
+    recorded_forward_seconds,
+)
 from autotransfer.models.zoo import create_backbone
 from autotransfer.runtime import bf16_supported
 
@@ -91,6 +97,22 @@ def test_features_cached_says_whether_every_tap_would_only_be_read(small, isolat
     extract_features(small, backbone, bf16=False, show_progress=False)
     assert features_cached(small, backbone, bf16=False)
     assert not features_cached(small, backbone, bf16=False, pooling="max")
+
+
+def test_the_forward_pass_that_filled_the_cache_is_recorded_for_the_runs_that_read_it(small, isolated_cache):
+    """long-cpu reruns read every pair's features from the cache, timed no forward pass, and planned fine-tuning
+    from `auto`'s timing of a few small batches (about 4x a whole pass's cost per image): Fashion-MNIST's first
+    trial was estimated at 15 minutes and never started. The pass that filled the cache is kept with it."""
+    from autotransfer.transfer.ranking import RankingConfig, rank_backbone
+
+    backbone = _backbone()
+    assert recorded_forward_seconds(small, backbone, bf16=False) is None
+    first = rank_backbone(small, backbone, RankingConfig(bf16=False, heads=("torch",)), show_progress=False)
+    recorded = recorded_forward_seconds(small, backbone, bf16=False)
+    assert recorded is not None and recorded > 0 and not first[0]["extract_cached"]
+    assert first[0]["extract_recorded"] is None  # computed here: its own time is the measurement
+    again = rank_backbone(small, backbone, RankingConfig(bf16=False, heads=("torch",)), show_progress=False)
+    assert again[0]["extract_cached"] and again[0]["extract_recorded"] == recorded  # read: the filling pass's time
 
 
 def test_damaged_cache_file_is_recomputed(small, isolated_cache):

@@ -347,7 +347,8 @@ def test_a_probe_best_keeps_room_for_its_heads_refit_at_the_measured_load(fit_en
 def test_the_reserve_counts_forwards_at_the_speed_the_probes_extraction_measured(fit_env):
     """`auto` timed a few batches in a burst of load; the probes then extracted the pair's features, a whole
     pass: that measurement, not the timing, sizes the fp32 extraction and the evaluation the final pipeline
-    needs. Features read from the cache measure no forward and leave the timing in place."""
+    needs. Features read from the cache measure no forward: the pass that filled the cache is used where it was
+    recorded, else the timing stays."""
     from autotransfer.search.context import FP32_SLOWDOWN
 
     context = _context_timed_in_a_burst(fit_env, 6000.0)
@@ -362,6 +363,9 @@ def test_the_reserve_counts_forwards_at_the_speed_the_probes_extraction_measured
     assert measured == pytest.approx(context.reserve(None) + FP32_SLOWDOWN * 3.0)  # the fp32 extraction
     context.cached_pairs.add("test_efficientnet@32")
     assert context.reserve(probe) == pytest.approx(timed)
+    # read from the cache, the pass that filled it (another run's) is the measurement
+    context.recorded_extraction["test_efficientnet@32"] = 3.0
+    assert context.reserve(probe) == pytest.approx(measured)
 
 
 @pytest.mark.parametrize("combine", [True, False])

@@ -13,7 +13,9 @@ Files are written to a temporary name and renamed: concurrent runs never see a p
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from torch import nn
 
 from autotransfer.data.datasets import Dataset
 from autotransfer.errors import AutoTransferError
-from autotransfer.files import replacing
+from autotransfer.files import replacing, write_text_atomic
 from autotransfer.models.zoo import COMBINED_TAP, Backbone
 from autotransfer.runtime import autocast, bf16_supported, default_device
 from autotransfer.settings import cache_dir
@@ -177,6 +179,30 @@ def features_cached(
     return all(path.exists() for path in _cache_files(dataset, backbone, taps, pooling, use_bf16, cache_root).values())
 
 
+def _forward_record(dataset: Dataset, backbone: Backbone, use_bf16: bool, root: Path | None) -> Path:
+    """Where the seconds of the forward pass that computed a backbone's cached features are kept."""
+    return _cache_folder(dataset, backbone, root) / f"forward-{'bf16' if use_bf16 else 'fp32'}.json"
+
+
+def recorded_forward_seconds(
+    dataset: Dataset,
+    backbone: Backbone,
+    *,
+    bf16: bool = True,
+    device: torch.device | str | None = None,
+    cache_root: Path | None = None,
+) -> float | None:
+    """Seconds the forward pass that filled ``backbone``'s feature cache for ``dataset`` took (every image,
+    at that run's load), or None when not recorded: what a run reading the cache would have spent, for
+    its time estimates (search/context.py), since a cache read times no forward pass."""
+    device = torch.device(device) if device is not None else default_device()
+    path = _forward_record(dataset, backbone, bf16 and bf16_supported(device), cache_root)
+    try:
+        return float(json.loads(path.read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _feature_file(path: Path, shape: tuple[int, int]) -> np.ndarray:
     """A float32 ``.npy`` memory map at ``path``, its disk blocks reserved first: a full disk raises
     ENOSPC here rather than killing the process (SIGBUS) on a write into the map."""
@@ -225,6 +251,7 @@ def extract_features(  # noqa: PLR0913 (a public function: every option keyword-
                 continue  # missing or damaged: computed below
     missing = [t for t in taps if t not in features]
     if missing and use_cache:  # written straight into the cache files (memory maps), renamed when complete
+        tic = time.perf_counter()
         with ExitStack() as partials:
             paths = {t: partials.enter_context(replacing(files[t])) for t in missing}
             allocate = lambda tap, shape: _feature_file(paths[tap], shape)  # noqa: E731
@@ -232,6 +259,8 @@ def extract_features(  # noqa: PLR0913 (a public function: every option keyword-
                 if isinstance(values, np.memmap):
                     values.flush()
         features.update({t: np.load(files[t], mmap_mode="r") for t in missing})
+        seconds = json.dumps({"seconds": time.perf_counter() - tic, "images": len(dataset.images)})
+        write_text_atomic(_forward_record(dataset, backbone, extractor.use_bf16, cache_root), seconds)
     elif missing:
         features.update(extractor.run(dataset.images, missing, pooling, show_progress))
     return {t: features[t] for t in taps}

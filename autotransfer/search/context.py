@@ -55,6 +55,8 @@ class RunContext:
     # only where the features were computed: `cached_pairs` were read from the feature cache
     slowdown: float = 1.0
     cached_pairs: set[str] = field(default_factory=set)
+    # of the cached pairs, the seconds of the forward pass that filled the cache (models/features.py)
+    recorded_extraction: dict[str, float] = field(default_factory=dict)
     # the budget the probe stage found it needed (planner.minimum_budget) when it could start no candidate
     budget_needed: float | None = None
     objective: Objective | None = None  # search/objective.py: metric, why, class weights, CV folds
@@ -208,10 +210,14 @@ class RunContext:
         return seconds * (FP32_SLOWDOWN if device.type == "cpu" and bf16_supported(device) else 1.0)
 
     def _measured_extraction(self, name: str, resolution: int) -> float | None:
-        """Seconds the probes' extraction of (``name``, ``resolution``) took where it computed the features
-        (not where it read them from the cache): one forward over every image at the probes' precision."""
+        """Seconds the probes' extraction of (``name``, ``resolution``) took where it computed the features, or
+        where it read them from the cache, the forward pass that filled it (another run's): one forward over
+        every image at the probes' precision. `auto`'s timing of a few small batches is ~4x a whole pass's
+        per-image cost on 2 CPU cores (Fashion-MNIST, lite1 at 128 px), so a warm cache would plan less."""
         pair = f"{name}@{resolution}"
-        return self.extract_seconds[pair] if pair in self.extract_seconds and pair not in self.cached_pairs else None
+        if pair in self.cached_pairs:
+            return self.recorded_extraction.get(pair)
+        return self.extract_seconds.get(pair)
 
     def evaluation_seconds(self, best: TrialRecord | None) -> float:
         """Predicting val (the chosen configuration) and test (the final pipeline): two forward passes

@@ -259,6 +259,8 @@ def _probe_pair(study: optuna.Study, context: RunContext, config: RankingConfig,
     context.extract_seconds[pair] = sum(r["extract_seconds"] for r in rows)
     if rows and rows[0].get("extract_cached"):
         context.cached_pairs.add(pair)
+        if rows[0].get("extract_recorded") is not None:
+            context.recorded_extraction[pair] = rows[0]["extract_recorded"]
     record_probe_rows(study, context, name, resolution, rows, context.extract_seconds[pair])
     return True
 

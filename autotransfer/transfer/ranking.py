@@ -16,7 +16,7 @@ import pandas as pd
 
 from autotransfer.budget import Deadline
 from autotransfer.data.datasets import Dataset
-from autotransfer.models.features import extract_features, features_cached
+from autotransfer.models.features import extract_features, features_cached, recorded_forward_seconds
 from autotransfer.models.zoo import Backbone, create_backbone
 from autotransfer.transfer.feature_rows import FeatureRows, tap_rows
 from autotransfer.transfer.probes import ProbeOptions, fit_probe
@@ -64,6 +64,8 @@ def rank_backbone(
 ) -> list[dict]:
     """One row per tap of ``backbone``: zero-cost scores, probe accuracy, and what each cost."""
     cached = features_cached(dataset, backbone, pooling=config.pooling, bf16=config.bf16)
+    # a cache read times no forward pass: the one that filled the cache says what it costs
+    recorded = recorded_forward_seconds(dataset, backbone, bf16=config.bf16) if cached else None
     start = time.perf_counter()
     features = extract_features(
         dataset,
@@ -86,6 +88,7 @@ def rank_backbone(
             "channels": tap.channels,
             "extract_seconds": extract_seconds / len(backbone.taps),
             "extract_cached": cached,  # read from the feature cache, not computed
+            "extract_recorded": recorded,  # seconds of the forward pass that filled the cache (None: unknown)
         }
         tic = time.perf_counter()
         if late:
