@@ -114,6 +114,10 @@ def test_the_score_summary_says_how_to_read_each_score():
     assert split.split == "test" and split.at_chance and split.probability_scores == {"log_loss": 0.7}
     cv = ScoreSummary.from_metrics({"metric": "accuracy", "val_score": 0.9, "val_score_from": "cross-validation"})
     assert not cv.chosen_on_val and cv.cross_validated and "held-out" in cv.val_name
+    # the sixth fresh-user trial: an ensemble's "held-out validation" figure was its selection score on that split
+    ensemble = ScoreSummary.from_metrics({"metric": "accuracy", "val_score": 0.76,
+                                          "val_score_from": "validation split (members trained on train)"})  # fmt: skip
+    assert ensemble.chosen_on_val and "optimistic" in ensemble.val_name
     assert ScoreSummary.from_metrics({}).search_score_text() is None
 
 

@@ -195,3 +195,18 @@ def test_queued_trials_that_cannot_be_judged_do_not_block_training_the_best_on(f
     assert seed.stopped.startswith("time budget: not started (no room to judge it; leftover time (")
     assert seed.stopped.endswith("goes to trial 0)")
     assert longer.continues == 0 and longer.status == "complete" and longer.epochs_run == 3
+
+
+def test_a_leftover_trial_that_ends_early_says_so_among_the_reasons_for_unused_time(fit_env, tmp_path, monkeypatch):
+    """The sixth fresh-user trial: "unused: 2m41s (89% of the budget): fine-tuning: max_trials (2) reached" while
+    the leftover rerun had stopped at 18 of its 40 epochs: the reason left the rerun out."""
+    context, plan = _one_trial_plan(fit_env, tmp_path, ONE_TRIAL.replace("epochs: 2", "epochs: 1"))
+    affordable = iter([1, 3])  # trained on for 3 more epochs
+    monkeypatch.setattr(planner, "leftover_epochs", lambda *args: next(affordable))
+    monkeypatch.setattr(planner, "unused_too_much", lambda *args: True)
+    fits = iter([True, True, True])  # trial 0's start; trial 1's start and its first epoch; then no room
+    monkeypatch.setattr(planner, "next_epoch_fits", lambda *args: next(fits, False))
+    OptunaBackend().run(plan, context)
+    assert (
+        context.search_ends[-1] == "leftover time: trial 1 ran 3 of its 4 epochs (time budget: stopped after epoch 3)"
+    )

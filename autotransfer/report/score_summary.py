@@ -87,9 +87,9 @@ class ScoreSummary:
             cross_validated=metrics.get("val_score_from") == "cross-validation",
             refit_on_train_val=bool(metrics.get("refit_on_train_val", True)),
             selection=metrics.get("selection") or None,
-            # the val split chose the configuration unless probes were chosen by cross-validation (or an
-            # ensemble's members were trained on train only): then it is held out
-            chosen_on_val=metrics.get("val_score_from") == "validation split",
+            # the val split chose the configuration unless probes were chosen by cross-validation: then it is
+            # held out. An ensemble's weights were chosen on it, whatever its members trained on
+            chosen_on_val=str(metrics.get("val_score_from") or "").startswith("validation split"),
             splits=splits,
         )
 

@@ -95,9 +95,10 @@ def choose_ensemble(context: RunContext, rows: list[TrialRecord], best: TrialRec
         # final pipeline's
         needed = build + per_image * (n_val + n_test * (len(members) + 1)) if members else 0.0
         if context.deadline.left() < context.reserve(best) + needed:
-            log.info("ensemble: no time for more candidates (%s left, %s kept for the final pipeline, about %s "
-                     "needed for the next)", format_duration(context.deadline.left()),
-                     format_duration(context.reserve(best)), format_duration(needed))  # fmt: skip
+            next_one = f", about {format_duration(needed)} needed for the next" if members else ""
+            log.info("ensemble: no time for more candidates (%s left, %s kept for the final pipeline%s)",
+                     format_duration(context.deadline.left()), format_duration(context.reserve(best)),
+                     next_one)  # fmt: skip
             break
         tic = time.perf_counter()
         pipeline = member_pipeline(context, record, ("train",))

@@ -231,6 +231,10 @@ class OptunaBackend:
             log.info("leftover time (%s): trial %d's configuration again for %d epochs, as trial %d",
                      format_duration(left), best.trial, epochs, len(study.trials) - 1)  # fmt: skip
         self._one_trial(study, best)
+        ran = trial_records("finetune", study)[-1]
+        if ran.epochs_run is not None and ran.epochs_planned and ran.epochs_run < ran.epochs_planned:
+            context.search_ended(f"leftover time: trial {ran.trial} ran {ran.epochs_run} of its {ran.epochs_planned} "
+                                 f"epochs ({ran.stopped or 'early stop: validation stopped improving'})")  # fmt: skip
 
     def _not_started(self, study: optuna.Study, reason: str) -> None:
         """Record every queued trial as not started (``reason``): the search found none of them fits the time
