@@ -136,3 +136,9 @@ def test_a_backbone_left_out_for_the_extraction_share_says_which_share(monkeypat
     assert choice.backbones == ("fast_net",)
     reason = choice.skipped["slow_net"]
     assert "past its share of the budget (35%: 42 s; the faster ones take" in reason, reason
+    # the sixth fresh-user trial: this sentence came once per backbone it left out (each with its own cost)
+    monkeypatch.setattr(auto_space, "available_backbones", lambda cuda: ["fast_net", "slow_net", "slower_net"])
+    timed = {"fast_net": 0.01, "slow_net": 1.0, "slower_net": 2.0}
+    monkeypatch.setattr(auto_space, "time_backbones", lambda names, sample, device: (timed, {}))
+    choice = resolve_auto((), (), sample, native=64, n_images=200, budget=120, device=torch.device("cpu"))
+    assert choice.skipped["slow_net"] == choice.skipped["slower_net"]  # one reason, said once (reasons_once)

@@ -260,10 +260,10 @@ def resolve_auto(
             skipped[name] = left_out_by_count(name, measured, chosen, max_backbones)
             continue
         if chosen and spent + cost > EXTRACT_SHARE * budget:
+            # one sentence for every backbone it leaves out (said once for them all: report.search_choices)
             skipped[name] = (
-                f"extracting its features (about {cost:.0f} s here) would take the backbones' extraction past "
-                f"its share of the budget ({EXTRACT_SHARE:.0%}: {EXTRACT_SHARE * budget:.0f} s; the faster ones "
-                f"take {spent:.0f} s)"
+                f"extracting their features would take the backbones' extraction past its share of the budget "
+                f"({EXTRACT_SHARE:.0%}: {EXTRACT_SHARE * budget:.0f} s; the faster ones take {spent:.0f} s)"
             )
             continue
         chosen.append(name)
