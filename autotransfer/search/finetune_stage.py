@@ -11,6 +11,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -230,9 +231,8 @@ class OptunaBackend:
             study.enqueue_trial(params, user_attrs=trial_attrs(epochs=epochs, seeded_by=why))
             log.info("leftover time (%s): trial %d's configuration again for %d epochs, as trial %d",
                      format_duration(left), best.trial, epochs, len(study.trials) - 1)  # fmt: skip
-        self._one_trial(study, best)
-        ran = trial_records("finetune", study)[-1]
-        if ran.epochs_run is not None and ran.epochs_planned and ran.epochs_run < ran.epochs_planned:
+        ran = self._one_trial(study, best)
+        if ran is not None and ran.epochs_run is not None and ran.epochs_run < (ran.epochs_planned or 0):
             context.search_ended(f"leftover time: trial {ran.trial} ran {ran.epochs_run} of its {ran.epochs_planned} "
                                  f"epochs ({ran.stopped or 'early stop: validation stopped improving'})")  # fmt: skip
 
@@ -266,7 +266,8 @@ class OptunaBackend:
                  len(study.trials) - 1)  # fmt: skip
         return True
 
-    def _one_trial(self, study: optuna.Study, best: TrialRecord | None) -> None:
+    def _one_trial(self, study: optuna.Study, best: TrialRecord | None) -> TrialRecord | None:
+        """Run the next trial (the oldest queued, else sampled); its record (None when none was asked)."""
         asked: dict = {}
         use_free_cpus()
         try:
@@ -282,12 +283,13 @@ class OptunaBackend:
             log.warning("trial %d (%s) failed: %s", asked["number"], describe(asked["params"]), error)
         number = asked.get("number")
         if number is None:
-            return
+            return None
         record = next(r for r in trial_records("finetune", study) if r.trial == number)
         if record.epoch_seconds is not None:
             self.measured[asked["params"]["candidate"], asked["params"]["strategy"]] = record.epoch_seconds
         best = best_record(records(self.plan.studies))
         self.context.progress.trial(record.row(), best.row() if best else None)
+        return record
 
     def _objective(self, trial: optuna.Trial, best: TrialRecord | None, asked: dict) -> float:
         space = self.context.settings.space
@@ -324,7 +326,9 @@ class OptunaBackend:
     def _train(self, trial: optuna.Trial, params: dict, best: TrialRecord | None) -> float:
         """Train one configuration (search/trial_body.py) for the epochs it gets (said in ``epochs_why``)."""
         reporter = OptunaReporter(trial, self, best)
-        continues = None if reporter.continues is None else self.context.out / "trials" / f"{reporter.continues:04d}"
+        # the checkpoint folder the continued trial recorded (trial_body.run_trial names it)
+        continued = None if reporter.continues is None else self.plan.studies.finetune.trials[reporter.continues]
+        continues = None if continued is None else Path(continued.user_attrs["checkpoint_dir"])
         try:
             return run_trial(params, trial_context(self.context, self.plan.objective), reporter, continues=continues)
         finally:
