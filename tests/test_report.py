@@ -72,7 +72,7 @@ def test_report_of_a_full_run(tmp_path):
     assert page.chosen_rows[0][:3] == ["★", "1", "finetune_top"]
     assert frame.loc[frame["chosen"], "trial"].tolist() == [1] and frame["chosen"].sum() == 1
     # trials counted as they ran; the time against the budget
-    assert "4 probes, 2 fine-tuning trials (1 pruned, 1 failed); 1 queued trial not started (budget)" in text
+    assert "4 probes, 2 fine-tuning trials (1 pruned, 1 failed); 1 queued trial not started" in text
     assert "97s of 2m00s" in text
     # metrics, per class and the confusion matrices of both splits
     assert "val accuracy — classes are balanced" in text and "83.3%" in text  # test accuracy 20/24
@@ -136,7 +136,7 @@ def test_report_when_no_fine_tuning_trial_finished_and_no_test(tmp_path):
     args = make_run(tmp_path / "run", with_test=False, finetune_finished=False)
     write_outputs(**args)
     text = (tmp_path / "run" / "report.html").read_text()
-    assert "4 probes, 0 fine-tuning trials (1 failed); 3 queued trials not started (budget)" in text
+    assert "4 probes, 0 fine-tuning trials (1 failed); 3 queued trials not started" in text
     assert "no fine-tuning trial finished within the budget" in text  # said, not a flat line at 0
     assert "no test split" in text and text.count("<table class=confusion>") == 1
     assert Page(text).chosen_rows[0][:3] == ["★", "1", "mid_layer_probe"]
@@ -158,7 +158,7 @@ def test_trial_counts_skip_trials_that_never_ran():
     )
     counts = trial_counts(frame)
     assert counts["probe"]["ran"] == 1 and counts["finetune"]["ran"] == 1 and counts["finetune"]["not_started"] == 1
-    assert counts["text"] == "1 probe (1 failed), 1 fine-tuning trial (1 pruned); 1 queued trial not started (budget)"
+    assert counts["text"] == "1 probe (1 failed), 1 fine-tuning trial (1 pruned); 1 queued trial not started"
     frame["stopped"] = [None, None, None, "time budget: stopped after epoch 6"]  # the second fresh-user trial
     assert trial_counts(frame)["text"].startswith("1 probe (1 failed), 1 fine-tuning trial (1 stopped by the budget)")
 

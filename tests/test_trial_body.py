@@ -191,7 +191,7 @@ def test_queued_trials_that_cannot_be_judged_do_not_block_training_the_best_on(f
     monkeypatch.setattr(planner, "unused_too_much", lambda *args: True)
     OptunaBackend().run(plan, context)
     first, seed, longer = trial_records("finetune", plan.studies.finetune)
-    assert seed.seeded_by == "profile prior" and seed.status == "stopped (budget)" and not seed.epochs_run
+    assert seed.seeded_by == "profile prior" and seed.status == "not started" and not seed.epochs_run
     assert seed.stopped.startswith("time budget: not started (no room to judge it; leftover time (")
     assert seed.stopped.endswith("goes to trial 0)")
     assert longer.continues == 0 and longer.status == "complete" and longer.epochs_run == 3

@@ -119,9 +119,10 @@ def leaderboard(
 
 def trial_counts(frame: pd.DataFrame) -> dict:
     """Trials per stage and status; ``text``: "3 probes, 2 fine-tuning trials (1 pruned, 1 stopped by the
-    budget, 1 failed); 1 queued trial not started" -- counting only trials that ran as trials. A trial the
-    budget stopped has the status ``stopped (budget)`` (a leaderboard written before it: pruned, its
-    ``stopped`` starting with "time budget")."""
+    budget, 1 failed); 1 queued trial not started" -- counting only trials that ran as trials (why the
+    others did not start is in their ``stopped`` reason, or they were still queued). A trial the budget
+    stopped has the status ``stopped (budget)`` (a leaderboard written before it: pruned, its ``stopped``
+    starting with "time budget")."""
     status = frame["status"].astype(str) if "status" in frame else pd.Series([""] * len(frame))
     stage = frame["stage"].astype(str) if "stage" in frame else pd.Series([""] * len(frame))
     stopped = frame["stopped"] if "stopped" in frame else pd.Series([None] * len(frame))
@@ -147,7 +148,7 @@ def trial_counts(frame: pd.DataFrame) -> dict:
         text += f" ({', '.join(details)})"
     queued = probe["not_started"] + finetune["not_started"]
     if queued:
-        text += f"; {queued} queued trial{'s' * (queued != 1)} not started (budget)"
+        text += f"; {queued} queued trial{'s' * (queued != 1)} not started"
     return {**counts, "text": text}
 
 

@@ -25,7 +25,7 @@ from rich.text import Text
 
 from autotransfer.budget import format_duration
 from autotransfer.report.terminal import is_missing
-from autotransfer.trial_status import BUDGET_STOPPED
+from autotransfer.trial_status import BUDGET_STOPPED, NOT_STARTED
 
 STAGES = ("profile", "probes", "fine-tuning", "refit", "save")
 _RECORD_STAGE = {"probe": "probes", "finetune": "fine-tuning"}
@@ -171,7 +171,7 @@ class Progress:
         score = f"{_where(record)} {value:.4f}" if value is not None else status
         seconds = _score(record, "seconds")
         extra = ""
-        if status in ("pruned", BUDGET_STOPPED) and record.get("stopped"):
+        if status in ("pruned", BUDGET_STOPPED, NOT_STARTED) and record.get("stopped"):
             extra = f" [dim]({escape(str(record['stopped']))})[/]"
         elif status == "fail" and record.get("error"):
             extra = f" [red]{escape(str(record['error'])[:100])}[/]"

@@ -33,7 +33,9 @@ from autotransfer.search.recipe import seed_trials
 from autotransfer.search.records import TrialRecord, best_record, records, set_trial_attrs, trial_attrs, trial_records
 from autotransfer.search.space import Range
 from autotransfer.search.storage import (
+    PAST_MAX_TRIALS,
     Studies,
+    asked_past_max_trials,
     fail_dead_workers_trials,
     heartbeat_settings,
     unfinished_trials,
@@ -295,6 +297,8 @@ class OptunaBackend:
         space = self.context.settings.space
         params = suggest(trial, space, self.plan.candidates, self.plan.ranges, self.plan.objective.class_weights)
         asked.update(number=trial.number, params=params)
+        if self.context.settings.options.storage:  # workers share the study: only they can ask too many
+            self._give_way_past_max_trials(trial, params)
         tic = time.perf_counter()
         try:
             value = self._train(trial, params, best)
@@ -322,6 +326,16 @@ class OptunaBackend:
             extra=TRIAL_LINE,
         )
         return value
+
+    def _give_way_past_max_trials(self, trial: optuna.Trial, params: dict) -> None:
+        """Record ``trial`` as not started when another worker took the last of ``max_trials`` at once."""
+        max_trials = self.shape.max_trials
+        if not asked_past_max_trials(self.plan.studies.finetune, trial.number, max_trials):
+            return
+        stopped = f"{PAST_MAX_TRIALS} ({max_trials}) taken by the workers sharing the study"
+        set_trial_attrs(trial, stopped=stopped, worker=worker_name(), seconds=0.0)
+        log.info("trial %d (%s) %s", trial.number, describe(params), stopped, extra=TRIAL_LINE)
+        raise optuna.TrialPruned(stopped)
 
     def _train(self, trial: optuna.Trial, params: dict, best: TrialRecord | None) -> float:
         """Train one configuration (search/trial_body.py) for the epochs it gets (said in ``epochs_why``)."""

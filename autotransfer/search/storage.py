@@ -137,15 +137,44 @@ def retry_interrupted_trials(study: optuna.Study) -> None:
         log.info("trial %d was interrupted by the previous run: queued again", trial.number)
 
 
+PAST_MAX_TRIALS = "not started: max_trials"  # how the ``stopped`` reason of a trial asked too many starts
+
+
+def _asked_past_max_trials(trial: optuna.trial.FrozenTrial) -> bool:
+    return str(trial.user_attrs.get("stopped", "")).startswith(PAST_MAX_TRIALS)
+
+
+def _is_retry(trial: optuna.trial.FrozenTrial) -> bool:
+    """A trial queued again after its worker died (Optuna's retry callback) or was interrupted (retry_later)."""
+    return "failed_trial" in trial.system_attrs or "retry_of" in trial.user_attrs
+
+
+def _retried(trials: list[optuna.trial.FrozenTrial]) -> set[int]:
+    return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+
+
 def unfinished_trials(study: optuna.Study) -> tuple[int, int, int]:
     """(done, running, waiting) fine-tuning trials. A trial failed because its worker died and queued
-    again (``RetryFailedTrialCallback``) is not done: its retry counts in its place."""
+    again (``RetryFailedTrialCallback``) is not done: its retry counts in its place. Nor is a trial asked
+    past ``max_trials`` (``asked_past_max_trials``)."""
     trials = study.get_trials(deepcopy=False)
-    retried = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
-    done = sum(t.state.is_finished() and t.number not in retried for t in trials)
+    retried = _retried(trials)
+    done = sum(t.state.is_finished() and t.number not in retried and not _asked_past_max_trials(t) for t in trials)
     running = sum(t.state == TrialState.RUNNING for t in trials)
     waiting = sum(t.state == TrialState.WAITING for t in trials)
     return done, running, waiting
+
+
+def asked_past_max_trials(study: optuna.Study, number: int, max_trials: int) -> bool:
+    """Whether trial ``number`` (just asked) has ``max_trials`` started trials before it: workers sharing a study
+    count its trials, then ask for one, and Optuna's ``ask`` cannot be made conditional on the count, so
+    two workers may ask for the last place at once. The storage numbers trials in order, so the later one
+    gives way. A trial a dead or interrupted worker left keeps its place and its retry takes no new one."""
+    trials = study.get_trials(deepcopy=False)
+    if _is_retry(trials[number]):
+        return False
+    started = (t for t in trials[:number] if t.state != TrialState.WAITING and not _is_retry(t))
+    return sum(not _asked_past_max_trials(t) for t in started) >= max_trials
 
 
 def fail_dead_workers_trials(study: optuna.Study) -> None:
