@@ -285,7 +285,7 @@ def test_export_matches_pytorch(request, tmp_path, fmt, which):
         np.testing.assert_allclose(got, expected, atol=5e-3, rtol=1e-3)
     meta = json.loads((tmp_path / f"model.{fmt}.json").read_text())
     assert meta["classes"] == ["a", "b", "c"]
-    assert meta["in_graph"].startswith(f"the shorter side resized to {SIZE} px")  # trained on centre crops
+    assert meta["in_graph"].startswith(f"the centred square of the image resized to {SIZE}x{SIZE} px")  # centre crops
     assert meta["before_the_graph"].startswith("images of any size as 3-channel RGB; an image with transparency")
 
 

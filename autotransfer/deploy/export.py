@@ -23,7 +23,7 @@ from autotransfer.deploy.export_formats import check_export_format
 from autotransfer.deploy.pipeline import Pipeline
 from autotransfer.files import replacing
 
-ONNX_OPSET = 18  # the first opset whose Resize supports antialiasing
+ONNX_OPSET = 18
 
 
 def _example(pipeline: Pipeline) -> torch.Tensor:
@@ -32,7 +32,7 @@ def _example(pipeline: Pipeline) -> torch.Tensor:
 
 
 def _export_onnx(net: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
-    """torch.export-based ONNX export: it handles the antialiased resize and symbolic image sizes."""
+    """torch.export-based ONNX export: it keeps the image sizes symbolic (the resize builds its weights from them)."""
     from torch.export import Dim
 
     shapes = {

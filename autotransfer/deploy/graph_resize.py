@@ -1,34 +1,77 @@
 """The training resize as a graph module, so an exported model takes raw images of any size.
 
-``predict`` resizes with PIL: a pipeline trained on centre crops sees ``ImageOps.fit`` (the shorter
-side scaled to the training size, the centred square kept); one trained on squashed images sees the
-whole image resized to a square. ``GraphResize`` does the same with torch ops that both exporters
-keep dynamic in the image size: ``torch.export`` (ONNX) refuses the data-dependent slicing a plain
-centre crop needs, so the square is sampled by an affine grid at scale 1 (``grid_sample``), which lands
-on the resized image's pixel centres. Written here because neither torchvision's transforms (not
-exportable with symbolic sizes) nor timm's fit this.
+``predict`` resizes with PIL: a pipeline trained on centre crops sees ``ImageOps.fit`` (the centred
+square of the image, as a box of source coordinates, resampled to the training size in one call); one
+trained on squashed images sees the whole image resized to a square. ``GraphResize`` computes what
+Pillow's ``Image.resize`` computes (src/libImaging/Resample.c, Pillow 13): per axis, a filter window
+over the source pixels around each output pixel's centre in the box, its weights normalised and held
+as 22-bit fixed point, and two passes, each rounded to whole 8-bit levels; the vertical pass first when
+the height shrinks by more than twice as many pixels as the width (Pillow >= 13; earlier versions
+always ran the horizontal pass first). A pass is a product with a dense (output x input) weight
+matrix, built from the image's size inside the graph, so both exporters keep the size dynamic.
+Written here because neither torchvision's transforms nor ``F.interpolate`` take PIL's box (a
+fractional source window) or round between the passes, and a centre crop by slicing is refused by
+``torch.export`` with dynamic sizes.
 """
 
 from __future__ import annotations
 
+import PIL
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from autotransfer.errors import AutoTransferError
 
-MODES = {"bilinear": "bilinear", "bicubic": "bicubic"}  # PIL's name -> torch's; both antialiased in the graph
+# Literals below, not module constants: TorchScript does not read a module's global floats.
+
+
+def _filter(x: torch.Tensor, bicubic: bool) -> torch.Tensor:
+    """Resample.c's filters: bicubic_filter (Keys' cubic convolution, a = -0.5, support 2) and
+    bilinear_filter (the triangle, support 1)."""
+    x = x.abs()
+    if bicubic:
+        near = (1.5 * x - 2.5) * x * x + 1.0  # ((a + 2) x - (a + 3)) x^2 + 1
+        far = (((x - 5.0) * x + 8.0) * x - 4.0) * -0.5  # (((x - 5) x + 8) x - 4) a
+        return torch.where(x < 1.0, near, torch.where(x < 2.0, far, torch.zeros_like(x)))
+    return torch.clamp(1.0 - x, min=0.0)
+
+
+def resample_weights(n_in: int, start: torch.Tensor, length: torch.Tensor, n_out: int, bicubic: bool) -> torch.Tensor:
+    """(n_out, n_in) weights of one axis: output pixel ``i`` is the weighted sum of the source pixels
+    under the filter centred at ``start + (i + 0.5) * length / n_out`` (``start``, ``length``: the box
+    along this axis, in source pixels, 0-d tensors), as Resample.c's ``precompute_coeffs`` and
+    ``normalize_coeffs_8bpc``: the filter widened by the scale when shrinking, the window of source
+    pixels rounded as there, rows normalised to sum 1, then rounded to 22-bit fixed point (8-bit images:
+    32 bits less 8 for the pixel and 2 for overflow)."""
+    support = 2.0 if bicubic else 1.0
+    scale = length / n_out
+    filterscale = torch.clamp(scale, min=1.0)
+    reach = support * filterscale
+    centres = start + (torch.arange(n_out, dtype=torch.float64, device=start.device) + 0.5) * scale
+    index = torch.arange(n_in, dtype=torch.float64, device=start.device)
+    first = torch.clamp(torch.trunc(centres - reach + 0.5), min=0.0)
+    last = torch.trunc(centres + reach + 0.5)  # exclusive; the image's edge ends it too
+    inside = (index[None, :] >= first[:, None]) & (index[None, :] < last[:, None])
+    weights = _filter((index[None, :] - centres[:, None] + 0.5) / filterscale, bicubic) * inside
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    unit = 4194304.0  # 2 ** 22
+    return torch.trunc(weights * unit + 0.5 * torch.sign(weights)) / unit
+
+
+def _level(pixels: torch.Tensor) -> torch.Tensor:
+    """A pass's 8-bit result: rounded half up and clipped, as Resample.c's ``clip8``."""
+    return torch.floor(pixels + 0.5).clamp(0.0, 255.0)
 
 
 class GraphResize(nn.Module):
-    """(N, 3, H, W) float pixels of any H, W -> (N, 3, size, size), as the training resize.
+    """(N, 3, H, W) float pixels 0..255 of any H, W -> (N, 3, size, size) whole levels 0..255, as the
+    training resize: ``crop``, the centred square of side min(H, W) (``ImageOps.fit``, ``resize_mode``
+    "crop"); otherwise the whole image ("squash"). ``interpolation``: the recipe's, "bilinear" or
+    "bicubic" (others fall back to bilinear, said in ``describe``), antialiased as PIL's.
 
-    ``crop``: the shorter side to ``size`` (rounded), then the centred ``size`` x ``size`` square
-    (``resize_mode`` "crop"); otherwise the whole image squashed to the square ("squash").
-    ``interpolation``: the recipe's, "bilinear" or "bicubic" (others fall back to bilinear, said in
-    ``describe``); antialiased, as PIL's resize. Input and output are pixel values in 0..255; the output
-    is rounded to whole levels, as PIL's uint8 result is (on full-size clip art that rounding took the
-    exported labels from 200 to 205 of 210 equal to predict's).
+    Measured against ``ImageOps.fit`` on full-size clip art (the real-cpu suite's 210 test images,
+    ``python -m benchmarks.export_agreement``): see docs/pipeline.md. A squash of an image more than six
+    times the size differs more: PIL's ``reducing_gap`` first averages blocks of pixels there.
     """
 
     def __init__(self, size: int, crop: bool, interpolation: str = "bilinear") -> None:
@@ -37,29 +80,38 @@ class GraphResize(nn.Module):
             raise AutoTransferError(f"A resize to {size} px is not possible.")
         self.size = size
         self.crop = crop
-        self.mode = MODES.get(interpolation, "bilinear")
+        self.bicubic = interpolation == "bicubic"
+        # the pass order of the Pillow that predict uses here, where the graph is made
+        self.vertical_first_rule = int(PIL.__version__.split(".")[0]) >= 13
 
     def describe(self) -> str:
-        how = f"{self.mode}, antialiased"
+        how = f"{'bicubic' if self.bicubic else 'bilinear'}, antialiased, as PIL's resize"
         if self.crop:
-            return (
-                f"the shorter side resized to {self.size} px ({how}), then the centred {self.size}x{self.size} square"
-            )
+            return f"the centred square of the image resized to {self.size}x{self.size} px ({how})"
         return f"the whole image resized to {self.size}x{self.size} ({how})"
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if not self.crop:
-            squashed = F.interpolate(images, size=(self.size, self.size), mode=self.mode, align_corners=False,
-                                     antialias=True)  # fmt: skip
-            return squashed.round().clamp(0, 255)
         height, width = images.shape[-2], images.shape[-1]
-        side = min(height, width) if torch.jit.is_scripting() else torch.sym_min(height, width)
-        new_height = (height * self.size + side // 2) // side
-        new_width = (width * self.size + side // 2) // side
-        resized = F.interpolate(images, size=(new_height, new_width), mode=self.mode, align_corners=False,
-                                antialias=True)  # fmt: skip
-        theta = torch.zeros(images.shape[0], 2, 3, dtype=resized.dtype, device=resized.device)
-        theta[:, 0, 0] = self.size / new_width
-        theta[:, 1, 1] = self.size / new_height
-        grid = F.affine_grid(theta, [images.shape[0], images.shape[1], self.size, self.size], align_corners=False)
-        return F.grid_sample(resized, grid, mode="bilinear", align_corners=False).round().clamp(0, 255)
+        one = torch.ones((), dtype=torch.float64, device=images.device)
+        h, w = one * height, one * width
+        box_h, box_w = h, w
+        if self.crop:
+            box_h = box_w = torch.minimum(h, w)
+        top, left = (h - box_h) * 0.5, (w - box_w) * 0.5
+        rows = resample_weights(height, top, box_h, self.size, self.bicubic)  # (size, H)
+        cols = resample_weights(width, left, box_w, self.size, self.bicubic)  # (size, W)
+        pixels = images.to(torch.float64)  # float32 sums flip a level at .5 now and then: PIL's are exact
+        if not self.vertical_first_rule:
+            return _level(rows @ _level(pixels @ cols.T)).to(torch.float32)
+        # Pillow >= 13 (Resample.c): the vertical pass first when the height loses more than twice the
+        # pixels the width does; the two orders differ by the rounding between the passes
+        if torch.jit.is_scripting():
+            if height - self.size > 0 and height - self.size > 2 * (width - self.size):
+                return _level(_level(rows @ pixels) @ cols.T).to(torch.float32)
+            return _level(rows @ _level(pixels @ cols.T)).to(torch.float32)
+        # torch.export would fix the branch at the example's size: both orders, the right one chosen
+        shrink_h, shrink_w = h - self.size, w - self.size
+        vertical = (shrink_h > 0) & (shrink_h > shrink_w * 2)
+        horizontal_first = _level(rows @ _level(pixels @ cols.T))
+        vertical_first = _level(_level(rows @ pixels) @ cols.T)
+        return torch.where(vertical, vertical_first, horizontal_first).to(torch.float32)

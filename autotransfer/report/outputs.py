@@ -98,7 +98,7 @@ def leaderboard(
     for column in COLUMNS:
         if column not in frame:
             frame[column] = None
-    for column in ("trial", "resolution", "freeze_groups", "epochs_run"):
+    for column in ("trial", "resolution", "freeze_groups", "epochs_run", "epochs_planned"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
     for column in ("val_score", "val_accuracy", "seconds"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
