@@ -278,12 +278,16 @@ def test_slow_argument_errors_are_answered_before_torch_is_imported(tmp_path):
 
     backbone_names()  # the names' cache, as a first check ever builds it (models/backbone_names.py)
     data = make_imagefolder(tmp_path / "d", {"a": 2, "b": 2})
+    bad_space = tmp_path / "space.yaml"
+    bad_space.write_text("epochs: 3\n")
     probe = (
         "import sys\nfrom autotransfer.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n"
         "    print(sorted({'torch', 'timm', 'optuna'} & set(sys.modules)), e.code)"
     )
     cases = [
         (["fit", data, "--search-space", "nosuch"], ("No search space 'nosuch'", "--search-space")),
+        # the sixth fresh user: a malformed space file was read only after torch was imported (5.9 s)
+        (["fit", data, "--search-space", bad_space], ("Bad search space key 'epochs'", f"Where: {bad_space}")),
         (["fit", data, "--device", "tpu"], ("Unknown device 'tpu'", "Where: --device")),
         # the fifth fresh user: a run directory that cannot be created was refused after 15 s of work
         (["fit", data, "--out", "/proc/at-run"], ("Cannot create --out /proc/at-run", "Where: /proc/at-run")),

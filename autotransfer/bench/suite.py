@@ -14,8 +14,8 @@ from autotransfer.config_files import ConfigChecker, read_yaml
 from autotransfer.data.offline_datasets import LOADERS
 from autotransfer.errors import AutoTransferError
 from autotransfer.search.space import load_search_space
-from autotransfer.transfer.probes import HEADS
 from autotransfer.transfer.profile import DEFAULT_BACKBONE
+from autotransfer.transfer.strategies import PROBE_HEADS
 
 # Defaults of the grid (the oracle) and the fixed strategies when the suite's space says `auto`:
 # the offline zoo's backbones at the CPU sizes the engine considers.
@@ -115,7 +115,7 @@ def load_suite(name_or_path: str | os.PathLike) -> Suite:
         fixed_resolution=check.integer("fixed.resolution", fixed.get("resolution", resolutions[0]), 16, 1024),
         grid_backbones=check.choices("grid.backbones", grid.get("backbones", backbones), str),
         grid_resolutions=check.choices("grid.resolutions", grid.get("resolutions", resolutions), int, positive=True),
-        grid_heads=check.choices("grid.heads", grid.get("heads", list(space.probe_heads)), str, HEADS),
+        grid_heads=check.choices("grid.heads", grid.get("heads", list(space.probe_heads)), str, PROBE_HEADS),
         grid_c=check.choices("grid.c_grid", grid.get("c_grid", list(space.c_grid)), float, positive=True),
         contenders=tuple(dict.fromkeys(contenders)),
         commands=commands,

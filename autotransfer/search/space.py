@@ -13,8 +13,7 @@ from typing import Any
 
 from autotransfer.config_files import ConfigChecker, read_yaml
 from autotransfer.search.space_files import SPACES_DIR, space_path
-from autotransfer.transfer.probes import HEADS
-from autotransfer.transfer.strategies import FINETUNE_STRATEGIES, STRATEGIES
+from autotransfer.transfer.strategies import FINETUNE_STRATEGIES, PROBE_HEADS, STRATEGIES
 
 AUGMENTATIONS = ("none", "flip", "crop", "randaugment")  # search/trials.py: what each turns on
 AUTO = "auto"  # backbones / resolutions chosen from the data, the machine and the budget (search/auto_space.py)
@@ -109,7 +108,7 @@ def load_search_space(name_or_path: str | os.PathLike = "default") -> SearchSpac
         backbones=() if merged["backbones"] == AUTO else check.choices("backbones", merged["backbones"], str),
         resolutions=resolutions,
         strategies=check.choices("strategies", merged["strategies"], str, tuple(STRATEGIES)),
-        probe_heads=check.choices("probe.heads", probe["heads"], str, HEADS),
+        probe_heads=check.choices("probe.heads", probe["heads"], str, PROBE_HEADS),
         c_grid=check.choices("probe.c_grid", probe["c_grid"], float, positive=True),
         probe_top_taps=check.integer("probe.top_taps", probe["top_taps"], 0, 1000),
         probe_combine_taps=check.flag("probe.combine_taps", probe["combine_taps"]),

@@ -28,9 +28,9 @@ from autotransfer.errors import AutoTransferError
 from autotransfer.transfer.feature_rows import FeatureRows, chunks, concat_rows
 from autotransfer.transfer.metrics import check_metric, score, score_predictions
 from autotransfer.transfer.probe_cost import MAX_ITER, fit_seconds, iterations, refit_rows, selection_rows, solver
+from autotransfer.transfer.strategies import PROBE_HEADS
 from autotransfer.transfer.torch_heads import MinibatchSoftmaxHead, TorchLinearHead
 
-HEADS = ("softmax", "svm", "torch")
 DEFAULT_C_GRID = (0.01, 0.1, 1.0, 10.0)
 
 
@@ -69,7 +69,9 @@ def make_head(
     if kind == "torch":
         return TorchLinearHead(C=C, class_weight=class_weight, max_iter=min(200, max_iter))
     raise AutoTransferError(
-        f"Unknown head type {kind!r}.", where="the search space's probe.heads", fix=f"use one of {', '.join(HEADS)}."
+        f"Unknown head type {kind!r}.",
+        where="the search space's probe.heads",
+        fix=f"use one of {', '.join(PROBE_HEADS)}.",
     )
 
 

@@ -69,6 +69,7 @@ STRATEGIES: dict[str, Strategy] = {
 # fmt: on
 PROBE_STRATEGIES = tuple(name for name, s in STRATEGIES.items() if s.stage == "probe")
 FINETUNE_STRATEGIES = tuple(name for name, s in STRATEGIES.items() if s.stage == "finetune")
+PROBE_HEADS = ("softmax", "svm", "torch")  # transfer/probes.py's make_head; named here, where no sklearn is imported
 
 # The recipe's matrix: where each quadrant starts, best first (docs/profiler.md).
 QUADRANT_STRATEGIES: dict[str, tuple[str, ...]] = {
