@@ -232,3 +232,29 @@ def test_the_ensemble_starts_with_the_best_whenever_the_reserve_is_left(monkeypa
     context.reserve = lambda best: 100.0  # not even the reserve is left: nothing starts
     built.clear()
     assert ensemble_stage.choose_ensemble(context, rows, rows[0]) is None and built == []
+
+
+def test_members_trained_at_the_same_size_share_one_resize_in_the_graph():
+    """An exported ensemble of four members resized a 12-MP photo four times (about 0.66 s each on 2 cores):
+    members with the same training resize now share one, and the probabilities are unchanged."""
+    from torch import nn
+
+    from autotransfer.deploy.ensemble import EnsembleNet
+    from autotransfer.deploy.graph_resize import GraphResize
+
+    class Member(nn.Module):  # a classifier as ConvClassifier is: its resize first, then scores
+        def __init__(self, size: int, scale: float) -> None:
+            super().__init__()
+            self.resize, self.scale = GraphResize(size, crop=True, interpolation="bicubic"), scale
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            pixels = images if self.resize is None else self.resize(images)
+            return pixels.mean(dim=(2, 3)) * self.scale
+
+    images = torch.randint(0, 256, (2, 3, 50, 70), dtype=torch.uint8)
+    members = [Member(32, 0.01), Member(32, 0.02), Member(40, 0.03)]
+    alone = [torch.softmax(m(images.float()), dim=1) for m in members]
+    net = EnsembleNet(members, [0.5, 0.3, 0.2])
+    assert len(net.resizes) == 2 and net.resize_of == [0, 0, 1]
+    expected = torch.log(0.5 * alone[0] + 0.3 * alone[1] + 0.2 * alone[2])
+    torch.testing.assert_close(net(images), expected)

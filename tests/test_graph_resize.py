@@ -15,7 +15,7 @@ from autotransfer.data.images import ResizeRecipe, resize
 from autotransfer.deploy.graph_resize import GraphResize
 
 # wide, tall (Pillow 13 resizes these vertically first), odd margins, near-square, smaller than the size
-SHAPES = [(133, 61), (61, 133), (118, 273), (250, 451), (97, 96), (40, 30), (300, 300), (1001, 640)]
+SHAPES = [(133, 61), (61, 133), (118, 273), (250, 451), (97, 96), (96, 96), (40, 30), (300, 300), (1001, 640)]
 
 
 def photo_like(seed: int, width: int, height: int) -> Image.Image:

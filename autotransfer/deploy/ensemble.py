@@ -34,17 +34,38 @@ def _ensemble_hash(spec: dict) -> str:
 
 
 class EnsembleNet(nn.Module):
-    """uint8 images (N x 3 x H x W, any size) in, log of the weighted mean of the members' probabilities out."""
+    """uint8 images (N x 3 x H x W, any size) in, log of the weighted mean of the members' probabilities out.
+
+    ``nets``: the members' classifiers, each with its training resize (``ConvClassifier.resize``). Members
+    trained at the same size and resize share one: it runs once per input (``resizes``; ``resize_of``: each
+    member's), as the resize of a large image can cost more than a small member's network.
+    """
 
     def __init__(self, nets: list[nn.Module], weights: list[float]) -> None:
         super().__init__()
+        self.resizes = nn.ModuleList()
+        self.resize_of: list[int] = []
+        kinds: list[tuple] = []
+        for net in nets:
+            kind = (net.resize.size, net.resize.crop, net.resize.bicubic)
+            if kind not in kinds:
+                kinds.append(kind)
+                self.resizes.append(net.resize)
+            self.resize_of.append(kinds.index(kind))
+            net.resize = None  # EnsembleNet resizes: the member gets its own size
         self.nets = nn.ModuleList(nets)
         self.register_buffer("weights", torch.tensor(weights, dtype=torch.float32))
 
+    def describe_members(self) -> list[str]:
+        """Each member's resize, in words (deploy/graph_resize.py ``describe``)."""
+        return [self.resizes[i].describe() for i in self.resize_of]
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        pixels = images.float()
+        resized = [resize(pixels) for resize in self.resizes]
         total = torch.zeros(())
         for i, net in enumerate(self.nets):
-            total = total + self.weights[i] * torch.softmax(net(images).float(), dim=1)
+            total = total + self.weights[i] * torch.softmax(net(resized[self.resize_of[i]]).float(), dim=1)
         return torch.log(total.clamp_min(1e-12))
 
 

@@ -60,8 +60,7 @@ def export(pipeline: Pipeline, fmt: str, out: str | os.PathLike) -> Path:
     if isinstance(pipeline, EnsemblePipeline):  # one graph: every member, its own resize, probabilities averaged
         pipeline = pipeline.to_cpu()
         net = pipeline.network()
-        resizes = [m.resize for m in net.nets]
-        in_graph = "each member: " + "; ".join(r.describe() for r in resizes) + ", normalised; probabilities averaged"
+        in_graph = "each member: " + "; ".join(net.describe_members()) + ", normalised; probabilities averaged"
     else:
         pipeline = Pipeline(pipeline.backbone, pipeline.model.to("cpu"), pipeline.spec)
         net = pipeline.network(with_resize=True)
@@ -71,8 +70,11 @@ def export(pipeline: Pipeline, fmt: str, out: str | os.PathLike) -> Path:
         warnings.simplefilter("ignore")  # tracer warnings about shape arithmetic are expected here
         if fmt == "torchscript":
             # tracing would freeze the resize's size arithmetic at the example's size: that step is scripted
-            for member in net.nets if isinstance(net, EnsembleNet) else [net]:
-                member.resize = torch.jit.script(member.resize)
+            if isinstance(net, EnsembleNet):
+                for i, resize in enumerate(net.resizes):
+                    net.resizes[i] = torch.jit.script(resize)
+            else:
+                net.resize = torch.jit.script(net.resize)
             with torch.no_grad():
                 traced = torch.jit.trace(net, example)
             traced.save(str(partial))

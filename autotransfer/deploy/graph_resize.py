@@ -92,6 +92,11 @@ class GraphResize(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         height, width = images.shape[-2], images.shape[-1]
+        # already the size: PIL returns a copy (predict's pixels, decoded at an ensemble's shared size). Not
+        # while torch.export traces: a branch on the image's size would fix it at the example's
+        eager = torch.jit.is_scripting() or not torch.compiler.is_compiling()
+        if eager and height == self.size and width == self.size:
+            return images.to(torch.float32)
         one = torch.ones((), dtype=torch.float64, device=images.device)
         h, w = one * height, one * width
         box_h, box_w = h, w
@@ -99,19 +104,27 @@ class GraphResize(nn.Module):
             box_h = box_w = torch.minimum(h, w)
         top, left = (h - box_h) * 0.5, (w - box_w) * 0.5
         rows = resample_weights(height, top, box_h, self.size, self.bicubic)  # (size, H)
-        cols = resample_weights(width, left, box_w, self.size, self.bicubic)  # (size, W)
+        cols = resample_weights(width, left, box_w, self.size, self.bicubic).T.contiguous()  # (W, size)
         pixels = images.to(torch.float64)  # float32 sums flip a level at .5 now and then: PIL's are exact
         if not self.vertical_first_rule:
-            return _level(rows @ _level(pixels @ cols.T)).to(torch.float32)
+            return _horizontal_first(pixels, rows, cols).to(torch.float32)
         # Pillow >= 13 (Resample.c): the vertical pass first when the height loses more than twice the
         # pixels the width does; the two orders differ by the rounding between the passes
         if torch.jit.is_scripting():
             if height - self.size > 0 and height - self.size > 2 * (width - self.size):
-                return _level(_level(rows @ pixels) @ cols.T).to(torch.float32)
-            return _level(rows @ _level(pixels @ cols.T)).to(torch.float32)
-        # torch.export would fix the branch at the example's size: both orders, the right one chosen
+                return _vertical_first(pixels, rows, cols).to(torch.float32)
+            return _horizontal_first(pixels, rows, cols).to(torch.float32)
+        # torch.export would fix a Python branch at the example's size: torch.cond keeps both (ONNX: If)
         shrink_h, shrink_w = h - self.size, w - self.size
         vertical = (shrink_h > 0) & (shrink_h > shrink_w * 2)
-        horizontal_first = _level(rows @ _level(pixels @ cols.T))
-        vertical_first = _level(_level(rows @ pixels) @ cols.T)
-        return torch.where(vertical, vertical_first, horizontal_first).to(torch.float32)
+        return torch.cond(vertical, _vertical_first, _horizontal_first, (pixels, rows, cols)).to(torch.float32)
+
+
+def _horizontal_first(pixels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Resample.c's order: (N, 3, H, W) -> (N, 3, H, size) -> (N, 3, size, size); ``cols``: (W, size)."""
+    return _level(rows @ _level(pixels @ cols))
+
+
+def _vertical_first(pixels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Pillow 13's order for tall images: (N, 3, H, W) -> (N, 3, size, W) -> (N, 3, size, size)."""
+    return _level(_level(rows @ pixels) @ cols)

@@ -128,9 +128,9 @@ class ConvClassifier(nn.Module):
     (one per map the trunk gives), and a mean (or max) over the score map.
 
     ``trunk``: normalised images -> a list of maps, with their ``channels`` (``conv_trunk``). Input:
-    NCHW images with values in 0..255 (uint8 or float), of any size the trunk accepts. With
-    ``resize_to`` set, the graph first resizes them (bilinear, antialiased) to that square size, so an
-    exported model can take raw images.
+    NCHW images with values in 0..255 (uint8 or float), of any size the trunk accepts. With ``resize``
+    (deploy/graph_resize.py), the graph first resizes them as in training, so an exported model can take
+    raw images.
     """
 
     def __init__(
