@@ -21,10 +21,13 @@ def read_yaml(path: Path, kind: str) -> dict:
     except OSError as error:
         raise AutoTransferError(f"Cannot read the {kind} file ({error.strerror or error}).", where=str(path)) from error
     except (yaml.YAMLError, UnicodeDecodeError) as error:
+        mark = getattr(error, "problem_mark", None)  # PyYAML's position of the problem (0-based)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(path)
         raise AutoTransferError(
-            f"The {kind} file is not valid YAML: {str(error).splitlines()[0]}",
-            where=str(path),
-            fix="check the indentation and the line named above.",
+            f"The {kind} file is not valid YAML: {problem}",
+            where=where,
+            fix="check that line and the one before it (indentation, a missing ':', an unclosed bracket or quote).",
         ) from error
     if document is None:
         return {}

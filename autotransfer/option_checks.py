@@ -61,6 +61,7 @@ def check_options_early(options: RunOptions) -> float:
     """Every cheap check of ``options``; the budget in seconds. Raises AutoTransferError naming the option."""
     from autotransfer.models.backbone_names import check_backbone_name
     from autotransfer.search.space import load_search_space
+    from autotransfer.search.space_files import space_path
     from autotransfer.storage_url import check_storage_url
 
     if options.backend not in BACKENDS:
@@ -86,7 +87,9 @@ def check_options_early(options: RunOptions) -> float:
     seconds = check_budget_floor(parse_duration(options.time_budget))
     check_metric_name(options.metric)
     check_device_name(options.device)
-    load_search_space(options.search_space)  # the whole file checked, before torch is imported
+    space = load_search_space(options.search_space)  # the whole file checked, before torch is imported
+    for name in space.backbones:
+        check_backbone_name(name, where=f"{space_path(options.search_space)}, key backbones")
     if options.storage:
         check_storage_url(options.storage)
     check_backbone_name(options.profile_backbone, where="{option}", option="profile_backbone")

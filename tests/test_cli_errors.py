@@ -280,6 +280,8 @@ def test_slow_argument_errors_are_answered_before_torch_is_imported(tmp_path):
     data = make_imagefolder(tmp_path / "d", {"a": 2, "b": 2})
     bad_space = tmp_path / "space.yaml"
     bad_space.write_text("epochs: 3\n")
+    odd_net = tmp_path / "odd.yaml"
+    odd_net.write_text("backbones: [nosuchnet_v9]\n")
     probe = (
         "import sys\nfrom autotransfer.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n"
         "    print(sorted({'torch', 'timm', 'optuna'} & set(sys.modules)), e.code)"
@@ -288,6 +290,8 @@ def test_slow_argument_errors_are_answered_before_torch_is_imported(tmp_path):
         (["fit", data, "--search-space", "nosuch"], ("No search space 'nosuch'", "--search-space")),
         # the sixth fresh user: a malformed space file was read only after torch was imported (5.9 s)
         (["fit", data, "--search-space", bad_space], ("Bad search space key 'epochs'", f"Where: {bad_space}")),
+        # the seventh: an unknown backbone in a space file took 7 s
+        (["fit", data, "--search-space", odd_net], ("Unknown backbone 'nosuchnet_v9'", f"{odd_net}, key backbones")),
         (["fit", data, "--device", "tpu"], ("Unknown device 'tpu'", "Where: --device")),
         # the fifth fresh user: a run directory that cannot be created was refused after 15 s of work
         (["fit", data, "--out", "/proc/at-run"], ("Cannot create --out /proc/at-run", "Where: /proc/at-run")),
@@ -299,6 +303,8 @@ def test_slow_argument_errors_are_answered_before_torch_is_imported(tmp_path):
         (["fit", data, "--storage", f"sqlite:///{tmp_path}/none/s.db"], (f"its folder {tmp_path}/none does not",)),
         (["predict", data, "x.png", "--size", "bad"], ("size must be 'native', 'original'", "Where: --size")),
         (["predict", data, "x.png", "--device", "tpu"], ("Unknown device 'tpu'",)),
+        # the seventh fresh user: refused after 7 s of work (root may "write" to /proc by os.access)
+        (["predict", data, "x.png", "--csv", "/proc/x.csv"], ("Cannot write --csv /proc/x.csv", "Where: /proc/x.csv")),
         # the fifth fresh user: 26 s to say resnet18 has no weights here (torch and timm imported first)
         (["zoo", "show", "resnet18"], ("No pretrained weights found for resnet18", "Where: looked in")),
         (["zoo", "show", "nosuchnet"], ("Unknown backbone 'nosuchnet'", "Where: autotransfer zoo show nosuchnet")),

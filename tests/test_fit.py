@@ -223,6 +223,7 @@ def test_built_in_search_spaces_load():
         ("finetune: {unknown_knob: 3}", "finetune.unknown_knob"),
         ("- just\n- a list", "mapping"),
         ("backbones: [a\n  b: c", "not valid YAML"),
+        ("finetune:\n  epochs: [1, 2\nprobe: {}", "line 3, column 6"),  # the fresh user: no line was named
     ],
 )
 def test_bad_search_space_files_name_the_key_and_value(tmp_path, text, named):

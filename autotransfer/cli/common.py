@@ -50,6 +50,15 @@ def prepare_output(path: Path, option: str, directory: bool = False) -> None:
         _check_creatable(path, option)
     if not os.access(path.parent, os.W_OK):
         raise output_error(path, option, PermissionError(13, "Permission denied", str(path.parent)))
+    if not directory:  # os.access says yes to root in places no file can be made (/proc, /sys): try it
+        existed = path.exists()
+        try:
+            with open(path, "a"):
+                pass
+        except OSError as error:
+            raise output_error(path, option, error) from error
+        if not existed:
+            path.unlink(missing_ok=True)
 
 
 def _check_creatable(path: Path, option: str) -> None:
