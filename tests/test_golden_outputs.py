@@ -23,7 +23,7 @@ GOLDEN = Path(__file__).parent / "golden"
 DECIMALS = 6  # floats beyond this differ between BLAS builds, not between versions of the code
 
 # Leaderboard columns that measure the machine, not the search.
-TIMED_COLUMNS = re.compile(r"seconds|_s$|^started|^finished|^date|checkpoint_dir|path")
+TIMED_COLUMNS = re.compile(r"seconds|_s$|^started|^finished|^date|checkpoint_dir|path|^worker$")  # worker: host:pid
 # pipeline.json keys that do the same.
 TIMED_KEYS = re.compile(r"seconds|^created|^date|time$|_at$|path|dir$|^version$|sha256|fingerprint|content_hash")
 PATTERNS = [  # (what, replacement), applied in this order to every text compared

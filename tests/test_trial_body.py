@@ -108,6 +108,27 @@ def test_a_trial_that_ran_every_epoch_it_got_is_complete_whatever_time_is_left(f
     assert record.status == "complete" and record.stopped is None and record.epochs_run == record.epochs_planned == 2
 
 
+def test_a_trial_the_trainer_stopped_early_says_so(fit_env, tmp_path, monkeypatch):
+    """The seventh fresh-user trial: a trial with epochs_run 3 of 8 and "8, the most this budget gives a trial"
+    had no `stopped` reason; its early stop was only in fit.log."""
+    import dataclasses
+
+    from autotransfer.search import trial_body
+
+    real = trial_body.finetune
+    monkeypatch.setattr(  # the trainer stops after one of the two epochs it was given, as its early stop does
+        trial_body,
+        "finetune",
+        lambda dataset, backbone, config, **kw: real(dataset, backbone, dataclasses.replace(config, epochs=1), **kw),
+    )
+    monkeypatch.setattr(planner, "unused_too_much", lambda *args: False)
+    context, plan = _one_trial_plan(fit_env, tmp_path)
+    OptunaBackend().run(plan, context)
+    [record] = trial_records("finetune", plan.studies.finetune)
+    assert record.status == "complete" and record.epochs_run == 1 and record.epochs_planned == 2
+    assert record.stopped.startswith("early stop after epoch 1: the best was epoch 1")
+
+
 def test_the_leftover_time_runs_a_seed_still_queued_and_says_so(fit_env, tmp_path, caplog):
     """Issue 26's fourth trial: "leftover time: trial 0's configuration again" was followed by another trial's
     line: a seeded trial queued past max_trials ran first (Optuna runs the oldest queued trial), and the

@@ -60,7 +60,8 @@ def export(pipeline: Pipeline, fmt: str, out: str | os.PathLike) -> Path:
     if isinstance(pipeline, EnsemblePipeline):  # one graph: every member, its own resize, probabilities averaged
         pipeline = pipeline.to_cpu()
         net = pipeline.network()
-        in_graph = "each member: " + "; ".join(net.describe_members()) + ", normalised; probabilities averaged"
+        described = [f"member {i + 1}: {text}" for i, text in enumerate(net.describe_members())]
+        in_graph = "; ".join(described) + "; each member's input normalised, the members' probabilities averaged"
     else:
         pipeline = Pipeline(pipeline.backbone, pipeline.model.to("cpu"), pipeline.spec)
         net = pipeline.network(with_resize=True)

@@ -78,6 +78,7 @@ COLUMNS = [
     "score_source",  # where val_score and val_accuracy were measured: cv (train+val folds) or val (the split)
     "test_accuracy",
     "seconds",
+    "worker",  # host:pid that ran a fine-tuning trial (workers sharing a study: docs/distributed.md)
     "chosen",  # in the final pipeline: the one trial, or each member of an ensemble
     "ensemble_weight",  # a member's weight in the chosen ensemble; empty when the pipeline is one trial
     "stopped",

@@ -9,6 +9,7 @@ row (``TrialRecord.row``) is the only flat form.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -17,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from autotransfer.errors import written_by_another_version
+from autotransfer.search.candidates import Candidate
 from autotransfer.search.storage import Studies
 from autotransfer.trial_status import RAN, trial_status
 
@@ -98,8 +101,15 @@ class TrialRecord:
     @classmethod
     def from_trial(cls, stage: str, trial: optuna.trial.FrozenTrial) -> TrialRecord:
         """The record of one Optuna trial (its parameters and ``user_attrs``, as ``trial_attrs`` wrote them)."""
-        values = {**trial.params, **trial.user_attrs}
+        # a queued trial not run yet has its parameters only as Optuna's fixed_params: shown, so a
+        # leaderboard row says what was queued
+        queued = trial.system_attrs.get("fixed_params", {}) if trial.state == TrialState.WAITING else {}
+        values = {**queued, **trial.params, **trial.user_attrs}
         _check_known(values, f"{stage} trial {trial.number}")
+        if values.get("candidate") and not values.get("backbone"):
+            with contextlib.suppress(ValueError):  # a key written by another version: left as it is
+                candidate = Candidate.parse(values["candidate"])
+                values.update(backbone=candidate.backbone, resolution=candidate.resolution, tap=candidate.tap)
         state = trial.state.name.lower()
         # Optuna keeps a pruned (or budget-stopped) trial's last epoch as its value; its checkpoint is the best epoch's
         score = trial.user_attrs.get("best_val_score") if state == "pruned" else None

@@ -128,6 +128,10 @@ def run_trial(params: dict, context: TrialContext, reporter: TrialReporter, *, c
 
     result = finetune(dataset, backbone, config, report=report, device=context.device, checkpoint_dir=folder,
                       resume=continues is not None)  # fmt: skip
+    last = result.history[-1].epoch + 1 if result.history else first_epoch
+    if last < epochs:  # the trainer's early stop (the pruner and the budget raise instead): said in the record
+        reporter.record(stopped=f"early stop after epoch {last}: the best was epoch {result.best_epoch + 1}, "
+                                f"{config.patience} epoch(s) without improvement")  # fmt: skip
     return result.best_val_score
 
 
