@@ -205,6 +205,7 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
     if best is None:
         raise no_trial_finished(context)
 
+    left_after_search = context.deadline.left()  # what the final stages were left, by the search's estimates
     ensemble = choose_ensemble(context, rows, best)
 
     def write() -> tuple[Pipeline, bool]:
@@ -230,6 +231,10 @@ def _stages(context: RunContext, studies: Studies) -> SearchResult:
     board = write_outputs(context.out, rows, best, pipeline, context.deadline.elapsed(), context.deadline.seconds,
                           ensemble=ensemble)  # fmt: skip
     unused = max(0.0, context.deadline.left())  # after the report: what the user waited for counts
+    if unused > planner.UNUSED_SHARE * context.deadline.seconds and left_after_search > unused:
+        # the search stopped for the time it estimated the last stages need: what they took says how close it was
+        context.search_ended(f"the ensemble, refit and save took {format_duration(left_after_search - unused)} of "
+                             f"the {format_duration(left_after_search)} left after the search")  # fmt: skip
     profile.budget_unused = {"seconds": round(unused, 1), "share": round(unused / context.deadline.seconds, 3)}
     profile.search_ends = context.search_ends or None
     profile.save(context.out)
