@@ -155,6 +155,9 @@ class OptunaBackend:
         context.progress.stage("fine-tuning", total=self.shape.max_trials, unit="trial(s) at most")
         self._search(study)
         self._use_leftover(study)
+        if context.settings.options.storage:  # the other workers' trials still running count for the final choice
+            while unfinished_trials(study)[1] and wait_for_others(study, context):
+                pass
 
     def _search(self, study: optuna.Study) -> None:
         context, max_trials = self.context, self.shape.max_trials
