@@ -219,3 +219,29 @@ def test_files_written_atomically_get_an_ordinary_files_mode(tmp_path):
     plain.write_text("x")
     write_text_atomic(tmp_path / "report.html", "<html></html>")
     assert stat.S_IMODE(os.stat(tmp_path / "report.html").st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
+
+
+def test_a_pair_killed_between_its_probe_rows_is_probed_again():
+    """The fault test's resumed run (a run killed after the first of a pair's rows was recorded) skipped the
+    pair's other taps: each row is a trial of its own, and one finished row counted the pair as probed."""
+    from autotransfer.search.probe_stage import _probed_pairs
+    from autotransfer.search.records import trial_attrs
+
+    study = optuna.create_study(direction="maximize")
+
+    def row(tap: str, **extra) -> None:
+        attrs = trial_attrs(candidate=f"net@32/{tap}", pair="net@32", stage="probe", tap=tap, **extra)
+        study.add_trial(optuna.trial.create_trial(value=0.9, user_attrs=attrs))
+
+    row("blocks.0", pair_rows=3)
+    assert _probed_pairs(study) == set()  # 1 of its 3 rows
+    row("blocks.1", pair_rows=3)
+    row("head", pair_rows=3)
+    assert _probed_pairs(study) == {"net@32"}
+    row("blocks.0+head")  # a combined probe's row, recorded later, counts no rows of its own
+    assert _probed_pairs(study) == {"net@32"}
+    older = optuna.create_study(direction="maximize")
+    older.add_trial(
+        optuna.trial.create_trial(value=0.9, user_attrs=trial_attrs(candidate="old@32/head", stage="probe"))
+    )
+    assert _probed_pairs(older) == {"old@32"}  # a study of an earlier version: its rows are whole pairs

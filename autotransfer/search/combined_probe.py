@@ -69,7 +69,7 @@ def probe_best_pair_combined(
     def work() -> bool:
         use_free_cpus()
         row = probe_combined(context.dataset(resolution), backbone, taps, config)
-        record_probe_rows(study, context, name, resolution, [row], extract_seconds_pair=None)
+        record_probe_rows(study, context, name, resolution, [row], extract_seconds_pair=None, whole_pair=False)
         return True
 
     if context.settings.options.storage:  # workers sharing the study: one of them probes it

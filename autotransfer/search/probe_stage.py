@@ -33,8 +33,18 @@ log = logging.getLogger(__name__)
 
 
 def _probed_pairs(study: optuna.Study) -> set[str]:
-    """The (backbone, resolution) pairs that already have a finished probe trial."""
-    return {Candidate.parse(r.candidate).pair for r in trial_records("probe", study) if r.status == "complete"}
+    """The (backbone, resolution) pairs whose probe rows are all recorded: a run killed between two rows of
+    a pair left only some (each row is a trial of its own), and that pair is probed again on resume."""
+    rows: dict[str, list[TrialRecord]] = {}
+    for r in trial_records("probe", study):
+        if r.status == "complete":
+            rows.setdefault(Candidate.parse(r.candidate).pair, []).append(r)
+    return {
+        pair
+        for pair, done in rows.items()
+        if any(r.pair_rows is None for r in done)  # written by an earlier version, or a later combined probe
+        or len(done) >= max(r.pair_rows or 0 for r in done)
+    }
 
 
 def pair_order(
@@ -67,15 +77,22 @@ def record_probe_rows(
     resolution: int,
     rows: list[dict],
     extract_seconds_pair: float | None,
+    *,
+    whole_pair: bool = True,
 ) -> None:
     """Each probed row of ``name`` at ``resolution`` as a complete trial of the probes study;
-    ``extract_seconds_pair``: the pair's whole extraction (None: rows that extracted nothing new)."""
+    ``extract_seconds_pair``: the pair's whole extraction (None: rows that extracted nothing new);
+    ``whole_pair``: the rows are the pair's probe (each records how many there are), not a later combined
+    probe's row. Rows recorded before (a run killed mid-record) are not recorded twice."""
     pair = f"{name}@{resolution}"
-    for row in rows:
+    strategies = context.settings.space.strategies
+    kept = [row for row in rows if "probe_accuracy" in row and probe_strategy(row["tap"]) in strategies]
+    recorded = {r.candidate for r in trial_records("probe", study) if r.status == "complete"}
+    for row in kept:
         strategy = probe_strategy(row["tap"])
-        if strategy not in context.settings.space.strategies or "probe_accuracy" not in row:  # not among the top kNN
-            continue
         candidate = Candidate(name, resolution, row["tap"])
+        if candidate.key in recorded:
+            continue
         attrs = trial_attrs(
             candidate=candidate.key,
             pair=pair,
@@ -97,6 +114,8 @@ def record_probe_rows(
         )
         if extract_seconds_pair is not None:
             attrs["extract_seconds_pair"] = extract_seconds_pair
+        if whole_pair:
+            attrs["pair_rows"] = len(kept)
         study.add_trial(optuna.trial.create_trial(value=row["probe_score"], user_attrs=attrs))
         log.info(
             "probe %s: %s %s %.4f (%s, C=%g)",

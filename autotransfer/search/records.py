@@ -72,6 +72,7 @@ class TrialRecord:
     probe_seconds: float | None = None
     refit_seconds: float | None = None  # probe: estimated seconds of its head's refit on train+val, quiet machine
     extract_seconds_pair: float | None = None
+    pair_rows: int | None = None  # probe: the rows its pair's probe recorded (a pair killed mid-record is probed again)
     # a fine-tuning trial: the depth frozen, its epochs and checkpoint
     freeze_groups: int | None = None
     n_groups: int | None = None
