@@ -86,6 +86,7 @@ def record_probe_rows(
     probe's row. Rows recorded before (a run killed mid-record) are not recorded twice."""
     pair = f"{name}@{resolution}"
     strategies = context.settings.space.strategies
+    # a row without a probe score was not among the top kNN taps
     kept = [row for row in rows if "probe_accuracy" in row and probe_strategy(row["tap"]) in strategies]
     recorded = {r.candidate for r in trial_records("probe", study) if r.status == "complete"}
     for row in kept:
