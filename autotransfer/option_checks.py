@@ -88,7 +88,7 @@ def check_options_early(options: RunOptions) -> float:
     check_metric_name(options.metric)
     check_device_name(options.device)
     space = load_search_space(options.search_space)  # the whole file checked, before torch is imported
-    for name in space.backbones:
+    for name in space.backbones:  # named with the file and key they came from
         check_backbone_name(name, where=f"{space_path(options.search_space)}, key backbones")
     if options.storage:
         check_storage_url(options.storage)

@@ -97,7 +97,6 @@ def _run_and_summarise(data: Path, options, *, start: float, quiet: bool) -> Non
     from autotransfer.search.storage import WrittenByAnotherWorker
 
     settings = resolve_settings(options, start=start)
-    _check_space_backbones(options.search_space, settings.space.backbones)
     err.print(
         f"fit {escape(str(data))}: search space [bold]{settings.space.name}[/], budget "
         f"{format_duration(settings.time_budget)}, run directory {escape(str(settings.out))}"
@@ -152,14 +151,6 @@ def print_cache_growth(before: dict[str, int], log_file: Path) -> None:
             handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} INFO autotransfer.cli: {line}\n")
     except OSError:
         pass  # the summary above has it; the log is a copy
-
-
-def _check_space_backbones(search_space: str, backbones) -> None:
-    """An unknown backbone in a search-space file is named with the file and key it came from."""
-    from autotransfer.models.zoo import check_backbone_names
-    from autotransfer.search.space_files import space_path
-
-    check_backbone_names(list(backbones), where=f"{space_path(search_space)}, key backbones")
 
 
 def latest_run(data: Path) -> Path:

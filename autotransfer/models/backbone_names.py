@@ -35,7 +35,7 @@ class BackboneNames:
 
     def is_known(self, name: str) -> bool:
         """A timm architecture (a pretrained tag such as ``resnet50.a1_in1k`` allowed) or a supported
-        torchvision one (``tv:resnet18``), as models/zoo.py's check_backbone_names decides."""
+        torchvision one (``tv:resnet18``), as models/zoo.py's create_backbone accepts."""
         if name.startswith(TORCHVISION_PREFIX):
             return name.removeprefix(TORCHVISION_PREFIX) in self.torchvision
         return ":" not in name and name.split(".")[0] in self.timm

@@ -324,18 +324,6 @@ def unknown_backbone_error(name: str, where: str | None = None) -> AutoTransferE
     return live_names().unknown_error(name, where)
 
 
-def check_backbone_names(names: list[str], where: str | None = None) -> None:
-    """Raise ``unknown_backbone_error`` for the first name that is neither a timm architecture
-    (a pretrained tag allowed) nor a supported torchvision one; ``where``: file and key it came from."""
-    for name in names:
-        if name.startswith(TORCHVISION_PREFIX):
-            known = name.removeprefix(TORCHVISION_PREFIX) in TORCHVISION_SPECS
-        else:
-            known = ":" not in name and _import_timm().is_model(name)
-        if not known:
-            raise unknown_backbone_error(name, where)
-
-
 def create_backbone(
     name: str,
     *,

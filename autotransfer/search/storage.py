@@ -29,6 +29,7 @@ from optuna.trial import TrialState
 from autotransfer.errors import AutoTransferError
 from autotransfer.search.space import SearchSpace
 from autotransfer.storage_url import check_storage_url, hide_password, storage_url
+from autotransfer.trial_status import NOT_STARTED
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def retry_interrupted_trials(study: optuna.Study) -> None:
         log.info("trial %d was interrupted by the previous run: queued again", trial.number)
 
 
-PAST_MAX_TRIALS = "not started: max_trials"  # how the ``stopped`` reason of a trial asked too many starts
+PAST_MAX_TRIALS = f"{NOT_STARTED}: max_trials"  # how the ``stopped`` reason of a trial asked too many starts
 
 
 def _asked_past_max_trials(trial: optuna.trial.FrozenTrial) -> bool:
